@@ -1,0 +1,352 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import * as path from 'node:path';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { BerthError, isBerthError, messageOf } from './lib/errors.js';
+import { createLogger, type Logger } from './lib/log.js';
+import { humanAge } from './lib/time.js';
+import type { Runtime } from './runtime/index.js';
+
+/**
+ * The composition root: parses flags into one Config, builds the runtime, prints, and
+ * maps errors to exit codes: 0 ok · 1 runtime failure · 2 invalid input.
+ * `diff`: 0 no changes · 1 changes pending · 2 error (like `kubectl diff`).
+ */
+
+interface GlobalOpts {
+  root: string;
+  state: string;
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+}
+
+interface Config {
+  root: string;
+  state: string;
+  log: Logger;
+}
+
+const EXIT_OK = 0;
+const EXIT_FAILURE = 1;
+const EXIT_INVALID = 2;
+
+let activeCommand = '';
+
+function version(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  try {
+    return (JSON.parse(readFileSync(path.resolve(here, '../../package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function config(cmd: Command): Config {
+  const g = cmd.optsWithGlobals() as GlobalOpts;
+  return { root: path.resolve(g.root), state: path.resolve(g.state), log: createLogger(g.logLevel) };
+}
+
+async function openRuntime(cfg: Config): Promise<Runtime> {
+  const { Runtime } = await import('./runtime/index.js');
+  return Runtime.open({ root: cfg.root, state: cfg.state, log: cfg.log });
+}
+
+function exitCodeFor(err: unknown): number {
+  if (isBerthError(err) && (err.code === 'ERR_INVALID_MANIFEST' || err.code === 'ERR_INVALID_ARGUMENT')) return EXIT_INVALID;
+  return EXIT_FAILURE;
+}
+
+/** Loads manifests for apply/diff/delete; prints every problem and fails with exit 2. */
+async function loadOrFail(file: string): Promise<import('./reconciler/desired.js').DesiredPod[]> {
+  const { loadManifests, formatProblem } = await import('./reconciler/manifest.js');
+  const res = await loadManifests(file);
+  if (res.problems.length > 0) {
+    for (const p of res.problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
+    throw new BerthError('ERR_INVALID_MANIFEST', `${res.problems.length} problem(s) in ${res.badFiles.length} file(s); nothing was changed`);
+  }
+  return res.pods;
+}
+
+function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd((widths[i] ?? 0) + 3))).join('').trimEnd()).join('\n') + '\n';
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('berth')
+    .description('Declarative single-host container reconciler: YAML manifests in, runc containers running.')
+    .version(version(), '--version')
+    .option('--root <dir>', 'persistent state: database, content, snapshots, logs', '/var/lib/berth')
+    .option('--state <dir>', 'runtime state: runc root, conmon files, lock', '/run/berth')
+    .addOption(new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
+    .showHelpAfterError()
+    .configureHelp({ sortSubcommands: false })
+    .hook('preAction', (_t, action) => {
+      activeCommand = action.name();
+    });
+
+  program
+    .command('apply')
+    .description('make this machine match the manifests in a file or directory')
+    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive)')
+    .option('--prune', 'delete pods previously applied from this path that it no longer declares')
+    .option('--dry-run', 'print the plan and change nothing')
+    .action(async (o: { filename: string; prune?: boolean; dryRun?: boolean }, cmd: Command) => {
+      const cfg = config(cmd);
+      const desired = await loadOrFail(o.filename);
+      const { computePlan, executePlan } = await import('./reconciler/reconcile.js');
+      const { renderPlan } = await import('./reconciler/render.js');
+      const rt = await openRuntime(cfg);
+      try {
+        await rt.withLock('apply', async () => {
+          const prune = o.prune === true ? { prune: { sources: [path.resolve(o.filename)] } } : {};
+          const plan = await computePlan(rt, { desired, ...prune }, cfg.log);
+          if (o.dryRun === true) {
+            process.stdout.write(renderPlan(plan) || 'no changes\n');
+            return;
+          }
+          const res = await executePlan(rt, plan, cfg.log);
+          const failed = new Set(res.failed.map((f) => f.step));
+          for (const s of plan.steps) {
+            if (!failed.has(s)) process.stdout.write(`${(await import('./reconciler/render.js')).renderStep(s)}\n`);
+          }
+          if (plan.steps.length === 0) process.stdout.write('no changes\n');
+          for (const f of res.failed) process.stderr.write(`error: ${f.error.message}\n`);
+          for (const b of plan.blocked) process.stderr.write(`error: ${b.key}: ${b.reason}\n`);
+          if (res.failed.length > 0 || plan.blocked.length > 0) process.exitCode = EXIT_FAILURE;
+        });
+      } finally {
+        await rt.close();
+      }
+    });
+
+  program
+    .command('diff')
+    .description('print what apply would do; exit 0 no changes, 1 changes pending, 2 error')
+    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive)')
+    .option('--prune', 'include deletions that apply --prune would make')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
+    .action(async (o: { filename: string; prune?: boolean; output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      const desired = await loadOrFail(o.filename);
+      const { computePlan } = await import('./reconciler/reconcile.js');
+      const { renderPlan, planToJson } = await import('./reconciler/render.js');
+      const rt = await openRuntime(cfg);
+      try {
+        const prune = o.prune === true ? { prune: { sources: [path.resolve(o.filename)] } } : {};
+        const plan = await rt.withLock('diff', () => computePlan(rt, { desired, ...prune }, cfg.log));
+        process.stdout.write(o.output === 'json' ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : renderPlan(plan));
+        process.exitCode = plan.steps.length > 0 || plan.blocked.length > 0 ? 1 : 0;
+      } finally {
+        await rt.close();
+      }
+    });
+
+  program
+    .command('delete')
+    .description('stop and delete the pods declared in a file or directory')
+    .requiredOption('-f, --filename <path>', 'manifest file or directory')
+    .action(async (o: { filename: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      const pods = await loadOrFail(o.filename);
+      const { executePlan } = await import('./reconciler/reconcile.js');
+      const { renderStep } = await import('./reconciler/render.js');
+      const rt = await openRuntime(cfg);
+      try {
+        await rt.withLock('delete', async () => {
+          const recorded = new Map(rt.state.listPods().map((p) => [p.key, p]));
+          const steps = pods
+            .filter((p) => recorded.has(p.key))
+            .map((p) => ({ kind: 'delete-pod' as const, podKey: p.key, graceMs: p.gracePeriodMs, reason: 'deleted' }));
+          const res = await executePlan(rt, { steps, blocked: [] }, cfg.log);
+          for (const s of steps) process.stdout.write(`${renderStep(s)}\n`);
+          if (steps.length === 0) process.stdout.write('nothing to delete\n');
+          for (const f of res.failed) process.stderr.write(`error: ${f.error.message}\n`);
+          if (res.failed.length > 0) process.exitCode = EXIT_FAILURE;
+        });
+      } finally {
+        await rt.close();
+      }
+    });
+
+  program
+    .command('up')
+    .description('watch a manifest directory and keep this machine converged to it (Ctrl-C leaves containers running)')
+    .argument('<dir>', 'manifest directory')
+    .option('--resync <seconds>', 'full resync period', '30')
+    .action(async (dir: string, o: { resync: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      const { runUp } = await import('./daemon/up.js');
+      const rt = await openRuntime(cfg);
+      const ac = new AbortController();
+      const stop = (): void => ac.abort();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      let first = true;
+      try {
+        process.stdout.write(`berth: watching ${path.resolve(dir)} (Ctrl-C stops watching; containers keep running)\n`);
+        await runUp({
+          dir,
+          rt,
+          log: cfg.log,
+          resyncMs: Number(o.resync) * 1000,
+          signal: ac.signal,
+          onPass: ({ steps, failed }) => {
+            if (steps > 0 || first) {
+              process.stdout.write(`berth: converged (${steps} step(s), ${failed} failed); next: berth ps, berth logs POD\n`);
+            }
+            first = false;
+          },
+        });
+        process.stdout.write('berth: stopped watching; containers keep running (berth ps)\n');
+      } finally {
+        await rt.close();
+      }
+    });
+
+  program
+    .command('ps')
+    .alias('pods')
+    .description('list pods and containers with state, PID, image digest and age')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .action(async (o: { output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      const rt = await openRuntime(cfg);
+      try {
+        const pods = await rt.withLock('ps', () => rt.observe());
+        if (o.output === 'json') {
+          process.stdout.write(`${JSON.stringify(pods.map((p) => ({ key: p.key, source: p.source, containers: p.containers.map(({ live: _l, ...c }) => c) })), null, 2)}\n`);
+          return;
+        }
+        const rows = [['POD', 'CONTAINER', 'STATE', 'PID', 'IMAGE', 'DIGEST', 'AGE']];
+        const now = Date.now();
+        for (const p of pods) {
+          for (const c of p.containers) {
+            const state = c.state === 'exited' ? `exited(${c.exitCode ?? '?'})` : c.state;
+            rows.push([p.key, c.name, state, c.state === 'running' ? String(c.pid ?? '-') : '-', c.imageRef, c.imageDigest.slice(7, 19), humanAge(now - c.createdAt)]);
+          }
+          if (p.containers.length === 0) rows.push([p.key, '-', 'pending', '-', '-', '-', humanAge(now - p.createdAt)]);
+        }
+        process.stdout.write(table(rows));
+      } finally {
+        await rt.close();
+      }
+    });
+
+  program
+    .command('logs')
+    .description('print a container\'s log (CRI format lines: time stream tag message)')
+    .argument('<target>', 'POD or POD/CONTAINER (namespace default unless -n)')
+    .option('-n, --namespace <ns>', 'namespace', 'default')
+    .option('--tail <n>', 'only the last N lines')
+    .option('--raw', 'print CRI log lines unchanged')
+    .action(async (target: string, o: { namespace: string; tail?: string; raw?: boolean }, cmd: Command) => {
+      const cfg = config(cmd);
+      const [podName, ctrName] = target.split('/');
+      const key = `${o.namespace}/${podName ?? ''}`;
+      const rt = await openRuntime(cfg);
+      try {
+        const cs = rt.state.listContainers(key).filter((c) => ctrName === undefined || c.name === ctrName);
+        if (cs.length === 0) throw new BerthError('ERR_NOT_FOUND', `logs ${target}: no such pod or container in namespace ${o.namespace}`);
+        const names = new Set(cs.map((c) => c.name));
+        if (ctrName === undefined && names.size > 1) {
+          throw new BerthError('ERR_INVALID_ARGUMENT', `logs ${target}: pod has several containers, name one: ${[...names].join(', ')}`);
+        }
+        const c = cs[cs.length - 1];
+        if (c === undefined) return;
+        let lines = (await rt.readLog(c)).split('\n').filter((l) => l !== '');
+        if (o.raw !== true) {
+          // CRI log line: <RFC3339Nano> <stream> <P|F> <message>; P lines continue on the next.
+          const out: string[] = [];
+          let partial = '';
+          for (const l of lines) {
+            const m = /^\S+ (?:stdout|stderr) ([PF]) (.*)$/.exec(l);
+            if (m === null) continue;
+            partial += m[2] ?? '';
+            if (m[1] === 'F') {
+              out.push(partial);
+              partial = '';
+            }
+          }
+          if (partial !== '') out.push(partial);
+          lines = out;
+        }
+        if (o.tail !== undefined) lines = lines.slice(-Math.max(0, Number(o.tail)));
+        process.stdout.write(lines.length > 0 ? `${lines.join('\n')}\n` : '');
+      } finally {
+        await rt.close();
+      }
+    });
+
+  const images = program.command('images').description('manage images');
+  images
+    .command('ls')
+    .description('list local images')
+    .action(async (_o: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      const rt = await openRuntime(cfg);
+      try {
+        const rows = [['REF', 'DIGEST']];
+        for (const i of rt.images.list()) rows.push([i.ref, i.digest]);
+        process.stdout.write(table(rows));
+      } finally {
+        await rt.close();
+      }
+    });
+  images
+    .command('pull')
+    .description('pull an image into the content store and unpack it')
+    .argument('<ref>', 'image reference')
+    .action(async (ref: string, _o: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      const rt = await openRuntime(cfg);
+      try {
+        const img = await rt.withLock('pull', () => rt.pullImage(ref));
+        process.stdout.write(`${img.ref} ${img.digest}\n`);
+      } finally {
+        await rt.close();
+      }
+    });
+
+  program
+    .command('version')
+    .description('print berth, runc and conmon versions')
+    .action(async () => {
+      const { execFileSync } = await import('node:child_process');
+      const first = (cmd: string): string => {
+        try {
+          return execFileSync(cmd, ['--version'], { encoding: 'utf8' }).split('\n')[0] ?? '';
+        } catch {
+          return 'not found';
+        }
+      };
+      process.stdout.write(`berth ${version()}\nnode ${process.version}\n${first('runc')}\n${first('conmon')}\n`);
+    });
+
+  return program;
+}
+
+async function main(): Promise<void> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (typeof code === 'string' && code.startsWith('commander.')) {
+      // commander printed help/version or the usage error already.
+      process.exitCode = code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help' ? EXIT_OK : EXIT_INVALID;
+      return;
+    }
+    process.stderr.write(`error: ${messageOf(err)}\n`);
+    // kubectl diff: any error is exit 2, since 1 means "changes pending".
+    process.exitCode = activeCommand === 'diff' ? EXIT_INVALID : exitCodeFor(err);
+  }
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === (await import('node:fs')).realpathSync(process.argv[1])) {
+  await main();
+}

@@ -1,0 +1,74 @@
+/**
+ * One error class for all of berth. Callers branch on `code`, never on text.
+ * Messages follow `<operation> <identifiers>: <reason>`, lowercase.
+ */
+export type ErrorCode =
+  | 'ERR_INVALID_ARGUMENT' // bad flag, bad reference, bad value handed to an API
+  | 'ERR_INVALID_MANIFEST' // a YAML manifest that does not parse or validate
+  | 'ERR_INVALID_IMAGE' // an image document, layer or config that breaks a rule
+  | 'ERR_DIGEST_MISMATCH' // bytes that do not hash to the expected digest
+  | 'ERR_UNSAFE_CONTENT' // a tar entry or path that tries to escape or is forbidden
+  | 'ERR_UNSUPPORTED' // a valid input berth does not implement (yet)
+  | 'ERR_NOT_FOUND'
+  | 'ERR_ALREADY_EXISTS'
+  | 'ERR_REGISTRY' // registry answered with an error status
+  | 'ERR_NETWORK' // connection, timeout, reset
+  | 'ERR_RUNTIME' // runc/conmon/mount failed
+  | 'ERR_LOCKED' // another berth holds the state lock
+  | 'ERR_RESOURCE_EXHAUSTED'
+  | 'ERR_PRECONDITION' // host lacks something berth needs (root, runc, overlay)
+  | 'ERR_INTERNAL';
+
+/** Retryable vs terminal, in one place. The controller backs off on retryable codes. */
+export const RETRYABLE: Readonly<Record<ErrorCode, boolean>> = {
+  ERR_INVALID_ARGUMENT: false,
+  ERR_INVALID_MANIFEST: false,
+  ERR_INVALID_IMAGE: false,
+  ERR_DIGEST_MISMATCH: true,
+  ERR_UNSAFE_CONTENT: false,
+  ERR_UNSUPPORTED: false,
+  ERR_NOT_FOUND: false,
+  ERR_ALREADY_EXISTS: false,
+  ERR_REGISTRY: true,
+  ERR_NETWORK: true,
+  ERR_RUNTIME: true,
+  ERR_LOCKED: true,
+  ERR_RESOURCE_EXHAUSTED: true,
+  ERR_PRECONDITION: false,
+  ERR_INTERNAL: false,
+};
+
+export type ErrorDetails = Readonly<Record<string, string | number | boolean | undefined>>;
+
+export class BerthError extends Error {
+  readonly code: ErrorCode;
+  readonly details: ErrorDetails;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: ErrorDetails } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'BerthError';
+    this.code = code;
+    this.details = options.details ?? {};
+  }
+
+  get retryable(): boolean {
+    return RETRYABLE[this.code];
+  }
+}
+
+export function isBerthError(err: unknown, code?: ErrorCode): err is BerthError {
+  return err instanceof BerthError && (code === undefined || err.code === code);
+}
+
+/** Node system errors carry `code` strings such as ENOENT. */
+export function errnoCode(err: unknown): string | undefined {
+  if (typeof err === 'object' && err !== null && 'code' in err) {
+    const c = (err as { code: unknown }).code;
+    return typeof c === 'string' ? c : undefined;
+  }
+  return undefined;
+}
+
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

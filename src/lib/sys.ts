@@ -1,0 +1,93 @@
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { BerthError } from './errors.js';
+
+/**
+ * Typed access to the `berth_sys` N-API addon (native/sys.c): the Linux syscalls Node lacks.
+ *
+ * The addon is built by `npm ci` / `npm install` (the package's `install` script runs
+ * `node-gyp rebuild`) into `build/Release/berth_sys.node` at the package root. It is loaded on first
+ * use, so modules that import this file still work on hosts where the addon was never built; the
+ * first call then throws ERR_PRECONDITION.
+ *
+ * Every function but `syncfs` is synchronous (one metadata syscall); none follows a final symlink. Failures are thrown as Node-style system
+ * errors: `err.code` is the errno name ('EPERM', 'ENOENT', …), `err.errno` the negative errno.
+ * Paths may be strings (UTF-8) or Buffers (raw bytes; see E9); embedded NULs are rejected.
+ */
+export type SysPath = string | Buffer;
+
+interface SysBinding {
+  mknod(path: SysPath, mode: number, dev: number): void;
+  lsetxattr(path: SysPath, name: string, value: Buffer): void;
+  lgetxattr(path: SysPath, name: string): Buffer | null;
+  llistxattr(path: SysPath): string[];
+  syncfs(path: SysPath): Promise<void>;
+}
+
+// Compiled to dist/src/lib/sys.js: the package root is three levels up.
+const ADDON_PATH = fileURLToPath(new URL('../../../build/Release/berth_sys.node', import.meta.url));
+
+let binding: SysBinding | undefined;
+
+function sys(): SysBinding {
+  if (binding !== undefined) return binding;
+  let mod: unknown;
+  try {
+    mod = createRequire(import.meta.url)(ADDON_PATH);
+  } catch (err) {
+    throw new BerthError('ERR_PRECONDITION', `load native addon ${ADDON_PATH}: not built (run npm run build:native)`, {
+      cause: err,
+    });
+  }
+  const m = mod as Partial<Record<keyof SysBinding, unknown>>;
+  if (
+    typeof m.mknod !== 'function' ||
+    typeof m.lsetxattr !== 'function' ||
+    typeof m.lgetxattr !== 'function' ||
+    typeof m.llistxattr !== 'function' ||
+    typeof m.syncfs !== 'function'
+  ) {
+    throw new BerthError('ERR_PRECONDITION', `load native addon ${ADDON_PATH}: missing functions (rebuild it)`);
+  }
+  binding = mod as SysBinding;
+  return binding;
+}
+
+/** mknod(2). `mode` includes the file type bits (fs.constants.S_IFCHR, S_IFBLK, S_IFIFO). */
+export function mknod(path: SysPath, mode: number, dev: number): void {
+  sys().mknod(path, mode, dev);
+}
+
+/** lsetxattr(2) with flags 0: creates or replaces. */
+export function lsetxattr(path: SysPath, name: string, value: Buffer): void {
+  sys().lsetxattr(path, name, value);
+}
+
+/** lgetxattr(2); null when the attribute does not exist (ENODATA). */
+export function lgetxattr(path: SysPath, name: string): Buffer | null {
+  return sys().lgetxattr(path, name);
+}
+
+/** llistxattr(2): the attribute names visible to this process. */
+export function llistxattr(path: SysPath): string[] {
+  return sys().llistxattr(path);
+}
+
+/** syncfs(2) on the filesystem holding `path`, on the libuv thread pool. */
+export function syncfs(path: SysPath): Promise<void> {
+  return sys().syncfs(path);
+}
+
+/** Largest major and minor the kernel's 32-bit dev_t encoding can carry (12 and 20 bits). */
+export const MAX_DEV_MAJOR = 0xfff;
+export const MAX_DEV_MINOR = 0xfffff;
+
+/**
+ * glibc's makedev() for the range the kernel accepts. Multiplication, not `<<`, because the result
+ * can exceed 2^31.
+ */
+export function makedev(major: number, minor: number): number {
+  if (!Number.isInteger(major) || major < 0 || major > MAX_DEV_MAJOR) throw new RangeError(`device major ${major} out of range`);
+  if (!Number.isInteger(minor) || minor < 0 || minor > MAX_DEV_MINOR) throw new RangeError(`device minor ${minor} out of range`);
+  return (minor & 0xff) + (major & 0xfff) * 0x100 + (minor & 0xfff00) * 0x1000;
+}

@@ -1,0 +1,82 @@
+/**
+ * Desired state: what the manifests say, normalised. Pure (types and plain functions
+ * only) so that the planner and its unit tests load without SQLite or processes.
+ */
+
+export type RestartPolicy = 'Always' | 'OnFailure' | 'Never';
+export type PullPolicy = 'Always' | 'IfNotPresent' | 'Never';
+
+export interface DesiredContainer {
+  name: string;
+  image: string; // canonical reference
+  pullPolicy: PullPolicy;
+  /** sha256 over the container's fields and the pod-level fields that shape it. */
+  specHash: string;
+  command?: string[];
+  args?: string[];
+  workingDir?: string;
+  env: { name: string; value: string }[];
+  ports: { containerPort: number; hostPort?: number; hostIP?: string; protocol: string }[];
+  memoryBytes?: number;
+  cpuMillis?: number;
+}
+
+export interface DesiredPod {
+  key: string; // namespace/name
+  namespace: string;
+  name: string;
+  /** Absolute path of the manifest file that declares the pod. */
+  source: string;
+  /** Where in that file (1-based line of the document start). */
+  line: number;
+  podHash: string;
+  hostNetwork: boolean;
+  restartPolicy: RestartPolicy;
+  gracePeriodMs: number;
+  labels: Record<string, string>;
+  containers: DesiredContainer[];
+}
+
+/** Kubernetes default: Always for `:latest` or untagged references, else IfNotPresent. */
+export function defaultPullPolicy(canonicalRef: string): PullPolicy {
+  if (canonicalRef.includes('@')) return 'IfNotPresent';
+  const lastSlash = canonicalRef.lastIndexOf('/');
+  const colon = canonicalRef.indexOf(':', lastSlash);
+  const tag = colon === -1 ? 'latest' : canonicalRef.slice(colon + 1);
+  return tag === 'latest' ? 'Always' : 'IfNotPresent';
+}
+
+/** JSON with sorted keys: stable input for spec hashes. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const entries = Object.entries(v as Record<string, unknown>)
+      .filter(([, x]) => x !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonicalJson(x)}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** Kubernetes memory quantity → bytes ("64Mi", "1G", "128974848", "129e6"). */
+export function parseMemory(q: string | number): number | undefined {
+  if (typeof q === 'number') return Number.isFinite(q) && q >= 0 ? Math.floor(q) : undefined;
+  const m = /^(\d+(?:\.\d+)?(?:[eE]\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m)?$/.exec(q);
+  if (m === null) return undefined;
+  const n = Number(m[1]);
+  const mult: Record<string, number> = {
+    Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
+    k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18, m: 1e-3,
+  };
+  const v = Math.floor(n * (m[2] === undefined ? 1 : (mult[m[2]] ?? 1)));
+  return Number.isSafeInteger(v) ? v : undefined;
+}
+
+/** Kubernetes CPU quantity → millicores ("500m", "0.5", "2"). */
+export function parseCpu(q: string | number): number | undefined {
+  if (typeof q === 'number') return Number.isFinite(q) && q > 0 ? Math.round(q * 1000) : undefined;
+  const m = /^(\d+(?:\.\d+)?)(m)?$/.exec(q);
+  if (m === null) return undefined;
+  const v = m[2] === 'm' ? Number(m[1]) : Number(m[1]) * 1000;
+  return v > 0 ? Math.round(v) : undefined;
+}

@@ -1,0 +1,384 @@
+import { createHash } from 'node:crypto';
+import { readFileSync, promises as fsp, constants as fsc } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { LineCounter, parseAllDocuments, isNode, type Document } from 'yaml';
+import { BerthError, errnoCode } from '../lib/errors.js';
+import { parseReference } from '../runtime/index.js';
+import {
+  canonicalJson,
+  defaultPullPolicy,
+  parseCpu,
+  parseMemory,
+  type DesiredContainer,
+  type DesiredPod,
+  type PullPolicy,
+  type RestartPolicy,
+} from './desired.js';
+
+/** One problem in one manifest, positioned for an editor: file:line:col field: message. */
+export interface ManifestProblem {
+  file: string;
+  line: number;
+  col: number;
+  field: string; // dotted path, e.g. spec.containers[0].image
+  message: string;
+}
+
+export interface LoadResult {
+  pods: DesiredPod[];
+  problems: ManifestProblem[];
+  /** Every manifest file read, absolute. */
+  files: string[];
+  /** Files that failed (their objects are not in `pods`). */
+  badFiles: string[];
+}
+
+export const MAX_MANIFEST_FILE_BYTES = 1024 * 1024;
+const MAX_ALIASES = 100;
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
+
+export function formatProblem(p: ManifestProblem): string {
+  return `${p.file}:${p.line}:${p.col}: ${p.field !== '' ? `${p.field}: ` : ''}${p.message}`;
+}
+
+let podValidator: ValidateFunction | undefined;
+function validatePod(): ValidateFunction {
+  if (podValidator !== undefined) return podValidator;
+  // dist/src/reconciler/manifest.js → repository root is three levels up.
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const candidates = [path.resolve(here, '../../../schemas/pod.json'), path.resolve(here, '../../schemas/pod.json')];
+  let text: string | undefined;
+  for (const c of candidates) {
+    try {
+      text = readFileSync(c, 'utf8');
+      break;
+    } catch {
+      continue;
+    }
+  }
+  if (text === undefined) throw new BerthError('ERR_INTERNAL', `load schema: schemas/pod.json not found near ${here}`);
+  const ajv = new Ajv({ strict: true, allErrors: false, coerceTypes: false, $data: false, useDefaults: false });
+  podValidator = ajv.compile(JSON.parse(text) as object);
+  return podValidator;
+}
+
+/**
+ * Lists manifest files under `p` (a file or directory): regular, non-dot `*.yaml` /
+ * `*.yml` files, recursively; symlinked directories are followed once (git-sync swaps a
+ * symlink), editor swap/backup files are ignored (rule M1).
+ */
+export async function listManifestFiles(p: string): Promise<string[]> {
+  const abs = path.resolve(p);
+  let st;
+  try {
+    st = await fsp.stat(abs);
+  } catch (err) {
+    throw new BerthError('ERR_INVALID_ARGUMENT', `read manifests ${abs}: ${errnoCode(err) === 'ENOENT' ? 'no such file or directory' : String(err)}`);
+  }
+  if (st.isFile()) return [abs];
+  if (!st.isDirectory()) throw new BerthError('ERR_INVALID_ARGUMENT', `read manifests ${abs}: not a file or directory`);
+  const out: string[] = [];
+  const seen = new Set<string>();
+  const walk = async (dir: string): Promise<void> => {
+    const real = await fsp.realpath(dir);
+    if (seen.has(real)) return;
+    seen.add(real);
+    const entries = await fsp.readdir(dir, { withFileTypes: true });
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      if (e.name.startsWith('.') || e.name.endsWith('~') || e.name.startsWith('#')) continue;
+      const full = path.join(dir, e.name);
+      if (e.isDirectory() || (e.isSymbolicLink() && (await fsp.stat(full).then((s) => s.isDirectory()).catch(() => false)))) {
+        await walk(full);
+      } else if (e.isFile() && /\.ya?ml$/.test(e.name)) {
+        out.push(full);
+      }
+    }
+  };
+  await walk(abs);
+  return out;
+}
+
+/** Reads a manifest file with O_NOFOLLOW|O_NONBLOCK and the size limit (rule M1). */
+async function readManifestFile(file: string): Promise<string> {
+  const fh = await fsp.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new BerthError('ERR_INVALID_MANIFEST', `read ${file}: not a regular file`);
+    if (st.size > MAX_MANIFEST_FILE_BYTES) {
+      throw new BerthError('ERR_INVALID_MANIFEST', `read ${file}: ${st.size} bytes exceeds the ${MAX_MANIFEST_FILE_BYTES} byte limit`);
+    }
+    const buf = Buffer.alloc(MAX_MANIFEST_FILE_BYTES + 1);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    if (bytesRead > MAX_MANIFEST_FILE_BYTES) throw new BerthError('ERR_INVALID_MANIFEST', `read ${file}: exceeds the ${MAX_MANIFEST_FILE_BYTES} byte limit`);
+    return buf.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function loadManifests(p: string): Promise<LoadResult> {
+  const files = await listManifestFiles(p);
+  const result: LoadResult = { pods: [], problems: [], files, badFiles: [] };
+  for (const file of files) {
+    let text: string;
+    try {
+      text = await readManifestFile(file);
+    } catch (err) {
+      result.problems.push({ file, line: 1, col: 1, field: '', message: err instanceof Error ? err.message : String(err) });
+      result.badFiles.push(file);
+      continue;
+    }
+    const { pods, problems } = parseManifestText(text, file);
+    if (problems.length > 0) {
+      result.problems.push(...problems);
+      result.badFiles.push(file);
+    } else {
+      result.pods.push(...pods);
+    }
+  }
+  // Names are unique per namespace across all files.
+  const byKey = new Map<string, DesiredPod>();
+  for (const pod of result.pods) {
+    const prev = byKey.get(pod.key);
+    if (prev !== undefined) {
+      result.problems.push({
+        file: pod.source,
+        line: pod.line,
+        col: 1,
+        field: 'metadata.name',
+        message: `pod ${pod.key} is also declared in ${prev.source}:${prev.line}`,
+      });
+      result.badFiles.push(pod.source);
+    } else {
+      byKey.set(pod.key, pod);
+    }
+  }
+  if (result.badFiles.length > 0) {
+    const bad = new Set(result.badFiles);
+    result.pods = result.pods.filter((pod) => !bad.has(pod.source));
+    result.badFiles = [...bad];
+  }
+  return result;
+}
+
+/** Parses one file's text into pods; all problems carry file:line:col. */
+export function parseManifestText(text: string, file: string): { pods: DesiredPod[]; problems: ManifestProblem[] } {
+  const lc = new LineCounter();
+  const problems: ManifestProblem[] = [];
+  const pods: DesiredPod[] = [];
+  const at = (offset: number | undefined): { line: number; col: number } => {
+    if (offset === undefined) return { line: 1, col: 1 };
+    const pos = lc.linePos(offset);
+    return { line: pos.line, col: pos.col };
+  };
+  const body = text.startsWith('\ufeff') ? text.slice(1) : text;
+  let docs: Document.Parsed[];
+  try {
+    docs = parseAllDocuments(body, { schema: 'core', uniqueKeys: true, lineCounter: lc, prettyErrors: false, strict: true }) as Document.Parsed[];
+  } catch (err) {
+    return { pods, problems: [{ file, line: 1, col: 1, field: '', message: `parse: ${(err as Error).message}` }] };
+  }
+  if (!Array.isArray(docs)) docs = [docs as unknown as Document.Parsed];
+  for (const doc of docs) {
+    // Warnings are errors (rule M2): they mean the YAML is not what it looks like.
+    for (const e of [...doc.errors, ...doc.warnings]) {
+      const { line, col } = at(e.pos[0]);
+      problems.push({ file, line, col, field: '', message: `yaml: ${e.message.split('\n')[0] ?? e.message}` });
+    }
+    if (doc.errors.length > 0 || doc.warnings.length > 0) continue;
+    if (doc.contents === null) continue; // empty document
+    let obj: unknown;
+    try {
+      obj = doc.toJS({ maxAliasCount: MAX_ALIASES });
+    } catch (err) {
+      problems.push({ file, ...at(doc.contents.range[0]), field: '', message: `yaml: ${(err as Error).message}` });
+      continue;
+    }
+    if (obj === null || obj === undefined) continue;
+    const docLine = at(doc.contents.range[0]).line;
+    const locate = (fieldPath: (string | number)[]): { line: number; col: number } => {
+      for (let n = fieldPath.length; n >= 0; n--) {
+        const node = doc.getIn(fieldPath.slice(0, n), true);
+        if (isNode(node) && node.range) return at(node.range[0]);
+      }
+      return { line: docLine, col: 1 };
+    };
+    const problem = (fieldPath: (string | number)[], message: string): void => {
+      problems.push({ file, ...locate(fieldPath), field: dotted(fieldPath), message });
+    };
+    if (typeof obj !== 'object' || Array.isArray(obj)) {
+      problem([], 'a manifest document must be a mapping with apiVersion and kind');
+      continue;
+    }
+    const o = obj as Record<string, unknown>;
+    const kind = o['kind'];
+    const apiVersion = o['apiVersion'];
+    if (kind !== 'Pod' || apiVersion !== 'v1') {
+      const k = `${String(apiVersion)}/${String(kind)}`;
+      problem(kind === undefined ? [] : ['kind'], `unsupported object ${k}: this berth implements v1/Pod (ConfigMap, Secret, berth.dev/v1 Image and Container are planned)`);
+      continue;
+    }
+    const validate = validatePod();
+    if (!validate(o)) {
+      for (const e of validate.errors ?? []) {
+        const fp = pointerToPath(e.instancePath);
+        problem(extraProp(e) !== undefined ? [...fp, extraProp(e) as string] : fp, describeAjvError(e));
+      }
+      continue;
+    }
+    const before = problems.length;
+    const pod = toDesiredPod(o, file, docLine, problem);
+    if (problems.length === before && pod !== undefined) pods.push(pod);
+  }
+  return { pods, problems };
+}
+
+function extraProp(e: ErrorObject): string | undefined {
+  return e.keyword === 'additionalProperties' ? String((e.params as { additionalProperty?: unknown }).additionalProperty) : undefined;
+}
+
+function describeAjvError(e: ErrorObject): string {
+  switch (e.keyword) {
+    case 'additionalProperties':
+      return `unknown field (not in the subset berth implements; allowed here: ${allowedHere(e)})`;
+    case 'enum':
+      return `must be one of ${((e.params as { allowedValues: unknown[] }).allowedValues ?? []).map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'const':
+      return `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
+    default:
+      return e.message ?? e.keyword;
+  }
+}
+
+function allowedHere(e: ErrorObject): string {
+  const props = (e.parentSchema as { properties?: Record<string, unknown> } | undefined)?.properties;
+  return props === undefined ? 'none' : Object.keys(props).join(', ');
+}
+
+function pointerToPath(ptr: string): (string | number)[] {
+  if (ptr === '') return [];
+  return ptr
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+}
+
+function dotted(p: (string | number)[]): string {
+  return p.reduce<string>((acc, s) => (typeof s === 'number' ? `${acc}[${s}]` : acc === '' ? s : `${acc}.${s}`), '');
+}
+
+interface PodObject {
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  spec: {
+    containers: {
+      name: string;
+      image: string;
+      imagePullPolicy?: PullPolicy;
+      command?: string[];
+      args?: string[];
+      workingDir?: string;
+      env?: { name: string; value?: string }[];
+      ports?: { containerPort: number; hostPort?: number; hostIP?: string; protocol?: string }[];
+      resources?: { limits?: { cpu?: string | number; memory?: string | number } };
+    }[];
+    restartPolicy?: RestartPolicy;
+    hostNetwork?: boolean;
+    terminationGracePeriodSeconds?: number;
+  };
+}
+
+/** Semantic checks after the schema (rule M4), then normalisation and hashes. */
+function toDesiredPod(
+  raw: Record<string, unknown>,
+  file: string,
+  line: number,
+  problem: (p: (string | number)[], m: string) => void,
+): DesiredPod | undefined {
+  const o = raw as unknown as PodObject;
+  const name = o.metadata.name;
+  const namespace = o.metadata.namespace ?? 'default';
+  if (!DNS_LABEL.test(name)) problem(['metadata', 'name'], `${JSON.stringify(name)} is not a DNS label (lowercase a-z, 0-9 and '-', at most 63)`);
+  if (!DNS_LABEL.test(namespace)) problem(['metadata', 'namespace'], `${JSON.stringify(namespace)} is not a DNS label`);
+  const hostNetwork = o.spec.hostNetwork ?? false;
+  if (!hostNetwork) {
+    problem(['spec', 'hostNetwork'], 'pod networking (CNI) is not implemented yet: set hostNetwork: true');
+  }
+  const names = new Set<string>();
+  const containers: DesiredContainer[] = [];
+  const podLevel = { hostNetwork };
+  const podHash = sha256hex(canonicalJson(podLevel));
+  for (const [i, c] of o.spec.containers.entries()) {
+    const at = (...rest: (string | number)[]): (string | number)[] => ['spec', 'containers', i, ...rest];
+    if (!DNS_LABEL.test(c.name)) problem(at('name'), `${JSON.stringify(c.name)} is not a DNS label`);
+    if (names.has(c.name)) problem(at('name'), `container name ${JSON.stringify(c.name)} is used twice in this pod`);
+    names.add(c.name);
+    let image = c.image;
+    try {
+      image = parseReference(c.image).canonical;
+    } catch (err) {
+      problem(at('image'), err instanceof Error ? err.message : String(err));
+    }
+    const env: { name: string; value: string }[] = [];
+    for (const [j, e] of (c.env ?? []).entries()) {
+      if (!ENV_NAME.test(e.name)) problem(at('env', j, 'name'), `${JSON.stringify(e.name)} is not a valid environment variable name`);
+      env.push({ name: e.name, value: e.value ?? '' });
+    }
+    const ports: DesiredContainer['ports'] = [];
+    for (const [j, p] of (c.ports ?? []).entries()) {
+      if (hostNetwork && p.hostPort !== undefined && p.hostPort !== p.containerPort) {
+        problem(at('ports', j, 'hostPort'), `with hostNetwork, hostPort must equal containerPort (${p.containerPort})`);
+      }
+      const port: DesiredContainer['ports'][number] = { containerPort: p.containerPort, protocol: p.protocol ?? 'TCP' };
+      if (p.hostPort !== undefined) port.hostPort = p.hostPort;
+      if (p.hostIP !== undefined) port.hostIP = p.hostIP;
+      ports.push(port);
+    }
+    if (c.workingDir !== undefined && !c.workingDir.startsWith('/')) problem(at('workingDir'), 'must be an absolute path');
+    const dc: DesiredContainer = {
+      name: c.name,
+      image,
+      pullPolicy: c.imagePullPolicy ?? defaultPullPolicy(image),
+      specHash: '',
+      env,
+      ports,
+    };
+    if (c.command !== undefined) dc.command = c.command;
+    if (c.args !== undefined) dc.args = c.args;
+    if (c.workingDir !== undefined) dc.workingDir = c.workingDir;
+    const limits = c.resources?.limits;
+    if (limits?.memory !== undefined) {
+      const m = parseMemory(limits.memory);
+      if (m === undefined || m < 4 * 1024 * 1024) problem(at('resources', 'limits', 'memory'), `${JSON.stringify(limits.memory)} is not a memory quantity of at least 4Mi`);
+      else dc.memoryBytes = m;
+    }
+    if (limits?.cpu !== undefined) {
+      const m = parseCpu(limits.cpu);
+      if (m === undefined) problem(at('resources', 'limits', 'cpu'), `${JSON.stringify(limits.cpu)} is not a CPU quantity`);
+      else dc.cpuMillis = m;
+    }
+    dc.specHash = sha256hex(canonicalJson({ ...dc, specHash: undefined, podHash }));
+    containers.push(dc);
+  }
+  return {
+    key: `${namespace}/${name}`,
+    namespace,
+    name,
+    source: file,
+    line,
+    podHash,
+    hostNetwork,
+    restartPolicy: o.spec.restartPolicy ?? 'Always',
+    gracePeriodMs: (o.spec.terminationGracePeriodSeconds ?? 30) * 1000,
+    labels: o.metadata.labels ?? {},
+    containers,
+  };
+}
+
+function sha256hex(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}

@@ -1,0 +1,152 @@
+import { existsSync } from 'node:fs';
+import { BerthError, messageOf } from '../lib/errors.js';
+import type { Logger } from '../lib/log.js';
+import type { ObservedPod, Runtime } from '../runtime/index.js';
+import type { DesiredPod } from './desired.js';
+import { plan, type ImageView, type ObservedPodView, type Plan, type PruneScope, type Step } from './plan.js';
+
+export interface ReconcileOptions {
+  desired: readonly DesiredPod[];
+  prune?: PruneScope;
+  /** Ask the registry about images with pullPolicy Always (apply and diff both do). */
+  resolveRemote?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface ReconcileResult {
+  plan: Plan;
+  /** Steps that failed, with the error; the rest were carried out. */
+  failed: { step: Step; error: BerthError }[];
+}
+
+function toView(p: ObservedPod): ObservedPodView {
+  return {
+    key: p.key,
+    source: p.source,
+    podHash: p.podHash,
+    spec: p.spec,
+    containers: p.containers.map((c) => ({
+      id: c.id,
+      name: c.name,
+      specHash: c.specHash,
+      imageRef: c.imageRef,
+      imageDigest: c.imageDigest,
+      state: c.state,
+      exitCode: c.exitCode,
+      pid: c.pid,
+    })),
+  };
+}
+
+/**
+ * Observes the runtime and computes the plan. Shared by `diff` and `apply`, so the
+ * printed plan is exactly what apply executes.
+ */
+export async function computePlan(rt: Runtime, o: ReconcileOptions, log: Logger): Promise<Plan> {
+  const observed = (await rt.observe()).map(toView);
+  const images: Record<string, ImageView> = {};
+  for (const pod of o.desired) {
+    for (const c of pod.containers) {
+      if (images[c.image] !== undefined) continue;
+      const local = rt.localImage(c.image);
+      const view: ImageView = {};
+      if (local !== undefined) {
+        view.local = local.digest;
+        view.localTop = local.indexDigest ?? local.digest;
+      }
+      if (o.resolveRemote !== false && c.pullPolicy === 'Always' && local !== undefined) {
+        try {
+          view.remote = await rt.resolveImage(c.image);
+        } catch (err) {
+          // An unreachable registry must not stop running workloads: keep the local image.
+          log.warn({ image: c.image, err: messageOf(err) }, 'cannot resolve image, keeping the local one');
+        }
+      }
+      images[c.image] = view;
+    }
+  }
+  return plan({ desired: o.desired, observed, images, ...(o.prune !== undefined ? { prune: o.prune } : {}) });
+}
+
+/**
+ * Executes a plan. Pulls run first; a pod whose image failed to pull is skipped (its
+ * running containers stay as they are). Each step's failure is recorded and the rest go on.
+ */
+export async function executePlan(rt: Runtime, p: Plan, log: Logger, signal?: AbortSignal): Promise<ReconcileResult> {
+  const failed: ReconcileResult['failed'] = [];
+  const failedImages = new Set<string>();
+  const failedPods = new Set<string>();
+  const fail = (step: Step, err: unknown): void => {
+    const e = err instanceof BerthError ? err : new BerthError('ERR_INTERNAL', messageOf(err), { cause: err });
+    failed.push({ step, error: e });
+    log.error({ step: step.kind, code: e.code, err: e.message }, 'step failed');
+  };
+  for (const step of p.steps) {
+    if (signal?.aborted) break;
+    try {
+      switch (step.kind) {
+        case 'pull':
+          await rt.pullImage(step.image, signal);
+          rt.state.addEvent(step.image, 'Pulled', `pulled ${step.image}`);
+          break;
+        case 'create-pod':
+        case 'update-pod':
+          rt.recordPod({
+            key: step.pod.key,
+            namespace: step.pod.namespace,
+            name: step.pod.name,
+            source: step.pod.source,
+            podHash: step.pod.podHash,
+            spec: JSON.stringify(step.pod),
+            createdAt: Date.now(),
+          });
+          break;
+        case 'start':
+        case 'replace': {
+          if (failedPods.has(step.pod.key)) break;
+          if (failedImages.has(step.container.image)) {
+            throw new BerthError('ERR_NOT_FOUND', `start ${step.pod.key}/${step.container.name}: image ${step.container.image} failed to pull`);
+          }
+          const image = rt.localImage(step.container.image);
+          if (image === undefined) throw new BerthError('ERR_NOT_FOUND', `start ${step.pod.key}/${step.container.name}: image ${step.container.image} is not present`);
+          if (step.kind === 'replace') await rt.destroyContainer(step.oldId, step.pod.gracePeriodMs);
+          const c = step.container;
+          await rt.runContainer({
+            podKey: step.pod.key,
+            name: c.name,
+            specHash: c.specHash,
+            image,
+            run: {
+              ...(c.command !== undefined ? { command: c.command } : {}),
+              ...(c.args !== undefined ? { args: c.args } : {}),
+              ...(c.workingDir !== undefined ? { workingDir: c.workingDir } : {}),
+              ...(c.memoryBytes !== undefined ? { memoryBytes: c.memoryBytes } : {}),
+              ...(c.cpuMillis !== undefined ? { cpuMillis: c.cpuMillis } : {}),
+              env: c.env,
+              hostNetwork: step.pod.hostNetwork,
+              hostname: step.pod.name,
+              hostFiles: step.pod.hostNetwork ? ['/etc/hosts', '/etc/resolv.conf'].filter((f) => existsSync(f)) : [],
+            },
+          });
+          break;
+        }
+        case 'remove':
+          await rt.destroyContainer(step.id, step.graceMs);
+          break;
+        case 'delete-pod': {
+          const containers = rt.state.listContainers(step.podKey);
+          // Stop all containers of the pod in parallel: each gets the full grace period.
+          await Promise.all(containers.map((c) => rt.destroyContainer(c.id, step.graceMs)));
+          await rt.forgetPod(step.podKey);
+          rt.state.addEvent(step.podKey, 'Pruned', `pod ${step.podKey} deleted (${step.reason})`);
+          break;
+        }
+      }
+    } catch (err) {
+      if (step.kind === 'pull') failedImages.add(step.image);
+      if (step.kind === 'create-pod') failedPods.add(step.pod.key);
+      fail(step, err);
+    }
+  }
+  return { plan: p, failed };
+}

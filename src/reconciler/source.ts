@@ -1,0 +1,47 @@
+import * as path from 'node:path';
+import type { Logger } from '../lib/log.js';
+import type { DesiredPod } from './desired.js';
+import { formatProblem, loadManifests, type ManifestProblem } from './manifest.js';
+
+/**
+ * A manifest source (a directory watched by `berth up`) with last-good semantics (rule
+ * M5): a file that stops parsing keeps the objects it declared before; only removing the
+ * file, or the object from a valid file, removes them.
+ */
+export class ManifestSource {
+  readonly root: string;
+  private lastGood = new Map<string, DesiredPod[]>();
+
+  constructor(
+    root: string,
+    private readonly log: Logger,
+    /** Objects recorded as applied from a file, used when the file is bad at startup. */
+    private readonly recorded: (file: string) => DesiredPod[],
+  ) {
+    this.root = path.resolve(root);
+  }
+
+  async load(): Promise<{ desired: DesiredPod[]; problems: ManifestProblem[] }> {
+    const res = await loadManifests(this.root);
+    const next = new Map<string, DesiredPod[]>();
+    for (const pod of res.pods) {
+      const list = next.get(pod.source) ?? [];
+      list.push(pod);
+      next.set(pod.source, list);
+    }
+    for (const file of res.files) if (!next.has(file) && !res.badFiles.includes(file)) next.set(file, []);
+    for (const file of res.badFiles) {
+      const keep = this.lastGood.get(file) ?? this.recorded(file);
+      next.set(file, keep);
+    }
+    for (const p of res.problems) this.log.error({ file: p.file, line: p.line, col: p.col, field: p.field }, `invalid manifest: ${formatProblem(p)}`);
+    this.lastGood = next;
+    const desired = [...next.values()].flat();
+    // A key declared twice (e.g. kept last-good + new file) keeps the first.
+    const seen = new Set<string>();
+    return {
+      desired: desired.filter((p) => (seen.has(p.key) ? false : (seen.add(p.key), true))),
+      problems: res.problems,
+    };
+  }
+}

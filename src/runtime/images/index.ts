@@ -1,0 +1,163 @@
+import { BerthError } from '../../lib/errors.js';
+import { chainIds, type Digest } from '../../lib/digest.js';
+import type { Logger } from '../../lib/log.js';
+import type { ContentStore } from '../content/index.js';
+import { parseReference, type RegistryClient, type ImageReference } from '../registry/index.js';
+import type { Snapshotter } from '../snapshots/index.js';
+import type { LayerRecord, StateStore } from '../state/index.js';
+import { unpackLayer } from '../unpack/index.js';
+import { hostPlatform, parseImageConfig, parseManifestOrIndex, selectPlatform, type ImageConfig, type Platform } from './documents.js';
+
+export { hostPlatform, type ImageConfig, type Platform } from './documents.js';
+
+/** An image ready to run: every layer is a ready snapshot. */
+export interface LocalImage {
+  ref: string; // canonical reference
+  digest: Digest; // platform manifest digest
+  indexDigest: Digest | null;
+  config: ImageConfig;
+  layers: LayerRecord[];
+  chainIds: Digest[];
+}
+
+export interface PullOptions {
+  platform?: Platform;
+  signal?: AbortSignal;
+}
+
+/**
+ * Images: pull = resolve → platform → fetch config and layers into the content store →
+ * unpack each layer into its chainID snapshot → record the image in one row.
+ * Bytes first, then rows (STYLE rule 5).
+ */
+export class ImageService {
+  constructor(
+    private readonly state: StateStore,
+    private readonly content: ContentStore,
+    private readonly snapshots: Snapshotter,
+    private readonly registry: RegistryClient,
+    private readonly log: Logger,
+  ) {}
+
+  /** The local image for `ref` if it is fully present, else undefined. */
+  get(refString: string): LocalImage | undefined {
+    const ref = parseReference(refString);
+    const rec = this.state.getImage(ref.canonical);
+    if (rec === undefined) return undefined;
+    const m = this.state.getManifest(rec.digest);
+    if (m === undefined) return undefined;
+    const ids = m.layers.map((l) => l.chainId);
+    if (!ids.every((id) => this.snapshots.isReady(id))) return undefined;
+    return {
+      ref: ref.canonical,
+      digest: rec.digest,
+      indexDigest: rec.indexDigest,
+      config: parseImageConfig(Buffer.from(m.config), `image ${ref.canonical} config`),
+      layers: m.layers,
+      chainIds: ids,
+    };
+  }
+
+  /** Asks the registry which digest `ref` names now (the top-level document: index or manifest). */
+  async resolve(refString: string): Promise<Digest> {
+    const ref = parseReference(refString);
+    if (ref.digest !== undefined) return ref.digest;
+    const top = await this.registry.fetchManifest(ref, ref.tag ?? 'latest');
+    return top.digest;
+  }
+
+  async pull(refString: string, opts: PullOptions = {}): Promise<LocalImage> {
+    const ref = parseReference(refString);
+    const want = opts.platform ?? hostPlatform();
+    const what = `pull ${ref.canonical}`;
+    const top = await this.registry.fetchManifest(ref, ref.digest ?? ref.tag ?? 'latest', opts.signal);
+    let doc = parseManifestOrIndex(top.bytes, top.mediaType, `${what} manifest ${top.digest}`);
+    let manifestDigest = top.digest;
+    let manifestBytes = top.bytes;
+    let indexDigest: Digest | null = null;
+    if (doc.kind === 'index') {
+      indexDigest = top.digest;
+      const desc = selectPlatform(doc, want, `${what} index ${top.digest}`);
+      const m = await this.registry.fetchManifest(ref, desc.digest, opts.signal);
+      if (m.bytes.length !== desc.size) {
+        throw new BerthError('ERR_DIGEST_MISMATCH', `${what}: manifest ${desc.digest} is ${m.bytes.length} bytes, index says ${desc.size}`);
+      }
+      doc = parseManifestOrIndex(m.bytes, desc.mediaType, `${what} manifest ${desc.digest}`);
+      if (doc.kind !== 'manifest') throw new BerthError('ERR_INVALID_IMAGE', `${what}: index ${top.digest} points to another index (nested indexes are not supported)`);
+      manifestDigest = m.digest;
+      manifestBytes = m.bytes;
+    }
+    const manifest = doc;
+    const configBytes = await this.registry.fetchSmallBlob(ref, manifest.config);
+    const config = parseImageConfig(configBytes, `${what} config ${manifest.config.digest}`);
+    if (config.rootfs.diff_ids.length !== manifest.layers.length) {
+      throw new BerthError(
+        'ERR_INVALID_IMAGE',
+        `${what}: config ${manifest.config.digest} lists ${config.rootfs.diff_ids.length} diff_ids for ${manifest.layers.length} layers`,
+      );
+    }
+    if (config.os !== '' && config.os !== want.os) {
+      throw new BerthError('ERR_INVALID_IMAGE', `${what}: image is for ${config.os}/${config.architecture}, not ${want.os}/${want.architecture}`);
+    }
+    const ids = chainIds(config.rootfs.diff_ids);
+    const layers: LayerRecord[] = manifest.layers.map((l, i) => ({
+      digest: l.digest,
+      size: l.size,
+      mediaType: l.mediaType,
+      diffId: config.rootfs.diff_ids[i] as Digest,
+      chainId: ids[i] as Digest,
+    }));
+
+    // Layers download in parallel (bounded); extraction follows in order since each
+    // snapshot is recorded with its parent.
+    await mapLimit(layers, 3, async (l) => {
+      if (this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest))) return;
+      const body = await this.registry.fetchBlob(ref, l.digest);
+      await this.content.ingest({ digest: l.digest, size: l.size }, body);
+      this.log.debug({ digest: l.digest, size: l.size }, 'layer fetched');
+    });
+    for (const [i, l] of layers.entries()) {
+      const parent = i === 0 ? null : (ids[i - 1] as Digest);
+      await this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
+        const res = await unpackLayer({
+          source: this.content.open(l.digest),
+          mediaType: l.mediaType,
+          expected: { digest: l.digest, size: l.size, diffId: l.diffId },
+          dest: dir,
+          log: this.log,
+          ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
+        });
+        return { opaqueRoot: res.opaqueRoot, size: res.uncompressedSize };
+      });
+    }
+
+    await this.content.put({ digest: manifest.config.digest, size: manifest.config.size }, configBytes);
+    await this.content.put({ digest: manifestDigest, size: manifestBytes.length }, manifestBytes);
+    if (indexDigest !== null) await this.content.put({ digest: indexDigest, size: top.bytes.length }, top.bytes);
+    this.state.transaction(() => {
+      this.state.putManifest({ digest: manifestDigest, configDigest: manifest.config.digest, config: configBytes.toString('utf8'), layers });
+      this.state.putImage({ ref: ref.canonical, digest: manifestDigest, indexDigest, updatedAt: Date.now() });
+    });
+    this.log.info({ ref: ref.canonical, digest: manifestDigest, layers: layers.length }, 'image pulled');
+    return { ref: ref.canonical, digest: manifestDigest, indexDigest, config, layers, chainIds: ids };
+  }
+
+  list(): { ref: string; digest: Digest }[] {
+    return this.state.listImages().map((i) => ({ ref: i.ref, digest: i.digest }));
+  }
+}
+
+export function canonicalRef(s: string): ImageReference {
+  return parseReference(s);
+}
+
+async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  });
+  await Promise.all(workers);
+}

@@ -1,0 +1,292 @@
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { BerthError, errnoCode } from '../lib/errors.js';
+import type { Digest } from '../lib/digest.js';
+import { mkdirp } from '../lib/fsx.js';
+import { alive, LockFile, startTime } from '../lib/lock.js';
+import type { Logger } from '../lib/log.js';
+import { ContentStore } from './content/index.js';
+import { ImageService, type LocalImage } from './images/index.js';
+import { RegistryClient } from './registry/index.js';
+import { Snapshotter } from './snapshots/index.js';
+import { StateStore, type ContainerRecord, type PodRecord } from './state/index.js';
+import { generateSpec, type ContainerRunSpec } from './tasks/spec.js';
+import { TaskDriver } from './tasks/index.js';
+
+export type { LocalImage } from './images/index.js';
+export type { ContainerRecord, PodRecord, EventRecord, ContainerState } from './state/index.js';
+export { parseReference } from './registry/index.js';
+export type { ContainerRunSpec } from './tasks/spec.js';
+
+/**
+ * The runtime façade: the only runtime entry the reconciler sees (DESIGN §2).
+ */
+
+export interface RuntimeConfig {
+  root: string; // db, content, snapshots, containers, logs
+  state: string; // runc root, conmon files, locks
+  log: Logger;
+  runc?: string;
+  conmon?: string;
+  insecureRegistries?: readonly string[];
+}
+
+/** What is actually there for a recorded container, after asking runc and conmon. */
+export interface ObservedContainer extends ContainerRecord {
+  /** conmon's exit file or 137 when the container vanished (reboot, runc delete behind our back). */
+  live: boolean;
+}
+
+export interface ObservedPod extends PodRecord {
+  containers: ObservedContainer[];
+}
+
+export interface RunContainerOptions {
+  podKey: string;
+  name: string;
+  specHash: string;
+  image: LocalImage;
+  run: Omit<ContainerRunSpec, 'id' | 'rootfs'>;
+}
+
+export class Runtime {
+  readonly images: ImageService;
+  private readonly lock: LockFile;
+
+  private constructor(
+    private readonly cfg: RuntimeConfig,
+    readonly state: StateStore,
+    private readonly content: ContentStore,
+    private readonly snapshots: Snapshotter,
+    private readonly tasks: TaskDriver,
+    private readonly registry: RegistryClient,
+  ) {
+    this.images = new ImageService(state, content, snapshots, registry, cfg.log);
+    this.lock = new LockFile(path.join(cfg.state, 'berth.lock'));
+  }
+
+  /** Creates the roots (0700, rule R5), opens SQLite, prepares stores. */
+  static async open(cfg: RuntimeConfig): Promise<Runtime> {
+    if (process.getuid?.() !== 0) {
+      throw new BerthError('ERR_PRECONDITION', 'open runtime: berth must run as root (runc, overlay mounts)');
+    }
+    await mkdirp(cfg.root);
+    await mkdirp(cfg.state);
+    await fsp.chmod(cfg.root, 0o700);
+    await fsp.chmod(cfg.state, 0o700);
+    const state = new StateStore(cfg.root);
+    const content = new ContentStore(cfg.root);
+    await content.init();
+    const snapshots = new Snapshotter(cfg.root, state);
+    await snapshots.init();
+    const tasks = new TaskDriver(
+      { runcRoot: path.join(cfg.state, 'runc'), exitDir: path.join(cfg.state, 'exits'), stateDir: cfg.state },
+      cfg.log,
+      { runc: cfg.runc ?? 'runc', conmon: cfg.conmon ?? 'conmon' },
+    );
+    await tasks.init();
+    const registry = new RegistryClient({ insecureHosts: cfg.insecureRegistries ?? [] });
+    return new Runtime(cfg, state, content, snapshots, tasks, registry);
+  }
+
+  async close(): Promise<void> {
+    await this.lock.release();
+    await this.registry.close();
+    this.state.close();
+  }
+
+  /** Exclusive use of the state for one apply/reconcile pass (other berth processes wait). */
+  async withLock<T>(what: string, fn: () => Promise<T>, waitMs = 60_000): Promise<T> {
+    await this.lock.acquire({ waitMs, what });
+    try {
+      return await fn();
+    } finally {
+      await this.lock.release();
+    }
+  }
+
+  /** Sweeps crash residue: ingest temp files and interrupted extractions (rule S4). */
+  async sweep(): Promise<void> {
+    await this.content.sweepIngest();
+    await this.snapshots.sweep(this.cfg.log);
+  }
+
+  // images ---------------------------------------------------------------------
+
+  localImage(ref: string): LocalImage | undefined {
+    return this.images.get(ref);
+  }
+
+  pullImage(ref: string, signal?: AbortSignal): Promise<LocalImage> {
+    return this.images.pull(ref, signal !== undefined ? { signal } : {});
+  }
+
+  resolveImage(ref: string): Promise<Digest> {
+    return this.images.resolve(ref);
+  }
+
+  // pods and containers --------------------------------------------------------
+
+  logPath(podKey: string, name: string, id: string): string {
+    return path.join(this.cfg.root, 'logs', podKey.replace('/', '_'), name, `${id}.log`);
+  }
+
+  /**
+   * Reads recorded pods and containers and brings each container's state in line with
+   * runc and conmon (S2): running stays running (adopted as is), stopped gets its exit
+   * code, vanished gets 137. Leftover `creating` intent rows are rolled back.
+   */
+  async observe(): Promise<ObservedPod[]> {
+    const pods = this.state.listPods();
+    const out: ObservedPod[] = [];
+    for (const p of pods) {
+      const containers: ObservedContainer[] = [];
+      for (const c of this.state.listContainers(p.key)) {
+        const o = await this.observeContainer(c);
+        if (o !== undefined) containers.push(o);
+      }
+      out.push({ ...p, containers });
+    }
+    return out;
+  }
+
+  private async observeContainer(c: ContainerRecord): Promise<ObservedContainer | undefined> {
+    const st = await this.tasks.state(c.id);
+    if (c.state === 'creating' || c.state === 'removing') {
+      // A crash interrupted create or remove: finish removing; the planner creates it anew.
+      this.cfg.log.info({ id: c.id, state: c.state }, 'rolling back interrupted container operation');
+      await this.destroyContainer(c.id, 0);
+      return undefined;
+    }
+    if (st !== undefined && st.status === 'running') {
+      const start = await startTime(st.pid);
+      if (c.state !== 'running' || c.pid !== st.pid) {
+        this.state.updateContainer(c.id, { state: 'running', pid: st.pid, pidStart: start });
+      }
+      return { ...c, state: 'running', pid: st.pid, pidStart: start, live: true };
+    }
+    if (st !== undefined && st.status === 'created') {
+      return { ...c, state: 'created', live: true };
+    }
+    if (c.state === 'exited') return { ...c, live: st !== undefined };
+    // Recorded running (or created), now stopped or gone.
+    const code = st !== undefined ? ((await this.tasks.exitCode(c.id)) ?? 137) : ((await this.tasks.exitCode(c.id)) ?? 137);
+    const finishedAt = Date.now();
+    this.state.updateContainer(c.id, { state: 'exited', exitCode: code, finishedAt });
+    this.state.addEvent(c.podKey, 'Exited', `container ${c.name} (${c.id}) exited with code ${code}`);
+    return { ...c, state: 'exited', exitCode: code, finishedAt, live: st !== undefined };
+  }
+
+  recordPod(p: PodRecord): void {
+    this.state.upsertPod(p);
+  }
+
+  /** Deletes the pod row and its logs; its containers must be removed first. */
+  async forgetPod(key: string): Promise<void> {
+    this.state.deletePod(key);
+    await fsp.rm(path.join(this.cfg.root, 'logs', key.replace('/', '_')), { recursive: true, force: true });
+  }
+
+  /**
+   * Mounts the rootfs, writes the bundle, starts the container under conmon + runc.
+   * The row is written first with state `creating` (intent, rule S3).
+   */
+  async runContainer(o: RunContainerOptions): Promise<ContainerRecord> {
+    const id = containerId(o.podKey, o.name, o.specHash);
+    const existing = this.state.getContainer(id);
+    if (existing !== undefined) {
+      // Same name + spec hash: remove the old incarnation first (restart after exit).
+      await this.destroyContainer(id, 0);
+    }
+    const now = Date.now();
+    const rec: ContainerRecord = {
+      id,
+      podKey: o.podKey,
+      name: o.name,
+      specHash: o.specHash,
+      imageRef: o.image.ref,
+      imageDigest: o.image.digest,
+      state: 'creating',
+      pid: null,
+      pidStart: null,
+      exitCode: null,
+      createdAt: now,
+      startedAt: null,
+      finishedAt: null,
+    };
+    this.state.insertContainer(rec);
+    const cdir = this.snapshots.containerDir(id);
+    const bundle = path.join(cdir, 'bundle');
+    const rootfs = path.join(bundle, 'rootfs');
+    try {
+      await mkdirp(bundle);
+      await this.snapshots.mountRootfs(id, o.image.chainIds, rootfs);
+      const spec = generateSpec(o.image.config, {
+        ...o.run,
+        id,
+        rootfs,
+        annotations: { ...(o.run.annotations ?? {}), 'dev.berth.pod': o.podKey, 'dev.berth.container': o.name },
+      });
+      const pid = await this.tasks.create({ id, bundle, spec, logPath: this.logPath(o.podKey, o.name, id) });
+      this.state.updateContainer(id, { state: 'created', pid });
+      await this.tasks.start(id);
+      const startedAt = Date.now();
+      const pidStart = await startTime(pid);
+      this.state.updateContainer(id, { state: 'running', startedAt, pidStart });
+      this.state.addEvent(o.podKey, 'Started', `container ${o.name} (${id}) started, pid ${pid}`);
+      this.cfg.log.info({ id, pid, pod: o.podKey }, 'container started');
+      return { ...rec, state: 'running', pid, pidStart, startedAt };
+    } catch (err) {
+      this.cfg.log.debug({ id, err }, 'container start failed, rolling back');
+      await this.destroyContainer(id, 0).catch((e: unknown) => this.cfg.log.warn({ id, err: e }, 'rollback failed'));
+      throw err;
+    }
+  }
+
+  /**
+   * Stops (SIGTERM, SIGKILL after graceMs) and deletes a container: runc state, conmon
+   * files, rootfs mount, writable layer, row. Idempotent.
+   */
+  async destroyContainer(id: string, graceMs: number): Promise<void> {
+    const rec = this.state.getContainer(id);
+    if (rec !== undefined && rec.state !== 'removing') this.state.updateContainer(id, { state: 'removing' });
+    const code = await this.tasks.stop(id, graceMs);
+    await this.tasks.delete(id);
+    const rootfs = path.join(this.snapshots.containerDir(id), 'bundle', 'rootfs');
+    await this.snapshots.unmount(rootfs);
+    await this.snapshots.removeContainer(id);
+    this.state.deleteContainer(id);
+    if (rec !== undefined) {
+      this.state.addEvent(rec.podKey, 'Killed', `container ${rec.name} (${id}) removed${code !== undefined ? `, exit code ${code}` : ''}`);
+    }
+  }
+
+  /** Is the recorded pid still the container's process (guards against pid reuse)? */
+  async pidAlive(c: ContainerRecord): Promise<boolean> {
+    return c.pid !== null && (await alive(c.pid, c.pidStart ?? undefined));
+  }
+
+  listEvents(limit?: number): ReturnType<StateStore['listEvents']> {
+    return this.state.listEvents(limit);
+  }
+
+  /** Paths used by tests and `berth check`. */
+  get paths(): { root: string; state: string; runcRoot: string } {
+    return { root: this.cfg.root, state: this.cfg.state, runcRoot: path.join(this.cfg.state, 'runc') };
+  }
+
+  async readLog(c: ContainerRecord): Promise<string> {
+    try {
+      return await fsp.readFile(this.logPath(c.podKey, c.name, c.id), 'utf8');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return '';
+      throw err;
+    }
+  }
+}
+
+/** Deterministic id: `<namespace>.<pod>.<container>.<hash8>`; DNS labels hold no dots. */
+export function containerId(podKey: string, name: string, specHash: string): string {
+  const [ns, pod] = podKey.split('/');
+  return `${ns}.${pod}.${name}.${specHash.slice(0, 8)}`;
+}

@@ -1,0 +1,191 @@
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { Agent, request, type Dispatcher } from 'undici';
+import { BerthError, messageOf } from '../../lib/errors.js';
+import { redactUrl } from '../../lib/log.js';
+import { parseDigest, type Digest } from '../../lib/digest.js';
+import { sleep } from '../../lib/time.js';
+import { isLoopbackHost, type ImageReference } from './reference.js';
+
+export { parseReference, isLoopbackHost, type ImageReference } from './reference.js';
+
+export const MEDIA = {
+  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
+  ociIndex: 'application/vnd.oci.image.index.v1+json',
+  ociConfig: 'application/vnd.oci.image.config.v1+json',
+  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+  dockerList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+  dockerConfig: 'application/vnd.docker.container.image.v1+json',
+  dockerSchema1: 'application/vnd.docker.distribution.manifest.v1+json',
+  dockerSchema1Signed: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
+} as const;
+
+const MANIFEST_ACCEPT = [MEDIA.ociIndex, MEDIA.ociManifest, MEDIA.dockerList, MEDIA.dockerManifest].join(', ');
+
+/** Manifests and indexes above this size are refused (rule P1). */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+export interface FetchedManifest {
+  digest: Digest;
+  mediaType: string;
+  bytes: Buffer;
+}
+
+export interface RegistryOptions {
+  /** Hosts (host[:port]) allowed over plain HTTP besides loopback ones. */
+  insecureHosts?: readonly string[];
+  headersTimeoutMs?: number;
+  bodyTimeoutMs?: number;
+  retries?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Distribution v2 client: resolve tags, fetch manifests and blobs by digest.
+ * Anonymous access only in this slice; a 401 is reported as ERR_REGISTRY naming the
+ * host. Redirects are followed by this code (never by undici) so that a later hop to
+ * another host could never receive credentials (rule P3). GETs are retried with
+ * backoff on 5xx, 429 and network errors (rule P4).
+ */
+export class RegistryClient {
+  private readonly dispatcher: Dispatcher;
+  private readonly opts: RegistryOptions;
+
+  constructor(opts: RegistryOptions = {}) {
+    this.opts = opts;
+    this.dispatcher = new Agent({
+      headersTimeout: opts.headersTimeoutMs ?? 30_000,
+      bodyTimeout: opts.bodyTimeoutMs ?? 60_000,
+      connections: 8,
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+
+  private baseUrl(ref: ImageReference): string {
+    const plain = isLoopbackHost(ref.domain) || (this.opts.insecureHosts ?? []).includes(ref.domain);
+    const host = ref.domain === 'docker.io' ? 'registry-1.docker.io' : ref.domain;
+    return `${plain ? 'http' : 'https'}://${host}/v2/${ref.path}`;
+  }
+
+  /**
+   * GET `url`, following up to 5 redirects, retrying transient failures.
+   * Returns the final response with an unread body; the caller must consume or dump it.
+   */
+  private async get(url: string, headers: Record<string, string>, what: string): Promise<Dispatcher.ResponseData<unknown>> {
+    const attempts = (this.opts.retries ?? 3) + 1;
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      if (attempt > 0) await sleep(Math.min(200 * 2 ** attempt, 5_000) * (0.5 + Math.random()), this.opts.signal);
+      let current = url;
+      try {
+        for (let hop = 0; ; hop++) {
+          const res = await request(current, {
+            method: 'GET',
+            headers,
+            dispatcher: this.dispatcher,
+            maxRedirections: 0,
+            ...(this.opts.signal !== undefined ? { signal: this.opts.signal } : {}),
+          } as Parameters<typeof request>[1]);
+          if (res.statusCode >= 300 && res.statusCode < 400 && res.statusCode !== 304) {
+            await res.body.dump();
+            const loc = res.headers['location'];
+            if (typeof loc !== 'string' || hop >= 5) {
+              throw new BerthError('ERR_REGISTRY', `${what}: redirect without location or too many redirects at ${redactUrl(current)}`);
+            }
+            const next = new URL(loc, current);
+            if (next.protocol !== 'https:' && !(next.protocol === 'http:' && isLoopbackHost(next.host))) {
+              throw new BerthError('ERR_REGISTRY', `${what}: refusing redirect to ${redactUrl(next.toString())} (plain http outside loopback)`);
+            }
+            current = next.toString();
+            continue;
+          }
+          if (res.statusCode === 429 || res.statusCode >= 500) {
+            const body = await res.body.text().catch(() => '');
+            lastErr = new BerthError('ERR_REGISTRY', `${what}: ${res.statusCode} from ${redactUrl(current)}: ${body.slice(0, 200)}`, {
+              details: { status: res.statusCode },
+            });
+            break;
+          }
+          if (res.statusCode !== 200) {
+            const body = await res.body.text().catch(() => '');
+            const code = res.statusCode === 404 ? 'ERR_NOT_FOUND' : 'ERR_REGISTRY';
+            const hint = res.statusCode === 401 ? ' (registry authentication is not supported yet)' : '';
+            throw new BerthError(code, `${what}: ${res.statusCode} from ${redactUrl(current)}${hint}: ${body.slice(0, 200)}`, {
+              details: { status: res.statusCode },
+            });
+          }
+          return res;
+        }
+      } catch (err) {
+        if (err instanceof BerthError) throw err;
+        if (this.opts.signal?.aborted) throw err;
+        lastErr = new BerthError('ERR_NETWORK', `${what}: ${messageOf(err)}`, { cause: err });
+      }
+    }
+    throw lastErr;
+  }
+
+  /**
+   * Fetches a manifest or index by tag or digest. The bytes are read with the P1 limit,
+   * hashed, and (when addressed by digest) verified. Schema1 is refused (P2).
+   */
+  async fetchManifest(ref: ImageReference, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
+    void signal;
+    const what = `fetch manifest ${ref.domain}/${ref.path}:${reference}`;
+    const res = await this.get(`${this.baseUrl(ref)}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, what);
+    const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, what);
+    const contentType = String(res.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
+    if (contentType === MEDIA.dockerSchema1 || contentType === MEDIA.dockerSchema1Signed) {
+      throw new BerthError('ERR_UNSUPPORTED', `${what}: docker schema1 manifests are not supported; push the image with a current client`);
+    }
+    const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest;
+    if (reference.startsWith('sha256:') && digest !== reference) {
+      throw new BerthError('ERR_DIGEST_MISMATCH', `${what}: content hashes to ${digest}`, { details: { digest: reference, actual: digest } });
+    }
+    const header = res.headers['docker-content-digest'];
+    if (typeof header === 'string' && header.startsWith('sha256:') && parseDigest(header, 'Docker-Content-Digest') !== digest) {
+      throw new BerthError('ERR_DIGEST_MISMATCH', `${what}: Docker-Content-Digest ${header} differs from the content's ${digest}`);
+    }
+    return { digest, mediaType: contentType, bytes };
+  }
+
+  /** Streams a blob; the caller verifies size and digest while consuming (content store). */
+  async fetchBlob(ref: ImageReference, digest: Digest): Promise<Readable> {
+    const res = await this.get(`${this.baseUrl(ref)}/blobs/${digest}`, {}, `fetch blob ${ref.domain}/${ref.path}@${digest}`);
+    return res.body as unknown as Readable;
+  }
+
+  /** Fetches a small blob (config) fully, verified against its descriptor. */
+  async fetchSmallBlob(ref: ImageReference, desc: { digest: Digest; size: number }): Promise<Buffer> {
+    const what = `fetch blob ${ref.domain}/${ref.path}@${desc.digest}`;
+    if (desc.size > MAX_MANIFEST_BYTES) throw new BerthError('ERR_INVALID_IMAGE', `${what}: ${desc.size} bytes is over the limit`);
+    const res = await this.get(`${this.baseUrl(ref)}/blobs/${desc.digest}`, {}, what);
+    const bytes = await readLimited(res.body, desc.size, what);
+    const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+    if (bytes.length !== desc.size || actual !== desc.digest) {
+      throw new BerthError('ERR_DIGEST_MISMATCH', `${what}: got ${bytes.length} bytes hashing to ${actual}`, {
+        details: { digest: desc.digest, actual },
+      });
+    }
+    return bytes;
+  }
+}
+
+async function readLimited(body: AsyncIterable<Uint8Array> & { destroy?: () => void }, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of body) {
+    n += c.length;
+    if (n > limit) {
+      body.destroy?.();
+      throw new BerthError('ERR_INVALID_IMAGE', `${what}: response exceeds the ${limit} byte limit`);
+    }
+    chunks.push(Buffer.from(c));
+  }
+  return Buffer.concat(chunks);
+}
+
+export { Readable };

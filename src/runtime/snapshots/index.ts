@@ -1,0 +1,189 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { BerthError, errnoCode } from '../../lib/errors.js';
+import { digestHex, type Digest } from '../../lib/digest.js';
+import { fsyncDir, mkdirp } from '../../lib/fsx.js';
+import type { Logger } from '../../lib/log.js';
+import type { StateStore } from '../state/index.js';
+
+const run = promisify(execFile);
+
+/**
+ * Overlay snapshotter. Every layer is extracted into its own directory keyed by chainID
+ * (`<root>/snapshots/<hex>/fs`), never into a mount. A container's rootfs is an overlay
+ * of those directories (topmost first) plus its own upper/work directories under
+ * `<root>/containers/<id>/`.
+ *
+ * Crash safety (rule E1): a layer is written into `snapshots/tmp-<random>/fs`, renamed to
+ * its final name only when complete, and only then recorded in SQLite. Residue named
+ * `tmp-*` is removed by `sweep()`.
+ */
+export class Snapshotter {
+  private readonly base: string;
+  private readonly containersDir: string;
+
+  constructor(
+    root: string,
+    private readonly state: StateStore,
+  ) {
+    this.base = path.join(root, 'snapshots');
+    this.containersDir = path.join(root, 'containers');
+  }
+
+  async init(): Promise<void> {
+    await mkdirp(this.base);
+    await mkdirp(this.containersDir);
+  }
+
+  dir(chainId: Digest): string {
+    return path.join(this.base, digestHex(chainId), 'fs');
+  }
+
+  isReady(chainId: Digest): boolean {
+    return this.state.getSnapshot(chainId) !== undefined;
+  }
+
+  /**
+   * Makes the snapshot for `chainId` exist. `extract(dir)` fills an empty directory and
+   * reports whether the layer carried a root-level opaque marker. Idempotent: a ready
+   * snapshot is left alone. On failure nothing is recorded and the temp dir is removed.
+   */
+  async commitLayer(
+    opts: { chainId: Digest; parent: Digest | null; diffId: Digest },
+    extract: (dir: string) => Promise<{ opaqueRoot: boolean; size: number }>,
+  ): Promise<void> {
+    if (this.isReady(opts.chainId)) return;
+    const tmp = path.join(this.base, `tmp-${randomBytes(8).toString('hex')}`);
+    const finalParent = path.dirname(this.dir(opts.chainId));
+    await fsp.mkdir(tmp, { mode: 0o700 });
+    try {
+      await fsp.mkdir(path.join(tmp, 'fs'), { mode: 0o755 });
+      const res = await extract(path.join(tmp, 'fs'));
+      // A leftover final dir without a row is crash residue from before the row was written.
+      await fsp.rm(finalParent, { recursive: true, force: true });
+      await fsp.rename(tmp, finalParent);
+      await fsyncDir(this.base);
+      this.state.putSnapshot({
+        chainId: opts.chainId,
+        parent: opts.parent,
+        diffId: opts.diffId,
+        opaqueRoot: res.opaqueRoot,
+        size: res.size,
+        createdAt: Date.now(),
+      });
+    } catch (err) {
+      await fsp.rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /**
+   * The overlay lowerdir stack for an image, topmost first. A layer with a root-level
+   * opaque marker hides everything below it, so the stack is cut there.
+   */
+  lowerDirs(chainIds: readonly Digest[]): string[] {
+    const dirs: string[] = [];
+    for (let i = chainIds.length - 1; i >= 0; i--) {
+      const id = chainIds[i] as Digest;
+      const snap = this.state.getSnapshot(id);
+      if (snap === undefined) throw new BerthError('ERR_NOT_FOUND', `snapshot ${id}: not ready`);
+      dirs.push(this.dir(id));
+      if (snap.opaqueRoot) break;
+    }
+    return dirs;
+  }
+
+  containerDir(id: string): string {
+    return path.join(this.containersDir, id);
+  }
+
+  /**
+   * Mounts the container rootfs at `target`. Idempotent: an existing mount at target is kept.
+   */
+  async mountRootfs(id: string, chainIds: readonly Digest[], target: string): Promise<void> {
+    if (await isMountPoint(target)) return;
+    const cdir = this.containerDir(id);
+    const upper = path.join(cdir, 'upper');
+    const work = path.join(cdir, 'work');
+    await mkdirp(upper, 0o755);
+    await mkdirp(work, 0o700);
+    await mkdirp(target, 0o755);
+    const lower = this.lowerDirs(chainIds);
+    if (lower.length === 0) throw new BerthError('ERR_INVALID_IMAGE', `mount rootfs ${id}: image has no layers`);
+    const data = `lowerdir=${lower.join(':')},upperdir=${upper},workdir=${work}`;
+    if (data.length > 4000) {
+      throw new BerthError('ERR_UNSUPPORTED', `mount rootfs ${id}: ${lower.length} layers exceed the overlay mount option size`);
+    }
+    try {
+      await run('mount', ['-t', 'overlay', 'overlay', '-o', data, target]);
+    } catch (err) {
+      throw new BerthError('ERR_RUNTIME', `mount rootfs ${id}: ${stderrOf(err)}`, { cause: err, details: { target } });
+    }
+  }
+
+  /** Unmounts `target` if mounted. Missing target or no mount is success. */
+  async unmount(target: string): Promise<void> {
+    if (!(await isMountPoint(target))) return;
+    try {
+      await run('umount', [target]);
+    } catch (err) {
+      throw new BerthError('ERR_RUNTIME', `unmount ${target}: ${stderrOf(err)}`, { cause: err });
+    }
+  }
+
+  /** Removes a container's writable layer and bundle directory. It must be unmounted. */
+  async removeContainer(id: string): Promise<void> {
+    await fsp.rm(this.containerDir(id), { recursive: true, force: true });
+  }
+
+  /** Removes temp residue of interrupted extractions (rule S4). */
+  async sweep(log?: Logger): Promise<number> {
+    const names = await fsp.readdir(this.base).catch(() => [] as string[]);
+    let n = 0;
+    for (const name of names) {
+      if (!name.startsWith('tmp-')) continue;
+      await fsp.rm(path.join(this.base, name), { recursive: true, force: true });
+      n++;
+    }
+    if (n > 0) log?.info({ removed: n }, 'swept interrupted snapshot extractions');
+    return n;
+  }
+}
+
+function stderrOf(err: unknown): string {
+  if (typeof err === 'object' && err !== null && 'stderr' in err) {
+    const s = String((err as { stderr: unknown }).stderr).trim();
+    if (s !== '') return s;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** True when `p` is a mount point, from /proc/self/mountinfo (octal escapes decoded). */
+export async function isMountPoint(p: string): Promise<boolean> {
+  const mounts = await listMounts();
+  return mounts.includes(path.resolve(p));
+}
+
+export async function listMounts(): Promise<string[]> {
+  const text = await fsp.readFile('/proc/self/mountinfo', 'utf8');
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    const mp = f[4];
+    if (mp === undefined) continue;
+    out.push(mp.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))));
+  }
+  return out;
+}
+
+export async function dirExists(p: string): Promise<boolean> {
+  try {
+    return (await fsp.stat(p)).isDirectory();
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return false;
+    throw err;
+  }
+}

@@ -1,0 +1,305 @@
+import { execFile, spawn } from 'node:child_process';
+import { promises as fsp, constants as fsc } from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { BerthError, errnoCode } from '../../lib/errors.js';
+import { mkdirp, readFileIfExists, writeFileAtomic } from '../../lib/fsx.js';
+import type { Logger } from '../../lib/log.js';
+import { sleep } from '../../lib/time.js';
+
+const run = promisify(execFile);
+
+export interface TaskPaths {
+  /** runc --root */
+  runcRoot: string;
+  /** conmon --exit-dir: one file per container id holding the exit code */
+  exitDir: string;
+  /** conmon persist dirs and attach sockets live below this */
+  stateDir: string;
+}
+
+export interface TaskStatus {
+  id: string;
+  status: 'created' | 'running' | 'stopped' | 'paused' | 'creating';
+  pid: number;
+  bundle: string;
+  annotations: Record<string, string>;
+}
+
+export interface CreateTaskOptions {
+  id: string;
+  bundle: string; // holds config.json and the mounted rootfs
+  spec: Record<string, unknown>;
+  logPath: string;
+  logSizeMax?: number;
+}
+
+/**
+ * Task driver: one conmon per container, which runs `runc create` and then owns the
+ * container's stdio, log file and exit code. conmon double-forks, so berth is not the
+ * parent of conmon or of the container, and `kill -9` of berth changes nothing for
+ * running containers (rule S1). berth then calls `runc start`.
+ *
+ * Idempotency: `delete` and `kill` of a container runc does not know succeed (a gone
+ * container is already in the wanted state); `create` of an existing id fails with
+ * ERR_ALREADY_EXISTS.
+ */
+export class TaskDriver {
+  constructor(
+    private readonly paths: TaskPaths,
+    private readonly log: Logger,
+    private readonly binaries: { runc: string; conmon: string } = { runc: 'runc', conmon: 'conmon' },
+  ) {}
+
+  async init(): Promise<void> {
+    await mkdirp(this.paths.runcRoot);
+    await mkdirp(this.paths.exitDir);
+    await mkdirp(path.join(this.paths.stateDir, 'conmon'));
+    await mkdirp(path.join(this.paths.stateDir, 'sock'));
+  }
+
+  private runcArgs(...args: string[]): string[] {
+    return ['--root', this.paths.runcRoot, ...args];
+  }
+
+  persistDir(id: string): string {
+    return path.join(this.paths.stateDir, 'conmon', id);
+  }
+
+  exitFile(id: string): string {
+    return path.join(this.paths.exitDir, id);
+  }
+
+  /** Writes config.json, starts conmon (which runs `runc create`), returns the container pid. */
+  async create(o: CreateTaskOptions): Promise<number> {
+    if ((await this.state(o.id)) !== undefined) {
+      throw new BerthError('ERR_ALREADY_EXISTS', `create task ${o.id}: runc already has a container with this id`);
+    }
+    await writeFileAtomic(path.join(o.bundle, 'config.json'), JSON.stringify(o.spec, null, 2));
+    const persist = this.persistDir(o.id);
+    await fsp.rm(persist, { recursive: true, force: true });
+    await fsp.rm(this.exitFile(o.id), { force: true });
+    // conmon writes <persist>/exit before <exit-dir>/<id>: the directory must exist or neither is written.
+    await mkdirp(persist);
+    await mkdirp(path.dirname(o.logPath));
+    const args = [
+      '--api-version', '1',
+      '-c', o.id,
+      '-u', o.id,
+      '-n', o.id,
+      '-r', await this.runcPath(),
+      '-b', o.bundle,
+      '-p', path.join(persist, 'pidfile'),
+      '--persist-dir', persist,
+      '--exit-dir', this.paths.exitDir,
+      '--conmon-pidfile', path.join(persist, 'conmon.pid'),
+      '--socket-dir-path', path.join(this.paths.stateDir, 'sock'),
+      '-l', `k8s-file:${o.logPath}`,
+      '--log-size-max', String(o.logSizeMax ?? 10 * 1024 * 1024),
+      '--log-level', 'warning',
+      '--runtime-arg', '--root',
+      '--runtime-arg', this.paths.runcRoot,
+      '--runtime-arg', '--log',
+      '--runtime-arg', path.join(persist, 'runc.log'),
+    ];
+    const child = spawn(this.binaries.conmon, args, {
+      detached: true,
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', _OCI_SYNCPIPE: '3' },
+    });
+    const sync = child.stdio[3];
+    const stderr = child.stdio[2];
+    if (sync === null || sync === undefined || stderr === null || stderr === undefined) {
+      throw new BerthError('ERR_INTERNAL', `create task ${o.id}: conmon pipes missing`);
+    }
+    let errText = '';
+    stderr.on('data', (b: Buffer) => {
+      if (errText.length < 4096) errText += b.toString('utf8');
+    });
+    let syncText = '';
+    sync.on('data', (b: Buffer) => {
+      syncText += b.toString('utf8');
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const spawnErr = new Promise<never>((_, reject) =>
+      child.on('error', (err) => reject(new BerthError('ERR_PRECONDITION', `create task ${o.id}: start conmon: ${err.message}`, { cause: err }))),
+    );
+    // The sync pipe closes when conmon's daemon child has written the pid (or an error).
+    const syncClosed = new Promise<void>((resolve) => sync.on('close', () => resolve()));
+    const deadline = sleep(30_000).then(() => {
+      throw new BerthError('ERR_RUNTIME', `create task ${o.id}: conmon did not report within 30s`);
+    });
+    await Promise.race([Promise.all([syncClosed, exited]), spawnErr, deadline]);
+    child.unref();
+    const line = syncText.trim().split('\n')[0] ?? '';
+    let msg: { data?: number; pid?: number; message?: string } = {};
+    try {
+      msg = JSON.parse(line) as typeof msg;
+    } catch {
+      // fall through: no or garbled sync message
+    }
+    const pid = msg.data ?? msg.pid ?? -1;
+    if (pid <= 0) {
+      const runcLog = (await readFileIfExists(path.join(persist, 'runc.log'))) ?? '';
+      const reason = msg.message ?? lastRuncError(runcLog) ?? errText.trim() ?? 'no pid reported';
+      await this.delete(o.id).catch(() => undefined);
+      throw new BerthError('ERR_RUNTIME', `create task ${o.id}: ${reason || 'conmon reported no pid'}`, { details: { id: o.id } });
+    }
+    return pid;
+  }
+
+  private runcPathCache: string | undefined;
+  private async runcPath(): Promise<string> {
+    if (this.runcPathCache !== undefined) return this.runcPathCache;
+    if (this.binaries.runc.includes('/')) return (this.runcPathCache = this.binaries.runc);
+    for (const dir of (process.env['PATH'] ?? '/usr/sbin:/usr/bin').split(':')) {
+      const p = path.join(dir, this.binaries.runc);
+      try {
+        await fsp.access(p, fsc.X_OK);
+        return (this.runcPathCache = p);
+      } catch {
+        continue;
+      }
+    }
+    throw new BerthError('ERR_PRECONDITION', `find runc: ${this.binaries.runc} is not on PATH (install the Debian package runc)`);
+  }
+
+  async start(id: string): Promise<void> {
+    try {
+      await run(this.binaries.runc, this.runcArgs('start', id));
+    } catch (err) {
+      throw new BerthError('ERR_RUNTIME', `start task ${id}: ${stderrOf(err)}`, { cause: err });
+    }
+  }
+
+  /** runc's view of one container; undefined when runc does not know it. */
+  async state(id: string): Promise<TaskStatus | undefined> {
+    try {
+      const { stdout } = await run(this.binaries.runc, this.runcArgs('state', id));
+      return JSON.parse(stdout) as TaskStatus;
+    } catch (err) {
+      const text = stderrOf(err);
+      if (/does not exist|not exist|no such file/i.test(text)) return undefined;
+      throw new BerthError('ERR_RUNTIME', `state of task ${id}: ${text}`, { cause: err });
+    }
+  }
+
+  async list(): Promise<TaskStatus[]> {
+    try {
+      const { stdout } = await run(this.binaries.runc, this.runcArgs('list', '--format', 'json'));
+      const parsed = JSON.parse(stdout.trim() === '' ? 'null' : stdout) as TaskStatus[] | null;
+      return parsed ?? [];
+    } catch (err) {
+      throw new BerthError('ERR_RUNTIME', `list tasks: ${stderrOf(err)}`, { cause: err });
+    }
+  }
+
+  /** Sends a signal to the container's init. A container that is gone or stopped is success. */
+  async kill(id: string, signal: string): Promise<void> {
+    try {
+      await run(this.binaries.runc, this.runcArgs('kill', id, signal));
+    } catch (err) {
+      const text = stderrOf(err);
+      if (/does not exist|not running|process already finished|container not running/i.test(text)) return;
+      throw new BerthError('ERR_RUNTIME', `kill task ${id} ${signal}: ${text}`, { cause: err });
+    }
+  }
+
+  /** The exit code conmon recorded, or undefined while the container has not exited. */
+  async exitCode(id: string): Promise<number | undefined> {
+    const text = await readFileIfExists(this.exitFile(id));
+    if (text === undefined || text.trim() === '') return undefined;
+    const n = Number(text.trim());
+    return Number.isInteger(n) ? n : undefined;
+  }
+
+  /**
+   * Stops the container: `signal` (default SIGTERM), then SIGKILL after `graceMs`.
+   * Resolves with the exit code once conmon has recorded it (or runc reports stopped).
+   */
+  async stop(id: string, graceMs: number, signal = 'SIGTERM'): Promise<number | undefined> {
+    const st = await this.state(id);
+    if (st === undefined || st.status === 'stopped') return this.exitCode(id);
+    if (st.status === 'created') {
+      // Never started: nothing to signal gracefully.
+      await this.kill(id, 'SIGKILL');
+    } else {
+      await this.kill(id, signal);
+      if (await this.waitExit(id, graceMs)) return this.exitCode(id);
+      this.log.info({ id, graceMs }, 'grace period over, sending SIGKILL');
+      await this.kill(id, 'SIGKILL');
+    }
+    await this.waitExit(id, 10_000);
+    return this.exitCode(id);
+  }
+
+  /** Waits until runc reports stopped/gone and conmon wrote the exit file, up to `ms`. */
+  async waitExit(id: string, ms: number): Promise<boolean> {
+    const until = Date.now() + ms;
+    let delay = 20;
+    for (;;) {
+      const st = await this.state(id);
+      const stopped = st === undefined || st.status === 'stopped';
+      if (stopped && (st === undefined || (await this.exitCode(id)) !== undefined || !(await this.conmonAlive(id)))) return true;
+      if (Date.now() >= until) return false;
+      await sleep(delay);
+      delay = Math.min(delay * 2, 200);
+    }
+  }
+
+  async conmonPid(id: string): Promise<number | undefined> {
+    const t = await readFileIfExists(path.join(this.persistDir(id), 'conmon.pid'));
+    const n = Number(t?.trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  }
+
+  async conmonAlive(id: string): Promise<boolean> {
+    const pid = await this.conmonPid(id);
+    if (pid === undefined) return false;
+    const cmd = await readFileIfExists(`/proc/${pid}/cmdline`);
+    return cmd !== undefined && cmd.includes(id);
+  }
+
+  /**
+   * Removes the container from runc (force: kills it first) and conmon's files.
+   * A container runc does not know is success.
+   */
+  async delete(id: string): Promise<void> {
+    try {
+      await run(this.binaries.runc, this.runcArgs('delete', '--force', id));
+    } catch (err) {
+      const text = stderrOf(err);
+      if (!/does not exist|not exist/i.test(text)) throw new BerthError('ERR_RUNTIME', `delete task ${id}: ${text}`, { cause: err });
+    }
+    // conmon exits once the container is gone; give it a moment to flush logs and exit files.
+    for (let i = 0; i < 50 && (await this.conmonAlive(id)); i++) await sleep(20);
+    await fsp.rm(this.persistDir(id), { recursive: true, force: true });
+    await fsp.rm(this.exitFile(id), { force: true });
+    await fsp.rm(path.join(this.paths.stateDir, 'sock', id), { recursive: true, force: true }).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    });
+  }
+}
+
+function stderrOf(err: unknown): string {
+  if (typeof err === 'object' && err !== null && 'stderr' in err) {
+    const s = String((err as { stderr: unknown }).stderr).trim();
+    if (s !== '') return lastRuncError(s) ?? s;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** runc logs JSON lines or logrus text; the last error message is the useful one. */
+function lastRuncError(log: string): string | undefined {
+  const lines = log.trim().split('\n').reverse();
+  for (const l of lines) {
+    try {
+      const j = JSON.parse(l) as { level?: string; msg?: string };
+      if (j.level === 'error' && j.msg) return j.msg;
+    } catch {
+      const m = /level=error msg="((?:[^"\\]|\\.)*)"/.exec(l);
+      if (m?.[1] !== undefined) return m[1].replace(/\\"/g, '"');
+    }
+  }
+  return undefined;
+}

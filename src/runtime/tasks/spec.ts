@@ -1,0 +1,191 @@
+import * as path from 'node:path';
+import { BerthError } from '../../lib/errors.js';
+import type { ImageConfig } from '../images/documents.js';
+
+/**
+ * OCI runtime spec (config.json) generation. Image config is untrusted input
+ * (rule R1); defaults are explicit and safe (rule R2); the image config is never
+ * mutated (rule R3).
+ */
+
+export interface ContainerRunSpec {
+  id: string;
+  /** Kubernetes semantics: command replaces Entrypoint, args replaces Cmd. */
+  command?: readonly string[];
+  args?: readonly string[];
+  env?: readonly { name: string; value: string }[];
+  workingDir?: string;
+  hostNetwork: boolean;
+  hostname: string;
+  rootfs: string;
+  /** Resource limits, already parsed to numbers. */
+  memoryBytes?: number;
+  cpuMillis?: number;
+  pidsLimit?: number;
+  /** Host files bind-mounted read-only at the same path (hosts, resolv.conf). */
+  hostFiles?: readonly string[];
+  annotations?: Record<string, string>;
+}
+
+/** containerd's default capability set. */
+export const DEFAULT_CAPS = [
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FSETID',
+  'CAP_FOWNER',
+  'CAP_MKNOD',
+  'CAP_NET_RAW',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETFCAP',
+  'CAP_SETPCAP',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT',
+  'CAP_KILL',
+  'CAP_AUDIT_WRITE',
+];
+
+const MASKED_PATHS = [
+  '/proc/acpi',
+  '/proc/asound',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/sys/firmware',
+  '/sys/devices/virtual/powercap',
+];
+const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+export const DEFAULT_PIDS_LIMIT = 4096;
+const UID_MAX = 2 ** 32 - 2;
+
+/** A clean absolute path, not under /proc, /sys or /dev (CVE-2024-21626). */
+export function checkWorkingDir(dir: string, where: string): string {
+  if (!path.isAbsolute(dir) || path.posix.normalize(dir) !== dir.replace(/(.)\/+$/, '$1') || dir.includes('\0')) {
+    throw new BerthError('ERR_INVALID_IMAGE', `${where}: working dir ${JSON.stringify(dir)} is not a clean absolute path`);
+  }
+  for (const bad of ['/proc', '/sys', '/dev']) {
+    if (dir === bad || dir.startsWith(`${bad}/`)) {
+      throw new BerthError('ERR_INVALID_IMAGE', `${where}: working dir ${JSON.stringify(dir)} lies under ${bad}`);
+    }
+  }
+  return path.posix.normalize(dir);
+}
+
+/** Numeric `uid[:gid]` only in this slice (CVE-2024-40635 range check). */
+export function parseUser(user: string | undefined, where: string): { uid: number; gid: number } {
+  if (user === undefined || user === '' || user === 'root' || user === '0' || user === 'root:root' || user === '0:0') return { uid: 0, gid: 0 };
+  const m = /^(\d+)(?::(\d+))?$/.exec(user);
+  if (m === null) {
+    throw new BerthError('ERR_UNSUPPORTED', `${where}: user ${JSON.stringify(user)}: only numeric uid[:gid] is supported so far`);
+  }
+  const uid = Number(m[1]);
+  const gid = m[2] === undefined ? uid : Number(m[2]);
+  if (!Number.isSafeInteger(uid) || uid > UID_MAX || !Number.isSafeInteger(gid) || gid > UID_MAX) {
+    throw new BerthError('ERR_INVALID_IMAGE', `${where}: user ${JSON.stringify(user)} is outside 0..${UID_MAX}`);
+  }
+  return { uid, gid };
+}
+
+function checkEnv(entry: string, where: string): string {
+  const eq = entry.indexOf('=');
+  if (eq <= 0 || entry.includes('\0')) throw new BerthError('ERR_INVALID_IMAGE', `${where}: env entry ${JSON.stringify(entry.slice(0, 80))} is not KEY=VALUE`);
+  return entry;
+}
+
+/** Image Env, then the manifest's env: a later name replaces an earlier one in place. */
+function mergeEnv(image: readonly string[], extra: readonly { name: string; value: string }[], where: string): string[] {
+  const order: string[] = [];
+  const values = new Map<string, string>();
+  const set = (k: string, v: string): void => {
+    if (!values.has(k)) order.push(k);
+    values.set(k, v);
+  };
+  for (const e of image) {
+    const s = checkEnv(e, where);
+    const eq = s.indexOf('=');
+    set(s.slice(0, eq), s.slice(eq + 1));
+  }
+  for (const e of extra) set(e.name, e.value);
+  if (!values.has('PATH')) set('PATH', '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
+  return order.map((k) => `${k}=${values.get(k) ?? ''}`);
+}
+
+export function processArgs(image: ImageConfig, command: readonly string[] | undefined, args: readonly string[] | undefined): string[] {
+  const entrypoint = command ?? image.config.Entrypoint ?? [];
+  // Kubernetes: when command is set, the image Cmd is ignored unless args are given.
+  const cmd = args ?? (command !== undefined ? [] : (image.config.Cmd ?? []));
+  return [...entrypoint, ...cmd];
+}
+
+export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<string, unknown> {
+  const where = `container ${c.id}`;
+  const argv = processArgs(image, c.command, c.args);
+  if (argv.length === 0) throw new BerthError('ERR_INVALID_MANIFEST', `${where}: no command: the image has no Entrypoint/Cmd and the manifest sets none`);
+  const cwd = checkWorkingDir(c.workingDir ?? (image.config.WorkingDir !== undefined && image.config.WorkingDir !== '' ? image.config.WorkingDir : '/'), where);
+  const user = parseUser(image.config.User, where);
+  const env = mergeEnv(image.config.Env ?? [], c.env ?? [], where);
+
+  const namespaces: { type: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'mount' }];
+  // With the host network the pod also keeps the host's UTS namespace, as the kubelet does.
+  if (!c.hostNetwork) namespaces.push({ type: 'network' }, { type: 'uts' });
+
+  const mounts: Record<string, unknown>[] = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+  ];
+  for (const f of c.hostFiles ?? []) {
+    mounts.push({ destination: f, type: 'bind', source: f, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] });
+  }
+
+  const resources: Record<string, unknown> = {
+    devices: [{ allow: false, access: 'rwm' }],
+    pids: { limit: c.pidsLimit ?? DEFAULT_PIDS_LIMIT },
+  };
+  if (c.memoryBytes !== undefined) resources['memory'] = { limit: c.memoryBytes };
+  if (c.cpuMillis !== undefined) {
+    const period = 100_000;
+    resources['cpu'] = { quota: Math.max(1000, Math.round((c.cpuMillis * period) / 1000)), period };
+  }
+
+  const spec: Record<string, unknown> = {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: user.uid, gid: user.gid, additionalGids: [user.gid] },
+      args: argv,
+      env,
+      cwd,
+      capabilities: {
+        bounding: [...DEFAULT_CAPS],
+        effective: [...DEFAULT_CAPS],
+        permitted: [...DEFAULT_CAPS],
+        inheritable: [],
+        ambient: [],
+      },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+      noNewPrivileges: true,
+    },
+    root: { path: c.rootfs, readonly: false },
+    mounts,
+    annotations: { ...(c.annotations ?? {}) },
+    linux: {
+      cgroupsPath: `/berth/${c.id}`,
+      resources,
+      namespaces,
+      maskedPaths: [...MASKED_PATHS],
+      readonlyPaths: [...READONLY_PATHS],
+    },
+  };
+  if (!c.hostNetwork) spec['hostname'] = c.hostname;
+  return spec;
+}

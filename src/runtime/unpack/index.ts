@@ -1,0 +1,339 @@
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { extract as tarExtract } from 'tar-stream';
+import { type Digest, isDigest } from '../../lib/digest.js';
+import { BerthError, errnoCode, messageOf } from '../../lib/errors.js';
+import type { Logger } from '../../lib/log.js';
+import { syncfs } from '../../lib/sys.js';
+import { tapTar, type TarHeader } from './tartap.js';
+import { codeForErrno, LayerWriter } from './writer.js';
+
+/**
+ * The layer unpacker: one pass over a layer blob that verifies it and writes it, as an overlay
+ * upper-format tree, into a directory of its own (INVARIANTS.md E1–E9).
+ *
+ *   source ─▶ sha256 + byte count (descriptor digest, size) ─▶ gunzip ─▶ sha256 + count (diffID)
+ *          ─▶ tar-stream ─▶ LayerWriter (confined, replace-not-follow, whiteouts, metadata)
+ *
+ * Decisions (documented here, tested in test/unit/unpack.test.ts):
+ * - Entry names: a leading "./", empty and "." components are ignored; absolute names and `..`
+ *   components are rejected (ERR_UNSAFE_CONTENT). Names are bytes (latin1 from tar-stream, raw PAX
+ *   bytes) and never normalised. An entry naming the root itself ("./") is skipped, so `dest` keeps
+ *   the caller's mode.
+ * - Symlink targets are stored verbatim and confined when resolved (chroot semantics).
+ * - Duplicate entries: the later wins (a directory over a directory merges, metadata of the later).
+ * - A whiteout whose name exists in this layer is dropped with a warning; nothing is ever deleted
+ *   by a whiteout. `.wh..wh.*` other than `.wh..wh..opq` (aufs metadata) is skipped.
+ * - Strict framing: every tar header must follow the previous member; zero blocks followed by more
+ *   entries, PAX/header-only ambiguities and GNU sparse files are rejected. PAX global headers are
+ *   ignored. Non-zero bytes after the end-of-archive marker fail the tar parse (stricter than Go,
+ *   which stops reading there).
+ * - Limit violations are ERR_RESOURCE_EXHAUSTED with `details.limit`.
+ * - Error precedence: a source stream error, then compressed size, then compressed digest, then
+ *   any tar/entry error, then diffID. After a tar error the rest of the blob is still read (at most
+ *   `expected.size + 1` bytes) and hashed, so corrupt bytes report ERR_DIGEST_MISMATCH (retryable)
+ *   rather than the terminal ERR_INVALID_IMAGE they would otherwise cause.
+ */
+
+export interface UnpackLimits {
+  maxEntries: number;
+  /** Bytes of the uncompressed tar stream (headers, data and padding). */
+  maxUncompressedBytes: number;
+  /** Per regular file, from the header, before any byte is written. */
+  maxFileSize: number;
+  /** Entry name, hardlink and symlink target length in bytes. */
+  maxPathBytes: number;
+  /** Components in an entry name. */
+  maxDepth: number;
+  /** Per entry: the sum of kept xattr names and values. */
+  maxXattrBytes: number;
+  /** Free bytes (for unprivileged users) on dest's filesystem, checked at start and every 256 MiB. */
+  minFreeBytes?: number;
+}
+
+export const DEFAULT_UNPACK_LIMITS: Readonly<Required<UnpackLimits>> = Object.freeze({
+  maxEntries: 1_000_000,
+  maxUncompressedBytes: 64 * 2 ** 30,
+  maxFileSize: 16 * 2 ** 30,
+  maxPathBytes: 4096,
+  maxDepth: 256,
+  maxXattrBytes: 64 * 2 ** 10,
+  minFreeBytes: 256 * 2 ** 20,
+});
+
+export interface UnpackOptions {
+  /** The layer blob as stored (compressed). Read to its end, or until size+1 bytes. */
+  source: NodeJS.ReadableStream | Readable;
+  /** OCI/docker layer media type; tar and tar+gzip are supported, +zstd is ERR_UNSUPPORTED. */
+  mediaType: string;
+  expected: { digest: Digest; size: number; diffId: Digest };
+  /** An existing, empty directory private to this unpack (0700 parent); the caller renames it. */
+  dest: string;
+  limits?: Partial<UnpackLimits>;
+  /** E7: create device nodes only if true and running as root; otherwise skip them with a warning. */
+  allowDevices?: boolean;
+  /** syncfs(2) dest's filesystem before returning, so a later rename publishes durable data (E1). Default true. */
+  sync?: boolean;
+  log?: Logger;
+  signal?: AbortSignal;
+}
+
+export interface UnpackResult {
+  digest: Digest;
+  diffId: Digest;
+  compressedSize: number;
+  uncompressedSize: number;
+  entries: number;
+  /** A root-level `.wh..wh..opq` was seen: lower layers must not be stacked under this one. */
+  opaqueRoot: boolean;
+}
+
+/**
+ * Verifies and extracts one layer into `dest`.
+ *
+ * Errors (all BerthError, naming the layer digest and, where there is one, the entry):
+ * ERR_DIGEST_MISMATCH (size, digest or diffID), ERR_UNSAFE_CONTENT (escaping names, bad
+ * whiteouts), ERR_INVALID_IMAGE (malformed tar or gzip, hardlink to a lower layer, bad ids),
+ * ERR_UNSUPPORTED (zstd, unknown media or entry types), ERR_RESOURCE_EXHAUSTED (limits, free space,
+ * ENOSPC), ERR_PRECONDITION (no addon, not allowed to mknod or set trusted xattrs),
+ * ERR_INVALID_ARGUMENT (options). Aborting rejects with `signal.reason`.
+ *
+ * Not idempotent on the same directory: `dest` must be empty. On failure, files may have been
+ * written and `dest` is left as is for the caller to delete; no work is still running when the
+ * promise settles.
+ */
+export async function unpackLayer(opts: UnpackOptions): Promise<UnpackResult> {
+  const { expected, signal } = opts;
+  signal?.throwIfAborted();
+  const limits = resolveLimits(opts.limits);
+  if (!isDigest(expected.digest) || !isDigest(expected.diffId) || !Number.isSafeInteger(expected.size) || expected.size < 0) {
+    throw new BerthError('ERR_INVALID_ARGUMENT', 'unpack layer: expected digest, diffId or size is invalid');
+  }
+  const layer = expected.digest;
+  const gzip = compressionOf(opts.mediaType, layer);
+  const dest = path.resolve(opts.dest);
+  await checkDest(dest, layer);
+  await checkFreeSpace(dest, limits.minFreeBytes, layer);
+
+  const writer = new LayerWriter({
+    root: dest,
+    layer,
+    limits,
+    allowDevices: opts.allowDevices === true,
+    log: opts.log,
+  });
+
+  // Stage 2: inflate → hash/count/limit → tar-stream → writer.
+  const diffHash = createHash('sha256');
+  let uncompressedSize = 0;
+  let nextSpaceCheck = SPACE_CHECK_EVERY;
+  const meter = new Transform({
+    transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+      uncompressedSize += chunk.length;
+      if (uncompressedSize > limits.maxUncompressedBytes) {
+        cb(limitError(layer, 'maxUncompressedBytes', `uncompressed layer exceeds ${limits.maxUncompressedBytes} bytes`));
+        return;
+      }
+      diffHash.update(chunk);
+      if (uncompressedSize < nextSpaceCheck) {
+        cb(null, chunk);
+        return;
+      }
+      nextSpaceCheck = uncompressedSize + SPACE_CHECK_EVERY;
+      checkFreeSpace(dest, limits.minFreeBytes, layer).then(() => cb(null, chunk), cb);
+    },
+  });
+  const inflate = gzip ? createGunzip({ chunkSize: 64 * 1024 }) : new PassThrough();
+  // E9: latin1 maps every byte to one char, so Buffer.from(name, 'latin1') gives the bytes back.
+  const extract = tarExtract({ filenameEncoding: 'latin1' } as Parameters<typeof tarExtract>[0]);
+  const tap = tapTar(extract, (records) => {
+    opts.log?.debug({ layer, keys: [...records.keys()].slice(0, 16) }, 'unpack: pax global header ignored');
+  });
+  let inflight: Promise<unknown> = Promise.resolve();
+  extract.on('entry', (header, stream, next) => {
+    const h = header as unknown as TarHeader;
+    const work = (async () => writer.entry(h, stream, tap.takeEntry(h)))();
+    inflight = work.catch(() => undefined);
+    work.then(
+      () => next(),
+      (err: unknown) => next(err instanceof Error ? err : new Error(String(err))),
+    );
+  });
+  let tarError: unknown;
+  const tarDone = pipeline(inflate, meter, extract).catch((err: unknown) => {
+    tarError ??= err;
+  });
+
+  // Stage 1: the compressed bytes. Keep hashing after a downstream failure (see error precedence).
+  const blobHash = createHash('sha256');
+  let compressedSize = 0;
+  let sourceError: unknown;
+  const onAbort = (): void => {
+    const reason: unknown = signal?.reason;
+    tarError ??= reason;
+    const err = reason instanceof Error ? reason : new Error('aborted');
+    inflate.destroy(err);
+    // A stalled source would otherwise keep the loop below waiting for its next chunk.
+    (opts.source as { destroy?: (e: Error) => void }).destroy?.(err);
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    for await (const chunk of opts.source as AsyncIterable<unknown>) {
+      if (signal?.aborted === true) break;
+      if (!Buffer.isBuffer(chunk)) {
+        throw new BerthError('ERR_INVALID_ARGUMENT', `unpack layer ${layer}: source yields strings (setEncoding was called)`);
+      }
+      compressedSize += chunk.length;
+      if (compressedSize > expected.size) break; // read at most size+1 bytes
+      blobHash.update(chunk);
+      if (tarError === undefined && !inflate.destroyed && !inflate.write(chunk)) await drainOrClose(inflate);
+    }
+  } catch (err) {
+    sourceError = err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  const blobOk = sourceError === undefined && signal?.aborted !== true && compressedSize === expected.size;
+  if (blobOk && !inflate.destroyed) inflate.end();
+  else inflate.destroy(new Error('layer blob rejected'));
+  await tarDone;
+  await inflight;
+
+  if (signal?.aborted === true) throw signal.reason;
+  if (sourceError !== undefined) {
+    if (sourceError instanceof BerthError) throw sourceError;
+    throw new BerthError('ERR_INTERNAL', `unpack layer ${layer}: read blob: ${messageOf(sourceError)}`, { cause: sourceError });
+  }
+  if (compressedSize !== expected.size) {
+    throw new BerthError(
+      'ERR_DIGEST_MISMATCH',
+      `unpack layer ${layer}: blob is ${compressedSize > expected.size ? 'longer' : 'shorter'} than the descriptor size ${expected.size}`,
+      { details: { layer, expectedSize: expected.size, size: compressedSize } },
+    );
+  }
+  const digest = `sha256:${blobHash.digest('hex')}` as Digest;
+  if (digest !== expected.digest) {
+    throw new BerthError('ERR_DIGEST_MISMATCH', `unpack layer ${layer}: blob hashes to ${digest}`, {
+      details: { layer, actual: digest },
+      ...(tarError === undefined ? {} : { cause: tarError }),
+    });
+  }
+  if (tarError !== undefined) throw asLayerError(tarError, layer);
+  const diffId = `sha256:${diffHash.digest('hex')}` as Digest;
+  if (diffId !== expected.diffId) {
+    throw new BerthError('ERR_DIGEST_MISMATCH', `unpack layer ${layer}: uncompressed tar hashes to ${diffId}, config says ${expected.diffId}`, {
+      details: { layer, expectedDiffId: expected.diffId, actual: diffId },
+    });
+  }
+  await writer.finish();
+  if (opts.sync !== false) await syncDir(dest, layer);
+  opts.log?.debug({ layer, diffId, entries: writer.entries, uncompressedSize }, 'unpack: layer extracted');
+  return {
+    digest,
+    diffId,
+    compressedSize,
+    uncompressedSize,
+    entries: writer.entries,
+    opaqueRoot: writer.opaqueRoot,
+  };
+}
+
+const SPACE_CHECK_EVERY = 256 * 2 ** 20;
+
+/** OCI and docker layer media types, including the non-distributable/foreign variants. */
+function compressionOf(mediaType: string, layer: Digest): boolean {
+  switch (mediaType) {
+    case 'application/vnd.oci.image.layer.v1.tar':
+    case 'application/vnd.oci.image.layer.nondistributable.v1.tar':
+    case 'application/vnd.docker.image.rootfs.diff.tar':
+      return false;
+    case 'application/vnd.oci.image.layer.v1.tar+gzip':
+    case 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip':
+    case 'application/vnd.docker.image.rootfs.diff.tar.gzip':
+    case 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip':
+      return true;
+    default:
+      if (mediaType.endsWith('+zstd') || mediaType.endsWith('.zstd')) {
+        throw new BerthError('ERR_UNSUPPORTED', `unpack layer ${layer}: zstd-compressed layers are not supported yet (${mediaType})`);
+      }
+      throw new BerthError('ERR_UNSUPPORTED', `unpack layer ${layer}: unsupported layer media type ${JSON.stringify(mediaType.slice(0, 200))}`);
+  }
+}
+
+function resolveLimits(partial: Partial<UnpackLimits> | undefined): Required<UnpackLimits> {
+  const limits: Required<UnpackLimits> = { ...DEFAULT_UNPACK_LIMITS };
+  for (const [key, value] of Object.entries(partial ?? {}) as [keyof UnpackLimits, unknown][]) {
+    if (value === undefined) continue;
+    if (!(key in DEFAULT_UNPACK_LIMITS) || typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+      throw new BerthError('ERR_INVALID_ARGUMENT', `unpack: limit ${String(key)} must be a non-negative safe integer`);
+    }
+    limits[key] = value;
+  }
+  return limits;
+}
+
+async function checkDest(dest: string, layer: Digest): Promise<void> {
+  let ok = false;
+  try {
+    const st = await fsp.lstat(dest);
+    ok = st.isDirectory() && (await fsp.readdir(dest)).length === 0;
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  }
+  if (!ok) throw new BerthError('ERR_INVALID_ARGUMENT', `unpack layer ${layer}: ${dest} is not an existing empty directory`);
+}
+
+async function checkFreeSpace(dest: string, minFreeBytes: number, layer: Digest): Promise<void> {
+  if (minFreeBytes === 0) return;
+  const st = await fsp.statfs(dest);
+  const free = st.bavail * st.bsize;
+  if (free < minFreeBytes) {
+    throw new BerthError('ERR_RESOURCE_EXHAUSTED', `unpack layer ${layer}: ${free} bytes free on the snapshot filesystem, need ${minFreeBytes}`, {
+      details: { layer, limit: 'minFreeBytes', free },
+    });
+  }
+}
+
+async function syncDir(dest: string, layer: Digest): Promise<void> {
+  try {
+    await syncfs(dest);
+  } catch (err) {
+    throw new BerthError(codeForErrno(errnoCode(err)), `unpack layer ${layer}: syncfs: ${messageOf(err)}`, { cause: err });
+  }
+}
+
+function limitError(layer: Digest, limit: string, reason: string): BerthError {
+  return new BerthError('ERR_RESOURCE_EXHAUSTED', `unpack layer ${layer}: ${reason}`, { details: { layer, limit } });
+}
+
+/** zlib and tar-stream errors are plain Errors: a malformed blob. */
+function asLayerError(err: unknown, layer: Digest): BerthError {
+  if (err instanceof BerthError) {
+    return err.message.startsWith(`unpack layer ${layer}`)
+      ? err
+      : new BerthError(err.code, `unpack layer ${layer}: ${err.message}`, { cause: err, details: { ...err.details, layer } });
+  }
+  const what = errnoCode(err)?.startsWith('Z_') === true ? 'decompress' : 'read tar';
+  return new BerthError('ERR_INVALID_IMAGE', `unpack layer ${layer}: ${what}: ${messageOf(err).toLowerCase()}`, {
+    cause: err,
+    details: { layer },
+  });
+}
+
+/** Resolves on 'drain', or when the stream is destroyed (then nobody will ever drain it). */
+function drainOrClose(stream: NodeJS.WritableStream & { destroyed: boolean }): Promise<void> {
+  if (stream.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.removeListener('drain', done);
+      stream.removeListener('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
+}
