@@ -8,7 +8,7 @@ packages=(
   runc conmon catatonit containernetworking-plugins iptables
   docker-registry busybox-static umoci skopeo
   golang-github-opencontainers-specs-dev golang-github-opencontainers-image-spec-dev
-  util-linux procps iproute2 ca-certificates
+  util-linux procps iproute2 ca-certificates curl
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -90,24 +90,25 @@ export async function startRegistry(opts: { storageDir?: string } = {}): Promise
   // Our own storage lives inside configDir, so removing configDir removes exactly what this helper created.
   const configDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-registry-'));
   const storageDir = opts.storageDir ?? path.join(configDir, 'storage');
-  await fsp.mkdir(storageDir, { recursive: true });
   const cleanupDirs = async (): Promise<void> => {
     await fsp.rm(configDir, { recursive: true, force: true });
   };
 
-  const port = await freePort();
-  const host = `127.0.0.1:${port}`;
-  const url = `http://${host}`;
-  const configFile = path.join(configDir, 'config.yml');
-  await fsp.writeFile(configFile, registryConfig(port, storageDir));
-
+  let port: number;
+  let configFile: string;
   let child: ChildProcess;
   try {
+    await fsp.mkdir(storageDir, { recursive: true });
+    port = await freePort();
+    configFile = path.join(configDir, 'config.yml');
+    await fsp.writeFile(configFile, registryConfig(port, storageDir));
     child = spawn('docker-registry', ['serve', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (err) {
     await cleanupDirs();
-    throw err;
+    throw new Error(`start registry (storage ${storageDir}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
+  const host = `127.0.0.1:${port}`;
+  const url = `http://${host}`;
   let stderr = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (chunk: string) => {

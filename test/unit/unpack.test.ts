@@ -628,9 +628,16 @@ describe('unpackLayer', () => {
 
   test('E9 PAX global headers are ignored', async () => {
     const s = await scratch();
-    const tar = Buffer.concat([paxMember([['path', 'evil'], ['uid', '4294967295'], ['comment', 'x']], 'g'), rawMember({ name: 'f', type: '0' }, Buffer.from('x')), END]);
+    const tar = Buffer.concat([
+      paxMember([['path', 'evil'], ['uid', '4294967295'], ['comment', 'x']], 'g'),
+      rawMember({ name: 'f', type: '0' }, Buffer.from('x')),
+      paxMember([['uid', '5']]),
+      rawMember({ name: 'g', type: '0' }, Buffer.from('y')),
+      END,
+    ]);
     await unpack(layerOf(tar), s.dest);
-    assert.deepEqual(await fsp.readdir(s.dest), ['f']);
+    assert.deepEqual((await fsp.readdir(s.dest)).sort(), ['f', 'g']);
+    assert.equal((await fsp.lstat(path.join(s.dest, 'g'))).uid, 5);
   });
 
   test('entries hidden after an end-of-archive marker are rejected', async () => {

@@ -124,12 +124,25 @@ export class TaskDriver {
     const spawnErr = new Promise<never>((_, reject) =>
       child.on('error', (err) => reject(new BerthError('ERR_PRECONDITION', `create task ${o.id}: start conmon: ${err.message}`, { cause: err }))),
     );
-    // The sync pipe closes when conmon's daemon child has written the pid (or an error).
-    const syncClosed = new Promise<void>((resolve) => sync.on('close', () => resolve()));
-    const deadline = sleep(30_000).then(() => {
-      throw new BerthError('ERR_RUNTIME', `create task ${o.id}: conmon did not report within 30s`);
+    // conmon's daemon child writes one JSON line with the pid (or -1 and a message) and
+    // keeps the pipe open while the container runs, so wait for the line, not for EOF.
+    const syncLine = new Promise<void>((resolve) => {
+      sync.on('data', () => {
+        if (syncText.includes('\n')) resolve();
+      });
+      sync.on('close', () => resolve());
     });
-    await Promise.race([Promise.all([syncClosed, exited]), spawnErr, deadline]);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new BerthError('ERR_RUNTIME', `create task ${o.id}: conmon did not report within 30s`)), 30_000);
+    });
+    try {
+      await Promise.race([Promise.all([syncLine, exited]), spawnErr, deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+    sync.destroy();
+    stderr.destroy();
     child.unref();
     const line = syncText.trim().split('\n')[0] ?? '';
     let msg: { data?: number; pid?: number; message?: string } = {};

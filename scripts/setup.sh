@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs everything berth needs on a Debian machine, idempotently: the Debian
+# packages (host-deps.sh), the npm packages (npm ci, which also builds the native
+# addon) and the TypeScript build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/host-deps.sh
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+# The native addon (mknod/xattr for whiteouts) is built by npm's install hook; rebuild if absent.
+[ -f build/Release/berth_sys.node ] || npx --no-install node-gyp rebuild
+npx --no-install tsc -p tsconfig.json

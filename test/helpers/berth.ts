@@ -1,0 +1,135 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Path of the compiled CLI: dist/test/helpers → dist/src/cli.js */
+export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli.js');
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+export interface BerthEnv {
+  root: string;
+  state: string;
+  dir: string; // scratch dir for manifests
+}
+
+export function makeEnv(prefix = 'berth-test-'): BerthEnv {
+  const base = mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { root: path.join(base, 'root'), state: path.join(base, 'state'), dir: base };
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function berth(env: BerthEnv, args: string[], timeoutMs = 120_000): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`berth ${args.join(' ')} timed out after ${timeoutMs}ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+/** Starts `berth up DIR` in the background; the caller kills it. */
+export function berthUp(env: BerthEnv, dir: string, extra: string[] = []): { child: ChildProcess; output: () => string } {
+  const child = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, '--log-level', 'info', 'up', dir, ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+  return { child, output: () => out };
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000, stepMs = 100): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last !== undefined ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** Mount points under `dir` (from /proc/self/mountinfo). */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  const text = await fsp.readFile('/proc/self/mountinfo', 'utf8');
+  return text
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m === dir || m.startsWith(`${dir}/`));
+}
+
+/** conmon processes whose command line mentions `needle` (e.g. the test's state dir). */
+export async function conmonProcesses(needle: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const pid of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.startsWith('conmon\0') || cmd.includes('/conmon\0')) {
+      if (cmd.includes(needle)) out.push(Number(pid));
+    }
+  }
+  return out;
+}
+
+/**
+ * Tears down whatever a test left: runc containers in its runc root, conmon processes,
+ * mounts under its root, and the temp dirs.
+ */
+export async function cleanupEnv(env: BerthEnv): Promise<void> {
+  const { execFileSync } = await import('node:child_process');
+  const runcRoot = path.join(env.state, 'runc');
+  try {
+    const list = JSON.parse(execFileSync('runc', ['--root', runcRoot, 'list', '--format', 'json'], { encoding: 'utf8' }) || 'null') as { id: string }[] | null;
+    for (const c of list ?? []) {
+      try {
+        execFileSync('runc', ['--root', runcRoot, 'delete', '--force', c.id], { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
+    }
+  } catch {
+    // no runc root
+  }
+  for (const pid of await conmonProcesses(env.state)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  const mounts = (await mountsUnder(env.dir)).sort((a, b) => b.length - a.length);
+  for (const m of mounts) {
+    try {
+      execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  }
+  await fsp.rm(env.dir, { recursive: true, force: true });
+}
+
+export async function httpGet(url: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(3000) });
+  return { status: res.status, body: await res.text() };
+}

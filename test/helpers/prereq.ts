@@ -1,0 +1,36 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { TestContext } from 'node:test';
+
+/**
+ * e2e prerequisites. In CI (CI=true) a missing one is a failure, never a silent skip;
+ * elsewhere the test is skipped with the reason printed.
+ */
+export function missingE2EPrereqs(): string[] {
+  const missing: string[] = [];
+  if (process.getuid?.() !== 0) missing.push('root');
+  for (const bin of ['runc', 'conmon', 'docker-registry', 'mount', 'umount']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
+    } catch {
+      missing.push(bin);
+    }
+  }
+  try {
+    if (!/\toverlay$/m.test(readFileSync('/proc/filesystems', 'utf8'))) missing.push('overlayfs');
+  } catch {
+    missing.push('overlayfs (/proc/filesystems unreadable)');
+  }
+  return missing;
+}
+
+/** Returns true when the test may proceed; fails (CI) or skips (elsewhere) otherwise. */
+export function requireE2E(t: TestContext): boolean {
+  const missing = missingE2EPrereqs();
+  if (missing.length === 0) return true;
+  const msg = `e2e prerequisites missing: ${missing.join(', ')} (run scripts/host-deps.sh as root)`;
+  if (process.env['CI'] === 'true' || process.env['CI'] === '1') throw new Error(msg);
+  process.stderr.write(`SKIP ${msg}\n`);
+  t.skip(msg);
+  return false;
+}
