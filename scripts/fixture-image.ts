@@ -186,15 +186,39 @@ export async function buildBusyboxImage(opts: { page?: string } = {}): Promise<B
 const REPO_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
 const TAG_RE = /^\w[\w.-]{0,127}$/;
 
-function headerValue(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
-  const v = headers[name];
-  return Array.isArray(v) ? v[0] : v;
+interface Reply {
+  readonly status: number;
+  readonly headers: Dispatcher.ResponseData['headers'];
+  readonly body: string;
 }
 
-function registryError(step: string, status: number, body: string): BerthError {
-  return new BerthError('ERR_REGISTRY', `${step}: registry answered ${status}: ${body.slice(0, 2000).trim()}`, {
-    details: { status },
-  });
+/** One request, body read in full. Throws ERR_NETWORK naming `step`, or ERR_REGISTRY if status is not `expect`. */
+async function send(
+  step: string,
+  url: string,
+  opts: { method: Dispatcher.HttpMethod; dispatcher: Dispatcher; headers?: Record<string, string>; body?: Buffer },
+  expect: readonly number[],
+): Promise<Reply> {
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await request(url, opts);
+  } catch (err) {
+    throw new BerthError('ERR_NETWORK', `${step}: ${opts.method} ${url}: ${messageOf(err)}`, { cause: err });
+  }
+  const body = await res.body.text();
+  if (!expect.includes(res.statusCode)) {
+    throw new BerthError(
+      'ERR_REGISTRY',
+      `${step}: ${opts.method} ${url}: registry answered ${res.statusCode}: ${body.slice(0, 2000).trim() || '(empty body)'}`,
+      { details: { status: res.statusCode } },
+    );
+  }
+  return { status: res.statusCode, headers: res.headers, body };
+}
+
+function headerValue(reply: Reply, name: string): string | undefined {
+  const v = reply.headers[name];
+  return Array.isArray(v) ? v[0] : v;
 }
 
 interface PushTarget {
@@ -204,38 +228,27 @@ interface PushTarget {
 }
 
 async function pushBlob(t: PushTarget, digest: Digest, data: Buffer): Promise<'exists' | 'uploaded'> {
-  const blobUrl = `${t.base}/v2/${t.repo}/blobs/${digest}`;
-  const head = await request(blobUrl, { method: 'HEAD', dispatcher: t.dispatcher });
-  await head.body.dump();
-  if (head.statusCode === 200) return 'exists';
-  if (head.statusCode !== 404) throw registryError(`push blob ${digest} to ${t.repo}: HEAD ${blobUrl}`, head.statusCode, '');
+  const step = `push blob ${digest} to ${t.repo}`;
+  const { dispatcher } = t;
+  const head = await send(`${step}: check`, `${t.base}/v2/${t.repo}/blobs/${digest}`, { method: 'HEAD', dispatcher }, [200, 404]);
+  if (head.status === 200) return 'exists';
 
   const startUrl = `${t.base}/v2/${t.repo}/blobs/uploads/`;
-  const start = await request(startUrl, { method: 'POST', dispatcher: t.dispatcher });
-  const startBody = await start.body.text();
-  if (start.statusCode !== 202) {
-    throw registryError(`push blob ${digest} to ${t.repo}: start upload POST ${startUrl}`, start.statusCode, startBody);
-  }
-  const location = headerValue(start.headers, 'location');
-  if (location === undefined) {
-    throw registryError(`push blob ${digest} to ${t.repo}: start upload POST ${startUrl} (no Location)`, start.statusCode, startBody);
-  }
+  const start = await send(`${step}: start upload`, startUrl, { method: 'POST', dispatcher }, [202]);
+  const location = headerValue(start, 'location');
+  if (location === undefined) throw new BerthError('ERR_REGISTRY', `${step}: start upload: 202 without Location`);
   // Location may be relative (the spec allows it); append rather than rebuild the query so `_state` stays byte-exact.
   const uploadUrl = new URL(location, startUrl).href;
   const putUrl = `${uploadUrl}${uploadUrl.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
-  const put = await request(putUrl, {
-    method: 'PUT',
-    headers: { 'content-type': 'application/octet-stream' },
-    body: data,
-    dispatcher: t.dispatcher,
-  });
-  const putBody = await put.body.text();
-  if (put.statusCode !== 201) {
-    throw registryError(`push blob ${digest} to ${t.repo}: monolithic PUT ${uploadUrl}`, put.statusCode, putBody);
-  }
-  const stored = headerValue(put.headers, 'docker-content-digest');
+  const put = await send(
+    `${step}: monolithic upload`,
+    putUrl,
+    { method: 'PUT', dispatcher, headers: { 'content-type': 'application/octet-stream' }, body: data },
+    [201],
+  );
+  const stored = headerValue(put, 'docker-content-digest');
   if (stored !== undefined && stored !== digest) {
-    throw new BerthError('ERR_DIGEST_MISMATCH', `push blob ${digest} to ${t.repo}: registry stored ${stored}`);
+    throw new BerthError('ERR_DIGEST_MISMATCH', `${step}: registry stored ${stored}`);
   }
   return 'uploaded';
 }
@@ -243,8 +256,9 @@ async function pushBlob(t: PushTarget, digest: Digest, data: Buffer): Promise<'e
 /**
  * Pushes config, layers (skipping blobs the registry already has) and then the manifest under `tag`.
  * Idempotent: pushing the same image again uploads nothing and re-PUTs the same manifest.
- * Throws ERR_REGISTRY naming the step, status and body; ERR_DIGEST_MISMATCH if the registry's
- * Docker-Content-Digest differs from ours. A failure may leave some blobs pushed, which is harmless.
+ * Throws ERR_INVALID_ARGUMENT for a bad repo or tag; ERR_NETWORK / ERR_REGISTRY naming the step, method, URL,
+ * status and body; ERR_DIGEST_MISMATCH if the registry's Docker-Content-Digest differs from ours.
+ * A failure may leave some blobs pushed, which is harmless (blobs are content-addressed).
  */
 export async function pushImage(registryUrl: string, repo: string, tag: string, img: BuiltImage): Promise<void> {
   if (!REPO_RE.test(repo)) throw new BerthError('ERR_INVALID_ARGUMENT', `push image ${repo}: invalid repository name`);
@@ -255,21 +269,16 @@ export async function pushImage(registryUrl: string, repo: string, tag: string, 
     await pushBlob(t, img.configDigest, img.config);
     for (const layer of img.layers) await pushBlob(t, layer.digest, layer.data);
 
-    const manifestUrl = `${t.base}/v2/${repo}/manifests/${tag}`;
-    const put = await request(manifestUrl, {
-      method: 'PUT',
-      headers: { 'content-type': MEDIA_TYPE_MANIFEST },
-      body: img.manifest,
-      dispatcher,
-    });
-    const body = await put.body.text();
-    if (put.statusCode !== 201) throw registryError(`push manifest ${repo}:${tag}: PUT ${manifestUrl}`, put.statusCode, body);
-    const stored = headerValue(put.headers, 'docker-content-digest');
+    const step = `push manifest ${repo}:${tag}`;
+    const put = await send(
+      step,
+      `${t.base}/v2/${repo}/manifests/${tag}`,
+      { method: 'PUT', dispatcher, headers: { 'content-type': MEDIA_TYPE_MANIFEST }, body: img.manifest },
+      [201],
+    );
+    const stored = headerValue(put, 'docker-content-digest');
     if (stored !== img.manifestDigest) {
-      throw new BerthError(
-        'ERR_DIGEST_MISMATCH',
-        `push manifest ${repo}:${tag}: registry reports ${String(stored)}, expected ${img.manifestDigest}`,
-      );
+      throw new BerthError('ERR_DIGEST_MISMATCH', `${step}: registry reports ${String(stored)}, expected ${img.manifestDigest}`);
     }
   } finally {
     await dispatcher.close();

@@ -29,10 +29,13 @@ function majorMinor(rdev: bigint): string {
   return `${major}:${minor}`;
 }
 
-/** Keeps one entry per line and fields space-separated: backslash, whitespace and control characters become \xNN. */
+/** Keeps one entry per line and fields space-separated: backslash, whitespace and controls become \xNN (or \uNNNN). */
 function escapeField(s: string): string {
   // eslint-disable-next-line no-control-regex
-  return s.replace(/[\\\s\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return s.replace(/[\\\s\x00-\x1f\x7f]/g, (c) => {
+    const code = c.charCodeAt(0);
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
 }
 
 async function fileSha256(p: string): Promise<string> {
@@ -77,11 +80,10 @@ export async function listTree(root: string): Promise<string[]> {
   return lines.map((l) => l.line);
 }
 
-/** Splits `repo:tag` (a colon after the last slash); the tag defaults to `latest`. */
-function splitRepoTag(repoTag: string): { repo: string; tag: string } {
+/** The tag of `repo:tag` (a colon after the last slash, so `host:port/repo` is not misread); default `latest`. */
+function tagOf(repoTag: string): string {
   const colon = repoTag.lastIndexOf(':');
-  if (colon > repoTag.lastIndexOf('/')) return { repo: repoTag.slice(0, colon), tag: repoTag.slice(colon + 1) };
-  return { repo: repoTag, tag: 'latest' };
+  return colon > repoTag.lastIndexOf('/') ? repoTag.slice(colon + 1) : 'latest';
 }
 
 /**
@@ -91,7 +93,7 @@ function splitRepoTag(repoTag: string): { repo: string; tag: string } {
  * then keeps ownership and device nodes as the layers say). Fails if `<workDir>/bundle` already exists.
  */
 export async function umociUnpack(registryHost: string, repoTag: string, workDir: string): Promise<string> {
-  const { tag } = splitRepoTag(repoTag);
+  const tag = tagOf(repoTag);
   const layout = `${path.join(workDir, 'layout')}:${tag}`;
   const bundle = path.join(workDir, 'bundle');
   await fsp.mkdir(workDir, { recursive: true });

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import { sha256 } from '../../src/lib/digest.js';
+import { isBerthError } from '../../src/lib/errors.js';
 import { buildBusyboxImage, MEDIA_TYPE_MANIFEST, pushImage, type BuiltImage } from '../../scripts/fixture-image.js';
 import {
   validateDescriptor,
@@ -67,6 +68,23 @@ describe('fixture image against docker-registry', () => {
 
     const tags = await getBytes(`${registry.url}/v2/${REPO}/tags/list`);
     assert.deepEqual((JSON.parse(tags.body.toString()) as { tags: string[] }).tags.sort(), ['1.0', 'again']);
+  });
+
+  test('push failures name the step and carry the registry answer', async () => {
+    const other = await buildBusyboxImage({ page: 'missing layer\n' });
+    // Skipping the page layer's upload leaves the manifest referring to a blob the registry lacks.
+    const missing: BuiltImage = { ...other, layers: other.layers.slice(0, 1) };
+    await assert.rejects(pushImage(registry.url, REPO, 'broken', missing), (err: unknown) => {
+      assert.ok(isBerthError(err, 'ERR_REGISTRY'));
+      assert.match(err.message, /^push manifest berth\/demo:broken: PUT .* answered 400: .*BLOB_UNKNOWN/);
+      return true;
+    });
+    await assert.rejects(pushImage('http://127.0.0.1:1', REPO, TAG, img), (err: unknown) => {
+      assert.ok(isBerthError(err, 'ERR_NETWORK'));
+      assert.match(err.message, /^push blob sha256:[0-9a-f]{64} to berth\/demo: check: HEAD .*ECONNREFUSED/);
+      return true;
+    });
+    await assert.rejects(pushImage(registry.url, 'Upper/Case', TAG, img), /invalid repository name/);
   });
 
   test('manifest and config from the registry validate against image-spec', async () => {

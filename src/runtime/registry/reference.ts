@@ -36,6 +36,9 @@ export function parseReference(s: string): ImageReference {
   if (domain !== undefined && !domain.includes('.') && !domain.includes(':') && domain !== 'localhost' && !domain.startsWith('[')) {
     repoPath = `${domain}/${repoPath}`;
     domain = undefined;
+    if (!new RegExp(`^${PATH_COMPONENT}(?:/${PATH_COMPONENT})*$`).test(repoPath)) {
+      throw new BerthError('ERR_INVALID_ARGUMENT', `parse image reference ${JSON.stringify(s)}: repository names must be lowercase`);
+    }
   }
   if (domain === undefined) {
     domain = DEFAULT_DOMAIN;

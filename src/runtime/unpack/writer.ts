@@ -164,7 +164,6 @@ export class LayerWriter {
         return;
       }
       case 'file':
-        await this.clear(path);
         return this.writeFile(path, stream, size, { ...meta, xattrs });
       case 'symlink': {
         const target = pax.get('linkpath') ?? Buffer.from(h.linkname ?? '', 'latin1');
@@ -174,9 +173,8 @@ export class LayerWriter {
           throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `symlink target is ${target.length} bytes, limit is ${limits.maxPathBytes}`);
         }
         await drain(stream, type);
-        await this.clear(path);
         // The target is stored verbatim; it is confined when later entries resolve through it.
-        await fsp.symlink(target, path);
+        await this.replace(path, () => fsp.symlink(target, path));
         if (this.isRoot) await fsp.lchown(path, meta.uid, meta.gid);
         this.dropXattrs(xattrs, 'symlink', name);
         await fsp.lutimes(path, meta.atime, meta.mtime);
@@ -187,8 +185,7 @@ export class LayerWriter {
         return this.hardlink(path, pax.get('linkpath') ?? Buffer.from(h.linkname ?? '', 'latin1'));
       case 'fifo':
         await drain(stream, type);
-        await this.clear(path);
-        mknod(path, fsc.S_IFIFO | 0o600, 0);
+        await this.replace(path, () => mknod(path, fsc.S_IFIFO | 0o600, 0));
         return this.special(path, meta, xattrs, name);
       case 'character-device':
       case 'block-device': {
@@ -205,14 +202,29 @@ export class LayerWriter {
         if (!(Number.isInteger(major) && major >= 0 && major <= MAX_DEV_MAJOR && Number.isInteger(minor) && minor >= 0 && minor <= MAX_DEV_MINOR)) {
           throw new EntryRejected('ERR_INVALID_IMAGE', `device number ${major}:${minor} out of range`);
         }
-        await this.clear(path);
-        mknod(path, (type === 'block-device' ? fsc.S_IFBLK : fsc.S_IFCHR) | 0o600, makedev(major, minor));
+        const dev = makedev(major, minor);
+        await this.replace(path, () => mknod(path, (type === 'block-device' ? fsc.S_IFBLK : fsc.S_IFCHR) | 0o600, dev));
         return this.special(path, meta, xattrs, name);
       }
     }
   }
 
-  /** E3: removes whatever is at `path` (never following it), and forgets directories under it. */
+  /**
+   * E3: `create` must fail with EEXIST when anything, even a dangling symlink, is at `path`
+   * (O_CREAT|O_EXCL|O_NOFOLLOW, mknod, symlink, link). If it does, whatever is there is removed and
+   * `create` runs once more. Trying first saves an lstat per entry in the common case.
+   */
+  private async replace<T>(path: Buffer, create: () => Promise<T> | T): Promise<T> {
+    try {
+      return await create();
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+    }
+    await this.clear(path);
+    return await create();
+  }
+
+  /** Removes whatever is at `path` (never following it), and forgets directories under it. */
   private async clear(path: Buffer): Promise<void> {
     const st = await lstatOrUndefined(path);
     if (st === undefined) return;
@@ -228,7 +240,7 @@ export class LayerWriter {
   }
 
   private async writeFile(path: Buffer, stream: EntryStream, size: number, meta: Meta): Promise<void> {
-    const fh = await fsp.open(path, CREATE_FLAGS, 0o600);
+    const fh = await this.replace(path, () => fsp.open(path, CREATE_FLAGS, 0o600));
     try {
       let written = 0;
       for await (const chunk of stream) {
@@ -275,8 +287,8 @@ export class LayerWriter {
     }
     if (st.isDirectory()) throw new EntryRejected('ERR_INVALID_IMAGE', `hardlink target "${displayName(linkname)}" is a directory`);
     if (target.equals(path)) throw new EntryRejected('ERR_INVALID_IMAGE', 'hardlink to itself');
-    await this.clear(path);
-    await fsp.link(target, path); // link(2) does not follow a symlink target: it links the symlink
+    // link(2) does not follow a symlink target: it links the symlink itself.
+    await this.replace(path, () => fsp.link(target, path));
   }
 
   /**

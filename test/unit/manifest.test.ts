@@ -1,0 +1,120 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadManifests, parseManifestText, formatProblem } from '../../src/reconciler/manifest.js';
+import { REPO } from '../helpers/berth.js';
+
+const GOOD = `apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  hostNetwork: true
+  containers:
+    - name: httpd
+      image: 127.0.0.1:5000/berth/demo:1.0
+      command: ["httpd", "-f"]
+      env:
+        - name: GREETING
+          value: "hello; rm -rf /"
+`;
+
+function problemsOf(text: string): string[] {
+  return parseManifestText(text, '/m/x.yaml').problems.map(formatProblem);
+}
+
+test('manifest: a valid pod loads with defaults and hashes', () => {
+  const r = parseManifestText(GOOD, '/m/web.yaml');
+  assert.deepEqual(r.problems, []);
+  const p = r.pods[0];
+  assert.ok(p !== undefined);
+  assert.equal(p.key, 'default/web');
+  assert.equal(p.restartPolicy, 'Always');
+  assert.equal(p.gracePeriodMs, 30_000);
+  const c = p.containers[0];
+  assert.equal(c?.image, '127.0.0.1:5000/berth/demo:1.0');
+  assert.equal(c?.pullPolicy, 'IfNotPresent');
+  assert.equal(c?.env[0]?.value, 'hello; rm -rf /');
+  assert.match(c?.specHash ?? '', /^[a-f0-9]{64}$/);
+  // The same text gives the same hash; a different command a different one.
+  assert.equal(parseManifestText(GOOD, '/m/web.yaml').pods[0]?.containers[0]?.specHash, c?.specHash);
+  const edited = parseManifestText(GOOD.replace('"-f"]', '"-f", "-v"]'), '/m/web.yaml').pods[0]?.containers[0]?.specHash;
+  assert.notEqual(edited, c?.specHash);
+});
+
+test('manifest: an unknown field is rejected with file:line:col and the field path', () => {
+  const text = GOOD.replace('      command:', '      comand: ["x"]\n      command:');
+  const problems = problemsOf(text);
+  assert.equal(problems.length, 1);
+  assert.match(problems[0] ?? '', /^\/m\/x\.yaml:10:\d+: spec\.containers\[0\]\.comand: unknown field/);
+});
+
+test('manifest: a wrong type names the field and line', () => {
+  const problems = problemsOf(GOOD.replace('hostNetwork: true', 'hostNetwork: "yes"'));
+  assert.match(problems[0] ?? '', /:6:\d+: spec\.hostNetwork: must be boolean/);
+});
+
+test('manifest: yaml errors, duplicate keys and YAML 1.1 booleans are errors', () => {
+  assert.match(problemsOf('apiVersion: v1\nkind: [\n')[0] ?? '', /x\.yaml:\d+:\d+: yaml:/);
+  assert.match(problemsOf(GOOD.replace('kind: Pod', 'kind: Pod\nkind: Pod'))[0] ?? '', /yaml: .*[Mm]ap keys must be unique/);
+  // `yes` is a string in the core schema, so hostNetwork: yes is a type error, not true.
+  assert.match(problemsOf(GOOD.replace('hostNetwork: true', 'hostNetwork: yes'))[0] ?? '', /spec\.hostNetwork: must be boolean/);
+});
+
+test('manifest: alias bombs are refused', () => {
+  const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]'];
+  for (let i = 0; i < 8; i++) bomb.push(`${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(',')}]`);
+  const problems = problemsOf(bomb.join('\n'));
+  assert.equal(problems.length, 1);
+  assert.match(problems[0] ?? '', /alias|Excessive/i);
+});
+
+test('manifest: unsupported kinds, bad names, bad images and env names are named', () => {
+  assert.match(problemsOf('apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n')[0] ?? '', /kind: unsupported object apps\/v1\/Deployment/);
+  assert.match(problemsOf(GOOD.replace('name: web', 'name: Web_1'))[0] ?? '', /metadata\.name: "Web_1" is not a DNS label/);
+  assert.match(problemsOf(GOOD.replace('image: 127.0.0.1:5000/berth/demo:1.0', 'image: "UPPER/case:x"'))[0] ?? '', /spec\.containers\[0\]\.image: parse image reference/);
+  assert.match(problemsOf(GOOD.replace('GREETING', '"1=bad"'))[0] ?? '', /env\[0\]\.name: "1=bad" is not a valid environment variable name/);
+  assert.match(problemsOf(GOOD.replace('hostNetwork: true', 'hostNetwork: false'))[0] ?? '', /spec\.hostNetwork: pod networking/);
+});
+
+test('manifest: multi-document files, empty documents, BOM and CRLF', () => {
+  const two = `\ufeff---\n${GOOD}---\n---\n${GOOD.replace('name: web', 'name: web2')}`.replace(/\n/g, '\r\n');
+  const r = parseManifestText(two, '/m/two.yaml');
+  assert.deepEqual(r.problems, []);
+  assert.deepEqual(
+    r.pods.map((p) => p.key),
+    ['default/web', 'default/web2'],
+  );
+});
+
+test('manifest: directory loading skips dotfiles and editor files, follows symlinked dirs, rejects duplicates', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-manifests-'));
+  const real = mkdtempSync(path.join(os.tmpdir(), 'berth-linked-'));
+  try {
+    mkdirSync(path.join(dir, 'sub'));
+    writeFileSync(path.join(dir, 'sub', 'web.yaml'), GOOD);
+    writeFileSync(path.join(dir, '.hidden.yaml'), 'not: [valid');
+    writeFileSync(path.join(dir, 'web.yaml~'), 'not: [valid');
+    writeFileSync(path.join(dir, 'notes.txt'), 'ignored');
+    writeFileSync(path.join(real, 'other.yml'), GOOD.replace('name: web', 'name: other'));
+    symlinkSync(real, path.join(dir, 'linked'));
+    const r = await loadManifests(dir);
+    assert.deepEqual(r.problems, []);
+    assert.deepEqual(r.pods.map((p) => p.key).sort(), ['default/other', 'default/web']);
+    writeFileSync(path.join(dir, 'dup.yaml'), GOOD);
+    const d = await loadManifests(dir);
+    assert.equal(d.problems.length, 1);
+    assert.match(formatProblem(d.problems[0]!), /pod default\/web is also declared in/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(real, { recursive: true, force: true });
+  }
+});
+
+test('manifest: the shipped examples load without problems', async () => {
+  const r = await loadManifests(path.join(REPO, 'manifests'));
+  assert.deepEqual(r.problems.map(formatProblem), []);
+  assert.ok(r.pods.length >= 1);
+});

@@ -1,0 +1,175 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { plan, type ObservedPodView, type ImageView } from '../../src/reconciler/plan.js';
+import type { DesiredContainer, DesiredPod } from '../../src/reconciler/desired.js';
+import { defaultPullPolicy, parseCpu, parseMemory, canonicalJson } from '../../src/reconciler/desired.js';
+
+const IMG = '127.0.0.1:5000/berth/demo:1.0';
+
+function ctr(name: string, hash: string, extra: Partial<DesiredContainer> = {}): DesiredContainer {
+  return { name, image: IMG, pullPolicy: 'IfNotPresent', specHash: hash, env: [], ports: [], ...extra };
+}
+
+function pod(name: string, containers: DesiredContainer[], extra: Partial<DesiredPod> = {}): DesiredPod {
+  return {
+    key: `default/${name}`,
+    namespace: 'default',
+    name,
+    source: `/m/${name}.yaml`,
+    line: 1,
+    podHash: 'ph',
+    hostNetwork: true,
+    restartPolicy: 'Always',
+    gracePeriodMs: 30_000,
+    labels: {},
+    containers,
+    ...extra,
+  };
+}
+
+function observed(p: DesiredPod, states: { name: string; hash: string; state?: 'running' | 'exited' | 'created'; exitCode?: number; id?: string }[]): ObservedPodView {
+  return {
+    key: p.key,
+    source: p.source,
+    podHash: p.podHash,
+    spec: JSON.stringify(p),
+    containers: states.map((s) => ({
+      id: s.id ?? `id-${s.name}-${s.hash}`,
+      name: s.name,
+      specHash: s.hash,
+      imageRef: IMG,
+      imageDigest: 'sha256:aa',
+      state: s.state ?? 'running',
+      exitCode: s.exitCode ?? null,
+      pid: 100,
+    })),
+  };
+}
+
+const present: Record<string, ImageView> = { [IMG]: { local: 'sha256:aa', localTop: 'sha256:aa' } };
+
+test('plan: a new pod pulls its missing image, creates the pod and starts each container', () => {
+  const p = pod('web', [ctr('a', 'h1'), ctr('b', 'h2')]);
+  const r = plan({ desired: [p], observed: [], images: {} });
+  assert.deepEqual(
+    r.steps.map((s) => s.kind),
+    ['pull', 'create-pod', 'start', 'start'],
+  );
+});
+
+test('plan: nothing to do when everything matches (idempotent apply)', () => {
+  const p = pod('web', [ctr('a', 'h1')]);
+  const r = plan({ desired: [p], observed: [observed(p, [{ name: 'a', hash: 'h1' }])], images: present });
+  assert.deepEqual(r.steps, []);
+});
+
+test('plan: a changed container is replaced, its sibling is left alone, changed fields are named', () => {
+  const before = pod('web', [ctr('a', 'h1', { command: ['x'] }), ctr('b', 'h2')]);
+  const after = pod('web', [ctr('a', 'h1b', { command: ['y'] }), ctr('b', 'h2')]);
+  const obs = observed(before, [
+    { name: 'a', hash: 'h1' },
+    { name: 'b', hash: 'h2' },
+  ]);
+  const r = plan({ desired: [after], observed: [obs], images: present });
+  assert.equal(r.steps.length, 1);
+  const s = r.steps[0];
+  assert.ok(s !== undefined && s.kind === 'replace');
+  assert.equal(s.container.name, 'a');
+  assert.equal(s.oldId, 'id-a-h1');
+  assert.deepEqual(s.changes, ['command']);
+});
+
+test('plan: a container removed from the pod is removed', () => {
+  const before = pod('web', [ctr('a', 'h1'), ctr('b', 'h2')]);
+  const after = pod('web', [ctr('a', 'h1')]);
+  const r = plan({ desired: [after], observed: [observed(before, [{ name: 'a', hash: 'h1' }, { name: 'b', hash: 'h2' }])], images: present });
+  assert.deepEqual(
+    r.steps.map((s) => `${s.kind}:${'name' in s ? s.name : ''}`),
+    ['remove:b'],
+  );
+});
+
+test('plan: prune deletes only pods from the pruned source that are no longer declared', () => {
+  const kept = pod('kept', [ctr('a', 'h')]);
+  const gone = pod('gone', [ctr('a', 'h')]);
+  const foreign = pod('foreign', [ctr('a', 'h')], { source: '/elsewhere/foreign.yaml' });
+  const obs = [observed(kept, [{ name: 'a', hash: 'h' }]), observed(gone, [{ name: 'a', hash: 'h' }]), observed(foreign, [{ name: 'a', hash: 'h' }])];
+  const noPrune = plan({ desired: [kept], observed: obs, images: present });
+  assert.deepEqual(noPrune.steps, []);
+  const r = plan({ desired: [kept], observed: obs, images: present, prune: { sources: ['/m'] } });
+  assert.deepEqual(
+    r.steps.map((s) => (s.kind === 'delete-pod' ? s.podKey : s.kind)),
+    ['default/gone'],
+  );
+  // "/m" must not match "/mx/...": prefixes are whole path components.
+  const other = pod('other', [ctr('a', 'h')], { source: '/mx/other.yaml' });
+  const r2 = plan({ desired: [], observed: [observed(other, [{ name: 'a', hash: 'h' }])], images: present, prune: { sources: ['/m'] } });
+  assert.deepEqual(r2.steps, []);
+});
+
+test('plan: restartPolicy decides whether an exited container is started again', () => {
+  for (const [policy, code, restart] of [
+    ['Always', 0, true],
+    ['Always', 1, true],
+    ['OnFailure', 0, false],
+    ['OnFailure', 2, true],
+    ['Never', 1, false],
+  ] as const) {
+    const p = pod('job', [ctr('a', 'h')], { restartPolicy: policy });
+    const r = plan({ desired: [p], observed: [observed(p, [{ name: 'a', hash: 'h', state: 'exited', exitCode: code }])], images: present });
+    assert.equal(r.steps.length, restart ? 1 : 0, `${policy} exit ${code}`);
+    if (restart) assert.equal(r.steps[0]?.kind, 'replace');
+  }
+});
+
+test('plan: pullPolicy Always with a moved tag pulls first, then replaces', () => {
+  const p = pod('web', [ctr('a', 'h', { pullPolicy: 'Always' })]);
+  const images = { [IMG]: { local: 'sha256:aa', localTop: 'sha256:aa', remote: 'sha256:bb' } };
+  const r = plan({ desired: [p], observed: [observed(p, [{ name: 'a', hash: 'h' }])], images });
+  assert.deepEqual(
+    r.steps.map((s) => s.kind),
+    ['pull', 'replace'],
+  );
+  const same = plan({ desired: [p], observed: [observed(p, [{ name: 'a', hash: 'h' }])], images: { [IMG]: { ...images[IMG], remote: 'sha256:aa' } } });
+  assert.deepEqual(same.steps, []);
+});
+
+test('plan: pullPolicy Never without the image is blocked, not pulled', () => {
+  const p = pod('web', [ctr('a', 'h', { pullPolicy: 'Never' })]);
+  const r = plan({ desired: [p], observed: [], images: {} });
+  assert.deepEqual(r.steps, []);
+  assert.equal(r.blocked.length, 1);
+  assert.match(r.blocked[0]?.reason ?? '', /Never/);
+});
+
+test('plan: a pod-level change updates the pod record', () => {
+  const before = pod('web', [ctr('a', 'h')]);
+  const after = pod('web', [ctr('a', 'h')], { gracePeriodMs: 5000 });
+  const r = plan({ desired: [after], observed: [observed(before, [{ name: 'a', hash: 'h' }])], images: present });
+  assert.equal(r.steps.length, 1);
+  const s = r.steps[0];
+  assert.ok(s?.kind === 'update-pod');
+  assert.deepEqual(s.changes, ['gracePeriodMs']);
+});
+
+test('plan: duplicate incarnations of one container are cleaned up', () => {
+  const p = pod('web', [ctr('a', 'h2')]);
+  const r = plan({ desired: [p], observed: [observed(p, [{ name: 'a', hash: 'h1', state: 'exited', exitCode: 0 }, { name: 'a', hash: 'h2' }])], images: present });
+  assert.deepEqual(
+    r.steps.map((s) => s.kind),
+    ['remove'],
+  );
+});
+
+test('desired: quantities, default pull policy and canonical JSON', () => {
+  assert.equal(parseMemory('64Mi'), 64 * 1024 * 1024);
+  assert.equal(parseMemory('1G'), 1e9);
+  assert.equal(parseMemory('12ab'), undefined);
+  assert.equal(parseCpu('500m'), 500);
+  assert.equal(parseCpu('1.5'), 1500);
+  assert.equal(parseCpu('0'), undefined);
+  assert.equal(defaultPullPolicy('docker.io/library/busybox:latest'), 'Always');
+  assert.equal(defaultPullPolicy('127.0.0.1:5000/x/y:1.0'), 'IfNotPresent');
+  assert.equal(defaultPullPolicy('127.0.0.1:5000/x/y@sha256:' + 'a'.repeat(64)), 'IfNotPresent');
+  assert.equal(canonicalJson({ b: 1, a: [2, { d: 1, c: undefined }] }), '{"a":[2,{"d":1}],"b":1}');
+});
