@@ -3,7 +3,7 @@ import { readFileSync, promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { LineCounter, parseAllDocuments, isNode, type Document } from 'yaml';
+import { LineCounter, parseAllDocuments, isMap, isNode, isScalar, type Document } from 'yaml';
 import { BerthError, errnoCode } from '../lib/errors.js';
 import { parseReference } from '../runtime/index.js';
 import {
@@ -60,7 +60,8 @@ function validatePod(): ValidateFunction {
     }
   }
   if (text === undefined) throw new BerthError('ERR_INTERNAL', `load schema: schemas/pod.json not found near ${here}`);
-  const ajv = new Ajv({ strict: true, allErrors: false, coerceTypes: false, $data: false, useDefaults: false });
+  // verbose: errors carry parentSchema, so messages can list the allowed fields.
+  const ajv = new Ajv({ strict: true, allErrors: false, coerceTypes: false, $data: false, useDefaults: false, verbose: true });
   podValidator = ajv.compile(JSON.parse(text) as object);
   return podValidator;
 }
@@ -207,8 +208,18 @@ export function parseManifestText(text: string, file: string): { pods: DesiredPo
       }
       return { line: docLine, col: 1 };
     };
-    const problem = (fieldPath: (string | number)[], message: string): void => {
-      problems.push({ file, ...locate(fieldPath), field: dotted(fieldPath), message });
+    const locateKey = (parentPath: (string | number)[], key: string): { line: number; col: number } => {
+      const parent = doc.getIn(parentPath, true);
+      if (isMap(parent)) {
+        for (const item of parent.items) {
+          if (isScalar(item.key) && item.key.value === key && item.key.range) return at(item.key.range[0]);
+        }
+      }
+      return locate(parentPath);
+    };
+    const problem = (fieldPath: (string | number)[], message: string, atKey = false): void => {
+      const pos = atKey ? locateKey(fieldPath.slice(0, -1), String(fieldPath[fieldPath.length - 1])) : locate(fieldPath);
+      problems.push({ file, ...pos, field: dotted(fieldPath), message });
     };
     if (typeof obj !== 'object' || Array.isArray(obj)) {
       problem([], 'a manifest document must be a mapping with apiVersion and kind');
@@ -226,7 +237,9 @@ export function parseManifestText(text: string, file: string): { pods: DesiredPo
     if (!validate(o)) {
       for (const e of validate.errors ?? []) {
         const fp = pointerToPath(e.instancePath);
-        problem(extraProp(e) !== undefined ? [...fp, extraProp(e) as string] : fp, describeAjvError(e));
+        const extra = extraProp(e);
+        if (extra !== undefined) problem([...fp, extra], describeAjvError(e), true);
+        else problem(fp, describeAjvError(e));
       }
       continue;
     }

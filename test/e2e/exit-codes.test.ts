@@ -1,0 +1,95 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { requireE2E } from '../helpers/prereq.js';
+import { berth, cleanupEnv, makeEnv, type BerthEnv } from '../helpers/berth.js';
+
+/** `berth diff` exits 0 no changes · 1 changes pending · 2 error (kubectl diff); apply of bad input exits 2. */
+describe('exit codes of diff and apply', () => {
+  let env: BerthEnv;
+  let ok = true;
+  before((t) => {
+    ok = requireE2E(t as never);
+    if (ok) env = makeEnv();
+  });
+  after(async () => {
+    if (env !== undefined) await cleanupEnv(env);
+  });
+
+  const pod = (image: string): string => `apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+spec:
+  hostNetwork: true
+  containers:
+    - name: main
+      image: ${image}
+`;
+
+  test('diff: 0 when nothing is declared and nothing runs', async (t) => {
+    if (!ok) return t.skip();
+    const dir = path.join(env.dir, 'empty');
+    await fsp.mkdir(dir);
+    const r = await berth(env, ['diff', '-f', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '');
+  });
+
+  test('diff: 1 when a pod would be created (image missing: a pull is planned, nothing contacted)', async (t) => {
+    if (!ok) return t.skip();
+    const file = path.join(env.dir, 'app.yaml');
+    await fsp.writeFile(file, pod('127.0.0.1:9/berth/none:1.0'));
+    const r = await berth(env, ['diff', '-f', file]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, /pull \(not present\)/);
+    const j = await berth(env, ['diff', '-f', file, '-o', 'json']);
+    assert.equal(j.code, 1);
+    const parsed = JSON.parse(j.stdout) as { steps: { kind: string }[] };
+    assert.deepEqual(
+      parsed.steps.map((s) => s.kind),
+      ['pull', 'create-pod', 'start'],
+    );
+  });
+
+  test('diff: 2 for an invalid manifest, naming file, line and field', async (t) => {
+    if (!ok) return t.skip();
+    const file = path.join(env.dir, 'bad.yaml');
+    await fsp.writeFile(file, pod('127.0.0.1:9/berth/none:1.0').replace('hostNetwork: true', 'hostNetwork: true\n  hostnetwork: true'));
+    const r = await berth(env, ['diff', '-f', file]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:7:3: spec\\.hostnetwork: unknown field`));
+  });
+
+  test('diff: 2 for a path that does not exist', async (t) => {
+    if (!ok) return t.skip();
+    const r = await berth(env, ['diff', '-f', path.join(env.dir, 'missing')]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /no such file or directory/);
+  });
+
+  test('apply: 2 for an invalid manifest and nothing is recorded', async (t) => {
+    if (!ok) return t.skip();
+    const r = await berth(env, ['apply', '-f', path.join(env.dir, 'bad.yaml')]);
+    assert.equal(r.code, 2);
+    const ps = await berth(env, ['ps', '-o', 'json']);
+    assert.deepEqual(JSON.parse(ps.stdout), []);
+  });
+
+  test('apply: 1 when the registry is unreachable, with the reference in the error', async (t) => {
+    if (!ok) return t.skip();
+    const r = await berth(env, ['apply', '-f', path.join(env.dir, 'app.yaml')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /127\.0\.0\.1:9\/berth\/none/);
+  });
+
+  test('help: every command has --help', async (t) => {
+    if (!ok) return t.skip();
+    for (const cmd of [[], ['apply'], ['diff'], ['delete'], ['up'], ['ps'], ['logs'], ['images'], ['images', 'pull'], ['version']]) {
+      const r = await berth(env, [...cmd, '--help']);
+      assert.equal(r.code, 0, `${cmd.join(' ')} --help: ${r.stderr}`);
+      assert.match(r.stdout, /Usage: berth/);
+    }
+  });
+});

@@ -1,0 +1,102 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { buildBusyboxImage, pushImage, type BuiltImage } from '../../scripts/fixture-image.js';
+import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { listTree, umociUnpack } from '../helpers/tree.js';
+import { validateImageConfig, validateImageManifest } from '../helpers/oci-schemas.js';
+import { requireE2E } from '../helpers/prereq.js';
+import { Runtime } from '../../src/runtime/index.js';
+import { createLogger } from '../../src/lib/log.js';
+import { digestHex } from '../../src/lib/digest.js';
+
+/**
+ * Pull from the real docker-registry: documents validate against the official image-spec
+ * schemas, layers land as chainID snapshots, and the overlay rootfs equals umoci's unpack
+ * of the same image (skopeo copies it into an OCI layout).
+ */
+describe('integration: pull from docker-registry', { timeout: 300_000 }, () => {
+  let registry: TestRegistry | undefined;
+  let img: BuiltImage;
+  let work: string;
+  let rt: Runtime | undefined;
+  let ok = true;
+  const ref = (): string => `${registry?.host ?? ''}/berth/demo:1.0`;
+
+  before(async (t) => {
+    ok = requireE2E(t as never);
+    if (!ok) return;
+    work = mkdtempSync(path.join(os.tmpdir(), 'berth-pull-'));
+    registry = await startRegistry();
+    img = await buildBusyboxImage();
+    await pushImage(registry.url, 'berth/demo', '1.0', img);
+    rt = await Runtime.open({ root: path.join(work, 'root'), state: path.join(work, 'state'), log: createLogger('silent') });
+  });
+
+  after(async () => {
+    await rt?.close();
+    if (work !== undefined) {
+      for (const m of (await fsp.readFile('/proc/self/mountinfo', 'utf8')).split('\n').map((l) => l.split(' ')[4] ?? '')) {
+        if (m.startsWith(work)) execFileSync('umount', ['-l', m]);
+      }
+      await fsp.rm(work, { recursive: true, force: true });
+    }
+    await registry?.stop();
+  });
+
+  test('pull stores verified blobs, records the image, and the documents validate', async (t) => {
+    if (!ok || rt === undefined) return t.skip();
+    const local = await rt.pullImage(ref());
+    assert.equal(local.digest, img.manifestDigest);
+    assert.equal(local.layers.length, 2);
+    const root = path.join(work, 'root');
+    const manifest = JSON.parse(await fsp.readFile(path.join(root, 'content/blobs/sha256', digestHex(img.manifestDigest)), 'utf8')) as unknown;
+    validateImageManifest(manifest);
+    const config = JSON.parse(await fsp.readFile(path.join(root, 'content/blobs/sha256', digestHex(img.configDigest)), 'utf8')) as unknown;
+    validateImageConfig(config);
+    for (const l of img.layers) {
+      const stored = await fsp.readFile(path.join(root, 'content/blobs/sha256', digestHex(l.digest)));
+      assert.ok(stored.equals(l.data), `layer ${l.digest} stored byte for byte`);
+    }
+    // Snapshot directories are keyed by chainID and nothing is left in ingest or tmp dirs.
+    for (const id of local.chainIds) await fsp.access(path.join(root, 'snapshots', digestHex(id), 'fs'));
+    assert.deepEqual(await fsp.readdir(path.join(root, 'content/ingest')), []);
+    assert.deepEqual((await fsp.readdir(path.join(root, 'snapshots'))).filter((n) => n.startsWith('tmp-')), []);
+    // A second pull is idempotent and returns the same image.
+    const again = await rt.pullImage(ref());
+    assert.deepEqual(again.chainIds, local.chainIds);
+  });
+
+  test('the mounted overlay rootfs equals umoci unpack of the same image', async (t) => {
+    if (!ok || rt === undefined) return t.skip();
+    const local = rt.localImage(ref());
+    assert.ok(local !== undefined);
+    const target = path.join(work, 'merged');
+    const upper = path.join(work, 'upper');
+    const wd = path.join(work, 'wd');
+    for (const d of [target, upper, wd]) await fsp.mkdir(d);
+    const lower = [...local.chainIds].reverse().map((id) => path.join(work, 'root', 'snapshots', digestHex(id), 'fs'));
+    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower.join(':')},upperdir=${upper},workdir=${wd}`, target]);
+    try {
+      const ours = await listTree(target);
+      const umociRoot = await umociUnpack(registry?.host ?? '', 'berth/demo:1.0', path.join(work, 'umoci'));
+      const theirs = await listTree(umociRoot);
+      assert.ok(ours.length > 100, `listing has ${ours.length} entries`);
+      assert.deepEqual(ours, theirs);
+    } finally {
+      execFileSync('umount', [target]);
+    }
+  });
+
+  test('a tag that does not exist fails with ERR_NOT_FOUND naming the reference', async (t) => {
+    if (!ok || rt === undefined) return t.skip();
+    await assert.rejects(rt.pullImage(`${registry?.host ?? ''}/berth/demo:nope`), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ERR_NOT_FOUND');
+      assert.match(err.message, /berth\/demo:nope/);
+      return true;
+    });
+  });
+});
