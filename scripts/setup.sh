@@ -9,5 +9,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 # The native addon (mknod/xattr for whiteouts) is built by npm's install hook; rebuild if absent.
-[ -f build/Release/berth_sys.node ] || npx --no-install node-gyp rebuild
+[ -f build/Release/berth_sys.node ] || npm run build:native
 npx --no-install tsc -p tsconfig.json
