@@ -336,6 +336,19 @@ describe('unpackLayer', () => {
     }
   });
 
+  test('E3 a directory replacing a symlink does not follow it', async () => {
+    const s = await scratch();
+    const tar = await tarOf([symlink('s', s.canaryDir), dir('s/', { mode: 0o700 }), file('s/f', 'f'), symlink('t', '../../../canary'), dir('t/')]);
+    await unpack(layerOf(tar), s.dest);
+    await assertCanaries(s);
+    const st = await fsp.lstat(path.join(s.dest, 's'));
+    assert.ok(st.isDirectory());
+    assert.equal(st.mode & 0o7777, 0o700);
+    assert.equal(await fsp.readFile(path.join(s.dest, 's/f'), 'utf8'), 'f');
+    assert.ok((await fsp.lstat(path.join(s.dest, 't'))).isDirectory());
+    assert.equal((await fsp.lstat(s.canaryDir)).mode & 0o7777, 0o755, 'canary dir mode untouched');
+  });
+
   test('E3 a file replacing a hardlink does not change the other name', async () => {
     const s = await scratch();
     const tar = await tarOf([file('a', 'A'), hardlink('b', 'a'), file('b', 'B')]);

@@ -1,0 +1,110 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, mkdtempSync, promises as fsp, symlinkSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { TaskDriver } from '../../src/runtime/tasks/index.js';
+import { generateSpec } from '../../src/runtime/tasks/spec.js';
+import { createLogger } from '../../src/lib/log.js';
+import { requireE2E } from '../helpers/prereq.js';
+import { cleanupEnv, conmonProcesses } from '../helpers/berth.js';
+import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
+
+/** Contract of the task driver on real conmon + runc (critest-style idempotence). */
+describe('contract: task driver (conmon + runc)', { timeout: 120_000 }, () => {
+  let base: string;
+  let tasks: TaskDriver;
+  let ok = true;
+
+  const bundle = (id: string, args: string[]): { dir: string; spec: Record<string, unknown> } => {
+    const dir = path.join(base, 'bundles', id);
+    const rootfs = path.join(dir, 'rootfs');
+    mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
+    for (const d of ['proc', 'sys', 'dev', 'etc', 'tmp']) mkdirSync(path.join(rootfs, d));
+    copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
+    for (const a of ['sh', 'sleep', 'echo']) symlinkSync('busybox', path.join(rootfs, 'bin', a));
+    const spec = generateSpec(
+      { architecture: 'amd64', os: 'linux', config: { Env: ['PATH=/bin'] }, rootfs: { type: 'layers', diff_ids: [] } },
+      { id, command: args, hostNetwork: true, hostname: id, rootfs },
+    );
+    return { dir, spec };
+  };
+
+  before((t) => {
+    ok = requireE2E(t as never);
+    if (!ok) return;
+    base = mkdtempSync(path.join(os.tmpdir(), 'berth-tasks-'));
+    tasks = new TaskDriver({ runcRoot: path.join(base, 'state', 'runc'), exitDir: path.join(base, 'state', 'exits'), stateDir: path.join(base, 'state') }, createLogger('silent'));
+  });
+  after(async () => {
+    if (base !== undefined) await cleanupEnv({ root: path.join(base, 'root'), state: path.join(base, 'state'), dir: base });
+  });
+
+  test('conmon-keeps-sync-pipe-open: create returns with the pid while the container runs', async (t) => {
+    if (!ok) return t.skip();
+    await tasks.init();
+    const { dir, spec } = bundle('c1', ['sh', '-c', 'echo hello; exec sleep 1000']);
+    validateRuntimeConfig(spec);
+    const started = Date.now();
+    const pid = await tasks.create({ id: 'c1', bundle: dir, spec, logPath: path.join(base, 'logs', 'c1.log') });
+    assert.ok(Date.now() - started < 10_000, 'create must not wait for the sync pipe to close');
+    assert.ok(pid > 0);
+    assert.equal((await tasks.state('c1'))?.status, 'created');
+    await tasks.start('c1');
+    assert.equal((await tasks.state('c1'))?.status, 'running');
+    assert.equal((await conmonProcesses(base)).length, 1);
+  });
+
+  test('create of an existing id fails with ERR_ALREADY_EXISTS and leaves it running', async (t) => {
+    if (!ok) return t.skip();
+    const { dir, spec } = bundle('c1-again', ['true']);
+    await assert.rejects(tasks.create({ id: 'c1', bundle: dir, spec, logPath: path.join(base, 'logs', 'x.log') }), (err: Error & { code?: string }) => err.code === 'ERR_ALREADY_EXISTS');
+    assert.equal((await tasks.state('c1'))?.status, 'running');
+  });
+
+  test('stop: SIGTERM, then SIGKILL after the grace period; exit code recorded by conmon', async (t) => {
+    if (!ok) return t.skip();
+    // PID 1 ignores SIGTERM without a handler: the grace period must run out, then SIGKILL.
+    const began = Date.now();
+    const code = await tasks.stop('c1', 500);
+    assert.ok(Date.now() - began >= 450, 'waited for the grace period');
+    assert.equal(code, 137);
+    const log = await fsp.readFile(path.join(base, 'logs', 'c1.log'), 'utf8');
+    assert.match(log, /^\S+ stdout F hello$/m);
+  });
+
+  test('a container that exits on its own reports its exit code', async (t) => {
+    if (!ok) return t.skip();
+    const { dir, spec } = bundle('c2', ['sh', '-c', 'exit 3']);
+    await tasks.create({ id: 'c2', bundle: dir, spec, logPath: path.join(base, 'logs', 'c2.log') });
+    await tasks.start('c2');
+    assert.equal(await tasks.waitExit('c2', 10_000), true);
+    assert.equal(await tasks.exitCode('c2'), 3);
+  });
+
+  test('delete and kill of a gone container succeed; state of an unknown id is undefined', async (t) => {
+    if (!ok) return t.skip();
+    await tasks.delete('c1');
+    await tasks.delete('c1');
+    await tasks.delete('c2');
+    await tasks.kill('c1', 'SIGKILL');
+    assert.equal(await tasks.state('c1'), undefined);
+    assert.equal(await tasks.state('never-created'), undefined);
+    assert.deepEqual(await tasks.list(), []);
+    assert.deepEqual(await conmonProcesses(base), []);
+  });
+
+  test('a failing create reports runc\'s reason and leaves nothing behind', async (t) => {
+    if (!ok) return t.skip();
+    const { dir, spec } = bundle('c3', ['/no/such/binary']);
+    await assert.rejects(
+      tasks.create({ id: 'c3', bundle: dir, spec, logPath: path.join(base, 'logs', 'c3.log') }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'ERR_RUNTIME');
+        assert.match(err.message, /no such file|not found|executable/i);
+        return true;
+      },
+    );
+    assert.equal(await tasks.state('c3'), undefined);
+  });
+});

@@ -1,0 +1,109 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { promises as fsp, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
+import { startRegistry, freePort, type TestRegistry } from '../helpers/registry.js';
+import { requireE2E } from '../helpers/prereq.js';
+import { berth, berthUp, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, REPO, waitFor, type BerthEnv } from '../helpers/berth.js';
+
+/** `berth up DIR` converges on file edits, keeps last-good on broken files, restores drift, prunes removed files; `apply --prune`. */
+describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
+  let registry: TestRegistry | undefined;
+  let env: BerthEnv;
+  let port: number;
+  let dir: string;
+  let text: string;
+  let ok = true;
+
+  const pids = async (): Promise<Map<string, number>> => {
+    const r = await berth(env, ['ps', '-o', 'json']);
+    const rows = JSON.parse(r.stdout) as { key: string; containers: { name: string; state: string; pid: number | null }[] }[];
+    const out = new Map<string, number>();
+    for (const p of rows) for (const c of p.containers) if (c.state === 'running' && c.pid !== null) out.set(`${p.key}/${c.name}`, c.pid);
+    return out;
+  };
+
+  before(async (t) => {
+    ok = requireE2E(t as never);
+    if (!ok) return;
+    env = makeEnv();
+    registry = await startRegistry();
+    await pushImage(registry.url, 'berth/demo', '1.0', await buildBusyboxImage());
+    port = await freePort();
+    text = readFileSync(path.join(REPO, 'manifests/demo-web.yaml'), 'utf8').replaceAll('127.0.0.1:5111', registry.host).replaceAll('8080', String(port));
+    dir = path.join(env.dir, 'site');
+    await fsp.mkdir(dir);
+  });
+  after(async () => {
+    if (env !== undefined) await cleanupEnv(env);
+    await registry?.stop();
+  });
+
+  test('up: create, edit, broken file keeps last good, drift restored, removal prunes', async (t) => {
+    if (!ok) return t.skip();
+    const file = path.join(dir, 'web.yaml');
+    await fsp.writeFile(file, text);
+    const up = berthUp(env, dir, ['--resync', '2']);
+    try {
+      const first = await waitFor('pod running', async () => (await pids()).get('default/web/httpd'), 60_000);
+      await waitFor('page', async () => ((await httpGet(`http://127.0.0.1:${port}/`).catch(() => undefined))?.status === 200 ? true : undefined));
+
+      // Edit: the watcher sees the save and replaces the container.
+      await fsp.writeFile(file, text.replace('"-h", "/var/www"]', '"-h", "/etc"]'));
+      const second = await waitFor('replaced', async () => {
+        const p = (await pids()).get('default/web/httpd');
+        return p !== undefined && p !== first ? p : undefined;
+      }, 60_000);
+      assert.ok(readFileSync(`/proc/${second}/cmdline`, 'utf8').split('\0').includes('/etc'));
+
+      // Broken YAML: the pod keeps running with its pid; the error names the file and line.
+      await fsp.writeFile(file, `${text}\n  bogus: [\n`);
+      await waitFor('invalid manifest logged', async () => (/invalid manifest: .*web\.yaml:\d+:\d+/.test(up.output()) ? true : undefined), 30_000);
+      await new Promise((r) => setTimeout(r, 2500)); // at least one resync with the broken file
+      assert.equal((await pids()).get('default/web/httpd'), second);
+
+      // Drift: runc kill behind berth's back → restarted by restartPolicy Always on resync.
+      const runcRoot = path.join(env.state, 'runc');
+      const [id] = (await fsp.readdir(runcRoot));
+      assert.ok(id !== undefined);
+      execFileSync('runc', ['--root', runcRoot, 'kill', id, 'KILL']);
+      const third = await waitFor('restarted after drift', async () => {
+        const p = (await pids()).get('default/web/httpd');
+        return p !== undefined && p !== second ? p : undefined;
+      }, 60_000);
+      assert.notEqual(third, second);
+
+      // Removing the file prunes the pod and everything it had.
+      await fsp.rm(file);
+      await waitFor('pruned', async () => ((await pids()).size === 0 && (await mountsUnder(env.root)).length === 0 ? true : undefined), 60_000);
+      assert.deepEqual(await conmonProcesses(env.state), []);
+      assert.deepEqual(await fsp.readdir(runcRoot), []);
+    } finally {
+      up.child.kill('SIGTERM');
+      await new Promise((r) => up.child.once('exit', r));
+    }
+  });
+
+  test('apply --prune deletes what this path applied and no longer declares; plain apply does not', async (t) => {
+    if (!ok) return t.skip();
+    const file = path.join(dir, 'web.yaml');
+    await fsp.writeFile(file, text);
+    const a = await berth(env, ['apply', '-f', dir]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal((await pids()).size, 1);
+    await fsp.rm(file);
+    const plain = await berth(env, ['apply', '-f', dir]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal((await pids()).size, 1, 'without --prune nothing is deleted');
+    const d = await berth(env, ['diff', '-f', dir, '--prune']);
+    assert.equal(d.code, 1);
+    assert.match(d.stdout, /- pod default\/web: delete/);
+    const pruned = await berth(env, ['apply', '-f', dir, '--prune']);
+    assert.equal(pruned.code, 0, pruned.stderr);
+    assert.equal((await pids()).size, 0);
+    assert.deepEqual(await mountsUnder(env.root), []);
+    assert.deepEqual(await conmonProcesses(env.state), []);
+  });
+});
