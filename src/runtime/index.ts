@@ -10,13 +10,18 @@ import { ImageService, type LocalImage } from './images/index.js';
 import { RegistryClient } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
 import { StateStore, type ContainerRecord, type PodRecord } from './state/index.js';
-import { generateSpec, type ContainerRunSpec } from './tasks/spec.js';
+import { generateSpec, stopSignal, type ContainerRunSpec } from './tasks/spec.js';
+import { parseImageConfig } from './images/documents.js';
 import { TaskDriver } from './tasks/index.js';
 
 export type { LocalImage } from './images/index.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState } from './state/index.js';
 export { parseReference } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
+
+/** OCI annotations that mark a runc container as berth's (and say whose). */
+export const ANNOTATION_POD = 'dev.berth.pod';
+export const ANNOTATION_CONTAINER = 'dev.berth.container';
 
 /**
  * The runtime façade: the only runtime entry the reconciler sees (DESIGN §2).
@@ -109,6 +114,42 @@ export class Runtime {
   async sweep(): Promise<void> {
     await this.content.sweepIngest();
     await this.snapshots.sweep(this.cfg.log);
+    await this.sweepOrphanContainers();
+  }
+
+  /**
+   * Rule S2: a runc container carrying berth's annotation but unknown to SQLite (the row
+   * was lost, e.g. the database was restored from a backup) is removed deterministically,
+   * with its mount and directories. Containers without the annotation — started by hand
+   * in the same runc root — are never touched. Container directories that have neither a
+   * row nor a runc container are crash residue and are removed too.
+   */
+  async sweepOrphanContainers(): Promise<string[]> {
+    const known = new Set(this.state.listContainers().map((c) => c.id));
+    const removed: string[] = [];
+    const runcIds = new Set<string>();
+    for (const t of await this.tasks.list()) {
+      runcIds.add(t.id);
+      if (known.has(t.id) || t.annotations?.[ANNOTATION_POD] === undefined) continue;
+      this.cfg.log.warn({ id: t.id, pod: t.annotations[ANNOTATION_POD] }, 'removing berth container unknown to the state database');
+      await this.removeContainerFiles(t.id, 0);
+      removed.push(t.id);
+    }
+    const dirs = await fsp.readdir(path.join(this.cfg.root, 'containers')).catch(() => [] as string[]);
+    for (const id of dirs) {
+      if (known.has(id) || runcIds.has(id)) continue;
+      await this.removeContainerFiles(id, 0);
+      removed.push(id);
+    }
+    return removed;
+  }
+
+  private async removeContainerFiles(id: string, graceMs: number): Promise<number | undefined> {
+    const code = await this.tasks.stop(id, graceMs, this.stopSignalOf(id));
+    await this.tasks.delete(id);
+    await this.snapshots.unmount(path.join(this.snapshots.containerDir(id), 'bundle', 'rootfs'));
+    await this.snapshots.removeContainer(id);
+    return code;
   }
 
   // images ---------------------------------------------------------------------
@@ -225,7 +266,7 @@ export class Runtime {
         ...o.run,
         id,
         rootfs,
-        annotations: { ...(o.run.annotations ?? {}), 'dev.berth.pod': o.podKey, 'dev.berth.container': o.name },
+        annotations: { ...(o.run.annotations ?? {}), [ANNOTATION_POD]: o.podKey, [ANNOTATION_CONTAINER]: o.name },
       });
       const pid = await this.tasks.create({ id, bundle, spec, logPath: this.logPath(o.podKey, o.name, id) });
       this.state.updateContainer(id, { state: 'created', pid });
@@ -250,14 +291,22 @@ export class Runtime {
   async destroyContainer(id: string, graceMs: number): Promise<void> {
     const rec = this.state.getContainer(id);
     if (rec !== undefined && rec.state !== 'removing') this.state.updateContainer(id, { state: 'removing' });
-    const code = await this.tasks.stop(id, graceMs);
-    await this.tasks.delete(id);
-    const rootfs = path.join(this.snapshots.containerDir(id), 'bundle', 'rootfs');
-    await this.snapshots.unmount(rootfs);
-    await this.snapshots.removeContainer(id);
+    const code = await this.removeContainerFiles(id, graceMs);
     this.state.deleteContainer(id);
     if (rec !== undefined) {
       this.state.addEvent(rec.podKey, 'Killed', `container ${rec.name} (${id}) removed${code !== undefined ? `, exit code ${code}` : ''}`);
+    }
+  }
+
+  /** The image's STOPSIGNAL (allowlisted) for a recorded container, else SIGTERM. */
+  private stopSignalOf(id: string): string {
+    const rec = this.state.getContainer(id);
+    const m = rec === undefined ? undefined : this.state.getManifest(rec.imageDigest);
+    if (m === undefined) return 'SIGTERM';
+    try {
+      return stopSignal(parseImageConfig(Buffer.from(m.config), `image ${rec?.imageRef ?? ''} config`));
+    } catch {
+      return 'SIGTERM';
     }
   }
 

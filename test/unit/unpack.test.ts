@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { pack } from 'tar-stream';
 import type { Digest } from '../../src/lib/digest.js';
 import { BerthError, type ErrorCode } from '../../src/lib/errors.js';
-import { lgetxattr, llistxattr } from '../../src/lib/sys.js';
+import { lgetxattr, llistxattr, lsetxattr, makedev, mknod, syncfs } from '../../src/lib/sys.js';
 import { unpackLayer, type UnpackLimits, type UnpackOptions, type UnpackResult } from '../../src/runtime/unpack/index.js';
 
 // ── tar building ────────────────────────────────────────────────────────────────────────────────
@@ -527,11 +527,12 @@ describe('unpackLayer', () => {
     const r = await unpack(layerOf(await tarOf(members)), s.dest, { limits: { maxEntries: 3 } });
     assert.equal(r.entries, 3);
     const s2 = await scratch();
-    await rejects(
+    const err = await rejects(
       unpack(layerOf(await tarOf([...members, file('d/3', '3')])), s2.dest, { limits: { maxEntries: 3 } }),
       'ERR_RESOURCE_EXHAUSTED',
       /more than 3 entries/,
     );
+    assert.equal(err.details['limit'], 'maxEntries');
     assert.equal(await exists(path.join(s2.dest, 'd/3')), false);
   });
 
@@ -704,5 +705,38 @@ describe('unpackLayer', () => {
     assert.ok(err.message.includes(layer.expected.digest));
     assert.ok(err.message.includes('evil\\x0a{'), err.message);
     assert.ok(!err.message.includes('\n'));
+  });
+});
+
+describe('sys addon', () => {
+  test('errors carry errno codes like Node system errors', async () => {
+    const s = await scratch();
+    const missing = path.join(s.outer, 'missing');
+    assert.throws(() => lgetxattr(missing, 'user.x'), (err: NodeJS.ErrnoException) => err.code === 'ENOENT' && err.syscall === 'lgetxattr' && err.errno === -2);
+    assert.throws(() => mknod(s.canaryFile, 0o010600, 0), (err: NodeJS.ErrnoException) => err.code === 'EEXIST');
+    assert.throws(() => lsetxattr(Buffer.from(`${s.canaryFile}\0x`), 'user.x', Buffer.alloc(0)), /NUL/);
+    await assert.rejects(syncfs(missing), (err: NodeJS.ErrnoException) => err.code === 'ENOENT');
+    await syncfs(s.outer);
+  });
+
+  test('xattrs round-trip on Buffer paths, symlinks are not followed', async () => {
+    const s = await scratch();
+    const name = Buffer.concat([Buffer.from(`${s.outer}/`), Buffer.from([0xff, 0x41])]);
+    await fsp.writeFile(name, '');
+    lsetxattr(name, 'user.a', Buffer.from([0, 1, 0x80]));
+    assert.deepEqual(lgetxattr(name, 'user.a'), Buffer.from([0, 1, 0x80]));
+    assert.equal(lgetxattr(name, 'user.missing'), null);
+    assert.deepEqual(llistxattr(name), ['user.a']);
+    const link = path.join(s.outer, 'link');
+    await fsp.symlink(name, link);
+    assert.equal(lgetxattr(link, 'user.a'), null);
+  });
+
+  test('makedev matches the kernel encoding and rejects out-of-range numbers', () => {
+    assert.equal(makedev(1, 3), 0x103);
+    assert.equal(makedev(0xfff, 0xfffff), 0xffffffff); // glibc: minor[7:0] | major[11:0] << 8 | minor[19:8] << 20
+    assert.equal(makedev(0x12, 0x34567), 0x34501267); // value printed by a C program using <sys/sysmacros.h>
+    assert.throws(() => makedev(4096, 0), RangeError);
+    assert.throws(() => makedev(0, -1), RangeError);
   });
 });

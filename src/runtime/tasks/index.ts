@@ -23,7 +23,7 @@ export interface TaskStatus {
   status: 'created' | 'running' | 'stopped' | 'paused' | 'creating';
   pid: number;
   bundle: string;
-  annotations: Record<string, string>;
+  annotations?: Record<string, string>;
 }
 
 export interface CreateTaskOptions {

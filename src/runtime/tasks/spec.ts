@@ -189,3 +189,13 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<st
   if (!c.hostNetwork) spec['hostname'] = c.hostname;
   return spec;
 }
+
+/** Stop signals an image may ask for (rule R1); anything else falls back to SIGTERM. */
+const STOP_SIGNALS = new Set(['SIGTERM', 'SIGINT', 'SIGQUIT', 'SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGPWR']);
+
+export function stopSignal(image: ImageConfig | undefined): string {
+  const raw = image?.config.StopSignal?.trim().toUpperCase();
+  if (raw === undefined || raw === '') return 'SIGTERM';
+  const name = raw.startsWith('SIG') ? raw : `SIG${raw}`;
+  return STOP_SIGNALS.has(name) ? name : 'SIGTERM';
+}

@@ -104,20 +104,28 @@ export interface UnpackResult {
  *
  * Not idempotent on the same directory: `dest` must be empty. On failure, files may have been
  * written and `dest` is left as is for the caller to delete; no work is still running when the
- * promise settles.
+ * promise settles. The source is read to its end or destroyed.
  */
 export async function unpackLayer(opts: UnpackOptions): Promise<UnpackResult> {
   const { expected, signal } = opts;
-  signal?.throwIfAborted();
-  const limits = resolveLimits(opts.limits);
-  if (!isDigest(expected.digest) || !isDigest(expected.diffId) || !Number.isSafeInteger(expected.size) || expected.size < 0) {
-    throw new BerthError('ERR_INVALID_ARGUMENT', 'unpack layer: expected digest, diffId or size is invalid');
-  }
   const layer = expected.digest;
-  const gzip = compressionOf(opts.mediaType, layer);
   const dest = path.resolve(opts.dest);
-  await checkDest(dest, layer);
-  await checkFreeSpace(dest, limits.minFreeBytes, layer);
+  let limits: Required<UnpackLimits>;
+  let gzip: boolean;
+  try {
+    signal?.throwIfAborted();
+    limits = resolveLimits(opts.limits);
+    if (!isDigest(expected.digest) || !isDigest(expected.diffId) || !Number.isSafeInteger(expected.size) || expected.size < 0) {
+      throw new BerthError('ERR_INVALID_ARGUMENT', 'unpack layer: expected digest, diffId or size is invalid');
+    }
+    gzip = compressionOf(opts.mediaType, layer);
+    await checkDest(dest, layer);
+    await checkFreeSpace(dest, limits.minFreeBytes, layer);
+  } catch (err) {
+    // From here on the source is always consumed or destroyed; make that true for early failures too.
+    (opts.source as { destroy?: () => void }).destroy?.();
+    throw err;
+  }
 
   const writer = new LayerWriter({
     root: dest,
@@ -126,32 +134,102 @@ export async function unpackLayer(opts: UnpackOptions): Promise<UnpackResult> {
     allowDevices: opts.allowDevices === true,
     log: opts.log,
   });
+  const tar = startTarStage(writer, { gzip, dest, limits, layer, log: opts.log });
+  const blob = await readBlob(opts.source, expected.size, tar, signal);
+  if (blob.error === undefined && signal?.aborted !== true && blob.size === expected.size) tar.end();
+  else tar.fail(new Error('layer blob rejected'));
+  await tar.settled;
 
-  // Stage 2: inflate → hash/count/limit → tar-stream → writer.
-  const diffHash = createHash('sha256');
-  let uncompressedSize = 0;
+  signal?.throwIfAborted();
+  if (blob.error !== undefined) {
+    if (blob.error instanceof BerthError) throw blob.error;
+    throw new BerthError('ERR_INTERNAL', `unpack layer ${layer}: read blob: ${messageOf(blob.error)}`, { cause: blob.error });
+  }
+  if (blob.size !== expected.size) {
+    throw new BerthError(
+      'ERR_DIGEST_MISMATCH',
+      `unpack layer ${layer}: blob is ${blob.size > expected.size ? 'longer' : 'shorter'} than the descriptor size ${expected.size}`,
+      { details: { layer, expectedSize: expected.size, size: blob.size } },
+    );
+  }
+  const tarError = tar.error();
+  if (blob.digest !== expected.digest) {
+    throw new BerthError('ERR_DIGEST_MISMATCH', `unpack layer ${layer}: blob hashes to ${blob.digest}`, {
+      details: { layer, actual: blob.digest },
+      ...(tarError === undefined ? {} : { cause: tarError }),
+    });
+  }
+  if (tarError !== undefined) throw asLayerError(tarError, layer);
+  const diffId = tar.diffId();
+  if (diffId !== expected.diffId) {
+    throw new BerthError('ERR_DIGEST_MISMATCH', `unpack layer ${layer}: uncompressed tar hashes to ${diffId}, config says ${expected.diffId}`, {
+      details: { layer, expectedDiffId: expected.diffId, actual: diffId },
+    });
+  }
+  await writer.finish();
+  if (opts.sync !== false) await syncDir(dest, layer);
+  opts.log?.debug({ layer, diffId, entries: writer.entries, uncompressedSize: tar.size() }, 'unpack: layer extracted');
+  return {
+    digest: blob.digest,
+    diffId,
+    compressedSize: blob.size,
+    uncompressedSize: tar.size(),
+    entries: writer.entries,
+    opaqueRoot: writer.opaqueRoot,
+  };
+}
+
+const SPACE_CHECK_EVERY = 256 * 2 ** 20;
+
+/** inflate → hash, count, limit → tar-stream → LayerWriter. */
+interface TarStage {
+  /** Where the compressed bytes go; destroyed once the stage has failed. */
+  readonly input: NodeJS.WritableStream & { readonly destroyed: boolean };
+  /** Resolves (never rejects) when tar-stream and the last entry are done, or failed. */
+  readonly settled: Promise<void>;
+  end(): void;
+  /** Records `err` unless an earlier error is known, and tears the stage down. */
+  fail(err: unknown): void;
+  error(): unknown;
+  diffId(): Digest;
+  size(): number;
+}
+
+interface TarStageOptions {
+  gzip: boolean;
+  dest: string;
+  limits: Required<UnpackLimits>;
+  layer: Digest;
+  log: Logger | undefined;
+}
+
+function startTarStage(writer: LayerWriter, o: TarStageOptions): TarStage {
+  const { limits, layer } = o;
+  const hash = createHash('sha256');
+  let size = 0;
   let nextSpaceCheck = SPACE_CHECK_EVERY;
+  let firstError: unknown;
   const meter = new Transform({
     transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-      uncompressedSize += chunk.length;
-      if (uncompressedSize > limits.maxUncompressedBytes) {
+      size += chunk.length;
+      if (size > limits.maxUncompressedBytes) {
         cb(limitError(layer, 'maxUncompressedBytes', `uncompressed layer exceeds ${limits.maxUncompressedBytes} bytes`));
         return;
       }
-      diffHash.update(chunk);
-      if (uncompressedSize < nextSpaceCheck) {
+      hash.update(chunk);
+      if (size < nextSpaceCheck) {
         cb(null, chunk);
         return;
       }
-      nextSpaceCheck = uncompressedSize + SPACE_CHECK_EVERY;
-      checkFreeSpace(dest, limits.minFreeBytes, layer).then(() => cb(null, chunk), cb);
+      nextSpaceCheck = size + SPACE_CHECK_EVERY;
+      checkFreeSpace(o.dest, limits.minFreeBytes, layer).then(() => cb(null, chunk), cb);
     },
   });
-  const inflate = gzip ? createGunzip({ chunkSize: 64 * 1024 }) : new PassThrough();
+  const inflate = o.gzip ? createGunzip({ chunkSize: 64 * 1024 }) : new PassThrough();
   // E9: latin1 maps every byte to one char, so Buffer.from(name, 'latin1') gives the bytes back.
   const extract = tarExtract({ filenameEncoding: 'latin1' } as Parameters<typeof tarExtract>[0]);
   const tap = tapTar(extract, (records) => {
-    opts.log?.debug({ layer, keys: [...records.keys()].slice(0, 16) }, 'unpack: pax global header ignored');
+    o.log?.debug({ layer, keys: [...records.keys()].slice(0, 16) }, 'unpack: pax global header ignored');
   });
   let inflight: Promise<unknown> = Promise.resolve();
   extract.on('entry', (header, stream, next) => {
@@ -163,86 +241,70 @@ export async function unpackLayer(opts: UnpackOptions): Promise<UnpackResult> {
       (err: unknown) => next(err instanceof Error ? err : new Error(String(err))),
     );
   });
-  let tarError: unknown;
-  const tarDone = pipeline(inflate, meter, extract).catch((err: unknown) => {
-    tarError ??= err;
+  const done = pipeline(inflate, meter, extract).catch((err: unknown) => {
+    firstError ??= err;
   });
-
-  // Stage 1: the compressed bytes. Keep hashing after a downstream failure (see error precedence).
-  const blobHash = createHash('sha256');
-  let compressedSize = 0;
-  let sourceError: unknown;
-  const onAbort = (): void => {
-    const reason: unknown = signal?.reason;
-    tarError ??= reason;
-    const err = reason instanceof Error ? reason : new Error('aborted');
-    inflate.destroy(err);
-    // A stalled source would otherwise keep the loop below waiting for its next chunk.
-    (opts.source as { destroy?: (e: Error) => void }).destroy?.(err);
-  };
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    for await (const chunk of opts.source as AsyncIterable<unknown>) {
-      if (signal?.aborted === true) break;
-      if (!Buffer.isBuffer(chunk)) {
-        throw new BerthError('ERR_INVALID_ARGUMENT', `unpack layer ${layer}: source yields strings (setEncoding was called)`);
-      }
-      compressedSize += chunk.length;
-      if (compressedSize > expected.size) break; // read at most size+1 bytes
-      blobHash.update(chunk);
-      if (tarError === undefined && !inflate.destroyed && !inflate.write(chunk)) await drainOrClose(inflate);
-    }
-  } catch (err) {
-    sourceError = err;
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-  }
-  const blobOk = sourceError === undefined && signal?.aborted !== true && compressedSize === expected.size;
-  if (blobOk && !inflate.destroyed) inflate.end();
-  else inflate.destroy(new Error('layer blob rejected'));
-  await tarDone;
-  await inflight;
-
-  if (signal?.aborted === true) throw signal.reason;
-  if (sourceError !== undefined) {
-    if (sourceError instanceof BerthError) throw sourceError;
-    throw new BerthError('ERR_INTERNAL', `unpack layer ${layer}: read blob: ${messageOf(sourceError)}`, { cause: sourceError });
-  }
-  if (compressedSize !== expected.size) {
-    throw new BerthError(
-      'ERR_DIGEST_MISMATCH',
-      `unpack layer ${layer}: blob is ${compressedSize > expected.size ? 'longer' : 'shorter'} than the descriptor size ${expected.size}`,
-      { details: { layer, expectedSize: expected.size, size: compressedSize } },
-    );
-  }
-  const digest = `sha256:${blobHash.digest('hex')}` as Digest;
-  if (digest !== expected.digest) {
-    throw new BerthError('ERR_DIGEST_MISMATCH', `unpack layer ${layer}: blob hashes to ${digest}`, {
-      details: { layer, actual: digest },
-      ...(tarError === undefined ? {} : { cause: tarError }),
-    });
-  }
-  if (tarError !== undefined) throw asLayerError(tarError, layer);
-  const diffId = `sha256:${diffHash.digest('hex')}` as Digest;
-  if (diffId !== expected.diffId) {
-    throw new BerthError('ERR_DIGEST_MISMATCH', `unpack layer ${layer}: uncompressed tar hashes to ${diffId}, config says ${expected.diffId}`, {
-      details: { layer, expectedDiffId: expected.diffId, actual: diffId },
-    });
-  }
-  await writer.finish();
-  if (opts.sync !== false) await syncDir(dest, layer);
-  opts.log?.debug({ layer, diffId, entries: writer.entries, uncompressedSize }, 'unpack: layer extracted');
   return {
-    digest,
-    diffId,
-    compressedSize,
-    uncompressedSize,
-    entries: writer.entries,
-    opaqueRoot: writer.opaqueRoot,
+    input: inflate,
+    // After a failure the entry in progress may still be unwinding: wait for it too, so that
+    // nothing writes into dest once unpackLayer has settled.
+    settled: done.then(() => inflight).then(() => undefined),
+    end: () => {
+      if (!inflate.destroyed) inflate.end();
+    },
+    fail: (err) => {
+      firstError ??= err;
+      inflate.destroy(err instanceof Error ? err : new Error(String(err)));
+    },
+    error: () => firstError,
+    diffId: () => `sha256:${hash.digest('hex')}` as Digest,
+    size: () => size,
   };
 }
 
-const SPACE_CHECK_EVERY = 256 * 2 ** 20;
+interface BlobRead {
+  digest: Digest;
+  size: number;
+  /** The source stream's own error, if it failed. */
+  error: unknown;
+}
+
+/**
+ * Hashes and counts the compressed bytes and feeds them to the tar stage, reading at most
+ * `maxBytes + 1` bytes. Once the tar stage has failed the bytes are still hashed (to classify the
+ * failure, see error precedence) but no longer forwarded. An abort fails the stage and the source.
+ */
+async function readBlob(
+  source: NodeJS.ReadableStream | Readable,
+  maxBytes: number,
+  tar: TarStage,
+  signal: AbortSignal | undefined,
+): Promise<BlobRead> {
+  const hash = createHash('sha256');
+  let size = 0;
+  let error: unknown;
+  const onAbort = (): void => {
+    tar.fail(signal?.reason);
+    // A stalled source would otherwise keep the loop below waiting for its next chunk.
+    (source as { destroy?: (e: Error) => void }).destroy?.(new Error('aborted'));
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    for await (const chunk of source as AsyncIterable<unknown>) {
+      if (signal?.aborted === true) break;
+      if (!Buffer.isBuffer(chunk)) throw new BerthError('ERR_INVALID_ARGUMENT', 'unpack layer: the source yields strings (setEncoding was called)');
+      size += chunk.length;
+      if (size > maxBytes) break; // the iterator's return() destroys the source
+      hash.update(chunk);
+      if (tar.error() === undefined && !tar.input.destroyed && !tar.input.write(chunk)) await drainOrClose(tar.input);
+    }
+  } catch (err) {
+    error = err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  return { digest: `sha256:${hash.digest('hex')}` as Digest, size, error };
+}
 
 /** OCI and docker layer media types, including the non-distributable/foreign variants. */
 function compressionOf(mediaType: string, layer: Digest): boolean {

@@ -109,7 +109,7 @@ export class LayerWriter {
   private async write(h: TarHeader, name: Buffer, stream: EntryStream, pax: PaxRecords): Promise<void> {
     const { limits, log } = this.opts;
     if (++this.entries > limits.maxEntries) {
-      throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `more than ${limits.maxEntries} entries`);
+      throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `more than ${limits.maxEntries} entries`, 'maxEntries');
     }
     for (const key of pax.keys()) {
       if (key.startsWith('GNU.sparse.')) throw new EntryRejected('ERR_UNSUPPORTED', 'GNU sparse files are not supported');
@@ -129,8 +129,7 @@ export class LayerWriter {
     }
     const size = checkSize(h, pax, type, limits.maxFileSize);
     const comps = parseEntryName(name, limits);
-    const meta = parseMeta(h, pax);
-    const xattrs = this.pickXattrs(pax, name);
+    const meta: Meta = { ...parseMeta(h, pax), xattrs: this.pickXattrs(pax, name) };
     const base = comps[comps.length - 1];
     if (base === undefined) {
       log?.debug({ layer: this.opts.layer }, 'unpack: entry for the layer root skipped');
@@ -159,24 +158,24 @@ export class LayerWriter {
           await fsp.mkdir(path, 0o700);
         }
         // A later entry for the same directory replaces the earlier metadata (dir over dir merges).
-        this.dirs.set(path.toString('latin1'), { path, depth: real.length, meta: { ...meta, xattrs } });
+        this.dirs.set(path.toString('latin1'), { path, depth: real.length, meta });
         stream.resume();
         return;
       }
       case 'file':
-        return this.writeFile(path, stream, size, { ...meta, xattrs });
+        return this.writeFile(path, stream, size, meta);
       case 'symlink': {
         const target = pax.get('linkpath') ?? Buffer.from(h.linkname ?? '', 'latin1');
         if (target.length === 0) throw new EntryRejected('ERR_INVALID_IMAGE', 'symlink with an empty target');
         if (target.includes(0)) throw new EntryRejected('ERR_UNSAFE_CONTENT', 'symlink target contains a NUL byte');
         if (target.length > limits.maxPathBytes) {
-          throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `symlink target is ${target.length} bytes, limit is ${limits.maxPathBytes}`);
+          throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `symlink target is ${target.length} bytes, limit is ${limits.maxPathBytes}`, 'maxPathBytes');
         }
         await drain(stream, type);
         // The target is stored verbatim; it is confined when later entries resolve through it.
         await this.replace(path, () => fsp.symlink(target, path));
         if (this.isRoot) await fsp.lchown(path, meta.uid, meta.gid);
-        this.dropXattrs(xattrs, 'symlink', name);
+        this.dropXattrs(meta, 'symlink', name);
         await fsp.lutimes(path, meta.atime, meta.mtime);
         return;
       }
@@ -186,7 +185,7 @@ export class LayerWriter {
       case 'fifo':
         await drain(stream, type);
         await this.replace(path, () => mknod(path, fsc.S_IFIFO | 0o600, 0));
-        return this.special(path, meta, xattrs, name);
+        return this.special(path, meta, name);
       case 'character-device':
       case 'block-device': {
         await drain(stream, type);
@@ -204,7 +203,7 @@ export class LayerWriter {
         }
         const dev = makedev(major, minor);
         await this.replace(path, () => mknod(path, (type === 'block-device' ? fsc.S_IFBLK : fsc.S_IFCHR) | 0o600, dev));
-        return this.special(path, meta, xattrs, name);
+        return this.special(path, meta, name);
       }
     }
   }
@@ -263,10 +262,10 @@ export class LayerWriter {
   }
 
   /** Fifos and device nodes: no data, no xattrs (user.* is not allowed on special files). */
-  private async special(path: Buffer, meta: Meta, xattrs: ReadonlyMap<string, Buffer>, name: Buffer): Promise<void> {
+  private async special(path: Buffer, meta: Meta, name: Buffer): Promise<void> {
     if (this.isRoot) await fsp.lchown(path, meta.uid, meta.gid);
     await fsp.chmod(path, meta.mode); // the final component is the node just made, not a symlink
-    this.dropXattrs(xattrs, 'special file', name);
+    this.dropXattrs(meta, 'special file', name);
     await fsp.lutimes(path, meta.atime, meta.mtime);
   }
 
@@ -343,7 +342,7 @@ export class LayerWriter {
       }
       bytes += Buffer.byteLength(attr) + value.length;
       if (bytes > this.opts.limits.maxXattrBytes) {
-        throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `xattrs exceed ${this.opts.limits.maxXattrBytes} bytes`);
+        throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `xattrs exceed ${this.opts.limits.maxXattrBytes} bytes`, 'maxXattrBytes');
       }
       kept.set(attr, value);
     }
@@ -365,8 +364,8 @@ export class LayerWriter {
     }
   }
 
-  private dropXattrs(xattrs: ReadonlyMap<string, Buffer>, what: string, name: Buffer): void {
-    if (xattrs.size > 0) {
+  private dropXattrs(meta: Meta, what: string, name: Buffer): void {
+    if (meta.xattrs.size > 0) {
       this.opts.log?.debug({ layer: this.opts.layer, entry: displayName(name), what }, 'unpack: xattrs on a non-regular file dropped');
     }
   }
@@ -374,7 +373,9 @@ export class LayerWriter {
   private wrap(err: unknown, subject: string): BerthError {
     const prefix = `unpack layer ${this.opts.layer} ${subject}`;
     const details = { layer: this.opts.layer, subject };
-    if (err instanceof EntryRejected) return new BerthError(err.code, `${prefix}: ${err.message}`, { details });
+    if (err instanceof EntryRejected) {
+      return new BerthError(err.code, `${prefix}: ${err.message}`, { details: err.limit === undefined ? details : { ...details, limit: err.limit } });
+    }
     if (err instanceof BerthError) {
       return new BerthError(err.code, `${prefix}: ${err.message}`, { cause: err, details: { ...err.details, ...details } });
     }
@@ -425,12 +426,12 @@ function checkSize(h: TarHeader, pax: PaxRecords, type: string, maxFileSize: num
     // Go's archive/tar reads no data for these types while tar-stream does: refuse the ambiguity.
     throw new EntryRejected('ERR_INVALID_IMAGE', `${type} entry with ${size} bytes of data`);
   }
-  if (size > maxFileSize) throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `file is ${size} bytes, limit is ${maxFileSize}`);
+  if (size > maxFileSize) throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `file is ${size} bytes, limit is ${maxFileSize}`, 'maxFileSize');
   return size;
 }
 
 /** E5: ids from PAX when present, in 0…2^32-2; PAX times keep their fraction. */
-function parseMeta(h: TarHeader, pax: PaxRecords): Meta {
+function parseMeta(h: TarHeader, pax: PaxRecords): Omit<Meta, 'xattrs'> {
   const id = (key: 'uid' | 'gid', fallback: number | undefined): number => {
     const p = pax.get(key)?.toString('latin1');
     if (p !== undefined && !/^[0-9]{1,20}$/.test(p)) throw new EntryRejected('ERR_INVALID_IMAGE', `pax ${key} is malformed`);
@@ -456,7 +457,6 @@ function parseMeta(h: TarHeader, pax: PaxRecords): Meta {
     mode: mode & 0o7777,
     mtime,
     atime: time('atime', mtime),
-    xattrs: new Map(),
   };
 }
 

@@ -1,0 +1,82 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { checkWorkingDir, generateSpec, parseUser, processArgs, stopSignal, DEFAULT_CAPS } from '../../src/runtime/tasks/spec.js';
+import type { ImageConfig } from '../../src/runtime/images/documents.js';
+import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
+
+const image = (config: ImageConfig['config'] = {}): ImageConfig => ({
+  architecture: 'amd64',
+  os: 'linux',
+  config: { Env: ['PATH=/bin', 'A=1'], Entrypoint: ['/entry'], Cmd: ['--serve'], ...config },
+  rootfs: { type: 'layers', diff_ids: [] },
+});
+
+test('spec: command/args follow Kubernetes over Entrypoint/Cmd', () => {
+  assert.deepEqual(processArgs(image(), undefined, undefined), ['/entry', '--serve']);
+  assert.deepEqual(processArgs(image(), ['/bin/sh'], undefined), ['/bin/sh']);
+  assert.deepEqual(processArgs(image(), undefined, ['--other']), ['/entry', '--other']);
+  assert.deepEqual(processArgs(image(), ['/bin/sh'], ['-c', 'x']), ['/bin/sh', '-c', 'x']);
+});
+
+test('spec: generated config.json validates against the runtime-spec schema in every variant', () => {
+  for (const variant of [
+    { hostNetwork: true },
+    { hostNetwork: false, memoryBytes: 64 * 1024 * 1024, cpuMillis: 250, pidsLimit: 100 },
+    { hostNetwork: true, hostFiles: ['/etc/hosts'], env: [{ name: 'A', value: '2' }, { name: 'B', value: 'x=y' }], workingDir: '/srv' },
+  ]) {
+    const spec = generateSpec(image(), { id: 'ns.pod.c.12345678', hostname: 'pod', rootfs: '/r', ...variant });
+    validateRuntimeConfig(spec);
+  }
+});
+
+test('spec: safe defaults (R2): no new privileges, default caps, empty inheritable/ambient, pids limit, cgroup per container', () => {
+  const spec = generateSpec(image(), { id: 'x', hostNetwork: false, hostname: 'h', rootfs: '/r' }) as {
+    process: { noNewPrivileges: boolean; capabilities: Record<string, string[]>; env: string[]; user: { additionalGids: number[] } };
+    linux: { cgroupsPath: string; resources: { pids: { limit: number } }; namespaces: { type: string }[]; maskedPaths: string[] };
+    hostname: string;
+  };
+  assert.equal(spec.process.noNewPrivileges, true);
+  assert.deepEqual(spec.process.capabilities['bounding'], DEFAULT_CAPS);
+  assert.deepEqual(spec.process.capabilities['inheritable'], []);
+  assert.deepEqual(spec.process.capabilities['ambient'], []);
+  assert.ok(!DEFAULT_CAPS.includes('CAP_SYS_ADMIN'));
+  assert.equal(spec.linux.cgroupsPath, '/berth/x');
+  assert.ok(spec.linux.resources.pids.limit > 0);
+  assert.ok(spec.linux.maskedPaths.includes('/proc/kcore'));
+  assert.deepEqual(spec.process.user.additionalGids, [0]);
+  assert.ok(spec.linux.namespaces.some((n) => n.type === 'network'));
+  assert.equal(spec.hostname, 'h');
+  assert.deepEqual(spec.process.env, ['PATH=/bin', 'A=1']);
+});
+
+test('spec: R1 — working dir under /proc, /sys, /dev or unclean is refused (CVE-2024-21626)', () => {
+  for (const bad of ['/proc/self/fd/8', '/sys', '/dev/x', 'relative', '/a/../b', '/a//b']) {
+    assert.throws(() => checkWorkingDir(bad, 'test'), (e: Error & { code?: string }) => e.code === 'ERR_INVALID_IMAGE', bad);
+  }
+  assert.equal(checkWorkingDir('/srv/app', 'test'), '/srv/app');
+  assert.throws(() => generateSpec(image({ WorkingDir: '/proc/self/fd/7' }), { id: 'x', hostNetwork: true, hostname: 'h', rootfs: '/r' }), /working dir/);
+});
+
+test('spec: R1 — user ids in range (CVE-2024-40635), env entries KEY=VALUE without NUL', () => {
+  assert.deepEqual(parseUser('1000:1000', 't'), { uid: 1000, gid: 1000 });
+  assert.deepEqual(parseUser('', 't'), { uid: 0, gid: 0 });
+  assert.throws(() => parseUser('4294967295', 't'), (e: Error & { code?: string }) => e.code === 'ERR_INVALID_IMAGE');
+  assert.throws(() => parseUser('nobody', 't'), (e: Error & { code?: string }) => e.code === 'ERR_UNSUPPORTED');
+  assert.throws(() => generateSpec(image({ Env: ['NOEQUALS'] }), { id: 'x', hostNetwork: true, hostname: 'h', rootfs: '/r' }), /KEY=VALUE/);
+  assert.throws(() => generateSpec(image({ Env: ['A=b\0c'] }), { id: 'x', hostNetwork: true, hostname: 'h', rootfs: '/r' }), /KEY=VALUE/);
+});
+
+test('spec: R3 — the image config is never mutated', () => {
+  const img = image();
+  const before = JSON.stringify(img);
+  generateSpec(img, { id: 'x', hostNetwork: true, hostname: 'h', rootfs: '/r', env: [{ name: 'PATH', value: '/x' }], command: ['a'] });
+  assert.equal(JSON.stringify(img), before);
+});
+
+test('spec: STOPSIGNAL is taken from an allowlist, else SIGTERM', () => {
+  assert.equal(stopSignal(image({ StopSignal: 'SIGQUIT' })), 'SIGQUIT');
+  assert.equal(stopSignal(image({ StopSignal: 'int' })), 'SIGINT');
+  assert.equal(stopSignal(image({ StopSignal: 'SIGKILL' })), 'SIGTERM');
+  assert.equal(stopSignal(image({ StopSignal: '9' })), 'SIGTERM');
+  assert.equal(stopSignal(undefined), 'SIGTERM');
+});
