@@ -51,6 +51,16 @@ async function openRuntime(cfg: Config): Promise<Runtime> {
   return Runtime.open({ root: cfg.root, state: cfg.state, log: cfg.log });
 }
 
+/** Opens the runtime for one command and always closes it (releases the lock and SQLite). */
+async function withRuntime(cfg: Config, fn: (rt: Runtime) => Promise<void>): Promise<void> {
+  const rt = await openRuntime(cfg);
+  try {
+    await fn(rt);
+  } finally {
+    await rt.close();
+  }
+}
+
 function exitCodeFor(err: unknown): number {
   if (isBerthError(err) && (err.code === 'ERR_INVALID_MANIFEST' || err.code === 'ERR_INVALID_ARGUMENT')) return EXIT_INVALID;
   return EXIT_FAILURE;
@@ -99,8 +109,7 @@ export function buildProgram(): Command {
       const desired = await loadOrFail(o.filename);
       const { computePlan, executePlan } = await import('./reconciler/reconcile.js');
       const { renderPlan } = await import('./reconciler/render.js');
-      const rt = await openRuntime(cfg);
-      try {
+      await withRuntime(cfg, async (rt) => {
         await rt.withLock('apply', async () => {
           const prune = o.prune === true ? { prune: { sources: [path.resolve(o.filename)] } } : {};
           const plan = await computePlan(rt, { desired, ...prune }, cfg.log);
@@ -118,9 +127,7 @@ export function buildProgram(): Command {
           for (const b of plan.blocked) process.stderr.write(`error: ${b.key}: ${b.reason}\n`);
           if (res.failed.length > 0 || plan.blocked.length > 0) process.exitCode = EXIT_FAILURE;
         });
-      } finally {
-        await rt.close();
-      }
+      });
     });
 
   program
@@ -134,15 +141,12 @@ export function buildProgram(): Command {
       const desired = await loadOrFail(o.filename);
       const { computePlan } = await import('./reconciler/reconcile.js');
       const { renderPlan, planToJson } = await import('./reconciler/render.js');
-      const rt = await openRuntime(cfg);
-      try {
+      await withRuntime(cfg, async (rt) => {
         const prune = o.prune === true ? { prune: { sources: [path.resolve(o.filename)] } } : {};
         const plan = await rt.withLock('diff', () => computePlan(rt, { desired, ...prune }, cfg.log));
         process.stdout.write(o.output === 'json' ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : renderPlan(plan));
         process.exitCode = plan.steps.length > 0 || plan.blocked.length > 0 ? 1 : 0;
-      } finally {
-        await rt.close();
-      }
+      });
     });
 
   program
@@ -154,8 +158,7 @@ export function buildProgram(): Command {
       const pods = await loadOrFail(o.filename);
       const { executePlan } = await import('./reconciler/reconcile.js');
       const { renderStep } = await import('./reconciler/render.js');
-      const rt = await openRuntime(cfg);
-      try {
+      await withRuntime(cfg, async (rt) => {
         await rt.withLock('delete', async () => {
           const recorded = new Map(rt.state.listPods().map((p) => [p.key, p]));
           const steps = pods
@@ -167,9 +170,7 @@ export function buildProgram(): Command {
           for (const f of res.failed) process.stderr.write(`error: ${f.error.message}\n`);
           if (res.failed.length > 0) process.exitCode = EXIT_FAILURE;
         });
-      } finally {
-        await rt.close();
-      }
+      });
     });
 
   program
@@ -214,8 +215,7 @@ export function buildProgram(): Command {
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
     .action(async (o: { output: string }, cmd: Command) => {
       const cfg = config(cmd);
-      const rt = await openRuntime(cfg);
-      try {
+      await withRuntime(cfg, async (rt) => {
         const pods = await rt.withLock('ps', () => rt.observe());
         if (o.output === 'json') {
           process.stdout.write(`${JSON.stringify(pods.map((p) => ({ key: p.key, source: p.source, containers: p.containers.map(({ live: _l, ...c }) => c) })), null, 2)}\n`);
@@ -231,9 +231,7 @@ export function buildProgram(): Command {
           if (p.containers.length === 0) rows.push([p.key, '-', 'pending', '-', '-', '-', humanAge(now - p.createdAt)]);
         }
         process.stdout.write(table(rows));
-      } finally {
-        await rt.close();
-      }
+      });
     });
 
   program
@@ -243,12 +241,12 @@ export function buildProgram(): Command {
     .option('-n, --namespace <ns>', 'namespace', 'default')
     .option('--tail <n>', 'only the last N lines')
     .option('--raw', 'print CRI log lines unchanged')
-    .action(async (target: string, o: { namespace: string; tail?: string; raw?: boolean }, cmd: Command) => {
+    .option('-f, --follow', 'keep printing new output until the container stops or Ctrl-C')
+    .action(async (target: string, o: { namespace: string; tail?: string; raw?: boolean; follow?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       const [podName, ctrName] = target.split('/');
       const key = `${o.namespace}/${podName ?? ''}`;
-      const rt = await openRuntime(cfg);
-      try {
+      await withRuntime(cfg, async (rt) => {
         const cs = rt.state.listContainers(key).filter((c) => ctrName === undefined || c.name === ctrName);
         if (cs.length === 0) throw new BerthError('ERR_NOT_FOUND', `logs ${target}: no such pod or container in namespace ${o.namespace}`);
         const names = new Set(cs.map((c) => c.name));
@@ -257,28 +255,41 @@ export function buildProgram(): Command {
         }
         const c = cs[cs.length - 1];
         if (c === undefined) return;
-        let lines = (await rt.readLog(c)).split('\n').filter((l) => l !== '');
-        if (o.raw !== true) {
-          // CRI log line: <RFC3339Nano> <stream> <P|F> <message>; P lines continue on the next.
-          const out: string[] = [];
-          let partial = '';
-          for (const l of lines) {
-            const m = /^\S+ (?:stdout|stderr) ([PF]) (.*)$/.exec(l);
-            if (m === null) continue;
-            partial += m[2] ?? '';
-            if (m[1] === 'F') {
-              out.push(partial);
-              partial = '';
-            }
-          }
-          if (partial !== '') out.push(partial);
-          lines = out;
-        }
+        const { criDecoder } = await import('./runtime/index.js');
+        const file = rt.logPath(c.podKey, c.name, c.id);
+        const { promises: fsp } = await import('node:fs');
+        const text = await fsp.readFile(file, 'utf8').catch(() => '');
+        let offset = Buffer.byteLength(text);
+        const dec = criDecoder();
+        let lines = o.raw === true ? text.split('\n').filter((l) => l !== '') : dec.push(text);
         if (o.tail !== undefined) lines = lines.slice(-Math.max(0, Number(o.tail)));
         process.stdout.write(lines.length > 0 ? `${lines.join('\n')}\n` : '');
-      } finally {
-        await rt.close();
-      }
+        if (o.follow !== true) {
+          if (o.raw !== true) for (const m of dec.flush()) process.stdout.write(`${m}\n`);
+          return;
+        }
+        // Follow until the container stops (like kubectl logs -f) or Ctrl-C.
+        const ac = new AbortController();
+        process.once('SIGINT', () => ac.abort());
+        const { sleep } = await import('./lib/time.js');
+        for (;;) {
+          const fh = await fsp.open(file, 'r').catch(() => undefined);
+          if (fh !== undefined) {
+            const { size } = await fh.stat();
+            if (size > offset) {
+              const buf = Buffer.alloc(size - offset);
+              await fh.read(buf, 0, buf.length, offset);
+              offset = size;
+              const chunk = buf.toString('utf8');
+              const out = o.raw === true ? chunk.split('\n').filter((l) => l !== '') : dec.push(chunk);
+              if (out.length > 0) process.stdout.write(`${out.join('\n')}\n`);
+            }
+            await fh.close();
+          }
+          if (ac.signal.aborted || !(await rt.isRunning(c.id))) break;
+          await sleep(250, ac.signal).catch(() => undefined);
+        }
+      });
     });
 
   const images = program.command('images').description('manage images');
@@ -287,14 +298,11 @@ export function buildProgram(): Command {
     .description('list local images')
     .action(async (_o: unknown, cmd: Command) => {
       const cfg = config(cmd);
-      const rt = await openRuntime(cfg);
-      try {
+      await withRuntime(cfg, async (rt) => {
         const rows = [['REF', 'DIGEST']];
         for (const i of rt.images.list()) rows.push([i.ref, i.digest]);
         process.stdout.write(table(rows));
-      } finally {
-        await rt.close();
-      }
+      });
     });
   images
     .command('pull')
@@ -302,13 +310,10 @@ export function buildProgram(): Command {
     .argument('<ref>', 'image reference')
     .action(async (ref: string, _o: unknown, cmd: Command) => {
       const cfg = config(cmd);
-      const rt = await openRuntime(cfg);
-      try {
+      await withRuntime(cfg, async (rt) => {
         const img = await rt.withLock('pull', () => rt.pullImage(ref));
         process.stdout.write(`${img.ref} ${img.digest}\n`);
-      } finally {
-        await rt.close();
-      }
+      });
     });
 
   program

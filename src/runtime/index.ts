@@ -18,6 +18,7 @@ export type { LocalImage } from './images/index.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState } from './state/index.js';
 export { parseReference } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
+export { criDecoder } from './tasks/crilog.js';
 
 /** OCI annotations that mark a runc container as berth's (and say whose). */
 export const ANNOTATION_POD = 'dev.berth.pod';
@@ -275,7 +276,7 @@ export class Runtime {
       const pidStart = await startTime(pid);
       this.state.updateContainer(id, { state: 'running', startedAt, pidStart });
       this.state.addEvent(o.podKey, 'Started', `container ${o.name} (${id}) started, pid ${pid}`);
-      this.cfg.log.info({ id, pid, pod: o.podKey }, 'container started');
+      this.cfg.log.info({ id, containerPid: pid, pod: o.podKey }, 'container started');
       return { ...rec, state: 'running', pid, pidStart, startedAt };
     } catch (err) {
       this.cfg.log.debug({ id, err }, 'container start failed, rolling back');
@@ -324,14 +325,11 @@ export class Runtime {
     return { root: this.cfg.root, state: this.cfg.state, runcRoot: path.join(this.cfg.state, 'runc') };
   }
 
-  async readLog(c: ContainerRecord): Promise<string> {
-    try {
-      return await fsp.readFile(this.logPath(c.podKey, c.name, c.id), 'utf8');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return '';
-      throw err;
-    }
+  /** True while runc reports the container running. */
+  async isRunning(id: string): Promise<boolean> {
+    return (await this.tasks.state(id))?.status === 'running';
   }
+
 }
 
 /** Deterministic id: `<namespace>.<pod>.<container>.<hash8>`; DNS labels hold no dots. */

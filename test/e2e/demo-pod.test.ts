@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
 import { startRegistry, freePort, type TestRegistry } from '../helpers/registry.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { berth, berthUp, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, REPO, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { spawn } from 'node:child_process';
+import { berth, berthUp, CLI, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, REPO, waitFor, type BerthEnv } from '../helpers/berth.js';
 import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
 
 /**
@@ -106,6 +107,14 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     const id = rows[0]?.containers[0]?.id ?? '';
     const spec = JSON.parse(readFileSync(path.join(env.root, 'containers', id, 'bundle', 'config.json'), 'utf8')) as unknown;
     validateRuntimeConfig(spec);
+    // conmon keeps the output in a CRI log: httpd -v logs each request.
+    const logs = await waitFor('request in log', async () => {
+      const r = await berth(env, ['logs', 'web']);
+      return /response:200/.test(r.stdout) ? r.stdout : undefined;
+    });
+    assert.doesNotMatch(logs, /stderr F/, 'CRI framing is stripped');
+    const raw = await berth(env, ['logs', 'web/httpd', '--raw', '--tail', '1']);
+    assert.match(raw.stdout, /^\S+ stderr F .*response:200\n$/);
     const table = await berth(env, ['ps']);
     assert.match(table.stdout, /default\/web\s+httpd\s+running\s+\d+/);
   });
@@ -175,9 +184,13 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
 
   test('delete: no mounts, no runc containers, no conmon left', async (t) => {
     if (!ok) return t.skip();
+    // logs -f follows until the container stops.
+    const follow = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, 'logs', '-f', 'web'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const followed = new Promise<number | null>((resolve) => follow.once('exit', resolve));
     const r = await berth(env, ['delete', '-f', manifest]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /- pod default\/web: delete/);
+    assert.equal(await followed, 0);
     assert.deepEqual(await mountsUnder(env.root), []);
     assert.deepEqual(await runcIds(env), []);
     assert.deepEqual(await conmonProcesses(env.state), []);
