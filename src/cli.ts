@@ -111,6 +111,7 @@ export function buildProgram(): Command {
       const { renderPlan } = await import('./reconciler/render.js');
       await withRuntime(cfg, async (rt) => {
         await rt.withLock('apply', async () => {
+          if (o.dryRun !== true) await rt.sweep();
           const prune = o.prune === true ? { prune: { sources: [path.resolve(o.filename)] } } : {};
           const plan = await computePlan(rt, { desired, ...prune }, cfg.log);
           if (o.dryRun === true) {
@@ -314,6 +315,22 @@ export function buildProgram(): Command {
         const img = await rt.withLock('pull', () => rt.pullImage(ref));
         process.stdout.write(`${img.ref} ${img.digest}\n`);
       });
+    });
+
+  program
+    .command('check')
+    .description('check host prerequisites (root, runc, conmon, overlayfs, cgroups) and the state (fsck); exit 1 on a failure')
+    .action(async (_o: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      const { checkHost } = await import('./runtime/index.js');
+      const findings = await checkHost();
+      if (!findings.some((f) => f.level === 'fail')) {
+        await withRuntime(cfg, async (rt) => {
+          findings.push(...(await rt.withLock('check', () => rt.fsck())));
+        });
+      }
+      for (const f of findings) process.stdout.write(`${f.level.padEnd(4)}  ${f.what.padEnd(10)}  ${f.detail}\n`);
+      if (findings.some((f) => f.level === 'fail')) process.exitCode = EXIT_FAILURE;
     });
 
   program

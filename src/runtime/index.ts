@@ -13,12 +13,15 @@ import { StateStore, type ContainerRecord, type PodRecord } from './state/index.
 import { generateSpec, stopSignal, type ContainerRunSpec } from './tasks/spec.js';
 import { parseImageConfig } from './images/documents.js';
 import { TaskDriver } from './tasks/index.js';
+import type { Finding } from './check/index.js';
+import { listMounts } from './snapshots/index.js';
 
 export type { LocalImage } from './images/index.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState } from './state/index.js';
 export { parseReference } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
 export { criDecoder } from './tasks/crilog.js';
+export { checkHost, type Finding } from './check/index.js';
 
 /** OCI annotations that mark a runc container as berth's (and say whose). */
 export const ANNOTATION_POD = 'dev.berth.pod';
@@ -323,6 +326,51 @@ export class Runtime {
   /** Paths used by tests and `berth check`. */
   get paths(): { root: string; state: string; runcRoot: string } {
     return { root: this.cfg.root, state: this.cfg.state, runcRoot: path.join(this.cfg.state, 'runc') };
+  }
+
+  /**
+   * State fsck for `berth check`: SQLite integrity, rows vs runc vs files. Read-only:
+   * it reports, the next `berth up` (sweep) or apply repairs.
+   */
+  async fsck(): Promise<Finding[]> {
+    const out: Finding[] = [];
+    const integrity = this.state.integrityCheck();
+    out.push(integrity === 'ok' ? { level: 'ok', what: 'database', detail: 'integrity ok' } : { level: 'fail', what: 'database', detail: integrity });
+    const rows = this.state.listContainers();
+    const known = new Set(rows.map((c) => c.id));
+    const tasks = await this.tasks.list();
+    const runcIds = new Set(tasks.map((t) => t.id));
+    for (const c of rows) {
+      if (c.state === 'running' && !runcIds.has(c.id)) out.push({ level: 'warn', what: 'container', detail: `${c.id} is recorded running but runc does not know it (vanished; it is restarted by policy)` });
+    }
+    for (const t of tasks) {
+      if (known.has(t.id)) continue;
+      out.push(
+        t.annotations?.[ANNOTATION_POD] !== undefined
+          ? { level: 'warn', what: 'container', detail: `${t.id} carries berth's annotation but has no row (removed by the next berth up)` }
+          : { level: 'ok', what: 'container', detail: `${t.id} in berth's runc root is not berth's; it is left alone` },
+      );
+    }
+    const dirs = await fsp.readdir(path.join(this.cfg.root, 'containers')).catch(() => [] as string[]);
+    for (const d of dirs) if (!known.has(d) && !runcIds.has(d)) out.push({ level: 'warn', what: 'residue', detail: `containers/${d} has no row and no runc container` });
+    const mounts = (await listMounts()).filter((m) => m.startsWith(`${path.join(this.cfg.root, 'containers')}/`));
+    for (const m of mounts) {
+      const id = path.relative(path.join(this.cfg.root, 'containers'), m).split('/')[0] ?? '';
+      if (!known.has(id)) out.push({ level: 'warn', what: 'mount', detail: `${m} belongs to no recorded container` });
+    }
+    const tmp = (await fsp.readdir(path.join(this.cfg.root, 'snapshots')).catch(() => [] as string[])).filter((n) => n.startsWith('tmp-'));
+    const ingest = await fsp.readdir(path.join(this.cfg.root, 'content', 'ingest')).catch(() => [] as string[]);
+    if (tmp.length + ingest.length > 0) out.push({ level: 'warn', what: 'residue', detail: `${tmp.length} interrupted extraction(s), ${ingest.length} partial download(s) (swept by the next berth up)` });
+    for (const img of this.state.listImages()) {
+      const m = this.state.getManifest(img.digest);
+      for (const l of m?.layers ?? []) {
+        const ready = this.state.getSnapshot(l.chainId) !== undefined;
+        const there = await fsp.access(this.snapshots.dir(l.chainId)).then(() => true, () => false);
+        if (ready && !there) out.push({ level: 'fail', what: 'snapshot', detail: `${l.chainId} of ${img.ref} is recorded ready but its directory is missing` });
+      }
+    }
+    if (out.length === 1 && integrity === 'ok') out.push({ level: 'ok', what: 'state', detail: `${rows.length} container(s), ${this.state.listImages().length} image(s), consistent` });
+    return out;
   }
 
   /** True while runc reports the container running. */

@@ -115,6 +115,10 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     assert.doesNotMatch(logs, /stderr F/, 'CRI framing is stripped');
     const raw = await berth(env, ['logs', 'web/httpd', '--raw', '--tail', '1']);
     assert.match(raw.stdout, /^\S+ stderr F .*response:200\n$/);
+    const check = await berth(env, ['check']);
+    assert.equal(check.code, 0, check.stdout + check.stderr);
+    assert.match(check.stdout, /ok\s+database\s+integrity ok/);
+    assert.doesNotMatch(check.stdout, /^(warn|fail)\s+(container|mount|residue|snapshot)/m);
     const table = await berth(env, ['ps']);
     assert.match(table.stdout, /default\/web\s+httpd\s+running\s+\d+/);
   });

@@ -86,7 +86,7 @@ spec:
 
   test('help: every command has --help', async (t) => {
     if (!ok) return t.skip();
-    for (const cmd of [[], ['apply'], ['diff'], ['delete'], ['up'], ['ps'], ['logs'], ['images'], ['images', 'pull'], ['version']]) {
+    for (const cmd of [[], ['apply'], ['diff'], ['delete'], ['up'], ['ps'], ['logs'], ['images'], ['images', 'pull'], ['check'], ['version']]) {
       const r = await berth(env, [...cmd, '--help']);
       assert.equal(r.code, 0, `${cmd.join(' ')} --help: ${r.stderr}`);
       assert.match(r.stdout, /Usage: berth/);

@@ -378,6 +378,12 @@ export class StateStore {
     return rows.reverse();
   }
 
+  /** `PRAGMA integrity_check`: "ok" or the first problems SQLite reports. */
+  integrityCheck(): string {
+    const rows = this.db.pragma('integrity_check') as { integrity_check: string }[];
+    return rows.map((r) => r.integrity_check).join('; ');
+  }
+
   transaction<T>(fn: () => T): T {
     return this.db.transaction(fn)();
   }

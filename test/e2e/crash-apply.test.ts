@@ -1,0 +1,85 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { promises as fsp, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
+import { startRegistry, freePort, type TestRegistry } from '../helpers/registry.js';
+import { requireE2E } from '../helpers/prereq.js';
+import { berth, CLI, cleanupEnv, conmonProcesses, makeEnv, mountsUnder, REPO, type BerthEnv } from '../helpers/berth.js';
+
+/**
+ * kill -9 of `berth apply` at staggered moments (mid-pull, mid-create, mid-replace): a
+ * running container is never harmed, the next apply converges, and nothing is left
+ * behind — exactly one container, one conmon, one mount, no temp residue.
+ */
+describe('e2e: kill -9 of berth apply at any moment', { timeout: 600_000 }, () => {
+  let registry: TestRegistry | undefined;
+  let env: BerthEnv;
+  let file: string;
+  let text: string;
+  let ok = true;
+
+  before(async (t) => {
+    ok = requireE2E(t as never);
+    if (!ok) return;
+    env = makeEnv();
+    registry = await startRegistry();
+    await pushImage(registry.url, 'berth/demo', '1.0', await buildBusyboxImage());
+    const port = await freePort();
+    text = readFileSync(path.join(REPO, 'manifests/demo-web.yaml'), 'utf8').replaceAll('127.0.0.1:5111', registry.host).replaceAll('8080', String(port));
+    file = path.join(env.dir, 'web.yaml');
+  });
+  after(async () => {
+    if (env !== undefined) await cleanupEnv(env);
+    await registry?.stop();
+  });
+
+  const killedApply = async (delayMs: number): Promise<void> => {
+    const child = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, 'apply', '-f', file], { stdio: 'ignore' });
+    const exited = new Promise((r) => child.once('exit', r));
+    await new Promise((r) => setTimeout(r, delayMs));
+    child.kill('SIGKILL');
+    await exited;
+  };
+
+  const settled = async (): Promise<{ pid: number; id: string }> => {
+    const r = await berth(env, ['apply', '-f', file]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    const rows = JSON.parse((await berth(env, ['ps', '-o', 'json'])).stdout) as { containers: { id: string; state: string; pid: number }[] }[];
+    assert.equal(rows.length, 1);
+    const cs = rows[0]?.containers ?? [];
+    assert.equal(cs.length, 1, JSON.stringify(cs));
+    assert.equal(cs[0]?.state, 'running');
+    assert.equal((await fsp.readdir(path.join(env.state, 'runc'))).length, 1, 'one runc container');
+    assert.equal((await conmonProcesses(env.state)).length, 1, 'one conmon');
+    assert.equal((await mountsUnder(env.root)).length, 1, 'one rootfs mount');
+    assert.deepEqual(await fsp.readdir(path.join(env.root, 'content', 'ingest')), []);
+    assert.deepEqual((await fsp.readdir(path.join(env.root, 'snapshots'))).filter((n) => n.startsWith('tmp-')), []);
+    return { pid: cs[0]?.pid ?? 0, id: cs[0]?.id ?? '' };
+  };
+
+  test('first apply killed at staggered delays, then converges to one healthy container', async (t) => {
+    if (!ok) return t.skip();
+    await fsp.writeFile(file, text);
+    for (const delay of [150, 300, 450, 600, 800]) await killedApply(delay);
+    await settled();
+  });
+
+  test('a replace killed midway never leaves two containers; an unrelated running container keeps its pid', async (t) => {
+    if (!ok) return t.skip();
+    const { pid: before } = await settled();
+    for (const [i, delay] of [200, 400, 700].entries()) {
+      // Same directory, different spelling: a new spec hash that still serves.
+      await fsp.writeFile(file, text.replace('"-h", "/var/www"]', `"-h", "/var/www${'/.'.repeat(i + 1)}"]`));
+      await killedApply(delay);
+      const after = await settled();
+      assert.ok(after.pid > 0);
+    }
+    // Re-applying the last file with nothing to do keeps the pid.
+    const last = await settled();
+    const again = await settled();
+    assert.equal(again.pid, last.pid);
+    assert.notEqual(last.pid, before);
+  });
+});
