@@ -113,7 +113,7 @@ export function buildProgram(): Command {
         await rt.withLock('apply', async () => {
           if (o.dryRun !== true) await rt.sweep();
           const prune = o.prune === true ? { prune: { sources: [path.resolve(o.filename)] } } : {};
-          const plan = await computePlan(rt, { desired, ...prune }, cfg.log);
+          const plan = await computePlan(rt, { desired, repair: o.dryRun !== true, ...prune }, cfg.log);
           if (o.dryRun === true) {
             process.stdout.write(renderPlan(plan) || 'no changes\n');
             return;
@@ -144,7 +144,7 @@ export function buildProgram(): Command {
       const { renderPlan, planToJson } = await import('./reconciler/render.js');
       await withRuntime(cfg, async (rt) => {
         const prune = o.prune === true ? { prune: { sources: [path.resolve(o.filename)] } } : {};
-        const plan = await rt.withLock('diff', () => computePlan(rt, { desired, ...prune }, cfg.log));
+        const plan = await rt.withLock('diff', () => computePlan(rt, { desired, repair: false, ...prune }, cfg.log));
         process.stdout.write(o.output === 'json' ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : renderPlan(plan));
         process.exitCode = plan.steps.length > 0 || plan.blocked.length > 0 ? 1 : 0;
       });
@@ -217,7 +217,7 @@ export function buildProgram(): Command {
     .action(async (o: { output: string }, cmd: Command) => {
       const cfg = config(cmd);
       await withRuntime(cfg, async (rt) => {
-        const pods = await rt.withLock('ps', () => rt.observe());
+        const pods = await rt.withLock('ps', () => rt.observe({ repair: false }));
         if (o.output === 'json') {
           process.stdout.write(`${JSON.stringify(pods.map((p) => ({ key: p.key, source: p.source, containers: p.containers.map(({ live: _l, ...c }) => c) })), null, 2)}\n`);
           return;

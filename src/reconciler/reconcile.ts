@@ -7,6 +7,8 @@ import { plan, type ImageView, type ObservedPodView, type Plan, type PruneScope,
 
 export interface ReconcileOptions {
   desired: readonly DesiredPod[];
+  /** Roll back interrupted operations while observing (apply, up); false for diff. */
+  repair?: boolean;
   prune?: PruneScope;
   /** Ask the registry about images with pullPolicy Always (apply and diff both do). */
   resolveRemote?: boolean;
@@ -43,7 +45,7 @@ function toView(p: ObservedPod): ObservedPodView {
  * printed plan is exactly what apply executes.
  */
 export async function computePlan(rt: Runtime, o: ReconcileOptions, log: Logger): Promise<Plan> {
-  const observed = (await rt.observe()).map(toView);
+  const observed = (await rt.observe({ repair: o.repair !== false })).map(toView);
   const images: Record<string, ImageView> = {};
   for (const pod of o.desired) {
     for (const c of pod.containers) {

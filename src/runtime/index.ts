@@ -179,15 +179,16 @@ export class Runtime {
   /**
    * Reads recorded pods and containers and brings each container's state in line with
    * runc and conmon (S2): running stays running (adopted as is), stopped gets its exit
-   * code, vanished gets 137. Leftover `creating` intent rows are rolled back.
+   * code, vanished gets 137. Leftover `creating`/`removing` intent rows are rolled back
+   * when `repair` is set (apply, up); read-only callers (diff, ps) just skip them.
    */
-  async observe(): Promise<ObservedPod[]> {
+  async observe(opts: { repair: boolean } = { repair: true }): Promise<ObservedPod[]> {
     const pods = this.state.listPods();
     const out: ObservedPod[] = [];
     for (const p of pods) {
       const containers: ObservedContainer[] = [];
       for (const c of this.state.listContainers(p.key)) {
-        const o = await this.observeContainer(c);
+        const o = await this.observeContainer(c, opts.repair);
         if (o !== undefined) containers.push(o);
       }
       out.push({ ...p, containers });
@@ -195,9 +196,11 @@ export class Runtime {
     return out;
   }
 
-  private async observeContainer(c: ContainerRecord): Promise<ObservedContainer | undefined> {
+  private async observeContainer(c: ContainerRecord, repair: boolean): Promise<ObservedContainer | undefined> {
     const st = await this.tasks.state(c.id);
     if (c.state === 'creating' || c.state === 'removing') {
+      // Read-only observers (diff, ps) see the interrupted container as absent; apply/up repair.
+      if (!repair) return undefined;
       // A crash interrupted create or remove: finish removing; the planner creates it anew.
       this.cfg.log.info({ id: c.id, state: c.state }, 'rolling back interrupted container operation');
       await this.destroyContainer(c.id, 0);
