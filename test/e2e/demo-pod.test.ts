@@ -115,6 +115,10 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     assert.doesNotMatch(logs, /stderr F/, 'CRI framing is stripped');
     const raw = await berth(env, ['logs', 'web/httpd', '--raw', '--tail', '1']);
     assert.match(raw.stdout, /^\S+ stderr F .*response:200\n$/);
+    const images = await berth(env, ['images', 'ls']);
+    assert.match(images.stdout, new RegExp(`${registry?.host ?? ''}/berth/demo:1\\.0\\s+sha256:[a-f0-9]{64}`));
+    const pulled = await berth(env, ['images', 'pull', `${registry?.host ?? ''}/berth/demo:1.0`]);
+    assert.equal(pulled.code, 0, pulled.stderr);
     const check = await berth(env, ['check']);
     assert.equal(check.code, 0, check.stdout + check.stderr);
     assert.match(check.stdout, /ok\s+database\s+integrity ok/);

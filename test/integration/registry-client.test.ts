@@ -290,8 +290,7 @@ describe('integration: registry client against a fault-injecting loopback server
     // Same size, different bytes.
     srv.script(reply(200, Buffer.from(blob.toString('utf8').replace('layers', 'LAYERS'))));
     await rejectsWith(client.fetchSmallBlob(ref(), desc), 'ERR_DIGEST_MISMATCH');
-    // Right bytes, wrong declared size (short body for the descriptor).
-    await rejectsWith(client.fetchSmallBlob(ref(), { digest: desc.digest, size: blob.length + 1 }), 'ERR_DIGEST_MISMATCH');
+    // Right bytes, wrong declared size (the body is short for the descriptor).
     srv.script(reply(200, blob));
     await rejectsWith(client.fetchSmallBlob(ref(), { digest: desc.digest, size: blob.length + 1 }), 'ERR_DIGEST_MISMATCH');
     // A descriptor over the document limit is refused before any request.
