@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
+import { request } from 'undici';
 import { MAX_MANIFEST_BYTES, MEDIA, RegistryClient, parseReference, type RegistryOptions } from '../../src/runtime/registry/index.js';
 import { BerthError, type ErrorCode } from '../../src/lib/errors.js';
 import { sha256 } from '../../src/lib/digest.js';
@@ -168,6 +169,14 @@ describe('integration: registry client against a fault-injecting loopback server
     for (const c of extraClients.splice(0)) await c.close();
     await srv.close();
     for (const s of extraServers.splice(0)) await s.close();
+  });
+
+  test('the network guard sees undici connects and stops non-loopback ones before they start', { timeout: 10_000 }, async () => {
+    const t0 = Date.now();
+    await assert.rejects(request('http://203.0.113.5/v2/'), /network guard: test tried to connect to 203\.0\.113\.5/);
+    assert.ok(Date.now() - t0 < 2_000, 'refused synchronously, no connect timeout');
+    assert.equal(connectHosts.at(-1), '203.0.113.5');
+    connectHosts.pop(); // this one was deliberate; the after hook checks that no other test tried
   });
 
   test('the reference maps to /v2/<path>/manifests/<tag> with the four supported media types accepted', { timeout: 10_000 }, async () => {

@@ -74,11 +74,20 @@ export class RegistryClient {
    * GET `url`, following up to 5 redirects, retrying transient failures.
    * Returns the final response with an unread body; the caller must consume or dump it.
    */
-  private async get(url: string, headers: Record<string, string>, what: string): Promise<Dispatcher.ResponseData<unknown>> {
+  private async get(
+    url: string,
+    headers: Record<string, string>,
+    what: string,
+    callSignal?: AbortSignal,
+  ): Promise<Dispatcher.ResponseData<unknown>> {
+    const signal =
+      callSignal !== undefined && this.opts.signal !== undefined ? AbortSignal.any([this.opts.signal, callSignal]) : (callSignal ?? this.opts.signal);
+    // A registry that is not itself loopback must never steer us to loopback (rule P3, SSRF).
+    const fromLoopback = isLoopbackHost(new URL(url).host);
     const attempts = (this.opts.retries ?? 3) + 1;
     let lastErr: unknown;
     for (let attempt = 0; attempt < attempts; attempt++) {
-      if (attempt > 0) await sleep(Math.min(200 * 2 ** attempt, 5_000) * (0.5 + Math.random()), this.opts.signal);
+      if (attempt > 0) await sleep(Math.min(200 * 2 ** attempt, 5_000) * (0.5 + Math.random()), signal);
       let current = url;
       try {
         for (let hop = 0; ; hop++) {
@@ -87,7 +96,7 @@ export class RegistryClient {
             headers,
             dispatcher: this.dispatcher,
             maxRedirections: 0,
-            ...(this.opts.signal !== undefined ? { signal: this.opts.signal } : {}),
+            ...(signal !== undefined ? { signal } : {}),
           } as Parameters<typeof request>[1]);
           if (res.statusCode >= 300 && res.statusCode < 400 && res.statusCode !== 304) {
             await res.body.dump();
@@ -96,7 +105,11 @@ export class RegistryClient {
               throw new BerthError('ERR_REGISTRY', `${what}: redirect without location or too many redirects at ${redactUrl(current)}`);
             }
             const next = new URL(loc, current);
-            if (next.protocol !== 'https:' && !(next.protocol === 'http:' && isLoopbackHost(next.host))) {
+            const toLoopback = isLoopbackHost(next.host);
+            if (toLoopback && !fromLoopback) {
+              throw new BerthError('ERR_REGISTRY', `${what}: refusing redirect to ${redactUrl(next.toString())} (loopback target from a non-loopback registry)`);
+            }
+            if (next.protocol !== 'https:' && !(next.protocol === 'http:' && toLoopback)) {
               throw new BerthError('ERR_REGISTRY', `${what}: refusing redirect to ${redactUrl(next.toString())} (plain http outside loopback)`);
             }
             current = next.toString();
@@ -121,7 +134,7 @@ export class RegistryClient {
         }
       } catch (err) {
         if (err instanceof BerthError) throw err;
-        if (this.opts.signal?.aborted) throw err;
+        if (signal?.aborted) throw err;
         lastErr = new BerthError('ERR_NETWORK', `${what}: ${messageOf(err)}`, { cause: err });
       }
     }
@@ -133,10 +146,9 @@ export class RegistryClient {
    * hashed, and (when addressed by digest) verified. Schema1 is refused (P2).
    */
   async fetchManifest(ref: ImageReference, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
-    void signal;
     const what = `fetch manifest ${ref.domain}/${ref.path}:${reference}`;
-    const res = await this.get(`${this.baseUrl(ref)}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, what);
-    const bytes = await readLimited(res.body, MAX_MANIFEST_BYTES, what);
+    const res = await this.get(`${this.baseUrl(ref)}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, what, signal);
+    const bytes = await readLimited(res.body, what, { limit: MAX_MANIFEST_BYTES });
     const contentType = String(res.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
     if (contentType === MEDIA.dockerSchema1 || contentType === MEDIA.dockerSchema1Signed) {
       throw new BerthError('ERR_UNSUPPORTED', `${what}: docker schema1 manifests are not supported; push the image with a current client`);
@@ -163,7 +175,8 @@ export class RegistryClient {
     const what = `fetch blob ${ref.domain}/${ref.path}@${desc.digest}`;
     if (desc.size > MAX_MANIFEST_BYTES) throw new BerthError('ERR_INVALID_IMAGE', `${what}: ${desc.size} bytes is over the limit`);
     const res = await this.get(`${this.baseUrl(ref)}/blobs/${desc.digest}`, {}, what);
-    const bytes = await readLimited(res.body, desc.size, what);
+    // More bytes than the descriptor is a content mismatch, as in the content store (C2).
+    const bytes = await readLimited(res.body, what, { limit: desc.size, code: 'ERR_DIGEST_MISMATCH' });
     const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
     if (bytes.length !== desc.size || actual !== desc.digest) {
       throw new BerthError('ERR_DIGEST_MISMATCH', `${what}: got ${bytes.length} bytes hashing to ${actual}`, {
@@ -174,14 +187,19 @@ export class RegistryClient {
   }
 }
 
-async function readLimited(body: AsyncIterable<Uint8Array> & { destroy?: () => void }, limit: number, what: string): Promise<Buffer> {
+async function readLimited(
+  body: AsyncIterable<Uint8Array> & { destroy?: () => void },
+  what: string,
+  opts: { limit: number; code?: 'ERR_INVALID_IMAGE' | 'ERR_DIGEST_MISMATCH' },
+): Promise<Buffer> {
+  const { limit, code = 'ERR_INVALID_IMAGE' } = opts;
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of body) {
     n += c.length;
     if (n > limit) {
       body.destroy?.();
-      throw new BerthError('ERR_INVALID_IMAGE', `${what}: response exceeds the ${limit} byte limit`);
+      throw new BerthError(code, `${what}: response exceeds the ${limit} byte limit`);
     }
     chunks.push(Buffer.from(c));
   }
