@@ -221,6 +221,30 @@ describe('integration: registry client against a fault-injecting loopback server
     assert.equal(srv.seen.length, 1);
   });
 
+  test('regression: an endless error body is not read to the end (bounded memory)', { timeout: 10_000 }, async () => {
+    let sent = 0;
+    srv.script((_req, res) => {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      const chunk = Buffer.alloc(64 * 1024, 0x41);
+      const pump = (): void => {
+        // Stops once the client hangs up; a full read would be 256 MiB.
+        while (sent < 256 * 1024 * 1024 && !res.destroyed) {
+          sent += chunk.length;
+          if (!res.write(chunk)) {
+            res.once('drain', pump);
+            return;
+          }
+        }
+        res.end();
+      };
+      res.on('close', () => undefined);
+      pump();
+    });
+    const err = await rejectsWith(client.fetchManifest(ref(), 'tag'), 'ERR_NOT_FOUND');
+    assert.ok(err.message.length < 2048, `message is bounded (${err.message.length} chars)`);
+    assert.ok(sent < 64 * 1024 * 1024, `client stopped reading early (server sent ${sent} bytes)`);
+  });
+
   test('401 is ERR_REGISTRY saying authentication is not supported, and is not retried', { timeout: 10_000 }, async () => {
     srv.script(reply(401, '{"errors":[{"code":"UNAUTHORIZED"}]}', { 'www-authenticate': 'Bearer realm="http://127.0.0.1:1/token"' }));
     const err = await rejectsWith(client.fetchManifest(ref(), 'tag'), 'ERR_REGISTRY', /authentication is not supported/);

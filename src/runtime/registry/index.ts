@@ -116,14 +116,14 @@ export class RegistryClient {
             continue;
           }
           if (res.statusCode === 429 || res.statusCode >= 500) {
-            const body = await res.body.text().catch(() => '');
+            const body = await errorBody(res.body);
             lastErr = new BerthError('ERR_REGISTRY', `${what}: ${res.statusCode} from ${redactUrl(current)}: ${body.slice(0, 200)}`, {
               details: { status: res.statusCode },
             });
             break;
           }
           if (res.statusCode !== 200) {
-            const body = await res.body.text().catch(() => '');
+            const body = await errorBody(res.body);
             const code = res.statusCode === 404 ? 'ERR_NOT_FOUND' : 'ERR_REGISTRY';
             const hint = res.statusCode === 401 ? ' (registry authentication is not supported yet)' : '';
             throw new BerthError(code, `${what}: ${res.statusCode} from ${redactUrl(current)}${hint}: ${body.slice(0, 200)}`, {
@@ -207,3 +207,21 @@ async function readLimited(
 }
 
 export { Readable };
+
+/** At most 1 KiB of an error response, for the message; the rest is discarded unread (a hostile body can be endless). */
+async function errorBody(body: AsyncIterable<Uint8Array> & { destroy?: () => void }): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  try {
+    for await (const c of body) {
+      chunks.push(Buffer.from(c));
+      n += c.length;
+      if (n >= 1024) break;
+    }
+  } catch {
+    // the body is only decoration for an error that is already decided
+  } finally {
+    body.destroy?.();
+  }
+  return Buffer.concat(chunks).subarray(0, 1024).toString('utf8').replace(/[\x00-\x1f\x7f]+/g, ' ');
+}
