@@ -1,6 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { BerthError, errnoCode } from '../lib/errors.js';
+import { BerthError } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
 import { mkdirp } from '../lib/fsx.js';
 import { alive, LockFile, startTime } from '../lib/lock.js';

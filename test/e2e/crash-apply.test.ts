@@ -1,12 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
-import { startRegistry, freePort, type TestRegistry } from '../helpers/registry.js';
+import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { berth, CLI, cleanupEnv, conmonProcesses, makeEnv, mountsUnder, REPO, type BerthEnv } from '../helpers/berth.js';
+import { berth, CLI, cleanupEnv, conmonProcesses, makeEnv, mountsUnder, type BerthEnv } from '../helpers/berth.js';
 
 /**
  * kill -9 of `berth apply` at staggered moments (mid-pull, mid-create, mid-replace): a
@@ -14,7 +13,7 @@ import { berth, CLI, cleanupEnv, conmonProcesses, makeEnv, mountsUnder, REPO, ty
  * behind — exactly one container, one conmon, one mount, no temp residue.
  */
 describe('e2e: kill -9 of berth apply at any moment', { timeout: 600_000 }, () => {
-  let registry: TestRegistry | undefined;
+  let demo: DemoFixture | undefined;
   let env: BerthEnv;
   let file: string;
   let text: string;
@@ -24,15 +23,13 @@ describe('e2e: kill -9 of berth apply at any moment', { timeout: 600_000 }, () =
     ok = requireE2E(t as never);
     if (!ok) return;
     env = makeEnv();
-    registry = await startRegistry();
-    await pushImage(registry.url, 'berth/demo', '1.0', await buildBusyboxImage());
-    const port = await freePort();
-    text = readFileSync(path.join(REPO, 'manifests/demo-web.yaml'), 'utf8').replaceAll('127.0.0.1:5111', registry.host).replaceAll('8080', String(port));
+    demo = await startDemoFixture();
+    text = demo.text;
     file = path.join(env.dir, 'web.yaml');
   });
   after(async () => {
     if (env !== undefined) await cleanupEnv(env);
-    await registry?.stop();
+    await demo?.stop();
   });
 
   const killedApply = async (delayMs: number): Promise<void> => {

@@ -2,11 +2,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
-import { startRegistry, freePort, type TestRegistry } from '../helpers/registry.js';
+import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
 import { spawn } from 'node:child_process';
-import { berth, berthUp, CLI, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, REPO, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { berth, berthUp, CLI, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../helpers/berth.js';
 import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
 
 /**
@@ -38,7 +37,7 @@ async function runcIds(env: BerthEnv): Promise<string[]> {
 }
 
 describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => {
-  let registry: TestRegistry | undefined;
+  let demo: DemoFixture | undefined;
   let env: BerthEnv;
   let port: number;
   let manifest: string;
@@ -49,30 +48,21 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     ok = requireE2E(t as never);
     if (!ok) return;
     env = makeEnv();
-    registry = await startRegistry();
-    const img = await buildBusyboxImage();
-    await pushImage(registry.url, 'berth/demo', '1.0', img);
     // Keep the demo's 8080 when it is free; otherwise move the test copy to a free port.
-    port = 8080;
-    try {
-      await httpGet('http://127.0.0.1:8080/');
-      port = await freePort();
-    } catch {
-      // nothing listens on 8080: use it
-    }
-    original = readFileSync(path.join(REPO, 'manifests/demo-web.yaml'), 'utf8');
-    assert.match(original, /127\.0\.0\.1:5111\/berth\/demo:1\.0/);
+    demo = await startDemoFixture({ preferPort: 8080 });
+    port = demo.port;
+    original = demo.original;
     await fsp.mkdir(path.join(env.dir, 'manifests'));
     manifest = path.join(env.dir, 'manifests', 'demo-web.yaml');
-    await fsp.writeFile(manifest, adapt(original));
+    await fsp.writeFile(manifest, demo.text);
   });
 
-  const adapt = (text: string): string =>
-    text.replaceAll('127.0.0.1:5111', registry?.host ?? '').replaceAll('8080', String(port));
+  const adapt = (text: string): string => demo?.adapt(text) ?? text;
+  const registryHost = (): string => demo?.registry.host ?? '';
 
   after(async () => {
     if (env !== undefined) await cleanupEnv(env);
-    await registry?.stop();
+    await demo?.stop();
   });
 
   test('diff before apply: exit 1 and the planned steps', async (t) => {
@@ -116,8 +106,8 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     const raw = await berth(env, ['logs', 'web/httpd', '--raw', '--tail', '1']);
     assert.match(raw.stdout, /^\S+ stderr F .*response:200\n$/);
     const images = await berth(env, ['images', 'ls']);
-    assert.match(images.stdout, new RegExp(`${registry?.host ?? ''}/berth/demo:1\\.0\\s+sha256:[a-f0-9]{64}`));
-    const pulled = await berth(env, ['images', 'pull', `${registry?.host ?? ''}/berth/demo:1.0`]);
+    assert.match(images.stdout, new RegExp(`${registryHost()}/berth/demo:1\\.0\\s+sha256:[a-f0-9]{64}`));
+    const pulled = await berth(env, ['images', 'pull', `${registryHost()}/berth/demo:1.0`]);
     assert.equal(pulled.code, 0, pulled.stderr);
     const check = await berth(env, ['check']);
     assert.equal(check.code, 0, check.stdout + check.stderr);

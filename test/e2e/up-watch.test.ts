@@ -3,14 +3,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
-import { startRegistry, freePort, type TestRegistry } from '../helpers/registry.js';
+import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { berth, berthUp, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, REPO, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { berth, berthUp, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../helpers/berth.js';
 
 /** `berth up DIR` converges on file edits, keeps last-good on broken files, restores drift, prunes removed files; `apply --prune`. */
 describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
-  let registry: TestRegistry | undefined;
+  let demo: DemoFixture | undefined;
   let env: BerthEnv;
   let port: number;
   let dir: string;
@@ -29,16 +28,15 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
     ok = requireE2E(t as never);
     if (!ok) return;
     env = makeEnv();
-    registry = await startRegistry();
-    await pushImage(registry.url, 'berth/demo', '1.0', await buildBusyboxImage());
-    port = await freePort();
-    text = readFileSync(path.join(REPO, 'manifests/demo-web.yaml'), 'utf8').replaceAll('127.0.0.1:5111', registry.host).replaceAll('8080', String(port));
+    demo = await startDemoFixture();
+    port = demo.port;
+    text = demo.text;
     dir = path.join(env.dir, 'site');
     await fsp.mkdir(dir);
   });
   after(async () => {
     if (env !== undefined) await cleanupEnv(env);
-    await registry?.stop();
+    await demo?.stop();
   });
 
   test('up: create, edit, broken file keeps last good, drift restored, removal prunes', async (t) => {
