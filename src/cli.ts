@@ -181,6 +181,10 @@ export function buildProgram(): Command {
     .option('--resync <seconds>', 'full resync period', '30')
     .action(async (dir: string, o: { resync: string }, cmd: Command) => {
       const cfg = config(cmd);
+      const { statSync } = await import('node:fs');
+      if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+        throw new BerthError('ERR_INVALID_ARGUMENT', `up ${dir}: not a directory`);
+      }
       const { runUp } = await import('./daemon/up.js');
       const rt = await openRuntime(cfg);
       const ac = new AbortController();

@@ -93,15 +93,7 @@ export async function executePlan(rt: Runtime, p: Plan, log: Logger, signal?: Ab
           break;
         case 'create-pod':
         case 'update-pod':
-          rt.recordPod({
-            key: step.pod.key,
-            namespace: step.pod.namespace,
-            name: step.pod.name,
-            source: step.pod.source,
-            podHash: step.pod.podHash,
-            spec: JSON.stringify(step.pod),
-            createdAt: Date.now(),
-          });
+          recordPod(rt, step.pod);
           break;
         case 'start':
         case 'replace': {
@@ -130,6 +122,9 @@ export async function executePlan(rt: Runtime, p: Plan, log: Logger, signal?: Ab
               hostFiles: step.pod.hostNetwork ? ['/etc/hosts', '/etc/resolv.conf'].filter((f) => existsSync(f)) : [],
             },
           });
+          // The record is the last-applied spec: a broken file falls back to it (rule M5),
+          // so it must follow container edits, not only pod-level ones.
+          recordPod(rt, step.pod);
           break;
         }
         case 'remove':
@@ -151,4 +146,16 @@ export async function executePlan(rt: Runtime, p: Plan, log: Logger, signal?: Ab
     }
   }
   return { plan: p, failed };
+}
+
+function recordPod(rt: Runtime, pod: DesiredPod): void {
+  rt.recordPod({
+    key: pod.key,
+    namespace: pod.namespace,
+    name: pod.name,
+    source: pod.source,
+    podHash: pod.podHash,
+    spec: JSON.stringify(pod),
+    createdAt: Date.now(),
+  });
 }

@@ -84,6 +84,13 @@ spec:
     assert.match(r.stderr, /127\.0\.0\.1:9\/berth\/none/);
   });
 
+  test('up: 2 for a directory that does not exist', async (t) => {
+    if (!ok) return t.skip();
+    const r = await berth(env, ['up', path.join(env.dir, 'missing')]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /not a directory/);
+  });
+
   test('help: every command has --help', async (t) => {
     if (!ok) return t.skip();
     for (const cmd of [[], ['apply'], ['diff'], ['delete'], ['up'], ['ps'], ['logs'], ['images'], ['images', 'pull'], ['check'], ['version']]) {

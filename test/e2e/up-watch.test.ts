@@ -43,7 +43,7 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
     if (!ok) return t.skip();
     const file = path.join(dir, 'web.yaml');
     await fsp.writeFile(file, text);
-    const up = berthUp(env, dir, ['--resync', '2']);
+    let up = berthUp(env, dir, ['--resync', '2']);
     try {
       const first = await waitFor('pod running', async () => (await pids()).get('default/web/httpd'), 60_000);
       await waitFor('page', async () => ((await httpGet(`http://127.0.0.1:${port}/`).catch(() => undefined))?.status === 200 ? true : undefined));
@@ -61,6 +61,15 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
       await waitFor('invalid manifest logged', async () => (/invalid manifest: .*web\.yaml:\d+:\d+/.test(up.output()) ? true : undefined), 30_000);
       await new Promise((r) => setTimeout(r, 2500)); // at least one resync with the broken file
       assert.equal((await pids()).get('default/web/httpd'), second);
+
+      // regression: pod-record-follows-container-edits — a new berth up that starts while the
+      // file is broken keeps what was last applied from it (the edited command, not the first one).
+      up.child.kill('SIGKILL');
+      await new Promise((r) => up.child.once('exit', r));
+      up = berthUp(env, dir, ['--resync', '2']);
+      await waitFor('restarted up reports the broken file', async () => (/invalid manifest: .*web\.yaml/.test(up.output()) ? true : undefined), 30_000);
+      await new Promise((r) => setTimeout(r, 2500));
+      assert.equal((await pids()).get('default/web/httpd'), second, up.output());
 
       // Drift: runc kill behind berth's back → restarted by restartPolicy Always on resync.
       const runcRoot = path.join(env.state, 'runc');
