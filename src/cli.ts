@@ -221,7 +221,8 @@ export function buildProgram(): Command {
     .action(async (o: { output: string }, cmd: Command) => {
       const cfg = config(cmd);
       await withRuntime(cfg, async (rt) => {
-        const pods = await rt.withLock('ps', () => rt.observe({ repair: false }));
+        // No lock: a read-only observation must not wait behind a long pull of `berth up`.
+        const pods = await rt.observe({ repair: false });
         if (o.output === 'json') {
           process.stdout.write(`${JSON.stringify(pods.map((p) => ({ key: p.key, source: p.source, containers: p.containers.map(({ live: _l, ...c }) => c) })), null, 2)}\n`);
           return;
