@@ -31,7 +31,7 @@ describe('contract: task driver (conmon + runc)', { timeout: 120_000 }, () => {
   };
 
   before((t) => {
-    ok = requireE2E(t as never);
+    ok = requireE2E(t);
     if (!ok) return;
     base = mkdtempSync(path.join(os.tmpdir(), 'berth-tasks-'));
     tasks = new TaskDriver({ runcRoot: path.join(base, 'state', 'runc'), exitDir: path.join(base, 'state', 'exits'), stateDir: path.join(base, 'state') }, createLogger('silent'));

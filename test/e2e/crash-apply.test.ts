@@ -20,7 +20,7 @@ describe('e2e: kill -9 of berth apply at any moment', { timeout: 600_000 }, () =
   let ok = true;
 
   before(async (t) => {
-    ok = requireE2E(t as never);
+    ok = requireE2E(t);
     if (!ok) return;
     env = makeEnv();
     demo = await startDemoFixture();

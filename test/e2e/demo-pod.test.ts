@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
 import { spawn } from 'node:child_process';
-import { berth, berthUp, CLI, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { berth, berthUp, cgroupDirsOf, cgroupValue, CLI, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../helpers/berth.js';
 import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
 
 /**
@@ -45,7 +45,7 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
   let ok = true;
 
   before(async (t) => {
-    ok = requireE2E(t as never);
+    ok = requireE2E(t);
     if (!ok) return;
     env = makeEnv();
     // Keep the demo's 8080 when it is free; otherwise move the test copy to a free port.
@@ -105,6 +105,11 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     assert.doesNotMatch(logs, /stderr F/, 'CRI framing is stripped');
     const raw = await berth(env, ['logs', 'web/httpd', '--raw', '--tail', '1']);
     assert.match(raw.stdout, /^\S+ stderr F .*response:200\n$/);
+    // The manifest's limits reach the container's cgroup (64Mi, 500m; default pids limit).
+    assert.equal(await cgroupValue(pid, ['memory', 'memory.limit_in_bytes'], 'memory.max'), String(64 * 1024 * 1024));
+    assert.equal(await cgroupValue(pid, ['pids', 'pids.max'], 'pids.max'), '4096');
+    const quota = await cgroupValue(pid, ['cpu', 'cpu.cfs_quota_us'], 'cpu.max');
+    assert.ok(quota === '50000' || quota.startsWith('50000 '), `cpu quota ${quota}`);
     const images = await berth(env, ['images', 'ls']);
     assert.match(images.stdout, new RegExp(`${registryHost()}/berth/demo:1\\.0\\s+sha256:[a-f0-9]{64}`));
     const pulled = await berth(env, ['images', 'pull', `${registryHost()}/berth/demo:1.0`]);
@@ -159,6 +164,21 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     assert.equal((await runcIds(env)).length, 1);
   });
 
+  test('a bad edit (image tag that does not exist) fails clearly and the running container keeps its pid', async (t) => {
+    if (!ok) return t.skip();
+    const good = await fsp.readFile(manifest, 'utf8');
+    await fsp.writeFile(manifest, good.replace('/berth/demo:1.0', '/berth/demo:nope'));
+    const r = await berth(env, ['apply', '-f', manifest]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /berth\/demo:nope/);
+    assert.equal(await runningPid(env), secondPid);
+    const res = await httpGet(`http://127.0.0.1:${port}/passwd`);
+    assert.equal(res.status, 200);
+    await fsp.writeFile(manifest, good);
+    const back = await berth(env, ['diff', '-f', manifest]);
+    assert.equal(back.code, 0, back.stdout);
+  });
+
   test('kill -9 of berth up leaves the container serving; a new berth up adopts it', async (t) => {
     if (!ok) return t.skip();
     const dir = path.dirname(manifest);
@@ -182,6 +202,9 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
 
   test('delete: no mounts, no runc containers, no conmon left', async (t) => {
     if (!ok) return t.skip();
+    const deletedId = (await ps(env))[0]?.containers[0]?.id ?? '';
+    assert.notEqual(deletedId, '');
+    assert.notDeepEqual(await cgroupDirsOf(deletedId), [], 'the running container has cgroups');
     // logs -f follows until the container stops.
     const follow = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, 'logs', '-f', 'web'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const followed = new Promise<number | null>((resolve) => follow.once('exit', resolve));
@@ -192,6 +215,7 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     assert.deepEqual(await mountsUnder(env.root), []);
     assert.deepEqual(await runcIds(env), []);
     assert.deepEqual(await conmonProcesses(env.state), []);
+    assert.deepEqual(await cgroupDirsOf(deletedId), [], 'runc removed the container cgroups');
     await assert.rejects(httpGet(`http://127.0.0.1:${port}/`));
     assert.deepEqual(await ps(env), []);
     // Nothing of the container remains under the root's containers dir.

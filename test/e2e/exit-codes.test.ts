@@ -10,7 +10,7 @@ describe('exit codes of diff and apply', () => {
   let env: BerthEnv;
   let ok = true;
   before((t) => {
-    ok = requireE2E(t as never);
+    ok = requireE2E(t);
     if (ok) env = makeEnv();
   });
   after(async () => {

@@ -25,7 +25,7 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
   };
 
   before(async (t) => {
-    ok = requireE2E(t as never);
+    ok = requireE2E(t);
     if (!ok) return;
     env = makeEnv();
     demo = await startDemoFixture();

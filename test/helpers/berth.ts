@@ -133,3 +133,37 @@ export async function httpGet(url: string): Promise<{ status: number; body: stri
   const res = await fetch(url, { signal: AbortSignal.timeout(3000) });
   return { status: res.status, body: await res.text() };
 }
+
+/**
+ * A cgroup control file of a process, on v1, hybrid or v2 hosts: `v1` names the
+ * controller and file there (`memory`, `memory.limit_in_bytes`), `v2` the unified file
+ * (`memory.max`). Returns the trimmed content.
+ */
+export async function cgroupValue(pid: number, v1: [controller: string, file: string], v2: string): Promise<string> {
+  const lines = (await fsp.readFile(`/proc/${pid}/cgroup`, 'utf8')).trim().split('\n');
+  for (const l of lines) {
+    const [, controllers, p] = l.split(':');
+    if (controllers?.split(',').includes(v1[0])) {
+      return (await fsp.readFile(path.join('/sys/fs/cgroup', v1[0], p ?? '', v1[1]), 'utf8')).trim();
+    }
+  }
+  const unified = lines.find((l) => l.startsWith('0::'));
+  return (await fsp.readFile(path.join('/sys/fs/cgroup', unified?.slice(3) ?? '', v2), 'utf8')).trim();
+}
+
+/** Cgroup directories named after a container id anywhere under /sys/fs/cgroup (depth ≤ 3). */
+export async function cgroupDirsOf(id: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (dir: string, depth: number): Promise<void> => {
+    if (depth > 3) return;
+    const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      if (!e.isDirectory()) continue;
+      const full = path.join(dir, e.name);
+      if (e.name === id) out.push(full);
+      else if (e.name === 'berth' || depth < 1) await walk(full, depth + 1);
+    }
+  };
+  await walk('/sys/fs/cgroup', 0);
+  return out;
+}

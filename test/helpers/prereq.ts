@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import type { TestContext } from 'node:test';
+import type { SuiteContext, TestContext } from 'node:test';
 
 /**
  * e2e prerequisites. In CI (CI=true) a missing one is a failure, never a silent skip;
@@ -25,12 +25,13 @@ export function missingE2EPrereqs(): string[] {
 }
 
 /** Returns true when the test may proceed; fails (CI) or skips (elsewhere) otherwise. */
-export function requireE2E(t: TestContext): boolean {
+export function requireE2E(t: TestContext | SuiteContext): boolean {
   const missing = missingE2EPrereqs();
   if (missing.length === 0) return true;
   const msg = `e2e prerequisites missing: ${missing.join(', ')} (run scripts/host-deps.sh as root)`;
   if (process.env['CI'] === 'true' || process.env['CI'] === '1') throw new Error(msg);
   process.stderr.write(`SKIP ${msg}\n`);
-  t.skip(msg);
+  // Hook contexts (before/after) have no skip(); their tests skip themselves on `false`.
+  if ('skip' in t && typeof t.skip === 'function') t.skip(msg);
   return false;
 }

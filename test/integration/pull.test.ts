@@ -27,7 +27,7 @@ describe('integration: pull from docker-registry', { timeout: 300_000 }, () => {
   const ref = (): string => `${registry?.host ?? ''}/berth/demo:1.0`;
 
   before(async (t) => {
-    ok = requireE2E(t as never);
+    ok = requireE2E(t);
     if (!ok) return;
     work = mkdtempSync(path.join(os.tmpdir(), 'berth-pull-'));
     registry = await startRegistry();
