@@ -200,9 +200,13 @@ export function buildProgram(): Command {
           log: cfg.log,
           resyncMs: Number(o.resync) * 1000,
           signal: ac.signal,
-          onPass: ({ steps, failed }) => {
-            if (steps > 0 || first) {
-              process.stdout.write(`berth: converged (${steps} step(s), ${failed} failed); next: berth ps, berth logs POD\n`);
+          onPass: ({ steps, failed, lines, errors }) => {
+            for (const l of lines) process.stdout.write(`${l}\n`);
+            for (const e of errors) process.stdout.write(`! ${e}\n`);
+            if (errors.length > 0) {
+              process.stdout.write(`berth: not converged (${failed} of ${steps} step(s) failed); retrying on the next change or resync\n`);
+            } else if (steps > 0 || first) {
+              process.stdout.write(`berth: converged (${steps} step(s)); next: berth ps, berth logs POD\n`);
             }
             first = false;
           },

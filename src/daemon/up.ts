@@ -15,7 +15,7 @@ export interface UpOptions {
   resyncMs?: number;
   debounceMs?: number;
   /** Called after each pass (tests, status printing). */
-  onPass?: (info: { steps: number; failed: number }) => void;
+  onPass?: (info: { steps: number; failed: number; lines: string[]; errors: string[] }) => void;
   signal: AbortSignal;
 }
 
@@ -50,9 +50,15 @@ export async function runUp(o: UpOptions): Promise<void> {
         const { desired } = await source.load();
         await o.rt.withLock('reconcile', async () => {
           const plan = await computePlan(o.rt, { desired, prune: { sources: [source.root] } }, o.log);
-          for (const s of plan.steps) o.log.info({ step: s.kind }, renderStep(s));
+          for (const s of plan.steps) o.log.debug({ step: s.kind }, renderStep(s));
           const res = await executePlan(o.rt, plan, o.log, o.signal);
-          o.onPass?.({ steps: plan.steps.length, failed: res.failed.length });
+          const failed = new Set(res.failed.map((f) => f.step));
+          o.onPass?.({
+            steps: plan.steps.length,
+            failed: res.failed.length,
+            lines: plan.steps.filter((s) => !failed.has(s)).map(renderStep),
+            errors: [...res.failed.map((f) => f.error.message), ...plan.blocked.map((b) => `${b.key}: ${b.reason}`)],
+          });
         });
       } while (again && !o.signal.aborted);
     } catch (err) {

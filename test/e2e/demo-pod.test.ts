@@ -183,7 +183,7 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     if (!ok) return t.skip();
     const dir = path.dirname(manifest);
     const up = berthUp(env, dir, ['--resync', '1']);
-    await waitFor('berth up converged', async () => (/converged/.test(up.output()) ? true : undefined), 60_000);
+    await waitFor('berth up converged', async () => (/berth: converged/.test(up.output()) ? true : undefined), 60_000);
     assert.equal(await runningPid(env).catch(() => undefined) ?? secondPid, secondPid);
     up.child.kill('SIGKILL');
     await new Promise((r) => up.child.once('exit', r));
