@@ -91,6 +91,21 @@ describe('integration: pull from docker-registry', { timeout: 300_000 }, () => {
     }
   });
 
+  test('a snapshot directory deleted behind berth\'s back is forgotten by sweep and restored by the next pull', async (t) => {
+    if (!ok || rt === undefined) return t.skip();
+    const local = rt.localImage(ref());
+    assert.ok(local !== undefined);
+    const top = local.chainIds[local.chainIds.length - 1];
+    assert.ok(top !== undefined);
+    await fsp.rm(path.join(work, 'root', 'snapshots', digestHex(top)), { recursive: true });
+    await rt.sweep();
+    assert.equal(rt.localImage(ref()), undefined, 'image no longer counts as present');
+    const again = await rt.pullImage(ref());
+    assert.deepEqual(again.chainIds, local.chainIds);
+    await fsp.access(path.join(work, 'root', 'snapshots', digestHex(top), 'fs'));
+    assert.ok(rt.localImage(ref()) !== undefined);
+  });
+
   test('a tag that does not exist fails with ERR_NOT_FOUND naming the reference', async (t) => {
     if (!ok || rt === undefined) return t.skip();
     await assert.rejects(rt.pullImage(`${registry?.host ?? ''}/berth/demo:nope`), (err: Error & { code?: string }) => {

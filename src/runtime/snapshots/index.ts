@@ -139,7 +139,7 @@ export class Snapshotter {
     await fsp.rm(this.containerDir(id), { recursive: true, force: true });
   }
 
-  /** Removes temp residue of interrupted extractions (rule S4). */
+  /** Removes temp residue of interrupted extractions and rows of vanished snapshots (rule S4). */
   async sweep(log?: Logger): Promise<number> {
     const names = await fsp.readdir(this.base).catch(() => [] as string[]);
     let n = 0;
@@ -149,6 +149,15 @@ export class Snapshotter {
       n++;
     }
     if (n > 0) log?.info({ removed: n }, 'swept interrupted snapshot extractions');
+    // A row whose directory is gone (deleted by hand, lost disk) would make an image look
+    // present and fail at mount time; forget it so the next pull extracts the layer again.
+    for (const id of this.state.listSnapshots()) {
+      if (!(await dirExists(this.dir(id)))) {
+        log?.warn({ chainId: id }, 'snapshot directory missing, forgetting the snapshot');
+        this.state.deleteSnapshot(id);
+        n++;
+      }
+    }
     return n;
   }
 }

@@ -261,6 +261,14 @@ export class StateStore {
       .run(s.chainId, s.parent, s.diffId, s.opaqueRoot ? 1 : 0, s.size, s.createdAt);
   }
 
+  listSnapshots(): Digest[] {
+    return (this.db.prepare('SELECT chain_id FROM snapshots ORDER BY chain_id').all() as { chain_id: string }[]).map((r) => r.chain_id as Digest);
+  }
+
+  deleteSnapshot(chainId: Digest): void {
+    this.db.prepare('DELETE FROM snapshots WHERE chain_id = ?').run(chainId);
+  }
+
   getSnapshot(chainId: Digest): SnapshotRecord | undefined {
     const r = this.db.prepare('SELECT * FROM snapshots WHERE chain_id = ?').get(chainId) as
       | { chain_id: string; parent: string | null; diff_id: string; opaque_root: number; size: number; created_at: number }
