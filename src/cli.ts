@@ -51,6 +51,11 @@ async function openRuntime(cfg: Config): Promise<Runtime> {
   return Runtime.open({ root: cfg.root, state: cfg.state, log: cfg.log });
 }
 
+/** The inventory source a -f argument stands for: an absolute path, or "-" for stdin. */
+function sourceOf(filename: string): string {
+  return filename === '-' ? '-' : path.resolve(filename);
+}
+
 /** Opens the runtime for one command and always closes it (releases the lock and SQLite). */
 async function withRuntime(cfg: Config, fn: (rt: Runtime) => Promise<void>): Promise<void> {
   const rt = await openRuntime(cfg);
@@ -68,8 +73,22 @@ function exitCodeFor(err: unknown): number {
 
 /** Loads manifests for apply/diff/delete; prints every problem and fails with exit 2. */
 async function loadOrFail(file: string): Promise<import('./reconciler/desired.js').DesiredPod[]> {
-  const { loadManifests, formatProblem } = await import('./reconciler/manifest.js');
-  const res = await loadManifests(file);
+  const { loadManifests, formatProblem, parseManifestText, MAX_MANIFEST_FILE_BYTES } = await import('./reconciler/manifest.js');
+  let res: { pods: import('./reconciler/desired.js').DesiredPod[]; problems: import('./reconciler/manifest.js').ManifestProblem[]; badFiles: string[] };
+  if (file === '-') {
+    // `-f -` reads one multi-document stream from stdin, as kubectl does; its source is "-".
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const c of process.stdin) {
+      n += (c as Buffer).length;
+      if (n > MAX_MANIFEST_FILE_BYTES) throw new BerthError('ERR_INVALID_MANIFEST', `read stdin: exceeds the ${MAX_MANIFEST_FILE_BYTES} byte limit`);
+      chunks.push(c as Buffer);
+    }
+    const parsed = parseManifestText(Buffer.concat(chunks).toString('utf8'), '-');
+    res = { ...parsed, badFiles: parsed.problems.length > 0 ? ['-'] : [] };
+  } else {
+    res = await loadManifests(file);
+  }
   if (res.problems.length > 0) {
     for (const p of res.problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
     throw new BerthError('ERR_INVALID_MANIFEST', `${res.problems.length} problem(s) in ${res.badFiles.length} file(s); nothing was changed`);
@@ -101,7 +120,7 @@ export function buildProgram(): Command {
   program
     .command('apply')
     .description('make this machine match the manifests in a file or directory')
-    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive)')
+    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin')
     .option('--prune', 'delete pods previously applied from this path that it no longer declares')
     .option('--dry-run', 'print the plan and change nothing')
     .action(async (o: { filename: string; prune?: boolean; dryRun?: boolean }, cmd: Command) => {
@@ -112,7 +131,7 @@ export function buildProgram(): Command {
       await withRuntime(cfg, async (rt) => {
         await rt.withLock('apply', async () => {
           if (o.dryRun !== true) await rt.sweep();
-          const prune = o.prune === true ? { prune: { sources: [path.resolve(o.filename)] } } : {};
+          const prune = o.prune === true ? { prune: { sources: [sourceOf(o.filename)] } } : {};
           const plan = await computePlan(rt, { desired, repair: o.dryRun !== true, ...prune }, cfg.log);
           if (o.dryRun === true) {
             process.stdout.write(renderPlan(plan) || 'no changes\n');
@@ -134,7 +153,7 @@ export function buildProgram(): Command {
   program
     .command('diff')
     .description('print what apply would do; exit 0 no changes, 1 changes pending, 2 error')
-    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive)')
+    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin')
     .option('--prune', 'include deletions that apply --prune would make')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
     .action(async (o: { filename: string; prune?: boolean; output: string }, cmd: Command) => {
@@ -143,7 +162,7 @@ export function buildProgram(): Command {
       const { computePlan } = await import('./reconciler/reconcile.js');
       const { renderPlan, planToJson } = await import('./reconciler/render.js');
       await withRuntime(cfg, async (rt) => {
-        const prune = o.prune === true ? { prune: { sources: [path.resolve(o.filename)] } } : {};
+        const prune = o.prune === true ? { prune: { sources: [sourceOf(o.filename)] } } : {};
         const plan = await rt.withLock('diff', () => computePlan(rt, { desired, repair: false, ...prune }, cfg.log));
         process.stdout.write(o.output === 'json' ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : renderPlan(plan));
         process.exitCode = plan.steps.length > 0 || plan.blocked.length > 0 ? 1 : 0;
@@ -153,7 +172,7 @@ export function buildProgram(): Command {
   program
     .command('delete')
     .description('stop and delete the pods declared in a file or directory')
-    .requiredOption('-f, --filename <path>', 'manifest file or directory')
+    .requiredOption('-f, --filename <path>', 'manifest file or directory, or - for stdin')
     .action(async (o: { filename: string }, cmd: Command) => {
       const cfg = config(cmd);
       const pods = await loadOrFail(o.filename);

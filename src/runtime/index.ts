@@ -282,6 +282,7 @@ export class Runtime {
       const pidStart = await startTime(pid);
       this.state.updateContainer(id, { state: 'running', startedAt, pidStart });
       this.state.addEvent(o.podKey, 'Started', `container ${o.name} (${id}) started, pid ${pid}`);
+      await this.pruneLogs(o.podKey, o.name, id);
       this.cfg.log.info({ id, containerPid: pid, pod: o.podKey }, 'container started');
       return { ...rec, state: 'running', pid, pidStart, startedAt };
     } catch (err) {
@@ -289,6 +290,22 @@ export class Runtime {
       await this.destroyContainer(id, 0).catch((e: unknown) => this.cfg.log.warn({ id, err: e }, 'rollback failed'));
       throw err;
     }
+  }
+
+  /**
+   * Keeps the current log and the one before it (what `logs --previous` will show, as the
+   * kubelet does); a container restarted many times must not fill the disk with old logs.
+   */
+  private async pruneLogs(podKey: string, name: string, currentId: string): Promise<void> {
+    const dir = path.dirname(this.logPath(podKey, name, currentId));
+    const entries = await fsp.readdir(dir).catch(() => [] as string[]);
+    const others = await Promise.all(
+      entries
+        .filter((f) => f.endsWith('.log') && f !== `${currentId}.log`)
+        .map(async (f) => ({ f, mtime: (await fsp.stat(path.join(dir, f)).catch(() => undefined))?.mtimeMs ?? 0 })),
+    );
+    others.sort((a, b) => b.mtime - a.mtime);
+    for (const { f } of others.slice(1)) await fsp.rm(path.join(dir, f), { force: true });
   }
 
   /**

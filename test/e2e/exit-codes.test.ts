@@ -62,6 +62,16 @@ spec:
     assert.match(r.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:7:3: spec\\.hostnetwork: unknown field`));
   });
 
+  test('diff -f - reads stdin: 1 for a pending pod, 2 for invalid YAML naming "-" and the line', async (t) => {
+    if (!ok) return t.skip();
+    const pending = await berth(env, ['diff', '-f', '-'], { input: pod('127.0.0.1:9/berth/none:1.0') });
+    assert.equal(pending.code, 1, pending.stderr);
+    assert.match(pending.stdout, /\+ pod default\/app \(-:1\)/);
+    const bad = await berth(env, ['diff', '-f', '-'], { input: 'apiVersion: v1\nkind: [\n' });
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^error: -:\d+:\d+: yaml:/m);
+  });
+
   test('diff: 2 for a path that does not exist', async (t) => {
     if (!ok) return t.skip();
     const r = await berth(env, ['diff', '-f', path.join(env.dir, 'missing')]);

@@ -81,6 +81,9 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
         return p !== undefined && p !== second ? p : undefined;
       }, 60_000);
       assert.notEqual(third, second);
+      // Three incarnations so far: only the current log and the previous one are kept.
+      const logs = await fsp.readdir(path.join(env.root, 'logs', 'default_web', 'httpd'));
+      assert.equal(logs.length, 2, logs.join(', '));
 
       // Removing the file prunes the pod and everything it had.
       await fsp.rm(file);

@@ -25,13 +25,17 @@ export interface RunResult {
   stderr: string;
 }
 
-export function berth(env: BerthEnv, args: string[], timeoutMs = 120_000): Promise<RunResult> {
+export function berth(env: BerthEnv, args: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+  const timeoutMs = opts.timeoutMs ?? 120_000;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, ...args], {
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.stdout?.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
     const t = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`berth ${args.join(' ')} timed out after ${timeoutMs}ms\nstdout: ${stdout}\nstderr: ${stderr}`));
