@@ -60,6 +60,18 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** Parses the exact verified bytes as one JSON object (P2), or fails naming the document. */
+function parseJsonObject(bytes: Buffer, what: string): Record<string, unknown> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(bytes.toString('utf8'));
+  } catch (err) {
+    throw new BerthError('ERR_INVALID_IMAGE', `${what}: not JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(doc)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: not a JSON object`);
+  return doc;
+}
+
 function descriptor(v: unknown, where: string): Descriptor {
   if (!isObject(v)) throw new BerthError('ERR_INVALID_IMAGE', `${where}: descriptor is not an object`);
   const { mediaType, digest, size, urls, platform } = v;
@@ -84,13 +96,7 @@ function descriptor(v: unknown, where: string): Descriptor {
  * descriptor or Content-Type; it must agree with the document's own `mediaType`.
  */
 export function parseManifestOrIndex(bytes: Buffer, declared: string, what: string): ImageManifest | ImageIndex {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(bytes.toString('utf8'));
-  } catch (err) {
-    throw new BerthError('ERR_INVALID_IMAGE', `${what}: not JSON: ${(err as Error).message}`);
-  }
-  if (!isObject(doc)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: not a JSON object`);
+  const doc = parseJsonObject(bytes, what);
   if (doc['schemaVersion'] !== 2) throw new BerthError('ERR_UNSUPPORTED', `${what}: schemaVersion ${String(doc['schemaVersion'])} is not supported (only 2)`);
   const embedded = typeof doc['mediaType'] === 'string' ? doc['mediaType'] : undefined;
   const hasManifests = 'manifests' in doc;
@@ -130,13 +136,7 @@ function stringArray(v: unknown, where: string): string[] | undefined {
 }
 
 export function parseImageConfig(bytes: Buffer, what: string): ImageConfig {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(bytes.toString('utf8'));
-  } catch (err) {
-    throw new BerthError('ERR_INVALID_IMAGE', `${what}: not JSON: ${(err as Error).message}`);
-  }
-  if (!isObject(doc)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: not a JSON object`);
+  const doc = parseJsonObject(bytes, what);
   const rootfs = doc['rootfs'];
   if (!isObject(rootfs) || rootfs['type'] !== 'layers' || !Array.isArray(rootfs['diff_ids'])) {
     throw new BerthError('ERR_INVALID_IMAGE', `${what}: rootfs.type must be "layers" with diff_ids`);
