@@ -10,6 +10,7 @@
 #define _GNU_SOURCE /* syncfs */
 #define NAPI_VERSION 8
 #include <node_api.h>
+#include <sys/file.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -248,6 +249,20 @@ static napi_value js_syncfs(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* tryLockExclusive(fd): flock(fd, LOCK_EX|LOCK_NB). true when taken, false when another open
+ * file description holds it; the kernel drops the lock when the holder dies (kill -9 too). */
+static napi_value js_try_lock_exclusive(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  int32_t fd;
+  if (get_args(env, info, 1, argv) != 0) return NULL;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return throw_type(env, "fd must be a non-negative number");
+  int r;
+  do { r = flock(fd, LOCK_EX | LOCK_NB); } while (r != 0 && errno == EINTR);
+  if (r != 0 && errno != EWOULDBLOCK) return throw_errno(env, errno, "flock", "");
+  napi_get_boolean(env, r == 0, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -255,6 +270,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "tryLockExclusive", NULL, js_try_lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -1,59 +1,63 @@
 import { promises as fsp, constants as fsc } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { BerthError, errnoCode } from './errors.js';
+import { tryLockExclusive } from './sys.js';
 import { sleep } from './time.js';
 
 /**
- * An exclusive lock file holding the owner's pid. A lock whose owner is dead is stale
- * and taken over (the owner was killed, e.g. with kill -9). Node has no flock(2), so
- * liveness is judged by `kill(pid, 0)` plus the process start time in the file.
+ * An exclusive lock on a file, held with flock(2) on an open file description. The kernel
+ * drops it when the holder closes the file or dies (kill -9 included), so there is no
+ * stale-lock guessing, and the file itself is never removed (removing it would let two
+ * processes lock two different inodes). The holder's pid is written into the file for
+ * error messages only.
  */
 export class LockFile {
-  private held = false;
+  private fh: FileHandle | undefined;
 
   constructor(private readonly file: string) {}
 
   async acquire(opts: { waitMs: number; what: string }): Promise<void> {
+    if (this.fh !== undefined) throw new BerthError('ERR_INTERNAL', `${opts.what}: lock ${this.file} is already held by this process`);
     const until = Date.now() + opts.waitMs;
-    const me = `${process.pid} ${await startTime(process.pid)}\n`;
-    for (;;) {
-      try {
-        const fh = await fsp.open(this.file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-        await fh.writeFile(me);
-        await fh.close();
-        this.held = true;
-        return;
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') throw err;
-      }
-      const owner = await this.owner();
-      if (owner === undefined || !(await alive(owner.pid, owner.start))) {
-        // Stale: remove only if it still holds the same content (another waiter may have taken it).
-        const again = await fsp.readFile(this.file, 'utf8').catch(() => undefined);
-        if (again === undefined || owner === undefined || again === `${owner.pid} ${owner.start}\n` || again.trim() === '') {
-          await fsp.rm(this.file, { force: true });
+    // libuv opens with O_CLOEXEC, so conmon and runc (spawned while the lock is held) never
+    // inherit the descriptor and never keep the lock alive after berth exits.
+    const fh = await fsp.open(this.file, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+    try {
+      let delay = 10;
+      while (!tryLockExclusive(fh.fd)) {
+        if (Date.now() >= until) {
+          const owner = await this.owner();
+          throw new BerthError('ERR_LOCKED', `${opts.what}: state is locked by ${owner !== undefined ? `pid ${owner}` : 'another berth'} (${this.file})`, {
+            ...(owner !== undefined ? { details: { pid: owner } } : {}),
+          });
         }
-        continue;
+        await sleep(delay);
+        delay = Math.min(delay * 2, 100);
       }
-      if (Date.now() >= until) {
-        throw new BerthError('ERR_LOCKED', `${opts.what}: state is locked by pid ${owner.pid} (${this.file})`, { details: { pid: owner.pid } });
-      }
-      await sleep(50);
+      await fh.truncate(0);
+      await fh.write(`${process.pid}\n`, 0);
+      this.fh = fh;
+    } catch (err) {
+      await fh.close();
+      throw err;
     }
   }
 
-  async owner(): Promise<{ pid: number; start: string } | undefined> {
-    const text = await fsp.readFile(this.file, 'utf8').catch(() => undefined);
-    if (text === undefined) return undefined;
-    const [pid, start] = text.trim().split(' ');
-    const n = Number(pid);
-    if (!Number.isInteger(n) || n <= 0) return undefined;
-    return { pid: n, start: start ?? '' };
+  /** The pid written by the current (or last) holder, for messages. */
+  async owner(): Promise<number | undefined> {
+    const text = await fsp.readFile(this.file, 'utf8').catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw err;
+    });
+    const n = Number(text?.trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
   }
 
   async release(): Promise<void> {
-    if (!this.held) return;
-    this.held = false;
-    await fsp.rm(this.file, { force: true });
+    const fh = this.fh;
+    if (fh === undefined) return;
+    this.fh = undefined;
+    await fh.close(); // closing the only descriptor releases the flock
   }
 }
 

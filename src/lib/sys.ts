@@ -22,6 +22,7 @@ interface SysBinding {
   lgetxattr(path: SysPath, name: string): Buffer | null;
   llistxattr(path: SysPath): string[];
   syncfs(path: SysPath): Promise<void>;
+  tryLockExclusive(fd: number): boolean;
 }
 
 // Compiled to dist/src/lib/sys.js: the package root is three levels up.
@@ -45,12 +46,21 @@ function sys(): SysBinding {
     typeof m.lsetxattr !== 'function' ||
     typeof m.lgetxattr !== 'function' ||
     typeof m.llistxattr !== 'function' ||
-    typeof m.syncfs !== 'function'
+    typeof m.syncfs !== 'function' ||
+    typeof m.tryLockExclusive !== 'function'
   ) {
     throw new BerthError('ERR_PRECONDITION', `load native addon ${ADDON_PATH}: missing functions (rebuild it)`);
   }
   binding = mod as SysBinding;
   return binding;
+}
+
+/**
+ * flock(2) LOCK_EX|LOCK_NB on an open fd: true when taken, false when held elsewhere. The lock
+ * belongs to the open file description, so closing the fd or dying releases it.
+ */
+export function tryLockExclusive(fd: number): boolean {
+  return sys().tryLockExclusive(fd);
 }
 
 /** mknod(2). `mode` includes the file type bits (fs.constants.S_IFCHR, S_IFBLK, S_IFIFO). */
