@@ -60,7 +60,7 @@ export function canonicalJson(v: unknown): string {
 
 /** Kubernetes memory quantity → bytes ("64Mi", "1G", "128974848", "129e6"). */
 export function parseMemory(q: string | number): number | undefined {
-  if (typeof q === 'number') return Number.isFinite(q) && q >= 0 ? Math.floor(q) : undefined;
+  if (typeof q === 'number') return Number.isSafeInteger(Math.floor(q)) && q >= 0 ? Math.floor(q) : undefined;
   const m = /^(\d+(?:\.\d+)?(?:[eE]\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m)?$/.exec(q);
   if (m === null) return undefined;
   const n = Number(m[1]);
@@ -74,9 +74,16 @@ export function parseMemory(q: string | number): number | undefined {
 
 /** Kubernetes CPU quantity → millicores ("500m", "0.5", "2"). */
 export function parseCpu(q: string | number): number | undefined {
-  if (typeof q === 'number') return Number.isFinite(q) && q > 0 ? Math.round(q * 1000) : undefined;
-  const m = /^(\d+(?:\.\d+)?)(m)?$/.exec(q);
-  if (m === null) return undefined;
-  const v = m[2] === 'm' ? Number(m[1]) : Number(m[1]) * 1000;
-  return v > 0 ? Math.round(v) : undefined;
+  let v: number;
+  if (typeof q === 'number') {
+    v = q * 1000;
+  } else {
+    const m = /^(\d+(?:\.\d+)?)(m)?$/.exec(q);
+    if (m === null) return undefined;
+    v = m[2] === 'm' ? Number(m[1]) : Number(m[1]) * 1000;
+  }
+  // At most a million cores: beyond that the CFS quota overflows what the kernel takes.
+  return Number.isFinite(v) && v >= 1 && v <= MAX_CPU_MILLIS ? Math.round(v) : undefined;
 }
+
+const MAX_CPU_MILLIS = 1e9;

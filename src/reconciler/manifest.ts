@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { LineCounter, parseAllDocuments, isMap, isNode, isScalar, type Document } from 'yaml';
 import { BerthError, errnoCode } from '../lib/errors.js';
-import { parseReference } from '../runtime/index.js';
+import { checkWorkingDir, parseReference } from '../runtime/index.js';
 import {
   canonicalJson,
   defaultPullPolicy,
@@ -351,7 +351,13 @@ function toDesiredPod(
       if (p.hostIP !== undefined) port.hostIP = p.hostIP;
       ports.push(port);
     }
-    if (c.workingDir !== undefined && !c.workingDir.startsWith('/')) problem(at('workingDir'), 'must be an absolute path');
+    if (c.workingDir !== undefined) {
+      try {
+        checkWorkingDir(c.workingDir, 'workingDir');
+      } catch {
+        problem(at('workingDir'), `${JSON.stringify(c.workingDir)} must be a clean absolute path outside /proc, /sys and /dev`);
+      }
+    }
     const dc: DesiredContainer = {
       name: c.name,
       image,

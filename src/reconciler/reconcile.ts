@@ -103,25 +103,22 @@ export async function executePlan(rt: Runtime, p: Plan, log: Logger, signal?: Ab
           }
           const image = rt.localImage(step.container.image);
           if (image === undefined) throw new BerthError('ERR_NOT_FOUND', `start ${step.pod.key}/${step.container.name}: image ${step.container.image} is not present`);
-          if (step.kind === 'replace') await rt.destroyContainer(step.oldId, step.pod.gracePeriodMs);
           const c = step.container;
-          await rt.runContainer({
-            podKey: step.pod.key,
-            name: c.name,
-            specHash: c.specHash,
-            image,
-            run: {
-              ...(c.command !== undefined ? { command: c.command } : {}),
-              ...(c.args !== undefined ? { args: c.args } : {}),
-              ...(c.workingDir !== undefined ? { workingDir: c.workingDir } : {}),
-              ...(c.memoryBytes !== undefined ? { memoryBytes: c.memoryBytes } : {}),
-              ...(c.cpuMillis !== undefined ? { cpuMillis: c.cpuMillis } : {}),
-              env: c.env,
-              hostNetwork: step.pod.hostNetwork,
-              hostname: step.pod.name,
-              hostFiles: step.pod.hostNetwork ? ['/etc/hosts', '/etc/resolv.conf'].filter((f) => existsSync(f)) : [],
-            },
-          });
+          const run = {
+            ...(c.command !== undefined ? { command: c.command } : {}),
+            ...(c.args !== undefined ? { args: c.args } : {}),
+            ...(c.workingDir !== undefined ? { workingDir: c.workingDir } : {}),
+            ...(c.memoryBytes !== undefined ? { memoryBytes: c.memoryBytes } : {}),
+            ...(c.cpuMillis !== undefined ? { cpuMillis: c.cpuMillis } : {}),
+            env: c.env,
+            hostNetwork: step.pod.hostNetwork,
+            hostname: step.pod.name,
+            hostFiles: step.pod.hostNetwork ? ['/etc/hosts', '/etc/resolv.conf'].filter((f) => existsSync(f)) : [],
+          };
+          // A new spec that cannot be generated must not cost the running container its life.
+          rt.checkRunSpec(image, run);
+          if (step.kind === 'replace') await rt.destroyContainer(step.oldId, step.pod.gracePeriodMs);
+          await rt.runContainer({ podKey: step.pod.key, name: c.name, specHash: c.specHash, image, run });
           // The record is the last-applied spec: a broken file falls back to it (rule M5),
           // so it must follow container edits, not only pod-level ones.
           recordPod(rt, step.pod);

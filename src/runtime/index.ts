@@ -20,6 +20,7 @@ export type { LocalImage } from './images/index.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState } from './state/index.js';
 export { parseReference } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
+export { checkWorkingDir } from './tasks/spec.js';
 export { criDecoder } from './tasks/crilog.js';
 export { checkHost, type Finding } from './check/index.js';
 
@@ -233,6 +234,14 @@ export class Runtime {
   async forgetPod(key: string): Promise<void> {
     this.state.deletePod(key);
     await fsp.rm(path.join(this.cfg.root, 'logs', key.replace('/', '_')), { recursive: true, force: true });
+  }
+
+  /**
+   * Generates the container's config.json without running anything, so a replace can
+   * fail before the old container is stopped (the image config may break rule R1).
+   */
+  checkRunSpec(image: LocalImage, run: RunContainerOptions['run']): void {
+    generateSpec(image.config, { ...run, id: 'check', rootfs: '/' });
   }
 
   /**

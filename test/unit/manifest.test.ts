@@ -118,3 +118,17 @@ test('manifest: the shipped examples load without problems', async () => {
   assert.deepEqual(r.problems.map(formatProblem), []);
   assert.ok(r.pods.length >= 1);
 });
+
+test('regression: load-time-checks-match-run-time — workingDir and quantities are checked where the manifest names them', () => {
+  const wd = (v: string): string[] => problemsOf(GOOD.replace('      command: ["httpd", "-f"]', `      command: ["httpd", "-f"]\n      workingDir: ${JSON.stringify(v)}`));
+  assert.deepEqual(wd('/var/www/'), [], 'a trailing slash is accepted, as Kubernetes does');
+  for (const bad of ['/proc/self/cwd', '/a/../b', 'relative', '/sys']) {
+    assert.match(wd(bad)[0] ?? '', /:\d+:\d+: spec\.containers\[0\]\.workingDir: .*clean absolute path/, bad);
+  }
+  const lim = (v: string): string[] => problemsOf(GOOD.replace('      command: ["httpd", "-f"]', `      command: ["httpd", "-f"]\n      resources:\n        limits:\n          ${v}`));
+  assert.match(lim('memory: 1e300')[0] ?? '', /resources\.limits\.memory: .*not a memory quantity/);
+  assert.match(lim('memory: "1e300"')[0] ?? '', /resources\.limits\.memory/);
+  assert.match(lim('cpu: 1e300')[0] ?? '', /resources\.limits\.cpu: .*not a CPU quantity/);
+  assert.deepEqual(lim('memory: 128Mi'), []);
+  assert.deepEqual(lim('cpu: 0.5'), []);
+});

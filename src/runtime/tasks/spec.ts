@@ -65,15 +65,17 @@ const UID_MAX = 2 ** 32 - 2;
 
 /** A clean absolute path, not under /proc, /sys or /dev (CVE-2024-21626). */
 export function checkWorkingDir(dir: string, where: string): string {
-  if (!path.isAbsolute(dir) || path.posix.normalize(dir) !== dir.replace(/(.)\/+$/, '$1') || dir.includes('\0')) {
+  // A trailing slash is fine (Kubernetes accepts "/var/www/"); "..", "." and "//" are not.
+  const stripped = dir.length > 1 ? dir.replace(/\/+$/, '') : dir;
+  if (!path.isAbsolute(dir) || path.posix.normalize(stripped) !== stripped || dir.includes('\0')) {
     throw new BerthError('ERR_INVALID_IMAGE', `${where}: working dir ${JSON.stringify(dir)} is not a clean absolute path`);
   }
   for (const bad of ['/proc', '/sys', '/dev']) {
-    if (dir === bad || dir.startsWith(`${bad}/`)) {
+    if (stripped === bad || stripped.startsWith(`${bad}/`)) {
       throw new BerthError('ERR_INVALID_IMAGE', `${where}: working dir ${JSON.stringify(dir)} lies under ${bad}`);
     }
   }
-  return path.posix.normalize(dir);
+  return stripped;
 }
 
 /** Numeric `uid[:gid]` only in this slice (CVE-2024-40635 range check). */
