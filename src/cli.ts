@@ -73,7 +73,7 @@ function exitCodeFor(err: unknown): number {
 
 /** Loads manifests for apply/diff/delete; prints every problem and fails with exit 2. */
 async function loadOrFail(file: string): Promise<import('./reconciler/desired.js').DesiredPod[]> {
-  const { loadManifests, formatProblem, parseManifestText, MAX_MANIFEST_FILE_BYTES } = await import('./reconciler/manifest.js');
+  const { duplicatePods, loadManifests, formatProblem, parseManifestText, MAX_MANIFEST_FILE_BYTES } = await import('./reconciler/manifest.js');
   let res: { pods: import('./reconciler/desired.js').DesiredPod[]; problems: import('./reconciler/manifest.js').ManifestProblem[]; badFiles: string[] };
   if (file === '-') {
     // `-f -` reads one multi-document stream from stdin, as kubectl does; its source is "-".
@@ -85,7 +85,8 @@ async function loadOrFail(file: string): Promise<import('./reconciler/desired.js
       chunks.push(c as Buffer);
     }
     const parsed = parseManifestText(Buffer.concat(chunks).toString('utf8'), '-');
-    res = { ...parsed, badFiles: parsed.problems.length > 0 ? ['-'] : [] };
+    const problems = [...parsed.problems, ...duplicatePods(parsed.pods)];
+    res = { pods: parsed.pods, problems, badFiles: problems.length > 0 ? ['-'] : [] };
   } else {
     res = await loadManifests(file);
   }

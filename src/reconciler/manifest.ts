@@ -141,22 +141,9 @@ export async function loadManifests(p: string): Promise<LoadResult> {
       result.pods.push(...pods);
     }
   }
-  // Names are unique per namespace across all files.
-  const byKey = new Map<string, DesiredPod>();
-  for (const pod of result.pods) {
-    const prev = byKey.get(pod.key);
-    if (prev !== undefined) {
-      result.problems.push({
-        file: pod.source,
-        line: pod.line,
-        col: 1,
-        field: 'metadata.name',
-        message: `pod ${pod.key} is also declared in ${prev.source}:${prev.line}`,
-      });
-      result.badFiles.push(pod.source);
-    } else {
-      byKey.set(pod.key, pod);
-    }
+  for (const p of duplicatePods(result.pods)) {
+    result.problems.push(p);
+    result.badFiles.push(p.file);
   }
   if (result.badFiles.length > 0) {
     const bad = new Set(result.badFiles);
@@ -164,6 +151,21 @@ export async function loadManifests(p: string): Promise<LoadResult> {
     result.badFiles = [...bad];
   }
   return result;
+}
+
+/** Names are unique per namespace across all files (rule M4): one problem per later duplicate. */
+export function duplicatePods(pods: readonly DesiredPod[]): ManifestProblem[] {
+  const byKey = new Map<string, DesiredPod>();
+  const problems: ManifestProblem[] = [];
+  for (const pod of pods) {
+    const prev = byKey.get(pod.key);
+    if (prev === undefined) {
+      byKey.set(pod.key, pod);
+      continue;
+    }
+    problems.push({ file: pod.source, line: pod.line, col: 1, field: 'metadata.name', message: `pod ${pod.key} is also declared in ${prev.source}:${prev.line}` });
+  }
+  return problems;
 }
 
 /** Parses one file's text into pods; all problems carry file:line:col. */

@@ -67,6 +67,10 @@ spec:
     const pending = await berth(env, ['diff', '-f', '-'], { input: pod('127.0.0.1:9/berth/none:1.0') });
     assert.equal(pending.code, 1, pending.stderr);
     assert.match(pending.stdout, /\+ pod default\/app \(-:1\)/);
+    // regression: stdin-duplicate-pods — two documents with one name flapped apply forever.
+    const dup = await berth(env, ['diff', '-f', '-'], { input: `${pod('127.0.0.1:9/a:1')}---\n${pod('127.0.0.1:9/b:1')}` });
+    assert.equal(dup.code, 2);
+    assert.match(dup.stderr, /error: -:\d+:1: metadata\.name: pod default\/app is also declared in -:1/);
     const bad = await berth(env, ['diff', '-f', '-'], { input: 'apiVersion: v1\nkind: [\n' });
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /^error: -:\d+:\d+: yaml:/m);
