@@ -84,6 +84,9 @@ export class Runtime {
     await mkdirp(cfg.state);
     await fsp.chmod(cfg.root, 0o700);
     await fsp.chmod(cfg.state, 0o700);
+    // Real paths: runc refuses a rootfs reached through a symlink, and mount points are
+    // compared against /proc/self/mountinfo, which only knows real paths.
+    cfg = { ...cfg, root: await fsp.realpath(cfg.root), state: await fsp.realpath(cfg.state) };
     const state = new StateStore(cfg.root);
     const content = new ContentStore(cfg.root);
     await content.init();
