@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, promises as fsp, symlinkSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, promises as fsp, symlinkSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { TaskDriver } from '../../src/runtime/tasks/index.js';
@@ -92,6 +92,34 @@ describe('contract: task driver (conmon + runc)', { timeout: 120_000 }, () => {
     assert.equal(await tasks.state('never-created'), undefined);
     assert.deepEqual(await tasks.list(), []);
     assert.deepEqual(await conmonProcesses(base), []);
+  });
+
+  test('regression: conmon-hang-leak — a conmon that never reports is killed, and create fails in time', async (t) => {
+    if (!ok) return t.skip();
+    const fake = path.join(base, 'fake-conmon');
+    // A unique sleep length marks the process so the test can look for it afterwards.
+    writeFileSync(fake, '#!/bin/sh\nexec sleep 599.25\n', { mode: 0o755 });
+    const hung = new TaskDriver(
+      { runcRoot: path.join(base, 'state', 'runc'), exitDir: path.join(base, 'state', 'exits'), stateDir: path.join(base, 'state') },
+      createLogger('silent'),
+      { runc: 'runc', conmon: fake },
+      500,
+    );
+    const { dir, spec } = bundle('c4', ['true']);
+    const began = Date.now();
+    await assert.rejects(hung.create({ id: 'c4', bundle: dir, spec, logPath: path.join(base, 'logs', 'c4.log') }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ERR_RUNTIME');
+      assert.match(err.message, /did not report/);
+      return true;
+    });
+    assert.ok(Date.now() - began < 10_000);
+    const left: string[] = [];
+    for (const pid of await fsp.readdir('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      const cmd = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmd.includes('599.25')) left.push(pid);
+    }
+    assert.deepEqual(left, [], 'the hung conmon was killed');
   });
 
   test('a failing create reports runc\'s reason and leaves nothing behind', async (t) => {

@@ -49,6 +49,7 @@ export class TaskDriver {
     private readonly paths: TaskPaths,
     private readonly log: Logger,
     private readonly binaries: { runc: string; conmon: string } = { runc: 'runc', conmon: 'conmon' },
+    private readonly createTimeoutMs = 30_000,
   ) {}
 
   async init(): Promise<void> {
@@ -134,16 +135,25 @@ export class TaskDriver {
     });
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new BerthError('ERR_RUNTIME', `create task ${o.id}: conmon did not report within 30s`)), 30_000);
+      timer = setTimeout(
+        () => reject(new BerthError('ERR_RUNTIME', `create task ${o.id}: conmon did not report within ${this.createTimeoutMs / 1000}s`)),
+        this.createTimeoutMs,
+      );
     });
     try {
       await Promise.race([Promise.all([syncLine, exited]), spawnErr, deadline]);
+    } catch (err) {
+      // conmon (or the runc create under it) hangs: kill what was started, both conmon's
+      // first process group and its daemonised child, so nothing outlives the error.
+      await this.killConmon(o.id, child.pid);
+      await this.delete(o.id).catch(() => undefined);
+      throw err;
     } finally {
       clearTimeout(timer);
+      sync.destroy();
+      stderr.destroy();
+      child.unref();
     }
-    sync.destroy();
-    stderr.destroy();
-    child.unref();
     const line = syncText.trim().split('\n')[0] ?? '';
     let msg: { data?: number; pid?: number; message?: string } = {};
     try {
@@ -257,6 +267,18 @@ export class TaskDriver {
       if (Date.now() >= until) return false;
       await sleep(delay);
       delay = Math.min(delay * 2, 200);
+    }
+  }
+
+  private async killConmon(id: string, firstPid: number | undefined): Promise<void> {
+    const pids = [firstPid === undefined ? undefined : -firstPid, await this.conmonPid(id)];
+    for (const p of pids) {
+      if (p === undefined) continue;
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // already gone
+      }
     }
   }
 
