@@ -205,6 +205,10 @@ export function buildProgram(): Command {
       if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
         throw new BerthError('ERR_INVALID_ARGUMENT', `up ${dir}: not a directory`);
       }
+      const resync = Number(o.resync);
+      if (!Number.isFinite(resync) || resync < 1) {
+        throw new BerthError('ERR_INVALID_ARGUMENT', `up --resync ${JSON.stringify(o.resync)}: must be a number of seconds, at least 1`);
+      }
       const { runUp } = await import('./daemon/up.js');
       const rt = await openRuntime(cfg);
       const ac = new AbortController();
@@ -218,7 +222,7 @@ export function buildProgram(): Command {
           dir,
           rt,
           log: cfg.log,
-          resyncMs: Number(o.resync) * 1000,
+          resyncMs: resync * 1000,
           signal: ac.signal,
           onPass: ({ steps, failed, lines, errors }) => {
             for (const l of lines) process.stdout.write(`${l}\n`);

@@ -56,7 +56,9 @@ export async function computePlan(rt: Runtime, o: ReconcileOptions, log: Logger)
         view.local = local.digest;
         view.localTop = local.indexDigest ?? local.digest;
       }
-      if (o.resolveRemote !== false && c.pullPolicy === 'Always' && local !== undefined) {
+      // One container with pullPolicy Always is enough to ask the registry for this image.
+      const anyAlways = o.desired.some((p) => p.containers.some((x) => x.image === c.image && x.pullPolicy === 'Always'));
+      if (o.resolveRemote !== false && anyAlways && local !== undefined) {
         try {
           view.remote = await rt.resolveImage(c.image);
         } catch (err) {

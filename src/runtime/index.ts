@@ -184,7 +184,8 @@ export class Runtime {
    * Reads recorded pods and containers and brings each container's state in line with
    * runc and conmon (S2): running stays running (adopted as is), stopped gets its exit
    * code, vanished gets 137. Leftover `creating`/`removing` intent rows are rolled back
-   * when `repair` is set (apply, up); read-only callers (diff, ps) just skip them.
+   * when `repair` is set (apply, up); read-only callers (diff, ps) skip them and write
+   * nothing at all (ps runs without the state lock).
    */
   async observe(opts: { repair: boolean } = { repair: true }): Promise<ObservedPod[]> {
     const pods = this.state.listPods();
@@ -212,7 +213,7 @@ export class Runtime {
     }
     if (st !== undefined && st.status === 'running') {
       const start = await startTime(st.pid);
-      if (c.state !== 'running' || c.pid !== st.pid) {
+      if (repair && (c.state !== 'running' || c.pid !== st.pid)) {
         this.state.updateContainer(c.id, { state: 'running', pid: st.pid, pidStart: start });
       }
       return { ...c, state: 'running', pid: st.pid, pidStart: start, live: true };
@@ -222,10 +223,13 @@ export class Runtime {
     }
     if (c.state === 'exited') return { ...c, live: st !== undefined };
     // Recorded running (or created), now stopped or gone.
-    const code = st !== undefined ? ((await this.tasks.exitCode(c.id)) ?? 137) : ((await this.tasks.exitCode(c.id)) ?? 137);
+    const code = (await this.tasks.exitCode(c.id)) ?? 137;
     const finishedAt = Date.now();
-    this.state.updateContainer(c.id, { state: 'exited', exitCode: code, finishedAt });
-    this.state.addEvent(c.podKey, 'Exited', `container ${c.name} (${c.id}) exited with code ${code}`);
+    // Read-only observers report what they see; only the state-lock holder records it.
+    if (repair) {
+      this.state.updateContainer(c.id, { state: 'exited', exitCode: code, finishedAt });
+      this.state.addEvent(c.podKey, 'Exited', `container ${c.name} (${c.id}) exited with code ${code}`);
+    }
     return { ...c, state: 'exited', exitCode: code, finishedAt, live: st !== undefined };
   }
 

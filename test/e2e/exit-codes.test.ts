@@ -105,6 +105,24 @@ spec:
     assert.match(r.stderr, /not a directory/);
   });
 
+  test('up: 2 for a --resync that is not a number of seconds (regression: resync-nan-hot-loop)', async (t) => {
+    if (!ok) return t.skip();
+    for (const bad of ['abc', '0', '-5']) {
+      const r = await berth(env, ['up', env.dir, '--resync', bad]);
+      assert.equal(r.code, 2, bad);
+      assert.match(r.stderr, /--resync/);
+    }
+  });
+
+  test('regression: concurrent-first-open — berth processes opening a new root together all succeed', async (t) => {
+    if (!ok) return t.skip();
+    for (let round = 0; round < 6; round++) {
+      const fresh: BerthEnv = { root: path.join(env.dir, `fresh-${round}`, 'root'), state: path.join(env.dir, `fresh-${round}`, 'state'), dir: env.dir };
+      const runs = await Promise.all([0, 1, 2, 3, 4].map(() => berth(fresh, ['ps'])));
+      for (const r of runs) assert.equal(r.code, 0, r.stderr);
+    }
+  });
+
   test('help: every command has --help', async (t) => {
     if (!ok) return t.skip();
     for (const cmd of [[], ['apply'], ['diff'], ['delete'], ['up'], ['ps'], ['logs'], ['images'], ['images', 'pull'], ['check'], ['version']]) {

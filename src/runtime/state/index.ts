@@ -177,28 +177,34 @@ export class StateStore {
     const file = path.join(root, 'berth.db');
     try {
       this.db = new Database(file);
+      // busy_timeout first: switching to WAL and migrating may meet another berth opening the same file.
+      this.db.pragma('busy_timeout = 10000');
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = FULL');
       this.db.pragma('foreign_keys = ON');
-      this.db.pragma('busy_timeout = 10000');
       this.migrate();
     } catch (err) {
       throw new BerthError('ERR_INTERNAL', `open state ${file}: ${(err as Error).message}`, { cause: err });
     }
   }
 
+  /**
+   * Runs pending migrations. The version is read inside an IMMEDIATE transaction (which
+   * takes the write lock first), so two processes opening a new database at once cannot
+   * both run the same migration.
+   */
   private migrate(): void {
-    const version = this.db.pragma('user_version', { simple: true }) as number;
-    if (version > MIGRATIONS.length) {
-      throw new BerthError('ERR_PRECONDITION', `state schema version ${version} is newer than this berth (${MIGRATIONS.length})`);
-    }
-    for (let v = version; v < MIGRATIONS.length; v++) {
-      const sql = MIGRATIONS[v] as string;
-      this.db.transaction(() => {
-        this.db.exec(sql);
-        this.db.pragma(`user_version = ${v + 1}`);
-      })();
-    }
+    const run = this.db.transaction(() => {
+      const version = this.db.pragma('user_version', { simple: true }) as number;
+      if (version > MIGRATIONS.length) {
+        throw new BerthError('ERR_PRECONDITION', `state schema version ${version} is newer than this berth (${MIGRATIONS.length})`);
+      }
+      for (let v = version; v < MIGRATIONS.length; v++) {
+        this.db.exec(MIGRATIONS[v] as string);
+      }
+      if (version < MIGRATIONS.length) this.db.pragma(`user_version = ${MIGRATIONS.length}`);
+    });
+    run.immediate();
   }
 
   close(): void {
