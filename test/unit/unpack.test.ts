@@ -740,3 +740,13 @@ describe('sys addon', () => {
     assert.throws(() => makedev(0, -1), RangeError);
   });
 });
+
+test('regression: truncated-tar-crash — a tar that ends inside a file\'s data is an error, not a process crash', async () => {
+  for (const mediaType of [GZIP, 'application/vnd.oci.image.layer.v1.tar']) {
+    const s = await scratch();
+    const truncated = Buffer.concat([rawHeader({ name: 'f', type: '0', size: 100_000 }), Buffer.alloc(512, 0x41)]);
+    const err = await rejects(unpack(layerOf(truncated, mediaType), s.dest), 'ERR_INVALID_IMAGE');
+    assert.match(err.message, /sha256:[a-f0-9]{64}/);
+    await assertCanaries(s);
+  }
+});

@@ -234,6 +234,10 @@ function startTarStage(writer: LayerWriter, o: TarStageOptions): TarStage {
   let inflight: Promise<unknown> = Promise.resolve();
   extract.on('entry', (header, stream, next) => {
     const h = header as unknown as TarHeader;
+    // tar-stream destroys the entry stream with an error when the archive ends inside its
+    // data; the writer may not be listening yet (still resolving the path), and an unheard
+    // 'error' would crash the whole process. The failure reaches us through the pipeline.
+    stream.on('error', () => undefined);
     const work = (async () => writer.entry(h, stream, tap.takeEntry(h)))();
     inflight = work.catch(() => undefined);
     work.then(
