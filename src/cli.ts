@@ -71,20 +71,36 @@ function exitCodeFor(err: unknown): number {
   return EXIT_FAILURE;
 }
 
-/** Loads manifests for apply/diff/delete; prints every problem and fails with exit 2. */
+/** Reads one manifest stream from stdin (`-f -`) with the manifest size limit (rule M1). */
+async function readStdin(): Promise<string> {
+  const { MAX_MANIFEST_FILE_BYTES } = await import('./reconciler/manifest.js');
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of process.stdin) {
+    n += (c as Buffer).length;
+    if (n > MAX_MANIFEST_FILE_BYTES) throw new BerthError('ERR_INVALID_MANIFEST', `read stdin: exceeds the ${MAX_MANIFEST_FILE_BYTES} byte limit`);
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** The grace period recorded with a pod (its last applied spec), else Kubernetes' 30 s. */
+function gracePeriodOf(spec: string | undefined): number {
+  try {
+    const g = (JSON.parse(spec ?? '{}') as { gracePeriodMs?: unknown }).gracePeriodMs;
+    return typeof g === 'number' ? g : 30_000;
+  } catch {
+    return 30_000;
+  }
+}
+
+/** Loads manifests for apply/diff; prints every problem and fails with exit 2. */
 async function loadOrFail(file: string): Promise<import('./reconciler/desired.js').DesiredPod[]> {
-  const { duplicatePods, loadManifests, formatProblem, parseManifestText, MAX_MANIFEST_FILE_BYTES } = await import('./reconciler/manifest.js');
+  const { duplicatePods, loadManifests, formatProblem, parseManifestText } = await import('./reconciler/manifest.js');
   let res: { pods: import('./reconciler/desired.js').DesiredPod[]; problems: import('./reconciler/manifest.js').ManifestProblem[]; badFiles: string[] };
   if (file === '-') {
     // `-f -` reads one multi-document stream from stdin, as kubectl does; its source is "-".
-    const chunks: Buffer[] = [];
-    let n = 0;
-    for await (const c of process.stdin) {
-      n += (c as Buffer).length;
-      if (n > MAX_MANIFEST_FILE_BYTES) throw new BerthError('ERR_INVALID_MANIFEST', `read stdin: exceeds the ${MAX_MANIFEST_FILE_BYTES} byte limit`);
-      chunks.push(c as Buffer);
-    }
-    const parsed = parseManifestText(Buffer.concat(chunks).toString('utf8'), '-');
+    const parsed = parseManifestText(await readStdin(), '-');
     const problems = [...parsed.problems, ...duplicatePods(parsed.pods)];
     res = { pods: parsed.pods, problems, badFiles: problems.length > 0 ? ['-'] : [] };
   } else {
@@ -113,6 +129,9 @@ export function buildProgram(): Command {
     .option('--state <dir>', 'runtime state: runc root, conmon files, lock', '/run/berth')
     .addOption(new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
     .showHelpAfterError()
+    // Before any .command(): subcommands copy this setting when they are created, so a usage
+    // error anywhere exits 2 (invalid input) instead of commander's 1 ("changes pending" for diff).
+    .exitOverride()
     .configureHelp({ sortSubcommands: false })
     .hook('preAction', (_t, action) => {
       activeCommand = action.name();
@@ -172,24 +191,45 @@ export function buildProgram(): Command {
 
   program
     .command('delete')
-    .description('stop and delete the pods declared in a file or directory')
-    .requiredOption('-f, --filename <path>', 'manifest file or directory, or - for stdin')
-    .action(async (o: { filename: string }, cmd: Command) => {
+    .description('stop and delete pods: those a file or directory names (-f), or one by name (delete pod NAME)')
+    .argument('[kind]', 'pod (with NAME)')
+    .argument('[name]', 'pod name')
+    .option('-f, --filename <path>', 'manifest file or directory, or - for stdin; only kind and name are read, so a file that no longer validates still works')
+    .option('-n, --namespace <ns>', 'namespace for delete pod NAME', 'default')
+    .action(async (kind: string | undefined, name: string | undefined, o: { filename?: string; namespace: string }, cmd: Command) => {
       const cfg = config(cmd);
-      const pods = await loadOrFail(o.filename);
+      let wanted: { key: string; where: string }[];
+      let problems = 0;
+      if (o.filename !== undefined) {
+        if (kind !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', 'delete: give either -f PATH or pod NAME, not both');
+        const { declaredPodKeys, formatProblem } = await import('./reconciler/manifest.js');
+        const res = await declaredPodKeys(o.filename, o.filename === '-' ? await readStdin() : undefined);
+        for (const p of res.problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
+        problems = res.problems.length;
+        wanted = res.keys.map((k) => ({ key: k.key, where: `${k.file}:${k.line}` }));
+      } else {
+        if (kind === undefined || name === undefined || !['pod', 'pods', 'po'].includes(kind.toLowerCase())) {
+          throw new BerthError('ERR_INVALID_ARGUMENT', 'delete: give -f PATH or pod NAME');
+        }
+        wanted = [{ key: `${o.namespace}/${name}`, where: 'command line' }];
+      }
       const { executePlan } = await import('./reconciler/reconcile.js');
       const { renderStep } = await import('./reconciler/render.js');
       await withRuntime(cfg, async (rt) => {
         await rt.withLock('delete', async () => {
           const recorded = new Map(rt.state.listPods().map((p) => [p.key, p]));
-          const steps = pods
-            .filter((p) => recorded.has(p.key))
-            .map((p) => ({ kind: 'delete-pod' as const, podKey: p.key, graceMs: p.gracePeriodMs, reason: 'deleted' }));
+          const steps = [...new Set(wanted.map((w) => w.key))]
+            .filter((key) => recorded.has(key))
+            .map((key) => ({ kind: 'delete-pod' as const, podKey: key, graceMs: gracePeriodOf(recorded.get(key)?.spec), reason: 'deleted' }));
           const res = await executePlan(rt, { steps, blocked: [] }, cfg.log);
           for (const s of steps) process.stdout.write(`${renderStep(s)}\n`);
+          if (o.filename === undefined && steps.length === 0) {
+            throw new BerthError('ERR_NOT_FOUND', `delete pod ${wanted[0]?.key ?? ''}: not found`);
+          }
           if (steps.length === 0) process.stdout.write('nothing to delete\n');
           for (const f of res.failed) process.stderr.write(`error: ${f.error.message}\n`);
           if (res.failed.length > 0) process.exitCode = EXIT_FAILURE;
+          else if (problems > 0) process.exitCode = EXIT_INVALID;
         });
       });
     });
@@ -386,7 +426,6 @@ export function buildProgram(): Command {
 
 async function main(): Promise<void> {
   const program = buildProgram();
-  program.exitOverride();
   try {
     await program.parseAsync(process.argv);
   } catch (err) {

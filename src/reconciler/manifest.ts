@@ -403,3 +403,51 @@ function toDesiredPod(
 function sha256hex(s: string): string {
   return createHash('sha256').update(s).digest('hex');
 }
+
+/**
+ * The pod keys a file or directory names, read leniently for `berth delete`: only
+ * apiVersion, kind and metadata.name/namespace are looked at, so a file that no longer
+ * validates (or names fields berth does not implement) can still be deleted, as kubectl
+ * does. Documents that do not parse as YAML are reported as problems.
+ */
+export async function declaredPodKeys(p: string, stdinText?: string): Promise<{ keys: { key: string; file: string; line: number }[]; problems: ManifestProblem[] }> {
+  const keys: { key: string; file: string; line: number }[] = [];
+  const problems: ManifestProblem[] = [];
+  const sources: { file: string; text: string }[] = [];
+  if (stdinText !== undefined) {
+    sources.push({ file: '-', text: stdinText });
+  } else {
+    for (const file of await listManifestFiles(p)) {
+      try {
+        sources.push({ file, text: await readManifestFile(file) });
+      } catch (err) {
+        problems.push({ file, line: 1, col: 1, field: '', message: err instanceof Error ? err.message : String(err) });
+      }
+    }
+  }
+  for (const { file, text } of sources) {
+    const lc = new LineCounter();
+    const docs = parseAllDocuments(text.startsWith('\ufeff') ? text.slice(1) : text, { schema: 'core', lineCounter: lc }) as Document.Parsed[];
+    for (const doc of Array.isArray(docs) ? docs : [docs as unknown as Document.Parsed]) {
+      if (doc.errors.length > 0) {
+        const e = doc.errors[0];
+        const pos = lc.linePos(e?.pos[0] ?? 0);
+        problems.push({ file, line: pos.line, col: pos.col, field: '', message: `yaml: ${e?.message.split('\n')[0] ?? 'error'}` });
+        continue;
+      }
+      if (doc.contents === null) continue;
+      let obj: unknown;
+      try {
+        obj = doc.toJS({ maxAliasCount: MAX_ALIASES });
+      } catch {
+        continue;
+      }
+      if (typeof obj !== 'object' || obj === null) continue;
+      const o = obj as { apiVersion?: unknown; kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
+      if (o.apiVersion !== 'v1' || o.kind !== 'Pod' || typeof o.metadata?.name !== 'string') continue;
+      const ns = typeof o.metadata.namespace === 'string' ? o.metadata.namespace : 'default';
+      keys.push({ key: `${ns}/${o.metadata.name}`, file, line: lc.linePos(doc.contents.range[0]).line });
+    }
+  }
+  return { keys, problems };
+}

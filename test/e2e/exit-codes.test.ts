@@ -123,6 +123,14 @@ spec:
     }
   });
 
+  test('regression: subcommand-usage-exit-1 — usage errors exit 2 everywhere, never 1', async (t) => {
+    if (!ok) return t.skip();
+    for (const args of [['apply'], ['diff'], ['ps', '-o', 'yaml'], ['ps', '--bogus'], ['images', 'bogus'], ['logs'], ['bogus']]) {
+      const r = await berth(env, args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    }
+  });
+
   test('help: every command has --help', async (t) => {
     if (!ok) return t.skip();
     for (const cmd of [[], ['apply'], ['diff'], ['delete'], ['up'], ['ps'], ['logs'], ['images'], ['images', 'pull'], ['check'], ['version']]) {

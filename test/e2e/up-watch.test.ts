@@ -116,4 +116,29 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
     assert.deepEqual(await mountsUnder(env.root), []);
     assert.deepEqual(await conmonProcesses(env.state), []);
   });
+
+  test('regression: delete-broken-file — delete -f works on a file that no longer validates; delete pod NAME', async (t) => {
+    if (!ok) return t.skip();
+    const file = path.join(dir, 'web.yaml');
+    await fsp.writeFile(file, text);
+    const a = await berth(env, ['apply', '-f', file]);
+    assert.equal(a.code, 0, a.stderr);
+    await fsp.writeFile(file, text.replace('command:', 'commandx:'));
+    const d = await berth(env, ['delete', '-f', file]);
+    assert.equal(d.code, 0, d.stderr);
+    assert.match(d.stdout, /- pod default\/web: delete/);
+    assert.equal((await pids()).size, 0);
+
+    await fsp.writeFile(file, text);
+    assert.equal((await berth(env, ['apply', '-f', file])).code, 0);
+    const byName = await berth(env, ['delete', 'pod', 'web']);
+    assert.equal(byName.code, 0, byName.stderr);
+    assert.equal((await pids()).size, 0);
+    const missing = await berth(env, ['delete', 'pod', 'web']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /delete pod default\/web: not found/);
+    const usage = await berth(env, ['delete']);
+    assert.equal(usage.code, 2);
+    await fsp.rm(file);
+  });
 });
