@@ -146,6 +146,14 @@ export function buildProgram(): Command {
     .action(async (o: { filename: string; prune?: boolean; dryRun?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       const desired = await loadOrFail(o.filename);
+      // As kubectl: nothing to apply is a mistake (and with --prune it would delete everything)
+      // — except `apply --prune -f DIR` of a directory, which says "this directory declares
+      // nothing now" (GitOps: its files were removed).
+      const { statSync } = await import('node:fs');
+      const pruneDir = o.prune === true && o.filename !== '-' && statSync(o.filename, { throwIfNoEntry: false })?.isDirectory() === true;
+      if (desired.length === 0 && !pruneDir) {
+        throw new BerthError('ERR_INVALID_MANIFEST', `apply ${o.filename}: no objects passed to apply`);
+      }
       const { computePlan, executePlan } = await import('./reconciler/reconcile.js');
       const { renderPlan } = await import('./reconciler/render.js');
       await withRuntime(cfg, async (rt) => {

@@ -83,6 +83,18 @@ spec:
     assert.match(r.stderr, /no such file or directory/);
   });
 
+  test('regression: empty-apply-prunes-all — apply of no objects is refused, except --prune of a directory', async (t) => {
+    if (!ok) return t.skip();
+    const r = await berth(env, ['apply', '-f', path.join(env.dir, 'empty')]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /no objects passed to apply/);
+    await fsp.writeFile(path.join(env.dir, 'empty.yaml'), '# nothing here\n');
+    const file = await berth(env, ['apply', '--prune', '-f', path.join(env.dir, 'empty.yaml')]);
+    assert.equal(file.code, 2);
+    const stdin = await berth(env, ['apply', '--prune', '-f', '-'], { input: '' });
+    assert.equal(stdin.code, 2);
+  });
+
   test('apply: 2 for an invalid manifest and nothing is recorded', async (t) => {
     if (!ok) return t.skip();
     const r = await berth(env, ['apply', '-f', path.join(env.dir, 'bad.yaml')]);

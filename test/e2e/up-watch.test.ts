@@ -71,6 +71,14 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
       await new Promise((r) => setTimeout(r, 2500));
       assert.equal((await pids()).get('default/web/httpd'), second, up.output());
 
+      // regression: empty-file-prunes — an emptied file (a non-atomic rewrite) keeps its pod (rule M5).
+      const good = await fsp.readFile(file, 'utf8');
+      await fsp.writeFile(file, '');
+      await waitFor('empty file noticed', async () => (/empty manifest keeps its last objects/.test(up.output()) ? true : undefined), 30_000);
+      await new Promise((r) => setTimeout(r, 2500));
+      assert.equal((await pids()).get('default/web/httpd'), second);
+      await fsp.writeFile(file, good);
+
       // Drift: runc kill behind berth's back → restarted by restartPolicy Always on resync.
       const runcRoot = path.join(env.state, 'runc');
       const [id] = (await fsp.readdir(runcRoot));
@@ -105,7 +113,7 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
     assert.equal((await pids()).size, 1);
     await fsp.rm(file);
     const plain = await berth(env, ['apply', '-f', dir]);
-    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal(plain.code, 2, 'an empty directory without --prune is refused, as kubectl does');
     assert.equal((await pids()).size, 1, 'without --prune nothing is deleted');
     const d = await berth(env, ['diff', '-f', dir, '--prune']);
     assert.equal(d.code, 1);
