@@ -11,7 +11,10 @@ import { validateImageConfig, validateImageManifest } from '../helpers/oci-schem
 import { requireE2E } from '../helpers/prereq.js';
 import { Runtime } from '../../src/runtime/index.js';
 import { createLogger } from '../../src/lib/log.js';
-import { digestHex } from '../../src/lib/digest.js';
+import { digestHex, sha256 } from '../../src/lib/digest.js';
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 
 /**
  * Pull from the real docker-registry: documents validate against the official image-spec
@@ -104,6 +107,59 @@ describe('integration: pull from docker-registry', { timeout: 300_000 }, () => {
     assert.deepEqual(again.chainIds, local.chainIds);
     await fsp.access(path.join(work, 'root', 'snapshots', digestHex(top), 'fs'));
     assert.ok(rt.localImage(ref()) !== undefined);
+  });
+
+  test('regression: blob-body-broke-off — a layer download cut mid-body is fetched again and the pull succeeds', async (t) => {
+    if (!ok || rt === undefined || registry === undefined) return t.skip();
+    const upstream = registry.url;
+    const layer = img.layers[1];
+    assert.ok(layer !== undefined);
+    let cut = 0;
+    const proxy = createServer((req, res) => {
+      void (async () => {
+        const r = await fetch(`${upstream}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers: { accept: String(req.headers['accept'] ?? '*/*') } });
+        const body = Buffer.from(await r.arrayBuffer());
+        const headers: Record<string, string> = {};
+        r.headers.forEach((v, k) => (headers[k] = v));
+        delete headers['content-encoding'];
+        delete headers['transfer-encoding'];
+        headers['content-length'] = String(body.length);
+        res.writeHead(r.status, headers);
+        if (req.url?.includes(`/blobs/${layer.digest}`) && cut === 0) {
+          cut++;
+          res.write(body.subarray(0, Math.floor(body.length / 2)));
+          setTimeout(() => res.destroy(), 20);
+          return;
+        }
+        res.end(body);
+      })();
+    });
+    proxy.listen(0, '127.0.0.1');
+    await once(proxy, 'listening');
+    const port = (proxy.address() as AddressInfo).port;
+    const fresh = await Runtime.open({ root: path.join(work, 'root2'), state: path.join(work, 'state2'), log: createLogger('silent') });
+    try {
+      const local = await fresh.pullImage(`127.0.0.1:${port}/berth/demo:1.0`);
+      assert.equal(cut, 1, 'the first download was cut');
+      assert.equal(local.digest, img.manifestDigest);
+    } finally {
+      await fresh.close();
+      proxy.closeAllConnections();
+      proxy.close();
+    }
+  });
+
+  test('an image without layers is refused at pull time with a clear error', async (t) => {
+    if (!ok || rt === undefined || registry === undefined) return t.skip();
+    const config = Buffer.from(JSON.stringify({ architecture: (JSON.parse(img.config.toString()) as { architecture: string }).architecture, os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [] } }));
+    const configDigest = sha256(config);
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length }, layers: [] }));
+    await pushImage(registry.url, 'berth/empty', '1.0', { manifest, manifestDigest: sha256(manifest), config, configDigest, layers: [] });
+    await assert.rejects(rt.pullImage(`${registry.host}/berth/empty:1.0`), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ERR_INVALID_IMAGE');
+      assert.match(err.message, /no layers/);
+      return true;
+    });
   });
 
   test('a tag that does not exist fails with ERR_NOT_FOUND naming the reference', async (t) => {

@@ -1,4 +1,5 @@
-import { BerthError } from '../../lib/errors.js';
+import { BerthError, messageOf } from '../../lib/errors.js';
+import { sleep } from '../../lib/time.js';
 import { chainIds, type Digest } from '../../lib/digest.js';
 import type { Logger } from '../../lib/log.js';
 import type { ContentStore } from '../content/index.js';
@@ -79,6 +80,9 @@ export class ImageService {
       indexDigest = top.digest;
       const desc = selectPlatform(doc, want, `${what} index ${top.digest}`);
       const m = await this.registry.fetchManifest(ref, desc.digest, opts.signal);
+      if (m.mediaType !== '' && m.mediaType !== 'application/json' && m.mediaType !== desc.mediaType) {
+        throw new BerthError('ERR_INVALID_IMAGE', `${what}: manifest ${desc.digest} is served as ${m.mediaType}, the index says ${desc.mediaType}`);
+      }
       if (m.bytes.length !== desc.size) {
         throw new BerthError('ERR_DIGEST_MISMATCH', `${what}: manifest ${desc.digest} is ${m.bytes.length} bytes, index says ${desc.size}`);
       }
@@ -96,7 +100,10 @@ export class ImageService {
         `${what}: config ${manifest.config.digest} lists ${config.rootfs.diff_ids.length} diff_ids for ${manifest.layers.length} layers`,
       );
     }
-    if (config.os !== '' && config.os !== want.os) {
+    if (manifest.layers.length === 0) {
+      throw new BerthError('ERR_INVALID_IMAGE', `${what}: the image has no layers, so there is no root filesystem to run`);
+    }
+    if ((config.os !== '' && config.os !== want.os) || (config.architecture !== '' && config.architecture !== want.architecture)) {
       throw new BerthError('ERR_INVALID_IMAGE', `${what}: image is for ${config.os}/${config.architecture}, not ${want.os}/${want.architecture}`);
     }
     const ids = chainIds(config.rootfs.diff_ids);
@@ -112,9 +119,7 @@ export class ImageService {
     // snapshot is recorded with its parent.
     await mapLimit(layers, 3, async (l) => {
       if (this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest))) return;
-      const body = await this.registry.fetchBlob(ref, l.digest);
-      await this.content.ingest({ digest: l.digest, size: l.size }, body);
-      this.log.debug({ digest: l.digest, size: l.size }, 'layer fetched');
+      await this.fetchLayer(ref, l, opts.signal);
     });
     for (const [i, l] of layers.entries()) {
       const parent = i === 0 ? null : (ids[i - 1] as Digest);
@@ -140,6 +145,29 @@ export class ImageService {
     });
     this.log.info({ ref: ref.canonical, digest: manifestDigest, layers: layers.length }, 'image pulled');
     return { ref: ref.canonical, digest: manifestDigest, indexDigest, config, layers, chainIds: ids };
+  }
+
+  /**
+   * Downloads one layer into the content store. A body that breaks off mid-stream (reset,
+   * body timeout) is ERR_NETWORK and is fetched again, a bounded number of times (rule P4;
+   * Range resume comes with the image pipeline issue). A digest mismatch is not retried here:
+   * the bytes were wrong, not late.
+   */
+  private async fetchLayer(ref: ImageReference, l: LayerRecord, signal: AbortSignal | undefined): Promise<void> {
+    const attempts = 3;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const body = await this.registry.fetchBlob(ref, l.digest);
+        await this.content.ingest({ digest: l.digest, size: l.size }, body);
+        this.log.debug({ digest: l.digest, size: l.size }, 'layer fetched');
+        return;
+      } catch (err) {
+        const e = err instanceof BerthError ? err : new BerthError('ERR_NETWORK', `fetch blob ${ref.domain}/${ref.path}@${l.digest}: ${messageOf(err)}`, { cause: err });
+        if (e.code !== 'ERR_NETWORK' || attempt >= attempts || signal?.aborted === true) throw e;
+        this.log.warn({ digest: l.digest, attempt, err: e.message }, 'layer download broke off, fetching again');
+        await sleep(200 * 2 ** attempt, signal);
+      }
+    }
   }
 
   list(): { ref: string; digest: Digest }[] {

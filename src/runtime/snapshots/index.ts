@@ -62,6 +62,11 @@ export class Snapshotter {
     try {
       await fsp.mkdir(path.join(tmp, 'fs'), { mode: 0o755 });
       const res = await extract(path.join(tmp, 'fs'));
+      if (this.isReady(opts.chainId)) {
+        // Another puller (a direct library caller outside the state lock) finished first.
+        await fsp.rm(tmp, { recursive: true, force: true });
+        return;
+      }
       // A leftover final dir without a row is crash residue from before the row was written.
       await fsp.rm(finalParent, { recursive: true, force: true });
       await fsp.rename(tmp, finalParent);
