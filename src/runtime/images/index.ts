@@ -100,6 +100,9 @@ export class ImageService {
         `${what}: config ${manifest.config.digest} lists ${config.rootfs.diff_ids.length} diff_ids for ${manifest.layers.length} layers`,
       );
     }
+    if (manifest.layers.length > this.snapshots.maxLayers()) {
+      throw new BerthError('ERR_UNSUPPORTED', `${what}: ${manifest.layers.length} layers are more than an overlay mount can stack here (${this.snapshots.maxLayers()})`);
+    }
     if (manifest.layers.length === 0) {
       throw new BerthError('ERR_INVALID_IMAGE', `${what}: the image has no layers, so there is no root filesystem to run`);
     }

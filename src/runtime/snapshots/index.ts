@@ -11,6 +11,9 @@ import type { StateStore } from '../state/index.js';
 
 const run = promisify(execFile);
 
+/** mount(2) copies at most one page of option data; keep a margin for the kernel's own. */
+const MAX_MOUNT_DATA = 4000;
+
 /**
  * Overlay snapshotter. Every layer is extracted into its own directory keyed by chainID
  * (`<root>/snapshots/<hex>/fs`), never into a mount. A container's rootfs is an overlay
@@ -118,15 +121,23 @@ export class Snapshotter {
     await mkdirp(target, 0o755);
     const lower = this.lowerDirs(chainIds);
     if (lower.length === 0) throw new BerthError('ERR_INVALID_IMAGE', `mount rootfs ${id}: image has no layers`);
-    const data = `lowerdir=${lower.join(':')},upperdir=${upper},workdir=${work}`;
-    if (data.length > 4000) {
-      throw new BerthError('ERR_UNSUPPORTED', `mount rootfs ${id}: ${lower.length} layers exceed the overlay mount option size`);
+    // mount(2) takes at most one page of options. Lower dirs are given relative to the
+    // snapshots dir (mount runs there), as containerd does, so ~55 layers fit, not ~40.
+    const data = `lowerdir=${lower.map((d) => path.relative(this.base, d)).join(':')},upperdir=${upper},workdir=${work}`;
+    if (Buffer.byteLength(data) > MAX_MOUNT_DATA || /[,:\\]/.test(upper)) {
+      throw new BerthError('ERR_UNSUPPORTED', `mount rootfs ${id}: ${lower.length} layers exceed the overlay mount option size (or the root path holds , : or \\)`);
     }
     try {
-      await run('mount', ['-t', 'overlay', 'overlay', '-o', data, target]);
+      await run('mount', ['-t', 'overlay', 'overlay', '-o', data, target], { cwd: this.base });
     } catch (err) {
       throw new BerthError('ERR_RUNTIME', `mount rootfs ${id}: ${stderrOf(err)}`, { cause: err, details: { target } });
     }
+  }
+
+  /** How many layers an image may have and still be mountable under this root. */
+  maxLayers(): number {
+    const fixed = Buffer.byteLength(`lowerdir=,upperdir=${this.containerDir('x'.repeat(128))}/upper,workdir=${this.containerDir('x'.repeat(128))}/work`);
+    return Math.floor((MAX_MOUNT_DATA - fixed) / (64 + '/fs:'.length));
   }
 
   /** Unmounts `target` if mounted. Missing target or no mount is success. */
