@@ -318,7 +318,7 @@ export function buildProgram(): Command {
 
   program
     .command('logs')
-    .description('print a container\'s log (CRI format lines: time stream tag message)')
+    .description('print a container\'s output from its log (--raw: the CRI log lines with time, stream and tag)')
     .argument('<target>', 'POD or POD/CONTAINER (namespace default unless -n)')
     .option('-n, --namespace <ns>', 'namespace', 'default')
     .option('--tail <n>', 'only the last N lines')
@@ -326,7 +326,14 @@ export function buildProgram(): Command {
     .option('-f, --follow', 'keep printing new output until the container stops or Ctrl-C')
     .action(async (target: string, o: { namespace: string; tail?: string; raw?: boolean; follow?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
-      const [podName, ctrName] = target.split('/');
+      const parts = target.split('/');
+      if (parts.length > 2 || parts.some((p) => p === '')) throw new BerthError('ERR_INVALID_ARGUMENT', `logs ${target}: expected POD or POD/CONTAINER`);
+      const [podName, ctrName] = parts;
+      let tail: number | undefined;
+      if (o.tail !== undefined) {
+        tail = Number(o.tail);
+        if (!Number.isSafeInteger(tail) || tail < 0) throw new BerthError('ERR_INVALID_ARGUMENT', `logs --tail ${JSON.stringify(o.tail)}: must be a whole number, 0 or more`);
+      }
       const key = `${o.namespace}/${podName ?? ''}`;
       await withRuntime(cfg, async (rt) => {
         const cs = rt.state.listContainers(key).filter((c) => ctrName === undefined || c.name === ctrName);
@@ -344,12 +351,11 @@ export function buildProgram(): Command {
         let offset = Buffer.byteLength(text);
         const dec = criDecoder();
         let lines = o.raw === true ? text.split('\n').filter((l) => l !== '') : dec.push(text);
-        if (o.tail !== undefined) lines = lines.slice(-Math.max(0, Number(o.tail)));
+        // Without -f an unfinished last line is shown too; with -f it may still be completed.
+        if (o.follow !== true && o.raw !== true) lines.push(...dec.flush());
+        if (tail !== undefined) lines = tail === 0 ? [] : lines.slice(-tail);
         process.stdout.write(lines.length > 0 ? `${lines.join('\n')}\n` : '');
-        if (o.follow !== true) {
-          if (o.raw !== true) for (const m of dec.flush()) process.stdout.write(`${m}\n`);
-          return;
-        }
+        if (o.follow !== true) return;
         // Follow until the container stops (like kubectl logs -f) or Ctrl-C.
         const ac = new AbortController();
         process.once('SIGINT', () => ac.abort());
@@ -371,6 +377,7 @@ export function buildProgram(): Command {
           if (ac.signal.aborted || !(await rt.isRunning(c.id))) break;
           await sleep(250, ac.signal).catch(() => undefined);
         }
+        if (o.raw !== true) for (const m of dec.flush()) process.stdout.write(`${m}\n`);
       });
     });
 

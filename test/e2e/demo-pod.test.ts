@@ -103,6 +103,12 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
       return /response:200/.test(r.stdout) ? r.stdout : undefined;
     });
     assert.doesNotMatch(logs, /stderr F/, 'CRI framing is stripped');
+    // regression: logs-tail-arguments — 0 prints nothing; a bad count or target is exit 2.
+    const none = await berth(env, ['logs', 'web', '--tail', '0']);
+    assert.equal(none.code, 0);
+    assert.equal(none.stdout, '');
+    for (const bad of [['--tail', 'abc'], ['--tail', '-3']]) assert.equal((await berth(env, ['logs', 'web', ...bad])).code, 2, bad.join(' '));
+    assert.equal((await berth(env, ['logs', 'web/httpd/x'])).code, 2);
     const raw = await berth(env, ['logs', 'web/httpd', '--raw', '--tail', '1']);
     assert.match(raw.stdout, /^\S+ stderr F .*response:200\n$/);
     // The manifest's limits reach the container's cgroup (64Mi, 500m; default pids limit).
