@@ -16,7 +16,7 @@ export class LockFile {
 
   constructor(private readonly file: string) {}
 
-  async acquire(opts: { waitMs: number; what: string }): Promise<void> {
+  async acquire(opts: { waitMs: number; what: string; onWait?: (holder: number | undefined) => void }): Promise<void> {
     if (this.fh !== undefined) throw new BerthError('ERR_INTERNAL', `${opts.what}: lock ${this.file} is already held by this process`);
     const until = Date.now() + opts.waitMs;
     // libuv opens with O_CLOEXEC, so conmon and runc (spawned while the lock is held) never
@@ -24,7 +24,12 @@ export class LockFile {
     const fh = await fsp.open(this.file, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
     try {
       let delay = 10;
+      let told = false;
       while (!tryLockExclusive(fh.fd)) {
+        if (!told) {
+          told = true;
+          opts.onWait?.(await this.owner());
+        }
         if (Date.now() >= until) {
           const owner = await this.owner();
           throw new BerthError('ERR_LOCKED', `${opts.what}: state is locked by ${owner !== undefined ? `pid ${owner}` : 'another berth'} (${this.file})`, {

@@ -5,6 +5,8 @@ import type { ObservedPod, Runtime } from '../runtime/index.js';
 import type { DesiredPod } from './desired.js';
 import { plan, type ImageView, type ObservedPodView, type Plan, type PruneScope, type Step } from './plan.js';
 
+const RESOLVE_TIMEOUT_MS = 10_000;
+
 export interface ReconcileOptions {
   desired: readonly DesiredPod[];
   /** Roll back interrupted operations while observing (apply, up); false for diff. */
@@ -60,7 +62,9 @@ export async function computePlan(rt: Runtime, o: ReconcileOptions, log: Logger)
       const anyAlways = o.desired.some((p) => p.containers.some((x) => x.image === c.image && x.pullPolicy === 'Always'));
       if (o.resolveRemote !== false && anyAlways && local !== undefined) {
         try {
-          view.remote = await rt.resolveImage(c.image);
+          // Bounded: the answer only decides whether a running container is replaced, and the
+          // plan is computed under the state lock, so a silent registry must not hold it long.
+          view.remote = await rt.resolveImage(c.image, AbortSignal.timeout(RESOLVE_TIMEOUT_MS));
         } catch (err) {
           // An unreachable registry must not stop running workloads: keep the local image.
           log.warn({ image: c.image, err: messageOf(err) }, 'cannot resolve image, keeping the local one');

@@ -110,7 +110,11 @@ export class Runtime {
 
   /** Exclusive use of the state for one apply/reconcile pass (other berth processes wait). */
   async withLock<T>(what: string, fn: () => Promise<T>, waitMs = 60_000): Promise<T> {
-    await this.lock.acquire({ waitMs, what });
+    await this.lock.acquire({
+      waitMs,
+      what,
+      onWait: (pid) => this.cfg.log.warn({ holder: pid, what }, `waiting for the state lock held by ${pid !== undefined ? `pid ${pid}` : 'another berth'}`),
+    });
     try {
       return await fn();
     } finally {
@@ -170,8 +174,8 @@ export class Runtime {
     return this.images.pull(ref, signal !== undefined ? { signal } : {});
   }
 
-  resolveImage(ref: string): Promise<Digest> {
-    return this.images.resolve(ref);
+  resolveImage(ref: string, signal?: AbortSignal): Promise<Digest> {
+    return this.images.resolve(ref, signal);
   }
 
   // pods and containers --------------------------------------------------------

@@ -60,11 +60,13 @@ test('state lock: a holder killed with SIGKILL releases it at once; the message 
   );
   await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
   const l = new LockFile(lock);
-  await assert.rejects(l.acquire({ waitMs: 200, what: 'apply' }), (err: Error & { code?: string }) => {
+  let told: number | undefined;
+  await assert.rejects(l.acquire({ waitMs: 200, what: 'apply', onWait: (pid) => (told = pid) }), (err: Error & { code?: string }) => {
     assert.equal(err.code, 'ERR_LOCKED');
     assert.match(err.message, new RegExp(`apply: state is locked by pid ${holder.pid}`));
     return true;
   });
+  assert.equal(told, holder.pid, 'a waiter is told who holds the lock');
   holder.kill('SIGKILL');
   await new Promise((r) => holder.once('exit', r));
   await l.acquire({ waitMs: 2000, what: 'apply' });

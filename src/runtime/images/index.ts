@@ -60,10 +60,10 @@ export class ImageService {
   }
 
   /** Asks the registry which digest `ref` names now (the top-level document: index or manifest). */
-  async resolve(refString: string): Promise<Digest> {
+  async resolve(refString: string, signal?: AbortSignal): Promise<Digest> {
     const ref = parseReference(refString);
     if (ref.digest !== undefined) return ref.digest;
-    const top = await this.registry.fetchManifest(ref, ref.tag ?? 'latest');
+    const top = await this.registry.fetchManifest(ref, ref.tag ?? 'latest', signal);
     return top.digest;
   }
 
