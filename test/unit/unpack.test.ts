@@ -750,3 +750,16 @@ test('regression: truncated-tar-crash — a tar that ends inside a file\'s data 
     await assertCanaries(s);
   }
 });
+
+test('regression: symlink-amplification — a symlink that expands to thousands of components is refused quickly', async () => {
+  const s = await scratch();
+  const target = Array(800).fill('a/..').join('/');
+  const members: Member[] = [dir('a'), symlink('s', `${target}/s`)];
+  let name = 's';
+  for (let i = 0; i < 39; i++) name += '/s';
+  members.push(file(`${name}/f`, 'x'));
+  const began = Date.now();
+  await rejects(unpack(layerOf(await tarOf(members)), s.dest), 'ERR_UNSAFE_CONTENT', /symlink amplification|more than 40 symlinks/);
+  assert.ok(Date.now() - began < 5000, `refused in ${Date.now() - began} ms`);
+  await assertCanaries(s);
+});

@@ -76,6 +76,9 @@ export function parseEntryName(name: Buffer, limits: NameLimits, what = 'name'):
   return comps;
 }
 
+/** Components one path resolution may visit, symlink expansions included. */
+export const MAX_RESOLVE_STEPS = 1024;
+
 export function joinPath(root: Buffer, comps: readonly Buffer[]): Buffer {
   const parts: Buffer[] = [root];
   for (const c of comps) parts.push(SEP, c);
@@ -94,7 +97,13 @@ export async function resolveDir(root: Buffer, comps: readonly Buffer[], create:
   const real: Buffer[] = [];
   const todo = comps.slice().reverse(); // a stack: next component on top
   let hops = 0;
+  let steps = 0;
   for (let c = todo.pop(); c !== undefined; c = todo.pop()) {
+    // Symlink targets can each add ~2,000 components ("a/../a/.." …); 40 of them per entry
+    // would cost tens of thousands of lstat calls. Legitimate paths need far fewer.
+    if (++steps > MAX_RESOLVE_STEPS) {
+      throw new EntryRejected('ERR_UNSAFE_CONTENT', `resolving the path takes more than ${MAX_RESOLVE_STEPS} components (symlink amplification)`);
+    }
     if (isDotDot(c)) {
       real.pop();
       continue;
