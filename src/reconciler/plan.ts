@@ -124,7 +124,7 @@ export function plan(input: PlanInput): Plan {
     } else {
       const changes = podChanges(prev, pod);
       if (changes.length > 0 || obs.podHash !== pod.podHash || obs.source !== pod.source) {
-        podSteps.push({ kind: 'update-pod', pod, changes: obs.source !== pod.source ? [...changes, 'source'] : changes });
+        podSteps.push({ kind: 'update-pod', pod, changes: obs.source !== pod.source ? [...changes, `source ${obs.source} → ${pod.source}`] : changes });
       }
     }
     const observedContainers = obs?.containers ?? [];
@@ -179,11 +179,19 @@ export function plan(input: PlanInput): Plan {
   return { steps, blocked };
 }
 
+/** Pod-level fields that differ, named as in the manifest (Kubernetes field names). */
+const POD_FIELDS = [
+  ['hostNetwork', 'spec.hostNetwork'],
+  ['restartPolicy', 'spec.restartPolicy'],
+  ['gracePeriodMs', 'spec.terminationGracePeriodSeconds'],
+  ['labels', 'metadata.labels'],
+] as const;
+
 function podChanges(prev: DesiredPod | undefined, next: DesiredPod): string[] {
   if (prev === undefined) return ['(unknown previous spec)'];
   const out: string[] = [];
-  for (const k of ['hostNetwork', 'restartPolicy', 'gracePeriodMs', 'labels'] as const) {
-    if (JSON.stringify(prev[k]) !== JSON.stringify(next[k])) out.push(k);
+  for (const [k, name] of POD_FIELDS) {
+    if (JSON.stringify(prev[k]) !== JSON.stringify(next[k])) out.push(name);
   }
   return out;
 }

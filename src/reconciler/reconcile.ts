@@ -87,7 +87,8 @@ export async function executePlan(rt: Runtime, p: Plan, log: Logger, signal?: Ab
   const fail = (step: Step, err: unknown): void => {
     const e = err instanceof BerthError ? err : new BerthError('ERR_INTERNAL', messageOf(err), { cause: err });
     failed.push({ step, error: e });
-    log.error({ step: step.kind, code: e.code, err: e.message }, 'step failed');
+    // The caller reports failures to the user (CLI stderr, up's output); the log keeps detail.
+    log.debug({ step: step.kind, code: e.code, err: e.message }, 'step failed');
   };
   for (const step of p.steps) {
     if (signal?.aborted) break;
@@ -104,9 +105,8 @@ export async function executePlan(rt: Runtime, p: Plan, log: Logger, signal?: Ab
         case 'start':
         case 'replace': {
           if (failedPods.has(step.pod.key)) break;
-          if (failedImages.has(step.container.image)) {
-            throw new BerthError('ERR_NOT_FOUND', `start ${step.pod.key}/${step.container.name}: image ${step.container.image} failed to pull`);
-          }
+          // The pull's own failure is the one reported; the container simply waits for it.
+          if (failedImages.has(step.container.image)) break;
           const image = rt.localImage(step.container.image);
           if (image === undefined) throw new BerthError('ERR_NOT_FOUND', `start ${step.pod.key}/${step.container.name}: image ${step.container.image} is not present`);
           const c = step.container;

@@ -1,6 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { BerthError } from '../lib/errors.js';
+import { BerthError, errnoCode, messageOf } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
 import { mkdirp } from '../lib/fsx.js';
 import { alive, LockFile, startTime } from '../lib/lock.js';
@@ -80,8 +80,13 @@ export class Runtime {
     if (process.getuid?.() !== 0) {
       throw new BerthError('ERR_PRECONDITION', 'open runtime: berth must run as root (runc, overlay mounts)');
     }
-    await mkdirp(cfg.root);
-    await mkdirp(cfg.state);
+    for (const [flag, dir] of [['--root', cfg.root], ['--state', cfg.state]] as const) {
+      try {
+        await mkdirp(dir);
+      } catch (err) {
+        throw new BerthError('ERR_INVALID_ARGUMENT', `open runtime: ${flag} ${dir}: ${errnoCode(err) === 'EEXIST' || errnoCode(err) === 'ENOTDIR' ? 'not a directory' : messageOf(err)}`, { cause: err });
+      }
+    }
     await fsp.chmod(cfg.root, 0o700);
     await fsp.chmod(cfg.state, 0o700);
     // Real paths: runc refuses a rootfs reached through a symlink, and mount points are
@@ -382,6 +387,9 @@ export class Runtime {
     const runcIds = new Set(tasks.map((t) => t.id));
     for (const c of rows) {
       if (c.state === 'running' && !runcIds.has(c.id)) out.push({ level: 'warn', what: 'container', detail: `${c.id} is recorded running but runc does not know it (vanished; it is restarted by policy)` });
+      if (runcIds.has(c.id) && tasks.find((t) => t.id === c.id)?.status === 'running' && !(await this.tasks.conmonAlive(c.id))) {
+        out.push({ level: 'warn', what: 'monitor', detail: `${c.id} runs without its conmon: its output and exit code are no longer recorded (replace it: berth delete, then apply)` });
+      }
     }
     for (const t of tasks) {
       if (known.has(t.id)) continue;

@@ -78,5 +78,13 @@ describe('e2e: kill -9 of berth apply at any moment', { timeout: 600_000 }, () =
     const again = await settled();
     assert.equal(again.pid, last.pid);
     assert.notEqual(last.pid, before);
+
+    // regression: check-misses-dead-monitor — a container whose conmon died is reported.
+    const [conmon] = await conmonProcesses(env.state);
+    assert.ok(conmon !== undefined);
+    process.kill(conmon, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    const check = await berth(env, ['check']);
+    assert.match(check.stdout, /^warn\s+monitor\s+.*runs without its conmon/m);
   });
 });

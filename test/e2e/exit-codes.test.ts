@@ -143,6 +143,18 @@ spec:
     }
   });
 
+  test('regression: root-is-a-file — a --root or --state that is not a directory is exit 2 naming the flag', async (t) => {
+    if (!ok) return t.skip();
+    const f = path.join(env.dir, 'a-file');
+    await fsp.writeFile(f, '');
+    const r = await berth({ ...env, root: f }, ['ps']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--root .*a-file: not a directory/);
+    const s = await berth({ ...env, state: path.join(f, 'x') }, ['ps']);
+    assert.equal(s.code, 2);
+    assert.match(s.stderr, /--state /);
+  });
+
   test('help: every command has --help', async (t) => {
     if (!ok) return t.skip();
     for (const cmd of [[], ['apply'], ['diff'], ['delete'], ['up'], ['ps'], ['logs'], ['images'], ['images', 'pull'], ['check'], ['version']]) {

@@ -149,7 +149,7 @@ test('plan: a pod-level change updates the pod record', () => {
   assert.equal(r.steps.length, 1);
   const s = r.steps[0];
   assert.ok(s?.kind === 'update-pod');
-  assert.deepEqual(s.changes, ['gracePeriodMs']);
+  assert.deepEqual(s.changes, ['spec.terminationGracePeriodSeconds']);
 });
 
 test('plan: duplicate incarnations of one container are cleaned up', () => {
