@@ -264,6 +264,7 @@ export function buildProgram(): Command {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       let first = true;
+      let lastInvalid = '';
       try {
         process.stdout.write(`berth: watching ${path.resolve(dir)} (Ctrl-C stops watching; containers keep running)\n`);
         await runUp({
@@ -272,10 +273,19 @@ export function buildProgram(): Command {
           log: cfg.log,
           resyncMs: resync * 1000,
           signal: ac.signal,
-          onPass: ({ steps, failed, lines, errors }) => {
+          onPass: ({ steps, failed, lines, errors, invalid }) => {
             for (const l of lines) process.stdout.write(`${l}\n`);
             for (const e of errors) process.stdout.write(`! ${e}\n`);
-            if (errors.length > 0) {
+            // Invalid files are shown when the set changes, not on every resync.
+            const invalidNow = invalid.join('\n');
+            if (invalidNow !== lastInvalid) {
+              for (const p of invalid) process.stdout.write(`! invalid manifest (last good objects kept): ${p}\n`);
+              if (invalid.length === 0 && lastInvalid !== '') process.stdout.write('berth: all manifests valid again\n');
+              lastInvalid = invalidNow;
+            }
+            if (invalid.length > 0 && errors.length === 0 && (steps > 0 || first)) {
+              process.stdout.write(`berth: converged to the last good objects; ${invalid.length} manifest problem(s) to fix\n`);
+            } else if (errors.length > 0) {
               process.stdout.write(`berth: not converged (${failed} of ${steps} step(s) failed); retrying on the next change or resync\n`);
             } else if (steps > 0 || first) {
               process.stdout.write(`berth: converged (${steps} step(s)); next: berth ps, berth logs POD\n`);

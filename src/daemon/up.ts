@@ -6,6 +6,7 @@ import type { DesiredPod } from '../reconciler/desired.js';
 import { computePlan, executePlan } from '../reconciler/reconcile.js';
 import { renderStep } from '../reconciler/render.js';
 import { ManifestSource } from '../reconciler/source.js';
+import { formatProblem } from '../reconciler/manifest.js';
 
 export interface UpOptions {
   dir: string;
@@ -15,7 +16,7 @@ export interface UpOptions {
   resyncMs?: number;
   debounceMs?: number;
   /** Called after each pass (tests, status printing). */
-  onPass?: (info: { steps: number; failed: number; lines: string[]; errors: string[] }) => void;
+  onPass?: (info: { steps: number; failed: number; lines: string[]; errors: string[]; invalid: string[] }) => void;
   signal: AbortSignal;
 }
 
@@ -47,7 +48,7 @@ export async function runUp(o: UpOptions): Promise<void> {
     try {
       do {
         again = false;
-        const { desired } = await source.load();
+        const { desired, problems } = await source.load();
         await o.rt.withLock('reconcile', async () => {
           const plan = await computePlan(o.rt, { desired, prune: { sources: [source.root] } }, o.log);
           for (const s of plan.steps) o.log.debug({ step: s.kind }, renderStep(s));
@@ -58,6 +59,7 @@ export async function runUp(o: UpOptions): Promise<void> {
             failed: res.failed.length,
             lines: plan.steps.filter((s) => !failed.has(s)).map(renderStep),
             errors: [...res.failed.map((f) => f.error.message), ...plan.blocked.map((b) => `${b.key}: ${b.reason}`)],
+            invalid: problems.map(formatProblem),
           });
         });
       } while (again && !o.signal.aborted);

@@ -59,6 +59,8 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
       // Broken YAML: the pod keeps running with its pid; the error names the file and line.
       await fsp.writeFile(file, `${text}\n  bogus: [\n`);
       await waitFor('invalid manifest logged', async () => (/invalid manifest: .*web\.yaml:\d+:\d+/.test(up.output()) ? true : undefined), 30_000);
+      // regression: up-says-converged-on-invalid — the human output names the file and line.
+      await waitFor('invalid manifest shown', async () => (/! invalid manifest \(last good objects kept\): .*web\.yaml:\d+:\d+/.test(up.output()) ? true : undefined), 30_000);
       await new Promise((r) => setTimeout(r, 2500)); // at least one resync with the broken file
       assert.equal((await pids()).get('default/web/httpd'), second);
 
