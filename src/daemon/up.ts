@@ -33,7 +33,8 @@ export async function runUp(o: UpOptions): Promise<void> {
       .listPods()
       .filter((p) => p.source === file)
       .map((p) => JSON.parse(p.spec) as DesiredPod);
-  const source = new ManifestSource(o.dir, o.log, recorded);
+  const owners = (): ReadonlyMap<string, string> => new Map(o.rt.state.listPods().map((p) => [p.key, p.source]));
+  const source = new ManifestSource(o.dir, o.log, recorded, owners);
   await o.rt.withLock('sweep', () => o.rt.sweep());
 
   let running = false;

@@ -121,7 +121,11 @@ async function readManifestFile(file: string): Promise<string> {
   }
 }
 
-export async function loadManifests(p: string): Promise<LoadResult> {
+/**
+ * `owners`: for a pod declared twice, the file that applied it last (the running one)
+ * keeps it and the newcomer is the one reported; otherwise the first file wins.
+ */
+export async function loadManifests(p: string, opts: { owners?: ReadonlyMap<string, string> } = {}): Promise<LoadResult> {
   const files = await listManifestFiles(p);
   const result: LoadResult = { pods: [], problems: [], files, badFiles: [] };
   for (const file of files) {
@@ -141,7 +145,7 @@ export async function loadManifests(p: string): Promise<LoadResult> {
       result.pods.push(...pods);
     }
   }
-  for (const p of duplicatePods(result.pods)) {
+  for (const p of duplicatePods(result.pods, opts.owners)) {
     result.problems.push(p);
     result.badFiles.push(p.file);
   }
@@ -154,10 +158,13 @@ export async function loadManifests(p: string): Promise<LoadResult> {
 }
 
 /** Names are unique per namespace across all files (rule M4): one problem per later duplicate. */
-export function duplicatePods(pods: readonly DesiredPod[]): ManifestProblem[] {
+export function duplicatePods(pods: readonly DesiredPod[], owners?: ReadonlyMap<string, string>): ManifestProblem[] {
   const byKey = new Map<string, DesiredPod>();
   const problems: ManifestProblem[] = [];
-  for (const pod of pods) {
+  const owned = (pod: DesiredPod): boolean => owners?.get(pod.key) === pod.source;
+  // Owners first (stable otherwise), so a newcomer redeclaring a running pod is the one rejected.
+  const ordered = [...pods].sort((a, b) => Number(owned(b)) - Number(owned(a)));
+  for (const pod of ordered) {
     const prev = byKey.get(pod.key);
     if (prev === undefined) {
       byKey.set(pod.key, pod);

@@ -17,12 +17,14 @@ export class ManifestSource {
     private readonly log: Logger,
     /** Objects recorded as applied from a file, used when the file is bad at startup. */
     private readonly recorded: (file: string) => DesiredPod[],
+    /** Which file each applied pod came from (the owner keeps a pod declared twice). */
+    private readonly owners: () => ReadonlyMap<string, string> = () => new Map(),
   ) {
     this.root = path.resolve(root);
   }
 
   async load(): Promise<{ desired: DesiredPod[]; problems: ManifestProblem[] }> {
-    const res = await loadManifests(this.root);
+    const res = await loadManifests(this.root, { owners: this.owners() });
     const next = new Map<string, DesiredPod[]>();
     for (const pod of res.pods) {
       const list = next.get(pod.source) ?? [];

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadManifests, parseManifestText, formatProblem } from '../../src/reconciler/manifest.js';
+import { duplicatePods, loadManifests, parseManifestText, formatProblem } from '../../src/reconciler/manifest.js';
 import { REPO } from '../helpers/berth.js';
 
 const GOOD = `apiVersion: v1
@@ -131,4 +131,16 @@ test('regression: load-time-checks-match-run-time — workingDir and quantities 
   assert.match(lim('cpu: 1e300')[0] ?? '', /resources\.limits\.cpu: .*not a CPU quantity/);
   assert.deepEqual(lim('memory: 128Mi'), []);
   assert.deepEqual(lim('cpu: 0.5'), []);
+});
+
+test('regression: duplicate-newcomer-takes-over — the file that applied a pod keeps it, the newcomer is reported', () => {
+  const a = parseManifestText(GOOD, '/m/a-dup.yaml').pods;
+  const b = parseManifestText(GOOD, '/m/web.yaml').pods;
+  const pods = [...a, ...b];
+  const noOwner = duplicatePods(pods);
+  assert.equal(noOwner[0]?.file, '/m/web.yaml', 'without an owner the first file wins');
+  const owned = duplicatePods(pods, new Map([['default/web', '/m/web.yaml']]));
+  assert.equal(owned.length, 1);
+  assert.equal(owned[0]?.file, '/m/a-dup.yaml');
+  assert.match(owned[0]?.message ?? '', /also declared in \/m\/web\.yaml/);
 });
