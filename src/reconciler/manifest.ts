@@ -67,11 +67,13 @@ function validatePod(): ValidateFunction {
 }
 
 /**
- * Lists manifest files under `p` (a file or directory): regular, non-dot `*.yaml` /
- * `*.yml` files, recursively; symlinked directories are followed once (git-sync swaps a
- * symlink), editor swap/backup files are ignored (rule M1).
+ * Lists manifest files under `p` (a file or directory): non-dot `*.yaml` / `*.yml` files,
+ * recursively; editor swap/backup files are ignored (rule M1). Symlinked directories are
+ * followed once (git-sync swaps a symlink). Symlinked files are followed when their target
+ * lies inside the manifest directory (a mounted ConfigMap's `..data/x.yaml` layout); one
+ * that points outside is reported, never read.
  */
-export async function listManifestFiles(p: string): Promise<string[]> {
+export async function listManifestFiles(p: string): Promise<{ files: string[]; problems: ManifestProblem[] }> {
   const abs = path.resolve(p);
   let st;
   try {
@@ -79,9 +81,11 @@ export async function listManifestFiles(p: string): Promise<string[]> {
   } catch (err) {
     throw new BerthError('ERR_INVALID_ARGUMENT', `read manifests ${abs}: ${errnoCode(err) === 'ENOENT' ? 'no such file or directory' : String(err)}`);
   }
-  if (st.isFile()) return [abs];
+  if (st.isFile()) return { files: [abs], problems: [] };
   if (!st.isDirectory()) throw new BerthError('ERR_INVALID_ARGUMENT', `read manifests ${abs}: not a file or directory`);
-  const out: string[] = [];
+  const files: string[] = [];
+  const problems: ManifestProblem[] = [];
+  const rootReal = await fsp.realpath(abs);
   const seen = new Set<string>();
   const walk = async (dir: string): Promise<void> => {
     const real = await fsp.realpath(dir);
@@ -92,20 +96,35 @@ export async function listManifestFiles(p: string): Promise<string[]> {
     for (const e of entries) {
       if (e.name.startsWith('.') || e.name.endsWith('~') || e.name.startsWith('#')) continue;
       const full = path.join(dir, e.name);
-      if (e.isDirectory() || (e.isSymbolicLink() && (await fsp.stat(full).then((s) => s.isDirectory()).catch(() => false)))) {
+      const target = e.isSymbolicLink() ? await fsp.stat(full).catch(() => undefined) : undefined;
+      if (e.isDirectory() || target?.isDirectory() === true) {
         await walk(full);
-      } else if (e.isFile() && /\.ya?ml$/.test(e.name)) {
-        out.push(full);
+      } else if (!/\.ya?ml$/.test(e.name)) {
+        continue;
+      } else if (e.isFile()) {
+        files.push(full);
+      } else if (target?.isFile() === true) {
+        const to = await fsp.realpath(full);
+        if (to.startsWith(`${rootReal}/`)) files.push(full);
+        else problems.push({ file: full, line: 1, col: 1, field: '', message: `symlink to ${to} points outside the manifest directory; not read (rule M1)` });
+      } else if (e.isSymbolicLink()) {
+        problems.push({ file: full, line: 1, col: 1, field: '', message: 'dangling symlink' });
+      } else {
+        problems.push({ file: full, line: 1, col: 1, field: '', message: 'not a regular file' });
       }
     }
   };
   await walk(abs);
-  return out;
+  return { files, problems };
 }
 
 /** Reads a manifest file with O_NOFOLLOW|O_NONBLOCK and the size limit (rule M1). */
 async function readManifestFile(file: string): Promise<string> {
-  const fh = await fsp.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  // A symlinked file was vetted by listManifestFiles (or named on the command line): open its
+  // target, still with O_NOFOLLOW so that nothing else is followed.
+  const st = await fsp.lstat(file);
+  const real = st.isSymbolicLink() ? await fsp.realpath(file) : file;
+  const fh = await fsp.open(real, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new BerthError('ERR_INVALID_MANIFEST', `read ${file}: not a regular file`);
@@ -126,8 +145,9 @@ async function readManifestFile(file: string): Promise<string> {
  * keeps it and the newcomer is the one reported; otherwise the first file wins.
  */
 export async function loadManifests(p: string, opts: { owners?: ReadonlyMap<string, string> } = {}): Promise<LoadResult> {
-  const files = await listManifestFiles(p);
-  const result: LoadResult = { pods: [], problems: [], files, badFiles: [] };
+  const listed = await listManifestFiles(p);
+  const files = listed.files;
+  const result: LoadResult = { pods: [], problems: [...listed.problems], files, badFiles: listed.problems.map((x) => x.file) };
   for (const file of files) {
     let text: string;
     try {
@@ -424,7 +444,9 @@ export async function declaredPodKeys(p: string, stdinText?: string): Promise<{ 
   if (stdinText !== undefined) {
     sources.push({ file: '-', text: stdinText });
   } else {
-    for (const file of await listManifestFiles(p)) {
+    const listed = await listManifestFiles(p);
+    problems.push(...listed.problems);
+    for (const file of listed.files) {
       try {
         sources.push({ file, text: await readManifestFile(file) });
       } catch (err) {

@@ -144,3 +144,27 @@ test('regression: duplicate-newcomer-takes-over — the file that applied a pod 
   assert.equal(owned[0]?.file, '/m/a-dup.yaml');
   assert.match(owned[0]?.message ?? '', /also declared in \/m\/web\.yaml/);
 });
+
+test('regression: symlinked-manifest-files — a ConfigMap-style ..data layout is read; a link outside is reported', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-cm-'));
+  const outside = mkdtempSync(path.join(os.tmpdir(), 'berth-outside-'));
+  try {
+    mkdirSync(path.join(dir, '..2026_11_25'));
+    writeFileSync(path.join(dir, '..2026_11_25', 'web.yaml'), GOOD);
+    symlinkSync('..2026_11_25', path.join(dir, '..data'));
+    symlinkSync('..data/web.yaml', path.join(dir, 'web.yaml'));
+    const r = await loadManifests(dir);
+    assert.deepEqual(r.problems.map(formatProblem), []);
+    assert.deepEqual(r.pods.map((p) => `${p.key} ${path.basename(p.source)}`), ['default/web web.yaml']);
+
+    writeFileSync(path.join(outside, 'evil.yaml'), GOOD.replace('name: web', 'name: evil'));
+    symlinkSync(path.join(outside, 'evil.yaml'), path.join(dir, 'evil.yaml'));
+    const bad = await loadManifests(dir);
+    assert.equal(bad.problems.length, 1);
+    assert.match(formatProblem(bad.problems[0]!), /evil\.yaml:1:1: symlink to .* points outside the manifest directory/);
+    assert.ok(!bad.pods.some((p) => p.name === 'evil'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(outside, { recursive: true, force: true });
+  }
+});
