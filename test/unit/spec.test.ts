@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkWorkingDir, generateSpec, parseUser, processArgs, stopSignal, DEFAULT_CAPS } from '../../src/runtime/tasks/spec.js';
+import { checkWorkingDir, expandEnv, expandRefs, generateSpec, parseUser, processArgs, stopSignal, DEFAULT_CAPS } from '../../src/runtime/tasks/spec.js';
 import type { ImageConfig } from '../../src/runtime/images/documents.js';
 import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
 
@@ -79,4 +79,27 @@ test('spec: STOPSIGNAL is taken from an allowlist, else SIGTERM', () => {
   assert.equal(stopSignal(image({ StopSignal: 'SIGKILL' })), 'SIGTERM');
   assert.equal(stopSignal(image({ StopSignal: '9' })), 'SIGTERM');
   assert.equal(stopSignal(undefined), 'SIGTERM');
+});
+
+test('regression: var-refs-not-expanded — $(VAR) in env, command and args follows Kubernetes', () => {
+  const vars = new Map([['A', 'x'], ['B', 'y']]);
+  assert.equal(expandRefs('$(A)-$(B)', vars), 'x-y');
+  assert.equal(expandRefs('$$(A)', vars), '$(A)');
+  assert.equal(expandRefs('$(MISSING) $ $x $(', vars), '$(MISSING) $ $x $(');
+  assert.deepEqual(expandEnv([{ name: 'FOO', value: 'f' }, { name: 'BAR', value: '$(FOO)-x' }, { name: 'LATE', value: '$(AFTER)' }, { name: 'AFTER', value: 'a' }]), [
+    { name: 'FOO', value: 'f' },
+    { name: 'BAR', value: 'f-x' },
+    { name: 'LATE', value: '$(AFTER)' },
+    { name: 'AFTER', value: 'a' },
+  ]);
+  const spec = generateSpec(image(), {
+    id: 'x',
+    hostNetwork: true,
+    hostname: 'h',
+    rootfs: '/r',
+    env: [{ name: 'GREETING', value: 'hi' }],
+    command: ['echo', '$(GREETING)'],
+    args: ['$$(GREETING)', '$(GREETING)!'],
+  }) as { process: { args: string[] } };
+  assert.deepEqual(spec.process.args, ['echo', 'hi', '$(GREETING)', 'hi!']);
 });

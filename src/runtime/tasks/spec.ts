@@ -124,13 +124,59 @@ export function processArgs(image: ImageConfig, command: readonly string[] | und
   return [...entrypoint, ...cmd];
 }
 
+/**
+ * Kubernetes variable references: `$(NAME)` becomes the value of NAME when `vars` has it and
+ * stays as written when not; `$$` is an escaped `$` (so `$$(NAME)` gives `$(NAME)`).
+ */
+export function expandRefs(s: string, vars: ReadonlyMap<string, string>): string {
+  let out = '';
+  for (let i = 0; i < s.length; i++) {
+    const ch = s[i];
+    if (ch !== '$' || i + 1 >= s.length) {
+      out += ch;
+      continue;
+    }
+    const next = s[i + 1];
+    if (next === '$') {
+      out += '$';
+      i++;
+    } else if (next === '(') {
+      const end = s.indexOf(')', i + 2);
+      if (end === -1) {
+        out += s.slice(i);
+        break;
+      }
+      const name = s.slice(i + 2, end);
+      const value = vars.get(name);
+      out += value ?? `$(${name})`;
+      i = end;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+/** The manifest's env with references expanded in order (each sees the ones before it), as the kubelet does. */
+export function expandEnv(env: readonly { name: string; value: string }[]): { name: string; value: string }[] {
+  const vars = new Map<string, string>();
+  return env.map((e) => {
+    const value = expandRefs(e.value, vars);
+    vars.set(e.name, value);
+    return { name: e.name, value };
+  });
+}
+
 export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<string, unknown> {
   const where = `container ${c.id}`;
-  const argv = processArgs(image, c.command, c.args);
+  const manifestEnv = expandEnv(c.env ?? []);
+  const vars = new Map(manifestEnv.map((e) => [e.name, e.value]));
+  const expand = (list: readonly string[] | undefined): string[] | undefined => list?.map((a) => expandRefs(a, vars));
+  const argv = processArgs(image, expand(c.command), expand(c.args));
   if (argv.length === 0) throw new BerthError('ERR_INVALID_MANIFEST', `${where}: no command: the image has no Entrypoint/Cmd and the manifest sets none`);
   const cwd = checkWorkingDir(c.workingDir ?? (image.config.WorkingDir !== undefined && image.config.WorkingDir !== '' ? image.config.WorkingDir : '/'), where);
   const user = parseUser(image.config.User, where);
-  const env = mergeEnv(image.config.Env ?? [], c.env ?? [], where);
+  const env = mergeEnv(image.config.Env ?? [], manifestEnv, where);
 
   const namespaces: { type: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'mount' }];
   // With the host network the pod also keeps the host's UTS namespace, as the kubelet does.
