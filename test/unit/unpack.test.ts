@@ -763,3 +763,27 @@ test('regression: symlink-amplification — a symlink that expands to thousands 
   assert.ok(Date.now() - began < 5000, `refused in ${Date.now() - began} ms`);
   await assertCanaries(s);
 });
+
+test('regression: implicit-dir-hides-lower-metadata — an implied parent copies the lower layer\'s mode and owner', async () => {
+  const lowerScratch = await scratch();
+  const lower = lowerScratch.dest;
+  await fsp.mkdir(path.join(lower, 'tmp'));
+  await fsp.chmod(path.join(lower, 'tmp'), 0o1777);
+  await fsp.mkdir(path.join(lower, 'home', 'app'), { recursive: true });
+  await fsp.chown(path.join(lower, 'home', 'app'), 1000, 1000);
+  await fsp.chmod(path.join(lower, 'home', 'app'), 0o700);
+  // The lower layer's symlink must not lead the lookup out of the layer.
+  await fsp.symlink('/etc', path.join(lower, 'etc-link'));
+  const s = await scratch();
+  await unpack(layerOf(await tarOf([file('tmp/x', '1'), file('home/app/.profile', '2'), file('etc-link/y', '3'), file('new/z', '4')])), s.dest, { lowerDirs: [lower] });
+  const tmp = await fsp.lstat(path.join(s.dest, 'tmp'));
+  assert.equal(tmp.mode & 0o7777, 0o1777);
+  const app = await fsp.lstat(path.join(s.dest, 'home', 'app'));
+  assert.equal(app.mode & 0o7777, 0o700);
+  assert.equal(app.uid, 1000);
+  assert.equal(app.gid, 1000);
+  // No lower has these: the default. etc-link is a directory in this layer (not the host's /etc).
+  assert.equal((await fsp.lstat(path.join(s.dest, 'new'))).mode & 0o7777, 0o755);
+  assert.ok((await fsp.lstat(path.join(s.dest, 'etc-link'))).isDirectory());
+  await assertCanaries(s);
+});

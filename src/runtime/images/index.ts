@@ -132,6 +132,7 @@ export class ImageService {
           mediaType: l.mediaType,
           expected: { digest: l.digest, size: l.size, diffId: l.diffId },
           dest: dir,
+          lowerDirs: i === 0 ? [] : this.snapshots.lowerDirs(ids.slice(0, i)),
           log: this.log,
           ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
         });

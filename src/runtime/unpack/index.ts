@@ -74,6 +74,8 @@ export interface UnpackOptions {
   /** An existing, empty directory private to this unpack (0700 parent); the caller renames it. */
   dest: string;
   limits?: Partial<UnpackLimits>;
+  /** The parent layers' snapshot directories, topmost first (metadata of implied directories). */
+  lowerDirs?: readonly string[];
   /** E7: create device nodes only if true and running as root; otherwise skip them with a warning. */
   allowDevices?: boolean;
   /** syncfs(2) dest's filesystem before returning, so a later rename publishes durable data (E1). Default true. */
@@ -129,6 +131,7 @@ export async function unpackLayer(opts: UnpackOptions): Promise<UnpackResult> {
 
   const writer = new LayerWriter({
     root: dest,
+    ...(opts.lowerDirs !== undefined ? { lowers: opts.lowerDirs } : {}),
     layer,
     limits,
     allowDevices: opts.allowDevices === true,

@@ -93,7 +93,7 @@ export function joinPath(root: Buffer, comps: readonly Buffer[]): Buffer {
  * `create` is false, undefined. With `create`, missing directories are made with IMPLICIT_DIR_MODE.
  * A component that is neither a directory nor a symlink is an error.
  */
-export async function resolveDir(root: Buffer, comps: readonly Buffer[], create: boolean): Promise<Buffer[] | undefined> {
+export async function resolveDir(root: Buffer, comps: readonly Buffer[], create: boolean, lowers: readonly Buffer[] = []): Promise<Buffer[] | undefined> {
   const real: Buffer[] = [];
   const todo = comps.slice().reverse(); // a stack: next component on top
   let hops = 0;
@@ -115,7 +115,7 @@ export async function resolveDir(root: Buffer, comps: readonly Buffer[], create:
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw err;
       if (!create) return undefined;
-      await fsp.mkdir(p, IMPLICIT_DIR_MODE);
+      await makeImplicitDir(p, [...real, c], lowers);
       real.push(c);
       continue;
     }
@@ -134,6 +134,27 @@ export async function resolveDir(root: Buffer, comps: readonly Buffer[], create:
     }
   }
   return real;
+}
+
+/**
+ * Creates a directory the tar implies but does not list (`tmp/x` without `tmp/`). In the
+ * overlay this upper directory hides the lower one's metadata, so it copies mode, owner and
+ * times from the same path in the parent layers (topmost first, resolved with the same
+ * confinement), as a copy-up would; IMPLICIT_DIR_MODE root:root only when no layer has it.
+ */
+async function makeImplicitDir(p: Buffer, comps: readonly Buffer[], lowers: readonly Buffer[]): Promise<void> {
+  for (const lower of lowers) {
+    const found = await resolveDir(lower, comps, false).catch(() => undefined);
+    if (found === undefined) continue;
+    const st = await fsp.lstat(joinPath(lower, found)).catch(() => undefined);
+    if (st === undefined || !st.isDirectory()) continue;
+    await fsp.mkdir(p, 0o700);
+    if (process.getuid?.() === 0) await fsp.lchown(p, st.uid, st.gid);
+    await fsp.chmod(p, st.mode & 0o7777); // after chown, which clears setgid; exact, unlike mkdir's umask
+    await fsp.lutimes(p, st.atime, st.mtime);
+    return;
+  }
+  await fsp.mkdir(p, IMPLICIT_DIR_MODE);
 }
 
 /**

@@ -18,6 +18,8 @@ export interface EntryLimits {
 
 export interface LayerWriterOptions {
   root: string;
+  /** Parent layers' snapshot directories, topmost first: implied directories copy their metadata. */
+  lowers?: readonly string[];
   layer: Digest;
   limits: EntryLimits;
   allowDevices: boolean;
@@ -70,7 +72,10 @@ export class LayerWriter {
   // Directory metadata waits until every child is written; keyed by the path's latin1 string.
   private readonly dirs = new Map<string, PendingDir>();
 
+  private readonly lowers: readonly Buffer[];
+
   constructor(private readonly opts: LayerWriterOptions) {
+    this.lowers = (opts.lowers ?? []).map((d) => Buffer.from(d));
     this.root = Buffer.from(opts.root);
   }
 
@@ -145,7 +150,7 @@ export class LayerWriter {
       return this.whiteout(parentComps, base, name);
     }
 
-    const parent = await resolveDir(this.root, parentComps, true);
+    const parent = await resolveDir(this.root, parentComps, true, this.lowers);
     if (parent === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
     const real = [...parent, base];
     const path = joinPath(this.root, real);
@@ -299,7 +304,7 @@ export class LayerWriter {
   private async whiteout(parentComps: Buffer[], base: Buffer, name: Buffer): Promise<void> {
     const { log, layer } = this.opts;
     if (base.equals(OPAQUE)) {
-      const dir = await resolveDir(this.root, parentComps, true);
+      const dir = await resolveDir(this.root, parentComps, true, this.lowers);
       if (dir === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
       if (dir.length === 0) {
         this.opaqueRoot = true;
@@ -316,7 +321,7 @@ export class LayerWriter {
     if (hidden.length === 0 || hidden.equals(Buffer.from('.')) || hidden.equals(Buffer.from('..'))) {
       throw new EntryRejected('ERR_UNSAFE_CONTENT', `whiteout for "${displayName(hidden)}"`);
     }
-    const dir = await resolveDir(this.root, parentComps, true);
+    const dir = await resolveDir(this.root, parentComps, true, this.lowers);
     if (dir === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
     const path = joinPath(this.root, [...dir, hidden]);
     const st = await lstatOrUndefined(path);
