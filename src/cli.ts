@@ -84,28 +84,15 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** The grace period recorded with a pod (its last applied spec), else Kubernetes' 30 s. */
-function gracePeriodOf(spec: string | undefined): number {
-  try {
-    const g = (JSON.parse(spec ?? '{}') as { gracePeriodMs?: unknown }).gracePeriodMs;
-    return typeof g === 'number' ? g : 30_000;
-  } catch {
-    return 30_000;
-  }
+/** Where -f points: a path, or stdin's text for `-f -` (read once, with the size limit). */
+async function manifestInput(filename: string): Promise<import('./reconciler/manifest.js').ManifestInput> {
+  return filename === '-' ? { path: '-', stdinText: await readStdin() } : { path: filename };
 }
 
 /** Loads manifests for apply/diff; prints every problem and fails with exit 2. */
 async function loadOrFail(file: string): Promise<import('./reconciler/desired.js').DesiredPod[]> {
-  const { duplicatePods, loadManifests, formatProblem, parseManifestText } = await import('./reconciler/manifest.js');
-  let res: { pods: import('./reconciler/desired.js').DesiredPod[]; problems: import('./reconciler/manifest.js').ManifestProblem[]; badFiles: string[] };
-  if (file === '-') {
-    // `-f -` reads one multi-document stream from stdin, as kubectl does; its source is "-".
-    const parsed = parseManifestText(await readStdin(), '-');
-    const problems = [...parsed.problems, ...duplicatePods(parsed.pods)];
-    res = { pods: parsed.pods, problems, badFiles: problems.length > 0 ? ['-'] : [] };
-  } else {
-    res = await loadManifests(file);
-  }
+  const { loadManifests, formatProblem } = await import('./reconciler/manifest.js');
+  const res = await loadManifests(await manifestInput(file));
   if (res.problems.length > 0) {
     for (const p of res.problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
     throw new BerthError('ERR_INVALID_MANIFEST', `${res.problems.length} problem(s) in ${res.badFiles.length} file(s); nothing was changed`);
@@ -211,7 +198,7 @@ export function buildProgram(): Command {
       if (o.filename !== undefined) {
         if (kind !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', 'delete: give either -f PATH or pod NAME, not both');
         const { declaredPodKeys, formatProblem } = await import('./reconciler/manifest.js');
-        const res = await declaredPodKeys(o.filename, o.filename === '-' ? await readStdin() : undefined);
+        const res = await declaredPodKeys(await manifestInput(o.filename));
         for (const p of res.problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
         problems = res.problems.length;
         wanted = res.keys.map((k) => ({ key: k.key, where: `${k.file}:${k.line}` }));
@@ -223,12 +210,13 @@ export function buildProgram(): Command {
       }
       const { executePlan } = await import('./reconciler/reconcile.js');
       const { renderStep } = await import('./reconciler/render.js');
+      const { recordedGracePeriodMs } = await import('./reconciler/plan.js');
       await withRuntime(cfg, async (rt) => {
         await rt.withLock('delete', async () => {
           const recorded = new Map(rt.state.listPods().map((p) => [p.key, p]));
           const steps = [...new Set(wanted.map((w) => w.key))]
             .filter((key) => recorded.has(key))
-            .map((key) => ({ kind: 'delete-pod' as const, podKey: key, graceMs: gracePeriodOf(recorded.get(key)?.spec), reason: 'deleted' }));
+            .map((key) => ({ kind: 'delete-pod' as const, podKey: key, graceMs: recordedGracePeriodMs(recorded.get(key)?.spec), reason: 'deleted' }));
           const res = await executePlan(rt, { steps, blocked: [] }, cfg.log);
           for (const s of steps) process.stdout.write(`${renderStep(s)}\n`);
           if (o.filename === undefined && steps.length === 0) {

@@ -6,6 +6,7 @@ import type { DesiredPod } from '../reconciler/desired.js';
 import { computePlan, executePlan } from '../reconciler/reconcile.js';
 import { renderStep } from '../reconciler/render.js';
 import { ManifestSource } from '../reconciler/source.js';
+import { lastAppliedPod } from '../reconciler/plan.js';
 import { formatProblem } from '../reconciler/manifest.js';
 
 export interface UpOptions {
@@ -32,7 +33,7 @@ export async function runUp(o: UpOptions): Promise<void> {
     o.rt.state
       .listPods()
       .filter((p) => p.source === file)
-      .map((p) => JSON.parse(p.spec) as DesiredPod);
+      .flatMap((p) => lastAppliedPod(p.spec) ?? []);
   const owners = (): ReadonlyMap<string, string> => new Map(o.rt.state.listPods().map((p) => [p.key, p.source]));
   const source = new ManifestSource(o.dir, o.log, recorded, owners);
   await o.rt.withLock('sweep', () => o.rt.sweep());

@@ -65,21 +65,3 @@ export class LockFile {
     await fh.close(); // closing the only descriptor releases the flock
   }
 }
-
-/** Field 22 of /proc/<pid>/stat: start time in clock ticks since boot; guards against pid reuse. */
-export async function startTime(pid: number): Promise<string> {
-  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
-  if (stat === undefined) return '';
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return rest[19] ?? '';
-}
-
-export async function alive(pid: number, start?: string): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if (errnoCode(err) === 'ESRCH') return false;
-  }
-  if (start === undefined || start === '') return true;
-  return (await startTime(pid)) === start;
-}

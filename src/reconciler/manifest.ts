@@ -140,23 +140,44 @@ async function readManifestFile(file: string): Promise<string> {
   }
 }
 
+/** Where manifests come from: a path, or stdin's text (`-f -`, whose source name is "-"). */
+export interface ManifestInput {
+  path: string;
+  stdinText?: string;
+}
+
+/**
+ * The text of every manifest of an input, one entry per file (or "-" for stdin); files that
+ * cannot be listed or read become problems (rule M1).
+ */
+async function readManifestSources(input: ManifestInput): Promise<{ sources: { file: string; text: string }[]; problems: ManifestProblem[] }> {
+  if (input.stdinText !== undefined) return { sources: [{ file: '-', text: input.stdinText }], problems: [] };
+  const listed = await listManifestFiles(input.path);
+  const sources: { file: string; text: string }[] = [];
+  const problems = [...listed.problems];
+  for (const file of listed.files) {
+    try {
+      sources.push({ file, text: await readManifestFile(file) });
+    } catch (err) {
+      problems.push({ file, line: 1, col: 1, field: '', message: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  return { sources, problems };
+}
+
 /**
  * `owners`: for a pod declared twice, the file that applied it last (the running one)
  * keeps it and the newcomer is the one reported; otherwise the first file wins.
  */
-export async function loadManifests(p: string, opts: { owners?: ReadonlyMap<string, string> } = {}): Promise<LoadResult> {
-  const listed = await listManifestFiles(p);
-  const files = listed.files;
-  const result: LoadResult = { pods: [], problems: [...listed.problems], files, badFiles: listed.problems.map((x) => x.file) };
-  for (const file of files) {
-    let text: string;
-    try {
-      text = await readManifestFile(file);
-    } catch (err) {
-      result.problems.push({ file, line: 1, col: 1, field: '', message: err instanceof Error ? err.message : String(err) });
-      result.badFiles.push(file);
-      continue;
-    }
+export async function loadManifests(input: string | ManifestInput, opts: { owners?: ReadonlyMap<string, string> } = {}): Promise<LoadResult> {
+  const read = await readManifestSources(typeof input === 'string' ? { path: input } : input);
+  const result: LoadResult = {
+    pods: [],
+    problems: [...read.problems],
+    files: [...read.sources.map((x) => x.file), ...read.problems.map((x) => x.file)],
+    badFiles: read.problems.map((x) => x.file),
+  };
+  for (const { file, text } of read.sources) {
     const { pods, problems } = parseManifestText(text, file);
     if (problems.length > 0) {
       result.problems.push(...problems);
@@ -437,23 +458,9 @@ function sha256hex(s: string): string {
  * validates (or names fields berth does not implement) can still be deleted, as kubectl
  * does. Documents that do not parse as YAML are reported as problems.
  */
-export async function declaredPodKeys(p: string, stdinText?: string): Promise<{ keys: { key: string; file: string; line: number }[]; problems: ManifestProblem[] }> {
+export async function declaredPodKeys(input: ManifestInput): Promise<{ keys: { key: string; file: string; line: number }[]; problems: ManifestProblem[] }> {
   const keys: { key: string; file: string; line: number }[] = [];
-  const problems: ManifestProblem[] = [];
-  const sources: { file: string; text: string }[] = [];
-  if (stdinText !== undefined) {
-    sources.push({ file: '-', text: stdinText });
-  } else {
-    const listed = await listManifestFiles(p);
-    problems.push(...listed.problems);
-    for (const file of listed.files) {
-      try {
-        sources.push({ file, text: await readManifestFile(file) });
-      } catch (err) {
-        problems.push({ file, line: 1, col: 1, field: '', message: err instanceof Error ? err.message : String(err) });
-      }
-    }
-  }
+  const { sources, problems } = await readManifestSources(input);
   for (const { file, text } of sources) {
     const lc = new LineCounter();
     const docs = parseAllDocuments(text.startsWith('\ufeff') ? text.slice(1) : text, { schema: 'core', lineCounter: lc }) as Document.Parsed[];

@@ -62,6 +62,23 @@ export interface Plan {
   blocked: { key: string; reason: string }[];
 }
 
+/** The desired pod as last applied (the JSON a pod row records), or undefined if unreadable. */
+export function lastAppliedPod(spec: string): DesiredPod | undefined {
+  try {
+    return JSON.parse(spec) as DesiredPod;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Kubernetes' default termination grace period, in ms. */
+export const DEFAULT_GRACE_MS = 30_000;
+
+/** The grace period a recorded pod was applied with, else Kubernetes' default. */
+export function recordedGracePeriodMs(spec: string | undefined): number {
+  return (spec === undefined ? undefined : lastAppliedPod(spec)?.gracePeriodMs) ?? DEFAULT_GRACE_MS;
+}
+
 export function inScope(source: string, scope: PruneScope): boolean {
   return scope.sources.some((s) => source === s || source.startsWith(s.endsWith('/') ? s : `${s}/`));
 }
@@ -84,13 +101,6 @@ export function changedFields(before: Record<string, unknown> | undefined, after
   return out;
 }
 
-function lastApplied(spec: string): DesiredPod | undefined {
-  try {
-    return JSON.parse(spec) as DesiredPod;
-  } catch {
-    return undefined;
-  }
-}
 
 export function plan(input: PlanInput): Plan {
   const steps: Step[] = [];
@@ -109,7 +119,7 @@ export function plan(input: PlanInput): Plan {
   const podSteps: Step[] = [];
   for (const pod of input.desired) {
     const obs = observedByKey.get(pod.key);
-    const prev = obs !== undefined ? lastApplied(obs.spec) : undefined;
+    const prev = obs !== undefined ? lastAppliedPod(obs.spec) : undefined;
     let podBlocked = false;
     for (const c of pod.containers) {
       const view = input.images[c.image] ?? {};
@@ -168,7 +178,7 @@ export function plan(input: PlanInput): Plan {
   if (input.prune !== undefined) {
     for (const obs of input.observed) {
       if (desiredKeys.has(obs.key) || !inScope(obs.source, input.prune)) continue;
-      const grace = lastApplied(obs.spec)?.gracePeriodMs ?? 30_000;
+      const grace = recordedGracePeriodMs(obs.spec);
       podSteps.push({ kind: 'delete-pod', podKey: obs.key, graceMs: grace, reason: `no longer declared in ${obs.source}` });
     }
   }

@@ -31,17 +31,14 @@ export class ManifestSource {
       list.push(pod);
       next.set(pod.source, list);
     }
-    for (const file of res.files) {
-      if (next.has(file) || res.badFiles.includes(file)) continue;
-      // An empty file (a non-atomic rewrite caught half way, a truncation) keeps the objects
-      // it declared before (rule M5): only removing the file prunes them.
+    // A file that is bad, or empty (a non-atomic rewrite caught half way, a truncation), keeps
+    // the objects it declared before (rule M5): only removing the file prunes them.
+    const bad = new Set(res.badFiles);
+    for (const file of new Set([...res.files, ...bad])) {
+      if (next.has(file) && !bad.has(file)) continue;
       const before = this.lastGood.get(file) ?? this.recorded(file);
-      if (before.length > 0) this.log.warn({ file }, 'empty manifest keeps its last objects; remove the file to delete them');
+      if (!bad.has(file) && before.length > 0) this.log.warn({ file }, 'empty manifest keeps its last objects; remove the file to delete them');
       next.set(file, before);
-    }
-    for (const file of res.badFiles) {
-      const keep = this.lastGood.get(file) ?? this.recorded(file);
-      next.set(file, keep);
     }
     for (const p of res.problems) this.log.error({ file: p.file, line: p.line, col: p.col, field: p.field }, `invalid manifest: ${formatProblem(p)}`);
     this.lastGood = next;

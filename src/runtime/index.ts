@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import { BerthError, errnoCode, messageOf } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
 import { mkdirp } from '../lib/fsx.js';
-import { alive, LockFile, startTime } from '../lib/lock.js';
+import { LockFile } from '../lib/lock.js';
+import { startTime } from '../lib/proc.js';
 import type { Logger } from '../lib/log.js';
 import { ContentStore } from './content/index.js';
 import { ImageService, type LocalImage } from './images/index.js';
@@ -164,7 +165,7 @@ export class Runtime {
   private async removeContainerFiles(id: string, graceMs: number): Promise<number | undefined> {
     const code = await this.tasks.stop(id, graceMs, this.stopSignalOf(id));
     await this.tasks.delete(id);
-    await this.snapshots.unmount(path.join(this.snapshots.containerDir(id), 'bundle', 'rootfs'));
+    await this.snapshots.unmount(this.bundleOf(id).rootfs);
     await this.snapshots.removeContainer(id);
     return code;
   }
@@ -288,9 +289,7 @@ export class Runtime {
       finishedAt: null,
     };
     this.state.insertContainer(rec);
-    const cdir = this.snapshots.containerDir(id);
-    const bundle = path.join(cdir, 'bundle');
-    const rootfs = path.join(bundle, 'rootfs');
+    const { bundle, rootfs } = this.bundleOf(id);
     try {
       await mkdirp(bundle);
       await this.snapshots.mountRootfs(id, o.image.chainIds, rootfs);
@@ -359,9 +358,10 @@ export class Runtime {
     }
   }
 
-  /** Is the recorded pid still the container's process (guards against pid reuse)? */
-  async pidAlive(c: ContainerRecord): Promise<boolean> {
-    return c.pid !== null && (await alive(c.pid, c.pidStart ?? undefined));
+  /** A container's OCI bundle (config.json) and the rootfs mount point inside it. */
+  private bundleOf(id: string): { bundle: string; rootfs: string } {
+    const bundle = path.join(this.snapshots.containerDir(id), 'bundle');
+    return { bundle, rootfs: path.join(bundle, 'rootfs') };
   }
 
   listEvents(limit?: number): ReturnType<StateStore['listEvents']> {

@@ -179,10 +179,6 @@ export class ImageService {
   }
 }
 
-export function canonicalRef(s: string): ImageReference {
-  return parseReference(s);
-}
-
 async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {

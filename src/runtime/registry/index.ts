@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { BerthError, messageOf } from '../../lib/errors.js';
 import { redactUrl } from '../../lib/log.js';
@@ -206,7 +206,6 @@ async function readLimited(
   return Buffer.concat(chunks);
 }
 
-export { Readable };
 
 /** At most 1 KiB of an error response, for the message; the rest is discarded unread (a hostile body can be endless). */
 async function errorBody(body: AsyncIterable<Uint8Array> & { destroy?: () => void }): Promise<string> {
