@@ -106,6 +106,123 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd((widths[i] ?? 0) + 3))).join('').trimEnd()).join('\n') + '\n';
 }
 
+/**
+ * Where a command runs: in the daemon (over its socket) when `berth up` runs, else in this
+ * process — under the state lock for commands that change state. Both run the same service
+ * methods, so output and exit codes are the same either way.
+ */
+interface Backend {
+  readonly remote: boolean;
+  /** pid of the daemon answering, for messages. */
+  readonly daemonPid: number | undefined;
+  call<T>(method: string, body?: unknown): Promise<T>;
+  follow?(query: Record<string, string>, onEvent: (e: unknown) => void, signal: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}
+
+const LOCK_WAIT_MS = 60_000;
+
+async function openBackend(cfg: Config, mode: { write: boolean; what: string }): Promise<Backend> {
+  const { connectDaemon } = await import('./daemon/client.js');
+  const socket = path.join(cfg.state, 'berth.sock');
+  const remote = (c: import('./daemon/client.js').DaemonClient): Backend => ({
+    remote: true,
+    daemonPid: c.pid,
+    call: (m, b) => c.call(m, b),
+    follow: (q, fn, sig) => c.follow(q, fn, sig),
+    close: async () => undefined,
+  });
+  const first = await connectDaemon(socket);
+  if (first !== undefined) return remote(first);
+  const rt = await openRuntime(cfg);
+  try {
+    if (mode.write) {
+      // The daemon may be starting (lock held, socket not yet served): keep asking both.
+      const until = Date.now() + LOCK_WAIT_MS;
+      let told = false;
+      while (!(await rt.tryLock(mode.what))) {
+        const c = await connectDaemon(socket, 500);
+        if (c !== undefined) {
+          await rt.close();
+          return remote(c);
+        }
+        if (Date.now() > until) throw new BerthError('ERR_LOCKED', `${mode.what}: the state lock is held by another berth and no daemon answers on ${socket}`);
+        if (!told) {
+          told = true;
+          cfg.log.warn({ what: mode.what }, 'waiting for the state lock');
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const { Controller } = await import('./reconciler/controller.js');
+    const { BerthService, dispatch } = await import('./daemon/service.js');
+    const controller = new Controller({ rt, log: cfg.log, retry: false });
+    const service = new BerthService({ rt, log: cfg.log, controller, daemon: false });
+    let swept = false;
+    return {
+      remote: false,
+      daemonPid: undefined,
+      call: async <T,>(method: string, body?: unknown): Promise<T> => {
+        if (mode.write && !swept && !(method === 'apply' && (body as { dryRun?: boolean } | undefined)?.dryRun === true)) {
+          swept = true;
+          await rt.sweep();
+          controller.watchExits();
+        }
+        return (await dispatch(service, method, body)) as T;
+      },
+      close: async () => {
+        await controller.stop(0);
+        await rt.close();
+      },
+    };
+  } catch (err) {
+    await rt.close();
+    throw err;
+  }
+}
+
+async function withBackend(cfg: Config, mode: { write: boolean; what: string }, fn: (b: Backend) => Promise<void>): Promise<void> {
+  const b = await openBackend(cfg, mode);
+  try {
+    await fn(b);
+  } finally {
+    await b.close();
+  }
+}
+
+type StepResult = import('./reconciler/controller.js').StepResult;
+
+/** Prints apply/delete results the same way for the daemon and the in-process path; returns failures. */
+async function printResults(steps: readonly StepResult[]): Promise<number> {
+  const { renderStep } = await import('./reconciler/render.js');
+  let failed = 0;
+  for (const s of steps) if (s.error === undefined) process.stdout.write(`${renderStep(s.step)}\n`);
+  for (const s of steps) {
+    if (s.error === undefined) continue;
+    failed++;
+    process.stderr.write(`error: ${s.error.message}\n`);
+  }
+  return failed;
+}
+
+function parseTimeout(flag: string, v: string | undefined, def: number): number {
+  if (v === undefined) return def;
+  const ms = parseDurationArg(v);
+  if (ms === undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `${flag} ${JSON.stringify(v)}: expected a duration such as 30s, 2m, 500ms`);
+  return ms;
+}
+
+function parseDurationArg(v: string): number | undefined {
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+  let total = 0;
+  let consumed = 0;
+  for (const m of v.matchAll(re)) {
+    total += Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 3_600_000);
+    consumed += m[0].length;
+  }
+  return consumed === v.length && consumed > 0 ? total : undefined;
+}
+
 export function buildProgram(): Command {
   const program = new Command();
   program
@@ -113,7 +230,7 @@ export function buildProgram(): Command {
     .description('Declarative single-host container reconciler: YAML manifests in, runc containers running.')
     .version(version(), '--version')
     .option('--root <dir>', 'persistent state: database, content, snapshots, logs', '/var/lib/berth')
-    .option('--state <dir>', 'runtime state: runc root, conmon files, lock', '/run/berth')
+    .option('--state <dir>', 'runtime state: runc root, conmon files, lock, daemon socket', '/run/berth')
     .addOption(new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
     .showHelpAfterError()
     // Before any .command(): subcommands copy this setting when they are created, so a usage
@@ -126,12 +243,16 @@ export function buildProgram(): Command {
 
   program
     .command('apply')
-    .description('make this machine match the manifests in a file or directory')
+    .description('make this machine match the manifests in a file or directory (through berth up when it runs)')
     .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin')
     .option('--prune', 'delete pods previously applied from this path that it no longer declares')
     .option('--dry-run', 'print the plan and change nothing')
-    .action(async (o: { filename: string; prune?: boolean; dryRun?: boolean }, cmd: Command) => {
+    .option('--force', 'take over pods that a directory watched by berth up owns')
+    .option('--wait', 'return when every applied pod is Ready (exit 1 naming the ones that are not by --timeout)')
+    .option('--timeout <duration>', 'how long --wait waits (default 60s)')
+    .action(async (o: { filename: string; prune?: boolean; dryRun?: boolean; force?: boolean; wait?: boolean; timeout?: string }, cmd: Command) => {
       const cfg = config(cmd);
+      const timeoutMs = parseTimeout('apply --timeout', o.timeout, 60_000);
       const desired = await loadOrFail(o.filename);
       // As kubectl: nothing to apply is a mistake (and with --prune it would delete everything)
       // — except `apply --prune -f DIR` of a directory, which says "this directory declares
@@ -141,27 +262,36 @@ export function buildProgram(): Command {
       if (desired.length === 0 && !pruneDir) {
         throw new BerthError('ERR_INVALID_MANIFEST', `apply ${o.filename}: no objects passed to apply`);
       }
-      const { computePlan, executePlan } = await import('./reconciler/reconcile.js');
-      const { renderPlan } = await import('./reconciler/render.js');
-      await withRuntime(cfg, async (rt) => {
-        await rt.withLock('apply', async () => {
-          if (o.dryRun !== true) await rt.sweep();
-          const prune = o.prune === true ? { prune: { sources: [sourceOf(o.filename)] } } : {};
-          const plan = await computePlan(rt, { desired, repair: o.dryRun !== true, ...prune }, cfg.log);
-          if (o.dryRun === true) {
-            process.stdout.write(renderPlan(plan) || 'no changes\n');
-            return;
-          }
-          const res = await executePlan(rt, plan, cfg.log);
-          const failed = new Set(res.failed.map((f) => f.step));
-          for (const s of plan.steps) {
-            if (!failed.has(s)) process.stdout.write(`${(await import('./reconciler/render.js')).renderStep(s)}\n`);
-          }
-          if (plan.steps.length === 0) process.stdout.write('no changes\n');
-          for (const f of res.failed) process.stderr.write(`error: ${f.error.message}\n`);
-          for (const b of plan.blocked) process.stderr.write(`error: ${b.key}: ${b.reason}\n`);
-          if (res.failed.length > 0 || plan.blocked.length > 0) process.exitCode = EXIT_FAILURE;
-        });
+      const source = sourceOf(o.filename);
+      const req = {
+        pods: desired,
+        source,
+        ...(o.prune === true ? { prune: { sources: [source] } } : {}),
+        ...(o.force === true ? { force: true } : {}),
+        ...(o.dryRun === true ? { dryRun: true } : {}),
+        ...(o.wait === true ? { wait: true, timeoutMs } : {}),
+      };
+      await withBackend(cfg, { write: o.dryRun !== true, what: 'apply' }, async (b) => {
+        const res = await b.call<import('./daemon/service.js').ApplyResponse>('apply', req);
+        for (const r of res.refused) process.stderr.write(`error: ${r}\n`);
+        if (res.refused.length > 0) {
+          process.exitCode = EXIT_FAILURE;
+          return;
+        }
+        if (res.plan !== undefined) {
+          const { renderPlan } = await import('./reconciler/render.js');
+          process.stdout.write(renderPlan(res.plan) || 'no changes\n');
+          return;
+        }
+        const failed = await printResults(res.steps);
+        if (res.steps.length === 0) process.stdout.write('no changes\n');
+        for (const bl of res.blocked) process.stderr.write(`error: ${bl.key}: ${bl.reason}\n`);
+        if (failed > 0 || res.blocked.length > 0) process.exitCode = EXIT_FAILURE;
+        if (res.notReady !== undefined) {
+          for (const n of res.notReady) process.stderr.write(`error: pod ${n.key} not ready after ${o.timeout ?? '60s'}: ${n.reason}${n.message !== '' ? `: ${n.message}` : ''}\n`);
+          if (res.notReady.length > 0) process.exitCode = EXIT_FAILURE;
+          else if (failed === 0) process.stdout.write(`ready: ${res.keys.filter((k) => desired.some((p) => p.key === k)).join(', ')}\n`);
+        }
       });
     });
 
@@ -174,11 +304,10 @@ export function buildProgram(): Command {
     .action(async (o: { filename: string; prune?: boolean; output: string }, cmd: Command) => {
       const cfg = config(cmd);
       const desired = await loadOrFail(o.filename);
-      const { computePlan } = await import('./reconciler/reconcile.js');
-      const { renderPlan, planToJson } = await import('./reconciler/render.js');
-      await withRuntime(cfg, async (rt) => {
-        const prune = o.prune === true ? { prune: { sources: [sourceOf(o.filename)] } } : {};
-        const plan = await rt.withLock('diff', () => computePlan(rt, { desired, repair: false, ...prune }, cfg.log));
+      const prune = o.prune === true ? { prune: { sources: [sourceOf(o.filename)] } } : {};
+      await withBackend(cfg, { write: false, what: 'diff' }, async (b) => {
+        const plan = await b.call<import('./reconciler/plan.js').Plan>('diff', { pods: desired, ...prune });
+        const { renderPlan, planToJson } = await import('./reconciler/render.js');
         process.stdout.write(o.output === 'json' ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : renderPlan(plan));
         process.exitCode = plan.steps.length > 0 || plan.blocked.length > 0 ? 1 : 0;
       });
@@ -191,9 +320,10 @@ export function buildProgram(): Command {
     .argument('[name]', 'pod name')
     .option('-f, --filename <path>', 'manifest file or directory, or - for stdin; only kind and name are read, so a file that no longer validates still works')
     .option('-n, --namespace <ns>', 'namespace for delete pod NAME', 'default')
-    .action(async (kind: string | undefined, name: string | undefined, o: { filename?: string; namespace: string }, cmd: Command) => {
+    .option('--force', 'delete pods that a directory watched by berth up owns (it recreates them while its files declare them)')
+    .action(async (kind: string | undefined, name: string | undefined, o: { filename?: string; namespace: string; force?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
-      let wanted: { key: string; where: string }[];
+      let keys: string[];
       let problems = 0;
       if (o.filename !== undefined) {
         if (kind !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', 'delete: give either -f PATH or pod NAME, not both');
@@ -201,45 +331,42 @@ export function buildProgram(): Command {
         const res = await declaredPodKeys(await manifestInput(o.filename));
         for (const p of res.problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
         problems = res.problems.length;
-        wanted = res.keys.map((k) => ({ key: k.key, where: `${k.file}:${k.line}` }));
+        keys = res.keys.map((k) => k.key);
       } else {
         if (kind === undefined || name === undefined || !['pod', 'pods', 'po'].includes(kind.toLowerCase())) {
           throw new BerthError('ERR_INVALID_ARGUMENT', 'delete: give -f PATH or pod NAME');
         }
-        wanted = [{ key: `${o.namespace}/${name}`, where: 'command line' }];
+        keys = [`${o.namespace}/${name}`];
       }
-      const { executePlan } = await import('./reconciler/reconcile.js');
-      const { renderStep } = await import('./reconciler/render.js');
-      const { recordedGracePeriodMs } = await import('./reconciler/plan.js');
-      await withRuntime(cfg, async (rt) => {
-        await rt.withLock('delete', async () => {
-          const recorded = new Map(rt.state.listPods().map((p) => [p.key, p]));
-          const steps = [...new Set(wanted.map((w) => w.key))]
-            .filter((key) => recorded.has(key))
-            .map((key) => ({ kind: 'delete-pod' as const, podKey: key, graceMs: recordedGracePeriodMs(recorded.get(key)?.spec), reason: 'deleted' }));
-          const res = await executePlan(rt, { steps, blocked: [] }, cfg.log);
-          for (const s of steps) process.stdout.write(`${renderStep(s)}\n`);
-          if (o.filename === undefined && steps.length === 0) {
-            throw new BerthError('ERR_NOT_FOUND', `delete pod ${wanted[0]?.key ?? ''}: not found`);
-          }
-          if (steps.length === 0) process.stdout.write('nothing to delete\n');
-          for (const f of res.failed) process.stderr.write(`error: ${f.error.message}\n`);
-          if (res.failed.length > 0) process.exitCode = EXIT_FAILURE;
-          else if (problems > 0) process.exitCode = EXIT_INVALID;
+      await withBackend(cfg, { write: true, what: 'delete' }, async (b) => {
+        const res = await b.call<import('./daemon/service.js').ApplyResponse & { missing: string[] }>('delete', {
+          keys,
+          ...(o.filename !== undefined ? { source: sourceOf(o.filename) } : {}),
+          ...(o.force === true ? { force: true } : {}),
         });
+        for (const r of res.refused) process.stderr.write(`error: ${r}\n`);
+        if (res.refused.length > 0) {
+          process.exitCode = EXIT_FAILURE;
+          return;
+        }
+        const failed = await printResults(res.steps);
+        if (o.filename === undefined && res.steps.length === 0) throw new BerthError('ERR_NOT_FOUND', `delete pod ${keys[0] ?? ''}: not found`);
+        if (res.steps.length === 0) process.stdout.write('nothing to delete\n');
+        if (failed > 0) process.exitCode = EXIT_FAILURE;
+        else if (problems > 0) process.exitCode = EXIT_INVALID;
       });
     });
 
   program
     .command('up')
-    .description('watch a manifest directory and keep this machine converged to it (Ctrl-C leaves containers running)')
-    .argument('<dir>', 'manifest directory')
-    .option('--resync <seconds>', 'full resync period', '30')
-    .action(async (dir: string, o: { resync: string }, cmd: Command) => {
+    .description('run the daemon: watch manifest directories and keep this machine converged (Ctrl-C leaves containers running)')
+    .argument('<dir...>', 'manifest directories')
+    .option('--resync <seconds>', 'safety-net resync period', '30')
+    .action(async (dirs: string[], o: { resync: string }, cmd: Command) => {
       const cfg = config(cmd);
       const { statSync } = await import('node:fs');
-      if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
-        throw new BerthError('ERR_INVALID_ARGUMENT', `up ${dir}: not a directory`);
+      for (const dir of dirs) {
+        if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new BerthError('ERR_INVALID_ARGUMENT', `up ${dir}: not a directory`);
       }
       const resync = Number(o.resync);
       if (!Number.isFinite(resync) || resync < 1) {
@@ -251,36 +378,8 @@ export function buildProgram(): Command {
       const stop = (): void => ac.abort();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
-      let first = true;
-      let lastInvalid = '';
       try {
-        process.stdout.write(`berth: watching ${path.resolve(dir)} (Ctrl-C stops watching; containers keep running)\n`);
-        await runUp({
-          dir,
-          rt,
-          log: cfg.log,
-          resyncMs: resync * 1000,
-          signal: ac.signal,
-          onPass: ({ steps, failed, lines, errors, invalid }) => {
-            for (const l of lines) process.stdout.write(`${l}\n`);
-            for (const e of errors) process.stdout.write(`! ${e}\n`);
-            // Invalid files are shown when the set changes, not on every resync.
-            const invalidNow = invalid.join('\n');
-            if (invalidNow !== lastInvalid) {
-              for (const p of invalid) process.stdout.write(`! invalid manifest (last good objects kept): ${p}\n`);
-              if (invalid.length === 0 && lastInvalid !== '') process.stdout.write('berth: all manifests valid again\n');
-              lastInvalid = invalidNow;
-            }
-            if (invalid.length > 0 && errors.length === 0 && (steps > 0 || first)) {
-              process.stdout.write(`berth: converged to the last good objects; ${invalid.length} manifest problem(s) to fix\n`);
-            } else if (errors.length > 0) {
-              process.stdout.write(`berth: not converged (${failed} of ${steps} step(s) failed); retrying on the next change or resync\n`);
-            } else if (steps > 0 || first) {
-              process.stdout.write(`berth: converged (${steps} step(s)); next: berth ps, berth logs POD\n`);
-            }
-            first = false;
-          },
-        });
+        await runUp({ dirs, rt, log: cfg.log, resyncMs: resync * 1000, signal: ac.signal, out: (l) => process.stdout.write(`${l}\n`) });
         process.stdout.write('berth: stopped watching; containers keep running (berth ps)\n');
       } finally {
         await rt.close();
@@ -290,62 +389,125 @@ export function buildProgram(): Command {
   program
     .command('ps')
     .alias('pods')
-    .description('list pods and containers with state, PID, image digest and age')
+    .description('list pods and containers with state, PID, restarts, image digest and age')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
     .action(async (o: { output: string }, cmd: Command) => {
       const cfg = config(cmd);
-      await withRuntime(cfg, async (rt) => {
-        // No lock: a read-only observation must not wait behind a long pull of `berth up`.
-        const pods = await rt.observe({ repair: false });
+      await withBackend(cfg, { write: false, what: 'ps' }, async (b) => {
+        // Read-only: in-process it takes no lock (it must not wait behind a long pull).
+        const pods = await b.call<import('./runtime/index.js').ObservedPod[]>('pods');
         if (o.output === 'json') {
           process.stdout.write(`${JSON.stringify(pods.map((p) => ({ key: p.key, source: p.source, containers: p.containers.map(({ live: _l, ...c }) => c) })), null, 2)}\n`);
           return;
         }
-        const rows = [['POD', 'CONTAINER', 'STATE', 'PID', 'IMAGE', 'DIGEST', 'AGE']];
+        const rows = [['POD', 'CONTAINER', 'STATE', 'PID', 'ATTEMPT', 'IMAGE', 'DIGEST', 'AGE']];
         const now = Date.now();
         for (const p of pods) {
           for (const c of p.containers) {
             const state = c.state === 'exited' ? `exited(${c.exitCode ?? '?'})` : c.state;
-            rows.push([p.key, c.name, state, c.state === 'running' ? String(c.pid ?? '-') : '-', c.imageRef, c.imageDigest.slice(7, 19), humanAge(now - c.createdAt)]);
+            rows.push([p.key, c.name, state, c.state === 'running' || c.state === 'paused' ? String(c.pid ?? '-') : '-', String(c.attempt), c.imageRef, c.imageDigest.slice(7, 19), humanAge(now - c.createdAt)]);
           }
-          if (p.containers.length === 0) rows.push([p.key, '-', 'pending', '-', '-', '-', humanAge(now - p.createdAt)]);
+          if (p.containers.length === 0) rows.push([p.key, '-', 'pending', '-', '-', '-', '-', humanAge(now - p.createdAt)]);
         }
         process.stdout.write(table(rows));
       });
     });
 
   program
+    .command('status')
+    .description('pods with ready count, status (Running, Pending, CrashLoopBackOff, ImagePullBackOff, InvalidSpec, Paused…), restarts, age and the last error')
+    .argument('[pod]', 'only this pod (namespace default unless -n)')
+    .option('-n, --namespace <ns>', 'namespace for POD', 'default')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json', 'yaml']).default('table'))
+    .action(async (pod: string | undefined, o: { namespace: string; output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      await withBackend(cfg, { write: false, what: 'status' }, async (b) => {
+        const report = await b.call<import('./reconciler/status.js').StatusReport>('status');
+        if (pod !== undefined) {
+          report.pods = report.pods.filter((p) => p.key === `${o.namespace}/${pod}`);
+          if (report.pods.length === 0) throw new BerthError('ERR_NOT_FOUND', `status ${o.namespace}/${pod}: no such pod`);
+        }
+        if (o.output === 'json') {
+          process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+          return;
+        }
+        if (o.output === 'yaml') {
+          const { stringify } = await import('yaml');
+          process.stdout.write(stringify(report));
+          return;
+        }
+        const now = Date.now();
+        const rows = [['POD', 'READY', 'STATUS', 'RESTARTS', 'AGE', 'LAST ERROR']];
+        for (const p of report.pods) {
+          const next = p.nextTryAt !== null ? ` (next try in ${humanAge(Date.parse(p.nextTryAt) - now)})` : '';
+          rows.push([p.key, p.ready, `${p.status}${next}`, String(p.restarts), humanAge(now - Date.parse(p.createdAt)), p.lastError.split('\n')[0] ?? '']);
+        }
+        process.stdout.write(table(rows));
+        if (report.daemon === null) process.stderr.write('note: no berth up runs on this state; exits are noticed at the next apply or up\n');
+      });
+    });
+
+  program
+    .command('events')
+    .description('what happened, oldest first: pulled, created, started, exited, restarted, back-off, pruned, invalid, adopted')
+    .option('--follow', 'keep printing new events (needs berth up)')
+    .option('--since <duration>', 'only events newer than this (e.g. 10m)')
+    .option('--for <pod>', 'only the events of one pod (namespace/name or name)')
+    .addOption(new Option('-o, --output <format>', 'output format (json: an array; with --follow one object per line)').choices(['table', 'json']).default('table'))
+    .action(async (o: { follow?: boolean; since?: string; for?: string; output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      const sinceTs = o.since !== undefined ? Date.now() - parseTimeout('events --since', o.since, 0) : 0;
+      const keyPrefix = o.for === undefined ? '' : `pod/${o.for.includes('/') ? o.for : `default/${o.for}`}`;
+      type Ev = import('./runtime/index.js').EventRecord;
+      const line = (e: Ev): string =>
+        o.output === 'json' ? JSON.stringify(e) : `${new Date(e.ts).toISOString()}  ${e.type.padEnd(7)}  ${e.reason.padEnd(10)}  ${e.key}  ${e.message}`;
+      await withBackend(cfg, { write: false, what: 'events' }, async (b) => {
+        if (o.follow === true) {
+          if (b.follow === undefined) throw new BerthError('ERR_PRECONDITION', 'events --follow: no berth up runs on this state (events are written by it)');
+          const ac = new AbortController();
+          process.once('SIGINT', () => ac.abort());
+          process.once('SIGTERM', () => ac.abort());
+          await b.follow({ sinceTs: String(sinceTs), keyPrefix, limit: '1000' }, (e) => process.stdout.write(`${line(e as Ev)}\n`), ac.signal);
+          return;
+        }
+        const events = await b.call<Ev[]>('events', { sinceTs, keyPrefix, limit: 1000 });
+        if (o.output === 'json') {
+          process.stdout.write(`${JSON.stringify(events, null, 2)}\n`);
+          return;
+        }
+        for (const e of events) process.stdout.write(`${line(e)}\n`);
+      });
+    });
+
+  program
     .command('logs')
     .description('print a container\'s output from its log (--raw: the CRI log lines with time, stream and tag)')
-    .argument('<target>', 'POD or POD/CONTAINER (namespace default unless -n)')
+    .argument('<target>', 'POD or POD/CONTAINER (namespace default unless -n); without CONTAINER the first one, as kubectl')
     .option('-n, --namespace <ns>', 'namespace', 'default')
+    .option('-c, --container <name>', 'container name')
     .option('--tail <n>', 'only the last N lines')
     .option('--raw', 'print CRI log lines unchanged')
+    .option('-p, --previous', 'the attempt before the current one (after a restart)')
     .option('-f, --follow', 'keep printing new output until the container stops or Ctrl-C')
-    .action(async (target: string, o: { namespace: string; tail?: string; raw?: boolean; follow?: boolean }, cmd: Command) => {
+    .action(async (target: string, o: { namespace: string; container?: string; tail?: string; raw?: boolean; previous?: boolean; follow?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       const parts = target.split('/');
       if (parts.length > 2 || parts.some((p) => p === '')) throw new BerthError('ERR_INVALID_ARGUMENT', `logs ${target}: expected POD or POD/CONTAINER`);
-      const [podName, ctrName] = parts;
+      const [podName, ctrPart] = parts;
+      const ctrName = ctrPart ?? o.container;
       let tail: number | undefined;
       if (o.tail !== undefined) {
         tail = Number(o.tail);
         if (!Number.isSafeInteger(tail) || tail < 0) throw new BerthError('ERR_INVALID_ARGUMENT', `logs --tail ${JSON.stringify(o.tail)}: must be a whole number, 0 or more`);
       }
-      const key = `${o.namespace}/${podName ?? ''}`;
-      await withRuntime(cfg, async (rt) => {
-        const cs = rt.state.listContainers(key).filter((c) => ctrName === undefined || c.name === ctrName);
-        if (cs.length === 0) throw new BerthError('ERR_NOT_FOUND', `logs ${target}: no such pod or container in namespace ${o.namespace}`);
-        const names = new Set(cs.map((c) => c.name));
-        if (ctrName === undefined && names.size > 1) {
-          throw new BerthError('ERR_INVALID_ARGUMENT', `logs ${target}: pod has several containers, name one: ${[...names].join(', ')}`);
-        }
-        const c = cs[cs.length - 1];
-        if (c === undefined) return;
-        const { criDecoder } = await import('./runtime/index.js');
-        const file = rt.logPath(c.podKey, c.name, c.id);
+      const req = { podKey: `${o.namespace}/${podName ?? ''}`, ...(ctrName !== undefined ? { container: ctrName } : {}), ...(o.previous === true ? { previous: true } : {}) };
+      await withBackend(cfg, { write: false, what: 'logs' }, async (b) => {
+        type Target = import('./daemon/service.js').LogTarget;
+        const t = await b.call<Target>('logs', req);
+        if (t.defaulted !== undefined) process.stderr.write(`Defaulted container "${t.defaulted.container}" out of: ${t.defaulted.all.join(', ')}\n`);
+        const { criDecoder } = await import('./lib/crilog.js');
         const { promises: fsp } = await import('node:fs');
-        const text = await fsp.readFile(file, 'utf8').catch(() => '');
+        const text = await fsp.readFile(t.file, 'utf8').catch(() => '');
         let offset = Buffer.byteLength(text);
         const dec = criDecoder();
         let lines = o.raw === true ? text.split('\n').filter((l) => l !== '') : dec.push(text);
@@ -358,8 +520,10 @@ export function buildProgram(): Command {
         const ac = new AbortController();
         process.once('SIGINT', () => ac.abort());
         const { sleep } = await import('./lib/time.js');
+        let running = t.running;
+        let lastCheck = Date.now();
         for (;;) {
-          const fh = await fsp.open(file, 'r').catch(() => undefined);
+          const fh = await fsp.open(t.file, 'r').catch(() => undefined);
           if (fh !== undefined) {
             const { size } = await fh.stat();
             if (size > offset) {
@@ -372,8 +536,13 @@ export function buildProgram(): Command {
             }
             await fh.close();
           }
-          if (ac.signal.aborted || !(await rt.isRunning(c.id))) break;
-          await sleep(250, ac.signal).catch(() => undefined);
+          if (ac.signal.aborted || !running) break;
+          if (Date.now() - lastCheck > 500) {
+            lastCheck = Date.now();
+            const now = await b.call<Target>('logs', req).catch(() => undefined);
+            running = now !== undefined && now.id === t.id && now.running;
+          }
+          await sleep(200, ac.signal).catch(() => undefined);
         }
         if (o.raw !== true) for (const m of dec.flush()) process.stdout.write(`${m}\n`);
       });
@@ -385,9 +554,9 @@ export function buildProgram(): Command {
     .description('list local images')
     .action(async (_o: unknown, cmd: Command) => {
       const cfg = config(cmd);
-      await withRuntime(cfg, async (rt) => {
+      await withBackend(cfg, { write: false, what: 'images' }, async (b) => {
         const rows = [['REF', 'DIGEST']];
-        for (const i of rt.images.list()) rows.push([i.ref, i.digest]);
+        for (const i of await b.call<{ ref: string; digest: string }[]>('images')) rows.push([i.ref, i.digest]);
         process.stdout.write(table(rows));
       });
     });
@@ -397,8 +566,8 @@ export function buildProgram(): Command {
     .argument('<ref>', 'image reference')
     .action(async (ref: string, _o: unknown, cmd: Command) => {
       const cfg = config(cmd);
-      await withRuntime(cfg, async (rt) => {
-        const img = await rt.withLock('pull', () => rt.pullImage(ref));
+      await withBackend(cfg, { write: true, what: 'pull' }, async (b) => {
+        const img = await b.call<{ ref: string; digest: string }>('pull', { ref });
         process.stdout.write(`${img.ref} ${img.digest}\n`);
       });
     });

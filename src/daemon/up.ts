@@ -1,101 +1,180 @@
+import * as path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
+import { BerthError, messageOf } from '../lib/errors.js';
+import { LockFile } from '../lib/lock.js';
 import type { Logger } from '../lib/log.js';
-import { messageOf } from '../lib/errors.js';
 import type { Runtime } from '../runtime/index.js';
+import { Controller, type KeyReport } from '../reconciler/controller.js';
 import type { DesiredPod } from '../reconciler/desired.js';
-import { computePlan, executePlan } from '../reconciler/reconcile.js';
+import { formatProblem, type ManifestProblem } from '../reconciler/manifest.js';
+import { lastAppliedPod } from '../reconciler/plan.js';
 import { renderStep } from '../reconciler/render.js';
 import { ManifestSource } from '../reconciler/source.js';
-import { lastAppliedPod } from '../reconciler/plan.js';
-import { formatProblem } from '../reconciler/manifest.js';
+import { serveApi } from './server.js';
+import { BerthService } from './service.js';
 
 export interface UpOptions {
-  dir: string;
+  dirs: string[];
   rt: Runtime;
   log: Logger;
-  /** Full resync period: restarts exited containers per restartPolicy, re-reads files. */
+  /** Safety-net resync period: every key once more, files re-read. */
   resyncMs?: number;
   debounceMs?: number;
-  /** Called after each pass (tests, status printing). */
-  onPass?: (info: { steps: number; failed: number; lines: string[]; errors: string[]; invalid: string[] }) => void;
+  /** How long SIGTERM/SIGINT waits for in-flight steps (containers are never stopped). */
+  drainMs?: number;
+  /** Human output, one line at a time (stdout of `berth up`). */
+  out: (line: string) => void;
   signal: AbortSignal;
 }
 
 /**
- * `berth up DIR`: watch the directory and converge on every change, plus a periodic
- * resync as a safety net for missed inotify events and for exited containers. Passes are
- * serialised (one at a time); a change during a pass triggers one more pass after it.
- * Stopping `up` never stops containers (rule S1): they keep running and are adopted by
- * the next `up`.
+ * `berth up DIR...`: the daemon and single writer of this state while it runs. It holds
+ * the state lock for its lifetime (CLI commands talk to it over the socket instead), watches
+ * the directories, conmon's exit files and a resync timer — all of which only enqueue keys
+ * for the controller — and serves the API. Stopping it never stops containers (rule S1).
  */
 export async function runUp(o: UpOptions): Promise<void> {
+  const roots = o.dirs.map((d) => path.resolve(d));
+  const daemonLock = new LockFile(path.join(o.rt.paths.state, 'up.lock'));
+  try {
+    await daemonLock.acquire({ waitMs: 0, what: 'berth up' });
+  } catch (err) {
+    const pid = await daemonLock.owner();
+    throw new BerthError('ERR_LOCKED', `berth up: another berth up already runs on ${o.rt.paths.state}${pid !== undefined ? ` (pid ${pid})` : ''}; stop it first`, { cause: err });
+  }
+  const releaseState = await o.rt.holdLock('berth up');
+  try {
+    await serve(o, roots);
+  } finally {
+    await releaseState();
+    await daemonLock.release();
+  }
+}
+
+async function serve(o: UpOptions, roots: string[]): Promise<void> {
+  const { rt, log } = o;
+  rt.setWatched(roots);
+  await rt.sweep();
+  // Adopt what runs: never restarted, only recorded (rule S2).
+  for (const p of await rt.observe({ repair: true })) {
+    const running = p.containers.filter((c) => c.state === 'running');
+    if (running.length > 0) rt.addEvent(`pod/${p.key}`, 'Adopted', `adopted ${running.map((c) => `${c.name} (pid ${c.pid ?? '?'})`).join(', ')}`);
+  }
   const recorded = (file: string): DesiredPod[] =>
-    o.rt.state
+    rt
       .listPods()
       .filter((p) => p.source === file)
       .flatMap((p) => lastAppliedPod(p.spec) ?? []);
-  const owners = (): ReadonlyMap<string, string> => new Map(o.rt.state.listPods().map((p) => [p.key, p.source]));
-  const source = new ManifestSource(o.dir, o.log, recorded, owners);
-  await o.rt.withLock('sweep', () => o.rt.sweep());
+  const owners = (): ReadonlyMap<string, string> => new Map(rt.listPods().map((p) => [p.key, p.source]));
+  const sources = roots.map((r) => new ManifestSource(r, log, recorded, owners));
+  const controller = new Controller({ rt, log, retry: true });
+  const service = new BerthService({ rt, log, controller, daemon: true });
 
-  let running = false;
-  let again = false;
-  let timer: NodeJS.Timeout | undefined;
-  const pass = async (): Promise<void> => {
-    if (running) {
-      again = true;
-      return;
+  // Human output: steps as they happen, a summary each time the queue goes idle.
+  let steps = 0;
+  let failed = 0;
+  let first = true;
+  let lastInvalid = '';
+  let problems: ManifestProblem[] = [];
+  let wake: () => void = () => undefined;
+  controller.onReport((r: KeyReport) => {
+    for (const s of r.steps) {
+      steps++;
+      if (s.error !== undefined) {
+        failed++;
+        o.out(`! ${s.error.message}`);
+      } else {
+        o.out(renderStep(s.step));
+      }
     }
-    running = true;
-    try {
-      do {
-        again = false;
-        const { desired, problems } = await source.load();
-        await o.rt.withLock('reconcile', async () => {
-          const plan = await computePlan(o.rt, { desired, prune: { sources: [source.root] } }, o.log);
-          for (const s of plan.steps) o.log.debug({ step: s.kind }, renderStep(s));
-          const res = await executePlan(o.rt, plan, o.log, o.signal);
-          const failed = new Set(res.failed.map((f) => f.step));
-          o.onPass?.({
-            steps: plan.steps.length,
-            failed: res.failed.length,
-            lines: plan.steps.filter((s) => !failed.has(s)).map(renderStep),
-            errors: [...res.failed.map((f) => f.error.message), ...plan.blocked.map((b) => `${b.key}: ${b.reason}`)],
-            invalid: problems.map(formatProblem),
-          });
-        });
-      } while (again && !o.signal.aborted);
-    } catch (err) {
-      o.log.error({ err: messageOf(err) }, 'reconcile pass failed');
-    } finally {
-      running = false;
+    wake();
+  });
+
+  const load = async (): Promise<void> => {
+    const all: DesiredPod[] = [];
+    const seen = new Set<string>();
+    problems = [];
+    for (const s of sources) {
+      const res = await s.load();
+      problems.push(...res.problems);
+      for (const p of res.desired) {
+        if (seen.has(p.key)) continue;
+        seen.add(p.key);
+        all.push(p);
+      }
     }
+    const invalidNow = problems.map(formatProblem).join('\n');
+    if (invalidNow !== lastInvalid) {
+      for (const p of problems) o.out(`! invalid manifest (last good objects kept): ${formatProblem(p)}`);
+      if (problems.length === 0 && lastInvalid !== '') o.out('berth: all manifests valid again');
+      lastInvalid = invalidNow;
+    }
+    controller.setWatched(roots, all, problems.map((p) => ({ file: p.file, text: formatProblem(p) })));
+    wake();
   };
+
+  controller.watchExits();
+  await load();
+  controller.resyncAll();
+  const api = await serveApi({ socket: rt.paths.socket, service, log, onEvent: (fn) => rt.onEvent(fn) });
+
+  let timer: NodeJS.Timeout | undefined;
   const schedule = (): void => {
     if (timer !== undefined) clearTimeout(timer);
-    timer = setTimeout(() => void pass(), o.debounceMs ?? 150);
+    timer = setTimeout(() => void load().catch((err: unknown) => log.error({ err: messageOf(err) }, 'reading manifests failed')), o.debounceMs ?? 100);
   };
-
-  const watcher: FSWatcher = watch(source.root, {
-    ignoreInitial: true,
-    followSymlinks: true,
-    awaitWriteFinish: false,
-    ignored: (p: string) => /(^|\/)\.[^/]*$|~$|\.swp$|\.swx$|\/#[^/]*#?$/.test(p.slice(source.root.length)),
+  const watchers: FSWatcher[] = roots.map((root) => {
+    const w = watch(root, {
+      ignoreInitial: true,
+      followSymlinks: true,
+      awaitWriteFinish: false,
+      ignored: (p: string) => /(^|\/)\.[^/]*$|~$|\.swp$|\.swx$|\/#[^/]*#?$/.test(p.slice(root.length)),
+    });
+    w.on('all', (_event, p) => {
+      log.debug({ path: p }, 'manifest change');
+      schedule();
+    });
+    w.on('error', (err) => log.warn({ err: messageOf(err) }, 'watcher error'));
+    return w;
   });
-  watcher.on('all', (_event, p) => {
-    o.log.debug({ path: p }, 'manifest change');
-    schedule();
-  });
-  watcher.on('error', (err) => o.log.warn({ err: messageOf(err) }, 'watcher error'));
+  const resync = setInterval(() => {
+    void load()
+      .then(() => controller.resyncAll())
+      .catch((err: unknown) => log.error({ err: messageOf(err) }, 'resync failed'));
+  }, o.resyncMs ?? 30_000);
 
-  await pass();
-  const resync = setInterval(() => void pass(), o.resyncMs ?? 30_000);
+  o.out(`berth: watching ${roots.join(', ')}; API on ${rt.paths.socket} (Ctrl-C stops watching; containers keep running)`);
+  const summaries = (async () => {
+    while (!o.signal.aborted) {
+      await controller.queue.whenIdle(undefined, o.signal).catch(() => undefined);
+      if (o.signal.aborted) break;
+      if (steps > 0 || first) {
+        if (failed > 0) o.out(`berth: not converged (${failed} of ${steps} step(s) failed); retrying with backoff (berth status)`);
+        else if (problems.length > 0) o.out(`berth: converged to the last good objects; ${problems.length} manifest problem(s) to fix`);
+        else o.out(`berth: converged (${steps} step(s)); next: berth status, berth logs POD`);
+      }
+      first = false;
+      steps = 0;
+      failed = 0;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        o.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      wake = () => undefined;
+      // Let the key that woke us get into the queue before asking whether it is idle.
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+
   await new Promise<void>((resolve) => {
     if (o.signal.aborted) resolve();
     o.signal.addEventListener('abort', () => resolve(), { once: true });
   });
   clearInterval(resync);
   if (timer !== undefined) clearTimeout(timer);
-  await watcher.close();
-  while (running) await new Promise((r) => setTimeout(r, 20));
+  await Promise.all(watchers.map((w) => w.close()));
+  await api.close();
+  const left = await controller.stop(o.drainMs ?? 10_000);
+  if (left.length > 0) o.out(`berth: stopped with ${left.length} step(s) cut short (${left.join(', ')}); they resume at the next berth up`);
+  await summaries;
 }

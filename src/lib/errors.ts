@@ -15,11 +15,21 @@ export type ErrorCode =
   | 'ERR_NETWORK' // connection, timeout, reset
   | 'ERR_RUNTIME' // runc/conmon/mount failed
   | 'ERR_LOCKED' // another berth holds the state lock
-  | 'ERR_RESOURCE_EXHAUSTED'
+  | 'ERR_RESOURCE_EXHAUSTED' // the machine ran out: ENOSPC, EMFILE, ENOMEM, the free-space floor
+  | 'ERR_LIMIT_EXCEEDED' // an input larger than a configured limit (entries, file size, path bytes…)
+  | 'ERR_TIMEOUT' // an external process or wait passed its deadline (and was killed)
   | 'ERR_PRECONDITION' // host lacks something berth needs (root, runc, overlay)
   | 'ERR_INTERNAL';
 
-/** Retryable vs terminal, in one place. The controller backs off on retryable codes. */
+/**
+ * Retryable vs terminal, in one place. The controller backs off on retryable codes.
+ *
+ * Resources: ERR_RESOURCE_EXHAUSTED means the host ran short (disk, descriptors, memory), which
+ * frees up on its own or after GC, so it is retried. ERR_LIMIT_EXCEEDED means the input itself is
+ * larger than a configured limit: the same input fails the same way until the limit or the input
+ * changes (a config or manifest edit, which enqueues the key anyway), so it is terminal.
+ * ERR_TIMEOUT: the process was killed at its deadline; a wedged runc or mount may recover.
+ */
 export const RETRYABLE: Readonly<Record<ErrorCode, boolean>> = {
   ERR_INVALID_ARGUMENT: false,
   ERR_INVALID_MANIFEST: false,
@@ -34,6 +44,8 @@ export const RETRYABLE: Readonly<Record<ErrorCode, boolean>> = {
   ERR_RUNTIME: true,
   ERR_LOCKED: true,
   ERR_RESOURCE_EXHAUSTED: true,
+  ERR_LIMIT_EXCEEDED: false,
+  ERR_TIMEOUT: true,
   ERR_PRECONDITION: false,
   ERR_INTERNAL: false,
 };

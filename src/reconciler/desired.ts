@@ -21,20 +21,65 @@ export interface DesiredContainer {
   cpuMillis?: number;
 }
 
+/**
+ * The manifest kinds that declare a pod. A berth.dev/v1 Container is shorthand for a
+ * one-container Pod: it becomes the same DesiredPod (same key space, same hashes), and
+ * `kind` only says how it was written, for display.
+ */
+export type PodKind = 'Pod' | 'Container';
+
+/** `metadata.annotations["berth.dev/paused"]`: "true" pauses, "false" or absent does not. */
+export const ANNOTATION_PAUSED = 'berth.dev/paused';
+
 export interface DesiredPod {
   key: string; // namespace/name
+  kind: PodKind;
   namespace: string;
   name: string;
   /** Absolute path of the manifest file that declares the pod. */
   source: string;
   /** Where in that file (1-based line of the document start). */
   line: number;
+  /** sha256 over the pod-level fields that shape its containers; `paused` is not one of them. */
   podHash: string;
   hostNetwork: boolean;
   restartPolicy: RestartPolicy;
   gracePeriodMs: number;
   labels: Record<string, string>;
+  annotations: Record<string, string>;
+  /**
+   * Intent from the `berth.dev/paused` annotation: keep the pod's containers but do not run
+   * them. Deliberately outside specHash and podHash, so pausing and resuming never replaces
+   * a container. A pod recorded (last-applied JSON) before this field existed lacks it: read
+   * that as false.
+   */
+  paused: boolean;
   containers: DesiredContainer[];
+}
+
+/** An OCI platform as `os/architecture[/variant]` names it (the shape the runtime pulls by). */
+export interface DesiredPlatform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+/**
+ * A berth.dev/v1 Image: an image to pull ahead of any pod that uses it (and keep, for
+ * edge devices that lose the registry). Keys live in their own space, `image/<ns>/<name>`.
+ */
+export interface DesiredImage {
+  key: string; // image/namespace/name
+  namespace: string;
+  name: string;
+  ref: string; // canonical reference
+  pullPolicy: PullPolicy;
+  /** Absent: the host's platform, decided by the runtime at pull time. */
+  platform?: DesiredPlatform;
+  /** Absolute path of the manifest file that declares the image. */
+  source: string;
+  /** Where in that file (1-based line of the document start). */
+  line: number;
 }
 
 /** Kubernetes default: Always for `:latest` or untagged references, else IfNotPresent. */

@@ -11,9 +11,22 @@ export interface ObservedContainerView {
   specHash: string;
   imageRef: string;
   imageDigest: string;
-  state: 'creating' | 'created' | 'running' | 'exited' | 'removing';
+  /** `paused`: frozen by `runc pause` behind berth's back — alive, left alone. */
+  state: 'creating' | 'created' | 'running' | 'exited' | 'removing' | 'paused';
   exitCode: number | null;
   pid: number | null;
+  attempt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+}
+
+/** Restart bookkeeping of one container name (persisted; survives container rows). */
+export interface RestartView {
+  name: string;
+  restarts: number;
+  nextAttempt: number;
+  /** Delay before the next policy restart, counted from the exit; 0 = at once. */
+  backoffMs: number;
 }
 
 export interface ObservedPodView {
@@ -23,6 +36,7 @@ export interface ObservedPodView {
   /** The desired pod as last applied (JSON of DesiredPod), for field-level diffs. */
   spec: string;
   containers: ObservedContainerView[];
+  restarts?: RestartView[];
 }
 
 /** What is known about each image reference the desired pods use. */
@@ -37,7 +51,9 @@ export interface ImageView {
 
 export interface PruneScope {
   /** Observed pods whose source file is one of these or lies under one of these dirs. */
-  sources: string[];
+  sources?: string[];
+  /** Observed pods with exactly these keys (`berth delete`). */
+  keys?: string[];
 }
 
 export interface PlanInput {
@@ -45,14 +61,27 @@ export interface PlanInput {
   observed: readonly ObservedPodView[];
   images: Readonly<Record<string, ImageView>>;
   prune?: PruneScope;
+  /** The clock, for crash-loop backoff (ms since the epoch). */
+  now?: number;
+}
+
+/** Crash-loop backoff of the kubelet: 10 s doubling to 300 s, reset after 10 min of running. */
+export const CRASH_BACKOFF_INITIAL_MS = 10_000;
+export const CRASH_BACKOFF_MAX_MS = 300_000;
+export const CRASH_BACKOFF_RESET_MS = 600_000;
+
+/** A policy restart: which one it is and the backoff to wait before the one after it. */
+export interface RestartInfo {
+  count: number;
+  nextBackoffMs: number;
 }
 
 export type Step =
   | { kind: 'pull'; image: string; reason: string }
   | { kind: 'create-pod'; pod: DesiredPod }
   | { kind: 'update-pod'; pod: DesiredPod; changes: string[] }
-  | { kind: 'start'; pod: DesiredPod; container: DesiredContainer; reason: string }
-  | { kind: 'replace'; pod: DesiredPod; container: DesiredContainer; oldId: string; reason: string; changes: string[] }
+  | { kind: 'start'; pod: DesiredPod; container: DesiredContainer; reason: string; attempt: number }
+  | { kind: 'replace'; pod: DesiredPod; container: DesiredContainer; oldId: string; reason: string; changes: string[]; attempt: number; restart?: RestartInfo }
   | { kind: 'remove'; podKey: string; id: string; name: string; graceMs: number; reason: string }
   | { kind: 'delete-pod'; podKey: string; graceMs: number; reason: string };
 
@@ -60,6 +89,8 @@ export interface Plan {
   steps: Step[];
   /** Desired objects that cannot be planned (e.g. pullPolicy Never and no image). */
   blocked: { key: string; reason: string }[];
+  /** Containers waiting out their crash-loop backoff: restart due at `until`. */
+  waiting?: { key: string; reason: 'CrashLoopBackOff'; until: number; message: string }[];
 }
 
 /** The desired pod as last applied (the JSON a pod row records), or undefined if unreadable. */
@@ -80,7 +111,7 @@ export function recordedGracePeriodMs(spec: string | undefined): number {
 }
 
 export function inScope(source: string, scope: PruneScope): boolean {
-  return scope.sources.some((s) => source === s || source.startsWith(s.endsWith('/') ? s : `${s}/`));
+  return (scope.sources ?? []).some((s) => source === s || source.startsWith(s.endsWith('/') ? s : `${s}/`));
 }
 
 function shouldRestart(policy: RestartPolicy, exitCode: number | null): boolean {
@@ -105,6 +136,8 @@ export function changedFields(before: Record<string, unknown> | undefined, after
 export function plan(input: PlanInput): Plan {
   const steps: Step[] = [];
   const blocked: Plan['blocked'] = [];
+  const waiting: NonNullable<Plan['waiting']> = [];
+  const now = input.now ?? 0;
   const pulls = new Map<string, string>();
   const observedByKey = new Map(input.observed.map((p) => [p.key, p]));
   const desiredKeys = new Set(input.desired.map((p) => p.key));
@@ -138,9 +171,19 @@ export function plan(input: PlanInput): Plan {
       }
     }
     const observedContainers = obs?.containers ?? [];
+    const restarts = new Map((obs?.restarts ?? []).map((r) => [r.name, r]));
     for (const c of pod.containers) {
       const mine = observedContainers.filter((o) => o.name === c.name);
       const current = mine.find((o) => o.specHash === c.specHash) ?? mine[mine.length - 1];
+      const r = restarts.get(c.name);
+      const attempt = Math.max(r?.nextAttempt ?? 0, ...mine.map((m) => m.attempt + 1));
+      if (pod.paused === true) {
+        // Paused on purpose: stop what runs, start nothing, until the annotation goes.
+        for (const m of mine) {
+          if (m.state !== 'exited') podSteps.push({ kind: 'remove', podKey: pod.key, id: m.id, name: m.name, graceMs: pod.gracePeriodMs, reason: 'paused (berth.dev/paused)' });
+        }
+        continue;
+      }
       for (const extra of mine) {
         if (extra !== current) {
           podSteps.push({ kind: 'remove', podKey: pod.key, id: extra.id, name: extra.name, graceMs: pod.gracePeriodMs, reason: 'superseded' });
@@ -152,21 +195,41 @@ export function plan(input: PlanInput): Plan {
         pulls.set(c.image, view.local === undefined ? 'not present' : `registry has ${view.remote ?? '?'}`);
       }
       if (current === undefined) {
-        podSteps.push({ kind: 'start', pod, container: c, reason: 'declared' });
+        podSteps.push({ kind: 'start', pod, container: c, reason: 'declared', attempt });
         continue;
       }
       const prevC = prev?.containers.find((x) => x.name === c.name);
+      if (current.state === 'paused') {
+        // Frozen behind berth's back (`runc pause`): alive; replacing it would lose its state.
+        continue;
+      }
       if (current.specHash !== c.specHash) {
         const changes = changedFields(prevC as unknown as Record<string, unknown> | undefined, c as unknown as Record<string, unknown>);
-        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'spec changed', changes });
+        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'spec changed', changes, attempt });
       } else if (needPull && c.pullPolicy === 'Always' && (input.images[c.image]?.local !== undefined)) {
-        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'image moved', changes: ['image digest'] });
+        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'image moved', changes: ['image digest'], attempt });
       } else if (current.state === 'exited') {
         if (shouldRestart(pod.restartPolicy, current.exitCode)) {
-          podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: `exited with code ${current.exitCode ?? '?'}, restartPolicy ${pod.restartPolicy}`, changes: [] });
+          const finished = current.finishedAt ?? now;
+          const ran = finished - (current.startedAt ?? finished);
+          // The kubelet's doBackOff: the first restart is immediate, then 10 s doubling to
+          // 300 s, counted from the exit; a run of 10 min forgives the past.
+          const delay = ran >= CRASH_BACKOFF_RESET_MS ? 0 : (r?.backoffMs ?? 0);
+          const due = finished + delay;
+          const exited = `exited with code ${current.exitCode ?? '?'}`;
+          if (now >= due) {
+            const next = delay === 0 ? CRASH_BACKOFF_INITIAL_MS : Math.min(delay * 2, CRASH_BACKOFF_MAX_MS);
+            podSteps.push({
+              kind: 'replace', pod, container: c, oldId: current.id, attempt,
+              reason: `${exited}, restartPolicy ${pod.restartPolicy}`, changes: [],
+              restart: { count: (r?.restarts ?? 0) + 1, nextBackoffMs: next },
+            });
+          } else {
+            waiting.push({ key: `${pod.key}/${c.name}`, reason: 'CrashLoopBackOff', until: due, message: `${exited}; back-off ${Math.round(delay / 1000)}s restarting failed container` });
+          }
         }
       } else if (current.state === 'created') {
-        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'created but never started', changes: [] });
+        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'created but never started', changes: [], attempt });
       }
     }
     for (const o of observedContainers) {
@@ -177,16 +240,17 @@ export function plan(input: PlanInput): Plan {
   }
   if (input.prune !== undefined) {
     for (const obs of input.observed) {
-      if (desiredKeys.has(obs.key) || !inScope(obs.source, input.prune)) continue;
+      const named = input.prune.keys?.includes(obs.key) === true;
+      if (desiredKeys.has(obs.key) || !(named || inScope(obs.source, input.prune))) continue;
       const grace = recordedGracePeriodMs(obs.spec);
-      podSteps.push({ kind: 'delete-pod', podKey: obs.key, graceMs: grace, reason: `no longer declared in ${obs.source}` });
+      podSteps.push({ kind: 'delete-pod', podKey: obs.key, graceMs: grace, reason: named ? 'deleted' : `no longer declared in ${obs.source}` });
     }
   }
   for (const [image, reason] of [...pulls.entries()].sort(([a], [b]) => (a < b ? -1 : 1))) {
     steps.push({ kind: 'pull', image, reason });
   }
   steps.push(...podSteps);
-  return { steps, blocked };
+  return waiting.length > 0 ? { steps, blocked, waiting } : { steps, blocked };
 }
 
 /** Pod-level fields that differ, named as in the manifest (Kubernetes field names). */

@@ -1,29 +1,29 @@
 import { existsSync } from 'node:fs';
 import { BerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import type { ObservedPod, Runtime } from '../runtime/index.js';
+import type { ObservedPod, RestartRecord, Runtime } from '../runtime/index.js';
 import type { DesiredPod } from './desired.js';
 import { plan, type ImageView, type ObservedPodView, type Plan, type PruneScope, type Step } from './plan.js';
 
+/**
+ * The bridge between the pure planner and the runtime façade: observation → views,
+ * image views, and the execution of one step. Shared by `diff` (plan only) and the
+ * controller (plan per key, then execute), so what diff prints is what apply does.
+ */
+
 const RESOLVE_TIMEOUT_MS = 10_000;
 
-export interface ReconcileOptions {
+export interface PlanOptions {
   desired: readonly DesiredPod[];
   /** Roll back interrupted operations while observing (apply, up); false for diff. */
   repair?: boolean;
   prune?: PruneScope;
   /** Ask the registry about images with pullPolicy Always (apply and diff both do). */
   resolveRemote?: boolean;
-  signal?: AbortSignal;
+  now?: number;
 }
 
-export interface ReconcileResult {
-  plan: Plan;
-  /** Steps that failed, with the error; the rest were carried out. */
-  failed: { step: Step; error: BerthError }[];
-}
-
-function toView(p: ObservedPod): ObservedPodView {
+export function toView(p: ObservedPod, restarts: readonly RestartRecord[] = []): ObservedPodView {
   return {
     key: p.key,
     source: p.source,
@@ -38,18 +38,35 @@ function toView(p: ObservedPod): ObservedPodView {
       state: c.state,
       exitCode: c.exitCode,
       pid: c.pid,
+      attempt: c.attempt,
+      startedAt: c.startedAt,
+      finishedAt: c.finishedAt,
     })),
+    restarts: restarts.map((r) => ({ name: r.name, restarts: r.restarts, nextAttempt: r.nextAttempt, backoffMs: r.backoffMs })),
   };
 }
 
-/**
- * Observes the runtime and computes the plan. Shared by `diff` and `apply`, so the
- * printed plan is exactly what apply executes.
- */
-export async function computePlan(rt: Runtime, o: ReconcileOptions, log: Logger): Promise<Plan> {
-  const observed = (await rt.observe({ repair: o.repair !== false })).map(toView);
+/** Remote digests asked recently, so a burst of keys asks the registry once per image. */
+export class ResolveCache {
+  private readonly entries = new Map<string, { digest: string | undefined; at: number }>();
+  constructor(private readonly ttlMs = 10_000) {}
+  get(ref: string, now: number): { digest: string | undefined } | undefined {
+    const e = this.entries.get(ref);
+    return e !== undefined && now - e.at < this.ttlMs ? e : undefined;
+  }
+  set(ref: string, digest: string | undefined, now: number): void {
+    this.entries.set(ref, { digest, at: now });
+  }
+}
+
+/** What is known about each image the desired pods use: local digests, and the registry's for Always. */
+export async function imageViews(
+  rt: Runtime,
+  desired: readonly DesiredPod[],
+  o: { resolveRemote?: boolean; log: Logger; cache?: ResolveCache; signal?: AbortSignal },
+): Promise<Record<string, ImageView>> {
   const images: Record<string, ImageView> = {};
-  for (const pod of o.desired) {
+  for (const pod of desired) {
     for (const c of pod.containers) {
       if (images[c.image] !== undefined) continue;
       const local = rt.localImage(c.image);
@@ -59,99 +76,109 @@ export async function computePlan(rt: Runtime, o: ReconcileOptions, log: Logger)
         view.localTop = local.indexDigest ?? local.digest;
       }
       // One container with pullPolicy Always is enough to ask the registry for this image.
-      const anyAlways = o.desired.some((p) => p.containers.some((x) => x.image === c.image && x.pullPolicy === 'Always'));
+      const anyAlways = desired.some((p) => p.containers.some((x) => x.image === c.image && x.pullPolicy === 'Always'));
       if (o.resolveRemote !== false && anyAlways && local !== undefined) {
-        try {
-          // Bounded: the answer only decides whether a running container is replaced, and the
-          // plan is computed under the state lock, so a silent registry must not hold it long.
-          view.remote = await rt.resolveImage(c.image, AbortSignal.timeout(RESOLVE_TIMEOUT_MS));
-        } catch (err) {
-          // An unreachable registry must not stop running workloads: keep the local image.
-          log.warn({ image: c.image, err: messageOf(err) }, 'cannot resolve image, keeping the local one');
+        const cached = o.cache?.get(c.image, Date.now());
+        if (cached !== undefined) {
+          if (cached.digest !== undefined) view.remote = cached.digest;
+        } else {
+          try {
+            // Bounded: the answer only decides whether a running container is replaced, so
+            // a silent registry must not hold the key long.
+            const signals = [AbortSignal.timeout(RESOLVE_TIMEOUT_MS), ...(o.signal !== undefined ? [o.signal] : [])];
+            view.remote = await rt.resolveImage(c.image, AbortSignal.any(signals));
+            o.cache?.set(c.image, view.remote, Date.now());
+          } catch (err) {
+            // An unreachable registry must not stop running workloads: keep the local image.
+            o.log.warn({ image: c.image, err: messageOf(err) }, 'cannot resolve image, keeping the local one');
+            o.cache?.set(c.image, undefined, Date.now());
+          }
         }
       }
       images[c.image] = view;
     }
   }
-  return plan({ desired: o.desired, observed, images, ...(o.prune !== undefined ? { prune: o.prune } : {}) });
+  return images;
 }
 
 /**
- * Executes a plan. Pulls run first; a pod whose image failed to pull is skipped (its
- * running containers stay as they are). Each step's failure is recorded and the rest go on.
+ * Observes the runtime and computes the whole-world plan: `berth diff` (read-only,
+ * repair false). The controller plans per key with the same planner.
  */
-export async function executePlan(rt: Runtime, p: Plan, log: Logger, signal?: AbortSignal): Promise<ReconcileResult> {
-  const failed: ReconcileResult['failed'] = [];
-  const failedImages = new Set<string>();
-  const failedPods = new Set<string>();
-  const fail = (step: Step, err: unknown): void => {
-    const e = err instanceof BerthError ? err : new BerthError('ERR_INTERNAL', messageOf(err), { cause: err });
-    failed.push({ step, error: e });
-    // The caller reports failures to the user (CLI stderr, up's output); the log keeps detail.
-    log.debug({ step: step.kind, code: e.code, err: e.message }, 'step failed');
-  };
-  for (const step of p.steps) {
-    if (signal?.aborted) break;
-    try {
-      switch (step.kind) {
-        case 'pull':
-          await rt.pullImage(step.image, signal);
-          rt.state.addEvent(step.image, 'Pulled', `pulled ${step.image}`);
-          break;
-        case 'create-pod':
-        case 'update-pod':
-          recordPod(rt, step.pod);
-          break;
-        case 'start':
-        case 'replace': {
-          if (failedPods.has(step.pod.key)) break;
-          // The pull's own failure is the one reported; the container simply waits for it.
-          if (failedImages.has(step.container.image)) break;
-          const image = rt.localImage(step.container.image);
-          if (image === undefined) throw new BerthError('ERR_NOT_FOUND', `start ${step.pod.key}/${step.container.name}: image ${step.container.image} is not present`);
-          const c = step.container;
-          const run = {
-            ...(c.command !== undefined ? { command: c.command } : {}),
-            ...(c.args !== undefined ? { args: c.args } : {}),
-            ...(c.workingDir !== undefined ? { workingDir: c.workingDir } : {}),
-            ...(c.memoryBytes !== undefined ? { memoryBytes: c.memoryBytes } : {}),
-            ...(c.cpuMillis !== undefined ? { cpuMillis: c.cpuMillis } : {}),
-            env: c.env,
-            hostNetwork: step.pod.hostNetwork,
-            hostname: step.pod.name,
-            hostFiles: step.pod.hostNetwork ? ['/etc/hosts', '/etc/resolv.conf'].filter((f) => existsSync(f)) : [],
-          };
-          // A new spec that cannot be generated must not cost the running container its life.
-          rt.checkRunSpec(image, run);
-          if (step.kind === 'replace') await rt.destroyContainer(step.oldId, step.pod.gracePeriodMs);
-          await rt.runContainer({ podKey: step.pod.key, name: c.name, specHash: c.specHash, image, run });
-          // The record is the last-applied spec: a broken file falls back to it (rule M5),
-          // so it must follow container edits, not only pod-level ones.
-          recordPod(rt, step.pod);
-          break;
-        }
-        case 'remove':
-          await rt.destroyContainer(step.id, step.graceMs);
-          break;
-        case 'delete-pod': {
-          const containers = rt.state.listContainers(step.podKey);
-          // Stop all containers of the pod in parallel: each gets the full grace period.
-          await Promise.all(containers.map((c) => rt.destroyContainer(c.id, step.graceMs)));
-          await rt.forgetPod(step.podKey);
-          rt.state.addEvent(step.podKey, 'Pruned', `pod ${step.podKey} deleted (${step.reason})`);
-          break;
-        }
-      }
-    } catch (err) {
-      if (step.kind === 'pull') failedImages.add(step.image);
-      if (step.kind === 'create-pod') failedPods.add(step.pod.key);
-      fail(step, err);
-    }
-  }
-  return { plan: p, failed };
+export async function computePlan(rt: Runtime, o: PlanOptions, log: Logger): Promise<Plan> {
+  const restarts = rt.listRestarts();
+  const observed = (await rt.observe({ repair: o.repair !== false })).map((p) => toView(p, restarts.filter((r) => r.podKey === p.key)));
+  const images = await imageViews(rt, o.desired, { resolveRemote: o.resolveRemote !== false, log });
+  return plan({
+    desired: o.desired,
+    observed,
+    images,
+    now: o.now ?? Date.now(),
+    ...(o.prune !== undefined ? { prune: o.prune } : {}),
+  });
 }
 
-function recordPod(rt: Runtime, pod: DesiredPod): void {
+/**
+ * Carries out one step other than `pull` (the controller runs pulls as image keys).
+ * Throws a BerthError; what a failure leaves: a failed start is rolled back by the
+ * runtime (no half-made container), a failed replace may leave the old one removed.
+ */
+export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull' }>): Promise<void> {
+  switch (step.kind) {
+    case 'create-pod':
+      recordPod(rt, step.pod);
+      rt.addEvent(`pod/${step.pod.key}`, 'Created', `pod ${step.pod.key} from ${step.pod.source}:${step.pod.line}`);
+      return;
+    case 'update-pod':
+      recordPod(rt, step.pod);
+      return;
+    case 'start':
+    case 'replace': {
+      const image = rt.localImage(step.container.image);
+      if (image === undefined) throw new BerthError('ERR_NOT_FOUND', `start ${step.pod.key}/${step.container.name}: image ${step.container.image} is not present`);
+      const c = step.container;
+      const run = {
+        ...(c.command !== undefined ? { command: c.command } : {}),
+        ...(c.args !== undefined ? { args: c.args } : {}),
+        ...(c.workingDir !== undefined ? { workingDir: c.workingDir } : {}),
+        ...(c.memoryBytes !== undefined ? { memoryBytes: c.memoryBytes } : {}),
+        ...(c.cpuMillis !== undefined ? { cpuMillis: c.cpuMillis } : {}),
+        env: c.env,
+        hostNetwork: step.pod.hostNetwork,
+        hostname: step.pod.name,
+        hostFiles: step.pod.hostNetwork ? ['/etc/hosts', '/etc/resolv.conf'].filter((f) => existsSync(f)) : [],
+      };
+      // A new spec that cannot be generated must not cost the running container its life.
+      rt.checkRunSpec(image, run);
+      if (step.kind === 'replace') await rt.destroyContainer(step.oldId, step.pod.gracePeriodMs);
+      await rt.runContainer({ podKey: step.pod.key, name: c.name, specHash: c.specHash, attempt: step.attempt, image, run });
+      if (step.kind === 'replace' && step.restart !== undefined) {
+        rt.updateRestart(step.pod.key, c.name, { restarts: step.restart.count, backoffMs: step.restart.nextBackoffMs });
+        rt.addEvent(`pod/${step.pod.key}`, 'Restarted', `container ${c.name} restarted (restart ${step.restart.count}; ${step.reason})`);
+      } else if (step.kind === 'replace') {
+        // A new spec forgives the old one's crashes (the kubelet keys backoff by spec hash too).
+        rt.updateRestart(step.pod.key, c.name, { backoffMs: 0 });
+      }
+      // The record is the last-applied spec: a broken file falls back to it (rule M5),
+      // so it must follow container edits, not only pod-level ones.
+      recordPod(rt, step.pod);
+      return;
+    }
+    case 'remove':
+      await rt.destroyContainer(step.id, step.graceMs);
+      return;
+    case 'delete-pod': {
+      const containers = rt.listContainers(step.podKey);
+      // Stop all containers of the pod in parallel: each gets the full grace period.
+      await Promise.all(containers.map((c) => rt.destroyContainer(c.id, step.graceMs)));
+      await rt.forgetPod(step.podKey);
+      rt.addEvent(`pod/${step.podKey}`, 'Pruned', `pod ${step.podKey} deleted (${step.reason})`);
+      return;
+    }
+  }
+}
+
+export function recordPod(rt: Runtime, pod: DesiredPod): void {
   rt.recordPod({
     key: pod.key,
     namespace: pod.namespace,

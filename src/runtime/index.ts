@@ -10,7 +10,7 @@ import { ContentStore } from './content/index.js';
 import { ImageService, type LocalImage } from './images/index.js';
 import { RegistryClient } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
-import { StateStore, type ContainerRecord, type PodRecord } from './state/index.js';
+import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type PodRecord, type RestartRecord } from './state/index.js';
 import { generateSpec, stopSignal, type ContainerRunSpec } from './tasks/spec.js';
 import { parseImageConfig } from './images/documents.js';
 import { TaskDriver } from './tasks/index.js';
@@ -18,11 +18,11 @@ import type { Finding } from './check/index.js';
 import { listMounts } from './snapshots/index.js';
 
 export type { LocalImage } from './images/index.js';
-export type { ContainerRecord, PodRecord, EventRecord, ContainerState } from './state/index.js';
+export type { ContainerRecord, PodRecord, EventRecord, ContainerState, RestartRecord, ConditionRecord, ImageRecord } from './state/index.js';
 export { parseReference } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
 export { checkWorkingDir } from './tasks/spec.js';
-export { criDecoder } from './tasks/crilog.js';
+export { criDecoder } from '../lib/crilog.js';
 export { checkHost, type Finding } from './check/index.js';
 
 /** OCI annotations that mark a runc container as berth's (and say whose). */
@@ -43,7 +43,9 @@ export interface RuntimeConfig {
 }
 
 /** What is actually there for a recorded container, after asking runc and conmon. */
-export interface ObservedContainer extends ContainerRecord {
+export interface ObservedContainer extends Omit<ContainerRecord, 'state'> {
+  /** `paused`: frozen by `runc pause` behind berth's back; observed only, never recorded. */
+  state: ContainerRecord['state'] | 'paused';
   /** conmon's exit file or 137 when the container vanished (reboot, runc delete behind our back). */
   live: boolean;
 }
@@ -56,17 +58,20 @@ export interface RunContainerOptions {
   podKey: string;
   name: string;
   specHash: string;
+  /** Restart attempt (0 = first run): part of the id, so each attempt has its own log. */
+  attempt: number;
   image: LocalImage;
   run: Omit<ContainerRunSpec, 'id' | 'rootfs'>;
 }
 
 export class Runtime {
-  readonly images: ImageService;
+  private readonly images: ImageService;
   private readonly lock: LockFile;
+  private readonly eventListeners = new Set<(e: EventRecord) => void>();
 
   private constructor(
     private readonly cfg: RuntimeConfig,
-    readonly state: StateStore,
+    private readonly state: StateStore,
     private readonly content: ContentStore,
     private readonly snapshots: Snapshotter,
     private readonly tasks: TaskDriver,
@@ -126,6 +131,34 @@ export class Runtime {
     } finally {
       await this.lock.release();
     }
+  }
+
+  /**
+   * Takes the state lock until the returned function is called: `berth up` holds it for its
+   * whole life, as the single writer (CLI commands then go through its socket).
+   */
+  async holdLock(what: string, waitMs = 60_000): Promise<() => Promise<void>> {
+    await this.lock.acquire({
+      waitMs,
+      what,
+      onWait: (pid) => this.cfg.log.warn({ holder: pid, what }, `waiting for the state lock held by ${pid !== undefined ? `pid ${pid}` : 'another berth'}`),
+    });
+    return () => this.lock.release();
+  }
+
+  /** Takes the state lock if it is free now; false when another process holds it. */
+  async tryLock(what: string): Promise<boolean> {
+    try {
+      await this.lock.acquire({ waitMs: 0, what });
+      return true;
+    } catch (err) {
+      if (err instanceof BerthError && err.code === 'ERR_LOCKED') return false;
+      throw err;
+    }
+  }
+
+  async releaseLock(): Promise<void> {
+    await this.lock.release();
   }
 
   /** Sweeps crash residue: ingest temp files and interrupted extractions (rule S4). */
@@ -198,17 +231,35 @@ export class Runtime {
    * nothing at all (ps runs without the state lock).
    */
   async observe(opts: { repair: boolean } = { repair: true }): Promise<ObservedPod[]> {
-    const pods = this.state.listPods();
     const out: ObservedPod[] = [];
-    for (const p of pods) {
-      const containers: ObservedContainer[] = [];
-      for (const c of this.state.listContainers(p.key)) {
-        const o = await this.observeContainer(c, opts.repair);
-        if (o !== undefined) containers.push(o);
-      }
-      out.push({ ...p, containers });
-    }
+    for (const p of this.state.listPods()) out.push(await this.observeRecord(p, opts.repair));
     return out;
+  }
+
+  /** One pod's observation (see observe); undefined when no pod row exists. */
+  async observePod(key: string, opts: { repair: boolean }): Promise<ObservedPod | undefined> {
+    const p = this.state.getPod(key);
+    return p === undefined ? undefined : this.observeRecord(p, opts.repair);
+  }
+
+  /** Rows only, no runc calls: what the recorded state says (the daemon keeps it current). */
+  recordedPods(): ObservedPod[] {
+    const byPod = new Map<string, ObservedContainer[]>();
+    for (const c of this.state.listContainers()) {
+      const list = byPod.get(c.podKey) ?? [];
+      list.push({ ...c, live: c.state !== 'exited' });
+      byPod.set(c.podKey, list);
+    }
+    return this.state.listPods().map((p) => ({ ...p, containers: byPod.get(p.key) ?? [] }));
+  }
+
+  private async observeRecord(p: PodRecord, repair: boolean): Promise<ObservedPod> {
+    const containers: ObservedContainer[] = [];
+    for (const c of this.state.listContainers(p.key)) {
+      const o = await this.observeContainer(c, repair);
+      if (o !== undefined) containers.push(o);
+    }
+    return { ...p, containers };
   }
 
   private async observeContainer(c: ContainerRecord, repair: boolean): Promise<ObservedContainer | undefined> {
@@ -221,26 +272,50 @@ export class Runtime {
       await this.destroyContainer(c.id, 0);
       return undefined;
     }
-    if (st !== undefined && st.status === 'running') {
+    if (st !== undefined && (st.status === 'running' || st.status === 'paused')) {
       const start = await startTime(st.pid);
       if (repair && (c.state !== 'running' || c.pid !== st.pid)) {
         this.state.updateContainer(c.id, { state: 'running', pid: st.pid, pidStart: start });
       }
-      return { ...c, state: 'running', pid: st.pid, pidStart: start, live: true };
+      // A container frozen by `runc pause` is alive: reported as paused, never replaced.
+      return { ...c, state: st.status, pid: st.pid, pidStart: start, live: true };
     }
     if (st !== undefined && st.status === 'created') {
       return { ...c, state: 'created', live: true };
     }
     if (c.state === 'exited') return { ...c, live: st !== undefined };
-    // Recorded running (or created), now stopped or gone.
-    const code = (await this.tasks.exitCode(c.id)) ?? 137;
-    const finishedAt = Date.now();
+    // Recorded running (or created), now stopped or gone: the exit code and time are
+    // conmon's (its exit file and when it was written), else 137 and now (vanished).
+    const exit = await this.exitOf(c.id);
+    const code = exit?.code ?? 137;
+    const finishedAt = exit?.at ?? Date.now();
+    const reason = exitReason(code, exit?.oom === true);
     // Read-only observers report what they see; only the state-lock holder records it.
     if (repair) {
-      this.state.updateContainer(c.id, { state: 'exited', exitCode: code, finishedAt });
-      this.state.addEvent(c.podKey, 'Exited', `container ${c.name} (${c.id}) exited with code ${code}`);
+      this.state.updateContainer(c.id, { state: 'exited', exitCode: code, finishedAt, reason });
+      const prev = this.state.getRestart(c.podKey, c.name);
+      this.state.putRestart({
+        ...(prev ?? emptyRestart(c.podKey, c.name, c.attempt + 1)),
+        lastId: c.id,
+        lastExitCode: code,
+        lastReason: reason,
+        lastStartedAt: c.startedAt,
+        lastFinishedAt: finishedAt,
+      });
+      this.addEvent(`pod/${c.podKey}`, 'Exited', `container ${c.name} (${c.id}) exited with code ${code} (${reason})${exit === undefined ? ', vanished' : ''}`, {
+        type: code === 0 ? 'Normal' : 'Warning',
+      });
     }
-    return { ...c, state: 'exited', exitCode: code, finishedAt, live: st !== undefined };
+    return { ...c, state: 'exited', exitCode: code, finishedAt, reason, live: st !== undefined };
+  }
+
+  /** conmon's exit file: code, when it was written, and whether the kernel OOM-killed the container. */
+  private async exitOf(id: string): Promise<{ code: number; at: number; oom: boolean } | undefined> {
+    const code = await this.tasks.exitCode(id);
+    if (code === undefined) return undefined;
+    const st = await fsp.stat(this.tasks.exitFile(id)).catch(() => undefined);
+    const oom = await fsp.access(path.join(this.tasks.persistDir(id), 'oom')).then(() => true, () => false);
+    return { code, at: st !== undefined ? Math.floor(st.mtimeMs) : Date.now(), oom };
   }
 
   recordPod(p: PodRecord): void {
@@ -266,12 +341,13 @@ export class Runtime {
    * The row is written first with state `creating` (intent, rule S3).
    */
   async runContainer(o: RunContainerOptions): Promise<ContainerRecord> {
-    const id = containerId(o.podKey, o.name, o.specHash);
-    const existing = this.state.getContainer(id);
-    if (existing !== undefined) {
-      // Same name + spec hash: remove the old incarnation first (restart after exit).
+    const id = containerId(o.podKey, o.name, o.specHash, o.attempt);
+    if (this.state.getContainer(id) !== undefined) {
+      // An attempt number is never reused; a row with this id is left from a crash.
       await this.destroyContainer(id, 0);
     }
+    const prev = this.state.getRestart(o.podKey, o.name);
+    this.state.putRestart({ ...(prev ?? emptyRestart(o.podKey, o.name, 0)), nextAttempt: Math.max(prev?.nextAttempt ?? 0, o.attempt + 1) });
     const now = Date.now();
     const rec: ContainerRecord = {
       id,
@@ -287,6 +363,8 @@ export class Runtime {
       createdAt: now,
       startedAt: null,
       finishedAt: null,
+      attempt: o.attempt,
+      reason: null,
     };
     this.state.insertContainer(rec);
     const { bundle, rootfs } = this.bundleOf(id);
@@ -305,7 +383,7 @@ export class Runtime {
       const startedAt = Date.now();
       const pidStart = await startTime(pid);
       this.state.updateContainer(id, { state: 'running', startedAt, pidStart });
-      this.state.addEvent(o.podKey, 'Started', `container ${o.name} (${id}) started, pid ${pid}`);
+      this.addEvent(`pod/${o.podKey}`, 'Started', `container ${o.name} (${id}) started, pid ${pid}`);
       await this.pruneLogs(o.podKey, o.name, id);
       this.cfg.log.info({ id, containerPid: pid, pod: o.podKey }, 'container started');
       return { ...rec, state: 'running', pid, pidStart, startedAt };
@@ -341,8 +419,8 @@ export class Runtime {
     if (rec !== undefined && rec.state !== 'removing') this.state.updateContainer(id, { state: 'removing' });
     const code = await this.removeContainerFiles(id, graceMs);
     this.state.deleteContainer(id);
-    if (rec !== undefined) {
-      this.state.addEvent(rec.podKey, 'Killed', `container ${rec.name} (${id}) removed${code !== undefined ? `, exit code ${code}` : ''}`);
+    if (rec !== undefined && rec.state !== 'exited') {
+      this.addEvent(`pod/${rec.podKey}`, 'Killed', `container ${rec.name} (${id}) stopped${code !== undefined ? `, exit code ${code}` : ''}`);
     }
   }
 
@@ -364,13 +442,90 @@ export class Runtime {
     return { bundle, rootfs: path.join(bundle, 'rootfs') };
   }
 
-  listEvents(limit?: number): ReturnType<StateStore['listEvents']> {
-    return this.state.listEvents(limit);
+  // records: rows the reconciler and the daemon read and write through the façade ------
+
+  listPods(): PodRecord[] {
+    return this.state.listPods();
   }
 
-  /** Paths used by tests and `berth check`. */
-  get paths(): { root: string; state: string; runcRoot: string } {
-    return { root: this.cfg.root, state: this.cfg.state, runcRoot: path.join(this.cfg.state, 'runc') };
+  getPod(key: string): PodRecord | undefined {
+    return this.state.getPod(key);
+  }
+
+  listContainers(podKey?: string): ContainerRecord[] {
+    return this.state.listContainers(podKey);
+  }
+
+  listImages(): ReturnType<StateStore['listImages']> {
+    return this.state.listImages();
+  }
+
+  listRestarts(podKey?: string): RestartRecord[] {
+    return this.state.listRestarts(podKey);
+  }
+
+  /** Records the crash-loop backoff and restart count of one container name (rule S6). */
+  updateRestart(podKey: string, name: string, patch: Partial<Pick<RestartRecord, 'restarts' | 'backoffMs'>>): void {
+    this.state.transaction(() => {
+      const prev = this.state.getRestart(podKey, name) ?? emptyRestart(podKey, name, 0);
+      this.state.putRestart({ ...prev, ...patch });
+    });
+  }
+
+  listConditions(key?: string): ConditionRecord[] {
+    return this.state.listConditions(key);
+  }
+
+  setConditions(key: string, conds: Parameters<StateStore['setConditions']>[1]): string[] {
+    return this.state.setConditions(key, conds);
+  }
+
+  deleteConditions(key: string): void {
+    this.state.deleteConditions(key);
+  }
+
+  setWatched(paths: readonly string[]): void {
+    this.state.setWatched(paths, process.pid);
+  }
+
+  listWatched(): string[] {
+    return this.state.listWatched();
+  }
+
+  listEvents(o: Parameters<StateStore['listEvents']>[0] = {}): EventRecord[] {
+    return this.state.listEvents(o);
+  }
+
+  addEvent(key: string, reason: string, message: string, opts: { type?: EventRecord['type'] } = {}): EventRecord {
+    const e = this.state.addEvent(key, reason, message, opts);
+    for (const l of this.eventListeners) l(e);
+    return e;
+  }
+
+  /** Calls `fn` for every event this process records; returns the unsubscribe function. */
+  onEvent(fn: (e: EventRecord) => void): () => void {
+    this.eventListeners.add(fn);
+    return () => this.eventListeners.delete(fn);
+  }
+
+  /** The log file of a recorded container id (current or previous attempt). */
+  containerLogPath(id: string): string | undefined {
+    const c = this.state.getContainer(id);
+    if (c !== undefined) return this.logPath(c.podKey, c.name, c.id);
+    const key = podKeyOfContainerId(id);
+    const name = id.split('.')[2];
+    return key === undefined || name === undefined ? undefined : this.logPath(key, name, id);
+  }
+
+  /** Paths used by tests, `berth check` and the daemon (exit files, socket). */
+  get paths(): { root: string; state: string; runcRoot: string; exitDir: string; socket: string } {
+    return {
+      root: this.cfg.root,
+      state: this.cfg.state,
+      runcRoot: path.join(this.cfg.state, 'runc'),
+      exitDir: path.join(this.cfg.state, 'exits'),
+      socket: path.join(this.cfg.state, 'berth.sock'),
+    };
   }
 
   /**
@@ -428,8 +583,32 @@ export class Runtime {
 
 }
 
-/** Deterministic id: `<namespace>.<pod>.<container>.<hash8>`; DNS labels hold no dots. */
-export function containerId(podKey: string, name: string, specHash: string): string {
+/**
+ * Deterministic id: `<namespace>.<pod>.<container>.<hash8>-<attempt>`; DNS labels hold no
+ * dots, so the pod key can be read back from an id (exit files are named by id).
+ */
+export function containerId(podKey: string, name: string, specHash: string, attempt: number): string {
   const [ns, pod] = podKey.split('/');
-  return `${ns}.${pod}.${name}.${specHash.slice(0, 8)}`;
+  return `${ns}.${pod}.${name}.${specHash.slice(0, 8)}-${attempt}`;
+}
+
+/** The pod key (`namespace/name`) of a berth container id, or undefined for a foreign id. */
+export function podKeyOfContainerId(id: string): string | undefined {
+  const parts = id.split('.');
+  if (parts.length !== 4 || parts.some((p) => p === '')) return undefined;
+  return `${parts[0]}/${parts[1]}`;
+}
+
+function emptyRestart(podKey: string, name: string, nextAttempt: number): RestartRecord {
+  return { podKey, name, restarts: 0, nextAttempt, backoffMs: 0, lastId: null, lastExitCode: null, lastReason: null, lastStartedAt: null, lastFinishedAt: null };
+}
+
+const SIGNALS: Record<number, string> = { 1: 'SIGHUP', 2: 'SIGINT', 3: 'SIGQUIT', 6: 'SIGABRT', 9: 'SIGKILL', 11: 'SIGSEGV', 13: 'SIGPIPE', 15: 'SIGTERM' };
+
+/** Kubernetes' terminated reasons: Completed, Error, OOMKilled; berth adds the signal's name. */
+function exitReason(code: number, oom: boolean): string {
+  if (oom) return 'OOMKilled';
+  if (code === 0) return 'Completed';
+  if (code > 128 && code < 160) return SIGNALS[code - 128] ?? `signal ${code - 128}`;
+  return 'Error';
 }

@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, promises as fsp, symlinkSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -103,23 +104,60 @@ describe('contract: task driver (conmon + runc)', { timeout: 120_000 }, () => {
       { runcRoot: path.join(base, 'state', 'runc'), exitDir: path.join(base, 'state', 'exits'), stateDir: path.join(base, 'state') },
       createLogger('silent'),
       { runc: 'runc', conmon: fake },
-      500,
+      { createTimeoutMs: 500 },
     );
     const { dir, spec } = bundle('c4', ['true']);
     const began = Date.now();
     await assert.rejects(hung.create({ id: 'c4', bundle: dir, spec, logPath: path.join(base, 'logs', 'c4.log') }), (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'ERR_RUNTIME');
-      assert.match(err.message, /did not report/);
+      assert.equal(err.code, 'ERR_TIMEOUT');
+      assert.match(err.message, /^create task c4: conmon did not report within 0\.5s \(killed\)$/);
       return true;
     });
     assert.ok(Date.now() - began < 10_000);
-    const left: string[] = [];
-    for (const pid of await fsp.readdir('/proc')) {
-      if (!/^\d+$/.test(pid)) continue;
-      const cmd = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-      if (cmd.includes('599.25')) left.push(pid);
+    assert.deepEqual(await processesWith('599.25'), [], 'the hung conmon was killed');
+  });
+
+  test('runc-hang-deadline: a runc that never answers is killed at the deadline and fails with ERR_TIMEOUT', async (t) => {
+    if (!ok) return t.skip();
+    // Own directories, so the test does not depend on the order or outcome of the others.
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-runc-hang-'));
+    try {
+      const realRunc = execFileSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).trim();
+      const wrapper = path.join(dir, 'runc');
+      // The shell stays the parent of a sleep with a unique length: both must die, which only a
+      // kill of the whole process group achieves.
+      writeFileSync(
+        wrapper,
+        `#!/bin/sh
+case " $* " in
+  *" state hang-me "*) sleep 598.75; exit 0 ;;
+esac
+exec ${realRunc} "$@"
+`,
+        { mode: 0o755 },
+      );
+      const hanging = new TaskDriver(
+        { runcRoot: path.join(dir, 'runc-root'), exitDir: path.join(dir, 'exits'), stateDir: dir },
+        createLogger('silent'),
+        { runc: wrapper, conmon: 'conmon' },
+        { runcTimeoutMs: 1000 },
+      );
+      await hanging.init();
+      const began = Date.now();
+      await assert.rejects(hanging.state('hang-me'), (err: Error & { code?: string; details?: Record<string, unknown> }) => {
+        assert.equal(err.code, 'ERR_TIMEOUT');
+        assert.equal(err.message, 'state of task hang-me: runc did not answer within 1s (killed)');
+        assert.equal(err.details?.['id'], 'hang-me');
+        return true;
+      });
+      const took = Date.now() - began;
+      assert.ok(took >= 900 && took < 2500, `rejected after ${took} ms, deadline 1000 ms`);
+      assert.equal(await hanging.state('other'), undefined, 'runc still answers for other ids');
+      assert.deepEqual(await processesWith('598.75'), [], 'the hung wrapper and its sleep were killed');
+      assert.deepEqual(await processesWith(wrapper), [], 'the hung wrapper shell was killed');
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
     }
-    assert.deepEqual(left, [], 'the hung conmon was killed');
   });
 
   test('a failing create reports runc\'s reason and leaves nothing behind', async (t) => {
@@ -136,3 +174,14 @@ describe('contract: task driver (conmon + runc)', { timeout: 120_000 }, () => {
     assert.equal(await tasks.state('c3'), undefined);
   });
 });
+
+/** Pids of live processes whose command line contains `marker` (zombies have none). */
+async function processesWith(marker: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const pid of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(pid) || pid === String(process.pid)) continue;
+    const cmd = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes(marker)) found.push(pid);
+  }
+  return found;
+}

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { criDecoder } from '../../src/runtime/index.js';
+import { criDecoder } from '../../src/lib/crilog.js';
 
 test('crilog: F ends a message, P continues it, chunking does not matter', () => {
   const log =

@@ -68,6 +68,12 @@ export function layeringViolations(sources: Map<string, string>): string[] {
       if ((from.group === 'daemon' || from.group === 'cli') && to.rank === 1) problems.push(`${rel} imports ${imp.target}: only runtime/index.ts is the runtime's entry`);
     }
     graph.set(rel, edges);
+    // A façade is a boundary only if nothing reaches through it: no runtime store or
+    // service is touched from above runtime/ (`rt.state.…`, `this.rt['images']`, casts included).
+    if (from.rank >= 3) {
+      const reach = /\b(?:rt|runtime)\b(?:\s+as\s+[\w\s<>]+?)?\s*\)?\s*(?:\.\s*|\[\s*['"])(state|images|content|snapshots|tasks|registry|lock|cfg)\b/g;
+      for (const m of text.matchAll(reach)) problems.push(`${rel} reaches through the runtime façade: ${m[0]} (add a façade method instead)`);
+    }
   }
   const colour = new Map<string, 1 | 2>();
   const stack: string[] = [];
@@ -100,6 +106,8 @@ test('layering: the checker catches upward imports, impure planners, runtime int
       ['reconciler/reconcile.ts', "import { Snapshotter } from '../runtime/snapshots/index.js';\n"],
       ['runtime/content/index.ts', "import { b } from '../state/index.js';\n"],
       ['runtime/state/index.ts', "import type { c } from '../content/index.js';\n"],
+      ['daemon/up.ts', "const pods = o.rt.state.listPods();\nconst x = (rt as unknown as Hidden)['images'];\n"],
+      ['reconciler/controller.ts', "const ok = this.rt.paths.state; const s = c.state;\n"],
     ]),
   );
   const text = problems.join('\n');
@@ -107,4 +115,7 @@ test('layering: the checker catches upward imports, impure planners, runtime int
   assert.match(text, /reconciler\/plan\.ts is pure/);
   assert.match(text, /reconciler may only use runtime\/index\.ts/);
   assert.match(text, /import cycle: .*runtime\/content\/index\.ts/);
+  assert.match(text, /daemon\/up\.ts reaches through the runtime façade: rt\.state/);
+  assert.match(text, /daemon\/up\.ts reaches through the runtime façade: rt as unknown as Hidden\)\['images/);
+  assert.doesNotMatch(text, /controller\.ts reaches through/);
 });

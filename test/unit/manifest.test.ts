@@ -175,3 +175,61 @@ test('manifest: kubectl dry-run output (status: {}, creationTimestamp: null) is 
   assert.match(problemsOf(`${GOOD}status:\n  phase: Running\n`)[0] ?? '', /status: must NOT have more than 0 properties/);
   assert.match(problemsOf(GOOD.replace('      command:', '      terminationMessagePath: /dev/x\n      command:'))[0] ?? '', /terminationMessagePath: unknown field/);
 });
+
+test('regression: unrepresentable-strings — NUL bytes and unpaired surrogates are refused where the manifest names them', () => {
+  const cases: [string, RegExp][] = [
+    [GOOD.replace('"-f"]', '"-f", "a\\0b"]'), /^\/m\/x\.yaml:10:32: spec\.containers\[0\]\.command\[2\]: contains a NUL byte, which a process argument cannot carry$/],
+    [GOOD.replace('      command:', '      args: ["x", "\\0"]\n      command:'), /^\/m\/x\.yaml:10:19: spec\.containers\[0\]\.args\[1\]: contains a NUL byte, which a process argument cannot carry$/],
+    [GOOD.replace('GREETING', '"GREET\\0ING"'), /:12:17: spec\.containers\[0\]\.env\[0\]\.name: contains a NUL byte, which an environment variable cannot carry$/],
+    [GOOD.replace('"hello; rm -rf /"', '"hello\\x00"'), /:13:18: spec\.containers\[0\]\.env\[0\]\.value: contains a NUL byte, which an environment variable/],
+    [GOOD.replace('      command:', '      workingDir: "/srv\\0"\n      command:'), /:10:19: spec\.containers\[0\]\.workingDir: contains a NUL byte, which a path cannot carry$/],
+    [GOOD.replace('image: 127.0.0.1:5000/berth/demo:1.0', 'image: "busybox\\0"'), /:9:14: spec\.containers\[0\]\.image: contains a NUL byte, which an image reference cannot carry$/],
+    [GOOD.replace('name: web', 'name: "web\\0"'), /:4:9: metadata\.name: contains a NUL byte, which a name cannot carry$/],
+    [GOOD.replace('name: httpd', 'name: "h\\0"'), /:8:13: spec\.containers\[0\]\.name: contains a NUL byte, which a name cannot carry$/],
+    // A literal NUL in the file is the same string as the escape.
+    [GOOD.replace('"-f"]', '"-f\u0000"]'), /:10:26: spec\.containers\[0\]\.command\[1\]: contains a NUL byte/],
+    // A key: the field path escapes it, so the NUL never reaches the terminal.
+    [GOOD.replace('metadata:\n', 'metadata:\n  labels:\n    "a\\0b": c\n'), /:5:5: metadata\.labels\["a\\u0000b"\]: contains a NUL byte, which a label key cannot carry$/],
+    [GOOD.replace('"-f"]', '"\\ud800"]'), /:10:26: spec\.containers\[0\]\.command\[1\]: contains an unpaired UTF-16 surrogate \(U\+D800 at index 0\), which is not Unicode and cannot be encoded as UTF-8 for a process argument$/],
+    [GOOD.replace('"hello; rm -rf /"', '"ok\\udfff"'), /:13:18: spec\.containers\[0\]\.env\[0\]\.value: contains an unpaired UTF-16 surrogate \(U\+DFFF at index 2\)/],
+    [GOOD.replace('      command:', '      workingDir: "/\\ud800"\n      command:'), /:10:19: spec\.containers\[0\]\.workingDir: contains an unpaired UTF-16 surrogate/],
+  ];
+  for (const [text, want] of cases) {
+    const problems = problemsOf(text);
+    assert.equal(problems.length, 1, `${want}: ${problems.join('\n')}`);
+    assert.match(problems[0] ?? '', want);
+    assert.doesNotMatch(problems[0] ?? '', /\0/);
+  }
+  // A surrogate pair is one well-formed character (😀), not a problem.
+  const emoji = parseManifestText(GOOD.replace('"hello; rm -rf /"', '"\\ud83d\\ude00"'), '/m/x.yaml');
+  assert.deepEqual(emoji.problems, []);
+  assert.equal(emoji.pods[0]?.containers[0]?.env[0]?.value, '\u{1F600}');
+  // The other documents of the file still parse: only the one with the NUL is refused.
+  const two = parseManifestText(`${GOOD}---\n${GOOD.replace('name: web', 'name: web2').replace('"-f"]', '"-f\\0"]')}`, '/m/two.yaml');
+  assert.deepEqual(two.problems.map(formatProblem), ['/m/two.yaml:24:26: spec.containers[0].command[1]: contains a NUL byte, which a process argument cannot carry']);
+  assert.deepEqual(two.pods.map((p) => p.key), ['default/web']);
+});
+
+test('manifest: the berth.dev/paused annotation pauses without touching any hash', () => {
+  const withAnnotations = (lines: string): string => GOOD.replace('metadata:\n', `metadata:\n  annotations:\n${lines}`);
+  const plain = parseManifestText(GOOD, '/m/x.yaml').pods[0];
+  assert.equal(plain?.paused, false);
+  assert.deepEqual(plain?.annotations, {});
+  const paused = parseManifestText(withAnnotations('    berth.dev/paused: "true"\n    team: edge\n'), '/m/x.yaml');
+  assert.deepEqual(paused.problems, []);
+  assert.equal(paused.pods[0]?.paused, true);
+  assert.deepEqual(paused.pods[0]?.annotations, { 'berth.dev/paused': 'true', team: 'edge' });
+  // Pausing must not replace anything: the same hashes as the unpaused pod.
+  assert.equal(paused.pods[0]?.podHash, plain?.podHash);
+  assert.equal(paused.pods[0]?.containers[0]?.specHash, plain?.containers[0]?.specHash);
+  assert.equal(parseManifestText(withAnnotations('    berth.dev/paused: "false"\n'), '/m/x.yaml').pods[0]?.paused, false);
+  assert.deepEqual(problemsOf(withAnnotations('    berth.dev/paused: "yes"\n')), [
+    '/m/x.yaml:5:23: metadata.annotations["berth.dev/paused"]: annotation berth.dev/paused must be "true" or "false", not "yes"',
+  ]);
+  // An annotation value is a string in Kubernetes: a YAML boolean is a type error.
+  assert.match(problemsOf(withAnnotations('    berth.dev/paused: true\n'))[0] ?? '', /:5:23: metadata\.annotations\["berth\.dev\/paused"\]: must be string/);
+  // berth.dev/ is berth's prefix: a key it does not read is a typo, not something to ignore.
+  assert.deepEqual(problemsOf(withAnnotations('    berth.dev/pasued: "true"\n')), [
+    '/m/x.yaml:5:5: metadata.annotations["berth.dev/pasued"]: unknown berth annotation "berth.dev/pasued" (berth reads: berth.dev/paused)',
+  ]);
+});

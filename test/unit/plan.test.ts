@@ -13,6 +13,7 @@ function ctr(name: string, hash: string, extra: Partial<DesiredContainer> = {}):
 function pod(name: string, containers: DesiredContainer[], extra: Partial<DesiredPod> = {}): DesiredPod {
   return {
     key: `default/${name}`,
+    kind: 'Pod',
     namespace: 'default',
     name,
     source: `/m/${name}.yaml`,
@@ -22,12 +23,16 @@ function pod(name: string, containers: DesiredContainer[], extra: Partial<Desire
     restartPolicy: 'Always',
     gracePeriodMs: 30_000,
     labels: {},
+    annotations: {},
+    paused: false,
     containers,
     ...extra,
   };
 }
 
-function observed(p: DesiredPod, states: { name: string; hash: string; state?: 'running' | 'exited' | 'created'; exitCode?: number; id?: string }[]): ObservedPodView {
+type ObsState = { name: string; hash: string; state?: 'running' | 'exited' | 'created' | 'paused'; exitCode?: number; id?: string; attempt?: number; startedAt?: number; finishedAt?: number };
+
+function observed(p: DesiredPod, states: ObsState[], restarts: ObservedPodView['restarts'] = []): ObservedPodView {
   return {
     key: p.key,
     source: p.source,
@@ -42,7 +47,11 @@ function observed(p: DesiredPod, states: { name: string; hash: string; state?: '
       state: s.state ?? 'running',
       exitCode: s.exitCode ?? null,
       pid: 100,
+      attempt: s.attempt ?? 0,
+      startedAt: s.startedAt ?? null,
+      finishedAt: s.finishedAt ?? null,
     })),
+    restarts,
   };
 }
 
@@ -172,4 +181,66 @@ test('desired: quantities, default pull policy and canonical JSON', () => {
   assert.equal(defaultPullPolicy('127.0.0.1:5000/x/y:1.0'), 'IfNotPresent');
   assert.equal(defaultPullPolicy('127.0.0.1:5000/x/y@sha256:' + 'a'.repeat(64)), 'IfNotPresent');
   assert.equal(canonicalJson({ b: 1, a: [2, { d: 1, c: undefined }] }), '{"a":[2,{"d":1}],"b":1}');
+});
+
+test('plan: crash-loop backoff — the first restart is at once, then 10 s, 20 s, 40 s … 300 s from the exit', () => {
+  const p = pod('crash', [ctr('app', 'h1')]);
+  const exitedAt = 1_000_000;
+  const obs = (backoffMs: number, restarts: number) =>
+    observed(p, [{ name: 'app', hash: 'h1', state: 'exited', exitCode: 1, attempt: restarts, startedAt: exitedAt - 500, finishedAt: exitedAt }], [
+      { name: 'app', restarts, nextAttempt: restarts + 1, backoffMs },
+    ]);
+  // First exit: restart now; the next delay becomes 10 s.
+  const r0 = plan({ desired: [p], observed: [obs(0, 0)], images: present, now: exitedAt + 5 });
+  const s0 = r0.steps.find((s) => s.kind === 'replace');
+  assert.ok(s0 !== undefined && s0.kind === 'replace');
+  assert.deepEqual(s0.restart, { count: 1, nextBackoffMs: 10_000 });
+  assert.equal(s0.attempt, 1);
+  // Second exit: nothing before 10 s, a restart at 10 s that sets 20 s.
+  const early = plan({ desired: [p], observed: [obs(10_000, 1)], images: present, now: exitedAt + 9_999 });
+  assert.deepEqual(early.steps, []);
+  assert.equal(early.waiting?.[0]?.until, exitedAt + 10_000);
+  assert.equal(early.waiting?.[0]?.reason, 'CrashLoopBackOff');
+  const due = plan({ desired: [p], observed: [obs(10_000, 1)], images: present, now: exitedAt + 10_000 });
+  const s1 = due.steps.find((s) => s.kind === 'replace');
+  assert.ok(s1 !== undefined && s1.kind === 'replace');
+  assert.deepEqual(s1.restart, { count: 2, nextBackoffMs: 20_000 });
+  assert.equal(s1.attempt, 2);
+  // The cap.
+  const capped = plan({ desired: [p], observed: [obs(300_000, 9)], images: present, now: exitedAt + 300_000 });
+  const s2 = capped.steps.find((s) => s.kind === 'replace');
+  assert.ok(s2 !== undefined && s2.kind === 'replace');
+  assert.equal(s2.restart?.nextBackoffMs, 300_000);
+});
+
+test('plan: a run of 10 minutes forgives the backoff (restart at once)', () => {
+  const p = pod('long', [ctr('app', 'h1')]);
+  const o = observed(p, [{ name: 'app', hash: 'h1', state: 'exited', exitCode: 1, startedAt: 0, finishedAt: 600_000 }], [{ name: 'app', restarts: 5, nextAttempt: 6, backoffMs: 160_000 }]);
+  const r = plan({ desired: [p], observed: [o], images: present, now: 600_001 });
+  const s = r.steps.find((x) => x.kind === 'replace');
+  assert.ok(s !== undefined && s.kind === 'replace');
+  assert.deepEqual(s.restart, { count: 6, nextBackoffMs: 10_000 });
+});
+
+test('plan: a container paused by runc behind berth\'s back is left alone', () => {
+  const p = pod('frozen', [ctr('app', 'h1')]);
+  const r = plan({ desired: [p], observed: [observed(p, [{ name: 'app', hash: 'h1', state: 'paused' }])], images: present, now: 1 });
+  assert.deepEqual(r.steps, []);
+});
+
+test('plan: the paused annotation stops running containers and starts none; removing it starts them', () => {
+  const p = pod('sleepy', [ctr('app', 'h1')], { paused: true });
+  const running = plan({ desired: [p], observed: [observed(p, [{ name: 'app', hash: 'h1' }])], images: present, now: 1 });
+  assert.deepEqual(running.steps.map((s) => s.kind), ['remove']);
+  const gone = plan({ desired: [p], observed: [observed(p, [])], images: present, now: 1 });
+  assert.deepEqual(gone.steps, []);
+  const resumed = plan({ desired: [{ ...p, paused: false }], observed: [observed(p, [])], images: present, now: 1 });
+  assert.deepEqual(resumed.steps.map((s) => s.kind), ['start']);
+});
+
+test('plan: delete by key prunes exactly the named pods, whatever their source', () => {
+  const a = pod('a', [ctr('x', 'h1')]);
+  const b = pod('b', [ctr('x', 'h1')]);
+  const r = plan({ desired: [], observed: [observed(a, [{ name: 'x', hash: 'h1' }]), observed(b, [{ name: 'x', hash: 'h1' }])], images: present, prune: { keys: ['default/b'] } });
+  assert.deepEqual(r.steps.map((s) => (s.kind === 'delete-pod' ? s.podKey : s.kind)), ['default/b']);
 });

@@ -518,7 +518,7 @@ describe('unpackLayer', () => {
     await unpack(layerOf(member('1234')), s.dest, { limits: { maxXattrBytes: 'user.k'.length + 4 } });
     assert.deepEqual(lgetxattr(path.join(s.dest, 'f'), 'user.k'), Buffer.from('1234'));
     const s2 = await scratch();
-    await rejects(unpack(layerOf(member('12345')), s2.dest, { limits: { maxXattrBytes: 'user.k'.length + 4 } }), 'ERR_RESOURCE_EXHAUSTED');
+    await rejects(unpack(layerOf(member('12345')), s2.dest, { limits: { maxXattrBytes: 'user.k'.length + 4 } }), 'ERR_LIMIT_EXCEEDED');
   });
 
   test('E8 entry count at the limit and one over', async () => {
@@ -529,10 +529,11 @@ describe('unpackLayer', () => {
     const s2 = await scratch();
     const err = await rejects(
       unpack(layerOf(await tarOf([...members, file('d/3', '3')])), s2.dest, { limits: { maxEntries: 3 } }),
-      'ERR_RESOURCE_EXHAUSTED',
+      'ERR_LIMIT_EXCEEDED',
       /more than 3 entries/,
     );
     assert.equal(err.details['limit'], 'maxEntries');
+    assert.equal(err.retryable, false, 'a configured limit is terminal: the same layer fails the same way');
     assert.equal(await exists(path.join(s2.dest, 'd/3')), false);
   });
 
@@ -541,7 +542,7 @@ describe('unpackLayer', () => {
     await unpack(layerOf(await tarOf([file('f', '0123456789')])), s.dest, { limits: { maxFileSize: 10 } });
     assert.equal((await fsp.lstat(path.join(s.dest, 'f'))).size, 10);
     const s2 = await scratch();
-    await rejects(unpack(layerOf(await tarOf([file('f', '0123456789X')])), s2.dest, { limits: { maxFileSize: 10 } }), 'ERR_RESOURCE_EXHAUSTED', /limit is 10/);
+    await rejects(unpack(layerOf(await tarOf([file('f', '0123456789X')])), s2.dest, { limits: { maxFileSize: 10 } }), 'ERR_LIMIT_EXCEEDED', /limit is 10/);
     assert.equal(await exists(path.join(s2.dest, 'f')), false);
   });
 
@@ -550,21 +551,22 @@ describe('unpackLayer', () => {
     const s = await scratch();
     await unpack(layerOf(tar), s.dest, { limits: { maxUncompressedBytes: tar.length } });
     const s2 = await scratch();
-    await rejects(unpack(layerOf(tar), s2.dest, { limits: { maxUncompressedBytes: tar.length - 1 } }), 'ERR_RESOURCE_EXHAUSTED', /uncompressed/);
+    await rejects(unpack(layerOf(tar), s2.dest, { limits: { maxUncompressedBytes: tar.length - 1 } }), 'ERR_LIMIT_EXCEEDED', /uncompressed/);
   });
 
   test('E8 path bytes and depth at the limit and one over', async () => {
     const s = await scratch();
     await unpack(layerOf(await tarOf([file('a/b/c', 'x')])), s.dest, { limits: { maxDepth: 3, maxPathBytes: 5 } });
     const s2 = await scratch();
-    await rejects(unpack(layerOf(await tarOf([file('a/b/c/d', 'x')])), s2.dest, { limits: { maxDepth: 3 } }), 'ERR_RESOURCE_EXHAUSTED', /levels deep/);
+    await rejects(unpack(layerOf(await tarOf([file('a/b/c/d', 'x')])), s2.dest, { limits: { maxDepth: 3 } }), 'ERR_LIMIT_EXCEEDED', /levels deep/);
     const s3 = await scratch();
-    await rejects(unpack(layerOf(await tarOf([file('a/b/cd', 'x')])), s3.dest, { limits: { maxPathBytes: 5 } }), 'ERR_RESOURCE_EXHAUSTED', /6 bytes/);
+    await rejects(unpack(layerOf(await tarOf([file('a/b/cd', 'x')])), s3.dest, { limits: { maxPathBytes: 5 } }), 'ERR_LIMIT_EXCEEDED', /6 bytes/);
   });
 
   test('E8 a free-space floor above the free space refuses to start', async () => {
     const s = await scratch();
-    await rejects(unpack(layerOf(await tarOf([file('f', 'x')])), s.dest, { limits: { minFreeBytes: Number.MAX_SAFE_INTEGER } }), 'ERR_RESOURCE_EXHAUSTED', /free/);
+    const err = await rejects(unpack(layerOf(await tarOf([file('f', 'x')])), s.dest, { limits: { minFreeBytes: Number.MAX_SAFE_INTEGER } }), 'ERR_RESOURCE_EXHAUSTED', /free/);
+    assert.equal(err.retryable, true, 'the host running short is retryable');
     assert.deepEqual(await fsp.readdir(s.dest), []);
   });
 

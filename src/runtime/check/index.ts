@@ -1,9 +1,9 @@
-import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
-import { promisify } from 'node:util';
+import { runProcess } from '../../lib/exec.js';
 
-const run = promisify(execFile);
+/** A `--version` or dpkg query answers at once; one that does not is reported as missing, not waited on. */
+const PROBE_TIMEOUT_MS = 5_000;
 
 /** One line of `berth check`. `fail` means berth cannot work; `warn` means it works with a caveat. */
 export interface Finding {
@@ -14,7 +14,7 @@ export interface Finding {
 
 async function firstLine(cmd: string, args: string[]): Promise<string | undefined> {
   try {
-    const { stdout } = await run(cmd, args);
+    const { stdout } = await runProcess(cmd, args, { timeoutMs: PROBE_TIMEOUT_MS, what: `probe ${cmd}` });
     return stdout.split('\n')[0]?.trim();
   } catch {
     return undefined;

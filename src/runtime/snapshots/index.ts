@@ -1,18 +1,20 @@
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { BerthError, errnoCode } from '../../lib/errors.js';
+import { runProcess } from '../../lib/exec.js';
 import { digestHex, type Digest } from '../../lib/digest.js';
 import { fsyncDir, mkdirp } from '../../lib/fsx.js';
 import type { Logger } from '../../lib/log.js';
 import type { StateStore } from '../state/index.js';
 
-const run = promisify(execFile);
-
 /** mount(2) copies at most one page of option data; keep a margin for the kernel's own. */
 const MAX_MOUNT_DATA = 4000;
+
+export interface SnapshotterOptions {
+  /** Each mount(8)/umount(8) call; at expiry it is SIGKILLed and the call fails with ERR_TIMEOUT. Default 10 s. */
+  mountTimeoutMs?: number;
+}
 
 /**
  * Overlay snapshotter. Every layer is extracted into its own directory keyed by chainID
@@ -27,13 +29,16 @@ const MAX_MOUNT_DATA = 4000;
 export class Snapshotter {
   private readonly base: string;
   private readonly containersDir: string;
+  private readonly mountTimeoutMs: number;
 
   constructor(
     root: string,
     private readonly state: StateStore,
+    options: SnapshotterOptions = {},
   ) {
     this.base = path.join(root, 'snapshots');
     this.containersDir = path.join(root, 'containers');
+    this.mountTimeoutMs = options.mountTimeoutMs ?? 10_000;
   }
 
   async init(): Promise<void> {
@@ -127,11 +132,7 @@ export class Snapshotter {
     if (Buffer.byteLength(data) > MAX_MOUNT_DATA || /[,:\\]/.test(upper)) {
       throw new BerthError('ERR_UNSUPPORTED', `mount rootfs ${id}: ${lower.length} layers exceed the overlay mount option size (or the root path holds , : or \\)`);
     }
-    try {
-      await run('mount', ['-t', 'overlay', 'overlay', '-o', data, target], { cwd: this.base });
-    } catch (err) {
-      throw new BerthError('ERR_RUNTIME', `mount rootfs ${id}: ${stderrOf(err)}`, { cause: err, details: { target } });
-    }
+    await this.mountCmd('mount', ['-t', 'overlay', 'overlay', '-o', data, target], { op: `mount rootfs ${id}`, details: { id, target }, cwd: this.base });
   }
 
   /** How many layers an image may have and still be mountable under this root. */
@@ -143,10 +144,21 @@ export class Snapshotter {
   /** Unmounts `target` if mounted. Missing target or no mount is success. */
   async unmount(target: string): Promise<void> {
     if (!(await isMountPoint(target))) return;
+    await this.mountCmd('umount', [target], { op: `unmount ${target}`, details: { target } });
+  }
+
+  /**
+   * mount(8) or umount(8) under the mount deadline (an overlay over a hung network or fuse
+   * lower can block). Failures are ERR_RUNTIME with the tool's stderr; the deadline is
+   * ERR_TIMEOUT.
+   */
+  private async mountCmd(file: 'mount' | 'umount', args: string[], o: { op: string; details: Record<string, string>; cwd?: string }): Promise<void> {
+    const { op, details } = o;
     try {
-      await run('umount', [target]);
+      await runProcess(file, args, { timeoutMs: this.mountTimeoutMs, what: `${op}: ${file}`, ...(o.cwd === undefined ? {} : { cwd: o.cwd }) });
     } catch (err) {
-      throw new BerthError('ERR_RUNTIME', `unmount ${target}: ${stderrOf(err)}`, { cause: err });
+      if (err instanceof BerthError) throw new BerthError(err.code, err.message, { cause: err, details: { ...err.details, ...details } });
+      throw new BerthError('ERR_RUNTIME', `${op}: ${stderrOf(err)}`, { cause: err, details });
     }
   }
 

@@ -51,6 +51,8 @@ export interface PodRecord {
   podHash: string;
   spec: string; // JSON of the desired pod as applied
   createdAt: number;
+  /** Bumped each time the applied spec changes (metadata.generation); ignored on upsert. */
+  generation?: number;
 }
 
 export interface ContainerRecord {
@@ -67,14 +69,50 @@ export interface ContainerRecord {
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /** Restart attempt this container is (0 = first run); part of its id. */
+  attempt: number;
+  /** Why it exited: Completed, Error, OOMKilled, or the signal name. */
+  reason: string | null;
 }
 
 export interface EventRecord {
   id: number;
   ts: number;
   key: string;
+  /** Normal for expected transitions, Warning for failures (as Kubernetes events). */
+  type: 'Normal' | 'Warning';
   reason: string;
   message: string;
+}
+
+/**
+ * What survives a container attempt, per (pod, container name): restart count, the last
+ * exit, and the crash-loop backoff (rule S6). It outlives the container rows, so a daemon
+ * restart continues the backoff where it was.
+ */
+export interface RestartRecord {
+  podKey: string;
+  name: string;
+  restarts: number;
+  /** The attempt number the next container of this name gets (its id suffix). */
+  nextAttempt: number;
+  /** Delay before the next policy restart, counted from lastFinishedAt; 0 = at once. */
+  backoffMs: number;
+  lastId: string | null;
+  lastExitCode: number | null;
+  lastReason: string | null;
+  lastStartedAt: number | null;
+  lastFinishedAt: number | null;
+}
+
+export interface ConditionRecord {
+  key: string;
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  observedGeneration: number;
+  lastTransitionTime: number;
 }
 
 const MIGRATIONS: readonly string[] = [
@@ -132,6 +170,41 @@ const MIGRATIONS: readonly string[] = [
     message TEXT NOT NULL
   ) STRICT;
   `,
+  `
+  ALTER TABLE containers ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE containers ADD COLUMN reason TEXT;
+  ALTER TABLE pods ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
+  ALTER TABLE events ADD COLUMN type TEXT NOT NULL DEFAULT 'Normal';
+  CREATE INDEX events_key ON events(key, id);
+  CREATE TABLE restarts (
+    pod_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL DEFAULT 0,
+    backoff_ms INTEGER NOT NULL DEFAULT 0,
+    last_id TEXT,
+    last_exit_code INTEGER,
+    last_reason TEXT,
+    last_started_at INTEGER,
+    last_finished_at INTEGER,
+    PRIMARY KEY (pod_key, name)
+  ) STRICT;
+  CREATE TABLE conditions (
+    key TEXT NOT NULL,
+    type TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('True','False','Unknown')),
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    observed_generation INTEGER NOT NULL,
+    last_transition_time INTEGER NOT NULL,
+    PRIMARY KEY (key, type)
+  ) STRICT;
+  CREATE TABLE watched (
+    path TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    since INTEGER NOT NULL
+  ) STRICT;
+  `,
 ];
 
 const EVENTS_KEPT = 10_000;
@@ -150,6 +223,8 @@ interface ContainerRow {
   created_at: number;
   started_at: number | null;
   finished_at: number | null;
+  attempt: number;
+  reason: string | null;
 }
 
 function containerFromRow(r: ContainerRow): ContainerRecord {
@@ -167,6 +242,8 @@ function containerFromRow(r: ContainerRow): ContainerRecord {
     createdAt: r.created_at,
     startedAt: r.started_at,
     finishedAt: r.finished_at,
+    attempt: r.attempt,
+    reason: r.reason,
   };
 }
 
@@ -296,7 +373,8 @@ export class StateStore {
     this.db
       .prepare(
         `INSERT INTO pods(key, namespace, name, source, pod_hash, spec, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT(key) DO UPDATE SET source = excluded.source, pod_hash = excluded.pod_hash, spec = excluded.spec`,
+         ON CONFLICT(key) DO UPDATE SET source = excluded.source, pod_hash = excluded.pod_hash, spec = excluded.spec,
+           generation = CASE WHEN pods.spec = excluded.spec THEN pods.generation ELSE pods.generation + 1 END`,
       )
       .run(p.key, p.namespace, p.name, p.source, p.podHash, p.spec, p.createdAt);
   }
@@ -310,6 +388,7 @@ export class StateStore {
       pod_hash: string;
       spec: string;
       created_at: number;
+      generation: number;
     }[];
     return rows.map((r) => ({
       key: r.key,
@@ -319,26 +398,172 @@ export class StateStore {
       podHash: r.pod_hash,
       spec: r.spec,
       createdAt: r.created_at,
+      generation: r.generation,
     }));
   }
 
-  /** Deletes the pod row; its container rows must be gone first (foreign key). */
+  getPod(key: string): PodRecord | undefined {
+    return this.listPodsWhere('key = ?', key)[0];
+  }
+
+  private listPodsWhere(where: string, ...args: unknown[]): PodRecord[] {
+    const rows = this.db.prepare(`SELECT * FROM pods WHERE ${where}`).all(...args) as {
+      key: string;
+      namespace: string;
+      name: string;
+      source: string;
+      pod_hash: string;
+      spec: string;
+      created_at: number;
+      generation: number;
+    }[];
+    return rows.map((r) => ({
+      key: r.key,
+      namespace: r.namespace,
+      name: r.name,
+      source: r.source,
+      podHash: r.pod_hash,
+      spec: r.spec,
+      createdAt: r.created_at,
+      generation: r.generation,
+    }));
+  }
+
+  /** Deletes the pod row with its restart and condition rows; its container rows must be gone first (foreign key). */
   deletePod(key: string): void {
-    this.db.prepare('DELETE FROM pods WHERE key = ?').run(key);
+    this.transaction(() => {
+      this.db.prepare('DELETE FROM restarts WHERE pod_key = ?').run(key);
+      this.db.prepare('DELETE FROM conditions WHERE key = ?').run(`pod/${key}`);
+      this.db.prepare('DELETE FROM pods WHERE key = ?').run(key);
+    });
+  }
+
+  // restarts -------------------------------------------------------------------
+
+  listRestarts(podKey?: string): RestartRecord[] {
+    const rows = (
+      podKey === undefined
+        ? this.db.prepare('SELECT * FROM restarts ORDER BY pod_key, name').all()
+        : this.db.prepare('SELECT * FROM restarts WHERE pod_key = ? ORDER BY name').all(podKey)
+    ) as {
+      pod_key: string;
+      name: string;
+      restarts: number;
+      next_attempt: number;
+      backoff_ms: number;
+      last_id: string | null;
+      last_exit_code: number | null;
+      last_reason: string | null;
+      last_started_at: number | null;
+      last_finished_at: number | null;
+    }[];
+    return rows.map((r) => ({
+      podKey: r.pod_key,
+      name: r.name,
+      restarts: r.restarts,
+      nextAttempt: r.next_attempt,
+      backoffMs: r.backoff_ms,
+      lastId: r.last_id,
+      lastExitCode: r.last_exit_code,
+      lastReason: r.last_reason,
+      lastStartedAt: r.last_started_at,
+      lastFinishedAt: r.last_finished_at,
+    }));
+  }
+
+  getRestart(podKey: string, name: string): RestartRecord | undefined {
+    return this.listRestarts(podKey).find((r) => r.name === name);
+  }
+
+  putRestart(r: RestartRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO restarts(pod_key, name, restarts, next_attempt, backoff_ms, last_id, last_exit_code, last_reason, last_started_at, last_finished_at)
+         VALUES (@podKey, @name, @restarts, @nextAttempt, @backoffMs, @lastId, @lastExitCode, @lastReason, @lastStartedAt, @lastFinishedAt)
+         ON CONFLICT(pod_key, name) DO UPDATE SET restarts = excluded.restarts, next_attempt = excluded.next_attempt,
+           backoff_ms = excluded.backoff_ms, last_id = excluded.last_id, last_exit_code = excluded.last_exit_code,
+           last_reason = excluded.last_reason, last_started_at = excluded.last_started_at, last_finished_at = excluded.last_finished_at`,
+      )
+      .run(r);
+  }
+
+  deleteRestart(podKey: string, name: string): void {
+    this.db.prepare('DELETE FROM restarts WHERE pod_key = ? AND name = ?').run(podKey, name);
+  }
+
+  // conditions -----------------------------------------------------------------
+
+  listConditions(key?: string): ConditionRecord[] {
+    const rows = (
+      key === undefined
+        ? this.db.prepare('SELECT * FROM conditions ORDER BY key, type').all()
+        : this.db.prepare('SELECT * FROM conditions WHERE key = ? ORDER BY type').all(key)
+    ) as { key: string; type: string; status: ConditionRecord['status']; reason: string; message: string; observed_generation: number; last_transition_time: number }[];
+    return rows.map((r) => ({
+      key: r.key,
+      type: r.type,
+      status: r.status,
+      reason: r.reason,
+      message: r.message,
+      observedGeneration: r.observed_generation,
+      lastTransitionTime: r.last_transition_time,
+    }));
+  }
+
+  /**
+   * Replaces the conditions of one object. lastTransitionTime is kept for a condition
+   * whose status did not change (Kubernetes semantics). Returns the types whose status changed.
+   */
+  setConditions(key: string, conds: readonly Omit<ConditionRecord, 'key' | 'lastTransitionTime'>[], now = Date.now()): string[] {
+    return this.transaction(() => {
+      const before = new Map(this.listConditions(key).map((c) => [c.type, c]));
+      const changed: string[] = [];
+      this.db.prepare('DELETE FROM conditions WHERE key = ?').run(key);
+      const ins = this.db.prepare(
+        'INSERT INTO conditions(key, type, status, reason, message, observed_generation, last_transition_time) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      );
+      for (const c of conds) {
+        const prev = before.get(c.type);
+        const same = prev !== undefined && prev.status === c.status;
+        if (!same) changed.push(c.type);
+        ins.run(key, c.type, c.status, c.reason, c.message, c.observedGeneration, same ? prev.lastTransitionTime : now);
+      }
+      return changed;
+    });
+  }
+
+  deleteConditions(key: string): void {
+    this.db.prepare('DELETE FROM conditions WHERE key = ?').run(key);
+  }
+
+  // watched sources ------------------------------------------------------------
+
+  /** The directories the running (or last) `berth up` watches: they own the pods under them. */
+  setWatched(paths: readonly string[], pid: number, now = Date.now()): void {
+    this.transaction(() => {
+      this.db.prepare('DELETE FROM watched').run();
+      const ins = this.db.prepare('INSERT INTO watched(path, pid, since) VALUES (?, ?, ?)');
+      for (const p of paths) ins.run(p, pid, now);
+    });
+  }
+
+  listWatched(): string[] {
+    return (this.db.prepare('SELECT path FROM watched ORDER BY path').all() as { path: string }[]).map((r) => r.path);
   }
 
   /** Intent row: written before conmon/runc are touched (rule S3). */
   insertContainer(c: ContainerRecord): void {
     this.db
       .prepare(
-        `INSERT INTO containers(id, pod_key, name, spec_hash, image_ref, image_digest, state, pid, pid_start, exit_code, created_at, started_at, finished_at)
-         VALUES (@id, @podKey, @name, @specHash, @imageRef, @imageDigest, @state, @pid, @pidStart, @exitCode, @createdAt, @startedAt, @finishedAt)`,
+        `INSERT INTO containers(id, pod_key, name, spec_hash, image_ref, image_digest, state, pid, pid_start, exit_code, created_at, started_at, finished_at, attempt, reason)
+         VALUES (@id, @podKey, @name, @specHash, @imageRef, @imageDigest, @state, @pid, @pidStart, @exitCode, @createdAt, @startedAt, @finishedAt, @attempt, @reason)`,
       )
       .run(c);
   }
 
-  updateContainer(id: string, patch: Partial<Pick<ContainerRecord, 'state' | 'pid' | 'pidStart' | 'exitCode' | 'startedAt' | 'finishedAt'>>): void {
+  updateContainer(id: string, patch: Partial<Pick<ContainerRecord, 'state' | 'pid' | 'pidStart' | 'exitCode' | 'startedAt' | 'finishedAt' | 'reason'>>): void {
     const cols: Record<string, string> = {
+      reason: 'reason',
       state: 'state',
       pid: 'pid',
       pidStart: 'pid_start',
@@ -378,17 +603,26 @@ export class StateStore {
 
   // events -------------------------------------------------------------------
 
-  addEvent(key: string, reason: string, message: string, ts = Date.now()): void {
-    const tx = this.db.transaction(() => {
-      const r = this.db.prepare('INSERT INTO events(ts, key, reason, message) VALUES (?, ?, ?, ?)').run(ts, key, reason, message);
+  /** Appends one event; retention keeps the newest EVENTS_KEPT. Returns the event. */
+  addEvent(key: string, reason: string, message: string, opts: { type?: EventRecord['type']; ts?: number } = {}): EventRecord {
+    const ts = opts.ts ?? Date.now();
+    const type = opts.type ?? 'Normal';
+    return this.transaction(() => {
+      const r = this.db.prepare('INSERT INTO events(ts, key, reason, message, type) VALUES (?, ?, ?, ?, ?)').run(ts, key, reason, message, type);
       const id = Number(r.lastInsertRowid);
       if (id % 100 === 0) this.db.prepare('DELETE FROM events WHERE id <= ?').run(id - EVENTS_KEPT);
+      return { id, ts, key, type, reason, message };
     });
-    tx();
   }
 
-  listEvents(limit = 100): EventRecord[] {
-    const rows = this.db.prepare('SELECT * FROM events ORDER BY id DESC LIMIT ?').all(limit) as EventRecord[];
+  /**
+   * Events in order: the newest `limit` (default 100) after `afterId`, since `sinceTs`,
+   * optionally only those of keys starting with `keyPrefix`.
+   */
+  listEvents(o: { limit?: number; afterId?: number; sinceTs?: number; keyPrefix?: string } = {}): EventRecord[] {
+    const rows = this.db
+      .prepare('SELECT * FROM events WHERE id > ? AND ts >= ? AND substr(key, 1, ?) = ? ORDER BY id DESC LIMIT ?')
+      .all(o.afterId ?? 0, o.sinceTs ?? 0, (o.keyPrefix ?? '').length, o.keyPrefix ?? '', o.limit ?? 100) as EventRecord[];
     return rows.reverse();
   }
 

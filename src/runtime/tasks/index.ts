@@ -1,13 +1,11 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
-import { BerthError, errnoCode } from '../../lib/errors.js';
+import { BerthError, errnoCode, isBerthError } from '../../lib/errors.js';
+import { runProcess } from '../../lib/exec.js';
 import { mkdirp, readFileIfExists, writeFileAtomic } from '../../lib/fsx.js';
 import type { Logger } from '../../lib/log.js';
 import { sleep } from '../../lib/time.js';
-
-const run = promisify(execFile);
 
 export interface TaskPaths {
   /** runc --root */
@@ -24,6 +22,14 @@ export interface TaskStatus {
   pid: number;
   bundle: string;
   annotations?: Record<string, string>;
+}
+
+/** Deadlines for the external processes the driver waits on. */
+export interface TaskDriverOptions {
+  /** Each runc call (start, state, list, kill, delete); at expiry runc is SIGKILLed. Default 10 s. */
+  runcTimeoutMs?: number;
+  /** conmon's report of `runc create` (the pid or an error); at expiry conmon is SIGKILLed. Default 30 s. */
+  createTimeoutMs?: number;
 }
 
 export interface CreateTaskOptions {
@@ -43,14 +49,24 @@ export interface CreateTaskOptions {
  * Idempotency: `delete` and `kill` of a container runc does not know succeed (a gone
  * container is already in the wanted state); `create` of an existing id fails with
  * ERR_ALREADY_EXISTS.
+ *
+ * Deadlines: no call waits on runc or conmon for longer than its deadline (TaskDriverOptions).
+ * A wedged runc (a stuck cgroup freeze, a hung fuse mount in the rootfs) is killed with its
+ * process group and the call fails with ERR_TIMEOUT (retryable), naming the operation and id.
  */
 export class TaskDriver {
+  private readonly runcTimeoutMs: number;
+  private readonly createTimeoutMs: number;
+
   constructor(
     private readonly paths: TaskPaths,
     private readonly log: Logger,
     private readonly binaries: { runc: string; conmon: string } = { runc: 'runc', conmon: 'conmon' },
-    private readonly createTimeoutMs = 30_000,
-  ) {}
+    options: TaskDriverOptions = {},
+  ) {
+    this.runcTimeoutMs = options.runcTimeoutMs ?? 10_000;
+    this.createTimeoutMs = options.createTimeoutMs ?? 30_000;
+  }
 
   async init(): Promise<void> {
     await mkdirp(this.paths.runcRoot);
@@ -59,8 +75,28 @@ export class TaskDriver {
     await mkdirp(path.join(this.paths.stateDir, 'sock'));
   }
 
-  private runcArgs(...args: string[]): string[] {
-    return ['--root', this.paths.runcRoot, ...args];
+  /**
+   * Runs `runc --root … args` under the runc deadline. A failure whose runc message matches
+   * `gone` resolves undefined: the caller's idempotent outcome (the container is already gone).
+   * Other failures are ERR_RUNTIME with runc's last error; the deadline is ERR_TIMEOUT.
+   */
+  private async runc(op: string, id: string | undefined, args: string[], gone?: RegExp): Promise<string | undefined> {
+    try {
+      const { stdout } = await runProcess(this.binaries.runc, ['--root', this.paths.runcRoot, ...args], { timeoutMs: this.runcTimeoutMs, what: `${op}: runc` });
+      return stdout;
+    } catch (err) {
+      const details = id === undefined ? {} : { id };
+      if (isBerthError(err, 'ERR_TIMEOUT')) {
+        throw new BerthError('ERR_TIMEOUT', `${op}: runc did not answer within ${this.runcTimeoutMs / 1000}s (killed)`, {
+          cause: err,
+          details: { ...details, timeoutMs: this.runcTimeoutMs },
+        });
+      }
+      if (err instanceof BerthError) throw err;
+      const text = stderrOf(err);
+      if (gone?.test(text) === true) return undefined;
+      throw new BerthError('ERR_RUNTIME', `${op}: ${text}`, { cause: err, details });
+    }
   }
 
   persistDir(id: string): string {
@@ -136,7 +172,12 @@ export class TaskDriver {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new BerthError('ERR_RUNTIME', `create task ${o.id}: conmon did not report within ${this.createTimeoutMs / 1000}s`)),
+        () =>
+          reject(
+            new BerthError('ERR_TIMEOUT', `create task ${o.id}: conmon did not report within ${this.createTimeoutMs / 1000}s (killed)`, {
+              details: { id: o.id, timeoutMs: this.createTimeoutMs },
+            }),
+          ),
         this.createTimeoutMs,
       );
     });
@@ -188,44 +229,24 @@ export class TaskDriver {
   }
 
   async start(id: string): Promise<void> {
-    try {
-      await run(this.binaries.runc, this.runcArgs('start', id));
-    } catch (err) {
-      throw new BerthError('ERR_RUNTIME', `start task ${id}: ${stderrOf(err)}`, { cause: err });
-    }
+    await this.runc(`start task ${id}`, id, ['start', id]);
   }
 
   /** runc's view of one container; undefined when runc does not know it. */
   async state(id: string): Promise<TaskStatus | undefined> {
-    try {
-      const { stdout } = await run(this.binaries.runc, this.runcArgs('state', id));
-      return JSON.parse(stdout) as TaskStatus;
-    } catch (err) {
-      const text = stderrOf(err);
-      if (/does not exist|not exist|no such file/i.test(text)) return undefined;
-      throw new BerthError('ERR_RUNTIME', `state of task ${id}: ${text}`, { cause: err });
-    }
+    const stdout = await this.runc(`state of task ${id}`, id, ['state', id], /does not exist|not exist|no such file/i);
+    return stdout === undefined ? undefined : (JSON.parse(stdout) as TaskStatus);
   }
 
   async list(): Promise<TaskStatus[]> {
-    try {
-      const { stdout } = await run(this.binaries.runc, this.runcArgs('list', '--format', 'json'));
-      const parsed = JSON.parse(stdout.trim() === '' ? 'null' : stdout) as TaskStatus[] | null;
-      return parsed ?? [];
-    } catch (err) {
-      throw new BerthError('ERR_RUNTIME', `list tasks: ${stderrOf(err)}`, { cause: err });
-    }
+    const stdout = (await this.runc('list tasks', undefined, ['list', '--format', 'json'])) ?? '';
+    const parsed = JSON.parse(stdout.trim() === '' ? 'null' : stdout) as TaskStatus[] | null;
+    return parsed ?? [];
   }
 
   /** Sends a signal to the container's init. A container that is gone or stopped is success. */
   async kill(id: string, signal: string): Promise<void> {
-    try {
-      await run(this.binaries.runc, this.runcArgs('kill', id, signal));
-    } catch (err) {
-      const text = stderrOf(err);
-      if (/does not exist|not running|process already finished|container not running/i.test(text)) return;
-      throw new BerthError('ERR_RUNTIME', `kill task ${id} ${signal}: ${text}`, { cause: err });
-    }
+    await this.runc(`kill task ${id} ${signal}`, id, ['kill', id, signal], /does not exist|not running|process already finished|container not running/i);
   }
 
   /** The exit code conmon recorded, or undefined while the container has not exited. */
@@ -256,7 +277,11 @@ export class TaskDriver {
     return this.exitCode(id);
   }
 
-  /** Waits until runc reports stopped/gone and conmon wrote the exit file, up to `ms`. */
+  /**
+   * Waits until runc reports stopped/gone and conmon wrote the exit file, up to `ms` (plus at
+   * most one runc deadline for the state call in flight). A state call that times out ends
+   * the wait with its ERR_TIMEOUT.
+   */
   async waitExit(id: string, ms: number): Promise<boolean> {
     const until = Date.now() + ms;
     let delay = 20;
@@ -271,7 +296,9 @@ export class TaskDriver {
   }
 
   private async killConmon(id: string, firstPid: number | undefined): Promise<void> {
-    const pids = [firstPid === undefined ? undefined : -firstPid, await this.conmonPid(id)];
+    const daemon = await this.conmonPid(id);
+    // The daemonised conmon leads its own session, so its group also holds a hung `runc create`.
+    const pids = [firstPid === undefined ? undefined : -firstPid, daemon === undefined ? undefined : -daemon, daemon];
     for (const p of pids) {
       if (p === undefined) continue;
       try {
@@ -300,12 +327,7 @@ export class TaskDriver {
    * A container runc does not know is success.
    */
   async delete(id: string): Promise<void> {
-    try {
-      await run(this.binaries.runc, this.runcArgs('delete', '--force', id));
-    } catch (err) {
-      const text = stderrOf(err);
-      if (!/does not exist|not exist/i.test(text)) throw new BerthError('ERR_RUNTIME', `delete task ${id}: ${text}`, { cause: err });
-    }
+    await this.runc(`delete task ${id}`, id, ['delete', '--force', id], /does not exist|not exist/i);
     // conmon exits once the container is gone; give it a moment to flush logs and exit files.
     for (let i = 0; i < 50 && (await this.conmonAlive(id)); i++) await sleep(20);
     await fsp.rm(this.persistDir(id), { recursive: true, force: true });

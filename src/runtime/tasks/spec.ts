@@ -1,6 +1,8 @@
-import * as path from 'node:path';
 import { BerthError } from '../../lib/errors.js';
+import { checkWorkingDir } from '../../lib/workdir.js';
 import type { ImageConfig } from '../images/documents.js';
+
+export { checkWorkingDir } from '../../lib/workdir.js';
 
 /**
  * OCI runtime spec (config.json) generation. Image config is untrusted input
@@ -62,21 +64,6 @@ const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/pro
 
 export const DEFAULT_PIDS_LIMIT = 4096;
 const UID_MAX = 2 ** 32 - 2;
-
-/** A clean absolute path, not under /proc, /sys or /dev (CVE-2024-21626). */
-export function checkWorkingDir(dir: string, where: string): string {
-  // A trailing slash is fine (Kubernetes accepts "/var/www/"); "..", "." and "//" are not.
-  const stripped = dir.length > 1 ? dir.replace(/\/+$/, '') : dir;
-  if (!path.isAbsolute(dir) || path.posix.normalize(stripped) !== stripped || dir.includes('\0')) {
-    throw new BerthError('ERR_INVALID_IMAGE', `${where}: working dir ${JSON.stringify(dir)} is not a clean absolute path`);
-  }
-  for (const bad of ['/proc', '/sys', '/dev']) {
-    if (stripped === bad || stripped.startsWith(`${bad}/`)) {
-      throw new BerthError('ERR_INVALID_IMAGE', `${where}: working dir ${JSON.stringify(dir)} lies under ${bad}`);
-    }
-  }
-  return stripped;
-}
 
 /** Numeric `uid[:gid]` only in this slice (CVE-2024-40635 range check). */
 export function parseUser(user: string | undefined, where: string): { uid: number; gid: number } {

@@ -32,7 +32,9 @@ import { codeForErrno, LayerWriter } from './writer.js';
  *   entries, PAX/header-only ambiguities and GNU sparse files are rejected. PAX global headers are
  *   ignored. Non-zero bytes after the end-of-archive marker fail the tar parse (stricter than Go,
  *   which stops reading there).
- * - Limit violations are ERR_RESOURCE_EXHAUSTED with `details.limit`.
+ * - Violations of a configured limit (entries, sizes, path bytes, depth, xattrs) are
+ *   ERR_LIMIT_EXCEEDED with `details.limit`: terminal, the same layer fails the same way. The
+ *   free-space floor and ENOSPC/EDQUOT are ERR_RESOURCE_EXHAUSTED: the host ran short, retryable.
  * - Error precedence: a source stream error, then compressed size, then compressed digest, then
  *   any tar/entry error, then diffID. After a tar error the rest of the blob is still read (at most
  *   `expected.size + 1` bytes) and hashed, so corrupt bytes report ERR_DIGEST_MISMATCH (retryable)
@@ -100,9 +102,9 @@ export interface UnpackResult {
  * Errors (all BerthError, naming the layer digest and, where there is one, the entry):
  * ERR_DIGEST_MISMATCH (size, digest or diffID), ERR_UNSAFE_CONTENT (escaping names, bad
  * whiteouts), ERR_INVALID_IMAGE (malformed tar or gzip, hardlink to a lower layer, bad ids),
- * ERR_UNSUPPORTED (zstd, unknown media or entry types), ERR_RESOURCE_EXHAUSTED (limits, free space,
- * ENOSPC), ERR_PRECONDITION (no addon, not allowed to mknod or set trusted xattrs),
- * ERR_INVALID_ARGUMENT (options). Aborting rejects with `signal.reason`.
+ * ERR_UNSUPPORTED (zstd, unknown media or entry types), ERR_LIMIT_EXCEEDED (configured limits),
+ * ERR_RESOURCE_EXHAUSTED (free-space floor, ENOSPC), ERR_PRECONDITION (no addon, not allowed to
+ * mknod or set trusted xattrs), ERR_INVALID_ARGUMENT (options). Aborting rejects with `signal.reason`.
  *
  * Not idempotent on the same directory: `dest` must be empty. On failure, files may have been
  * written and `dest` is left as is for the caller to delete; no work is still running when the
@@ -376,7 +378,7 @@ async function syncDir(dest: string, layer: Digest): Promise<void> {
 }
 
 function limitError(layer: Digest, limit: string, reason: string): BerthError {
-  return new BerthError('ERR_RESOURCE_EXHAUSTED', `unpack layer ${layer}: ${reason}`, { details: { layer, limit } });
+  return new BerthError('ERR_LIMIT_EXCEEDED', `unpack layer ${layer}: ${reason}`, { details: { layer, limit } });
 }
 
 /** zlib and tar-stream errors are plain Errors: a malformed blob. */

@@ -23,7 +23,7 @@ const SEP = Buffer.from('/');
 /** A problem with one entry; the unpacker adds the layer digest and entry name to the message. */
 export class EntryRejected extends Error {
   readonly code: ErrorCode;
-  /** For ERR_RESOURCE_EXHAUSTED: which UnpackLimits field was exceeded. */
+  /** For ERR_LIMIT_EXCEEDED: which UnpackLimits field was exceeded. */
   readonly limit: string | undefined;
   constructor(code: ErrorCode, message: string, limit?: string) {
     super(message);
@@ -65,13 +65,13 @@ export interface NameLimits {
 export function parseEntryName(name: Buffer, limits: NameLimits, what = 'name'): Buffer[] {
   if (name.includes(0)) throw new EntryRejected('ERR_UNSAFE_CONTENT', `${what} contains a NUL byte`);
   if (name.length > limits.maxPathBytes) {
-    throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `${what} is ${name.length} bytes, limit is ${limits.maxPathBytes}`, 'maxPathBytes');
+    throw new EntryRejected('ERR_LIMIT_EXCEEDED', `${what} is ${name.length} bytes, limit is ${limits.maxPathBytes}`, 'maxPathBytes');
   }
   if (name[0] === SLASH) throw new EntryRejected('ERR_UNSAFE_CONTENT', `absolute ${what}`);
   const comps = splitPath(name);
   if (comps.some(isDotDot)) throw new EntryRejected('ERR_UNSAFE_CONTENT', `${what} contains a '..' component`);
   if (comps.length > limits.maxDepth) {
-    throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `${what} is ${comps.length} levels deep, limit is ${limits.maxDepth}`, 'maxDepth');
+    throw new EntryRejected('ERR_LIMIT_EXCEEDED', `${what} is ${comps.length} levels deep, limit is ${limits.maxDepth}`, 'maxDepth');
   }
   return comps;
 }

@@ -114,7 +114,7 @@ export class LayerWriter {
   private async write(h: TarHeader, name: Buffer, stream: EntryStream, pax: PaxRecords): Promise<void> {
     const { limits, log } = this.opts;
     if (++this.entries > limits.maxEntries) {
-      throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `more than ${limits.maxEntries} entries`, 'maxEntries');
+      throw new EntryRejected('ERR_LIMIT_EXCEEDED', `more than ${limits.maxEntries} entries`, 'maxEntries');
     }
     for (const key of pax.keys()) {
       if (key.startsWith('GNU.sparse.')) throw new EntryRejected('ERR_UNSUPPORTED', 'GNU sparse files are not supported');
@@ -174,7 +174,7 @@ export class LayerWriter {
         if (target.length === 0) throw new EntryRejected('ERR_INVALID_IMAGE', 'symlink with an empty target');
         if (target.includes(0)) throw new EntryRejected('ERR_UNSAFE_CONTENT', 'symlink target contains a NUL byte');
         if (target.length > limits.maxPathBytes) {
-          throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `symlink target is ${target.length} bytes, limit is ${limits.maxPathBytes}`, 'maxPathBytes');
+          throw new EntryRejected('ERR_LIMIT_EXCEEDED', `symlink target is ${target.length} bytes, limit is ${limits.maxPathBytes}`, 'maxPathBytes');
         }
         await drain(stream, type);
         // The target is stored verbatim; it is confined when later entries resolve through it.
@@ -347,7 +347,7 @@ export class LayerWriter {
       }
       bytes += Buffer.byteLength(attr) + value.length;
       if (bytes > this.opts.limits.maxXattrBytes) {
-        throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `xattrs exceed ${this.opts.limits.maxXattrBytes} bytes`, 'maxXattrBytes');
+        throw new EntryRejected('ERR_LIMIT_EXCEEDED', `xattrs exceed ${this.opts.limits.maxXattrBytes} bytes`, 'maxXattrBytes');
       }
       kept.set(attr, value);
     }
@@ -431,7 +431,7 @@ function checkSize(h: TarHeader, pax: PaxRecords, type: string, maxFileSize: num
     // Go's archive/tar reads no data for these types while tar-stream does: refuse the ambiguity.
     throw new EntryRejected('ERR_INVALID_IMAGE', `${type} entry with ${size} bytes of data`);
   }
-  if (size > maxFileSize) throw new EntryRejected('ERR_RESOURCE_EXHAUSTED', `file is ${size} bytes, limit is ${maxFileSize}`, 'maxFileSize');
+  if (size > maxFileSize) throw new EntryRejected('ERR_LIMIT_EXCEEDED', `file is ${size} bytes, limit is ${maxFileSize}`, 'maxFileSize');
   return size;
 }
 

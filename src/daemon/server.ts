@@ -1,0 +1,111 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { promises as fsp } from 'node:fs';
+import { BerthError, isBerthError, messageOf } from '../lib/errors.js';
+import type { Logger } from '../lib/log.js';
+import type { EventRecord } from '../runtime/index.js';
+import { dispatch, type BerthService } from './service.js';
+
+/**
+ * The daemon's API: HTTP/1.1 on a unix socket in the state dir, mode 0600 (root only), no
+ * TCP. Every route is `POST /v1/<method>` with a JSON body and a JSON answer, except
+ * `GET /v1/ping` and `GET /v1/events/follow` (NDJSON, one event per line, until closed).
+ * Errors answer `{ "error": { "code": "ERR_…", "message": "…" } }` so the CLI rethrows
+ * the same coded error and exits as the in-process path would.
+ */
+
+const MAX_BODY = 64 * 1024 * 1024;
+
+export interface ApiServer {
+  close(): Promise<void>;
+}
+
+export async function serveApi(o: {
+  socket: string;
+  service: BerthService;
+  log: Logger;
+  onEvent: (fn: (e: EventRecord) => void) => () => void;
+}): Promise<ApiServer> {
+  // The daemon lock is held: a socket file left here is a dead daemon's.
+  await fsp.rm(o.socket, { force: true });
+  const followers = new Set<ServerResponse>();
+  const server: Server = createServer((req, res) => {
+    void route(req, res).catch((err: unknown) => reply(res, err));
+  });
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = new URL(req.url ?? '/', 'http://berth');
+    if (req.method === 'GET' && url.pathname === '/v1/ping') return json(res, 200, { pid: process.pid });
+    if (req.method === 'GET' && url.pathname === '/v1/events/follow') return follow(url, res);
+    if (req.method !== 'POST' || !url.pathname.startsWith('/v1/')) throw new BerthError('ERR_NOT_FOUND', `api ${req.method ?? ''} ${url.pathname}: no such route`);
+    const body = await readJson(req);
+    return json(res, 200, await dispatch(o.service, url.pathname.slice(4), body));
+  };
+  const follow = (url: URL, res: ServerResponse): void => {
+    const prefix = url.searchParams.get('keyPrefix') ?? '';
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    followers.add(res);
+    // Subscribe first, then send the backlog: nothing falls between the two.
+    const queued: EventRecord[] = [];
+    let live = false;
+    let last = Number(url.searchParams.get('afterId') ?? '0') || 0;
+    const send = (e: EventRecord): void => {
+      if (e.id <= last || !e.key.startsWith(prefix)) return;
+      last = e.id;
+      res.write(`${JSON.stringify(e)}\n`);
+    };
+    const stop = o.onEvent((e) => (live ? send(e) : queued.push(e)));
+    const since = Number(url.searchParams.get('sinceTs') ?? '0') || 0;
+    for (const e of o.service.events({ afterId: last, sinceTs: since, keyPrefix: prefix, limit: Number(url.searchParams.get('limit') ?? '100') || 100 })) send(e);
+    for (const e of queued) send(e);
+    live = true;
+    res.on('close', () => {
+      stop();
+      followers.delete(res);
+    });
+  };
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.socket, () => resolve());
+  });
+  await fsp.chmod(o.socket, 0o600);
+  o.log.info({ socket: o.socket }, 'api listening');
+  return {
+    close: async () => {
+      for (const r of followers) r.end();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await fsp.rm(o.socket, { force: true });
+    },
+  };
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req) {
+    n += (c as Buffer).length;
+    if (n > MAX_BODY) throw new BerthError('ERR_INVALID_ARGUMENT', `api request: body exceeds ${MAX_BODY} bytes`);
+    chunks.push(c as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  try {
+    return text === '' ? {} : (JSON.parse(text) as unknown);
+  } catch (err) {
+    throw new BerthError('ERR_INVALID_ARGUMENT', `api request: body is not JSON: ${messageOf(err)}`);
+  }
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function reply(res: ServerResponse, err: unknown): void {
+  const code = isBerthError(err) ? err.code : 'ERR_INTERNAL';
+  const status = code === 'ERR_NOT_FOUND' ? 404 : code.startsWith('ERR_INVALID') ? 400 : 500;
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  json(res, status, { error: { code, message: messageOf(err) } });
+}

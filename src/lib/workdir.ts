@@ -1,0 +1,22 @@
+import * as path from 'node:path';
+import { BerthError } from './errors.js';
+
+/**
+ * A process working directory: a clean absolute path, not under /proc, /sys or /dev
+ * (CVE-2024-21626: a cwd there can leak a host file descriptor into the container).
+ * Pure, so manifest validation applies the same rule the runtime applies at start.
+ * Returns the path without a trailing slash; throws ERR_INVALID_IMAGE naming `where`.
+ */
+export function checkWorkingDir(dir: string, where: string): string {
+  // A trailing slash is fine (Kubernetes accepts "/var/www/"); "..", "." and "//" are not.
+  const stripped = dir.length > 1 ? dir.replace(/\/+$/, '') : dir;
+  if (!path.isAbsolute(dir) || path.posix.normalize(stripped) !== stripped || dir.includes('\0')) {
+    throw new BerthError('ERR_INVALID_IMAGE', `${where}: working dir ${JSON.stringify(dir)} is not a clean absolute path`);
+  }
+  for (const bad of ['/proc', '/sys', '/dev']) {
+    if (stripped === bad || stripped.startsWith(`${bad}/`)) {
+      throw new BerthError('ERR_INVALID_IMAGE', `${where}: working dir ${JSON.stringify(dir)} lies under ${bad}`);
+    }
+  }
+  return stripped;
+}

@@ -1,0 +1,155 @@
+/**
+ * Conditions and the one-word status of a pod, from what the controller saw in its last
+ * reconcile. PURE (`import type` only): unit tests and `berth status` use it without a runtime.
+ *
+ * Conditions follow Kubernetes/Flux: Ready, Reconciling, Stalled, InvalidSpec, each with
+ * status True/False, a CamelCase reason, a message and the generation it was computed for.
+ */
+import type { DesiredPod } from './desired.js';
+import type { ObservedPodView, Plan } from './plan.js';
+
+export type ConditionType = 'Ready' | 'Reconciling' | 'Stalled' | 'InvalidSpec';
+
+export interface Condition {
+  type: ConditionType;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  observedGeneration: number;
+}
+
+export type PodPhase =
+  | 'Running'
+  | 'Pending'
+  | 'ContainerCreating'
+  | 'ImagePullBackOff'
+  | 'CrashLoopBackOff'
+  | 'InvalidSpec'
+  | 'Paused'
+  | 'Completed'
+  | 'Error'
+  | 'Conflict';
+
+export interface PodSituation {
+  desired: DesiredPod;
+  /** Observation after this reconcile's steps. */
+  observed: ObservedPodView | undefined;
+  generation: number;
+  /** Images the pod waits for; `error` once a pull failed (retried with backoff). */
+  images: { image: string; error?: string }[];
+  waiting: NonNullable<Plan['waiting']>;
+  /** Steps that failed in this reconcile. */
+  failed: { message: string; retryable: boolean }[];
+  blocked: Plan['blocked'];
+  /** Manifest problems of the file that declares the pod (last good objects kept). */
+  invalid: string[];
+  /** Another source owns the key; this declaration is not applied. */
+  conflict?: string;
+}
+
+export interface PodVerdict {
+  phase: PodPhase;
+  conditions: Condition[];
+  /** The reason the pod is not Ready, in one line (status's LAST ERROR column). */
+  message: string;
+}
+
+const cond = (type: ConditionType, on: boolean, reason: string, message: string, generation: number): Condition => ({
+  type,
+  status: on ? 'True' : 'False',
+  reason,
+  message,
+  observedGeneration: generation,
+});
+
+/** The phase a stored set of conditions stands for (the inverse of podVerdict's Ready reason). */
+export function phaseOf(conds: readonly { type: string; status: string; reason: string }[]): PodPhase | 'Unknown' {
+  const ready = conds.find((c) => c.type === 'Ready');
+  if (ready === undefined) return 'Unknown';
+  if (conds.some((c) => c.type === 'InvalidSpec' && c.status === 'True')) return 'InvalidSpec';
+  return ready.status === 'True' ? 'Running' : (ready.reason as PodPhase);
+}
+
+export function podVerdict(s: PodSituation): PodVerdict {
+  const g = s.generation;
+  const containers = s.observed?.containers ?? [];
+  const declared = s.desired.containers.length;
+  const running = s.desired.containers.filter((c) => containers.some((o) => o.name === c.name && o.state === 'running')).length;
+  const exited = s.desired.containers.map((c) => containers.find((o) => o.name === c.name && o.state === 'exited'));
+  const allExited = exited.every((o) => o !== undefined);
+  const pulling = s.images.filter((i) => i.error === undefined);
+  const pullFailed = s.images.filter((i) => i.error !== undefined);
+
+  let phase: PodPhase;
+  let reason: string;
+  let message: string;
+  let stalled = false;
+  let reconciling = false;
+  if (s.conflict !== undefined) {
+    phase = 'Conflict';
+    reason = 'OwnedElsewhere';
+    message = s.conflict;
+    stalled = true;
+  } else if (s.desired.paused) {
+    phase = 'Paused';
+    reason = 'Paused';
+    message = 'paused by the berth.dev/paused annotation';
+  } else if (s.blocked.length > 0) {
+    phase = 'Pending';
+    reason = 'Blocked';
+    message = s.blocked.map((b) => `${b.key}: ${b.reason}`).join('; ');
+    stalled = true;
+  } else if (pullFailed.length > 0) {
+    phase = 'ImagePullBackOff';
+    reason = 'ImagePullBackOff';
+    message = pullFailed.map((i) => i.error ?? '').join('; ');
+    stalled = true;
+  } else if (s.waiting.length > 0) {
+    phase = 'CrashLoopBackOff';
+    reason = 'CrashLoopBackOff';
+    message = s.waiting.map((w) => `${w.key}: ${w.message}`).join('; ');
+    stalled = true;
+  } else if (s.failed.length > 0) {
+    phase = 'Error';
+    reason = s.failed.every((f) => !f.retryable) ? 'Failed' : 'RetryingAfterError';
+    message = s.failed.map((f) => f.message).join('; ');
+    stalled = reason === 'Failed';
+    reconciling = !stalled;
+  } else if (pulling.length > 0) {
+    phase = 'ContainerCreating';
+    reason = 'Pulling';
+    message = `pulling ${pulling.map((i) => i.image).join(', ')}`;
+    reconciling = true;
+  } else if (running === declared) {
+    phase = 'Running';
+    reason = 'Running';
+    message = '';
+  } else if (allExited && s.desired.restartPolicy !== 'Always') {
+    const failed = exited.filter((o) => o?.exitCode !== 0);
+    phase = failed.length === 0 ? 'Completed' : 'Error';
+    reason = failed.length === 0 ? 'PodCompleted' : 'ContainersFailed';
+    message = failed.map((o) => `${o?.name ?? '?'} exited with code ${o?.exitCode ?? '?'}`).join('; ');
+  } else {
+    phase = 'Pending';
+    reason = 'ContainersNotReady';
+    message = `${running}/${declared} containers running`;
+    reconciling = true;
+  }
+  const invalid = s.invalid.length > 0;
+  if (invalid && (phase === 'Running' || phase === 'Pending')) {
+    // The last good objects keep running; the status still says the file needs fixing.
+    phase = 'InvalidSpec';
+  }
+  const ready = running === declared && !s.desired.paused && s.conflict === undefined;
+  return {
+    phase,
+    message: invalid && message === '' ? s.invalid.join('; ') : message,
+    conditions: [
+      // Not ready: the reason is the phase, so `berth status` reads the phase back from the row.
+      cond('Ready', ready, ready ? 'Running' : phase, ready ? `${running}/${declared} containers running` : message, g),
+      cond('Reconciling', reconciling, reconciling ? reason : 'Settled', reconciling ? message : '', g),
+      cond('Stalled', stalled, stalled ? reason : 'Progressing', stalled ? message : '', g),
+      cond('InvalidSpec', invalid, invalid ? 'ManifestInvalid' : 'Valid', invalid ? s.invalid.join('; ') : '', g),
+    ],
+  };
+}

@@ -1,0 +1,502 @@
+import { watch as fsWatch, type FSWatcher } from 'node:fs';
+import { systemClock, type Clock } from '../lib/clock.js';
+import { BerthError, isBerthError, messageOf } from '../lib/errors.js';
+import type { Logger } from '../lib/log.js';
+import { podKeyOfContainerId, type Runtime } from '../runtime/index.js';
+import { podVerdict, type PodPhase } from './conditions.js';
+import type { DesiredPod } from './desired.js';
+import { inScope, lastAppliedPod, plan, type Plan, type PruneScope, type Step } from './plan.js';
+import { WorkQueue, type Outcome } from './queue.js';
+import { computePlan, executeStep, imageViews, ResolveCache, toView } from './reconcile.js';
+
+/**
+ * The controller: keys, not events (DESIGN §5). Watchers, timers and container exits only
+ * enqueue keys — `pod/<namespace>/<name>` and `image/<ref>` — and each run of a key re-reads
+ * desired and observed state, plans with the one planner and executes through the runtime
+ * façade. The queue serialises each key, bounds pulls in their own pool (a hanging pull
+ * never holds a pod worker) and retries failures with backoff.
+ *
+ * Desired state of a pod key, in order: an apply/delete in flight from the CLI; else the
+ * recorded owner keeps it — a pod recorded from a watched directory follows that directory
+ * (absent there = prune), a pod recorded from any other source (a CLI apply) keeps its last
+ * applied spec; else a watched directory that declares it. Prune never crosses sources.
+ */
+
+export interface StepResult {
+  step: Step;
+  error?: { code: string; message: string };
+}
+
+/** What one run of a key did; apply collects these for the keys it asked for. */
+export interface KeyReport {
+  key: string;
+  steps: StepResult[];
+  blocked: Plan['blocked'];
+  /** Images this pod still waits for (pull in progress). */
+  waitingImages: string[];
+  /** Pull failures this pod is stuck behind. */
+  imageErrors: string[];
+  /** Nothing left to wait for in this run (no pull pending). */
+  settled: boolean;
+}
+
+export interface ApplyRequest {
+  pods: DesiredPod[];
+  prune?: PruneScope;
+  /** Take pods owned by a watched directory (apply) or delete them anyway (delete). */
+  force?: boolean;
+}
+
+export interface ApplyResult {
+  /** Executed steps (failed ones carry the error), pulls first, then per pod in request order. */
+  steps: StepResult[];
+  blocked: Plan['blocked'];
+  /** Apply refused before anything ran (ownership); exit 1. */
+  refused: string[];
+  /** Keys the apply touched, for --wait. */
+  keys: string[];
+}
+
+export interface ControllerOptions {
+  rt: Runtime;
+  log: Logger;
+  clock?: Clock;
+  /** Pod workers (default 4); pulls run in their own pool (default 2). */
+  workers?: number;
+  pullWorkers?: number;
+  /** Retry failed keys with backoff (the daemon); false: one run, the caller reports (in-process apply). */
+  retry?: boolean;
+}
+
+type Desire =
+  | { kind: 'present'; pod: DesiredPod; conflict?: string }
+  | { kind: 'absent'; scope: PruneScope };
+
+const POD = 'pod/';
+const IMAGE = 'image/';
+
+export class Controller {
+  readonly queue: WorkQueue;
+  private readonly rt: Runtime;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly retry: boolean;
+  private readonly resolveCache = new ResolveCache();
+  /** Watched directories (absolute) and what they declare (last good, rule M5). */
+  private roots: string[] = [];
+  private declared = new Map<string, DesiredPod>();
+  private invalid = new Map<string, string[]>();
+  /** CLI apply/delete in flight: overrides the recorded desire until its keys settle. */
+  private readonly overrides = new Map<string, Desire>();
+  private readonly imageWaiters = new Map<string, Set<string>>();
+  private readonly pullReasons = new Map<string, string>();
+  private readonly imageErrors = new Map<string, BerthError>();
+  private readonly phases = new Map<string, string>();
+  private readonly reportListeners = new Set<(r: KeyReport) => void>();
+  private exitWatcher: FSWatcher | undefined;
+
+  constructor(o: ControllerOptions) {
+    this.rt = o.rt;
+    this.log = o.log;
+    this.clock = o.clock ?? systemClock;
+    this.retry = o.retry !== false;
+    this.queue = new WorkQueue({
+      workers: o.workers ?? 4,
+      pools: { pull: o.pullWorkers ?? 2 },
+      poolOf: (key) => (key.startsWith(IMAGE) ? 'pull' : 'default'),
+      clock: this.clock,
+      handler: (key, signal) => this.handle(key, signal),
+      onError: (key, err, attempt, delayMs) =>
+        this.log.warn({ key, code: isBerthError(err) ? err.code : undefined, attempt, retryInMs: delayMs }, `reconcile ${key} failed: ${err.message}`),
+    });
+  }
+
+  // sources ----------------------------------------------------------------------
+
+  /**
+   * Sets what the watched directories declare now (last good objects) and the manifest
+   * problems per file; enqueues every key whose desire changed.
+   */
+  setWatched(roots: readonly string[], desired: readonly DesiredPod[], problems: readonly { file: string; text: string }[]): void {
+    this.roots = [...roots];
+    const next = new Map(desired.map((p) => [p.key, p]));
+    const invalid = new Map<string, string[]>();
+    for (const pod of desired) {
+      const mine = problems.filter((p) => p.file === pod.source).map((p) => p.text);
+      if (mine.length > 0) invalid.set(pod.key, mine);
+    }
+    const keys = new Set([...next.keys(), ...this.declared.keys()]);
+    for (const key of keys) {
+      const a = this.declared.get(key);
+      const b = next.get(key);
+      const changed = JSON.stringify(a) !== JSON.stringify(b) || JSON.stringify(this.invalid.get(key)) !== JSON.stringify(invalid.get(key));
+      if (changed) this.queue.add(POD + key);
+    }
+    this.declared = next;
+    this.invalid = invalid;
+  }
+
+  /** Safety net: every declared and every recorded pod once more. */
+  resyncAll(): void {
+    for (const key of new Set([...this.declared.keys(), ...this.rt.listPods().map((p) => p.key)])) this.queue.add(POD + key);
+  }
+
+  private underWatched(source: string): boolean {
+    return inScope(source, { sources: this.roots });
+  }
+
+  private desire(key: string): Desire | undefined {
+    const o = this.overrides.get(key);
+    if (o !== undefined) return o;
+    const row = this.rt.getPod(key);
+    const declared = this.declared.get(key);
+    if (row !== undefined && !this.underWatched(row.source)) {
+      const pod = lastAppliedPod(row.spec);
+      if (pod === undefined) return undefined;
+      return declared !== undefined
+        ? { kind: 'present', pod, conflict: `${declared.source}:${declared.line} also declares ${key}, which ${row.source} owns; that declaration is not applied` }
+        : { kind: 'present', pod };
+    }
+    if (declared !== undefined) return { kind: 'present', pod: declared };
+    if (row !== undefined) return { kind: 'absent', scope: { sources: [row.source] } };
+    return undefined;
+  }
+
+  // exits ------------------------------------------------------------------------
+
+  /** Watches conmon's exit directory: each exit file enqueues its pod at once. */
+  watchExits(): void {
+    if (this.exitWatcher !== undefined) return;
+    this.exitWatcher = fsWatch(this.rt.paths.exitDir, (_event, file) => {
+      if (typeof file !== 'string') return;
+      const key = podKeyOfContainerId(file);
+      if (key !== undefined) this.queue.add(POD + key);
+    });
+    this.exitWatcher.on('error', (err) => this.log.warn({ err: messageOf(err) }, 'exit watcher error'));
+  }
+
+  // reports ----------------------------------------------------------------------
+
+  onReport(fn: (r: KeyReport) => void): () => void {
+    this.reportListeners.add(fn);
+    return () => this.reportListeners.delete(fn);
+  }
+
+  private emit(r: KeyReport): void {
+    for (const l of this.reportListeners) l(r);
+  }
+
+  // the handler ------------------------------------------------------------------
+
+  private async handle(key: string, signal: AbortSignal): Promise<Outcome> {
+    try {
+      if (key.startsWith(IMAGE)) return await this.reconcileImage(key.slice(IMAGE.length), signal);
+      if (key.startsWith(POD)) return await this.reconcilePod(key.slice(POD.length), signal);
+      return {};
+    } catch (err) {
+      // In-process apply runs each key once and reports; the daemon retries with backoff.
+      if (!this.retry) return {};
+      throw err;
+    }
+  }
+
+  private async reconcileImage(ref: string, signal: AbortSignal): Promise<Outcome> {
+    const waiters = this.imageWaiters.get(ref) ?? new Set<string>();
+    if (waiters.size === 0) {
+      // Nobody needs it any more (the pod changed or went): drop the retries.
+      this.imageErrors.delete(ref);
+      this.queue.forget(IMAGE + ref);
+      return {};
+    }
+    const step: Step = { kind: 'pull', image: ref, reason: this.pullReasons.get(ref) ?? 'not present' };
+    try {
+      const img = await this.rt.pullImage(ref, signal);
+      this.imageErrors.delete(ref);
+      this.rt.addEvent(IMAGE + ref, 'Pulled', `pulled ${ref} (${img.digest})`);
+      this.emit({ key: IMAGE + ref, steps: [{ step }], blocked: [], waitingImages: [], imageErrors: [], settled: true });
+      this.imageWaiters.delete(ref);
+      for (const k of waiters) this.queue.add(POD + k);
+      return {};
+    } catch (err) {
+      const e = asBerthError(err);
+      this.imageErrors.set(ref, e);
+      this.rt.addEvent(IMAGE + ref, 'Failed', `pull ${ref}: ${e.message}`, { type: 'Warning' });
+      this.emit({ key: IMAGE + ref, steps: [{ step, error: { code: e.code, message: e.message } }], blocked: [], waitingImages: [], imageErrors: [], settled: true });
+      // The pods learn it (ImagePullBackOff) and apply reports it; the queue retries the pull.
+      for (const k of waiters) this.queue.add(POD + k);
+      throw e;
+    }
+  }
+
+  private async reconcilePod(podKey: string, signal: AbortSignal): Promise<Outcome> {
+    const qkey = POD + podKey;
+    const desire = this.desire(podKey);
+    const restarts = this.rt.listRestarts(podKey);
+    const observed = await this.rt.observePod(podKey, { repair: true });
+    const report: KeyReport = { key: qkey, steps: [], blocked: [], waitingImages: [], imageErrors: [], settled: true };
+    const now = this.clock.now();
+    if (desire === undefined || (desire.kind === 'absent' && observed === undefined)) {
+      this.forgetImageWaits(podKey);
+      this.emit(report);
+      return {};
+    }
+    const view = observed !== undefined ? toView(observed, restarts) : undefined;
+    if (desire.kind === 'absent') {
+      this.forgetImageWaits(podKey);
+      const p = plan({ desired: [], observed: view !== undefined ? [view] : [], images: {}, prune: desire.scope, now });
+      const failure = await this.execute(p.steps, report, signal);
+      this.rt.deleteConditions(qkey);
+      this.phases.delete(podKey);
+      this.emit(report);
+      if (failure !== undefined) throw failure;
+      return {};
+    }
+    const pod = desire.pod;
+    if (desire.conflict !== undefined) {
+      this.writeStatus(podKey, pod, observed !== undefined ? toView(observed, restarts) : undefined, { conflict: desire.conflict, images: [], waiting: [], failed: [], blocked: [] });
+      this.emit(report);
+      return {};
+    }
+    const images = await imageViews(this.rt, [pod], { resolveRemote: true, log: this.log, cache: this.resolveCache, signal });
+    const p = plan({ desired: [pod], observed: view !== undefined ? [view] : [], images, now });
+    report.blocked = p.blocked;
+    const waitImages = new Set<string>();
+    const statusImages: { image: string; error?: string }[] = [];
+    this.forgetImageWaits(podKey);
+    for (const s of p.steps) {
+      if (s.kind !== 'pull') continue;
+      waitImages.add(s.image);
+      const failed = this.imageErrors.get(s.image);
+      const waiters = this.imageWaiters.get(s.image) ?? new Set<string>();
+      waiters.add(podKey);
+      this.imageWaiters.set(s.image, waiters);
+      this.pullReasons.set(s.image, s.reason);
+      if (failed !== undefined) {
+        report.imageErrors.push(failed.message);
+        statusImages.push({ image: s.image, error: failed.message });
+        // A failed pull retries on its own backoff; when no retry is pending, ask again.
+        if (this.queue.nextRetryAt(IMAGE + s.image) === undefined && this.retry) this.queue.add(IMAGE + s.image);
+      } else {
+        report.waitingImages.push(s.image);
+        statusImages.push({ image: s.image });
+        this.queue.add(IMAGE + s.image);
+      }
+    }
+    // Containers whose image is still to come wait for it; the rest go ahead.
+    const steps = p.steps.filter((s) => s.kind !== 'pull' && !((s.kind === 'start' || s.kind === 'replace') && waitImages.has(s.container.image)));
+    const failure = await this.execute(steps, report, signal);
+    report.settled = report.waitingImages.length === 0;
+    const after = steps.length > 0 ? await this.rt.observePod(podKey, { repair: true }) : observed;
+    const failed = report.steps.filter((r) => r.error !== undefined).map((r) => ({ message: r.error?.message ?? '', retryable: failure?.retryable ?? false }));
+    this.writeStatus(podKey, pod, after !== undefined ? toView(after, this.rt.listRestarts(podKey)) : undefined, {
+      images: statusImages,
+      waiting: p.waiting ?? [],
+      failed,
+      blocked: p.blocked,
+    });
+    this.emit(report);
+    if (failure !== undefined) throw failure;
+    const due = (p.waiting ?? []).map((w) => w.until);
+    if (due.length > 0) return { requeueAfter: Math.max(1, Math.min(...due) - this.clock.now()) };
+    return {};
+  }
+
+  private forgetImageWaits(podKey: string): void {
+    for (const [ref, set] of this.imageWaiters) {
+      set.delete(podKey);
+      if (set.size === 0) this.imageWaiters.delete(ref);
+    }
+  }
+
+  /** Runs steps in order; a failed create-pod stops the pod's other steps. Returns the first failure. */
+  private async execute(steps: readonly Step[], report: KeyReport, signal: AbortSignal): Promise<BerthError | undefined> {
+    let first: BerthError | undefined;
+    for (const step of steps) {
+      if (signal.aborted || step.kind === 'pull') break;
+      try {
+        await executeStep(this.rt, step);
+        report.steps.push({ step });
+      } catch (err) {
+        const e = asBerthError(err);
+        report.steps.push({ step, error: { code: e.code, message: e.message } });
+        // A retryable failure decides the retry even when a terminal one came first.
+        if (first === undefined || (!first.retryable && e.retryable)) first = e;
+        if (step.kind === 'create-pod') break;
+      }
+    }
+    return first;
+  }
+
+  private writeStatus(
+    podKey: string,
+    pod: DesiredPod,
+    observed: ReturnType<typeof toView> | undefined,
+    s: { images: { image: string; error?: string }[]; waiting: NonNullable<Plan['waiting']>; failed: { message: string; retryable: boolean }[]; blocked: Plan['blocked']; conflict?: string },
+  ): void {
+    const generation = this.rt.getPod(podKey)?.generation ?? 0;
+    const v = podVerdict({ desired: pod, observed, generation, invalid: this.invalid.get(podKey) ?? [], ...s });
+    this.rt.setConditions(POD + podKey, v.conditions);
+    const before = this.phases.get(podKey);
+    const mark = `${v.phase}|${s.waiting.map((w) => w.until).join(',')}|${s.images.map((i) => i.error ?? '').join(',')}`;
+    if (before !== mark) {
+      this.phases.set(podKey, mark);
+      this.phaseEvent(podKey, v.phase, v.message, s.waiting);
+    }
+  }
+
+  private phaseEvent(podKey: string, phase: PodPhase, message: string, waiting: NonNullable<Plan['waiting']>): void {
+    const key = POD + podKey;
+    switch (phase) {
+      case 'CrashLoopBackOff':
+        for (const w of waiting) {
+          this.rt.addEvent(key, 'BackOff', `${w.key}: ${w.message}; next try at ${new Date(w.until).toISOString()}`, { type: 'Warning' });
+        }
+        return;
+      case 'ImagePullBackOff':
+        this.rt.addEvent(key, 'BackOff', `image pull back-off: ${message}`, { type: 'Warning' });
+        return;
+      case 'InvalidSpec':
+        this.rt.addEvent(key, 'Invalid', `manifest invalid, last good objects kept: ${message}`, { type: 'Warning' });
+        return;
+      case 'Conflict':
+        this.rt.addEvent(key, 'Conflict', message, { type: 'Warning' });
+        return;
+      case 'Paused':
+        this.rt.addEvent(key, 'Paused', message);
+        return;
+      case 'Running':
+        this.rt.addEvent(key, 'Ready', 'all containers running');
+        return;
+      default:
+        return;
+    }
+  }
+
+  // apply, delete, diff ---------------------------------------------------------------
+
+  /**
+   * Which of `pods` (or of the keys a delete names) another source owns: a pod recorded
+   * from, or declared by, a watched directory, asked for from a path outside it.
+   */
+  ownershipProblems(req: ApplyRequest, source: string | undefined, deleteKeys: readonly string[] = []): string[] {
+    if (req.force === true) return [];
+    const roots = this.roots.length > 0 ? this.roots : this.rt.listWatched();
+    const owned = (key: string): string | undefined => {
+      const row = this.rt.getPod(key);
+      const declared = this.declared.get(key);
+      const owner = row !== undefined && inScope(row.source, { sources: roots }) ? row.source : declared?.source;
+      return owner;
+    };
+    const out: string[] = [];
+    for (const pod of req.pods) {
+      const owner = owned(pod.key);
+      if (owner !== undefined && owner !== pod.source && !roots.some((r) => inScope(pod.source, { sources: [r] }) && inScope(owner, { sources: [r] }))) {
+        out.push(`pod ${pod.key} is owned by ${owner}, which berth up watches; edit that file, or use --force to take the pod over`);
+      }
+    }
+    for (const key of deleteKeys) {
+      const owner = owned(key);
+      if (owner !== undefined && (source === undefined || !roots.some((r) => inScope(source, { sources: [r] }) && inScope(owner, { sources: [r] })))) {
+        out.push(`pod ${key} is owned by ${owner}, which berth up watches: remove it from that file (berth up prunes it), or use --force (it is recreated while the file declares it)`);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * apply (and delete: pods [] with prune.keys): sets the desire of each key, runs the keys
+   * through the queue and waits until each has settled (its pulls done or failed). Returns
+   * what was done; the daemon keeps retrying what failed, in-process it is reported once.
+   */
+  async apply(req: ApplyRequest, source?: string): Promise<ApplyResult> {
+    const recorded = this.rt.listPods();
+    const wanted = new Set(req.pods.map((p) => p.key));
+    const pruneKeys =
+      req.prune === undefined
+        ? []
+        : recorded.filter((r) => !wanted.has(r.key) && ((req.prune?.keys?.includes(r.key) ?? false) || inScope(r.source, req.prune ?? {}))).map((r) => r.key);
+    const refused = this.ownershipProblems(req, source, pruneKeys);
+    if (refused.length > 0) return { steps: [], blocked: [], refused, keys: [] };
+    const keys = [...req.pods.map((p) => p.key), ...pruneKeys];
+    const reports = new Map<string, KeyReport[]>();
+    const imageReports = new Map<string, KeyReport>();
+    const pending = new Set(keys.map((k) => POD + k));
+    let done: () => void = () => undefined;
+    const finished = new Promise<void>((resolve) => (done = resolve));
+    const stop = this.onReport((r) => {
+      if (r.key.startsWith(IMAGE)) {
+        imageReports.set(r.key.slice(IMAGE.length), r);
+        return;
+      }
+      if (!pending.has(r.key) && !reports.has(r.key)) return;
+      const list = reports.get(r.key) ?? [];
+      list.push(r);
+      reports.set(r.key, list);
+      if (r.settled) pending.delete(r.key);
+      if (pending.size === 0) done();
+    });
+    for (const pod of req.pods) this.overrides.set(pod.key, { kind: 'present', pod });
+    for (const key of pruneKeys) this.overrides.set(key, { kind: 'absent', scope: req.prune?.keys?.includes(key) === true ? { keys: [key] } : (req.prune ?? {}) });
+    try {
+      if (pending.size === 0) done();
+      for (const key of keys) this.queue.add(POD + key);
+      await finished;
+    } finally {
+      stop();
+      for (const key of keys) this.overrides.delete(key);
+    }
+    const steps: StepResult[] = [];
+    const blocked: Plan['blocked'] = [];
+    const images = new Set<string>();
+    for (const key of keys) {
+      for (const r of reports.get(POD + key) ?? []) {
+        for (const i of [...r.waitingImages]) images.add(i);
+        for (const s of r.steps) if (s.step.kind === 'start' || s.step.kind === 'replace') images.add(s.step.container.image);
+      }
+    }
+    for (const ref of [...images].sort()) {
+      const r = imageReports.get(ref);
+      if (r !== undefined) steps.push(...r.steps);
+    }
+    for (const key of keys) {
+      const rs = reports.get(POD + key) ?? [];
+      for (const r of rs) steps.push(...r.steps);
+      const last = rs[rs.length - 1];
+      if (last !== undefined) blocked.push(...last.blocked);
+    }
+    return { steps, blocked, refused: [], keys };
+  }
+
+  /** `berth diff`: the whole-world plan, read-only (nothing repaired, nothing recorded). */
+  diff(pods: readonly DesiredPod[], prune?: PruneScope): Promise<Plan> {
+    return computePlan(this.rt, { desired: pods, repair: false, ...(prune !== undefined ? { prune } : {}) }, this.log);
+  }
+
+  /**
+   * Waits until every key is Ready (its Ready condition True for the current generation)
+   * or the deadline passes; returns the keys not ready with their reason and message.
+   */
+  async waitReady(keys: readonly string[], timeoutMs: number, signal?: AbortSignal): Promise<{ key: string; reason: string; message: string }[]> {
+    const until = this.clock.now() + timeoutMs;
+    for (;;) {
+      const notReady: { key: string; reason: string; message: string }[] = [];
+      for (const key of keys) {
+        const ready = this.rt.listConditions(POD + key).find((c) => c.type === 'Ready');
+        if (ready?.status !== 'True') notReady.push({ key, reason: ready?.reason ?? 'Unknown', message: ready?.message ?? 'not reconciled yet' });
+      }
+      if (notReady.length === 0 || this.clock.now() >= until || signal?.aborted === true) return notReady;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Stops watching exits and drains the queue within `deadlineMs`; never stops containers. */
+  async stop(deadlineMs = 10_000): Promise<string[]> {
+    this.exitWatcher?.close();
+    this.exitWatcher = undefined;
+    return this.queue.shutdown(deadlineMs);
+  }
+}
+
+function asBerthError(err: unknown): BerthError {
+  return err instanceof BerthError ? err : new BerthError('ERR_INTERNAL', messageOf(err), { cause: err });
+}

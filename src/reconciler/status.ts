@@ -1,0 +1,124 @@
+/**
+ * `berth status`: one row per pod from recorded state — containers, restart bookkeeping and
+ * the conditions the controller last wrote. Pure (`import type` only); its JSON shape is
+ * schemas/status.json.
+ */
+import type { ConditionRecord, ObservedPod, RestartRecord } from '../runtime/index.js';
+import { phaseOf } from './conditions.js';
+import { lastAppliedPod } from './plan.js';
+
+export interface ContainerStatus {
+  name: string;
+  id: string | null;
+  state: string;
+  pid: number | null;
+  exitCode: number | null;
+  reason: string | null;
+  restarts: number;
+  startedAt: string | null;
+  finishedAt: string | null;
+  /** When a container in CrashLoopBackOff is tried again. */
+  nextRestartAt: string | null;
+}
+
+export interface PodStatus {
+  key: string;
+  namespace: string;
+  name: string;
+  kind: string;
+  source: string;
+  status: string;
+  ready: string;
+  restarts: number;
+  createdAt: string;
+  generation: number;
+  lastError: string;
+  nextTryAt: string | null;
+  paused: boolean;
+  conditions: {
+    type: string;
+    status: string;
+    reason: string;
+    message: string;
+    observedGeneration: number;
+    lastTransitionTime: string;
+  }[];
+  containers: ContainerStatus[];
+}
+
+export interface StatusReport {
+  apiVersion: 'berth.dev/v1';
+  kind: 'Status';
+  generatedAt: string;
+  /** The daemon that answered, or null when read in-process (no `berth up` running). */
+  daemon: { pid: number; pending: number; active: number } | null;
+  pods: PodStatus[];
+}
+
+const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(ms).toISOString());
+
+export function buildStatus(o: {
+  pods: readonly ObservedPod[];
+  restarts: readonly RestartRecord[];
+  conditions: readonly ConditionRecord[];
+  now: number;
+  daemon: StatusReport['daemon'];
+}): StatusReport {
+  const pods: PodStatus[] = o.pods.map((p) => {
+    const desired = lastAppliedPod(p.spec);
+    const conds = o.conditions.filter((c) => c.key === `pod/${p.key}`);
+    const restarts = o.restarts.filter((r) => r.podKey === p.key);
+    const names = desired?.containers.map((c) => c.name) ?? [...new Set(p.containers.map((c) => c.name))];
+    const containers: ContainerStatus[] = names.map((name) => {
+      const c = p.containers.filter((x) => x.name === name).pop();
+      const r = restarts.find((x) => x.name === name);
+      const exited = c?.state === 'exited';
+      const due = exited && r !== undefined && r.lastFinishedAt !== null ? r.lastFinishedAt + r.backoffMs : null;
+      return {
+        name,
+        id: c?.id ?? null,
+        state: c?.state ?? 'waiting',
+        pid: c?.state === 'running' || c?.state === 'paused' ? c.pid : null,
+        exitCode: c?.exitCode ?? r?.lastExitCode ?? null,
+        reason: c?.reason ?? r?.lastReason ?? null,
+        restarts: r?.restarts ?? 0,
+        startedAt: iso(c?.startedAt),
+        finishedAt: iso(c?.finishedAt ?? r?.lastFinishedAt),
+        nextRestartAt: due !== null && due > o.now ? iso(due) : null,
+      };
+    });
+    const running = containers.filter((c) => c.state === 'running').length;
+    let status: string = phaseOf(conds);
+    // Rows are newer than conditions when a container exited after the last reconcile.
+    if (status === 'Unknown') status = running === containers.length && containers.length > 0 ? 'Running' : 'Pending';
+    const ready = conds.find((c) => c.type === 'Ready');
+    const stalled = conds.find((c) => c.type === 'Stalled' && c.status === 'True');
+    const invalid = conds.find((c) => c.type === 'InvalidSpec' && c.status === 'True');
+    const next = containers.map((c) => c.nextRestartAt).filter((x): x is string => x !== null).sort()[0] ?? null;
+    return {
+      key: p.key,
+      namespace: p.namespace,
+      name: p.name,
+      kind: desired?.kind ?? 'Pod',
+      source: p.source,
+      status,
+      ready: `${running}/${containers.length}`,
+      restarts: containers.reduce((n, c) => n + c.restarts, 0),
+      createdAt: iso(p.createdAt) ?? '',
+      generation: p.generation ?? 1,
+      lastError: stalled?.message ?? invalid?.message ?? (ready?.status === 'False' ? ready.message : ''),
+      nextTryAt: next,
+      paused: desired?.paused === true,
+      conditions: conds.map((c) => ({
+        type: c.type,
+        status: c.status,
+        reason: c.reason,
+        message: c.message,
+        observedGeneration: c.observedGeneration,
+        lastTransitionTime: iso(c.lastTransitionTime) ?? '',
+      })),
+      containers,
+    };
+  });
+  return { apiVersion: 'berth.dev/v1', kind: 'Status', generatedAt: new Date(o.now).toISOString(), daemon: o.daemon, pods };
+}
