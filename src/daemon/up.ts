@@ -53,7 +53,6 @@ export async function runUp(o: UpOptions): Promise<void> {
 
 async function serve(o: UpOptions, roots: string[]): Promise<void> {
   const { rt, log } = o;
-  rt.setWatched(roots);
   await rt.sweep();
   // Adopt what runs: never restarted, only recorded (rule S2).
   for (const p of await rt.observe({ repair: true })) {

@@ -91,7 +91,6 @@ export class Controller {
   private readonly imageWaiters = new Map<string, Set<string>>();
   private readonly pullReasons = new Map<string, string>();
   private readonly imageErrors = new Map<string, BerthError>();
-  private readonly phases = new Map<string, string>();
   private readonly reportListeners = new Set<(r: KeyReport) => void>();
   private exitWatcher: FSWatcher | undefined;
 
@@ -246,7 +245,6 @@ export class Controller {
       const p = plan({ desired: [], observed: view !== undefined ? [view] : [], images: {}, prune: desire.scope, now });
       const failure = await this.execute(p.steps, report, signal);
       this.rt.deleteConditions(qkey);
-      this.phases.delete(podKey);
       this.emit(report);
       if (failure !== undefined) throw failure;
       return {};
@@ -335,13 +333,10 @@ export class Controller {
   ): void {
     const generation = this.rt.getPod(podKey)?.generation ?? 0;
     const v = podVerdict({ desired: pod, observed, generation, invalid: this.invalid.get(podKey) ?? [], ...s });
-    this.rt.setConditions(POD + podKey, v.conditions);
-    const before = this.phases.get(podKey);
-    const mark = `${v.phase}|${s.waiting.map((w) => w.until).join(',')}|${s.images.map((i) => i.error ?? '').join(',')}`;
-    if (before !== mark) {
-      this.phases.set(podKey, mark);
-      this.phaseEvent(podKey, v.phase, v.message, s.waiting);
-    }
+    // Events on transitions of the stored conditions (not of this process's memory), so a
+    // daemon restart does not repeat them.
+    const changed = this.rt.setConditions(POD + podKey, v.conditions);
+    if (changed.includes('Ready') || (changed.includes('InvalidSpec') && v.phase === 'InvalidSpec')) this.phaseEvent(podKey, v.phase, v.message, s.waiting);
   }
 
   private phaseEvent(podKey: string, phase: PodPhase, message: string, waiting: NonNullable<Plan['waiting']>): void {
@@ -380,12 +375,15 @@ export class Controller {
    */
   ownershipProblems(req: ApplyRequest, source: string | undefined, deleteKeys: readonly string[] = []): string[] {
     if (req.force === true) return [];
-    const roots = this.roots.length > 0 ? this.roots : this.rt.listWatched();
+    // Only a running daemon owns its directories: with no berth up, the CLI acts alone
+    // (README: stop the demo with `berth delete -f manifests/` after Ctrl-C of up).
+    const roots = this.roots;
     const owned = (key: string): string | undefined => {
       const row = this.rt.getPod(key);
       const declared = this.declared.get(key);
-      const owner = row !== undefined && inScope(row.source, { sources: roots }) ? row.source : declared?.source;
-      return owner;
+      // The recorded owner keeps a key: a pod taken with --force belongs to its CLI source.
+      if (row !== undefined) return inScope(row.source, { sources: roots }) ? row.source : undefined;
+      return declared?.source;
     };
     const out: string[] = [];
     for (const pod of req.pods) {

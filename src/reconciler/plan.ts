@@ -208,6 +208,10 @@ export function plan(input: PlanInput): Plan {
         podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'spec changed', changes, attempt });
       } else if (needPull && c.pullPolicy === 'Always' && (input.images[c.image]?.local !== undefined)) {
         podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'image moved', changes: ['image digest'], attempt });
+      } else if (c.pullPolicy === 'Always' && input.images[c.image]?.local !== undefined && current.imageDigest !== input.images[c.image]?.local && current.state !== 'exited') {
+        // The tag moved and the new image is already here (pulled by an earlier run of this
+        // key, or for another pod): the container still runs the old digest.
+        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'image moved', changes: ['image digest'], attempt });
       } else if (current.state === 'exited') {
         if (shouldRestart(pod.restartPolicy, current.exitCode)) {
           const finished = current.finishedAt ?? now;

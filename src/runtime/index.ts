@@ -484,14 +484,6 @@ export class Runtime {
     this.state.deleteConditions(key);
   }
 
-  setWatched(paths: readonly string[]): void {
-    this.state.setWatched(paths, process.pid);
-  }
-
-  listWatched(): string[] {
-    return this.state.listWatched();
-  }
-
   listEvents(o: Parameters<StateStore['listEvents']>[0] = {}): EventRecord[] {
     return this.state.listEvents(o);
   }

@@ -199,11 +199,6 @@ const MIGRATIONS: readonly string[] = [
     last_transition_time INTEGER NOT NULL,
     PRIMARY KEY (key, type)
   ) STRICT;
-  CREATE TABLE watched (
-    path TEXT PRIMARY KEY,
-    pid INTEGER NOT NULL,
-    since INTEGER NOT NULL
-  ) STRICT;
   `,
 ];
 
@@ -512,7 +507,7 @@ export class StateStore {
 
   /**
    * Replaces the conditions of one object. lastTransitionTime is kept for a condition
-   * whose status did not change (Kubernetes semantics). Returns the types whose status changed.
+   * whose status did not change (Kubernetes semantics). Returns the types whose status or reason changed.
    */
   setConditions(key: string, conds: readonly Omit<ConditionRecord, 'key' | 'lastTransitionTime'>[], now = Date.now()): string[] {
     return this.transaction(() => {
@@ -525,7 +520,7 @@ export class StateStore {
       for (const c of conds) {
         const prev = before.get(c.type);
         const same = prev !== undefined && prev.status === c.status;
-        if (!same) changed.push(c.type);
+        if (!same || prev.reason !== c.reason) changed.push(c.type);
         ins.run(key, c.type, c.status, c.reason, c.message, c.observedGeneration, same ? prev.lastTransitionTime : now);
       }
       return changed;
@@ -534,21 +529,6 @@ export class StateStore {
 
   deleteConditions(key: string): void {
     this.db.prepare('DELETE FROM conditions WHERE key = ?').run(key);
-  }
-
-  // watched sources ------------------------------------------------------------
-
-  /** The directories the running (or last) `berth up` watches: they own the pods under them. */
-  setWatched(paths: readonly string[], pid: number, now = Date.now()): void {
-    this.transaction(() => {
-      this.db.prepare('DELETE FROM watched').run();
-      const ins = this.db.prepare('INSERT INTO watched(path, pid, since) VALUES (?, ?, ?)');
-      for (const p of paths) ins.run(p, pid, now);
-    });
-  }
-
-  listWatched(): string[] {
-    return (this.db.prepare('SELECT path FROM watched ORDER BY path').all() as { path: string }[]).map((r) => r.path);
   }
 
   /** Intent row: written before conmon/runc are touched (rule S3). */
