@@ -581,7 +581,8 @@ export function buildProgram(): Command {
       const findings = await checkHost();
       if (!findings.some((f) => f.level === 'fail')) {
         await withRuntime(cfg, async (rt) => {
-          findings.push(...(await rt.withLock('check', () => rt.fsck())));
+          // Read-only, like ps: no lock, so it works while berth up runs.
+          findings.push(...(await rt.fsck()));
         });
       }
       for (const f of findings) process.stdout.write(`${f.level.padEnd(4)}  ${f.what.padEnd(10)}  ${f.detail}\n`);

@@ -112,6 +112,7 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
     wake();
   };
 
+  o.out(`berth: watching ${roots.join(', ')}; API on ${rt.paths.socket} (Ctrl-C stops watching; containers keep running)`);
   controller.watchExits();
   await load();
   controller.resyncAll();
@@ -142,7 +143,6 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
       .catch((err: unknown) => log.error({ err: messageOf(err) }, 'resync failed'));
   }, o.resyncMs ?? 30_000);
 
-  o.out(`berth: watching ${roots.join(', ')}; API on ${rt.paths.socket} (Ctrl-C stops watching; containers keep running)`);
   const summaries = (async () => {
     while (!o.signal.aborted) {
       await controller.queue.whenIdle(undefined, o.signal).catch(() => undefined);

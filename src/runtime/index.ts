@@ -119,20 +119,6 @@ export class Runtime {
     this.state.close();
   }
 
-  /** Exclusive use of the state for one apply/reconcile pass (other berth processes wait). */
-  async withLock<T>(what: string, fn: () => Promise<T>, waitMs = 60_000): Promise<T> {
-    await this.lock.acquire({
-      waitMs,
-      what,
-      onWait: (pid) => this.cfg.log.warn({ holder: pid, what }, `waiting for the state lock held by ${pid !== undefined ? `pid ${pid}` : 'another berth'}`),
-    });
-    try {
-      return await fn();
-    } finally {
-      await this.lock.release();
-    }
-  }
-
   /**
    * Takes the state lock until the returned function is called: `berth up` holds it for its
    * whole life, as the single writer (CLI commands then go through its socket).
@@ -155,10 +141,6 @@ export class Runtime {
       if (err instanceof BerthError && err.code === 'ERR_LOCKED') return false;
       throw err;
     }
-  }
-
-  async releaseLock(): Promise<void> {
-    await this.lock.release();
   }
 
   /** Sweeps crash residue: ingest temp files and interrupted extractions (rule S4). */

@@ -1,11 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { berth, berthUp, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { berth, berthUp, CLI, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/berth.js';
 import { validateEvents, validateStatus } from '../helpers/berth-schemas.js';
 
 /**
@@ -243,5 +243,32 @@ ${extra}spec:
     assert.match(p.lastError, /nap\.yaml:\d+ also declares default\/nap/);
     assert.equal((await berth(env, ['delete', '-f', other])).code, 0);
     await fsp.rm(path.join(dir, 'nap.yaml'));
+  });
+
+  test('events --follow shows a pod\'s life in order as it happens', async (t) => {
+    if (!ok) return t.skip();
+    up ??= await startUp();
+    const follower = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, 'events', '--follow', '--for', 'story', '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    follower.stdout.on('data', (b: Buffer) => (text += b.toString()));
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      const file = path.join(dir, 'story.yaml');
+      await fsp.writeFile(file, podYaml('story', ['sh', '-c', 'sleep 1; exit 0']).replace('restartPolicy: Always', 'restartPolicy: Never'));
+      const reasons = (): string[] => text.split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { reason: string }).reason);
+      await waitFor('exit followed', async () => (reasons().includes('Exited') ? true : undefined), 30_000);
+      await fsp.rm(file);
+      await waitFor('prune followed', async () => (reasons().includes('Pruned') ? true : undefined), 30_000);
+      const seen = reasons();
+      const order = ['Created', 'Started', 'Ready', 'Exited', 'Pruned'];
+      assert.deepEqual(seen.filter((r) => order.includes(r)), order, seen.join(','));
+      const events = text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as unknown);
+      assert.deepEqual(validateEvents(events), []);
+      const exited = events.find((e) => (e as { reason: string }).reason === 'Exited') as { message: string; type: string };
+      assert.match(exited.message, /exited with code 0 \(Completed\)/);
+      assert.equal(exited.type, 'Normal');
+    } finally {
+      follower.kill('SIGINT');
+    }
   });
 });

@@ -49,9 +49,10 @@ export function berth(env: BerthEnv, args: string[], opts: { timeoutMs?: number;
 }
 
 /** Starts `berth up DIR` in the background; the caller kills it. */
-export function berthUp(env: BerthEnv, dir: string, extra: string[] = []): { child: ChildProcess; output: () => string } {
+export function berthUp(env: BerthEnv, dir: string, extra: string[] = [], opts: { env?: NodeJS.ProcessEnv } = {}): { child: ChildProcess; output: () => string } {
   const child = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, '--log-level', 'info', 'up', dir, ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.env !== undefined ? { env: opts.env } : {}),
   });
   let out = '';
   child.stdout?.on('data', (b: Buffer) => (out += b.toString()));

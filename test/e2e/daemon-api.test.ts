@@ -1,0 +1,111 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp, statSync } from 'node:fs';
+import * as path from 'node:path';
+import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
+import { requireE2E } from '../helpers/prereq.js';
+import { berth, berthUp, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/berth.js';
+
+/**
+ * The CLI talks to `berth up` over its socket when it runs and works in-process otherwise:
+ * the same script of commands gives the same output and exit codes both ways, and with
+ * the daemon there is one writer (no ERR_LOCKED, the lock stays with the daemon).
+ */
+describe('e2e: CLI through the daemon socket and in-process', { timeout: 600_000 }, () => {
+  let demo: DemoFixture | undefined;
+  let env: BerthEnv;
+  let ok = true;
+
+  before(async (t) => {
+    ok = requireE2E(t);
+    if (!ok) return;
+    env = makeEnv();
+    demo = await startDemoFixture();
+  });
+  after(async () => {
+    if (env !== undefined) await cleanupEnv(env);
+    await demo?.stop();
+  });
+
+  const podYaml = (name: string, arg: string, policy = 'IfNotPresent', image = `${demo?.registry.host ?? ''}/berth/demo:1.0`): string => `apiVersion: v1
+kind: Pod
+metadata:
+  name: ${name}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: app
+      image: ${image}
+      imagePullPolicy: ${policy}
+      command: ["sleep", "${arg}"]
+`;
+
+  /** One scripted session; returns each command's exit code and output (pids and ages masked). */
+  const session = async (files: string): Promise<string[]> => {
+    const f = path.join(files, 'app.yaml');
+    const bad = path.join(files, 'bad.yaml');
+    const never = path.join(files, 'never.yaml');
+    await fsp.writeFile(f, podYaml('app', '3600'));
+    await fsp.writeFile(bad, podYaml('bad', '1').replace('command:', 'comand:'));
+    await fsp.writeFile(never, podYaml('never', '1', 'Never', '127.0.0.1:1/absent/image:1'));
+    const out: string[] = [];
+    const run = async (args: string[]): Promise<void> => {
+      const r = await berth(env, args);
+      const mask = (s: string): string => s.replaceAll(files, '<dir>');
+      out.push(`$ berth ${args.map(mask).join(' ')}\nexit ${r.code}\n${mask(r.stdout)}--- stderr\n${mask(r.stderr)}`);
+    };
+    await run(['diff', '-f', f]);
+    await run(['apply', '-f', f]);
+    await run(['apply', '-f', f]);
+    await run(['diff', '-f', f]);
+    await fsp.writeFile(f, podYaml('app', '3601'));
+    await run(['diff', '-f', f]);
+    await run(['apply', '-f', f, '--dry-run']);
+    await run(['apply', '-f', f]);
+    await run(['apply', '-f', bad]);
+    await run(['apply', '-f', never]);
+    await run(['logs', 'app', '--tail', '5']);
+    await run(['logs', 'nope']);
+    await run(['images', 'ls']);
+    await run(['delete', '-f', f]);
+    await run(['delete', 'pod', 'app']);
+    await run(['apply', '-f', path.join(files, 'missing.yaml')]);
+    return out;
+  };
+
+  test('the same commands give the same output and exit codes with and without berth up', async (t) => {
+    if (!ok) return t.skip();
+    const files = path.join(env.dir, 'cli');
+    await fsp.mkdir(files);
+    const alone = await session(files);
+
+    const watched = path.join(env.dir, 'watched');
+    await fsp.mkdir(watched);
+    const up = berthUp(env, watched);
+    try {
+      await waitFor('daemon socket', async () => (statSync(path.join(env.state, 'berth.sock'), { throwIfNoEntry: false }) !== undefined ? true : undefined), 30_000);
+      assert.equal(statSync(path.join(env.state, 'berth.sock')).mode & 0o777, 0o600, 'socket is root-only');
+      const through = await session(files);
+      for (let i = 0; i < alone.length; i++) assert.equal(through[i], alone[i]);
+      assert.equal(through.length, alone.length);
+      for (const s of through) assert.doesNotMatch(s, /ERR_LOCKED|state is locked|waiting for the state lock/);
+      // One writer: the daemon kept the state lock throughout.
+      const holder = (await fsp.readFile(path.join(env.state, 'berth.lock'), 'utf8')).trim();
+      assert.equal(holder, String(up.child.pid));
+      // The commands above really went through the daemon: its log saw them.
+      assert.match(up.output(), /container default\/app\/app: replace/);
+    } finally {
+      up.child.kill('SIGTERM');
+      await new Promise((r) => up.child.once('exit', r));
+    }
+    assert.match(up.output(), /stopped watching; containers keep running/);
+    // A sanity check on the script itself: it did create, replace and delete.
+    const all = alone.join('\n');
+    assert.match(all, /\+ pod default\/app/);
+    assert.match(all, /~ container default\/app\/app: replace/);
+    assert.match(all, /- pod default\/app: delete/);
+    assert.match(all, /exit 2\n[\s\S]*comand/);
+    assert.match(all, /delete pod default\/app: not found/);
+  });
+});
