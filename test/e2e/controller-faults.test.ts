@@ -53,7 +53,7 @@ spec:
   };
   const stopUps = async (): Promise<void> => {
     for (const u of ups.splice(0)) {
-      if (u.child.exitCode !== null) continue;
+      if (u.child.exitCode !== null || u.child.signalCode !== null) continue;
       u.child.kill('SIGKILL');
       await new Promise((r) => u.child.once('exit', r));
     }
@@ -124,6 +124,14 @@ spec:
       `#!/bin/sh\ncase " $* " in *" start "*default.wedged.*) exec sleep 3599 ;; esac\nexec ${real} "$@"\n`,
       { mode: 0o755 },
     );
+    t.after(() => {
+      // A daemon killed with SIGKILL cannot take its hung child with it.
+      try {
+        execFileSync('pkill', ['-x', '-f', 'sleep 3599'], { stdio: 'ignore' });
+      } catch {
+        // none left
+      }
+    });
     await startUp({ env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}` } });
     await fsp.writeFile(path.join(dir, 'wedged.yaml'), podYaml('wedged', ['sleep', '3600']));
     // While the start hangs (10 s deadline), the daemon answers and another pod converges.

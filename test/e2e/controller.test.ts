@@ -61,7 +61,7 @@ ${extra}spec:
     return u;
   };
   const killUp = async (u: ReturnType<typeof berthUp>, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
-    if (u.child.exitCode !== null) return;
+    if (u.child.exitCode !== null || u.child.signalCode !== null) return;
     u.child.kill(signal);
     await new Promise((r) => u.child.once('exit', r));
   };

@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp, statSync } from 'node:fs';
 import * as path from 'node:path';
+import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
 import { berth, berthUp, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/berth.js';
@@ -42,24 +43,26 @@ spec:
 `;
 
   /** One scripted session; returns each command's exit code and output (pids and ages masked). */
-  const session = async (files: string): Promise<string[]> => {
+  const session = async (files: string, tag: string): Promise<string[]> => {
+    const image = `${demo?.registry.host ?? ''}/berth/demo:${tag}`;
     const f = path.join(files, 'app.yaml');
     const bad = path.join(files, 'bad.yaml');
     const never = path.join(files, 'never.yaml');
-    await fsp.writeFile(f, podYaml('app', '3600'));
-    await fsp.writeFile(bad, podYaml('bad', '1').replace('command:', 'comand:'));
+    await fsp.writeFile(f, podYaml('app', '3600', 'IfNotPresent', image));
+    await fsp.writeFile(bad, podYaml('bad', '1', 'IfNotPresent', image).replace('command:', 'comand:'));
     await fsp.writeFile(never, podYaml('never', '1', 'Never', '127.0.0.1:1/absent/image:1'));
     const out: string[] = [];
     const run = async (args: string[]): Promise<void> => {
       const r = await berth(env, args);
-      const mask = (s: string): string => s.replaceAll(files, '<dir>');
+      // Each session uses its own tag (a cold image both times); ids carry the spec hash.
+      const mask = (s: string): string => s.replaceAll(files, '<dir>').replaceAll(`:${tag}`, ':<tag>').replace(/default\.app\.app\.[0-9a-f]{8}-\d+/g, '<id>');
       out.push(`$ berth ${args.map(mask).join(' ')}\nexit ${r.code}\n${mask(r.stdout)}--- stderr\n${mask(r.stderr)}`);
     };
     await run(['diff', '-f', f]);
     await run(['apply', '-f', f]);
     await run(['apply', '-f', f]);
     await run(['diff', '-f', f]);
-    await fsp.writeFile(f, podYaml('app', '3601'));
+    await fsp.writeFile(f, podYaml('app', '3601', 'IfNotPresent', image));
     await run(['diff', '-f', f]);
     await run(['apply', '-f', f, '--dry-run']);
     await run(['apply', '-f', f]);
@@ -67,7 +70,6 @@ spec:
     await run(['apply', '-f', never]);
     await run(['logs', 'app', '--tail', '5']);
     await run(['logs', 'nope']);
-    await run(['images', 'ls']);
     await run(['delete', '-f', f]);
     await run(['delete', 'pod', 'app']);
     await run(['apply', '-f', path.join(files, 'missing.yaml')]);
@@ -78,18 +80,22 @@ spec:
     if (!ok) return t.skip();
     const files = path.join(env.dir, 'cli');
     await fsp.mkdir(files);
-    const alone = await session(files);
+    const alone = await session(files, '1.0');
 
+    await pushImage(demo?.registry.url ?? '', 'berth/demo', '2.0', await buildBusyboxImage());
     const watched = path.join(env.dir, 'watched');
     await fsp.mkdir(watched);
     const up = berthUp(env, watched);
     try {
       await waitFor('daemon socket', async () => (statSync(path.join(env.state, 'berth.sock'), { throwIfNoEntry: false }) !== undefined ? true : undefined), 30_000);
       assert.equal(statSync(path.join(env.state, 'berth.sock')).mode & 0o777, 0o600, 'socket is root-only');
-      const through = await session(files);
+      const through = await session(files, '2.0');
       for (let i = 0; i < alone.length; i++) assert.equal(through[i], alone[i]);
       assert.equal(through.length, alone.length);
       for (const s of through) assert.doesNotMatch(s, /ERR_LOCKED|state is locked|waiting for the state lock/);
+      const images = await berth(env, ['images', 'ls']);
+      assert.equal(images.code, 0);
+      assert.match(images.stdout, /berth\/demo:1\.0 .*\n.*berth\/demo:2\.0 /);
       // One writer: the daemon kept the state lock throughout.
       const holder = (await fsp.readFile(path.join(env.state, 'berth.lock'), 'utf8')).trim();
       assert.equal(holder, String(up.child.pid));
