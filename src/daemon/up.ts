@@ -5,7 +5,7 @@ import { LockFile } from '../lib/lock.js';
 import type { Logger } from '../lib/log.js';
 import type { Runtime } from '../runtime/index.js';
 import { Controller, type KeyReport } from '../reconciler/controller.js';
-import type { DesiredPod } from '../reconciler/desired.js';
+import type { DesiredImage, DesiredPod } from '../reconciler/desired.js';
 import { formatProblem, type ManifestProblem } from '../reconciler/manifest.js';
 import { lastAppliedPod } from '../reconciler/plan.js';
 import { renderStep } from '../reconciler/render.js';
@@ -91,11 +91,13 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
 
   const load = async (): Promise<void> => {
     const all: DesiredPod[] = [];
+    const images: DesiredImage[] = [];
     const seen = new Set<string>();
     problems = [];
     for (const s of sources) {
       const res = await s.load();
       problems.push(...res.problems);
+      images.push(...res.images);
       for (const p of res.desired) {
         if (seen.has(p.key)) continue;
         seen.add(p.key);
@@ -108,7 +110,7 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
       if (problems.length === 0 && lastInvalid !== '') o.out('berth: all manifests valid again');
       lastInvalid = invalidNow;
     }
-    controller.setWatched(roots, all, problems.map((p) => ({ file: p.file, text: formatProblem(p) })));
+    controller.setWatched(roots, all, problems.map((p) => ({ file: p.file, text: formatProblem(p) })), images);
     wake();
   };
 

@@ -4,7 +4,7 @@ import { BerthError, isBerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { podKeyOfContainerId, type Runtime } from '../runtime/index.js';
 import { podVerdict, type PodPhase } from './conditions.js';
-import type { DesiredPod } from './desired.js';
+import type { DesiredImage, DesiredPod } from './desired.js';
 import { inScope, lastAppliedPod, plan, type Plan, type PruneScope, type Step } from './plan.js';
 import { WorkQueue, type Outcome } from './queue.js';
 import { computePlan, executeStep, imageViews, ResolveCache, toView } from './reconcile.js';
@@ -85,6 +85,7 @@ export class Controller {
   /** Watched directories (absolute) and what they declare (last good, rule M5). */
   private roots: string[] = [];
   private declared = new Map<string, DesiredPod>();
+  private declaredImages = new Map<string, DesiredImage>();
   private invalid = new Map<string, string[]>();
   /** CLI apply/delete in flight: overrides the recorded desire until its keys settle. */
   private readonly overrides = new Map<string, Desire>();
@@ -116,8 +117,17 @@ export class Controller {
    * Sets what the watched directories declare now (last good objects) and the manifest
    * problems per file; enqueues every key whose desire changed.
    */
-  setWatched(roots: readonly string[], desired: readonly DesiredPod[], problems: readonly { file: string; text: string }[]): void {
+  setWatched(roots: readonly string[], desired: readonly DesiredPod[], problems: readonly { file: string; text: string }[], images: readonly DesiredImage[] = []): void {
     this.roots = [...roots];
+    // berth.dev/v1 Images: pulled ahead of any pod (edge devices pre-pull and keep them).
+    this.declaredImages = new Map(images.filter((i) => i.pullPolicy !== 'Never').map((i) => [i.ref, i]));
+    for (const img of this.declaredImages.values()) {
+      const local = this.rt.localImage(img.ref);
+      if (local === undefined && this.queue.nextRetryAt(IMAGE + img.ref) === undefined) {
+        this.pullReasons.set(img.ref, `declared by ${img.source}:${img.line}`);
+        this.queue.add(IMAGE + img.ref);
+      }
+    }
     const next = new Map(desired.map((p) => [p.key, p]));
     const invalid = new Map<string, string[]>();
     for (const pod of desired) {
@@ -201,7 +211,8 @@ export class Controller {
 
   private async reconcileImage(ref: string, signal: AbortSignal): Promise<Outcome> {
     const waiters = this.imageWaiters.get(ref) ?? new Set<string>();
-    if (waiters.size === 0) {
+    const declared = this.declaredImages.get(ref);
+    if (waiters.size === 0 && (declared === undefined || this.rt.localImage(ref) !== undefined)) {
       // Nobody needs it any more (the pod changed or went): drop the retries.
       this.imageErrors.delete(ref);
       this.queue.forget(IMAGE + ref);
@@ -209,7 +220,7 @@ export class Controller {
     }
     const step: Step = { kind: 'pull', image: ref, reason: this.pullReasons.get(ref) ?? 'not present' };
     try {
-      const img = await this.rt.pullImage(ref, signal);
+      const img = await this.rt.pullImage(ref, signal, declared?.platform);
       this.imageErrors.delete(ref);
       this.rt.addEvent(IMAGE + ref, 'Pulled', `pulled ${ref} (${img.digest})`);
       this.emit({ key: IMAGE + ref, steps: [{ step }], blocked: [], waitingImages: [], imageErrors: [], settled: true });

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import type { Logger } from '../lib/log.js';
-import type { DesiredPod } from './desired.js';
+import type { DesiredImage, DesiredPod } from './desired.js';
 import { formatProblem, loadManifests, type ManifestProblem } from './manifest.js';
 
 /**
@@ -11,6 +11,7 @@ import { formatProblem, loadManifests, type ManifestProblem } from './manifest.j
 export class ManifestSource {
   readonly root: string;
   private lastGood = new Map<string, DesiredPod[]>();
+  private lastGoodImages = new Map<string, DesiredImage[]>();
 
   constructor(
     root: string,
@@ -23,7 +24,7 @@ export class ManifestSource {
     this.root = path.resolve(root);
   }
 
-  async load(): Promise<{ desired: DesiredPod[]; problems: ManifestProblem[] }> {
+  async load(): Promise<{ desired: DesiredPod[]; images: DesiredImage[]; problems: ManifestProblem[] }> {
     const res = await loadManifests(this.root, { owners: this.owners() });
     const next = new Map<string, DesiredPod[]>();
     for (const pod of res.pods) {
@@ -31,22 +32,34 @@ export class ManifestSource {
       list.push(pod);
       next.set(pod.source, list);
     }
+    const nextImages = new Map<string, DesiredImage[]>();
+    for (const img of res.images) {
+      const list = nextImages.get(img.source) ?? [];
+      list.push(img);
+      nextImages.set(img.source, list);
+      // A file that declares only images is not empty.
+      if (!next.has(img.source)) next.set(img.source, []);
+    }
     // A file that is bad, or empty (a non-atomic rewrite caught half way, a truncation), keeps
     // the objects it declared before (rule M5): only removing the file prunes them.
     const bad = new Set(res.badFiles);
     for (const file of new Set([...res.files, ...bad])) {
       if (next.has(file) && !bad.has(file)) continue;
+      const imagesBefore = this.lastGoodImages.get(file);
+      if (imagesBefore !== undefined) nextImages.set(file, imagesBefore);
       const before = this.lastGood.get(file) ?? this.recorded(file);
       if (!bad.has(file) && before.length > 0) this.log.warn({ file }, 'empty manifest keeps its last objects; remove the file to delete them');
       next.set(file, before);
     }
     for (const p of res.problems) this.log.error({ file: p.file, line: p.line, col: p.col, field: p.field }, `invalid manifest: ${formatProblem(p)}`);
     this.lastGood = next;
+    this.lastGoodImages = nextImages;
     const desired = [...next.values()].flat();
     // A key declared twice (e.g. kept last-good + new file) keeps the first.
     const seen = new Set<string>();
     return {
       desired: desired.filter((p) => (seen.has(p.key) ? false : (seen.add(p.key), true))),
+      images: [...nextImages.values()].flat(),
       problems: res.problems,
     };
   }

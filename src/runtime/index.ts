@@ -191,8 +191,8 @@ export class Runtime {
     return this.images.get(ref);
   }
 
-  pullImage(ref: string, signal?: AbortSignal): Promise<LocalImage> {
-    return this.images.pull(ref, signal !== undefined ? { signal } : {});
+  pullImage(ref: string, signal?: AbortSignal, platform?: { os: string; architecture: string; variant?: string }): Promise<LocalImage> {
+    return this.images.pull(ref, { ...(signal !== undefined ? { signal } : {}), ...(platform !== undefined ? { platform } : {}) });
   }
 
   resolveImage(ref: string, signal?: AbortSignal): Promise<Digest> {

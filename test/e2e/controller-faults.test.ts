@@ -108,7 +108,8 @@ spec:
     assert.ok(execFileSync('cat', [`/proc/${second}/cmdline`]).toString().includes('3601'));
     assert.equal((await pods()).find((p) => p.key === 'default/a')?.status, 'ContainerCreating', 'a still waits');
     await fsp.rm(path.join(dir, 'a.yaml'));
-    await waitFor('a pruned', async () => ((await pods()).some((p) => p.key === 'default/a') ? undefined : true), 30_000);
+    await fsp.rm(path.join(dir, 'b.yaml'));
+    await waitFor('a and b pruned', async () => ((await pods()).length === 0 ? true : undefined), 30_000);
     await stopUps();
   });
 

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
 import { berth, berthUp, CLI, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/berth.js';
@@ -270,5 +271,16 @@ ${extra}spec:
     } finally {
       follower.kill('SIGINT');
     }
+  });
+
+  test('a berth.dev/v1 Image in the watched directory is pulled ahead of any pod', async (t) => {
+    if (!ok || demo === undefined) return t.skip();
+    up ??= await startUp();
+    await pushImage(demo.registry.url, 'berth/demo', 'prepull', await buildBusyboxImage());
+    await fsp.writeFile(path.join(dir, 'image.yaml'), `apiVersion: berth.dev/v1\nkind: Image\nmetadata:\n  name: demo\nspec:\n  ref: ${demo.registry.host}/berth/demo:prepull\n`);
+    await waitFor('image pulled', async () => ((await berth(env, ['images', 'ls'])).stdout.includes('berth/demo:prepull') ? true : undefined), 30_000);
+    const ev = JSON.parse((await berth(env, ['events', '-o', 'json'])).stdout) as { key: string; reason: string; message: string }[];
+    assert.ok(ev.some((e) => e.key === `image/${demo?.registry.host ?? ''}/berth/demo:prepull` && e.reason === 'Pulled'), JSON.stringify(ev.slice(-5)));
+    await fsp.rm(path.join(dir, 'image.yaml'));
   });
 });
