@@ -183,6 +183,14 @@ function newEnv(prefix: string): { env: BerthEnv; dir: string } {
   return { env, dir };
 }
 
+/**
+ * `berth images pull` before `berth up` (not timed). Works around a lost wake-up in the daemon seen on main 8f02157: a
+ * pod whose image is pulled by `berth up` itself stays ContainerCreating ("pulling …") until the next resync.
+ */
+async function prePull(env: BerthEnv, image: string): Promise<void> {
+  must(await berth(env, ['images', 'pull', image], { timeoutMs: 180_000 }), `berth images pull ${image}`);
+}
+
 function must(r: { code: number; stdout: string; stderr: string }, what: string): string {
   if (r.code !== 0) throw new Error(`${what}: exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}`);
   return r.stdout;
@@ -280,13 +288,14 @@ async function benchSaveToServing(image: string): Promise<void> {
   const file = path.join(dir, 'web.yaml');
   const pod = (i: number): string => httpdPod({ name: 'save', image, port, pageCmd: `echo ${mark(i)}` });
   writeAtomic(file, pod(0));
+  await prePull(env, image);
   const up = startUp(env, dir, 1000);
   const berthTimes: number[] = [];
   let berthMiss = 0;
   try {
     const first = await pollUntil(port, (b) => b.includes(mark(0)), performance.now(), 180_000, 20);
     if (first === undefined) throw new Error(`berth up never served the first version on 127.0.0.1:${port}; berth up output:\n${up.output().slice(-3000)}`);
-    log(`berth: first version (pull + start) served after ${ms(first)}`);
+    log(`berth: first version (image present) served after ${ms(first)}`);
     await sleep(500);
     for (let i = 1; i <= EDITS; i++) {
       const tmp = path.join(dir, '.web.yaml.tmp');
@@ -343,6 +352,10 @@ async function benchSaveToServing(image: string): Promise<void> {
       pm99 = pct(times, 99);
       log(`podman kube play --replace: n=${times.length} p50 ${ms(pm50)} p90 ${ms(pct(times, 90))} p99 ${ms(pm99)}; the command itself p50 ${ms(pct(cmdTimes, 50))}`);
       log(`podman samples (ms): ${times.map((x) => x.toFixed(0)).join(' ')}`);
+      const fast = times.filter((x) => x < 1000);
+      if (fast.length < times.length) {
+        log(`podman: ${times.length - fast.length} of ${times.length} edits took ≥ 1 s (kube play --replace stalls ~3 s between removing the old pod and creating the new one on this host); p50 of the others ${ms(pct(fast, 50))}`);
+      }
       await podman(['pod', 'rm', '-f', '-t', '0', 'save']).catch(() => undefined);
     } catch (err) {
       log(`podman: failed: ${String(err)}`);
@@ -364,6 +377,7 @@ async function benchRestart(image: string): Promise<void> {
   const ports: number[] = [];
   for (let i = 0; i < RESTARTS; i++) ports.push(await freePort());
   writeFileSync(path.join(dir, 'crash.yaml'), ports.map((p, i) => httpdPod({ name: `crash-${i}`, image, port: p, pageCmd })).join('---\n'));
+  await prePull(env, image);
   const up = startUp(env, dir, 1000);
   const times: number[] = [];
   try {
@@ -559,6 +573,7 @@ async function benchManyPods(image: string, doCpu: boolean, doCli: boolean): Pro
   }
   const jsonDir = path.join(env.dir, 'hyperfine');
   mkdirSync(jsonDir);
+  await prePull(env, image);
   let up: Daemon | undefined = startUp(env, dir, 1000);
   try {
     await waitDaemonSocket(env, up);
@@ -566,7 +581,7 @@ async function benchManyPods(image: string, doCpu: boolean, doCli: boolean): Pro
     await waitConverged(env, PODS, 30 * 60_000);
     const conv = performance.now() - t0;
     log(`berth up --resync 1000: ${PODS} pods Running after ${secs(conv)} (${ms(conv / PODS)} per pod; status polled every 2 s)`);
-    rows.push({ figure: `converge ${PODS} pods from cold (berth up, image pulled once)`, value: conv, note: 'informative' });
+    rows.push({ figure: `converge ${PODS} pods (berth up, image present)`, value: conv, note: 'informative' });
     const daemonPid = up.child.pid ?? 0;
 
     let idleRate: Cpu | undefined; // CPU ms per second with no resync

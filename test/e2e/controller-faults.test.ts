@@ -6,7 +6,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import * as path from 'node:path';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { berth, berthUp, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { berth, cleanupEnv, makeEnv, startDaemon, stopDaemon, waitFor, type berthUp, type BerthEnv } from '../helpers/berth.js';
 
 /**
  * The daemon is never the reason a workload stops: a pull that hangs for one pod, a runc
@@ -52,16 +52,11 @@ spec:
     return c?.state === 'running' ? (c.pid ?? undefined) : undefined;
   };
   const stopUps = async (): Promise<void> => {
-    for (const u of ups.splice(0)) {
-      if (u.child.exitCode !== null || u.child.signalCode !== null) continue;
-      u.child.kill('SIGKILL');
-      await new Promise((r) => u.child.once('exit', r));
-    }
+    for (const u of ups.splice(0)) await stopDaemon(u);
   };
   const startUp = async (opts: { env?: NodeJS.ProcessEnv } = {}): Promise<ReturnType<typeof berthUp>> => {
-    const u = berthUp(env, dir, ['--resync', '30'], opts);
+    const u = await startDaemon(env, dir, opts);
     ups.push(u);
-    await waitFor('daemon answers', async () => ((await berth(env, ['status', '-o', 'json'])).stdout.includes('"daemon": {') ? true : undefined), 30_000);
     return u;
   };
 
@@ -203,5 +198,13 @@ spec:
     assert.equal(runc.length, 4, runc.map((c) => c.id).join(', '));
     const check = await berth(env, ['check']);
     assert.doesNotMatch(check.stdout, /^(warn|fail)\s+(container|residue|mount)/m, check.stdout);
+    // SIGTERM drains and exits; it never stops a container.
+    const running = new Map<string, number | undefined>();
+    for (const n of ['p1', 'p2', 'p3', 'p4']) running.set(n, await pidOf(`default/${n}`));
+    const last = ups[ups.length - 1];
+    assert.ok(last !== undefined);
+    await stopDaemon(last, 'SIGTERM');
+    assert.equal(last.child.exitCode, 0, last.output());
+    for (const n of ['p1', 'p2', 'p3', 'p4']) assert.equal(await pidOf(`default/${n}`), running.get(n), `${n} still runs after SIGTERM of berth up`);
   });
 });

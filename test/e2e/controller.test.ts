@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { berth, berthUp, CLI, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { berth, CLI, cleanupEnv, makeEnv, startDaemon, stopDaemon, waitFor, type berthUp, type BerthEnv } from '../helpers/berth.js';
 import { validateEvents, validateStatus } from '../helpers/berth-schemas.js';
 
 /**
@@ -56,16 +56,8 @@ ${extra}spec:
   };
   const pod = async (key: string): Promise<StatusPod | undefined> => (await status()).pods.find((p) => p.key === key);
 
-  const startUp = async (): Promise<ReturnType<typeof berthUp>> => {
-    const u = berthUp(env, dir, ['--resync', '30']);
-    await waitFor('daemon answers', async () => ((await berth(env, ['status', '-o', 'json'])).stdout.includes('"daemon": {') ? true : undefined), 30_000);
-    return u;
-  };
-  const killUp = async (u: ReturnType<typeof berthUp>, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
-    if (u.child.exitCode !== null || u.child.signalCode !== null) return;
-    u.child.kill(signal);
-    await new Promise((r) => u.child.once('exit', r));
-  };
+  const startUp = (): Promise<ReturnType<typeof berthUp>> => startDaemon(env, dir);
+  const killUp = (u: ReturnType<typeof berthUp>): Promise<void> => stopDaemon(u);
 
   before(async (t) => {
     ok = requireE2E(t);

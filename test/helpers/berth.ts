@@ -172,3 +172,17 @@ export async function cgroupDirsOf(id: string): Promise<string[]> {
   await walk('/sys/fs/cgroup', 0);
   return out;
 }
+
+/** Starts `berth up DIR` and resolves once its daemon answers on the socket. */
+export async function startDaemon(env: BerthEnv, dir: string, opts: { extra?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<ReturnType<typeof berthUp>> {
+  const u = berthUp(env, dir, opts.extra ?? ['--resync', '30'], opts.env !== undefined ? { env: opts.env } : {});
+  await waitFor('daemon answers', async () => ((await berth(env, ['status', '-o', 'json'])).stdout.includes('"daemon": {') ? true : undefined), 30_000);
+  return u;
+}
+
+/** Stops a `berth up` (SIGKILL unless told otherwise) and waits for it; no-op when it already exited. */
+export async function stopDaemon(u: ReturnType<typeof berthUp>, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  if (u.child.exitCode !== null || u.child.signalCode !== null) return;
+  u.child.kill(signal);
+  await new Promise((r) => u.child.once('exit', r));
+}

@@ -375,26 +375,7 @@ export class StateStore {
   }
 
   listPods(): PodRecord[] {
-    const rows = this.db.prepare('SELECT * FROM pods ORDER BY key').all() as {
-      key: string;
-      namespace: string;
-      name: string;
-      source: string;
-      pod_hash: string;
-      spec: string;
-      created_at: number;
-      generation: number;
-    }[];
-    return rows.map((r) => ({
-      key: r.key,
-      namespace: r.namespace,
-      name: r.name,
-      source: r.source,
-      podHash: r.pod_hash,
-      spec: r.spec,
-      createdAt: r.created_at,
-      generation: r.generation,
-    }));
+    return this.listPodsWhere('1 ORDER BY key');
   }
 
   getPod(key: string): PodRecord | undefined {
