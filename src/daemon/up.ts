@@ -147,7 +147,8 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
 
   const summaries = (async () => {
     while (!o.signal.aborted) {
-      await controller.queue.whenIdle(undefined, o.signal).catch(() => undefined);
+      // Pod keys only: a pull that hangs must not hold back the news about every other pod.
+      await controller.queue.whenIdle((k) => k.startsWith('pod/'), o.signal).catch(() => undefined);
       if (o.signal.aborted) break;
       if (steps > 0 || first) {
         if (failed > 0) o.out(`berth: not converged (${failed} of ${steps} step(s) failed); retrying with backoff (berth status)`);

@@ -70,7 +70,7 @@ interface Delayed {
 }
 
 interface IdleWaiter {
-  readonly keys: readonly string[] | undefined;
+  readonly keys: readonly string[] | ((key: string) => boolean) | undefined;
   readonly resolve: () => void;
 }
 
@@ -208,10 +208,10 @@ export class WorkQueue {
   }
 
   /**
-   * Resolves once none of `keys` (all keys if omitted) is queued-now or running; delayed adds do
+   * Resolves once none of `keys` (a list, a predicate, or all keys if omitted) is queued-now or running; delayed adds do
    * not count as busy. Rejects with `signal.reason` if the signal aborts first.
    */
-  whenIdle(keys?: readonly string[], signal?: AbortSignal): Promise<void> {
+  whenIdle(keys?: readonly string[] | ((key: string) => boolean), signal?: AbortSignal): Promise<void> {
     if (!this.#busy(keys)) return Promise.resolve();
     return this.#cancellable(signal, (resolve) => {
       const w: IdleWaiter = { keys, resolve };
@@ -376,8 +376,9 @@ export class WorkQueue {
     this.#delayed.delete(key);
   }
 
-  #busy(keys: readonly string[] | undefined): boolean {
+  #busy(keys: readonly string[] | ((key: string) => boolean) | undefined): boolean {
     if (keys === undefined) return this.#queued.size > 0 || this.#runs.size > 0;
+    if (typeof keys === 'function') return [...this.#queued].some(keys) || [...this.#runs.keys()].some(keys);
     return keys.some((k) => this.#queued.has(k) || this.#runs.has(k));
   }
 

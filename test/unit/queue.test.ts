@@ -267,6 +267,14 @@ test('pools: a pull that never finishes holds only the image pool; pods run on t
   await q.whenIdle(['pod/default/a', 'pod/default/b', 'pod/default/c']);
   assert.deepEqual(r.keys().filter((k) => k.startsWith('pod/')), ['pod/default/a', 'pod/default/b', 'pod/default/c']);
   assert.ok(!r.keys().includes('image/y'), 'the pull pool has concurrency 1');
+  // berth up's "converged" line waits for pod keys only: the hanging pull does not hold it back.
+  let podsIdle = false;
+  void q.whenIdle((k) => k.startsWith('pod/')).then(() => (podsIdle = true));
+  let allIdle = false;
+  void q.whenIdle().then(() => (allIdle = true));
+  await clock.advanceAsync(0);
+  assert.equal(podsIdle, true);
+  assert.equal(allIdle, false, 'image/x still hangs');
 });
 
 test('whenIdle waits for queued and running keys, not for delayed retries', async () => {
