@@ -224,8 +224,10 @@ export class Controller {
       this.imageErrors.delete(ref);
       this.rt.addEvent(IMAGE + ref, 'Pulled', `pulled ${ref} (${img.digest})`);
       this.emit({ key: IMAGE + ref, steps: [{ step }], blocked: [], waitingImages: [], imageErrors: [], settled: true });
+      // The waiters as they are now: pods re-planned during the pull registered again.
+      const now = this.imageWaiters.get(ref) ?? new Set<string>();
       this.imageWaiters.delete(ref);
-      for (const k of waiters) this.queue.add(POD + k);
+      for (const k of new Set([...waiters, ...now])) this.queue.add(POD + k);
       return {};
     } catch (err) {
       const e = asBerthError(err);
@@ -233,7 +235,7 @@ export class Controller {
       this.rt.addEvent(IMAGE + ref, 'Failed', `pull ${ref}: ${e.message}`, { type: 'Warning' });
       this.emit({ key: IMAGE + ref, steps: [{ step, error: { code: e.code, message: e.message } }], blocked: [], waitingImages: [], imageErrors: [], settled: true });
       // The pods learn it (ImagePullBackOff) and apply reports it; the queue retries the pull.
-      for (const k of waiters) this.queue.add(POD + k);
+      for (const k of new Set([...waiters, ...(this.imageWaiters.get(ref) ?? [])])) this.queue.add(POD + k);
       throw e;
     }
   }

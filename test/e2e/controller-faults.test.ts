@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { promises as fsp, statSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import * as path from 'node:path';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
@@ -88,7 +88,7 @@ spec:
     const port = (silent.address() as { port: number }).port;
     await fsp.writeFile(path.join(dir, 'b.yaml'), podYaml('b', ['sleep', '3600']));
     await startUp();
-    const first = await waitFor('b running', () => pidOf('default/b'), 60_000);
+    const first = await waitFor('b running', () => pidOf('default/b'), 20_000);
     await fsp.writeFile(path.join(dir, 'a.yaml'), podYaml('a', ['sleep', '3600'], `127.0.0.1:${port}/hang/forever:1`));
     await waitFor('a waits for its pull', async () => ((await pods()).find((p) => p.key === 'default/a')?.status === 'ContainerCreating' ? true : undefined), 30_000);
     assert.ok(sockets.size > 0, 'the pull is connected to the silent registry');
@@ -106,6 +106,42 @@ spec:
     await fsp.rm(path.join(dir, 'b.yaml'));
     await waitFor('a and b pruned', async () => ((await pods()).length === 0 ? true : undefined), 30_000);
     await stopUps();
+  });
+
+  test('regression: pull-waiter-lost — a pod re-planned while its pull is in flight starts as soon as the pull ends', async (t) => {
+    if (!ok || demo === undefined) return t.skip();
+    t.after(stopUps);
+    // A gate in front of the registry: connections wait until the test opens it.
+    const held: Socket[] = [];
+    let open = false;
+    const upstream = Number(demo.registry.host.split(':')[1]);
+    const pipe = (c: Socket): void => {
+      const u = connect(upstream, '127.0.0.1');
+      c.pipe(u).pipe(c);
+      u.on('error', () => c.destroy());
+      c.on('error', () => u.destroy());
+    };
+    const gate = createServer((c) => (open ? pipe(c) : held.push(c)));
+    await new Promise<void>((r) => gate.listen(0, '127.0.0.1', () => r()));
+    t.after(() => {
+      for (const c of held) c.destroy();
+      gate.close();
+    });
+    const image = `127.0.0.1:${(gate.address() as { port: number }).port}/berth/demo:1.0`;
+    await startUp();
+    await fsp.writeFile(path.join(dir, 'late.yaml'), podYaml('late', ['sleep', '3600'], image));
+    await waitFor('pull held at the gate', async () => (held.length > 0 ? true : undefined), 30_000, 20);
+    // Re-plan the pod while its pull hangs (an edit), then let the pull through.
+    await fsp.writeFile(path.join(dir, 'late.yaml'), podYaml('late', ['sleep', '3601'], image));
+    await waitFor('edit seen', async () => ((await pods()).find((p) => p.key === 'default/late')?.status === 'ContainerCreating' ? true : undefined), 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    open = true;
+    for (const c of held.splice(0)) pipe(c);
+    const released = Date.now();
+    await waitFor('late running', () => pidOf('default/late'), 10_000, 50);
+    assert.ok(Date.now() - released < 5000, `started ${Date.now() - released} ms after the pull (the resync is 30 s)`);
+    await fsp.rm(path.join(dir, 'late.yaml'));
+    await waitFor('late pruned', async () => ((await pods()).length === 0 ? true : undefined), 30_000);
   });
 
   test('a runc that never answers fails that container\'s step with ERR_TIMEOUT; other pods converge; status answers meanwhile', async (t) => {
