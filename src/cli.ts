@@ -362,7 +362,8 @@ export function buildProgram(): Command {
     .description('run the daemon: watch manifest directories and keep this machine converged (Ctrl-C leaves containers running)')
     .argument('<dir...>', 'manifest directories')
     .option('--resync <seconds>', 'safety-net resync period', '30')
-    .action(async (dirs: string[], o: { resync: string }, cmd: Command) => {
+    .option('--metrics-addr <host:port>', 'serve Prometheus metrics on a loopback address, e.g. 127.0.0.1:9464')
+    .action(async (dirs: string[], o: { resync: string; metricsAddr?: string }, cmd: Command) => {
       const cfg = config(cmd);
       const { statSync } = await import('node:fs');
       for (const dir of dirs) {
@@ -373,13 +374,22 @@ export function buildProgram(): Command {
         throw new BerthError('ERR_INVALID_ARGUMENT', `up --resync ${JSON.stringify(o.resync)}: must be a number of seconds, at least 1`);
       }
       const { runUp } = await import('./daemon/up.js');
+      if (o.metricsAddr !== undefined) (await import('./daemon/metrics.js')).parseMetricsAddr(o.metricsAddr);
       const rt = await openRuntime(cfg);
       const ac = new AbortController();
       const stop = (): void => ac.abort();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       try {
-        await runUp({ dirs, rt, log: cfg.log, resyncMs: resync * 1000, signal: ac.signal, out: (l) => process.stdout.write(`${l}\n`) });
+        await runUp({
+          dirs,
+          rt,
+          log: cfg.log,
+          resyncMs: resync * 1000,
+          signal: ac.signal,
+          out: (l) => process.stdout.write(`${l}\n`),
+          ...(o.metricsAddr !== undefined ? { metricsAddr: o.metricsAddr } : {}),
+        });
         process.stdout.write('berth: stopped watching; containers keep running (berth ps)\n');
       } finally {
         await rt.close();

@@ -10,6 +10,7 @@ import { formatProblem, type ManifestProblem } from '../reconciler/manifest.js';
 import { lastAppliedPod } from '../reconciler/plan.js';
 import { renderStep } from '../reconciler/render.js';
 import { ManifestSource } from '../reconciler/source.js';
+import { Metrics, serveMetrics } from './metrics.js';
 import { serveApi } from './server.js';
 import { BerthService } from './service.js';
 
@@ -22,6 +23,8 @@ export interface UpOptions {
   debounceMs?: number;
   /** How long SIGTERM/SIGINT waits for in-flight steps (containers are never stopped). */
   drainMs?: number;
+  /** Opt-in Prometheus metrics on a loopback `HOST:PORT` (the only TCP listener). */
+  metricsAddr?: string;
   /** Human output, one line at a time (stdout of `berth up`). */
   out: (line: string) => void;
   signal: AbortSignal;
@@ -119,6 +122,13 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   await load();
   controller.resyncAll();
   const api = await serveApi({ socket: rt.paths.socket, service, log, onEvent: (fn) => rt.onEvent(fn) });
+  const metrics = new Metrics();
+  controller.onReport((r) => metrics.observe(r));
+  const metricsServer =
+    o.metricsAddr !== undefined
+      ? await serveMetrics({ addr: o.metricsAddr, metrics, log, source: { status: () => service.status(), queue: () => ({ pending: controller.queue.pending(), active: controller.queue.active() }) } })
+      : undefined;
+  if (metricsServer !== undefined) o.out(`berth: metrics on http://${o.metricsAddr ?? ''}/metrics`);
 
   let timer: NodeJS.Timeout | undefined;
   const schedule = (): void => {
@@ -176,6 +186,7 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   if (timer !== undefined) clearTimeout(timer);
   await Promise.all(watchers.map((w) => w.close()));
   await api.close();
+  await metricsServer?.close();
   const left = await controller.stop(o.drainMs ?? 10_000);
   if (left.length > 0) o.out(`berth: stopped with ${left.length} step(s) cut short (${left.join(', ')}); they resume at the next berth up`);
   await summaries;

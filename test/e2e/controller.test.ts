@@ -4,6 +4,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
+import { freePort } from '../helpers/registry.js';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
 import { berth, CLI, cleanupEnv, makeEnv, startDaemon, stopDaemon, waitFor, type berthUp, type BerthEnv } from '../helpers/berth.js';
@@ -274,5 +275,19 @@ ${extra}spec:
     const ev = JSON.parse((await berth(env, ['events', '-o', 'json'])).stdout) as { key: string; reason: string; message: string }[];
     assert.ok(ev.some((e) => e.key === `image/${demo?.registry.host ?? ''}/berth/demo:prepull` && e.reason === 'Pulled'), JSON.stringify(ev.slice(-5)));
     await fsp.rm(path.join(dir, 'image.yaml'));
+  });
+
+  test('--metrics-addr serves Prometheus text on loopback only; a non-loopback address is refused', async (t) => {
+    if (!ok) return t.skip();
+    if (up !== undefined) await killUp(up);
+    const refused = await berth(env, ['up', dir, '--metrics-addr', '0.0.0.0:9464'], { timeoutMs: 30_000 });
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /loopback/);
+    const port = await freePort();
+    up = await startDaemon(env, dir, { extra: ['--metrics-addr', `127.0.0.1:${port}`] });
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(text, /^# TYPE berth_pods gauge$/m);
+    assert.match(text, /^berth_queue_pending \d+$/m);
+    assert.match(text, /^berth_reconcile_runs_total \d+$/m);
   });
 });
