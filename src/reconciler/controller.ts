@@ -145,9 +145,38 @@ export class Controller {
     this.invalid = invalid;
   }
 
-  /** Safety net: every declared and every recorded pod once more. */
+  /** Every declared and every recorded pod once more (startup). */
   resyncAll(): void {
     for (const key of new Set([...this.declared.keys(), ...this.rt.listPods().map((p) => p.key)])) this.queue.add(POD + key);
+  }
+
+  /**
+   * The periodic safety net, cheap enough to run often: one `runc list` for all containers,
+   * compared with the rows; only keys that drifted (a container gone or stopped behind
+   * berth's back without an exit file, a row in an intent state, a desire that differs from
+   * what was applied, a declared container that does not exist) are enqueued. Returns them.
+   */
+  async resyncDrifted(): Promise<string[]> {
+    const seen = new Map((await this.rt.observe({ repair: false })).map((p) => [p.key, p]));
+    const rows = new Map(this.rt.recordedPods().map((p) => [p.key, p]));
+    const drifted: string[] = [];
+    for (const key of new Set([...this.declared.keys(), ...rows.keys()])) {
+      const row = rows.get(key);
+      const obs = seen.get(key);
+      const desire = this.desire(key);
+      let why: string | undefined;
+      if (row === undefined || obs === undefined) why = 'not recorded';
+      else if (desire === undefined || desire.kind === 'absent') why = 'not declared';
+      else if (desire.conflict === undefined && JSON.stringify(desire.pod) !== row.spec) why = 'spec not applied';
+      else if (row.containers.length !== obs.containers.length) why = 'interrupted operation';
+      else if (row.containers.some((c) => obs.containers.find((o) => o.id === c.id)?.state !== c.state && !(c.state === 'running' && obs.containers.find((o) => o.id === c.id)?.state === 'paused'))) why = 'container state drifted';
+      else if (desire.conflict === undefined && !desire.pod.paused && desire.pod.containers.some((c) => !row.containers.some((r) => r.name === c.name))) why = 'container missing';
+      if (why === undefined) continue;
+      this.log.debug({ key, why }, 'resync: drifted');
+      drifted.push(key);
+      this.queue.add(POD + key);
+    }
+    return drifted;
   }
 
   private underWatched(source: string): boolean {

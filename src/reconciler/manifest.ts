@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFileSync, promises as fsp, constants as fsc } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readSync, realpathSync, promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
@@ -150,23 +150,45 @@ export async function listManifestFiles(p: string): Promise<{ files: string[]; p
 
 /** Reads a manifest file with O_NOFOLLOW|O_NONBLOCK and the size limit (rule M1). */
 async function readManifestFile(file: string): Promise<string> {
+  return readManifestFileSync(file);
+}
+
+/**
+ * Synchronous on purpose: manifests are small local files, and five thread-pool round trips
+ * per file (lstat, open, fstat, read, close) cost more than the reads (a 200-file directory,
+ * re-read at every change and resync, took 50 ms of CPU that way).
+ */
+function readManifestFileSync(file: string): string {
   // A symlinked file was vetted by listManifestFiles (or named on the command line): open its
   // target, still with O_NOFOLLOW so that nothing else is followed.
-  const st = await fsp.lstat(file);
-  const real = st.isSymbolicLink() ? await fsp.realpath(file) : file;
-  const fh = await fsp.open(real, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  const lst = lstatSync(file);
+  const real = lst.isSymbolicLink() ? realpathSync(file) : file;
+  const fd = openSync(real, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
   try {
-    const st = await fh.stat();
+    const st = fstatSync(fd);
     if (!st.isFile()) throw new BerthError('ERR_INVALID_MANIFEST', `read ${file}: not a regular file`);
     if (st.size > MAX_MANIFEST_FILE_BYTES) {
       throw new BerthError('ERR_INVALID_MANIFEST', `read ${file}: ${st.size} bytes exceeds the ${MAX_MANIFEST_FILE_BYTES} byte limit`);
     }
-    const buf = Buffer.alloc(MAX_MANIFEST_FILE_BYTES + 1);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    if (bytesRead > MAX_MANIFEST_FILE_BYTES) throw new BerthError('ERR_INVALID_MANIFEST', `read ${file}: exceeds the ${MAX_MANIFEST_FILE_BYTES} byte limit`);
-    return buf.subarray(0, bytesRead).toString('utf8');
+    // Sized by fstat plus one byte, growing only if the file grew meanwhile: a fixed 1 MiB
+    // buffer per file made reading 200 files allocate 200 MiB (most of a resync's CPU was GC).
+    let buf = Buffer.allocUnsafe(st.size + 1);
+    let n = 0;
+    for (;;) {
+      if (n === buf.length) {
+        if (buf.length > MAX_MANIFEST_FILE_BYTES) break;
+        const bigger = Buffer.allocUnsafe(Math.min(buf.length * 2, MAX_MANIFEST_FILE_BYTES + 1));
+        buf.copy(bigger, 0, 0, n);
+        buf = bigger;
+      }
+      const bytesRead = readSync(fd, buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    if (n > MAX_MANIFEST_FILE_BYTES) throw new BerthError('ERR_INVALID_MANIFEST', `read ${file}: exceeds the ${MAX_MANIFEST_FILE_BYTES} byte limit`);
+    return buf.subarray(0, n).toString('utf8');
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -199,7 +221,14 @@ async function readManifestSources(input: ManifestInput): Promise<{ sources: { f
  * `owners`: for a pod declared twice, the file that applied it last (the running one)
  * keeps it and the newcomer is the one reported; otherwise the first file wins.
  */
-export async function loadManifests(input: string | ManifestInput, opts: { owners?: ReadonlyMap<string, string> } = {}): Promise<LoadResult> {
+/**
+ * Parse results by file, reused while a file's text is unchanged (`berth up` re-reads its
+ * directories at every change and resync; parsing and validating is most of that cost).
+ * Results are never mutated by callers.
+ */
+export type ParseCache = Map<string, { text: string; parsed: ReturnType<typeof parseManifestText> }>;
+
+export async function loadManifests(input: string | ManifestInput, opts: { owners?: ReadonlyMap<string, string>; cache?: ParseCache } = {}): Promise<LoadResult> {
   const read = await readManifestSources(typeof input === 'string' ? { path: input } : input);
   const result: LoadResult = {
     pods: [],
@@ -208,8 +237,13 @@ export async function loadManifests(input: string | ManifestInput, opts: { owner
     files: [...read.sources.map((x) => x.file), ...read.problems.map((x) => x.file)],
     badFiles: read.problems.map((x) => x.file),
   };
+  const seen = new Set<string>();
   for (const { file, text } of read.sources) {
-    const { pods, images, problems } = parseManifestText(text, file);
+    seen.add(file);
+    const hit = opts.cache?.get(file);
+    const parsed = hit !== undefined && hit.text === text ? hit.parsed : parseManifestText(text, file);
+    opts.cache?.set(file, { text, parsed });
+    const { pods, images, problems } = parsed;
     if (problems.length > 0) {
       result.problems.push(...problems);
       result.badFiles.push(file);
@@ -218,6 +252,7 @@ export async function loadManifests(input: string | ManifestInput, opts: { owner
       result.images.push(...images);
     }
   }
+  for (const file of opts.cache?.keys() ?? []) if (!seen.has(file)) opts.cache?.delete(file);
   for (const p of [...duplicatePods(result.pods, opts.owners), ...duplicateImages(result.images)]) {
     result.problems.push(p);
     result.badFiles.push(p.file);

@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import type { Logger } from '../lib/log.js';
 import type { DesiredImage, DesiredPod } from './desired.js';
-import { formatProblem, loadManifests, type ManifestProblem } from './manifest.js';
+import { formatProblem, loadManifests, type ManifestProblem, type ParseCache } from './manifest.js';
 
 /**
  * A manifest source (a directory watched by `berth up`) with last-good semantics (rule
@@ -12,6 +12,7 @@ export class ManifestSource {
   readonly root: string;
   private lastGood = new Map<string, DesiredPod[]>();
   private lastGoodImages = new Map<string, DesiredImage[]>();
+  private readonly cache: ParseCache = new Map();
 
   constructor(
     root: string,
@@ -25,7 +26,7 @@ export class ManifestSource {
   }
 
   async load(): Promise<{ desired: DesiredPod[]; images: DesiredImage[]; problems: ManifestProblem[] }> {
-    const res = await loadManifests(this.root, { owners: this.owners() });
+    const res = await loadManifests(this.root, { owners: this.owners(), cache: this.cache });
     const next = new Map<string, DesiredPod[]>();
     for (const pod of res.pods) {
       const list = next.get(pod.source) ?? [];
