@@ -133,7 +133,7 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const schedule = (): void => {
     if (timer !== undefined) clearTimeout(timer);
-    timer = setTimeout(() => void load().catch((err: unknown) => log.error({ err: messageOf(err) }, 'reading manifests failed')), o.debounceMs ?? 100);
+    timer = setTimeout(() => void load().catch((err: unknown) => log.error({ err: messageOf(err) }, 'reading manifests failed')), o.debounceMs ?? 25);
   };
   const watchers: FSWatcher[] = roots.map((root) => {
     const w = watch(root, {

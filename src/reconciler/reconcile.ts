@@ -150,8 +150,17 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
       };
       // A new spec that cannot be generated must not cost the running container its life.
       rt.checkRunSpec(image, run);
-      if (step.kind === 'replace') await rt.destroyContainer(step.oldId, step.pod.gracePeriodMs);
-      await rt.runContainer({ podKey: step.pod.key, name: c.name, specHash: c.specHash, attempt: step.attempt, image, run });
+      // The old container stops while the new one is prepared; the new one starts after it is gone.
+      const stopping = step.kind === 'replace' ? rt.destroyContainer(step.oldId, step.pod.gracePeriodMs) : undefined;
+      // Handled at once: a stop that fails while the new container is still being created
+      // must not be an unhandled rejection (runContainer sees it when it awaits startAfter).
+      void stopping?.catch(() => undefined);
+      try {
+        await rt.runContainer({ podKey: step.pod.key, name: c.name, specHash: c.specHash, attempt: step.attempt, image, run, ...(stopping !== undefined ? { startAfter: stopping } : {}) });
+      } finally {
+        // Never leave the stop running unobserved (a failed create still waits for it).
+        await stopping?.catch(() => undefined);
+      }
       if (step.kind === 'replace' && step.restart !== undefined) {
         rt.updateRestart(step.pod.key, c.name, { restarts: step.restart.count, backoffMs: step.restart.nextBackoffMs });
         rt.addEvent(`pod/${step.pod.key}`, 'Restarted', `container ${c.name} restarted (restart ${step.restart.count}; ${step.reason})`);

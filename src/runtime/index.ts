@@ -60,6 +60,8 @@ export interface RunContainerOptions {
   specHash: string;
   /** Restart attempt (0 = first run): part of the id, so each attempt has its own log. */
   attempt: number;
+  /** Created (mounted, `runc create`) at once, started only when this settles; a rejection rolls the new container back. */
+  startAfter?: Promise<void>;
   image: LocalImage;
   run: Omit<ContainerRunSpec, 'id' | 'rootfs'>;
 }
@@ -363,6 +365,9 @@ export class Runtime {
       });
       const pid = await this.tasks.create({ id, bundle, spec, logPath: this.logPath(o.podKey, o.name, id) });
       this.state.updateContainer(id, { state: 'created', pid });
+      // A replace creates the new container while the old one stops, and starts it only
+      // once the old one is gone (ports, and Kubernetes' stop-then-start order).
+      if (o.startAfter !== undefined) await o.startAfter;
       await this.tasks.start(id);
       const startedAt = Date.now();
       const pidStart = await startTime(pid);

@@ -109,7 +109,8 @@ export class TaskDriver {
 
   /** Writes config.json, starts conmon (which runs `runc create`), returns the container pid. */
   async create(o: CreateTaskOptions): Promise<number> {
-    if ((await this.state(o.id)) !== undefined) {
+    // runc keeps <root>/<id>/state.json per container: a stat instead of a `runc state` process.
+    if (await fsp.access(path.join(this.paths.runcRoot, o.id, 'state.json')).then(() => true, () => false)) {
       throw new BerthError('ERR_ALREADY_EXISTS', `create task ${o.id}: runc already has a container with this id`);
     }
     await writeFileAtomic(path.join(o.bundle, 'config.json'), JSON.stringify(o.spec, null, 2));
@@ -283,17 +284,24 @@ export class TaskDriver {
    * the wait with its ERR_TIMEOUT.
    */
   async waitExit(id: string, ms: number): Promise<boolean> {
+    // conmon's exit file is the cheap signal (a file read, no process); runc is asked only
+    // now and then, for a container whose conmon died and will never write it.
     const until = Date.now() + ms;
-    let delay = 20;
+    let delay = 5;
+    let askRuncAt = Date.now() + 100;
     for (;;) {
-      const st = await this.state(id);
-      const stopped = st === undefined || st.status === 'stopped';
-      if (stopped && (st === undefined || (await this.exitCode(id)) !== undefined || !(await this.conmonAlive(id)))) return true;
+      if ((await this.exitCode(id)) !== undefined) return true;
+      if (Date.now() >= askRuncAt) {
+        const st = await this.state(id);
+        if (st === undefined || (st.status === 'stopped' && ((await this.exitCode(id)) !== undefined || !(await this.conmonAlive(id))))) return true;
+        askRuncAt = Date.now() + 200;
+      }
       if (Date.now() >= until) return false;
-      await sleep(delay);
-      delay = Math.min(delay * 2, 200);
+      await sleep(Math.min(delay, Math.max(1, until - Date.now())));
+      delay = Math.min(delay * 2, 50);
     }
   }
+
 
   private async killConmon(id: string, firstPid: number | undefined): Promise<void> {
     const daemon = await this.conmonPid(id);
