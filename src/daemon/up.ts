@@ -109,7 +109,12 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
     }
     const invalidNow = problems.map(formatProblem).join('\n');
     if (invalidNow !== lastInvalid) {
-      for (const p of problems) o.out(`! invalid manifest (last good objects kept): ${formatProblem(p)}`);
+      const before = new Set(lastInvalid.split('\n'));
+      for (const p of problems) {
+        o.out(`! invalid manifest (last good objects kept): ${formatProblem(p)}`);
+        // An event per new problem, keyed by the file (its pods get InvalidSpec conditions too).
+        if (!before.has(formatProblem(p))) rt.addEvent(`source/${p.file}`, 'Invalid', formatProblem(p), { type: 'Warning' });
+      }
       if (problems.length === 0 && lastInvalid !== '') o.out('berth: all manifests valid again');
       lastInvalid = invalidNow;
     }

@@ -61,6 +61,13 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
       await waitFor('invalid manifest logged', async () => (/invalid manifest: .*web\.yaml:\d+:\d+/.test(up.output()) ? true : undefined), 30_000);
       // regression: up-says-converged-on-invalid — the human output names the file and line.
       await waitFor('invalid manifest shown', async () => (/! invalid manifest \(last good objects kept\): .*web\.yaml:\d+:\d+/.test(up.output()) ? true : undefined), 30_000);
+      // ... and recorded: an Invalid event keyed by the file, and the pod's InvalidSpec condition.
+      const events = JSON.parse((await berth(env, ['events', '-o', 'json'])).stdout) as { key: string; reason: string; message: string }[];
+      assert.ok(events.some((e) => e.key === `source/${file}` && e.reason === 'Invalid' && /web\.yaml:\d+:\d+/.test(e.message)), JSON.stringify(events.slice(-5)));
+      await waitFor('status InvalidSpec', async () => {
+        const st = JSON.parse((await berth(env, ['status', '-o', 'json'])).stdout) as { pods: { key: string; status: string }[] };
+        return st.pods.find((p) => p.key === 'default/web')?.status === 'InvalidSpec' ? true : undefined;
+      }, 10_000);
       await new Promise((r) => setTimeout(r, 2500)); // at least one resync with the broken file
       assert.equal((await pids()).get('default/web/httpd'), second);
 
