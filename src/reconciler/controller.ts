@@ -7,7 +7,7 @@ import { podVerdict, type PodPhase } from './conditions.js';
 import type { DesiredImage, DesiredPod } from './desired.js';
 import { inScope, lastAppliedPod, plan, type Plan, type PruneScope, type Step } from './plan.js';
 import { WorkQueue, type Outcome } from './queue.js';
-import { computePlan, executeStep, imageViews, ResolveCache, toView } from './reconcile.js';
+import { computePlan, executeStep, imageViews, recordPod, ResolveCache, toView } from './reconcile.js';
 
 /**
  * The controller: keys, not events (DESIGN §5). Watchers, timers and container exits only
@@ -292,6 +292,11 @@ export class Controller {
       return {};
     }
     const pod = desire.pod;
+    if (this.overrides.get(podKey)?.kind === 'present' && observed !== undefined && observed.spec !== JSON.stringify(pod)) {
+      // A CLI apply records its spec at once (kubectl's last-applied): if a step fails, the
+      // daemon retries the new spec, not the one it replaces.
+      recordPod(this.rt, pod);
+    }
     if (desire.conflict !== undefined) {
       this.writeStatus(podKey, pod, observed !== undefined ? toView(observed, restarts) : undefined, { conflict: desire.conflict, images: [], waiting: [], failed: [], blocked: [] });
       this.emit(report);
