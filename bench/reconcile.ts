@@ -15,13 +15,14 @@
  */
 import { execFile, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, promises as fsp, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, promises as fsp, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs, promisify } from 'node:util';
-import { CLI, berth, berthUp, cleanupEnv, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../test/helpers/berth.js';
+import { createHash } from 'node:crypto';
+import { CLI, REPO, berth, berthUp, cleanupEnv, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../test/helpers/berth.js';
 import { startDemoFixture, type DemoFixture } from '../test/helpers/demo.js';
 import { freePort } from '../test/helpers/registry.js';
 
@@ -184,8 +185,9 @@ function newEnv(prefix: string): { env: BerthEnv; dir: string } {
 }
 
 /**
- * `berth images pull` before `berth up` (not timed). Works around a lost wake-up in the daemon seen on main 8f02157: a
- * pod whose image is pulled by `berth up` itself stays ContainerCreating ("pulling …") until the next resync.
+ * `berth images pull` before `berth up` (not timed): the figures are about edits, restarts and resyncs with the
+ * image present. (On 8f02157 it also avoided a lost wake-up — a pod whose image `berth up` pulled itself stayed
+ * ContainerCreating until the next resync — fixed in af5d1ff.)
  */
 async function prePull(env: BerthEnv, image: string): Promise<void> {
   must(await berth(env, ['images', 'pull', image], { timeoutMs: 180_000 }), `berth images pull ${image}`);
@@ -275,6 +277,7 @@ interface Row {
 }
 const rows: Row[] = [];
 const failures: string[] = [];
+const notes: string[] = [];
 
 // ---------------------------------------------------------------------------------------------- 1. save → serving
 
@@ -353,7 +356,10 @@ async function benchSaveToServing(image: string): Promise<void> {
       log(`podman kube play --replace: n=${times.length} p50 ${ms(pm50)} p90 ${ms(pct(times, 90))} p99 ${ms(pm99)}; the command itself p50 ${ms(pct(cmdTimes, 50))}`);
       log(`podman samples (ms): ${times.map((x) => x.toFixed(0)).join(' ')}`);
       const fast = times.filter((x) => x < 1000);
-      if (fast.length < times.length) {
+      if (fast.length < times.length && fast.length > 0) {
+        notes.push(
+          `podman kube play --replace is bimodal here (${times.length - fast.length} of ${times.length} edits stalled ~3 s); without the stalls its p50 is ${ms(pct(fast, 50))} (berth/podman ${ratio(pct(berthTimes, 50), pct(fast, 50))})`,
+        );
         log(`podman: ${times.length - fast.length} of ${times.length} edits took ≥ 1 s (kube play --replace stalls ~3 s between removing the old pod and creating the new one on this host); p50 of the others ${ms(pct(fast, 50))}`);
       }
       await podman(['pod', 'rm', '-f', '-t', '0', 'save']).catch(() => undefined);
@@ -641,6 +647,35 @@ async function benchManyPods(image: string, doCpu: boolean, doCli: boolean): Pro
 
 // ---------------------------------------------------------------------------------------------- main
 
+/** Names and mtimes of the compiled CLI tree: another `tsc` during the run changes it (the figures then mix builds). */
+function buildFingerprint(): string {
+  const h = createHash('sha256');
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const full = path.join(dir, e.name);
+      if (e.isDirectory()) walk(full);
+      else if (e.name.endsWith('.js')) {
+        try {
+          h.update(`${full} ${readFileSync(full).length} ${statMtime(full)}\n`);
+        } catch {
+          // removed meanwhile
+        }
+      }
+    }
+  };
+  walk(path.dirname(CLI));
+  return h.digest('hex').slice(0, 12);
+}
+const statMtime = (f: string): number => Math.floor(statSync(f).mtimeMs);
+
+function revision(): string {
+  const git = (args: string[]): string => spawnSync('git', ['-C', REPO, ...args], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  const head = git(['rev-parse', '--short', 'HEAD']);
+  if (head === '') return `${process.env.BERTH_BENCH_REVISION ?? 'not a git checkout'} (${REPO})`;
+  const dirty = git(['status', '--porcelain', '--', 'src']).split('\n').filter((l) => l !== '').length;
+  return `${head}${dirty > 0 ? ` + ${dirty} uncommitted file(s) in src/` : ''} (${REPO})`;
+}
+
 function machine(): string {
   const cpus = os.cpus();
   const memGiB = (os.totalmem() / 2 ** 30).toFixed(1);
@@ -667,6 +702,8 @@ async function main(): Promise<void> {
   CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
   log(`bench/reconcile — ${new Date().toISOString()}`);
   log(machine());
+  log(`berth ${revision()}; build ${buildFingerprint()}`);
+  const buildAtStart = buildFingerprint();
   let fx: DemoFixture | undefined;
   let interrupted = false;
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -727,6 +764,11 @@ async function main(): Promise<void> {
   }
   const widths = header.map((_, i) => Math.max(...table.map((row) => (row[i] ?? '').length)));
   for (const row of table) log(`| ${row.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' | ')} |`);
+  for (const n of notes) log(`note: ${n}`);
+  const buildAtEnd = buildFingerprint();
+  if (buildAtEnd !== buildAtStart) {
+    log(`\nWARNING: ${path.dirname(CLI)} was rebuilt during the run (${buildAtStart} → ${buildAtEnd}); the figures mix two builds. Run again.`);
+  }
   if (failures.length > 0) {
     log('\nsections that failed (berth or peer misbehaved; figures above are from the others):');
     for (const f of failures) log(`- ${f.split('\n')[0] ?? ''}`);
