@@ -156,7 +156,7 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   });
   const resync = setInterval(() => {
     void load()
-      .then(() => controller.resyncDrifted())
+      .then(() => void controller.resyncDrifted())
       .catch((err: unknown) => log.error({ err: messageOf(err) }, 'resync failed'));
   }, o.resyncMs ?? 30_000);
 

@@ -151,32 +151,28 @@ export class Controller {
   }
 
   /**
-   * The periodic safety net, cheap enough to run often: one `runc list` for all containers,
-   * compared with the rows; only keys that drifted (a container gone or stopped behind
-   * berth's back without an exit file, a row in an intent state, a desire that differs from
-   * what was applied, a declared container that does not exist) are enqueued. Returns them.
+   * The periodic safety net, cheap enough to run often: no process is started. Only keys
+   * that drifted are enqueued — a container gone behind berth's back without an exit file
+   * (its recorded pid is dead or reused), a row left in an intent state, a desire that
+   * differs from what was applied, a declared container that has no row, a pod recorded or
+   * declared on one side only. Returns them.
    */
-  async resyncDrifted(): Promise<string[]> {
-    const seen = new Map((await this.rt.observe({ repair: false })).map((p) => [p.key, p]));
+  resyncDrifted(): string[] {
     const rows = new Map(this.rt.recordedPods().map((p) => [p.key, p]));
-    const drifted: string[] = [];
+    const drifted = new Set(this.rt.driftedPods());
     for (const key of new Set([...this.declared.keys(), ...rows.keys()])) {
+      if (drifted.has(key)) continue;
       const row = rows.get(key);
-      const obs = seen.get(key);
       const desire = this.desire(key);
-      let why: string | undefined;
-      if (row === undefined || obs === undefined) why = 'not recorded';
-      else if (desire === undefined || desire.kind === 'absent') why = 'not declared';
-      else if (desire.conflict === undefined && JSON.stringify(desire.pod) !== row.spec) why = 'spec not applied';
-      else if (row.containers.length !== obs.containers.length) why = 'interrupted operation';
-      else if (row.containers.some((c) => obs.containers.find((o) => o.id === c.id)?.state !== c.state && !(c.state === 'running' && obs.containers.find((o) => o.id === c.id)?.state === 'paused'))) why = 'container state drifted';
-      else if (desire.conflict === undefined && !desire.pod.paused && desire.pod.containers.some((c) => !row.containers.some((r) => r.name === c.name))) why = 'container missing';
-      if (why === undefined) continue;
-      this.log.debug({ key, why }, 'resync: drifted');
-      drifted.push(key);
+      if (row === undefined || desire === undefined || desire.kind === 'absent') drifted.add(key);
+      else if (desire.conflict === undefined && JSON.stringify(desire.pod) !== row.spec) drifted.add(key);
+      else if (desire.conflict === undefined && !desire.pod.paused && desire.pod.containers.some((c) => !row.containers.some((r) => r.name === c.name))) drifted.add(key);
+    }
+    for (const key of drifted) {
+      this.log.debug({ key }, 'resync: drifted');
       this.queue.add(POD + key);
     }
-    return drifted;
+    return [...drifted];
   }
 
   private underWatched(source: string): boolean {

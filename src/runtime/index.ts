@@ -4,7 +4,7 @@ import { BerthError, errnoCode, messageOf } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
 import { mkdirp } from '../lib/fsx.js';
 import { LockFile } from '../lib/lock.js';
-import { startTime } from '../lib/proc.js';
+import { startTime, startTimeSync } from '../lib/proc.js';
 import type { Logger } from '../lib/log.js';
 import { ContentStore } from './content/index.js';
 import { ImageService, type LocalImage } from './images/index.js';
@@ -226,6 +226,20 @@ export class Runtime {
   async observePod(key: string, opts: { repair: boolean }): Promise<ObservedPod | undefined> {
     const p = this.state.getPod(key);
     return p === undefined ? undefined : this.observeRecord(p, opts.repair);
+  }
+
+  /**
+   * Pods whose rows may no longer be true, found without running anything: a container
+   * recorded running whose pid is gone or reused (checked against the recorded start time
+   * in /proc), or a row left in an intent state. The resync safety net enqueues these.
+   */
+  driftedPods(): string[] {
+    const out = new Set<string>();
+    for (const c of this.state.listContainers()) {
+      if (c.state === 'creating' || c.state === 'removing' || c.state === 'created') out.add(c.podKey);
+      else if (c.state === 'running' && (c.pid === null || c.pidStart === null || startTimeSync(c.pid) !== c.pidStart)) out.add(c.podKey);
+    }
+    return [...out];
   }
 
   /** Rows only, no runc calls: what the recorded state says (the daemon keeps it current). */

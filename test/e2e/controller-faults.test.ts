@@ -194,6 +194,30 @@ spec:
     await stopUps();
   });
 
+  test('drift with no exit file (conmon killed, then its container) is found by the resync without starting a process per pod', async (t) => {
+    if (!ok) return t.skip();
+    t.after(stopUps);
+    await fsp.writeFile(path.join(dir, 'orphan.yaml'), podYaml('orphan', ['sleep', '3600']));
+    const u = await startDaemon(env, dir, { extra: ['--resync', '2'] });
+    ups.push(u);
+    const first = await waitFor('orphan running', () => pidOf('default/orphan'), 30_000);
+    const c = (await pods()).find((p) => p.key === 'default/orphan')?.containers[0];
+    assert.ok(c?.id !== null && c?.id !== undefined);
+    const conmonPid = Number(await fsp.readFile(path.join(env.state, 'conmon', c.id, 'conmon.pid'), 'utf8'));
+    process.kill(conmonPid, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(first, 'SIGKILL');
+    const second = await waitFor('restarted by the resync', async () => {
+      const p = await pidOf('default/orphan');
+      return p !== undefined && p !== first ? p : undefined;
+    }, 15_000, 100);
+    assert.notEqual(second, first);
+    const ev = JSON.parse((await berth(env, ['events', '--for', 'orphan', '-o', 'json'])).stdout) as { reason: string; message: string }[];
+    assert.ok(ev.some((e) => e.reason === 'Exited' && /code 137 .*vanished/.test(e.message)), JSON.stringify(ev));
+    await fsp.rm(path.join(dir, 'orphan.yaml'));
+    await waitFor('orphan pruned', async () => ((await pods()).length === 0 ? true : undefined), 30_000);
+  });
+
   test('kill -9 of the daemon mid-pass: running containers keep their pids, nothing running is restarted, state converges', async (t) => {
     if (!ok) return t.skip();
     // p1 takes 5 s to stop (sleep ignores SIGTERM): its replace is a window to kill the daemon in.
