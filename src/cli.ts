@@ -89,12 +89,23 @@ async function manifestInput(filename: string): Promise<import('./reconciler/man
   return filename === '-' ? { path: '-', stdinText: await readStdin() } : { path: filename };
 }
 
+type ManifestProblem = import('./reconciler/manifest.js').ManifestProblem;
+
+/**
+ * Prints manifest problems as apply, diff and validate all do: `error: file:line:col: field:
+ * message`, one per line, in the order loadManifests sorted them (file, line, column).
+ */
+async function printProblems(problems: readonly ManifestProblem[]): Promise<void> {
+  const { formatProblem } = await import('./reconciler/manifest.js');
+  for (const p of problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
+}
+
 /** Loads manifests for apply/diff; prints every problem and fails with exit 2. */
 async function loadOrFail(file: string): Promise<import('./reconciler/desired.js').DesiredPod[]> {
-  const { loadManifests, formatProblem } = await import('./reconciler/manifest.js');
+  const { loadManifests } = await import('./reconciler/manifest.js');
   const res = await loadManifests(await manifestInput(file));
   if (res.problems.length > 0) {
-    for (const p of res.problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
+    await printProblems(res.problems);
     throw new BerthError('ERR_INVALID_MANIFEST', `${res.problems.length} problem(s) in ${res.badFiles.length} file(s); nothing was changed`);
   }
   return res.pods;
@@ -311,6 +322,37 @@ export function buildProgram(): Command {
         process.stdout.write(o.output === 'json' ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : renderPlan(plan));
         process.exitCode = plan.steps.length > 0 || plan.blocked.length > 0 ? 1 : 0;
       });
+    });
+
+  program
+    .command('validate')
+    .description('check manifests and list every problem with file:line:col, field and what is allowed; exit 0 valid, 2 not (needs no root, state or registry)')
+    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin')
+    .addOption(new Option('-o, --output <format>', 'output format (json: schemas/validate.json)').choices(['text', 'json']).default('text'))
+    .action(async (o: { filename: string; output: string }) => {
+      // Manifests only: no runtime, so --root and --state are neither read nor created.
+      const { loadManifests } = await import('./reconciler/manifest.js');
+      let res: import('./reconciler/manifest.js').LoadResult;
+      try {
+        res = await loadManifests(await manifestInput(o.filename));
+      } catch (err) {
+        // A path that cannot be read is one more problem for a reader of the JSON.
+        if (o.output !== 'json' || exitCodeFor(err) !== EXIT_INVALID) throw err;
+        res = { pods: [], images: [], files: [], badFiles: [sourceOf(o.filename)], problems: [{ file: sourceOf(o.filename), line: 1, col: 1, field: '', message: messageOf(err) }] };
+      }
+      const valid = res.problems.length === 0;
+      process.exitCode = valid ? EXIT_OK : EXIT_INVALID;
+      if (o.output === 'json') {
+        process.stdout.write(`${JSON.stringify({ valid, problems: res.problems }, null, 2)}\n`);
+        return;
+      }
+      if (!valid) {
+        await printProblems(res.problems);
+        process.stderr.write(`error: ${res.problems.length} problem(s) in ${res.badFiles.length} file(s)\n`);
+        return;
+      }
+      const objects = res.pods.length + res.images.length;
+      process.stdout.write(`valid: ${objects} object${objects === 1 ? '' : 's'} in ${res.files.length} file${res.files.length === 1 ? '' : 's'}\n`);
     });
 
   program

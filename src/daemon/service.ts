@@ -79,7 +79,7 @@ export class BerthService {
     const c = this.o.controller;
     if (req.dryRun === true) {
       const refused = c.ownershipProblems({ pods: req.pods, ...(req.force !== undefined ? { force: req.force } : {}) }, req.source);
-      const plan = await c.diff(req.pods, req.prune);
+      const plan = await c.diff(req.pods, req.prune, { fromRows: this.o.daemon });
       return { steps: [], blocked: plan.blocked, refused, keys: [], plan };
     }
     const res = await c.apply({ pods: req.pods, ...(req.prune !== undefined ? { prune: req.prune } : {}), ...(req.force !== undefined ? { force: req.force } : {}) }, req.source);
@@ -89,7 +89,7 @@ export class BerthService {
   }
 
   diff(req: DiffRequest): Promise<Plan> {
-    return this.o.controller.diff(req.pods, req.prune);
+    return this.o.controller.diff(req.pods, req.prune, { fromRows: this.o.daemon });
   }
 
   /** `delete`: the planner's delete-pod steps for recorded pods among `keys`. */

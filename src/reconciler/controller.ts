@@ -509,8 +509,8 @@ export class Controller {
   }
 
   /** `berth diff`: the whole-world plan, read-only (nothing repaired, nothing recorded). */
-  diff(pods: readonly DesiredPod[], prune?: PruneScope): Promise<Plan> {
-    return computePlan(this.rt, { desired: pods, repair: false, ...(prune !== undefined ? { prune } : {}) }, this.log);
+  diff(pods: readonly DesiredPod[], prune?: PruneScope, opts: { fromRows?: boolean } = {}): Promise<Plan> {
+    return computePlan(this.rt, { desired: pods, repair: false, ...opts, ...(prune !== undefined ? { prune } : {}) }, this.log);
   }
 
   /**

@@ -21,6 +21,11 @@ export interface PlanOptions {
   /** Ask the registry about images with pullPolicy Always (apply and diff both do). */
   resolveRemote?: boolean;
   now?: number;
+  /**
+   * Plan from the recorded rows instead of asking runc: the daemon, whose exit watch keeps
+   * them current, answers `diff` without starting a process per container.
+   */
+  fromRows?: boolean;
 }
 
 export function toView(p: ObservedPod, restarts: readonly RestartRecord[] = []): ObservedPodView {
@@ -107,7 +112,10 @@ export async function imageViews(
  */
 export async function computePlan(rt: Runtime, o: PlanOptions, log: Logger): Promise<Plan> {
   const restarts = rt.listRestarts();
-  const observed = (await rt.observe({ repair: o.repair !== false })).map((p) => toView(p, restarts.filter((r) => r.podKey === p.key)));
+  const pods = o.fromRows === true
+    ? rt.recordedPods().map((p) => ({ ...p, containers: p.containers.filter((c) => c.state !== 'creating' && c.state !== 'removing') }))
+    : await rt.observe({ repair: o.repair !== false });
+  const observed = pods.map((p) => toView(p, restarts.filter((r) => r.podKey === p.key)));
   const images = await imageViews(rt, o.desired, { resolveRemote: o.resolveRemote !== false, log });
   return plan({
     desired: o.desired,

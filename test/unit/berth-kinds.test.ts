@@ -83,15 +83,16 @@ test('berth kinds: an Image parses to a DesiredImage with a canonical ref, defau
 });
 
 test('berth kinds: Image fields are checked where they are written', () => {
-  const allowed = 'allowed here: ref, pullPolicy, platform';
-  assert.deepEqual(problemsOf(IMAGE.replace('  platform:', '  platfrom:')), [`/m/x.yaml:8:3: spec.platfrom: unknown field (not in the subset berth implements; ${allowed})`]);
-  // A misspelt required field: the misspelling is named, not only the missing field.
-  assert.deepEqual(problemsOf(IMAGE.replace('  ref:', '  reff:')), [
-    `/m/x.yaml:7:3: spec.reff: unknown field (not in the subset berth implements; ${allowed})`,
-    "/m/x.yaml:7:3: spec: must have required property 'ref'",
+  const allowed = 'allowed: ref, pullPolicy, platform';
+  assert.deepEqual(problemsOf(IMAGE.replace('  platform:', '  platfrom:')), [`/m/x.yaml:8:3: spec.platfrom: unknown field "platfrom"; did you mean "platform"? (${allowed})`]);
+  // A misspelt required field: the misspelling is named, once, instead of the missing field.
+  assert.deepEqual(problemsOf(IMAGE.replace('  ref:', '  reff:')), [`/m/x.yaml:7:3: spec.reff: unknown field "reff"; did you mean "ref"? (${allowed})`]);
+  assert.deepEqual(problemsOf(IMAGE.replace('  ref:', '  source:')), [
+    `/m/x.yaml:7:3: spec.source: unknown field "source" (not in the subset berth implements; ${allowed})`,
+    `/m/x.yaml:7:3: spec: missing required field "ref"`,
   ]);
   assert.deepEqual(problemsOf(IMAGE.replace('  name: demo\n', '  name: demo\n  labels: {a: b}\n')), [
-    '/m/x.yaml:5:3: metadata.labels: unknown field (not in the subset berth implements; allowed here: name, namespace)',
+    '/m/x.yaml:5:3: metadata.labels: unknown field "labels" (not in the subset berth implements; allowed: name, namespace)',
   ]);
   assert.match(problemsOf(IMAGE.replace('ref: busybox', 'ref: UPPER'))[0] ?? '', /^\/m\/x\.yaml:7:8: spec\.ref: parse image reference "UPPER"/);
   assert.match(problemsOf(IMAGE.replace('name: demo', 'name: Demo'))[0] ?? '', /:4:9: metadata\.name: "Demo" is not a DNS label/);
@@ -133,23 +134,26 @@ test('berth kinds: a Container is the one-container Pod it abbreviates, with the
 
 test('berth kinds: Container fields are checked where they are written, pod-level and container-level alike', () => {
   const allowed =
-    'allowed here: name, image, imagePullPolicy, command, args, workingDir, env, ports, resources, stdin, tty, restartPolicy, hostNetwork, terminationGracePeriodSeconds';
-  assert.deepEqual(problemsOf(CONTAINER.replace('  restartPolicy', '  restartPolcy')), [`/m/x.yaml:10:3: spec.restartPolcy: unknown field (not in the subset berth implements; ${allowed})`]);
-  assert.deepEqual(problemsOf(CONTAINER.replace('  command', '  comand')), [`/m/x.yaml:9:3: spec.comand: unknown field (not in the subset berth implements; ${allowed})`]);
+    'allowed: name, image, imagePullPolicy, command, args, workingDir, env, ports, resources, stdin, tty, restartPolicy, hostNetwork, terminationGracePeriodSeconds';
+  assert.deepEqual(problemsOf(CONTAINER.replace('  restartPolicy', '  restartPolcy')), [`/m/x.yaml:10:3: spec.restartPolcy: unknown field "restartPolcy"; did you mean "restartPolicy"? (${allowed})`]);
+  assert.deepEqual(problemsOf(CONTAINER.replace('  command', '  comand')), [`/m/x.yaml:9:3: spec.comand: unknown field "comand"; did you mean "command"? (${allowed})`]);
   // A Pod-only field is not a Container field.
   assert.match(problemsOf(CONTAINER.replace('  hostNetwork', '  containers: []\n  hostNetwork'))[0] ?? '', /:11:3: spec\.containers: unknown field/);
   assert.deepEqual(problemsOf(CONTAINER.replace('  command', '  env: [{name: A, valu: b}]\n  command')), [
-    '/m/x.yaml:9:19: spec.env[0].valu: unknown field (not in the subset berth implements; allowed here: name, value)',
+    '/m/x.yaml:9:19: spec.env[0].valu: unknown field "valu"; did you mean "value"? (allowed: name, value)',
   ]);
-  assert.match(problemsOf(CONTAINER.replace('    app: web', '    app: web\n  creationTimestamp: null'))[0] ?? '', /:7:3: metadata\.creationTimestamp: unknown field .*allowed here: name, namespace, labels, annotations\)/);
+  assert.match(problemsOf(CONTAINER.replace('    app: web', '    app: web\n  creationTimestamp: null'))[0] ?? '', /:7:3: metadata\.creationTimestamp: unknown field .*allowed: name, namespace, labels, annotations\)/);
   assert.deepEqual(problemsOf(CONTAINER.replace('  image', '  name: Bad_\n  image')), ['/m/x.yaml:8:9: spec.name: "Bad_" is not a DNS label']);
   // A name taken from metadata.name is reported once, at metadata.name.
   assert.deepEqual(problemsOf(CONTAINER.replace('name: web', 'name: Web')), [`/m/x.yaml:4:9: metadata.name: "Web" is not a DNS label (lowercase a-z, 0-9 and '-', at most 63)`]);
   assert.match(problemsOf(CONTAINER.replace('hostNetwork: true', 'hostNetwork: false'))[0] ?? '', /:11:16: spec\.hostNetwork: pod networking/);
   assert.match(problemsOf(CONTAINER.replace('  command', '  workingDir: /proc/self\n  command'))[0] ?? '', /:9:15: spec\.workingDir: .*clean absolute path/);
   assert.match(problemsOf(CONTAINER.replace('"-f"]', '"-f\\0"]'))[0] ?? '', /:9:22: spec\.command\[1\]: contains a NUL byte/);
-  assert.match(problemsOf(CONTAINER.replace('kind: Container', 'kind: Containers'))[0] ?? '', /kind: unsupported object berth\.dev\/v1\/Containers/);
-  assert.match(problemsOf(CONTAINER.replace('berth.dev/v1', 'berth.dev/v2'))[0] ?? '', /kind: unsupported object berth\.dev\/v2\/Container/);
+  assert.match(problemsOf(CONTAINER.replace('kind: Container', 'kind: Containers'))[0] ?? '', /:2:7: kind: unknown kind "Containers"; did you mean "Container"\?/);
+  assert.deepEqual(problemsOf(CONTAINER.replace('berth.dev/v1', 'berth.dev/v2')), [
+    '/m/x.yaml:1:13: apiVersion: unknown apiVersion "berth.dev/v2"; did you mean "berth.dev/v1"? (a Container needs apiVersion: berth.dev/v1)',
+  ]);
+  assert.deepEqual(problemsOf(CONTAINER.replace('berth.dev/v1', 'v1')), ['/m/x.yaml:1:13: apiVersion: apiVersion "v1" is not the one for this kind: a Container needs apiVersion: berth.dev/v1']);
 });
 
 test('berth kinds: a Container and a Pod of one name are duplicates; Images have a name space of their own', async () => {
