@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { BerthError, isBerthError, messageOf } from './lib/errors.js';
 import { createLogger, type Logger } from './lib/log.js';
 import { humanAge } from './lib/time.js';
+import { formatProblem, type ManifestProblem } from './reconciler/problem.js';
 import type { Runtime } from './runtime/index.js';
 
 /**
@@ -89,26 +90,32 @@ async function manifestInput(filename: string): Promise<import('./reconciler/man
   return filename === '-' ? { path: '-', stdinText: await readStdin() } : { path: filename };
 }
 
-type ManifestProblem = import('./reconciler/manifest.js').ManifestProblem;
-
 /**
  * Prints manifest problems as apply, diff and validate all do: `error: file:line:col: field:
  * message`, one per line, in the order loadManifests sorted them (file, line, column).
  */
-async function printProblems(problems: readonly ManifestProblem[]): Promise<void> {
-  const { formatProblem } = await import('./reconciler/manifest.js');
+function printProblems(problems: readonly ManifestProblem[]): void {
   for (const p of problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
 }
 
-/** Loads manifests for apply/diff; prints every problem and fails with exit 2. */
-async function loadOrFail(file: string): Promise<import('./reconciler/desired.js').DesiredPod[]> {
+/** What -f names, for the service: an absolute path, or stdin's text (read once, with the limit). */
+async function manifestRef(filename: string): Promise<import('./daemon/service.js').ManifestRef> {
+  return filename === '-' ? { path: '-', stdinText: await readStdin(), display: '-' } : { path: path.resolve(filename), display: filename };
+}
+
+/** Loads manifests in-process for apply/diff; prints every problem and fails with exit 2. */
+async function loadOrFail(file: string, input?: import('./daemon/service.js').ManifestRef): Promise<import('./reconciler/desired.js').DesiredPod[]> {
   const { loadManifests } = await import('./reconciler/manifest.js');
-  const res = await loadManifests(await manifestInput(file));
-  if (res.problems.length > 0) {
-    await printProblems(res.problems);
-    throw new BerthError('ERR_INVALID_MANIFEST', `${res.problems.length} problem(s) in ${res.badFiles.length} file(s); nothing was changed`);
-  }
+  const res = await loadManifests(input?.stdinText !== undefined ? { path: '-', stdinText: input.stdinText } : await manifestInput(file));
+  failOnInvalid(res.problems.length > 0 ? { problems: res.problems, badFiles: res.badFiles.length } : undefined);
   return res.pods;
+}
+
+/** Manifest problems, from this process or the daemon, printed the same way: exit 2, nothing changed. */
+function failOnInvalid(invalid: import('./daemon/service.js').InvalidManifests | undefined): void {
+  if (invalid === undefined || invalid.problems.length === 0) return;
+  printProblems(invalid.problems);
+  throw new BerthError('ERR_INVALID_MANIFEST', `${invalid.problems.length} problem(s) in ${invalid.badFiles} file(s); nothing was changed`);
 }
 
 function table(rows: string[][]): string {
@@ -145,51 +152,66 @@ async function openBackend(cfg: Config, mode: { write: boolean; what: string }):
   });
   const first = await connectDaemon(socket);
   if (first !== undefined) return remote(first);
-  const rt = await openRuntime(cfg);
-  try {
-    if (mode.write) {
-      // The daemon may be starting (lock held, socket not yet served): keep asking both.
-      const until = Date.now() + LOCK_WAIT_MS;
-      let told = false;
-      while (!(await rt.tryLock(mode.what))) {
-        const c = await connectDaemon(socket, 500);
-        if (c !== undefined) {
-          await rt.close();
-          return remote(c);
+  // In-process, opened at the first call: a command can still fail on its input (a bad
+  // manifest, exit 2) before it needs root, the state or the lock.
+  type Local = { call: Backend['call']; close: () => Promise<void> };
+  let local: Promise<Local> | undefined;
+  const open = async (): Promise<Local> => {
+    const rt = await openRuntime(cfg);
+    try {
+      if (mode.write) {
+        // The daemon may be starting (lock held, socket not yet served): keep asking both.
+        const until = Date.now() + LOCK_WAIT_MS;
+        let told = false;
+        while (!(await rt.tryLock(mode.what))) {
+          const c = await connectDaemon(socket, 500);
+          if (c !== undefined) {
+            await rt.close();
+            return { call: (m, b) => c.call(m, b), close: async () => undefined };
+          }
+          if (Date.now() > until) throw new BerthError('ERR_LOCKED', `${mode.what}: the state lock is held by another berth and no daemon answers on ${socket}`);
+          if (!told) {
+            told = true;
+            cfg.log.warn({ what: mode.what }, 'waiting for the state lock');
+          }
+          await new Promise((r) => setTimeout(r, 100));
         }
-        if (Date.now() > until) throw new BerthError('ERR_LOCKED', `${mode.what}: the state lock is held by another berth and no daemon answers on ${socket}`);
-        if (!told) {
-          told = true;
-          cfg.log.warn({ what: mode.what }, 'waiting for the state lock');
-        }
-        await new Promise((r) => setTimeout(r, 100));
       }
+      const { Controller } = await import('./reconciler/controller.js');
+      const { BerthService, dispatch } = await import('./daemon/service.js');
+      const controller = new Controller({ rt, log: cfg.log, retry: false });
+      const service = new BerthService({ rt, log: cfg.log, controller, daemon: false });
+      let swept = false;
+      return {
+        call: async <T,>(method: string, body?: unknown): Promise<T> => {
+          if (mode.write && !swept && !(method === 'apply' && (body as { dryRun?: boolean } | undefined)?.dryRun === true)) {
+            swept = true;
+            await rt.sweep();
+            controller.watchExits();
+          }
+          return (await dispatch(service, method, body)) as T;
+        },
+        close: async () => {
+          await controller.stop(0);
+          await rt.close();
+        },
+      };
+    } catch (err) {
+      await rt.close();
+      throw err;
     }
-    const { Controller } = await import('./reconciler/controller.js');
-    const { BerthService, dispatch } = await import('./daemon/service.js');
-    const controller = new Controller({ rt, log: cfg.log, retry: false });
-    const service = new BerthService({ rt, log: cfg.log, controller, daemon: false });
-    let swept = false;
-    return {
-      remote: false,
-      daemonPid: undefined,
-      call: async <T,>(method: string, body?: unknown): Promise<T> => {
-        if (mode.write && !swept && !(method === 'apply' && (body as { dryRun?: boolean } | undefined)?.dryRun === true)) {
-          swept = true;
-          await rt.sweep();
-          controller.watchExits();
-        }
-        return (await dispatch(service, method, body)) as T;
-      },
-      close: async () => {
-        await controller.stop(0);
-        await rt.close();
-      },
-    };
-  } catch (err) {
-    await rt.close();
-    throw err;
-  }
+  };
+  return {
+    remote: false,
+    daemonPid: undefined,
+    call: async <T,>(method: string, body?: unknown): Promise<T> => {
+      local ??= open();
+      return (await local).call<T>(method, body);
+    },
+    close: async () => {
+      if (local !== undefined) await (await local.catch(() => undefined))?.close();
+    },
+  };
 }
 
 async function withBackend(cfg: Config, mode: { write: boolean; what: string }, fn: (b: Backend) => Promise<void>): Promise<void> {
@@ -264,26 +286,19 @@ export function buildProgram(): Command {
     .action(async (o: { filename: string; prune?: boolean; dryRun?: boolean; force?: boolean; wait?: boolean; timeout?: string }, cmd: Command) => {
       const cfg = config(cmd);
       const timeoutMs = parseTimeout('apply --timeout', o.timeout, 60_000);
-      const desired = await loadOrFail(o.filename);
-      // As kubectl: nothing to apply is a mistake (and with --prune it would delete everything)
-      // — except `apply --prune -f DIR` of a directory, which says "this directory declares
-      // nothing now" (GitOps: its files were removed).
-      const { statSync } = await import('node:fs');
-      const pruneDir = o.prune === true && o.filename !== '-' && statSync(o.filename, { throwIfNoEntry: false })?.isDirectory() === true;
-      if (desired.length === 0 && !pruneDir) {
-        throw new BerthError('ERR_INVALID_MANIFEST', `apply ${o.filename}: no objects passed to apply`);
-      }
-      const source = sourceOf(o.filename);
+      const input = await manifestRef(o.filename);
       const req = {
-        pods: desired,
-        source,
-        ...(o.prune === true ? { prune: { sources: [source] } } : {}),
+        input,
+        ...(o.prune === true ? { prune: true } : {}),
         ...(o.force === true ? { force: true } : {}),
         ...(o.dryRun === true ? { dryRun: true } : {}),
         ...(o.wait === true ? { wait: true, timeoutMs } : {}),
       };
       await withBackend(cfg, { write: o.dryRun !== true, what: 'apply' }, async (b) => {
-        const res = await b.call<import('./daemon/service.js').ApplyResponse>('apply', req);
+        // In-process the manifests are read here, before root, state or lock are needed;
+        // the daemon reads them itself (warm parse cache, no validator loaded here).
+        const res = await b.call<import('./daemon/service.js').ApplyResponse>('apply', b.remote ? req : { ...req, pods: await loadOrFail(o.filename, input) });
+        failOnInvalid(res.invalid);
         for (const r of res.refused) process.stderr.write(`error: ${r}\n`);
         if (res.refused.length > 0) {
           process.exitCode = EXIT_FAILURE;
@@ -301,7 +316,7 @@ export function buildProgram(): Command {
         if (res.notReady !== undefined) {
           for (const n of res.notReady) process.stderr.write(`error: pod ${n.key} not ready after ${o.timeout ?? '60s'}: ${n.reason}${n.message !== '' ? `: ${n.message}` : ''}\n`);
           if (res.notReady.length > 0) process.exitCode = EXIT_FAILURE;
-          else if (failed === 0) process.stdout.write(`ready: ${res.keys.filter((k) => desired.some((p) => p.key === k)).join(', ')}\n`);
+          else if (failed === 0) process.stdout.write(`ready: ${res.keys.filter((k) => res.declared?.includes(k) === true).join(', ')}\n`);
         }
       });
     });
@@ -314,10 +329,13 @@ export function buildProgram(): Command {
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
     .action(async (o: { filename: string; prune?: boolean; output: string }, cmd: Command) => {
       const cfg = config(cmd);
-      const desired = await loadOrFail(o.filename);
-      const prune = o.prune === true ? { prune: { sources: [sourceOf(o.filename)] } } : {};
+      const input = await manifestRef(o.filename);
+      const req = { input, ...(o.prune === true ? { prune: true } : {}) };
       await withBackend(cfg, { write: false, what: 'diff' }, async (b) => {
-        const plan = await b.call<import('./reconciler/plan.js').Plan>('diff', { pods: desired, ...prune });
+        const res = await b.call<import('./daemon/service.js').DiffResponse>('diff', b.remote ? req : { ...req, pods: await loadOrFail(o.filename, input) });
+        failOnInvalid(res.invalid);
+        const plan = res.plan;
+        if (plan === undefined) throw new BerthError('ERR_INTERNAL', 'diff: no plan in the answer');
         const { renderPlan, planToJson } = await import('./reconciler/render.js');
         process.stdout.write(o.output === 'json' ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : renderPlan(plan));
         process.exitCode = plan.steps.length > 0 || plan.blocked.length > 0 ? 1 : 0;
@@ -347,7 +365,7 @@ export function buildProgram(): Command {
         return;
       }
       if (!valid) {
-        await printProblems(res.problems);
+        printProblems(res.problems);
         process.stderr.write(`error: ${res.problems.length} problem(s) in ${res.badFiles.length} file(s)\n`);
         return;
       }

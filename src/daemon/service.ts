@@ -1,8 +1,11 @@
+import { statSync } from 'node:fs';
 import { BerthError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { EventRecord, ImageRecord, ObservedPod, Runtime } from '../runtime/index.js';
 import { Controller, type ApplyResult } from '../reconciler/controller.js';
 import type { DesiredPod } from '../reconciler/desired.js';
+import type { ParseCache } from '../reconciler/manifest.js';
+import type { ManifestProblem } from '../reconciler/problem.js';
 import type { Plan, PruneScope } from '../reconciler/plan.js';
 import { buildStatus, type StatusReport } from '../reconciler/status.js';
 
@@ -12,11 +15,31 @@ import { buildStatus, type StatusReport } from '../reconciler/status.js';
  * daemon runs, so output and exit codes cannot differ between the two paths.
  */
 
+/**
+ * The manifests a command names: an absolute path (file or directory) or stdin's text. The
+ * service reads them itself, so a daemon answers from its warm parse cache and the CLI
+ * loads no YAML parser or validator at all.
+ */
+export interface ManifestRef {
+  /** Absolute path, or "-" with stdinText. */
+  path: string;
+  stdinText?: string;
+  /** As the user wrote it, for messages. */
+  display: string;
+}
+
+/** Manifest problems stop a command before anything runs (exit 2). */
+export interface InvalidManifests {
+  problems: ManifestProblem[];
+  badFiles: number;
+}
+
 export interface ApplyRequest {
-  pods: DesiredPod[];
-  /** Inventory source: the absolute path given to -f, or "-". */
-  source: string;
-  prune?: PruneScope;
+  input: ManifestRef;
+  /** Already read by the caller (the in-process CLI, which checks them before taking the lock). */
+  pods?: DesiredPod[];
+  /** Delete pods this source applied before and no longer declares. */
+  prune?: boolean;
   force?: boolean;
   dryRun?: boolean;
   /** Wait until every applied pod is Ready, up to timeoutMs. */
@@ -29,11 +52,20 @@ export interface ApplyResponse extends ApplyResult {
   plan?: Plan;
   /** With wait: the pods not Ready by the deadline, and why. */
   notReady?: { key: string; reason: string; message: string }[];
+  invalid?: InvalidManifests;
+  /** The pods the manifests declare (for --wait's message). */
+  declared?: string[];
 }
 
 export interface DiffRequest {
-  pods: DesiredPod[];
-  prune?: PruneScope;
+  input: ManifestRef;
+  pods?: DesiredPod[];
+  prune?: boolean;
+}
+
+export interface DiffResponse {
+  plan?: Plan;
+  invalid?: InvalidManifests;
 }
 
 export interface DeleteRequest {
@@ -75,21 +107,51 @@ export interface ServiceOptions {
 export class BerthService {
   constructor(private readonly o: ServiceOptions) {}
 
-  async apply(req: ApplyRequest): Promise<ApplyResponse> {
-    const c = this.o.controller;
-    if (req.dryRun === true) {
-      const refused = c.ownershipProblems({ pods: req.pods, ...(req.force !== undefined ? { force: req.force } : {}) }, req.source);
-      const plan = await c.diff(req.pods, req.prune, { fromRows: this.o.daemon });
-      return { steps: [], blocked: plan.blocked, refused, keys: [], plan };
-    }
-    const res = await c.apply({ pods: req.pods, ...(req.prune !== undefined ? { prune: req.prune } : {}), ...(req.force !== undefined ? { force: req.force } : {}) }, req.source);
-    if (req.wait !== true || res.refused.length > 0) return res;
-    const notReady = await c.waitReady(res.keys.filter((k) => req.pods.some((p) => p.key === k)), req.timeoutMs ?? 60_000);
-    return { ...res, notReady };
+  /** Parse results per input path (a few, least recently used dropped), reused while the text is unchanged. */
+  private readonly caches = new Map<string, ParseCache>();
+
+  private async load(input: ManifestRef, pods?: DesiredPod[]): Promise<{ pods: DesiredPod[] } | { invalid: InvalidManifests }> {
+    if (pods !== undefined) return { pods };
+    const { loadManifests } = await import('../reconciler/manifest.js');
+    let cache = this.caches.get(input.path);
+    this.caches.delete(input.path);
+    cache ??= new Map();
+    this.caches.set(input.path, cache);
+    for (const k of [...this.caches.keys()].slice(0, Math.max(0, this.caches.size - 8))) this.caches.delete(k);
+    const res = await loadManifests(input.stdinText !== undefined ? { path: '-', stdinText: input.stdinText } : { path: input.path }, input.stdinText !== undefined ? {} : { cache });
+    if (res.problems.length > 0) return { invalid: { problems: res.problems, badFiles: res.badFiles.length } };
+    return { pods: res.pods };
   }
 
-  diff(req: DiffRequest): Promise<Plan> {
-    return this.o.controller.diff(req.pods, req.prune, { fromRows: this.o.daemon });
+  async apply(req: ApplyRequest): Promise<ApplyResponse> {
+    const c = this.o.controller;
+    const loaded = await this.load(req.input, req.pods);
+    if ('invalid' in loaded) return { steps: [], blocked: [], refused: [], keys: [], invalid: loaded.invalid };
+    const pods = loaded.pods;
+    // As kubectl: nothing to apply is a mistake (and with --prune it would delete everything)
+    // — except `apply --prune -f DIR` of a directory, which says "this directory declares
+    // nothing now" (GitOps: its files were removed).
+    const pruneDir = req.prune === true && req.input.stdinText === undefined && statSync(req.input.path, { throwIfNoEntry: false })?.isDirectory() === true;
+    if (pods.length === 0 && !pruneDir) throw new BerthError('ERR_INVALID_MANIFEST', `apply ${req.input.display}: no objects passed to apply`);
+    const prune: PruneScope | undefined = req.prune === true ? { sources: [req.input.path] } : undefined;
+    const force = req.force !== undefined ? { force: req.force } : {};
+    if (req.dryRun === true) {
+      const refused = c.ownershipProblems({ pods, ...force }, req.input.path);
+      const plan = await c.diff(pods, prune, { fromRows: this.o.daemon });
+      return { steps: [], blocked: plan.blocked, refused, keys: [], plan };
+    }
+    const res = await c.apply({ pods, ...(prune !== undefined ? { prune } : {}), ...force }, req.input.path);
+    const declared = pods.map((p) => p.key);
+    if (req.wait !== true || res.refused.length > 0) return { ...res, declared };
+    const notReady = await c.waitReady(res.keys.filter((k) => declared.includes(k)), req.timeoutMs ?? 60_000);
+    return { ...res, notReady, declared };
+  }
+
+  async diff(req: DiffRequest): Promise<DiffResponse> {
+    const loaded = await this.load(req.input, req.pods);
+    if ('invalid' in loaded) return { invalid: loaded.invalid };
+    const prune: PruneScope | undefined = req.prune === true ? { sources: [req.input.path] } : undefined;
+    return { plan: await this.o.controller.diff(loaded.pods, prune, { fromRows: this.o.daemon }) };
   }
 
   /** `delete`: the planner's delete-pod steps for recorded pods among `keys`. */

@@ -26,13 +26,8 @@ import {
 } from './desired.js';
 
 /** One problem in one manifest, positioned for an editor: file:line:col field: message. */
-export interface ManifestProblem {
-  file: string;
-  line: number;
-  col: number;
-  field: string; // dotted path, e.g. spec.containers[0].image
-  message: string;
-}
+import type { ManifestProblem } from './problem.js';
+export { formatProblem, type ManifestProblem } from './problem.js';
 
 export interface LoadResult {
   /** v1 Pods and berth.dev/v1 Containers (one-container pods), keyed namespace/name. */
@@ -51,9 +46,6 @@ const MAX_ALIASES = 100;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
 
-export function formatProblem(p: ManifestProblem): string {
-  return `${p.file}:${p.line}:${p.col}: ${p.field !== '' ? `${p.field}: ` : ''}${p.message}`;
-}
 
 const BERTH_API = 'berth.dev/v1';
 /** The kinds berth reads, each with its one apiVersion and its schema. */
