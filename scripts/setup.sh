@@ -11,3 +11,6 @@ fi
 # The native addon (mknod/xattr for whiteouts) is built by npm's install hook; rebuild if absent.
 [ -f build/Release/berth_sys.node ] || npm run build:native
 npx --no-install tsc -p tsconfig.json
+# Manifest validators as standalone code: the schemas are compiled once here, not at every command.
+node dist/scripts/compile-schemas.js
+

@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readSync, realpathSync, promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Ajv, type ValidateFunction } from 'ajv';
+import type { Ajv, ValidateFunction } from 'ajv';
+import { createRequire } from 'node:module';
 import { LineCounter, parseAllDocuments, isMap, isNode, isScalar, type Document } from 'yaml';
 import { BerthError, errnoCode } from '../lib/errors.js';
 // lib, not the runtime façade: validating manifests must not load SQLite, undici or child_process.
@@ -89,33 +90,102 @@ interface Validators {
 }
 
 let validators: Validators | undefined;
-/** Compiled once (rule M3); container.json and image.json $ref pieces of pod.json. */
-function schemaValidators(): Validators {
-  if (validators !== undefined) return validators;
-  // dist/src/reconciler/manifest.js → repository root is three levels up.
+
+const SCHEMA_FILES = ['pod.json', 'container.json', 'image.json'] as const;
+
+function schemaDir(): string {
+  // dist/src/reconciler/manifest.js → repository root is three levels up (two from src/).
   const here = path.dirname(fileURLToPath(import.meta.url));
-  const dirs = [path.resolve(here, '../../../schemas'), path.resolve(here, '../../schemas')];
-  const read = (name: string): object => {
-    for (const d of dirs) {
-      try {
-        return JSON.parse(readFileSync(path.join(d, name), 'utf8')) as object;
-      } catch (err) {
-        if (errnoCode(err) === 'ENOENT') continue;
-        throw new BerthError('ERR_INTERNAL', `load schema ${path.join(d, name)}: ${String(err)}`, { cause: err });
-      }
+  for (const d of [path.resolve(here, '../../../schemas'), path.resolve(here, '../../schemas')]) {
+    try {
+      readFileSync(path.join(d, 'pod.json'));
+      return d;
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw new BerthError('ERR_INTERNAL', `load schema ${path.join(d, 'pod.json')}: ${String(err)}`, { cause: err });
     }
-    throw new BerthError('ERR_INTERNAL', `load schema: schemas/${name} not found near ${here}`);
-  };
+  }
+  throw new BerthError('ERR_INTERNAL', `load schema: schemas/pod.json not found near ${here}`);
+}
+
+/** The schema files' text and one digest over them (what a precompiled module was built from). */
+function schemaTexts(): { texts: Record<string, string>; digest: string } {
+  const dir = schemaDir();
+  const texts: Record<string, string> = {};
+  const h = createHash('sha256');
+  for (const f of SCHEMA_FILES) {
+    texts[f] = readFileSync(path.join(dir, f), 'utf8');
+    h.update(f).update('\0').update(texts[f] ?? '').update('\0');
+  }
+  return { texts, digest: h.digest('hex') };
+}
+
+const requireCjs = createRequire(import.meta.url);
+
+/** ajv is loaded only when the schemas must be compiled (no current precompiled module). */
+function newAjv(source: boolean): Ajv {
+  const { Ajv: AjvClass } = requireCjs('ajv') as typeof import('ajv');
   // verbose: errors carry parentSchema and data, so messages can list the allowed fields and
   // show the value. allErrors departs from rule M3 (allErrors:false) on purpose, for issue 12:
   // one run must list every mistake of a file (a file with eight took nine rounds of apply).
   // M3 wanted the first error only to bound the work an invalid document causes; that bound
   // is kept by the file size limit (M1), and the listing by MAX_PROBLEMS_PER_DOCUMENT.
-  const ajv = new Ajv({ strict: true, allErrors: true, coerceTypes: false, $data: false, useDefaults: false, verbose: true });
-  const pod = read('pod.json');
-  ajv.addSchema(pod);
-  validators = { pod: ajv.compile(pod), container: ajv.compile(read('container.json')), image: ajv.compile(read('image.json')) };
+  return new AjvClass({ strict: true, allErrors: true, coerceTypes: false, $data: false, useDefaults: false, verbose: true, ...(source ? { code: { source: true } } : {}) });
+}
+
+function addSchemas(ajv: Ajv, texts: Record<string, string>): { pod: string; container: string; image: string } {
+  const ids = SCHEMA_FILES.map((f) => {
+    const schema = JSON.parse(texts[f] ?? '{}') as { $id?: string };
+    ajv.addSchema(schema);
+    return schema.$id ?? f;
+  });
+  return { pod: ids[0] ?? '', container: ids[1] ?? '', image: ids[2] ?? '' };
+}
+
+/**
+ * The validators as standalone code (ajv's standalone output, CommonJS), written at build time
+ * to dist/schemas/validators.cjs by scripts/compile-schemas: compiling the schemas took ~55 ms
+ * of every `diff`/`validate`. The module carries the digest of the schema files it came from.
+ */
+export function validatorSource(): string {
+  const { texts, digest } = schemaTexts();
+  const ajv = newAjv(true);
+  const ids = addSchemas(ajv, texts);
+  const standaloneCode = (requireCjs('ajv/dist/standalone') as { default: (ajv: Ajv, refs: Record<string, string>) => string }).default;
+  return `${standaloneCode(ajv, ids)}\nmodule.exports.schemaDigest = ${JSON.stringify(digest)};\n`;
+}
+
+/** Compiled once (rule M3): precompiled when dist/schemas/validators.cjs matches the schemas, else now. */
+function schemaValidators(): Validators {
+  if (validators !== undefined) return validators;
+  const { texts, digest } = schemaTexts();
+  try {
+    const here = path.dirname(fileURLToPath(import.meta.url));
+    const pre = requireCjs(path.resolve(here, '../../schemas/validators.cjs')) as Partial<Validators> & { schemaDigest?: string };
+    if (pre.schemaDigest === digest && pre.pod !== undefined && pre.container !== undefined && pre.image !== undefined) {
+      validators = { pod: pre.pod, container: pre.container, image: pre.image };
+      precompiled = true;
+      return validators;
+    }
+  } catch {
+    // not built (a checkout run from source) or unreadable: compile below
+  }
+  const ajv = newAjv(false);
+  const ids = addSchemas(ajv, texts);
+  const get = (id: string): ValidateFunction => {
+    const v = ajv.getSchema(id);
+    if (v === undefined) throw new BerthError('ERR_INTERNAL', `load schema ${id}: not compiled`);
+    return v;
+  };
+  validators = { pod: get(ids.pod), container: get(ids.container), image: get(ids.image) };
   return validators;
+}
+
+let precompiled = false;
+
+/** For tests: whether the validators in use came from the precompiled module. */
+export function validatorsArePrecompiled(): boolean {
+  schemaValidators();
+  return precompiled;
 }
 
 const MANIFEST_NAME = /\.(ya?ml|json)$/;

@@ -273,7 +273,8 @@ export class Runtime {
       return undefined;
     }
     if (st !== undefined && (st.status === 'running' || st.status === 'paused')) {
-      const start = await startTime(st.pid);
+      // Synchronous /proc read: hundreds of containers in one observe, no thread-pool hop each.
+      const start = startTimeSync(st.pid);
       if (repair && (c.state !== 'running' || c.pid !== st.pid)) {
         this.state.updateContainer(c.id, { state: 'running', pid: st.pid, pidStart: start });
       }
