@@ -40,17 +40,25 @@ describe('e2e: kill -9 of berth apply at any moment', { timeout: 600_000 }, () =
     await exited;
   };
 
+  /** Pods running besides default/web (the bystander of the second test). */
+  let others = 0;
+  const pidOf = async (key: string): Promise<number | undefined> => {
+    const rows = JSON.parse((await berth(env, ['ps', '-o', 'json'])).stdout) as { key: string; containers: { state: string; pid: number }[] }[];
+    const c = rows.find((p) => p.key === key)?.containers[0];
+    return c?.state === 'running' ? c.pid : undefined;
+  };
+
   const settled = async (): Promise<{ pid: number; id: string }> => {
     const r = await berth(env, ['apply', '-f', file]);
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
-    const rows = JSON.parse((await berth(env, ['ps', '-o', 'json'])).stdout) as { containers: { id: string; state: string; pid: number }[] }[];
-    assert.equal(rows.length, 1);
-    const cs = rows[0]?.containers ?? [];
+    const rows = JSON.parse((await berth(env, ['ps', '-o', 'json'])).stdout) as { key: string; containers: { id: string; state: string; pid: number }[] }[];
+    assert.equal(rows.length, 1 + others);
+    const cs = rows.find((p) => p.key === 'default/web')?.containers ?? [];
     assert.equal(cs.length, 1, JSON.stringify(cs));
     assert.equal(cs[0]?.state, 'running');
-    assert.equal((await fsp.readdir(path.join(env.state, 'runc'))).length, 1, 'one runc container');
-    assert.equal((await conmonProcesses(env.state)).length, 1, 'one conmon');
-    assert.equal((await mountsUnder(env.root)).length, 1, 'one rootfs mount');
+    assert.equal((await fsp.readdir(path.join(env.state, 'runc'))).length, 1 + others, 'one runc container per pod');
+    assert.equal((await conmonProcesses(env.state)).length, 1 + others, 'one conmon per pod');
+    assert.equal((await mountsUnder(env.root)).length, 1 + others, 'one rootfs mount per pod');
     assert.deepEqual(await fsp.readdir(path.join(env.root, 'content', 'ingest')), []);
     assert.deepEqual((await fsp.readdir(path.join(env.root, 'snapshots'))).filter((n) => n.startsWith('tmp-')), []);
     return { pid: cs[0]?.pid ?? 0, id: cs[0]?.id ?? '' };
@@ -65,6 +73,14 @@ describe('e2e: kill -9 of berth apply at any moment', { timeout: 600_000 }, () =
 
   test('a replace killed midway never leaves two containers; an unrelated running container keeps its pid', async (t) => {
     if (!ok) return t.skip();
+    // A bystander pod from another file: every killed apply of web.yaml must leave it alone.
+    const bystander = path.join(env.dir, 'bystander.yaml');
+    await fsp.writeFile(bystander, text.replace('name: web', 'name: bystander').replace(/command: \[.*\]/, 'command: ["sleep", "3600"]').replace(/\n\s+ports:\n(\s+[-a-zA-Z].*\n)+/, '\n'));
+    const b = await berth(env, ['apply', '-f', bystander]);
+    assert.equal(b.code, 0, b.stderr);
+    others = 1;
+    const bystanderPid = await pidOf('default/bystander');
+    assert.ok(bystanderPid !== undefined, 'the bystander runs');
     const { pid: before } = await settled();
     for (const [i, delay] of [200, 400, 700].entries()) {
       // Same directory, different spelling: a new spec hash that still serves.
@@ -78,6 +94,7 @@ describe('e2e: kill -9 of berth apply at any moment', { timeout: 600_000 }, () =
     const again = await settled();
     assert.equal(again.pid, last.pid);
     assert.notEqual(last.pid, before);
+    assert.equal(await pidOf('default/bystander'), bystanderPid, 'the unrelated pod kept its pid through every killed apply');
 
     // regression: check-misses-dead-monitor — a container whose conmon died is reported.
     const [conmon] = await conmonProcesses(env.state);
