@@ -10,6 +10,8 @@ import { listTree, umociUnpack } from '../helpers/tree.js';
 import { validateImageConfig, validateImageManifest } from '../helpers/oci-schemas.js';
 import { requireE2E } from '../helpers/prereq.js';
 import { Runtime } from '../../src/runtime/index.js';
+import { Snapshotter } from '../../src/runtime/snapshots/index.js';
+import { StateStore } from '../../src/runtime/state/index.js';
 import { createLogger } from '../../src/lib/log.js';
 import { digestHex, sha256 } from '../../src/lib/digest.js';
 import { createServer } from 'node:http';
@@ -73,24 +75,26 @@ describe('integration: pull from docker-registry', { timeout: 300_000 }, () => {
     assert.deepEqual(again.chainIds, local.chainIds);
   });
 
-  test('the mounted overlay rootfs equals umoci unpack of the same image', async (t) => {
+  test('the overlay rootfs mounted by the snapshotter (mountRootfs) equals umoci unpack of the same image', async (t) => {
     if (!ok || rt === undefined) return t.skip();
     const local = rt.localImage(ref());
     assert.ok(local !== undefined);
+    // berth's own mount code, not a mount command of the test's: the real Snapshotter over the
+    // same root and database (a second StateStore on one SQLite file is safe: WAL).
+    const state = new StateStore(path.join(work, 'root'));
+    const snapshots = new Snapshotter(path.join(work, 'root'), state);
     const target = path.join(work, 'merged');
-    const upper = path.join(work, 'upper');
-    const wd = path.join(work, 'wd');
-    for (const d of [target, upper, wd]) await fsp.mkdir(d);
-    const lower = [...local.chainIds].reverse().map((id) => path.join(work, 'root', 'snapshots', digestHex(id), 'fs'));
-    execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower.join(':')},upperdir=${upper},workdir=${wd}`, target]);
     try {
+      await snapshots.mountRootfs('umoci-compare', local.chainIds, target);
       const ours = await listTree(target);
       const umociRoot = await umociUnpack(registry?.host ?? '', 'berth/demo:1.0', path.join(work, 'umoci'));
       const theirs = await listTree(umociRoot);
       assert.ok(ours.length > 100, `listing has ${ours.length} entries`);
       assert.deepEqual(ours, theirs);
     } finally {
-      execFileSync('umount', [target]);
+      await snapshots.unmount(target);
+      await snapshots.removeContainer('umoci-compare');
+      state.close();
     }
   });
 
