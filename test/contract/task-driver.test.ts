@@ -31,21 +31,32 @@ describe('contract: task driver (conmon + runc)', { timeout: 120_000 }, () => {
     return { dir, spec };
   };
 
-  before((t) => {
+  before(async (t) => {
     ok = requireE2E(t);
     if (!ok) return;
     base = mkdtempSync(path.join(os.tmpdir(), 'berth-tasks-'));
     tasks = new TaskDriver({ runcRoot: path.join(base, 'state', 'runc'), exitDir: path.join(base, 'state', 'exits'), stateDir: path.join(base, 'state') }, createLogger('silent'));
+    await tasks.init();
   });
   after(async () => {
     if (base !== undefined) await cleanupEnv({ root: path.join(base, 'root'), state: path.join(base, 'state'), dir: base });
   });
 
+  /** Each test starts its own container and removes it: no test depends on another's state or order. */
+  const running = async (t: { after: (fn: () => Promise<void>) => void }, id: string, args: string[]): Promise<number> => {
+    const { dir, spec } = bundle(id, args);
+    validateRuntimeConfig(spec);
+    t.after(() => tasks.delete(id));
+    const pid = await tasks.create({ id, bundle: dir, spec, logPath: path.join(base, 'logs', `${id}.log`) });
+    await tasks.start(id);
+    return pid;
+  };
+
   test('conmon-keeps-sync-pipe-open: create returns with the pid while the container runs', async (t) => {
     if (!ok) return t.skip();
-    await tasks.init();
     const { dir, spec } = bundle('c1', ['sh', '-c', 'echo hello; exec sleep 1000']);
     validateRuntimeConfig(spec);
+    t.after(() => tasks.delete('c1'));
     const started = Date.now();
     const pid = await tasks.create({ id: 'c1', bundle: dir, spec, logPath: path.join(base, 'logs', 'c1.log') });
     assert.ok(Date.now() - started < 10_000, 'create must not wait for the sync pipe to close');
@@ -53,46 +64,46 @@ describe('contract: task driver (conmon + runc)', { timeout: 120_000 }, () => {
     assert.equal((await tasks.state('c1'))?.status, 'created');
     await tasks.start('c1');
     assert.equal((await tasks.state('c1'))?.status, 'running');
-    assert.equal((await conmonProcesses(base)).length, 1);
+    assert.equal((await conmonProcesses(path.join(base, 'state', 'conmon', 'c1'))).length, 1);
   });
 
   test('create of an existing id fails with ERR_ALREADY_EXISTS and leaves it running', async (t) => {
     if (!ok) return t.skip();
-    const { dir, spec } = bundle('c1-again', ['true']);
-    await assert.rejects(tasks.create({ id: 'c1', bundle: dir, spec, logPath: path.join(base, 'logs', 'x.log') }), (err: Error & { code?: string }) => err.code === 'ERR_ALREADY_EXISTS');
-    assert.equal((await tasks.state('c1'))?.status, 'running');
+    await running(t, 'dup', ['sleep', '1000']);
+    const { dir, spec } = bundle('dup-again', ['true']);
+    await assert.rejects(tasks.create({ id: 'dup', bundle: dir, spec, logPath: path.join(base, 'logs', 'x.log') }), (err: Error & { code?: string }) => err.code === 'ERR_ALREADY_EXISTS');
+    assert.equal((await tasks.state('dup'))?.status, 'running');
   });
 
   test('stop: SIGTERM, then SIGKILL after the grace period; exit code recorded by conmon', async (t) => {
     if (!ok) return t.skip();
+    await running(t, 'stubborn', ['sh', '-c', 'echo hello; exec sleep 1000']);
     // PID 1 ignores SIGTERM without a handler: the grace period must run out, then SIGKILL.
     const began = Date.now();
-    const code = await tasks.stop('c1', 500);
+    const code = await tasks.stop('stubborn', 500);
     assert.ok(Date.now() - began >= 450, 'waited for the grace period');
     assert.equal(code, 137);
-    const log = await fsp.readFile(path.join(base, 'logs', 'c1.log'), 'utf8');
+    const log = await fsp.readFile(path.join(base, 'logs', 'stubborn.log'), 'utf8');
     assert.match(log, /^\S+ stdout F hello$/m);
   });
 
   test('a container that exits on its own reports its exit code', async (t) => {
     if (!ok) return t.skip();
-    const { dir, spec } = bundle('c2', ['sh', '-c', 'exit 3']);
-    await tasks.create({ id: 'c2', bundle: dir, spec, logPath: path.join(base, 'logs', 'c2.log') });
-    await tasks.start('c2');
+    await running(t, 'c2', ['sh', '-c', 'exit 3']);
     assert.equal(await tasks.waitExit('c2', 10_000), true);
     assert.equal(await tasks.exitCode('c2'), 3);
   });
 
   test('delete and kill of a gone container succeed; state of an unknown id is undefined', async (t) => {
     if (!ok) return t.skip();
-    await tasks.delete('c1');
-    await tasks.delete('c1');
-    await tasks.delete('c2');
-    await tasks.kill('c1', 'SIGKILL');
-    assert.equal(await tasks.state('c1'), undefined);
+    await running(t, 'gone', ['sleep', '1000']);
+    await tasks.delete('gone');
+    await tasks.delete('gone');
+    await tasks.kill('gone', 'SIGKILL');
+    assert.equal(await tasks.state('gone'), undefined);
     assert.equal(await tasks.state('never-created'), undefined);
-    assert.deepEqual(await tasks.list(), []);
-    assert.deepEqual(await conmonProcesses(base), []);
+    assert.ok(!(await tasks.list()).some((c) => c.id === 'gone'));
+    assert.deepEqual(await conmonProcesses(path.join(base, 'state', 'conmon', 'gone')), []);
   });
 
   test('regression: conmon-hang-leak — a conmon that never reports is killed, and create fails in time', async (t) => {
