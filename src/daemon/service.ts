@@ -176,7 +176,7 @@ export class BerthService {
       restarts: this.o.rt.listRestarts(),
       conditions: this.o.rt.listConditions(),
       now: Date.now(),
-      daemon: this.o.daemon ? { pid: process.pid, pending: this.o.controller.queue.pending(), active: this.o.controller.queue.active() } : null,
+      daemon: this.o.daemon ? { pid: process.pid, pending: this.o.controller.queue.pending(), active: this.o.controller.queue.active(), resyncs: this.o.controller.resyncs } : null,
     });
   }
 

@@ -38,6 +38,8 @@ export interface KeyReport {
   imageErrors: string[];
   /** Nothing left to wait for in this run (no pull pending). */
   settled: boolean;
+  /** Time from the start of this run of the key to the report (metrics' duration histogram). */
+  durationMs?: number;
 }
 
 export interface ApplyRequest {
@@ -94,6 +96,10 @@ export class Controller {
   private readonly imageErrors = new Map<string, BerthError>();
   private readonly reportListeners = new Set<(r: KeyReport) => void>();
   private exitWatcher: FSWatcher | undefined;
+  /** When the run in flight of each key started (the queue runs a key once at a time). */
+  private readonly runStarted = new Map<string, number>();
+  /** Resync passes so far (status shows it; tests wait for a pass instead of sleeping). */
+  resyncs = 0;
 
   constructor(o: ControllerOptions) {
     this.rt = o.rt;
@@ -158,6 +164,7 @@ export class Controller {
    * declared on one side only. Returns them.
    */
   resyncDrifted(): string[] {
+    this.resyncs++;
     const rows = new Map(this.rt.recordedPods().map((p) => [p.key, p]));
     const drifted = new Set(this.rt.driftedPods());
     for (const key of new Set([...this.declared.keys(), ...rows.keys()])) {
@@ -217,12 +224,15 @@ export class Controller {
   }
 
   private emit(r: KeyReport): void {
+    const started = this.runStarted.get(r.key);
+    if (started !== undefined && r.durationMs === undefined) r.durationMs = this.clock.now() - started;
     for (const l of this.reportListeners) l(r);
   }
 
   // the handler ------------------------------------------------------------------
 
   private async handle(key: string, signal: AbortSignal): Promise<Outcome> {
+    this.runStarted.set(key, this.clock.now());
     try {
       if (key.startsWith(IMAGE)) return await this.reconcileImage(key.slice(IMAGE.length), signal);
       if (key.startsWith(POD)) return await this.reconcilePod(key.slice(POD.length), signal);
@@ -231,6 +241,8 @@ export class Controller {
       // In-process apply runs each key once and reports; the daemon retries with backoff.
       if (!this.retry) return {};
       throw err;
+    } finally {
+      this.runStarted.delete(key);
     }
   }
 

@@ -27,6 +27,10 @@ export interface PodStatus {
   name: string;
   kind: string;
   source: string;
+  /** Line of the pod's document in `source` (absent for a pod recorded before it was kept). */
+  line?: number;
+  /** metadata.labels as applied. */
+  labels?: Record<string, string>;
   status: string;
   ready: string;
   restarts: number;
@@ -51,7 +55,7 @@ export interface StatusReport {
   kind: 'Status';
   generatedAt: string;
   /** The daemon that answered, or null when read in-process (no `berth up` running). */
-  daemon: { pid: number; pending: number; active: number } | null;
+  daemon: { pid: number; pending: number; active: number; resyncs: number } | null;
   pods: PodStatus[];
 }
 
@@ -101,6 +105,8 @@ export function buildStatus(o: {
       name: p.name,
       kind: desired?.kind ?? 'Pod',
       source: p.source,
+      ...(desired?.line !== undefined ? { line: desired.line } : {}),
+      ...(desired?.labels !== undefined ? { labels: desired.labels } : {}),
       status,
       ready: `${running}/${containers.length}`,
       restarts: containers.reduce((n, c) => n + c.restarts, 0),

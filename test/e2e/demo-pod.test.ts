@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
 import { spawn } from 'node:child_process';
-import { berth, berthUp, cgroupDirsOf, cgroupValue, CLI, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { berth, berthUp, cgroupDirsOf, cgroupValue, CLI, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, waitFor, waitResyncs, type BerthEnv } from '../helpers/berth.js';
 import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
 
 /**
@@ -200,7 +200,7 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     const up2 = berthUp(env, dir, ['--resync', '1']);
     await waitFor('second berth up converged', async () => (/converged \(0 step/.test(up2.output()) ? true : undefined), 60_000);
     // Let a resync pass run too: still the same process.
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitResyncs(env, 1);
     assert.equal(await runningPid(env), secondPid, up2.output());
     up2.child.kill('SIGTERM');
     await new Promise((r) => up2.child.once('exit', r));

@@ -5,7 +5,7 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { berth, berthUp, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { berth, berthUp, cleanupEnv, conmonProcesses, httpGet, makeEnv, mountsUnder, waitFor, waitResyncs, type BerthEnv } from '../helpers/berth.js';
 
 /** `berth up DIR` converges on file edits, keeps last-good on broken files, restores drift, prunes removed files; `apply --prune`. */
 describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
@@ -68,7 +68,7 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
         const st = JSON.parse((await berth(env, ['status', '-o', 'json'])).stdout) as { pods: { key: string; status: string }[] };
         return st.pods.find((p) => p.key === 'default/web')?.status === 'InvalidSpec' ? true : undefined;
       }, 10_000);
-      await new Promise((r) => setTimeout(r, 2500)); // at least one resync with the broken file
+      await waitResyncs(env, 2); // resyncs with the broken file
       assert.equal((await pids()).get('default/web/httpd'), second);
 
       // regression: pod-record-follows-container-edits — a new berth up that starts while the
@@ -77,14 +77,14 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
       await new Promise((r) => up.child.once('exit', r));
       up = berthUp(env, dir, ['--resync', '2']);
       await waitFor('restarted up reports the broken file', async () => (/invalid manifest: .*web\.yaml/.test(up.output()) ? true : undefined), 30_000);
-      await new Promise((r) => setTimeout(r, 2500));
+      await waitResyncs(env, 2);
       assert.equal((await pids()).get('default/web/httpd'), second, up.output());
 
       // regression: empty-file-prunes — an emptied file (a non-atomic rewrite) keeps its pod (rule M5).
       const good = await fsp.readFile(file, 'utf8');
       await fsp.writeFile(file, '');
       await waitFor('empty file noticed', async () => (/empty manifest keeps its last objects/.test(up.output()) ? true : undefined), 30_000);
-      await new Promise((r) => setTimeout(r, 2500));
+      await waitResyncs(env, 2);
       assert.equal((await pids()).get('default/web/httpd'), second);
       await fsp.writeFile(file, good);
 

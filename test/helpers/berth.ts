@@ -186,3 +186,19 @@ export async function stopDaemon(u: ReturnType<typeof berthUp>, signal: NodeJS.S
   u.child.kill(signal);
   await new Promise((r) => u.child.once('exit', r));
 }
+
+/**
+ * Waits until the daemon has run `n` more resync passes than it had when called (the clock
+ * of `berth up`: a test that needs "at least one resync" waits for one instead of sleeping).
+ */
+export async function waitResyncs(env: BerthEnv, n: number, timeoutMs = 60_000): Promise<void> {
+  const count = async (): Promise<number | undefined> => {
+    const r = await berth(env, ['status', '-o', 'json']);
+    return (JSON.parse(r.stdout) as { daemon: { resyncs: number } | null }).daemon?.resyncs;
+  };
+  const start = await waitFor('daemon answers', count, timeoutMs);
+  await waitFor(`${n} resync pass(es)`, async () => {
+    const now = await count();
+    return now !== undefined && now >= start + n ? true : undefined;
+  }, timeoutMs, 100);
+}

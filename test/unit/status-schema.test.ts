@@ -25,7 +25,7 @@ test('status: a crash-looping pod validates against schemas/status.json and show
     restarts: [{ podKey: 'default/web', name: 'app', restarts: 1, nextAttempt: 2, backoffMs: 10_000, lastId: 'default.web.app.h-1', lastExitCode: 1, lastReason: 'Error', lastStartedAt: 1000, lastFinishedAt: 3000 }],
     conditions: v.conditions.map((c) => ({ ...c, key: 'pod/default/web', lastTransitionTime: 4000 })),
     now: 5000,
-    daemon: { pid: 7, pending: 0, active: 0 },
+    daemon: { pid: 7, pending: 0, active: 0, resyncs: 3 },
   });
   assert.deepEqual(validateStatus(report), []);
   const p = report.pods[0];
