@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { BerthError, messageOf } from '../lib/errors.js';
@@ -122,17 +123,17 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
     wake();
   };
 
+  // Before the first key runs, so the counters see every run.
+  const metrics = new Metrics();
+  controller.onReport((r) => metrics.observe(r));
+  const metricsSource = { status: () => service.status(), queue: () => ({ pending: controller.queue.pending(), active: controller.queue.active() }) };
+
   o.out(`berth: watching ${roots.join(', ')}; API on ${rt.paths.socket} (Ctrl-C stops watching; containers keep running)`);
   controller.watchExits();
   await load();
   controller.resyncAll();
-  const api = await serveApi({ socket: rt.paths.socket, service, log, onEvent: (fn) => rt.onEvent(fn) });
-  const metrics = new Metrics();
-  controller.onReport((r) => metrics.observe(r));
-  const metricsServer =
-    o.metricsAddr !== undefined
-      ? await serveMetrics({ addr: o.metricsAddr, metrics, log, source: { status: () => service.status(), queue: () => ({ pending: controller.queue.pending(), active: controller.queue.active() }) } })
-      : undefined;
+  const api = await serveApi({ socket: rt.paths.socket, service, log, onEvent: (fn) => rt.onEvent(fn), metrics: () => metrics.render(metricsSource) });
+  const metricsServer = o.metricsAddr !== undefined ? await serveMetrics({ addr: o.metricsAddr, metrics, log, source: metricsSource }) : undefined;
   if (metricsServer !== undefined) o.out(`berth: metrics on http://${o.metricsAddr ?? ''}/metrics`);
 
   let timer: NodeJS.Timeout | undefined;
@@ -141,11 +142,17 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
     timer = setTimeout(() => void load().catch((err: unknown) => log.error({ err: messageOf(err) }, 'reading manifests failed')), o.debounceMs ?? 25);
   };
   const watchers: FSWatcher[] = roots.map((root) => {
-    const w = watch(root, {
+    // A root that is itself a link (`berth up current/` of a git-sync checkout) is watched as
+    // the link (its swap) and as what it points to now (edits in place).
+    const real = realpathSync(root);
+    const w = watch(real === root ? root : [root, real], {
       ignoreInitial: true,
-      followSymlinks: true,
+      // Links are watched as links (a git-sync swap is an event on the link), never followed:
+      // a link to a directory outside would make the watcher walk it (the periodic rescan
+      // reads what the links point to, inside the directory only).
+      followSymlinks: false,
       awaitWriteFinish: false,
-      ignored: (p: string) => /(^|\/)\.[^/]*$|~$|\.swp$|\.swx$|\/#[^/]*#?$/.test(p.slice(root.length)),
+      ignored: (p: string) => /(^|\/)\.[^/]*$|~$|\.swp$|\.swx$|\/#[^/]*#?$/.test(p.slice((p.startsWith(`${real}/`) || p === real ? real : root).length)),
     });
     w.on('all', (_event, p) => {
       log.debug({ path: p }, 'manifest change');

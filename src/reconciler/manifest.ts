@@ -199,7 +199,7 @@ const MANIFEST_NAME = /\.(ya?ml|json)$/;
  * lies inside the manifest directory (a mounted ConfigMap's `..data/x.yaml` layout); one
  * that points outside is reported, never read.
  */
-export async function listManifestFiles(p: string): Promise<{ files: string[]; problems: ManifestProblem[] }> {
+export async function listManifestFiles(p: string): Promise<{ files: string[]; problems: ManifestProblem[]; root?: string }> {
   const abs = path.resolve(p);
   let st;
   try {
@@ -223,8 +223,15 @@ export async function listManifestFiles(p: string): Promise<{ files: string[]; p
       if (e.name.startsWith('.') || e.name.endsWith('~') || e.name.startsWith('#')) continue;
       const full = path.join(dir, e.name);
       const target = e.isSymbolicLink() ? await fsp.stat(full).catch(() => undefined) : undefined;
-      if (e.isDirectory() || target?.isDirectory() === true) {
+      if (e.isDirectory()) {
         await walk(full);
+      } else if (target?.isDirectory() === true) {
+        // A symlinked directory is walked only when it stays inside the manifest directory
+        // (git-sync swaps a link to a checkout next to it); a link to `/` must not make the
+        // loader (or the watcher) walk the host. Regression: symlinked-dir-escapes-root.
+        const to = await fsp.realpath(full);
+        if (to === rootReal || to.startsWith(`${rootReal}/`)) await walk(full);
+        else problems.push({ file: full, line: 1, col: 1, field: '', message: `symlink to directory ${to} points outside the manifest directory; not read (rule M1)` });
       } else if (!MANIFEST_NAME.test(e.name)) {
         continue;
       } else if (e.isFile()) {
@@ -241,11 +248,20 @@ export async function listManifestFiles(p: string): Promise<{ files: string[]; p
     }
   };
   await walk(abs);
-  return { files, problems };
+  return { files, problems, root: rootReal };
 }
 
-/** Reads a manifest file with O_NOFOLLOW|O_NONBLOCK and the size limit (rule M1). */
-async function readManifestFile(file: string): Promise<string> {
+/**
+ * Reads a manifest file with O_NOFOLLOW|O_NONBLOCK and the size limit (rule M1). With `root`
+ * (the real path of the directory it was listed from), the file must still resolve inside it:
+ * a link swapped to point elsewhere after listing is refused, not read. Regression:
+ * symlink-swapped-after-listing.
+ */
+export async function readManifestFile(file: string, root?: string): Promise<string> {
+  if (root !== undefined) {
+    const real = realpathSync(file);
+    if (!real.startsWith(`${root}/`)) throw new BerthError('ERR_INVALID_MANIFEST', `read ${file}: resolves to ${real}, outside the manifest directory ${root}; not read (rule M1)`);
+  }
   return readManifestFileSync(file);
 }
 
@@ -305,7 +321,7 @@ async function readManifestSources(input: ManifestInput): Promise<{ sources: { f
   const problems = [...listed.problems];
   for (const file of listed.files) {
     try {
-      sources.push({ file, text: await readManifestFile(file) });
+      sources.push({ file, text: await readManifestFile(file, listed.root) });
     } catch (err) {
       problems.push({ file, line: 1, col: 1, field: '', message: err instanceof Error ? err.message : String(err) });
     }

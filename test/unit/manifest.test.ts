@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { duplicatePods, loadManifests, parseManifestText, formatProblem } from '../../src/reconciler/manifest.js';
+import { duplicatePods, loadManifests, parseManifestText, formatProblem, readManifestFile } from '../../src/reconciler/manifest.js';
 import { REPO } from '../helpers/berth.js';
 
 const GOOD = `apiVersion: v1
@@ -91,7 +91,9 @@ test('manifest: multi-document files, empty documents, BOM and CRLF', () => {
 
 test('manifest: directory loading skips dotfiles and editor files, follows symlinked dirs, rejects duplicates', async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-manifests-'));
-  const real = mkdtempSync(path.join(os.tmpdir(), 'berth-linked-'));
+  // git-sync's layout: a hidden checkout inside the directory, reached through a link.
+  const real = path.join(dir, '.rev-1');
+  mkdirSync(real);
   try {
     mkdirSync(path.join(dir, 'sub'));
     writeFileSync(path.join(dir, 'sub', 'web.yaml'), GOOD);
@@ -232,4 +234,38 @@ test('manifest: the berth.dev/paused annotation pauses without touching any hash
   assert.deepEqual(problemsOf(withAnnotations('    berth.dev/pasued: "true"\n')), [
     '/m/x.yaml:5:5: metadata.annotations["berth.dev/pasued"]: unknown berth annotation "berth.dev/pasued" (berth reads: berth.dev/paused)',
   ]);
+});
+
+test('regression: symlinked-dir-escapes-root — a symlinked directory pointing outside is reported, not walked; one inside is read', async () => {
+  const { mkdtempSync, mkdirSync, writeFileSync, symlinkSync } = await import('node:fs');
+  const os = await import('node:os');
+  const nodePath = await import('node:path');
+  const base = mkdtempSync(nodePath.join(os.tmpdir(), 'berth-symdir-'));
+  const root = nodePath.join(base, 'manifests');
+  const outside = nodePath.join(base, 'outside');
+  mkdirSync(nodePath.join(root, 'rev-1'), { recursive: true });
+  mkdirSync(outside);
+  const pod = (name: string): string => `apiVersion: v1\nkind: Pod\nmetadata: {name: ${name}}\nspec:\n  hostNetwork: true\n  containers: [{name: a, image: busybox}]\n`;
+  writeFileSync(nodePath.join(root, 'rev-1', 'in.yaml'), pod('inside'));
+  writeFileSync(nodePath.join(outside, 'out.yaml'), pod('outside'));
+  symlinkSync('rev-1', nodePath.join(root, 'current'));
+  symlinkSync(outside, nodePath.join(root, 'escape'));
+  const res = await loadManifests(root);
+  assert.deepEqual(res.pods.map((p) => p.name), ['inside']);
+  assert.ok(res.problems.some((p) => p.file === nodePath.join(root, 'escape') && /points outside the manifest directory/.test(p.message)), JSON.stringify(res.problems));
+});
+
+test('regression: symlink-swapped-after-listing — a file is re-checked against the directory when it is read', async () => {
+  const { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, realpathSync } = await import('node:fs');
+  const os = await import('node:os');
+  const nodePath = await import('node:path');
+  const base = mkdtempSync(nodePath.join(os.tmpdir(), 'berth-swap-'));
+  const root = nodePath.join(base, 'manifests');
+  mkdirSync(root);
+  writeFileSync(nodePath.join(base, 'secret.yaml'), 'not: yours\n');
+  writeFileSync(nodePath.join(root, 'real.yaml'), 'kind: Pod\n');
+  // The link points inside when listed; by the time it is read it points outside.
+  symlinkSync(nodePath.join(base, 'secret.yaml'), nodePath.join(root, 'link.yaml'));
+  await assert.rejects(readManifestFile(nodePath.join(root, 'link.yaml'), realpathSync(root)), /resolves to .*secret\.yaml, outside the manifest directory/);
+  assert.equal(await readManifestFile(nodePath.join(root, 'real.yaml'), realpathSync(root)), 'kind: Pod\n');
 });
