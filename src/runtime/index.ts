@@ -12,7 +12,7 @@ import { RegistryClient } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
 import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type PodRecord, type RestartRecord } from './state/index.js';
 import { generateSpec, stopSignal, type ContainerRunSpec } from './tasks/spec.js';
-import { parseImageConfig } from './images/documents.js';
+import { parseImageConfig, type ImageConfig } from './images/documents.js';
 import { TaskDriver, type TaskStatus } from './tasks/index.js';
 import type { Finding } from './check/index.js';
 import { listMounts } from './snapshots/index.js';
@@ -21,7 +21,8 @@ export type { LocalImage } from './images/index.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState, RestartRecord, ConditionRecord, ImageRecord } from './state/index.js';
 export { parseReference } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
-export { checkWorkingDir } from './tasks/spec.js';
+export { checkWorkingDir, processArgs } from './tasks/spec.js';
+export type { ImageConfig } from './images/documents.js';
 export { criDecoder } from '../lib/crilog.js';
 export { checkHost, type Finding } from './check/index.js';
 
@@ -201,6 +202,21 @@ export class Runtime {
     return this.images.resolve(ref, signal);
   }
 
+  /**
+   * The config (Entrypoint, Cmd, WorkingDir, User…) of a local image by its manifest digest,
+   * read-only, for `describe`; undefined when that manifest is not here or its config does
+   * not parse any more.
+   */
+  imageConfig(digest: string): ImageConfig | undefined {
+    const m = this.state.getManifest(digest as Digest);
+    if (m === undefined) return undefined;
+    try {
+      return parseImageConfig(Buffer.from(m.config), `image ${digest} config`);
+    } catch {
+      return undefined;
+    }
+  }
+
   // pods and containers --------------------------------------------------------
 
   logPath(podKey: string, name: string, id: string): string {
@@ -215,11 +231,35 @@ export class Runtime {
    * nothing at all (ps runs without the state lock).
    */
   async observe(opts: { repair: boolean } = { repair: true }): Promise<ObservedPod[]> {
+    if (!opts.repair) return this.observeReadOnly();
     // One `runc list` for all containers instead of one `runc state` each (200 pods: one process, not 200).
     const tasks = new Map((await this.tasks.list()).map((t) => [t.id, t]));
     const out: ObservedPod[] = [];
     for (const p of this.state.listPods()) out.push(await this.observeRecord(p, opts.repair, tasks));
     return out;
+  }
+
+  /**
+   * The read-only view (ps, status, diff without a daemon), with no process started: rows,
+   * where a container recorded running is checked against /proc (its pid alive with the
+   * recorded start time) and, when gone, given conmon's exit code (else 137). Interrupted
+   * intent rows read as absent. A container frozen by `runc pause` reads as running here;
+   * the daemon and every repairing observation ask runc.
+   */
+  private async observeReadOnly(): Promise<ObservedPod[]> {
+    const byPod = new Map<string, ObservedContainer[]>();
+    for (const c of this.state.listContainers()) {
+      if (c.state === 'creating' || c.state === 'removing') continue;
+      let o: ObservedContainer = { ...c, live: c.state !== 'exited' };
+      if (c.state === 'running' && (c.pid === null || c.pidStart === null || startTimeSync(c.pid) !== c.pidStart)) {
+        const exit = await this.exitOf(c.id);
+        o = { ...c, state: 'exited', exitCode: exit?.code ?? 137, finishedAt: exit?.at ?? Date.now(), reason: exitReason(exit?.code ?? 137, exit?.oom === true), live: false };
+      }
+      const list = byPod.get(c.podKey) ?? [];
+      list.push(o);
+      byPod.set(c.podKey, list);
+    }
+    return this.state.listPods().map((p) => ({ ...p, containers: byPod.get(p.key) ?? [] }));
   }
 
   /** One pod's observation (see observe); undefined when no pod row exists. */
