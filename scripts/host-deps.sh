@@ -9,6 +9,7 @@ packages=(
   docker-registry busybox-static umoci skopeo
   golang-github-opencontainers-specs-dev golang-github-opencontainers-image-spec-dev
   util-linux procps iproute2 ca-certificates curl
+  systemd  # systemd-analyze verify of packaging/berth.service in the tests; works without systemd running
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander';
+import { Argument, Command, Option } from 'commander';
 import * as path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -256,6 +256,32 @@ function parseDurationArg(v: string): number | undefined {
   return consumed === v.length && consumed > 0 ? total : undefined;
 }
 
+/**
+ * `ps`/`status` NAME... and -l as a service query. Names and a selector exclude each other,
+ * as in kubectl; a selector that does not parse is exit 2 before anything is opened.
+ */
+async function podQuery(what: string, names: readonly string[], o: { namespace: string; selector?: string }): Promise<import('./daemon/service.js').PodQuery> {
+  if (names.length > 0 && o.selector !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `${what}: give pod names or -l SELECTOR, not both`);
+  if (o.selector !== undefined) (await import('./lib/selector.js')).parseSelector(o.selector);
+  return {
+    ...(names.length > 0 ? { keys: names.map((n) => (n.includes('/') ? n : `${o.namespace}/${n}`)) } : {}),
+    ...(o.selector !== undefined ? { selector: o.selector } : {}),
+  };
+}
+
+/**
+ * Named pods the answer lacks: an error line each and exit 1; the pods found are still
+ * printed (kubectl get). True when names were given and none was found: print nothing more.
+ */
+function reportMissing(what: string, query: import('./daemon/service.js').PodQuery, found: readonly string[]): boolean {
+  for (const k of query.keys ?? []) {
+    if (found.includes(k)) continue;
+    process.stderr.write(`error: ${what} ${k}: no such pod\n`);
+    process.exitCode = EXIT_FAILURE;
+  }
+  return (query.keys ?? []).length > 0 && found.length === 0;
+}
+
 export function buildProgram(): Command {
   const program = new Command();
   program
@@ -459,25 +485,34 @@ export function buildProgram(): Command {
   program
     .command('ps')
     .alias('pods')
-    .description('list pods and containers with state, PID, restarts, image digest and age')
-    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
-    .action(async (o: { output: string }, cmd: Command) => {
+    .description('list pods and containers with state, PID, restarts, image digest and age (-o wide: restarts, last exit, container id)')
+    .argument('[pod...]', 'only these pods (namespace default unless -n)')
+    .option('-n, --namespace <ns>', 'namespace for POD', 'default')
+    .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k; comma = and')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'wide', 'json', 'yaml']).default('table'))
+    .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
       const cfg = config(cmd);
+      const query = await podQuery('ps', names, o);
       await withBackend(cfg, { write: false, what: 'ps' }, async (b) => {
         // Read-only: in-process it takes no lock (it must not wait behind a long pull).
-        const pods = await b.call<import('./runtime/index.js').ObservedPod[]>('pods');
-        if (o.output === 'json') {
-          process.stdout.write(`${JSON.stringify(pods.map((p) => ({ key: p.key, source: p.source, containers: p.containers.map(({ live: _l, ...c }) => c) })), null, 2)}\n`);
+        const pods = await b.call<import('./daemon/service.js').PodListing[]>('pods', query);
+        if (reportMissing('ps', query, pods.map((p) => p.key))) return;
+        if (o.output === 'json' || o.output === 'yaml') {
+          const data = pods.map((p) => ({ key: p.key, source: p.source, containers: p.containers.map(({ live: _l, ...c }) => ({ ...c, restarts: p.restarts[c.name] ?? 0 })) }));
+          process.stdout.write(o.output === 'json' ? `${JSON.stringify(data, null, 2)}\n` : (await import('yaml')).stringify(data));
           return;
         }
-        const rows = [['POD', 'CONTAINER', 'STATE', 'PID', 'ATTEMPT', 'IMAGE', 'DIGEST', 'AGE']];
+        const wide = o.output === 'wide';
+        const rows = [['POD', 'CONTAINER', 'STATE', 'PID', 'ATTEMPT', ...(wide ? ['RESTARTS', 'LAST EXIT'] : []), 'IMAGE', 'DIGEST', 'AGE', ...(wide ? ['CONTAINER ID'] : [])]];
         const now = Date.now();
         for (const p of pods) {
           for (const c of p.containers) {
             const state = c.state === 'exited' ? `exited(${c.exitCode ?? '?'})` : c.state;
-            rows.push([p.key, c.name, state, c.state === 'running' || c.state === 'paused' ? String(c.pid ?? '-') : '-', String(c.attempt), c.imageRef, c.imageDigest.slice(7, 19), humanAge(now - c.createdAt)]);
+            const exit = c.exitCode !== null ? `${c.exitCode}${c.reason !== null ? ` (${c.reason})` : ''}` : '-';
+            const extra = wide ? [String(p.restarts[c.name] ?? 0), exit] : [];
+            rows.push([p.key, c.name, state, c.state === 'running' || c.state === 'paused' ? String(c.pid ?? '-') : '-', String(c.attempt), ...extra, c.imageRef, c.imageDigest.slice(7, 19), humanAge(now - c.createdAt), ...(wide ? [c.id] : [])]);
           }
-          if (p.containers.length === 0) rows.push([p.key, '-', 'pending', '-', '-', '-', '-', humanAge(now - p.createdAt)]);
+          if (p.containers.length === 0) rows.push([p.key, '-', 'pending', '-', '-', ...(wide ? ['-', '-'] : []), '-', '-', humanAge(now - p.createdAt), ...(wide ? ['-'] : [])]);
         }
         process.stdout.write(table(rows));
       });
@@ -486,17 +521,16 @@ export function buildProgram(): Command {
   program
     .command('status')
     .description('pods with ready count, status (Running, Pending, CrashLoopBackOff, ImagePullBackOff, InvalidSpec, Paused…), restarts, age and the last error')
-    .argument('[pod]', 'only this pod (namespace default unless -n)')
+    .argument('[pod...]', 'only these pods (namespace default unless -n)')
     .option('-n, --namespace <ns>', 'namespace for POD', 'default')
-    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json', 'yaml']).default('table'))
-    .action(async (pod: string | undefined, o: { namespace: string; output: string }, cmd: Command) => {
+    .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k; comma = and')
+    .addOption(new Option('-o, --output <format>', 'output format (wide: containers, source file:line, next try)').choices(['table', 'wide', 'json', 'yaml']).default('table'))
+    .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
       const cfg = config(cmd);
+      const query = await podQuery('status', names, o);
       await withBackend(cfg, { write: false, what: 'status' }, async (b) => {
-        const report = await b.call<import('./reconciler/status.js').StatusReport>('status');
-        if (pod !== undefined) {
-          report.pods = report.pods.filter((p) => p.key === `${o.namespace}/${pod}`);
-          if (report.pods.length === 0) throw new BerthError('ERR_NOT_FOUND', `status ${o.namespace}/${pod}: no such pod`);
-        }
+        const report = await b.call<import('./reconciler/status.js').StatusReport>('status', query);
+        if (reportMissing('status', query, report.pods.map((p) => p.key))) return;
         if (o.output === 'json') {
           process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
           return;
@@ -507,13 +541,43 @@ export function buildProgram(): Command {
           return;
         }
         const now = Date.now();
-        const rows = [['POD', 'READY', 'STATUS', 'RESTARTS', 'AGE', 'LAST ERROR']];
+        const wide = o.output === 'wide';
+        const rows = [['POD', 'READY', 'STATUS', 'RESTARTS', 'AGE', ...(wide ? ['CONTAINERS', 'SOURCE', 'NEXT TRY'] : []), 'LAST ERROR']];
         for (const p of report.pods) {
-          const next = p.nextTryAt !== null ? ` (next try in ${humanAge(Date.parse(p.nextTryAt) - now)})` : '';
-          rows.push([p.key, p.ready, `${p.status}${next}`, String(p.restarts), humanAge(now - Date.parse(p.createdAt)), p.lastError.split('\n')[0] ?? '']);
+          const next = p.nextTryAt !== null ? `in ${humanAge(Date.parse(p.nextTryAt) - now)}` : '';
+          const extra = wide
+            ? [
+                p.containers.map((c) => `${c.name}:${c.state === 'exited' ? `exited(${c.exitCode ?? '?'})` : c.state}`).join(',') || '-',
+                p.line !== undefined ? `${p.source}:${p.line}` : p.source,
+                next || '-',
+              ]
+            : [];
+          rows.push([p.key, p.ready, wide || next === '' ? p.status : `${p.status} (next try ${next})`, String(p.restarts), humanAge(now - Date.parse(p.createdAt)), ...extra, p.lastError.split('\n')[0] ?? '']);
         }
         process.stdout.write(table(rows));
         if (report.daemon === null) process.stderr.write('note: no berth up runs on this state; exits are noticed at the next apply or up\n');
+      });
+    });
+
+  program
+    .command('describe')
+    .description('one pod in detail: where it is declared, why it is not ready, what each container runs (image entrypoint + args), last exits, conditions, recent events')
+    .argument('<pod-or-name>', '"pod" followed by NAME, or the pod name')
+    .argument('[name]', 'pod name (namespace default unless -n)')
+    .option('-n, --namespace <ns>', 'namespace', 'default')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json', 'yaml']).default('text'))
+    .action(async (first: string, second: string | undefined, o: { namespace: string; output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      const isKind = ['pod', 'pods', 'po'].includes(first.toLowerCase());
+      if (second !== undefined && !isKind) throw new BerthError('ERR_INVALID_ARGUMENT', `describe ${first}: berth describes pods only (describe pod NAME)`);
+      const name = second ?? (isKind ? undefined : first);
+      if (name === undefined) throw new BerthError('ERR_INVALID_ARGUMENT', 'describe pod: give the pod NAME');
+      const podKey = name.includes('/') ? name : `${o.namespace}/${name}`;
+      await withBackend(cfg, { write: false, what: 'describe' }, async (b) => {
+        const d = await b.call<import('./reconciler/describe.js').PodDescription>('describe', { podKey });
+        if (o.output === 'json') process.stdout.write(`${JSON.stringify(d, null, 2)}\n`);
+        else if (o.output === 'yaml') process.stdout.write((await import('yaml')).stringify(d));
+        else process.stdout.write((await import('./reconciler/describe.js')).renderDescription(d, Date.now()));
       });
     });
 
@@ -552,7 +616,7 @@ export function buildProgram(): Command {
   program
     .command('logs')
     .description('print a container\'s output from its log (--raw: the CRI log lines with time, stream and tag)')
-    .argument('<target>', 'POD or POD/CONTAINER (namespace default unless -n); without CONTAINER the first one, as kubectl')
+    .argument('<target>', 'POD or POD/CONTAINER (namespace default unless -n); without CONTAINER the one the kubectl.kubernetes.io/default-container annotation names, else the first, as kubectl')
     .option('-n, --namespace <ns>', 'namespace', 'default')
     .option('-c, --container <name>', 'container name')
     .option('--tail <n>', 'only the last N lines')
@@ -574,6 +638,7 @@ export function buildProgram(): Command {
       await withBackend(cfg, { write: false, what: 'logs' }, async (b) => {
         type Target = import('./daemon/service.js').LogTarget;
         const t = await b.call<Target>('logs', req);
+        if (t.warning !== undefined) process.stderr.write(`${t.warning}\n`);
         if (t.defaulted !== undefined) process.stderr.write(`Defaulted container "${t.defaulted.container}" out of: ${t.defaulted.all.join(', ')}\n`);
         const { criDecoder } = await import('./lib/crilog.js');
         const { promises: fsp } = await import('node:fs');
@@ -640,6 +705,50 @@ export function buildProgram(): Command {
         const img = await b.call<{ ref: string; digest: string }>('pull', { ref });
         process.stdout.write(`${img.ref} ${img.digest}\n`);
       });
+    });
+
+  program
+    .command('install-service')
+    .description('write the systemd unit (packaging/berth.service) that runs berth up at boot, create the manifests directory and print the systemctl commands that enable it (systemctl is never run)')
+    .option('--manifests <dir>', 'the directory the service watches', '/etc/berth/manifests')
+    .option('--bin <path>', 'the berth executable the unit runs', '/usr/local/bin/berth')
+    .option('--unit-file <path>', 'where the unit is written', '/etc/systemd/system/berth.service')
+    .option('--dry-run', 'print the unit and write nothing')
+    .action(async (o: { manifests: string; bin: string; unitFile: string; dryRun?: boolean }, cmd: Command) => {
+      const cfg = config(cmd);
+      const sd = await import('./daemon/systemd.js');
+      const { accessSync, constants, realpathSync } = await import('node:fs');
+      const manifests = path.resolve(o.manifests);
+      const bin = path.resolve(o.bin);
+      // Only flags that differ from the defaults, so the usual unit stays the shipped one.
+      const globals = [...(cfg.root !== '/var/lib/berth' ? ['--root', cfg.root] : []), ...(cfg.state !== '/run/berth' ? ['--state', cfg.state] : [])];
+      const text = sd.renderUnit(sd.readUnitTemplate(), { bin, manifests, globals, nodeDir: path.dirname(process.execPath) });
+      if (o.dryRun === true) {
+        process.stdout.write(text);
+        return;
+      }
+      const unitFile = path.resolve(o.unitFile);
+      await sd.writeUnit(unitFile, text, manifests);
+      process.stdout.write(`wrote ${unitFile}: berth up ${manifests} (put manifests there)\n`);
+      try {
+        accessSync(bin, constants.X_OK);
+      } catch {
+        const cli = realpathSync(fileURLToPath(import.meta.url));
+        process.stderr.write(`warning: ${bin} is not an executable; the unit runs it: chmod +x ${cli} && ln -sfn ${cli} ${bin}\n`);
+      }
+      process.stdout.write('enable and start it:\n  systemctl daemon-reload && systemctl enable --now berth\nits output: journalctl -u berth -f\n');
+      const { booted, pid1 } = sd.systemdBooted();
+      if (!booted) process.stdout.write(`note: systemd is not running on this machine (PID 1 is ${pid1}): nothing can enable the unit here; run the command above on a machine booted with systemd\n`);
+    });
+
+  program
+    .command('completion')
+    .description('print a shell completion script for berth, generated from its command definitions (bash: source <(berth completion bash))')
+    .addArgument(new Argument('<shell>', 'the shell').choices(['bash', 'zsh', 'fish']))
+    .action(async (shell: 'bash' | 'zsh' | 'fish') => {
+      const { completionScript } = await import('./lib/completion.js');
+      const { describeCommand } = await import('./lib/cli-model.js');
+      process.stdout.write(completionScript(describeCommand(program), shell));
     });
 
   program

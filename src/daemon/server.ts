@@ -8,7 +8,8 @@ import { dispatch, type BerthService } from './service.js';
 /**
  * The daemon's API: HTTP/1.1 on a unix socket in the state dir, mode 0600 (root only), no
  * TCP. Every route is `POST /v1/<method>` with a JSON body and a JSON answer, except
- * `GET /v1/ping` and `GET /v1/events/follow` (NDJSON, one event per line, until closed).
+ * `GET /v1/ping`, `GET /v1/events/follow` (NDJSON, one event per line, until closed) and
+ * `GET /metrics` (Prometheus text, the same renderer as `--metrics-addr`).
  * Errors answer `{ "error": { "code": "ERR_…", "message": "…" } }` so the CLI rethrows
  * the same coded error and exits as the in-process path would.
  */
@@ -24,6 +25,8 @@ export async function serveApi(o: {
   service: BerthService;
   log: Logger;
   onEvent: (fn: (e: EventRecord) => void) => () => void;
+  /** Renders the Prometheus text for `GET /metrics`. */
+  metrics: () => Promise<string>;
 }): Promise<ApiServer> {
   // The daemon lock is held: a socket file left here is a dead daemon's.
   await fsp.rm(o.socket, { force: true });
@@ -35,6 +38,11 @@ export async function serveApi(o: {
     const url = new URL(req.url ?? '/', 'http://berth');
     if (req.method === 'GET' && url.pathname === '/v1/ping') return json(res, 200, { pid: process.pid });
     if (req.method === 'GET' && url.pathname === '/v1/events/follow') return follow(url, res);
+    if (req.method === 'GET' && url.pathname === '/metrics') {
+      const text = await o.metrics();
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', 'content-length': Buffer.byteLength(text) }).end(text);
+      return;
+    }
     if (req.method !== 'POST' || !url.pathname.startsWith('/v1/')) throw new BerthError('ERR_NOT_FOUND', `api ${req.method ?? ''} ${url.pathname}: no such route`);
     const body = await readJson(req);
     return json(res, 200, await dispatch(o.service, url.pathname.slice(4), body));

@@ -1,12 +1,15 @@
 import { statSync } from 'node:fs';
-import { BerthError } from '../lib/errors.js';
+import { BerthError, isBerthError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import type { EventRecord, ImageRecord, ObservedPod, Runtime } from '../runtime/index.js';
+import { matchesSelector, parseSelector } from '../lib/selector.js';
+import { parseReference, processArgs, type EventRecord, type ImageConfig, type ImageRecord, type ObservedPod, type Runtime } from '../runtime/index.js';
 import { Controller, type ApplyResult } from '../reconciler/controller.js';
-import type { DesiredPod } from '../reconciler/desired.js';
+import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
+import { ANNOTATION_DEFAULT_CONTAINER, type DesiredPod } from '../reconciler/desired.js';
 import type { ParseCache } from '../reconciler/manifest.js';
 import type { ManifestProblem } from '../reconciler/problem.js';
-import type { Plan, PruneScope } from '../reconciler/plan.js';
+import { lastAppliedPod, type Plan, type PruneScope } from '../reconciler/plan.js';
+import { explainPullFailure } from '../reconciler/pull-error.js';
 import { buildStatus, type StatusReport } from '../reconciler/status.js';
 
 /**
@@ -86,8 +89,27 @@ export interface LogTarget {
   id: string;
   file: string;
   running: boolean;
-  /** Set when the pod has several containers and none was named: kubectl's default. */
+  /** Set when the pod has several containers, none was named and no annotation chose one: kubectl's default. */
   defaulted?: { container: string; all: string[] };
+  /** For stderr: the default-container annotation names no container of the pod (kubectl's warning). */
+  warning?: string;
+}
+
+/** Which pods a read (`ps`, `status`) is about; both filters apply. Unknown keys are simply absent from the answer. */
+export interface PodQuery {
+  /** `namespace/name` keys. */
+  keys?: string[];
+  /** A label selector (`-l`) over metadata.labels as applied: k=v, k!=v, k, !k, comma = AND. */
+  selector?: string;
+}
+
+/** A pod as `ps` lists it: its observation and the restart count of each container name. */
+export interface PodListing extends ObservedPod {
+  restarts: Record<string, number>;
+}
+
+export interface DescribeRequest {
+  podKey: string;
 }
 
 export interface LogsRequest {
@@ -166,13 +188,23 @@ export class BerthService {
     return { ...res, missing: keys.filter((k) => !recorded.has(k)) };
   }
 
-  async pods(): Promise<ObservedPod[]> {
-    return this.o.daemon ? this.o.rt.recordedPods() : this.o.rt.observe({ repair: false });
+  /** Observed pods a query selects: the daemon's rows, or one read-only observation (one `runc list`). */
+  private async selectPods(q: PodQuery = {}): Promise<ObservedPod[]> {
+    const sel = q.selector !== undefined ? parseSelector(q.selector) : undefined;
+    const keys = q.keys !== undefined ? new Set(q.keys) : undefined;
+    const all = this.o.daemon ? this.o.rt.recordedPods() : await this.o.rt.observe({ repair: false });
+    return all.filter((p) => (keys === undefined || keys.has(p.key)) && (sel === undefined || matchesSelector(sel, lastAppliedPod(p.spec)?.labels ?? {})));
   }
 
-  async status(): Promise<StatusReport> {
+  async pods(q: PodQuery = {}): Promise<PodListing[]> {
+    const pods = await this.selectPods(q);
+    const restarts = this.o.rt.listRestarts();
+    return pods.map((p) => ({ ...p, restarts: Object.fromEntries(restarts.filter((r) => r.podKey === p.key).map((r) => [r.name, r.restarts])) }));
+  }
+
+  async status(q: PodQuery = {}): Promise<StatusReport> {
     return buildStatus({
-      pods: await this.pods(),
+      pods: await this.selectPods(q),
       restarts: this.o.rt.listRestarts(),
       conditions: this.o.rt.listConditions(),
       now: Date.now(),
@@ -190,9 +222,56 @@ export class BerthService {
 
   async pull(ref: string): Promise<{ ref: string; digest: string }> {
     if (ref === '') throw new BerthError('ERR_INVALID_ARGUMENT', 'pull: no image reference');
-    const img = await this.o.rt.pullImage(ref);
+    const canonical = parseReference(ref).canonical;
+    const img = await this.o.rt.pullImage(ref).catch((err: unknown) => {
+      // The same words as a pod's failed pull: the registry's answer in short and what to check.
+      throw isBerthError(err) ? new BerthError(err.code, explainPullFailure(canonical, err), { cause: err, details: err.details }) : err;
+    });
     this.o.rt.addEvent(`image/${img.ref}`, 'Pulled', `pulled ${img.ref} (${img.digest})`);
     return { ref: img.ref, digest: img.digest };
+  }
+
+  /**
+   * `describe pod`: one pod's record, status, conditions, what each container runs (the
+   * image's Entrypoint/Cmd as command/args override them) and its last exits, with the
+   * newest events of the pod and of its images. Read-only.
+   */
+  async describe(req: DescribeRequest): Promise<PodDescription> {
+    const rt = this.o.rt;
+    const pod = this.o.daemon ? rt.recordedPods().find((p) => p.key === req.podKey) : await rt.observePod(req.podKey, { repair: false });
+    const conditions = rt.listConditions(`pod/${req.podKey}`);
+    if (pod === undefined) {
+      // Declared but never recorded (e.g. blocked before its first step): the stored conditions say why.
+      const ready = conditions.find((c) => c.type === 'Ready' && c.status === 'False');
+      throw new BerthError('ERR_NOT_FOUND', `describe pod ${req.podKey}: ${ready !== undefined ? `not created: ${ready.reason}: ${ready.message}` : 'no such pod'}`);
+    }
+    const restarts = rt.listRestarts(req.podKey);
+    const status = buildStatus({ pods: [pod], restarts, conditions, now: Date.now(), daemon: null }).pods[0];
+    if (status === undefined) throw new BerthError('ERR_INTERNAL', `describe pod ${req.podKey}: no status`);
+    const desired = lastAppliedPod(pod.spec);
+    const images: Record<string, ImageProcess> = {};
+    for (const c of desired?.containers ?? []) {
+      const row = pod.containers.filter((x) => x.name === c.name).pop();
+      const digest = row?.imageDigest ?? rt.localImage(c.image)?.digest ?? null;
+      const config = digest !== null ? rt.imageConfig(digest) : undefined;
+      images[c.name] = {
+        digest,
+        entrypoint: config !== undefined ? (config.config.Entrypoint ?? []) : null,
+        cmd: config !== undefined ? (config.config.Cmd ?? []) : null,
+        // A manifest command decides alone; otherwise the image's config is needed.
+        effective: config !== undefined || c.command !== undefined ? processArgs(config ?? NO_IMAGE, c.command, c.args) : null,
+      };
+    }
+    const podKey = `pod/${req.podKey}`;
+    const imageKeys = [...new Set((desired?.containers ?? []).map((c) => `image/${c.image}`))];
+    const events = [
+      ...rt.listEvents({ keyPrefix: podKey, limit: 200 }).filter((e) => e.key === podKey),
+      // The image's events since the pod was created: a pull that failed for it.
+      ...imageKeys.flatMap((k) => rt.listEvents({ keyPrefix: k, limit: 20, sinceTs: pod.createdAt }).filter((e) => e.key === k)),
+    ]
+      .sort((a, b) => a.id - b.id)
+      .slice(-DESCRIBE_EVENTS);
+    return buildDescription({ pod, status, restarts, images, events });
   }
 
   /** Which log file `berth logs` reads: the current attempt, or with `previous` the one before. */
@@ -201,14 +280,22 @@ export class BerthService {
     const pod = rt.getPod(req.podKey);
     const rows = rt.listContainers(req.podKey);
     const restarts = rt.listRestarts(req.podKey);
-    const declared = pod !== undefined ? ((JSON.parse(pod.spec) as { containers?: { name: string }[] }).containers ?? []).map((c) => c.name) : [];
+    const spec = pod !== undefined ? lastAppliedPod(pod.spec) : undefined;
+    const declared = (spec?.containers ?? []).map((c) => c.name);
     const names = [...new Set([...declared, ...rows.map((r) => r.name), ...restarts.map((r) => r.name)])];
     if (pod === undefined && names.length === 0) throw new BerthError('ERR_NOT_FOUND', `logs ${req.podKey}: no such pod`);
     let name = req.container;
     let defaulted: LogTarget['defaulted'];
+    let warning: string | undefined;
     if (name === undefined) {
-      name = names[0];
-      if (names.length > 1 && name !== undefined) defaulted = { container: name, all: names };
+      // kubectl: the pod's default-container annotation, else the first container with a note.
+      const wanted = spec?.annotations?.[ANNOTATION_DEFAULT_CONTAINER];
+      if (wanted !== undefined && names.includes(wanted)) name = wanted;
+      else {
+        if (wanted !== undefined) warning = `Default container name "${wanted}" not found in pod ${req.podKey}`;
+        name = names[0];
+        if (names.length > 1 && name !== undefined) defaulted = { container: name, all: names };
+      }
     } else if (!names.includes(name)) {
       throw new BerthError('ERR_NOT_FOUND', `logs ${req.podKey}/${name}: no such container (containers: ${names.join(', ') || 'none'})`);
     }
@@ -222,14 +309,25 @@ export class BerthService {
       if (id === undefined) throw new BerthError('ERR_NOT_FOUND', `logs --previous ${req.podKey}/${name}: no previous attempt (restarts: ${r?.restarts ?? 0})`);
     } else {
       id = current?.id ?? r?.lastId ?? undefined;
-      if (id === undefined) throw new BerthError('ERR_NOT_FOUND', `logs ${req.podKey}/${name}: no container has run yet (berth status ${req.podKey.split('/')[1] ?? ''} says why)`);
+      if (id === undefined) {
+        // A pending pod says why (a failed pull, an invalid spec) rather than only that nothing ran.
+        const ready = rt.listConditions(`pod/${req.podKey}`).find((c) => c.type === 'Ready' && c.status === 'False' && c.message !== '');
+        const why = ready !== undefined ? `: ${ready.reason}: ${ready.message}` : ` (berth describe pod ${req.podKey.split('/')[1] ?? ''} says why)`;
+        throw new BerthError('ERR_NOT_FOUND', `logs ${req.podKey}/${name}: no container has run yet${why}`);
+      }
     }
     const file = rt.containerLogPath(id);
     if (file === undefined) throw new BerthError('ERR_NOT_FOUND', `logs ${req.podKey}/${name}: no log for ${id}`);
     const running = req.previous !== true && current?.id === id && (this.o.daemon ? current.state === 'running' : await rt.isRunning(id));
-    return { id, file, running, ...(defaulted !== undefined ? { defaulted } : {}) };
+    return { id, file, running, ...(defaulted !== undefined ? { defaulted } : {}), ...(warning !== undefined ? { warning } : {}) };
   }
 }
+
+/** How many of the newest events `describe` shows. */
+const DESCRIBE_EVENTS = 10;
+
+/** The image config of an image that is not here: only a manifest command decides the argv then. */
+const NO_IMAGE: ImageConfig = { architecture: '', os: '', config: {}, rootfs: { type: 'layers', diff_ids: [] } };
 
 /** Routes one API method to the service: the daemon's socket and the in-process CLI share it. */
 export async function dispatch(s: BerthService, method: string, body: unknown): Promise<unknown> {
@@ -242,9 +340,11 @@ export async function dispatch(s: BerthService, method: string, body: unknown): 
     case 'delete':
       return s.delete(b as unknown as DeleteRequest);
     case 'pods':
-      return s.pods();
+      return s.pods(b as PodQuery);
     case 'status':
-      return s.status();
+      return s.status(b as PodQuery);
+    case 'describe':
+      return s.describe(b as unknown as DescribeRequest);
     case 'events':
       return s.events(b as EventsRequest);
     case 'images':

@@ -62,6 +62,13 @@ const cond = (type: ConditionType, on: boolean, reason: string, message: string,
   observedGeneration: generation,
 });
 
+/** Where manifests ask for an image: ` (wanted by default/web container app at /m/web.yaml:3; …)`. */
+export function wantedBy(users: readonly { podKey: string; containers: readonly string[]; source: string; line: number }[]): string {
+  if (users.length === 0) return '';
+  const parts = users.map((u) => `${u.podKey} container${u.containers.length === 1 ? '' : 's'} ${u.containers.join(', ')} at ${u.source}:${u.line}`);
+  return ` (wanted by ${parts.join('; ')})`;
+}
+
 /** The phase a stored set of conditions stands for (the inverse of podVerdict's Ready reason). */
 export function phaseOf(conds: readonly { type: string; status: string; reason: string }[]): PodPhase | 'Unknown' {
   const ready = conds.find((c) => c.type === 'Ready');
@@ -102,7 +109,10 @@ export function podVerdict(s: PodSituation): PodVerdict {
   } else if (pullFailed.length > 0) {
     phase = 'ImagePullBackOff';
     reason = 'ImagePullBackOff';
-    message = pullFailed.map((i) => i.error ?? '').join('; ');
+    // Each failure names the containers of this pod that use the image and where the manifest says so.
+    message = pullFailed
+      .map((i) => `${i.error ?? ''}${wantedBy([{ podKey: s.desired.key, containers: s.desired.containers.filter((c) => c.image === i.image).map((c) => c.name), source: s.desired.source, line: s.desired.line }])}`)
+      .join('; ');
     stalled = true;
   } else if (s.waiting.length > 0) {
     phase = 'CrashLoopBackOff';

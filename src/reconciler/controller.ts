@@ -3,9 +3,10 @@ import { systemClock, type Clock } from '../lib/clock.js';
 import { BerthError, isBerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { podKeyOfContainerId, type Runtime } from '../runtime/index.js';
-import { podVerdict, type PodPhase } from './conditions.js';
+import { podVerdict, wantedBy, type PodPhase } from './conditions.js';
 import type { DesiredImage, DesiredPod } from './desired.js';
 import { inScope, lastAppliedPod, plan, type Plan, type PruneScope, type Step } from './plan.js';
+import { explainPullFailure } from './pull-error.js';
 import { WorkQueue, type Outcome } from './queue.js';
 import { computePlan, executeStep, imageViews, recordPod, ResolveCache, toView } from './reconcile.js';
 
@@ -267,14 +268,28 @@ export class Controller {
       for (const k of new Set([...waiters, ...now])) this.queue.add(POD + k);
       return {};
     } catch (err) {
-      const e = asBerthError(err);
+      const raw = asBerthError(err);
+      // Worded for a person (what to check, a short excerpt of the registry's answer); the raw error is the cause.
+      const e = new BerthError(raw.code, explainPullFailure(ref, raw), { cause: raw, details: raw.details });
       this.imageErrors.set(ref, e);
-      this.rt.addEvent(IMAGE + ref, 'Failed', `pull ${ref}: ${e.message}`, { type: 'Warning' });
-      this.emit({ key: IMAGE + ref, steps: [{ step, error: { code: e.code, message: e.message } }], blocked: [], waitingImages: [], imageErrors: [], settled: true });
+      this.rt.addEvent(IMAGE + ref, 'Failed', e.message, { type: 'Warning' });
+      const message = `${e.message}${this.imageUsers(ref, [...waiters, ...(this.imageWaiters.get(ref) ?? [])])}`;
+      this.emit({ key: IMAGE + ref, steps: [{ step, error: { code: e.code, message } }], blocked: [], waitingImages: [], imageErrors: [], settled: true });
       // The pods learn it (ImagePullBackOff) and apply reports it; the queue retries the pull.
       for (const k of new Set([...waiters, ...(this.imageWaiters.get(ref) ?? [])])) this.queue.add(POD + k);
       throw e;
     }
+  }
+
+  /** Which pods want an image, with the manifest file:line that asks for it, for a pull failure's message. */
+  private imageUsers(ref: string, podKeys: Iterable<string>): string {
+    const users: Parameters<typeof wantedBy>[0][number][] = [];
+    for (const key of new Set(podKeys)) {
+      const d = this.desire(key);
+      const containers = d?.kind === 'present' ? d.pod.containers.filter((c) => c.image === ref).map((c) => c.name) : [];
+      if (d?.kind === 'present' && containers.length > 0) users.push({ podKey: key, containers, source: d.pod.source, line: d.pod.line });
+    }
+    return wantedBy(users);
   }
 
   private async reconcilePod(podKey: string, signal: AbortSignal): Promise<Outcome> {

@@ -31,6 +31,9 @@ export type PodKind = 'Pod' | 'Container';
 /** `metadata.annotations["berth.dev/paused"]`: "true" pauses, "false" or absent does not. */
 export const ANNOTATION_PAUSED = 'berth.dev/paused';
 
+/** kubectl's annotation naming the container `logs` and `exec` pick when none is named. */
+export const ANNOTATION_DEFAULT_CONTAINER = 'kubectl.kubernetes.io/default-container';
+
 export interface DesiredPod {
   key: string; // namespace/name
   kind: PodKind;

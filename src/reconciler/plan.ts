@@ -76,12 +76,36 @@ export interface RestartInfo {
   nextBackoffMs: number;
 }
 
+/**
+ * One changed value behind a step, for `diff` (old → new, like `kubectl diff`). `field` is the
+ * name `changes` lists; `key` narrows it (an env variable's name). An absent `old`/`new` means
+ * the field was not set on that side. `masked`: a value that must never be printed (a Secret's),
+ * rendered as `***`.
+ */
+export interface FieldChange {
+  field: string;
+  key?: string;
+  old?: unknown;
+  new?: unknown;
+  masked?: boolean;
+}
+
 export type Step =
   | { kind: 'pull'; image: string; reason: string }
   | { kind: 'create-pod'; pod: DesiredPod }
-  | { kind: 'update-pod'; pod: DesiredPod; changes: string[] }
+  | { kind: 'update-pod'; pod: DesiredPod; changes: string[]; details: FieldChange[] }
   | { kind: 'start'; pod: DesiredPod; container: DesiredContainer; reason: string; attempt: number }
-  | { kind: 'replace'; pod: DesiredPod; container: DesiredContainer; oldId: string; reason: string; changes: string[]; attempt: number; restart?: RestartInfo }
+  | {
+      kind: 'replace';
+      pod: DesiredPod;
+      container: DesiredContainer;
+      oldId: string;
+      reason: string;
+      changes: string[];
+      details: FieldChange[];
+      attempt: number;
+      restart?: RestartInfo;
+    }
   | { kind: 'remove'; podKey: string; id: string; name: string; graceMs: number; reason: string }
   | { kind: 'delete-pod'; podKey: string; graceMs: number; reason: string };
 
@@ -120,18 +144,45 @@ function shouldRestart(policy: RestartPolicy, exitCode: number | null): boolean 
   return false;
 }
 
-/** Top-level fields whose values differ between two container specs, for `diff`. */
-export function changedFields(before: Record<string, unknown> | undefined, after: Record<string, unknown>): string[] {
+/** `{old, new}` without the sides that are unset (JSON has no undefined). */
+function change(field: string, before: unknown, after: unknown, key?: string): FieldChange {
+  return { field, ...(key !== undefined ? { key } : {}), ...(before !== undefined ? { old: before } : {}), ...(after !== undefined ? { new: after } : {}) };
+}
+
+/**
+ * The values that differ between two container specs, for `diff`: one entry per top-level
+ * field, except `env`, which gets one per variable (so one variable can be masked) — or one
+ * for the whole list when only its order changed.
+ */
+export function changedFields(before: Record<string, unknown> | undefined, after: Record<string, unknown>): FieldChange[] {
   if (before === undefined) return [];
   const keys = new Set([...Object.keys(before), ...Object.keys(after)]);
   keys.delete('specHash');
-  const out: string[] = [];
+  const out: FieldChange[] = [];
   for (const k of [...keys].sort()) {
-    if (JSON.stringify(before[k]) !== JSON.stringify(after[k])) out.push(k);
+    if (JSON.stringify(before[k]) === JSON.stringify(after[k])) continue;
+    const vars = k === 'env' ? envChanges(before[k], after[k]) : [];
+    out.push(...(vars.length > 0 ? vars : [change(k, before[k], after[k])]));
   }
   return out;
 }
 
+function envChanges(before: unknown, after: unknown): FieldChange[] {
+  const asMap = (v: unknown): Map<string, unknown> =>
+    new Map((Array.isArray(v) ? (v as { name: string; value?: unknown }[]) : []).map((e) => [e.name, e.value]));
+  const a = asMap(before);
+  const b = asMap(after);
+  const out: FieldChange[] = [];
+  for (const name of [...new Set([...a.keys(), ...b.keys()])].sort()) {
+    if (JSON.stringify(a.get(name)) !== JSON.stringify(b.get(name))) out.push(change('env', a.get(name), b.get(name), name));
+  }
+  return out;
+}
+
+/** The field names `changes` lists, in order, once each. */
+function fieldNames(details: readonly FieldChange[]): string[] {
+  return [...new Set(details.map((d) => d.field))];
+}
 
 export function plan(input: PlanInput): Plan {
   const steps: Step[] = [];
@@ -165,9 +216,10 @@ export function plan(input: PlanInput): Plan {
     if (obs === undefined) {
       podSteps.push({ kind: 'create-pod', pod });
     } else {
-      const changes = podChanges(prev, pod);
+      const details = podChanges(prev, pod);
+      const changes = prev === undefined ? ['(unknown previous spec)'] : fieldNames(details);
       if (changes.length > 0 || obs.podHash !== pod.podHash || obs.source !== pod.source) {
-        podSteps.push({ kind: 'update-pod', pod, changes: obs.source !== pod.source ? [...changes, `source ${obs.source} → ${pod.source}`] : changes });
+        podSteps.push({ kind: 'update-pod', pod, changes: obs.source !== pod.source ? [...changes, `source ${obs.source} → ${pod.source}`] : changes, details });
       }
     }
     const observedContainers = obs?.containers ?? [];
@@ -204,14 +256,16 @@ export function plan(input: PlanInput): Plan {
         continue;
       }
       if (current.specHash !== c.specHash) {
-        const changes = changedFields(prevC as unknown as Record<string, unknown> | undefined, c as unknown as Record<string, unknown>);
-        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'spec changed', changes, attempt });
+        const details = changedFields(prevC as unknown as Record<string, unknown> | undefined, c as unknown as Record<string, unknown>);
+        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'spec changed', changes: fieldNames(details), details, attempt });
       } else if (needPull && c.pullPolicy === 'Always' && (input.images[c.image]?.local !== undefined)) {
-        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'image moved', changes: ['image digest'], attempt });
+        // Top-level digests (index or manifest) on both sides: what the registry was asked about.
+        const view = input.images[c.image] ?? {};
+        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'image moved', changes: ['image digest'], details: [change('image digest', view.localTop, view.remote)], attempt });
       } else if (c.pullPolicy === 'Always' && input.images[c.image]?.local !== undefined && current.imageDigest !== input.images[c.image]?.local && current.state !== 'exited') {
         // The tag moved and the new image is already here (pulled by an earlier run of this
         // key, or for another pod): the container still runs the old digest.
-        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'image moved', changes: ['image digest'], attempt });
+        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'image moved', changes: ['image digest'], details: [change('image digest', current.imageDigest, input.images[c.image]?.local)], attempt });
       } else if (current.state === 'exited') {
         if (shouldRestart(pod.restartPolicy, current.exitCode)) {
           const finished = current.finishedAt ?? now;
@@ -225,7 +279,7 @@ export function plan(input: PlanInput): Plan {
             const next = delay === 0 ? CRASH_BACKOFF_INITIAL_MS : Math.min(delay * 2, CRASH_BACKOFF_MAX_MS);
             podSteps.push({
               kind: 'replace', pod, container: c, oldId: current.id, attempt,
-              reason: `${exited}, restartPolicy ${pod.restartPolicy}`, changes: [],
+              reason: `${exited}, restartPolicy ${pod.restartPolicy}`, changes: [], details: [],
               restart: { count: (r?.restarts ?? 0) + 1, nextBackoffMs: next },
             });
           } else {
@@ -233,7 +287,7 @@ export function plan(input: PlanInput): Plan {
           }
         }
       } else if (current.state === 'created') {
-        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'created but never started', changes: [], attempt });
+        podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'created but never started', changes: [], details: [], attempt });
       }
     }
     for (const o of observedContainers) {
@@ -257,19 +311,19 @@ export function plan(input: PlanInput): Plan {
   return waiting.length > 0 ? { steps, blocked, waiting } : { steps, blocked };
 }
 
-/** Pod-level fields that differ, named as in the manifest (Kubernetes field names). */
-const POD_FIELDS = [
-  ['hostNetwork', 'spec.hostNetwork'],
-  ['restartPolicy', 'spec.restartPolicy'],
-  ['gracePeriodMs', 'spec.terminationGracePeriodSeconds'],
-  ['labels', 'metadata.labels'],
-] as const;
+/** Pod-level fields that differ, named as in the manifest (Kubernetes field names), with their values as written there. */
+const POD_FIELDS: readonly [keyof DesiredPod, string, (v: unknown) => unknown][] = [
+  ['hostNetwork', 'spec.hostNetwork', (v) => v],
+  ['restartPolicy', 'spec.restartPolicy', (v) => v],
+  ['gracePeriodMs', 'spec.terminationGracePeriodSeconds', (v) => (typeof v === 'number' ? v / 1000 : v)],
+  ['labels', 'metadata.labels', (v) => v],
+];
 
-function podChanges(prev: DesiredPod | undefined, next: DesiredPod): string[] {
-  if (prev === undefined) return ['(unknown previous spec)'];
-  const out: string[] = [];
-  for (const [k, name] of POD_FIELDS) {
-    if (JSON.stringify(prev[k]) !== JSON.stringify(next[k])) out.push(name);
+function podChanges(prev: DesiredPod | undefined, next: DesiredPod): FieldChange[] {
+  if (prev === undefined) return [];
+  const out: FieldChange[] = [];
+  for (const [k, name, shown] of POD_FIELDS) {
+    if (JSON.stringify(prev[k]) !== JSON.stringify(next[k])) out.push(change(name, shown(prev[k]), shown(next[k])));
   }
   return out;
 }

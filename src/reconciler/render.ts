@@ -1,4 +1,4 @@
-import type { Plan, Step } from './plan.js';
+import type { FieldChange, Plan, Step } from './plan.js';
 
 /** One line per step, the way `berth diff` and `apply --dry-run` print them. */
 export function renderStep(s: Step): string {
@@ -25,8 +25,39 @@ function renderCommand(command: string[] | undefined, args: string[] | undefined
   return argv.length === 0 ? '' : ` -- ${argv.map((a) => (/^[\w./:=-]+$/.test(a) ? a : JSON.stringify(a))).join(' ')}`;
 }
 
+/** What a masked value prints as, in text and JSON alike. */
+const MASK = '***';
+
+/** A value as `diff` prints it: compact JSON, `<unset>` for a field that is not set. */
+function renderValue(v: unknown, masked: boolean, side: 'before' | 'after'): string {
+  if (v === undefined) return '<unset>';
+  return masked ? `${MASK} (${side})` : JSON.stringify(v);
+}
+
+/**
+ * The old → new lines under a step, like `kubectl diff` shows values:
+ * `    command: ["sh","-c","a"] → ["sh","-c","b"]`; a masked field never shows its values.
+ */
+export function renderDetails(details: readonly FieldChange[]): string[] {
+  return details.map((d) => {
+    const masked = d.masked === true;
+    return `    ${d.field}${d.key !== undefined ? `.${d.key}` : ''}: ${renderValue(d.old, masked, 'before')} → ${renderValue(d.new, masked, 'after')}`;
+  });
+}
+
+function detailsToJson(details: readonly FieldChange[]): FieldChange[] {
+  return details.map((d) =>
+    d.masked === true ? { ...d, ...('old' in d ? { old: MASK } : {}), ...('new' in d ? { new: MASK } : {}) } : d,
+  );
+}
+
+/** The plan as `diff` and `apply --dry-run` print it: one line per step, changed values under it. */
 export function renderPlan(p: Plan): string {
-  const lines = p.steps.map(renderStep);
+  const lines: string[] = [];
+  for (const s of p.steps) {
+    lines.push(renderStep(s));
+    if (s.kind === 'replace' || s.kind === 'update-pod') lines.push(...renderDetails(s.details));
+  }
   for (const b of p.blocked) lines.push(`! ${b.key}: ${b.reason}`);
   return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
@@ -41,11 +72,11 @@ export function planToJson(p: Plan): unknown {
         case 'create-pod':
           return { kind: s.kind, pod: s.pod.key, source: s.pod.source };
         case 'update-pod':
-          return { kind: s.kind, pod: s.pod.key, changes: s.changes };
+          return { kind: s.kind, pod: s.pod.key, changes: s.changes, details: detailsToJson(s.details) };
         case 'start':
           return { kind: s.kind, pod: s.pod.key, container: s.container.name, image: s.container.image };
         case 'replace':
-          return { kind: s.kind, pod: s.pod.key, container: s.container.name, oldId: s.oldId, reason: s.reason, changes: s.changes };
+          return { kind: s.kind, pod: s.pod.key, container: s.container.name, oldId: s.oldId, reason: s.reason, changes: s.changes, details: detailsToJson(s.details) };
         case 'remove':
           return { kind: s.kind, pod: s.podKey, container: s.name, id: s.id, reason: s.reason };
         case 'delete-pod':

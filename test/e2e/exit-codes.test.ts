@@ -137,7 +137,7 @@ spec:
 
   test('regression: subcommand-usage-exit-1 — usage errors exit 2 everywhere, never 1', async (t) => {
     if (!ok) return t.skip();
-    for (const args of [['apply'], ['diff'], ['ps', '-o', 'yaml'], ['ps', '--bogus'], ['images', 'bogus'], ['logs'], ['bogus']]) {
+    for (const args of [['apply'], ['diff'], ['ps', '-o', 'xml'], ['ps', '--bogus'], ['images', 'bogus'], ['logs'], ['bogus']]) {
       const r = await berth(env, args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     }

@@ -26,7 +26,25 @@ export function missingE2EPrereqs(): string[] {
 
 /** Returns true when the test may proceed; fails (CI) or skips (elsewhere) otherwise. */
 export function requireE2E(t: TestContext | SuiteContext): boolean {
-  const missing = missingE2EPrereqs();
+  return requireOrSkip(t, missingE2EPrereqs());
+}
+
+/**
+ * The same rule for a test that needs only some host tools, e.g. `systemd-analyze` (Debian
+ * package systemd, installed by scripts/host-deps.sh; it works without systemd running).
+ */
+export function requireTools(t: TestContext | SuiteContext, bins: readonly string[]): boolean {
+  return requireOrSkip(t, bins.filter((bin) => {
+    try {
+      execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
+      return false;
+    } catch {
+      return true;
+    }
+  }));
+}
+
+function requireOrSkip(t: TestContext | SuiteContext, missing: readonly string[]): boolean {
   if (missing.length === 0) return true;
   const msg = `e2e prerequisites missing: ${missing.join(', ')} (run scripts/host-deps.sh as root)`;
   if (process.env['CI'] === 'true' || process.env['CI'] === '1') throw new Error(msg);

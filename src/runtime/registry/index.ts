@@ -6,6 +6,7 @@ import { redactUrl } from '../../lib/log.js';
 import { parseDigest, type Digest } from '../../lib/digest.js';
 import { sleep } from '../../lib/time.js';
 import { isLoopbackHost, type ImageReference } from './reference.js';
+import { checkedLookup, hopHeaders, hopRefusal, vetHop, type HopContext, type HopPolicy } from './guard.js';
 
 export { parseReference, isLoopbackHost, type ImageReference } from './reference.js';
 
@@ -19,6 +20,13 @@ export const MEDIA = {
   dockerSchema1: 'application/vnd.docker.distribution.manifest.v1+json',
   dockerSchema1Signed: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
 } as const;
+
+interface Http {
+  request: typeof import('undici').request;
+  Agent: typeof import('undici').Agent;
+  /** The registry's own pool. */
+  dispatcher: Dispatcher;
+}
 
 const MANIFEST_ACCEPT = [MEDIA.ociIndex, MEDIA.ociManifest, MEDIA.dockerList, MEDIA.dockerManifest].join(', ');
 
@@ -43,12 +51,16 @@ export interface RegistryOptions {
 /**
  * Distribution v2 client: resolve tags, fetch manifests and blobs by digest.
  * Anonymous access only in this slice; a 401 is reported as ERR_REGISTRY naming the
- * host. Redirects are followed by this code (never by undici) so that a later hop to
- * another host could never receive credentials (rule P3). GETs are retried with
- * backoff on 5xx, 429 and network errors (rule P4).
+ * host. Redirects are followed by this code (never by undici) and each hop is vetted by
+ * ./guard.ts (rule P3): https only, no loopback, private, link-local, unspecified or
+ * reserved address unless the registry itself is configured at one, checked again at
+ * connect time for names. A refused hop is ERR_REGISTRY and is not retried. GETs are
+ * retried with backoff on 5xx, 429 and network errors (rule P4).
  */
 export class RegistryClient {
-  private http: Promise<{ request: typeof import('undici').request; dispatcher: Dispatcher }> | undefined;
+  private http: Promise<Http> | undefined;
+  /** Connection pools for redirect hops, one per P3 policy (their lookup enforces it). */
+  private readonly hopDispatchers = new Map<string, Dispatcher>();
   private readonly opts: RegistryOptions;
 
   constructor(opts: RegistryOptions = {}) {
@@ -60,20 +72,38 @@ export class RegistryClient {
    * status, an apply whose images are present) never talk to a registry, and loading undici
    * was a sixth of their start-up.
    */
-  private client(): Promise<{ request: typeof import('undici').request; dispatcher: Dispatcher }> {
+  private client(): Promise<Http> {
     this.http ??= import('undici').then((u) => ({
       request: u.request,
-      dispatcher: new u.Agent({
-        headersTimeout: this.opts.headersTimeoutMs ?? 30_000,
-        bodyTimeout: this.opts.bodyTimeoutMs ?? 60_000,
-        connections: 8,
-      }),
+      Agent: u.Agent,
+      dispatcher: new u.Agent(this.agentOptions()),
     }));
     return this.http;
   }
 
+  private agentOptions(): { headersTimeout: number; bodyTimeout: number; connections: number } {
+    return { headersTimeout: this.opts.headersTimeoutMs ?? 30_000, bodyTimeout: this.opts.bodyTimeoutMs ?? 60_000, connections: 8 };
+  }
+
+  /**
+   * The pool for hops under `policy`. Kept apart from the registry's own pool so that a socket
+   * checked under one policy is never reused under another, and a hop never reuses a socket
+   * whose address nobody checked.
+   */
+  private hopDispatcher(http: Http, policy: HopPolicy): Dispatcher {
+    let d = this.hopDispatchers.get(policy.key);
+    if (d === undefined) {
+      d = new http.Agent({ ...this.agentOptions(), connect: { lookup: checkedLookup(policy.allowed) } });
+      this.hopDispatchers.set(policy.key, d);
+    }
+    return d;
+  }
+
   async close(): Promise<void> {
     if (this.http !== undefined) await (await this.http).dispatcher.close();
+    const hops = [...this.hopDispatchers.values()];
+    this.hopDispatchers.clear();
+    await Promise.all(hops.map((d) => d.close()));
   }
 
   private baseUrl(ref: ImageReference): string {
@@ -94,44 +124,50 @@ export class RegistryClient {
   ): Promise<Dispatcher.ResponseData<unknown>> {
     const signal =
       callSignal !== undefined && this.opts.signal !== undefined ? AbortSignal.any([this.opts.signal, callSignal]) : (callSignal ?? this.opts.signal);
-    // A registry that is not itself loopback must never steer us to loopback (rule P3, SSRF).
-    const fromLoopback = isLoopbackHost(new URL(url).host);
+    const registry = new URL(url);
+    const ctx: HopContext = { what, kind: 'redirect to' };
     const attempts = (this.opts.retries ?? 3) + 1;
     let lastErr: unknown;
     for (let attempt = 0; attempt < attempts; attempt++) {
       if (attempt > 0) await sleep(Math.min(200 * 2 ** attempt, 5_000) * (0.5 + Math.random()), signal);
-      let current = url;
+      let current = registry;
+      // undefined while on the registry's own origin: its own pool, no P3 lookup.
+      let policy: HopPolicy | undefined;
       try {
         for (let hop = 0; ; hop++) {
-          const { request, dispatcher } = await this.client();
-          const res = await request(current, {
-            method: 'GET',
-            headers,
-            dispatcher,
-            maxRedirections: 0,
-            ...(signal !== undefined ? { signal } : {}),
-          } as Parameters<typeof request>[1]);
+          const http = await this.client();
+          let res: Dispatcher.ResponseData<unknown>;
+          try {
+            res = await http.request(current.toString(), {
+              method: 'GET',
+              headers: hopHeaders(headers, current, registry.host),
+              dispatcher: policy === undefined ? http.dispatcher : this.hopDispatcher(http, policy),
+              maxRedirections: 0,
+              ...(signal !== undefined ? { signal } : {}),
+            } as Parameters<typeof http.request>[1]);
+          } catch (err) {
+            throw hopRefusal(err, current, ctx) ?? err;
+          }
           if (res.statusCode >= 300 && res.statusCode < 400 && res.statusCode !== 304) {
             await res.body.dump();
             const loc = res.headers['location'];
             if (typeof loc !== 'string' || hop >= 5) {
-              throw new BerthError('ERR_REGISTRY', `${what}: redirect without location or too many redirects at ${redactUrl(current)}`);
+              throw new BerthError('ERR_REGISTRY', `${what}: redirect without location or too many redirects at ${redactUrl(current.toString())}`);
             }
-            const next = new URL(loc, current);
-            const toLoopback = isLoopbackHost(next.host);
-            if (toLoopback && !fromLoopback) {
-              throw new BerthError('ERR_REGISTRY', `${what}: refusing redirect to ${redactUrl(next.toString())} (loopback target from a non-loopback registry)`);
+            let next: URL;
+            try {
+              next = new URL(loc, current);
+            } catch {
+              throw new BerthError('ERR_REGISTRY', `${what}: unparseable redirect location from ${redactUrl(current.toString())}`);
             }
-            if (next.protocol !== 'https:' && !(next.protocol === 'http:' && toLoopback)) {
-              throw new BerthError('ERR_REGISTRY', `${what}: refusing redirect to ${redactUrl(next.toString())} (plain http outside loopback)`);
-            }
-            current = next.toString();
+            policy = vetHop(next, registry, ctx);
+            current = next;
             continue;
           }
           if (res.statusCode === 429 || res.statusCode >= 500) {
             const body = await errorBody(res.body);
-            lastErr = new BerthError('ERR_REGISTRY', `${what}: ${res.statusCode} from ${redactUrl(current)}: ${body.slice(0, 200)}`, {
-              details: { status: res.statusCode },
+            lastErr = new BerthError('ERR_REGISTRY', `${what}: ${res.statusCode} from ${redactUrl(current.toString())}: ${body.slice(0, 200)}`, {
+              details: { status: res.statusCode, body: body.slice(0, 200) },
             });
             break;
           }
@@ -139,8 +175,8 @@ export class RegistryClient {
             const body = await errorBody(res.body);
             const code = res.statusCode === 404 ? 'ERR_NOT_FOUND' : 'ERR_REGISTRY';
             const hint = res.statusCode === 401 ? ' (registry authentication is not supported yet)' : '';
-            throw new BerthError(code, `${what}: ${res.statusCode} from ${redactUrl(current)}${hint}: ${body.slice(0, 200)}`, {
-              details: { status: res.statusCode },
+            throw new BerthError(code, `${what}: ${res.statusCode} from ${redactUrl(current.toString())}${hint}: ${body.slice(0, 200)}`, {
+              details: { status: res.statusCode, body: body.slice(0, 200) },
             });
           }
           return res;
