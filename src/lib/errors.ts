@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'ERR_INVALID_IMAGE' // an image document, layer or config that breaks a rule
   | 'ERR_DIGEST_MISMATCH' // bytes that do not hash to the expected digest
   | 'ERR_UNSAFE_CONTENT' // a tar entry or path that tries to escape or is forbidden
+  | 'ERR_FORBIDDEN' // a registry sent berth where rule P3 forbids (a redirect to loopback, private, link-local…)
   | 'ERR_UNSUPPORTED' // a valid input berth does not implement (yet)
   | 'ERR_NOT_FOUND'
   | 'ERR_ALREADY_EXISTS'
@@ -29,6 +30,8 @@ export type ErrorCode =
  * larger than a configured limit: the same input fails the same way until the limit or the input
  * changes (a config or manifest edit, which enqueues the key anyway), so it is terminal.
  * ERR_TIMEOUT: the process was killed at its deadline; a wedged runc or mount may recover.
+ * ERR_FORBIDDEN: a registry answer that would send berth where rule P3 forbids is a policy
+ * refusal, not a registry fault: asking again gets the same answer, so it is terminal.
  */
 export const RETRYABLE: Readonly<Record<ErrorCode, boolean>> = {
   ERR_INVALID_ARGUMENT: false,
@@ -36,6 +39,7 @@ export const RETRYABLE: Readonly<Record<ErrorCode, boolean>> = {
   ERR_INVALID_IMAGE: false,
   ERR_DIGEST_MISMATCH: true,
   ERR_UNSAFE_CONTENT: false,
+  ERR_FORBIDDEN: false,
   ERR_UNSUPPORTED: false,
   ERR_NOT_FOUND: false,
   ERR_ALREADY_EXISTS: false,

@@ -48,7 +48,7 @@ export interface GuardCase {
   name: string;
   registry: 'public' | 'private' | 'loopback';
   location: string;
-  /** refused: ERR_REGISTRY matching `reason`, one registry request, no connection. followed: a connection to `connectsTo`. */
+  /** refused: ERR_FORBIDDEN matching `reason`, one registry request, no connection. followed: a connection to `connectsTo`. */
   expect: 'refused' | 'followed';
   /** A regular expression source the refusal message must match. */
   reason?: string;

@@ -144,8 +144,8 @@ describe('unit: vetHop decides what the URL alone decides', () => {
       () => vetHop(new URL(target), reg(registry), ctx),
       (err: unknown) => {
         assert.ok(err instanceof BerthError, String(err));
-        assert.equal(err.code, 'ERR_REGISTRY');
-        assert.equal(err.retryable, true, 'the code is ERR_REGISTRY; the client itself never retries a refusal');
+        assert.equal(err.code, 'ERR_FORBIDDEN');
+        assert.equal(err.retryable, false, 'a P3 refusal is terminal: the controller does not retry it either');
         assert.match(err.message, /^fetch blob r\/x@d: refusing redirect to /);
         assert.match(err.message, reason);
         assert.match(err.message, /\(rule P3\)$/);
@@ -348,7 +348,7 @@ describe('integration: P3 refusals inside a network namespace of their own', { t
       const seen = JSON.stringify(o);
       assert.equal(o.fetched, false, seen);
       if (c.expect === 'refused') {
-        assert.equal(o.code, 'ERR_REGISTRY', seen);
+        assert.equal(o.code, 'ERR_FORBIDDEN', seen);
         assert.match(o.message ?? '', /^fetch blob \S+: refusing redirect to .*\(rule P3\)$/, seen);
         assert.match(o.message ?? '', new RegExp(c.reason ?? '.'), seen);
         assert.equal(o.registryRequests, 1, `a refusal is terminal, not retried: ${seen}`);

@@ -51,7 +51,7 @@ export function registryScope(registry: URL): ReadonlySet<AddressClass> {
 /**
  * Checks `target` against rule P3 for a registry at `registry`. Returns undefined when the
  * target is the registry itself (same origin: nothing new is reached), else the policy the
- * connection's lookup must enforce. Throws ERR_REGISTRY (never retried by the client) naming
+ * connection's lookup must enforce. Throws ERR_FORBIDDEN (terminal: never retried) naming
  * the redacted target and the reason.
  */
 export function vetHop(target: URL, registry: URL, ctx: HopContext): HopPolicy | undefined {
@@ -78,7 +78,7 @@ export function vetHop(target: URL, registry: URL, ctx: HopContext): HopPolicy |
 
 /**
  * A `lookup` for net/tls.connect that resolves every address of `hostname`, refuses the
- * connection (ERR_REGISTRY, details.rule = 'P3') if ANY is outside `allowed`, and otherwise
+ * connection (ERR_FORBIDDEN, details.rule = 'P3') if ANY is outside `allowed`, and otherwise
  * connects to exactly the addresses it checked. Address literals never reach a lookup (node
  * connects to them directly); `vetHop` has checked those.
  */
@@ -93,7 +93,7 @@ export function checkedLookup(allowed: ReadonlySet<AddressClass>): LookupFunctio
         const c = classifyAddress(a.address);
         if (c === undefined || !allowed.has(c.class)) {
           const why = c === undefined ? `unparseable address ${a.address}` : describeAddress(c);
-          callback(new BerthError('ERR_REGISTRY', `${hostname} resolves to ${why}`, { details: { rule: 'P3', reason: why } }), '');
+          callback(new BerthError('ERR_FORBIDDEN', `${hostname} resolves to ${why}`, { details: { rule: 'P3', reason: why } }), '');
           return;
         }
       }
@@ -124,7 +124,7 @@ export function hopHeaders(headers: Readonly<Record<string, string>>, target: UR
 }
 
 function hopError(target: URL, ctx: HopContext, reason: string, cause?: unknown): BerthError {
-  return new BerthError('ERR_REGISTRY', `${ctx.what}: refusing ${ctx.kind} ${redactUrl(target.toString())}: ${reason} (rule P3)`, {
+  return new BerthError('ERR_FORBIDDEN', `${ctx.what}: refusing ${ctx.kind} ${redactUrl(target.toString())}: ${reason} (rule P3)`, {
     details: { rule: 'P3', target: redactUrl(target.toString()) },
     ...(cause !== undefined ? { cause } : {}),
   });
