@@ -47,6 +47,20 @@ export interface ImageView {
   localTop?: string;
   /** Top-level digest the registry reports now (only looked up for pullPolicy Always). */
   remote?: string;
+  /** The local image's Entrypoint and Cmd, to show what a container will really run. */
+  entrypoint?: string[];
+  cmd?: string[];
+}
+
+/**
+ * What a container runs, by Kubernetes' rules: `command` replaces the image Entrypoint, `args`
+ * its Cmd, and a `command` without `args` drops the Cmd. Undefined while the image is not here.
+ */
+export function effectiveArgv(c: Pick<DesiredContainer, 'command' | 'args'>, view: ImageView | undefined): string[] | undefined {
+  if (view?.local === undefined) return undefined;
+  const entrypoint = c.command ?? view.entrypoint ?? [];
+  const cmd = c.args ?? (c.command !== undefined ? [] : (view.cmd ?? []));
+  return [...entrypoint, ...cmd];
 }
 
 export interface PruneScope {
@@ -94,7 +108,7 @@ export type Step =
   | { kind: 'pull'; image: string; reason: string }
   | { kind: 'create-pod'; pod: DesiredPod }
   | { kind: 'update-pod'; pod: DesiredPod; changes: string[]; details: FieldChange[] }
-  | { kind: 'start'; pod: DesiredPod; container: DesiredContainer; reason: string; attempt: number }
+  | { kind: 'start'; pod: DesiredPod; container: DesiredContainer; reason: string; attempt: number; argv?: string[] }
   | {
       kind: 'replace';
       pod: DesiredPod;
@@ -247,7 +261,8 @@ export function plan(input: PlanInput): Plan {
         pulls.set(c.image, view.local === undefined ? 'not present' : `registry has ${view.remote ?? '?'}`);
       }
       if (current === undefined) {
-        podSteps.push({ kind: 'start', pod, container: c, reason: 'declared', attempt });
+        const argv = effectiveArgv(c, input.images[c.image]);
+        podSteps.push({ kind: 'start', pod, container: c, reason: 'declared', attempt, ...(argv !== undefined ? { argv } : {}) });
         continue;
       }
       const prevC = prev?.containers.find((x) => x.name === c.name);

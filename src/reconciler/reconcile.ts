@@ -79,6 +79,9 @@ export async function imageViews(
       if (local !== undefined) {
         view.local = local.digest;
         view.localTop = local.indexDigest ?? local.digest;
+        const cfg = rt.imageConfig(local.digest)?.config;
+        if (cfg?.Entrypoint !== undefined && cfg.Entrypoint !== null) view.entrypoint = [...cfg.Entrypoint];
+        if (cfg?.Cmd !== undefined && cfg.Cmd !== null) view.cmd = [...cfg.Cmd];
       }
       // One container with pullPolicy Always is enough to ask the registry for this image.
       const anyAlways = desired.some((p) => p.containers.some((x) => x.image === c.image && x.pullPolicy === 'Always'));

@@ -10,7 +10,9 @@ export function renderStep(s: Step): string {
     case 'update-pod':
       return `~ pod ${s.pod.key}: update${s.changes.length > 0 ? ` (${s.changes.join(', ')})` : ''}`;
     case 'start':
-      return `+ container ${s.pod.key}/${s.container.name}: start ${s.container.image}${renderCommand(s.container.command, s.container.args)}`;
+      // The process that will run, image Entrypoint/Cmd included (a container that sets only
+      // `args` runs them behind the image's entrypoint); as written while the image is not here.
+      return `+ container ${s.pod.key}/${s.container.name}: start ${s.container.image}${s.argv !== undefined ? renderCommand(s.argv, undefined) : renderCommand(s.container.command, s.container.args)}`;
     case 'replace':
       return `~ container ${s.pod.key}/${s.container.name}: replace ${s.oldId} (${s.reason}${s.changes.length > 0 ? `: ${s.changes.join(', ')}` : ''})`;
     case 'remove':
@@ -74,7 +76,7 @@ export function planToJson(p: Plan): unknown {
         case 'update-pod':
           return { kind: s.kind, pod: s.pod.key, changes: s.changes, details: detailsToJson(s.details) };
         case 'start':
-          return { kind: s.kind, pod: s.pod.key, container: s.container.name, image: s.container.image };
+          return { kind: s.kind, pod: s.pod.key, container: s.container.name, image: s.container.image, ...(s.argv !== undefined ? { argv: s.argv } : {}) };
         case 'replace':
           return { kind: s.kind, pod: s.pod.key, container: s.container.name, oldId: s.oldId, reason: s.reason, changes: s.changes, details: detailsToJson(s.details) };
         case 'remove':

@@ -244,3 +244,20 @@ test('plan: delete by key prunes exactly the named pods, whatever their source',
   const r = plan({ desired: [], observed: [observed(a, [{ name: 'x', hash: 'h1' }]), observed(b, [{ name: 'x', hash: 'h1' }])], images: present, prune: { keys: ['default/b'] } });
   assert.deepEqual(r.steps.map((s) => (s.kind === 'delete-pod' ? s.podKey : s.kind)), ['default/b']);
 });
+
+test('plan: a start shows what will really run — the image entrypoint in front of args (Kubernetes command/args rules)', async () => {
+  const { renderStep } = await import('../../src/reconciler/render.js');
+  const view: Record<string, ImageView> = { [IMG]: { local: 'sha256:aa', localTop: 'sha256:aa', entrypoint: ['/entry.sh'], cmd: ['serve'] } };
+  const argvOf = (c: DesiredContainer, images = view): string[] | undefined => {
+    const s = plan({ desired: [pod('p', [c])], observed: [], images }).steps.find((x) => x.kind === 'start');
+    return s?.kind === 'start' ? s.argv : undefined;
+  };
+  assert.deepEqual(argvOf(ctr('a', 'h', { args: ['--port', '80'] })), ['/entry.sh', '--port', '80']);
+  assert.deepEqual(argvOf(ctr('a', 'h', { command: ['sh'] })), ['sh']);
+  assert.deepEqual(argvOf(ctr('a', 'h', { command: ['sh'], args: ['-c', 'x'] })), ['sh', '-c', 'x']);
+  assert.deepEqual(argvOf(ctr('a', 'h')), ['/entry.sh', 'serve']);
+  assert.equal(argvOf(ctr('a', 'h', { args: ['x'] }), {}), undefined, 'unknown while the image is not here');
+  const s = plan({ desired: [pod('p', [ctr('a', 'h', { args: ['--port', '80'] })])], observed: [], images: view }).steps.find((x) => x.kind === 'start');
+  assert.ok(s !== undefined);
+  assert.match(renderStep(s), /: start \S+ -- \/entry\.sh --port 80$/);
+});
