@@ -226,7 +226,12 @@ export function plan(input: PlanInput): Plan {
         podBlocked = true;
       }
     }
-    if (podBlocked) continue;
+    if (podBlocked) {
+      // As the kubelet's ErrImageNeverPull: a new pod is recorded (status lists it with the
+      // reason) but starts nothing; a pod that exists keeps what runs untouched.
+      if (obs === undefined) podSteps.push({ kind: 'create-pod', pod });
+      continue;
+    }
     if (obs === undefined) {
       podSteps.push({ kind: 'create-pod', pod });
     } else {

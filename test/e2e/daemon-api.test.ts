@@ -68,10 +68,14 @@ spec:
     await run(['apply', '-f', f]);
     await run(['apply', '-f', bad]);
     await run(['apply', '-f', never]);
+    // Recorded though blocked (the kubelet's ErrImageNeverPull): status lists it with the reason.
+    const st = JSON.parse((await berth(env, ['status', 'never', '-o', 'json'])).stdout) as { pods: { key: string; status: string; lastError: string }[] };
+    out.push(`status never: ${st.pods.map((p) => `${p.key} ${p.status} ${p.lastError}`).join('; ').replaceAll(`:${tag}`, ':<tag>')}`);
     await run(['logs', 'app', '--tail', '5']);
     await run(['logs', 'nope']);
     await run(['delete', '-f', f]);
     await run(['delete', 'pod', 'app']);
+    await run(['delete', '-f', never]);
     await run(['apply', '-f', path.join(files, 'missing.yaml')]);
     return out;
   };
@@ -113,5 +117,6 @@ spec:
     assert.match(all, /- pod default\/app: delete/);
     assert.match(all, /exit 2\n[\s\S]*comand/);
     assert.match(all, /delete pod default\/app: not found/);
+    assert.match(all, /status never: default\/never Pending .*imagePullPolicy is Never/);
   });
 });

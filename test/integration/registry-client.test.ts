@@ -303,11 +303,11 @@ describe('integration: registry client against a fault-injecting loopback server
     assert.equal(storage.seen[0]?.url, `/store/${d.slice(7)}?sig=secret`);
   });
 
-  test('a redirect to http://203.0.113.5 is refused before connecting (ERR_REGISTRY "refusing redirect")', { timeout: 10_000 }, async () => {
+  test('a redirect to http://203.0.113.5 is refused before connecting (ERR_FORBIDDEN "refusing redirect", terminal)', { timeout: 10_000 }, async () => {
     const before = connectHosts.length;
     const d = sha256('blob');
     srv.script(reply(307, '', { location: 'http://203.0.113.5/store/blob?X-Amz-Signature=secret' }));
-    const err = await rejectsWith(client.fetchBlob(ref(), d), 'ERR_REGISTRY', /refusing redirect/);
+    const err = await rejectsWith(client.fetchBlob(ref(), d), 'ERR_FORBIDDEN', /refusing redirect/);
     assert.ok(!err.message.includes('secret'), `query strings are redacted: ${err.message}`);
     assert.equal(srv.seen.length, 1, 'a refused redirect is terminal, not retried');
     assert.ok(!connectHosts.slice(before).includes('203.0.113.5'), 'the client must not even try to connect');
@@ -378,11 +378,11 @@ describe('integration: registry client against a fault-injecting loopback server
     assert.equal((await readAll(await c.fetchBlob(r, d))).toString(), 'blob');
 
     srv.script(reply(307, '', { location: `http://${internal.host}/admin` }));
-    await rejectsWith(c.fetchBlob(r, d), 'ERR_REGISTRY', /refusing redirect/);
+    await rejectsWith(c.fetchBlob(r, d), 'ERR_FORBIDDEN', /refusing redirect/);
     srv.script(reply(302, '', { location: `https://${internal.host}/admin` }));
-    await rejectsWith(c.fetchBlob(r, d), 'ERR_REGISTRY', /refusing redirect/);
+    await rejectsWith(c.fetchBlob(r, d), 'ERR_FORBIDDEN', /refusing redirect/);
     srv.script(reply(307, '', { location: `http://localhost:${internal.port}/admin` }));
-    await rejectsWith(c.fetchBlob(r, d), 'ERR_REGISTRY', /refusing redirect/);
+    await rejectsWith(c.fetchBlob(r, d), 'ERR_FORBIDDEN', /refusing redirect/);
     assert.equal(internal.seen.length, 0, 'the loopback service was never contacted');
   });
 

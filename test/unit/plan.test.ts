@@ -146,9 +146,13 @@ test('plan: pullPolicy Always with a moved tag pulls first, then replaces', () =
 test('plan: pullPolicy Never without the image is blocked, not pulled', () => {
   const p = pod('web', [ctr('a', 'h', { pullPolicy: 'Never' })]);
   const r = plan({ desired: [p], observed: [], images: {} });
-  assert.deepEqual(r.steps, []);
+  // Recorded, so status lists it with the reason; nothing pulled, nothing started.
+  assert.deepEqual(r.steps.map((s) => s.kind), ['create-pod']);
   assert.equal(r.blocked.length, 1);
   assert.match(r.blocked[0]?.reason ?? '', /Never/);
+  // A pod that exists keeps what runs.
+  const running = plan({ desired: [p], observed: [observed(p, [{ name: 'a', hash: 'h-old' }])], images: {} });
+  assert.deepEqual(running.steps, []);
 });
 
 test('plan: a pod-level change updates the pod record', () => {
