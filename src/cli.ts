@@ -133,7 +133,8 @@ interface Backend {
   readonly remote: boolean;
   /** pid of the daemon answering, for messages. */
   readonly daemonPid: number | undefined;
-  call<T>(method: string, body?: unknown): Promise<T>;
+  /** `onProgress`: each step as it starts and ends (apply, delete), streamed from the daemon. */
+  call<T>(method: string, body?: unknown, onProgress?: (e: ProgressEvent) => void): Promise<T>;
   follow?(query: Record<string, string>, onEvent: (e: unknown) => void, signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
 }
@@ -146,7 +147,7 @@ async function openBackend(cfg: Config, mode: { write: boolean; what: string }):
   const remote = (c: import('./daemon/client.js').DaemonClient): Backend => ({
     remote: true,
     daemonPid: c.pid,
-    call: (m, b) => c.call(m, b),
+    call: (m, b, p) => (p === undefined ? c.call(m, b) : c.callStream(m, b, (e) => p(e as ProgressEvent))),
     follow: (q, fn, sig) => c.follow(q, fn, sig),
     close: async () => undefined,
   });
@@ -167,7 +168,7 @@ async function openBackend(cfg: Config, mode: { write: boolean; what: string }):
           const c = await connectDaemon(socket, 500);
           if (c !== undefined) {
             await rt.close();
-            return { call: (m, b) => c.call(m, b), close: async () => undefined };
+            return { call: (m, b, p) => (p === undefined ? c.call(m, b) : c.callStream(m, b, (e) => p(e as ProgressEvent))), close: async () => undefined };
           }
           if (Date.now() > until) throw new BerthError('ERR_LOCKED', `${mode.what}: the state lock is held by another berth and no daemon answers on ${socket}`);
           if (!told) {
@@ -183,13 +184,13 @@ async function openBackend(cfg: Config, mode: { write: boolean; what: string }):
       const service = new BerthService({ rt, log: cfg.log, controller, daemon: false });
       let swept = false;
       return {
-        call: async <T,>(method: string, body?: unknown): Promise<T> => {
+        call: async <T,>(method: string, body?: unknown, onProgress?: (e: ProgressEvent) => void): Promise<T> => {
           if (mode.write && !swept && !(method === 'apply' && (body as { dryRun?: boolean } | undefined)?.dryRun === true)) {
             swept = true;
             await rt.sweep();
             controller.watchExits();
           }
-          return (await dispatch(service, method, body)) as T;
+          return (await dispatch(service, method, body, onProgress)) as T;
         },
         close: async () => {
           await controller.stop(0);
@@ -204,9 +205,9 @@ async function openBackend(cfg: Config, mode: { write: boolean; what: string }):
   return {
     remote: false,
     daemonPid: undefined,
-    call: async <T,>(method: string, body?: unknown): Promise<T> => {
+    call: async <T,>(method: string, body?: unknown, onProgress?: (e: ProgressEvent) => void): Promise<T> => {
       local ??= open();
-      return (await local).call<T>(method, body);
+      return (await local).call<T>(method, body, onProgress);
     },
     close: async () => {
       if (local !== undefined) await (await local.catch(() => undefined))?.close();
@@ -225,11 +226,30 @@ async function withBackend(cfg: Config, mode: { write: boolean; what: string }, 
 
 type StepResult = import('./reconciler/controller.js').StepResult;
 
-/** Prints apply/delete results the same way for the daemon and the in-process path; returns failures. */
-async function printResults(steps: readonly StepResult[]): Promise<number> {
+type ProgressEvent = import('./reconciler/controller.js').ProgressEvent;
+
+/** Steps that can take a while (a pull, a stop waiting out its grace period) also print when they start. */
+const SLOW_STEPS = new Set(['pull', 'replace', 'remove', 'delete-pod']);
+
+/**
+ * Live progress of apply/delete, the same for the daemon and the in-process path: a slow step
+ * prints a line when it starts, every step one when it ends, with its duration. Failures are
+ * printed once, at the end, on stderr (printResults).
+ */
+async function progressPrinter(): Promise<(e: ProgressEvent) => void> {
   const { renderStep } = await import('./reconciler/render.js');
+  return (e) => {
+    if (e.phase === 'start') {
+      if (SLOW_STEPS.has(e.step.kind)) process.stdout.write(`${renderStep(e.step)} ...\n`);
+    } else if (e.error === undefined) {
+      process.stdout.write(`${renderStep(e.step)} (${((e.ms ?? 0) / 1000).toFixed(1)}s)\n`);
+    }
+  };
+}
+
+/** Prints apply/delete failures (the steps themselves were printed live); returns how many. */
+function printResults(steps: readonly StepResult[]): number {
   let failed = 0;
-  for (const s of steps) if (s.error === undefined) process.stdout.write(`${renderStep(s.step)}\n`);
   for (const s of steps) {
     if (s.error === undefined) continue;
     failed++;
@@ -323,7 +343,8 @@ export function buildProgram(): Command {
       await withBackend(cfg, { write: o.dryRun !== true, what: 'apply' }, async (b) => {
         // In-process the manifests are read here, before root, state or lock are needed;
         // the daemon reads them itself (warm parse cache, no validator loaded here).
-        const res = await b.call<import('./daemon/service.js').ApplyResponse>('apply', b.remote ? req : { ...req, pods: await loadOrFail(o.filename, input) });
+        const body = b.remote ? req : { ...req, pods: await loadOrFail(o.filename, input) };
+        const res = await b.call<import('./daemon/service.js').ApplyResponse>('apply', body, o.dryRun === true ? undefined : await progressPrinter());
         failOnInvalid(res.invalid);
         for (const r of res.refused) process.stderr.write(`error: ${r}\n`);
         if (res.refused.length > 0) {
@@ -335,7 +356,7 @@ export function buildProgram(): Command {
           process.stdout.write(renderPlan(res.plan) || 'no changes\n');
           return;
         }
-        const failed = await printResults(res.steps);
+        const failed = printResults(res.steps);
         if (res.steps.length === 0) process.stdout.write('no changes\n');
         for (const bl of res.blocked) process.stderr.write(`error: ${bl.key}: ${bl.reason}\n`);
         if (failed > 0 || res.blocked.length > 0) process.exitCode = EXIT_FAILURE;
@@ -429,13 +450,13 @@ export function buildProgram(): Command {
           keys,
           ...(o.filename !== undefined ? { source: sourceOf(o.filename) } : {}),
           ...(o.force === true ? { force: true } : {}),
-        });
+        }, await progressPrinter());
         for (const r of res.refused) process.stderr.write(`error: ${r}\n`);
         if (res.refused.length > 0) {
           process.exitCode = EXIT_FAILURE;
           return;
         }
-        const failed = await printResults(res.steps);
+        const failed = printResults(res.steps);
         if (o.filename === undefined && res.steps.length === 0) throw new BerthError('ERR_NOT_FOUND', `delete pod ${keys[0] ?? ''}: not found`);
         if (res.steps.length === 0) process.stdout.write('nothing to delete\n');
         if (failed > 0) process.exitCode = EXIT_FAILURE;

@@ -43,6 +43,53 @@ export class DaemonClient {
     });
   }
 
+  /**
+   * POST /v1/<method> answered as a stream: `onProgress` gets each step as it starts and ends,
+   * the promise the final result (or the daemon's coded error).
+   */
+  callStream<T>(method: string, body: unknown, onProgress: (e: unknown) => void): Promise<T> {
+    const text = JSON.stringify(body);
+    return new Promise<T>((resolve, reject) => {
+      const req = request(
+        {
+          socketPath: this.socket,
+          path: `/v1/${method}`,
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', 'content-length': Buffer.byteLength(text) },
+        },
+        (res) => {
+          let buf = '';
+          let settled = false;
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => {
+            buf += c;
+            let i;
+            while ((i = buf.indexOf('\n')) >= 0) {
+              const line = buf.slice(0, i);
+              buf = buf.slice(i + 1);
+              if (line === '') continue;
+              const m = JSON.parse(line) as { progress?: unknown; result?: unknown; error?: { code?: string; message?: string } };
+              if (m.progress !== undefined) onProgress(m.progress);
+              else if (m.error !== undefined) {
+                settled = true;
+                reject(new BerthError((m.error.code ?? 'ERR_INTERNAL') as ErrorCode, m.error.message ?? `daemon ${method}: failed`));
+              } else {
+                settled = true;
+                resolve(m.result as T);
+              }
+            }
+          });
+          res.on('end', () => {
+            if (!settled) reject(new BerthError('ERR_NETWORK', `daemon ${method}: the answer ended early (did berth up stop?)`));
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('error', (err) => reject(new BerthError('ERR_NETWORK', `daemon ${method}: ${err.message} (did berth up stop?)`, { cause: err })));
+      req.end(text);
+    });
+  }
+
   /** GET /v1/events/follow: calls `onLine` per event until `signal` aborts or the daemon stops. */
   follow(query: Record<string, string>, onEvent: (e: unknown) => void, signal: AbortSignal): Promise<void> {
     const qs = new URLSearchParams(query).toString();

@@ -45,6 +45,17 @@ export async function serveApi(o: {
     }
     if (req.method !== 'POST' || !url.pathname.startsWith('/v1/')) throw new BerthError('ERR_NOT_FOUND', `api ${req.method ?? ''} ${url.pathname}: no such route`);
     const body = await readJson(req);
+    if ((req.headers['accept'] ?? '').includes('application/x-ndjson')) {
+      // Streamed: `{"progress": …}` per step start and end, then `{"result": …}` or `{"error": …}`.
+      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+      try {
+        const result = await dispatch(o.service, url.pathname.slice(4), body, (e) => res.write(`${JSON.stringify({ progress: e })}\n`));
+        res.end(`${JSON.stringify({ result })}\n`);
+      } catch (err) {
+        res.end(`${JSON.stringify({ error: { code: isBerthError(err) ? err.code : 'ERR_INTERNAL', message: messageOf(err) } })}\n`);
+      }
+      return;
+    }
     return json(res, 200, await dispatch(o.service, url.pathname.slice(4), body));
   };
   const follow = (url: URL, res: ServerResponse): void => {

@@ -3,7 +3,7 @@ import { BerthError, isBerthError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { matchesSelector, parseSelector } from '../lib/selector.js';
 import { parseReference, processArgs, type EventRecord, type ImageConfig, type ImageRecord, type ObservedPod, type Runtime } from '../runtime/index.js';
-import { Controller, type ApplyResult } from '../reconciler/controller.js';
+import { Controller, type ApplyResult, type ProgressEvent } from '../reconciler/controller.js';
 import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
 import { ANNOTATION_DEFAULT_CONTAINER, type DesiredPod } from '../reconciler/desired.js';
 import type { ParseCache } from '../reconciler/manifest.js';
@@ -145,7 +145,7 @@ export class BerthService {
     return { pods: res.pods };
   }
 
-  async apply(req: ApplyRequest): Promise<ApplyResponse> {
+  async apply(req: ApplyRequest, onProgress?: (e: ProgressEvent) => void): Promise<ApplyResponse> {
     const c = this.o.controller;
     const loaded = await this.load(req.input, req.pods);
     if ('invalid' in loaded) return { steps: [], blocked: [], refused: [], keys: [], invalid: loaded.invalid };
@@ -162,7 +162,7 @@ export class BerthService {
       const plan = await c.diff(pods, prune, { fromRows: this.o.daemon });
       return { steps: [], blocked: plan.blocked, refused, keys: [], plan };
     }
-    const res = await c.apply({ pods, ...(prune !== undefined ? { prune } : {}), ...force }, req.input.path);
+    const res = await c.apply({ pods, ...(prune !== undefined ? { prune } : {}), ...force }, req.input.path, onProgress);
     const declared = pods.map((p) => p.key);
     if (req.wait !== true || res.refused.length > 0) return { ...res, declared };
     const notReady = await c.waitReady(res.keys.filter((k) => declared.includes(k)), req.timeoutMs ?? 60_000);
@@ -177,13 +177,14 @@ export class BerthService {
   }
 
   /** `delete`: the planner's delete-pod steps for recorded pods among `keys`. */
-  async delete(req: DeleteRequest): Promise<ApplyResult & { missing: string[] }> {
+  async delete(req: DeleteRequest, onProgress?: (e: ProgressEvent) => void): Promise<ApplyResult & { missing: string[] }> {
     const recorded = new Set(this.o.rt.listPods().map((p) => p.key));
     const keys = [...new Set(req.keys)];
     const present = keys.filter((k) => recorded.has(k));
     const res = await this.o.controller.apply(
       { pods: [], prune: { keys: present }, ...(req.force !== undefined ? { force: req.force } : {}) },
       req.source,
+      onProgress,
     );
     return { ...res, missing: keys.filter((k) => !recorded.has(k)) };
   }
@@ -329,16 +330,19 @@ const DESCRIBE_EVENTS = 10;
 /** The image config of an image that is not here: only a manifest command decides the argv then. */
 const NO_IMAGE: ImageConfig = { architecture: '', os: '', config: {}, rootfs: { type: 'layers', diff_ids: [] } };
 
-/** Routes one API method to the service: the daemon's socket and the in-process CLI share it. */
-export async function dispatch(s: BerthService, method: string, body: unknown): Promise<unknown> {
+/**
+ * Routes one API method to the service: the daemon's socket and the in-process CLI share it.
+ * `onProgress` receives each step as it starts and ends (apply, delete), for live output.
+ */
+export async function dispatch(s: BerthService, method: string, body: unknown, onProgress?: (e: ProgressEvent) => void): Promise<unknown> {
   const b = (body ?? {}) as Record<string, unknown>;
   switch (method) {
     case 'apply':
-      return s.apply(b as unknown as ApplyRequest);
+      return s.apply(b as unknown as ApplyRequest, onProgress);
     case 'diff':
       return s.diff(b as unknown as DiffRequest);
     case 'delete':
-      return s.delete(b as unknown as DeleteRequest);
+      return s.delete(b as unknown as DeleteRequest, onProgress);
     case 'pods':
       return s.pods(b as PodQuery);
     case 'status':

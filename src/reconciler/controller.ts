@@ -43,6 +43,15 @@ export interface KeyReport {
   durationMs?: number;
 }
 
+/** A step starting or ending, with its duration and, on failure, the error. */
+export interface ProgressEvent {
+  key: string;
+  phase: 'start' | 'end';
+  step: Step;
+  ms?: number;
+  error?: { code: string; message: string };
+}
+
 export interface ApplyRequest {
   pods: DesiredPod[];
   prune?: PruneScope;
@@ -96,6 +105,7 @@ export class Controller {
   private readonly pullReasons = new Map<string, string>();
   private readonly imageErrors = new Map<string, BerthError>();
   private readonly reportListeners = new Set<(r: KeyReport) => void>();
+  private readonly progressListeners = new Set<(e: ProgressEvent) => void>();
   private exitWatcher: FSWatcher | undefined;
   /** When the run in flight of each key started (the queue runs a key once at a time). */
   private readonly runStarted = new Map<string, number>();
@@ -219,6 +229,16 @@ export class Controller {
 
   // reports ----------------------------------------------------------------------
 
+  /** Each step as it starts and ends (live progress for apply, delete and the daemon's clients). */
+  onProgress(fn: (e: ProgressEvent) => void): () => void {
+    this.progressListeners.add(fn);
+    return () => this.progressListeners.delete(fn);
+  }
+
+  private progress(e: ProgressEvent): void {
+    for (const l of this.progressListeners) l(e);
+  }
+
   onReport(fn: (r: KeyReport) => void): () => void {
     this.reportListeners.add(fn);
     return () => this.reportListeners.delete(fn);
@@ -257,8 +277,11 @@ export class Controller {
       return {};
     }
     const step: Step = { kind: 'pull', image: ref, reason: this.pullReasons.get(ref) ?? 'not present' };
+    const began = this.clock.now();
+    this.progress({ key: IMAGE + ref, phase: 'start', step });
     try {
       const img = await this.rt.pullImage(ref, signal, declared?.platform);
+      this.progress({ key: IMAGE + ref, phase: 'end', step, ms: this.clock.now() - began });
       this.imageErrors.delete(ref);
       this.rt.addEvent(IMAGE + ref, 'Pulled', `pulled ${ref} (${img.digest})`);
       this.emit({ key: IMAGE + ref, steps: [{ step }], blocked: [], waitingImages: [], imageErrors: [], settled: true });
@@ -274,6 +297,7 @@ export class Controller {
       this.imageErrors.set(ref, e);
       this.rt.addEvent(IMAGE + ref, 'Failed', e.message, { type: 'Warning' });
       const message = `${e.message}${this.imageUsers(ref, [...waiters, ...(this.imageWaiters.get(ref) ?? [])])}`;
+      this.progress({ key: IMAGE + ref, phase: 'end', step, ms: this.clock.now() - began, error: { code: e.code, message } });
       this.emit({ key: IMAGE + ref, steps: [{ step, error: { code: e.code, message } }], blocked: [], waitingImages: [], imageErrors: [], settled: true });
       // The pods learn it (ImagePullBackOff) and apply reports it; the queue retries the pull.
       for (const k of new Set([...waiters, ...(this.imageWaiters.get(ref) ?? [])])) this.queue.add(POD + k);
@@ -381,12 +405,16 @@ export class Controller {
     let first: BerthError | undefined;
     for (const step of steps) {
       if (signal.aborted || step.kind === 'pull') break;
+      const began = this.clock.now();
+      this.progress({ key: report.key, phase: 'start', step });
       try {
         await executeStep(this.rt, step);
         report.steps.push({ step });
+        this.progress({ key: report.key, phase: 'end', step, ms: this.clock.now() - began });
       } catch (err) {
         const e = asBerthError(err);
         report.steps.push({ step, error: { code: e.code, message: e.message } });
+        this.progress({ key: report.key, phase: 'end', step, ms: this.clock.now() - began, error: { code: e.code, message: e.message } });
         // A retryable failure decides the retry even when a terminal one came first.
         if (first === undefined || (!first.retryable && e.retryable)) first = e;
         if (step.kind === 'create-pod') break;
@@ -476,7 +504,7 @@ export class Controller {
    * through the queue and waits until each has settled (its pulls done or failed). Returns
    * what was done; the daemon keeps retrying what failed, in-process it is reported once.
    */
-  async apply(req: ApplyRequest, source?: string): Promise<ApplyResult> {
+  async apply(req: ApplyRequest, source?: string, onProgress?: (e: ProgressEvent) => void): Promise<ApplyResult> {
     const recorded = this.rt.listPods();
     const wanted = new Set(req.pods.map((p) => p.key));
     const pruneKeys =
@@ -491,6 +519,10 @@ export class Controller {
     const pending = new Set(keys.map((k) => POD + k));
     let done: () => void = () => undefined;
     const finished = new Promise<void>((resolve) => (done = resolve));
+    const imageKeys = new Set(req.pods.flatMap((p) => p.containers.map((c) => IMAGE + c.image)));
+    const stopProgress = onProgress === undefined ? () => false : this.onProgress((e) => {
+      if (pending.has(e.key) || imageKeys.has(e.key)) onProgress(e);
+    });
     const stop = this.onReport((r) => {
       if (r.key.startsWith(IMAGE)) {
         imageReports.set(r.key.slice(IMAGE.length), r);
@@ -511,6 +543,7 @@ export class Controller {
       await finished;
     } finally {
       stop();
+      stopProgress();
       for (const key of keys) this.overrides.delete(key);
     }
     const steps: StepResult[] = [];

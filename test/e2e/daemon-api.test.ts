@@ -55,7 +55,8 @@ spec:
     const run = async (args: string[]): Promise<void> => {
       const r = await berth(env, args);
       // Each session uses its own tag (a cold image both times); ids carry the spec hash.
-      const mask = (s: string): string => s.replaceAll(files, '<dir>').replaceAll(`:${tag}`, ':<tag>').replace(/default\.app\.app\.[0-9a-f]{8}-\d+/g, '<id>');
+      const mask = (s: string): string =>
+        s.replaceAll(files, '<dir>').replaceAll(`:${tag}`, ':<tag>').replace(/default\.app\.app\.[0-9a-f]{8}-\d+/g, '<id>').replace(/ \(\d+\.\ds\)$/gm, ' (<duration>)');
       out.push(`$ berth ${args.map(mask).join(' ')}\nexit ${r.code}\n${mask(r.stdout)}--- stderr\n${mask(r.stderr)}`);
     };
     await run(['diff', '-f', f]);
