@@ -10,25 +10,46 @@
  * 4. wall time of `berth diff -f DIR` and `berth status` over N pods, through the daemon and in-process
  *
  * Every berth instance has its own temp --root/--state; podman gets its own temp --root/--runroot/--tmpdir/
- * --network-config-dir and CONTAINERS_CONF=/etc/containers/berth-bench.conf (scripts/bench-deps.sh). All traffic
- * stays on 127.0.0.1: pods use hostNetwork with httpd bound to 127.0.0.1; the registry listens on 127.0.0.1.
+ * --network-config-dir and CONTAINERS_CONF=/etc/containers/berth-bench.conf (scripts/bench-deps.sh); that set-up,
+ * shared with bench/cli, lives in bench/common.ts. All traffic stays on 127.0.0.1: pods use hostNetwork with httpd
+ * bound to 127.0.0.1; the registry listens on 127.0.0.1.
  */
-import { execFile, spawnSync, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { existsSync, mkdirSync, promises as fsp, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, promises as fsp, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs, promisify } from 'node:util';
-import { createHash } from 'node:crypto';
-import { CLI, REPO, berth, berthUp, cleanupEnv, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../test/helpers/berth.js';
+import { parseArgs } from 'node:util';
+import { CLI, berth, type BerthEnv } from '../test/helpers/berth.js';
 import { startDemoFixture, type DemoFixture } from '../test/helpers/demo.js';
 import { freePort } from '../test/helpers/registry.js';
-
-const execFileP = promisify(execFile);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const PODMAN_CONF = '/etc/containers/berth-bench.conf';
+import {
+  buildFingerprint,
+  cleanupAll,
+  havePodman,
+  log,
+  machine,
+  mean,
+  ms,
+  must,
+  newEnv,
+  pct,
+  podman,
+  podmanStore,
+  prePull,
+  preparePodman,
+  ratio,
+  revision,
+  secs,
+  sleep,
+  sleeperPod,
+  startUp,
+  stopUp,
+  waitConverged,
+  waitDaemonSocket,
+  type Daemon,
+} from './common.js';
 
 // ---------------------------------------------------------------------------------------------- options
 
@@ -50,21 +71,6 @@ const WINDOW_S = Math.max(RESYNC_S, Math.round(Number(opt.window) / RESYNC_S) * 
 const ONLY = new Set(opt.only.split(',').map((s) => s.trim()));
 
 // ---------------------------------------------------------------------------------------------- small helpers
-
-function pct(xs: readonly number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const i = Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1)); // nearest rank
-  return s[i] ?? NaN;
-}
-const mean = (xs: readonly number[]): number => (xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length);
-const ms = (x: number): string => (Number.isFinite(x) ? `${x.toFixed(x < 10 ? 1 : 0)} ms` : 'n/a');
-const secs = (x: number): string => (Number.isFinite(x) ? `${(x / 1000).toFixed(2)} s` : 'n/a');
-const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
-
-function log(line = ''): void {
-  process.stdout.write(`${line}\n`);
-}
 
 /** One GET / on 127.0.0.1:port without keep-alive; the body on 200, undefined on anything else. */
 function get(port: number, timeoutMs = 1000): Promise<string | undefined> {
@@ -118,85 +124,7 @@ function httpdPod(o: { name: string; image: string; port: number; pageCmd: strin
   ].join('\n');
 }
 
-function sleeperPod(name: string, image: string): string {
-  return [
-    'apiVersion: v1',
-    'kind: Pod',
-    'metadata:',
-    `  name: ${name}`,
-    'spec:',
-    '  hostNetwork: true',
-    '  restartPolicy: Always',
-    '  terminationGracePeriodSeconds: 1',
-    '  containers:',
-    '    - name: sleep',
-    `      image: ${image}`,
-    // sh handles SIGTERM (a bare `sleep` as PID 1 ignores it and every delete would wait the grace period)
-    `      command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]`,
-    '',
-  ].join('\n');
-}
-
 // ---------------------------------------------------------------------------------------------- berth processes
-
-interface Daemon {
-  child: ChildProcess;
-  output: () => string;
-}
-
-const daemons = new Set<Daemon>();
-const envs: { env: BerthEnv; dirs: string[] }[] = [];
-
-function startUp(env: BerthEnv, dir: string, resyncS: number): Daemon {
-  const d = berthUp(env, dir, ['--resync', String(resyncS)]);
-  daemons.add(d);
-  return d;
-}
-
-async function stopUp(d: Daemon, graceMs = 20_000): Promise<void> {
-  daemons.delete(d);
-  const c = d.child;
-  if (c.exitCode !== null || c.signalCode !== null) return;
-  const exited = once(c, 'exit');
-  c.kill('SIGTERM');
-  const t = setTimeout(() => c.kill('SIGKILL'), graceMs);
-  await exited;
-  clearTimeout(t);
-}
-
-async function waitDaemonSocket(env: BerthEnv, d: Daemon): Promise<void> {
-  await waitFor(
-    'berth up to serve its socket',
-    async () => {
-      if (d.child.exitCode !== null) throw new Error(`berth up exited ${d.child.exitCode}:\n${d.output().slice(-3000)}`);
-      return existsSync(path.join(env.state, 'berth.sock')) ? true : undefined;
-    },
-    60_000,
-    50,
-  );
-}
-
-function newEnv(prefix: string): { env: BerthEnv; dir: string } {
-  const env = makeEnv(prefix);
-  const dir = path.join(env.dir, 'manifests');
-  mkdirSync(dir, { recursive: true });
-  envs.push({ env, dirs: [dir] });
-  return { env, dir };
-}
-
-/**
- * `berth images pull` before `berth up` (not timed): the figures are about edits, restarts and resyncs with the
- * image present. (On 8f02157 it also avoided a lost wake-up — a pod whose image `berth up` pulled itself stayed
- * ContainerCreating until the next resync — fixed in af5d1ff.)
- */
-async function prePull(env: BerthEnv, image: string): Promise<void> {
-  must(await berth(env, ['images', 'pull', image], { timeoutMs: 180_000 }), `berth images pull ${image}`);
-}
-
-function must(r: { code: number; stdout: string; stderr: string }, what: string): string {
-  if (r.code !== 0) throw new Error(`${what}: exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}`);
-  return r.stdout;
-}
 
 interface PsPod {
   key: string;
@@ -207,62 +135,6 @@ async function berthPid(env: BerthEnv, key: string): Promise<number | undefined>
   const pods = JSON.parse(must(await berth(env, ['ps', '-o', 'json']), 'berth ps -o json')) as PsPod[];
   const c = pods.find((p) => p.key === key)?.containers.find((x) => x.state === 'running');
   return c?.pid ?? undefined;
-}
-
-// ---------------------------------------------------------------------------------------------- podman
-
-let podmanBase: string | undefined;
-const podmanPods = new Set<string>();
-
-function podmanArgs(): string[] {
-  if (podmanBase === undefined) throw new Error('podman store not prepared');
-  return [
-    '--root', path.join(podmanBase, 'root'),
-    '--runroot', path.join(podmanBase, 'run'),
-    '--tmpdir', path.join(podmanBase, 'tmp'),
-    '--network-config-dir', path.join(podmanBase, 'net'),
-    '--storage-driver', 'overlay',
-    '--cgroup-manager', 'cgroupfs',
-    '--events-backend', 'file',
-  ];
-}
-
-async function podman(args: string[], timeoutMs = 120_000): Promise<string> {
-  const { stdout } = await execFileP('podman', [...podmanArgs(), ...args], {
-    env: { ...process.env, CONTAINERS_CONF: PODMAN_CONF },
-    timeout: timeoutMs,
-    maxBuffer: 16 << 20,
-  });
-  return stdout;
-}
-
-function havePodman(): string | undefined {
-  if (spawnSync('podman', ['--version']).status !== 0) return 'podman not installed (bash scripts/bench-deps.sh)';
-  if (!existsSync(PODMAN_CONF)) return `${PODMAN_CONF} missing (bash scripts/bench-deps.sh)`;
-  return undefined;
-}
-
-/** Private podman store holding the same image as berth pulls, copied from the loopback registry (not timed). */
-async function preparePodman(fx: DemoFixture, image: string): Promise<void> {
-  podmanBase = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-bench-podman-'));
-  for (const d of ['root', 'run', 'tmp', 'net']) mkdirSync(path.join(podmanBase, d));
-  const dest = `containers-storage:[overlay@${path.join(podmanBase, 'root')}+${path.join(podmanBase, 'run')}]${image}`;
-  await execFileP('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${fx.registry.host}/berth/demo:1.0`, dest], { timeout: 120_000 });
-  const images = await podman(['images', '--format', '{{.Repository}}:{{.Tag}}']);
-  if (!images.includes(image)) throw new Error(`podman store lacks ${image} after skopeo copy:\n${images}`);
-}
-
-async function podmanCleanup(): Promise<void> {
-  if (podmanBase === undefined) return;
-  for (const name of podmanPods) await podman(['pod', 'rm', '-f', '-t', '0', name], 60_000).catch(() => undefined);
-  await podman(['pod', 'rm', '-a', '-f', '-t', '0'], 60_000).catch(() => undefined);
-  await podman(['rm', '-a', '-f', '-t', '0'], 60_000).catch(() => undefined);
-  await podman(['system', 'reset', '--force'], 120_000).catch(() => undefined); // unmounts its overlay store
-  for (const m of (await mountsUnder(podmanBase)).sort((a, b) => b.length - a.length)) {
-    spawnSync('umount', ['-l', m]);
-  }
-  await fsp.rm(podmanBase, { recursive: true, force: true });
-  podmanBase = undefined;
 }
 
 // ---------------------------------------------------------------------------------------------- results
@@ -328,10 +200,10 @@ async function benchSaveToServing(image: string): Promise<void> {
   else {
     try {
       const pport = await freePort();
-      const pdir = await fsp.mkdtemp(path.join(podmanBase ?? os.tmpdir(), 'kube-'));
+      const pdir = await fsp.mkdtemp(path.join(podmanStore.base ?? os.tmpdir(), 'kube-'));
       const pfile = path.join(pdir, 'web.yaml');
       const ppod = (i: number): string => httpdPod({ name: 'save', image, port: pport, pageCmd: `echo ${mark(i)}` });
-      podmanPods.add('save');
+      podmanStore.pods.add('save');
       writeAtomic(pfile, ppod(0));
       await podman(['kube', 'play', '--replace', pfile]);
       if ((await pollUntil(pport, (b) => b.includes(mark(0)), performance.now(), 30_000)) === undefined) throw new Error('podman: first version not served in 30 s');
@@ -423,14 +295,14 @@ async function benchRestart(image: string): Promise<void> {
   if (why !== undefined) log(`podman: skipped: ${why}`);
   else {
     try {
-      const pdir = await fsp.mkdtemp(path.join(podmanBase ?? os.tmpdir(), 'kube-'));
+      const pdir = await fsp.mkdtemp(path.join(podmanStore.base ?? os.tmpdir(), 'kube-'));
       const ptimes: number[] = [];
       const pports: number[] = [];
       for (let i = 0; i < RESTARTS; i++) pports.push(await freePort());
       for (let i = 0; i < RESTARTS; i++) {
         const f = path.join(pdir, `crash-${i}.yaml`);
         writeFileSync(f, httpdPod({ name: `crash-${i}`, image, port: pports[i] ?? 0, pageCmd }));
-        podmanPods.add(`crash-${i}`);
+        podmanStore.pods.add(`crash-${i}`);
         await podman(['kube', 'play', '--replace', f]);
       }
       for (const p of pports) {
@@ -511,32 +383,6 @@ async function sampleCpu(pid: number, windowMs: number, stepMs = 100): Promise<{
   }
   if (cur > 0) bursts.push(cur);
   return { total: cpuDiff(start, prev), bursts };
-}
-
-interface StatusJson {
-  pods: { key: string; status: string; ready: string }[];
-}
-
-async function waitConverged(env: BerthEnv, n: number, timeoutMs: number): Promise<void> {
-  let last = '';
-  await waitFor(
-    `${n} pods Running`,
-    async () => {
-      const r = await berth(env, ['status', '-o', 'json'], { timeoutMs: 60_000 });
-      if (r.code !== 0) {
-        last = `status exit ${r.code}: ${r.stderr.slice(-500)}`;
-        return undefined;
-      }
-      const s = JSON.parse(r.stdout) as StatusJson;
-      const running = s.pods.filter((p) => p.status === 'Running' && p.ready === '1/1').length;
-      last = `${running}/${n} Running; others: ${[...new Set(s.pods.filter((p) => p.status !== 'Running').map((p) => p.status))].join(',')}`;
-      return running >= n ? true : undefined;
-    },
-    timeoutMs,
-    2000,
-  ).catch((err: unknown) => {
-    throw new Error(`${String(err)} (last: ${last})`);
-  });
 }
 
 interface Timed {
@@ -647,56 +493,6 @@ async function benchManyPods(image: string, doCpu: boolean, doCli: boolean): Pro
 
 // ---------------------------------------------------------------------------------------------- main
 
-/** Names and mtimes of the compiled CLI tree: another `tsc` during the run changes it (the figures then mix builds). */
-function buildFingerprint(): string {
-  const h = createHash('sha256');
-  const walk = (dir: string): void => {
-    for (const e of readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
-      const full = path.join(dir, e.name);
-      if (e.isDirectory()) walk(full);
-      else if (e.name.endsWith('.js')) {
-        try {
-          h.update(`${full} ${readFileSync(full).length} ${statMtime(full)}\n`);
-        } catch {
-          // removed meanwhile
-        }
-      }
-    }
-  };
-  walk(path.dirname(CLI));
-  return h.digest('hex').slice(0, 12);
-}
-const statMtime = (f: string): number => Math.floor(statSync(f).mtimeMs);
-
-function revision(): string {
-  const git = (args: string[]): string => spawnSync('git', ['-C', REPO, ...args], { encoding: 'utf8' }).stdout?.trim() ?? '';
-  const head = git(['rev-parse', '--short', 'HEAD']);
-  if (head === '') return `${process.env.BERTH_BENCH_REVISION ?? 'not a git checkout'} (${REPO})`;
-  const dirty = git(['status', '--porcelain', '--', 'src']).split('\n').filter((l) => l !== '').length;
-  return `${head}${dirty > 0 ? ` + ${dirty} uncommitted file(s) in src/` : ''} (${REPO})`;
-}
-
-function machine(): string {
-  const cpus = os.cpus();
-  const memGiB = (os.totalmem() / 2 ** 30).toFixed(1);
-  const ver = (cmd: string, args: string[]): string => (spawnSync(cmd, args, { encoding: 'utf8' }).stdout ?? '').split('\n')[0]?.trim() ?? '';
-  return [
-    `${cpus.length} × ${cpus[0]?.model ?? '?'}, ${memGiB} GiB RAM, Linux ${os.release()}, node ${process.version}`,
-    `${ver('runc', ['--version'])}; ${ver('conmon', ['--version'])}; ${ver('podman', ['--version']) || 'podman absent'}; ${ver('hyperfine', ['--version']) || 'hyperfine absent'}`,
-    `load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`,
-  ].join('\n');
-}
-
-async function cleanupAll(fx: DemoFixture | undefined): Promise<void> {
-  for (const d of [...daemons]) await stopUp(d, 10_000).catch(() => undefined);
-  for (const { env, dirs } of envs.splice(0)) {
-    for (const dir of dirs) await berth(env, ['delete', '-f', dir], { timeoutMs: 10 * 60_000 }).catch(() => undefined);
-    await cleanupEnv(env).catch((err: unknown) => log(`cleanup ${env.dir}: ${String(err)}`));
-  }
-  await podmanCleanup().catch((err: unknown) => log(`podman cleanup: ${String(err)}`));
-  await fx?.stop().catch(() => undefined);
-}
-
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench/reconcile: must run as root (runc, overlay mounts)');
   CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
@@ -722,10 +518,10 @@ async function main(): Promise<void> {
     if (why === undefined) {
       try {
         await preparePodman(fx, image);
-        log(`podman: private store at ${podmanBase ?? ''}, image copied from the registry with skopeo (not timed)`);
+        log(`podman: private store at ${podmanStore.base ?? ''}, image copied from the registry with skopeo (not timed)`);
       } catch (err) {
         log(`podman: store preparation failed, peer skipped: ${String(err)}`);
-        podmanBase = undefined;
+        podmanStore.base = undefined;
       }
     } else log(`podman: ${why}`);
 

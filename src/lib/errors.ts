@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'ERR_RUNTIME' // runc/conmon/mount failed
   | 'ERR_LOCKED' // another berth holds the state lock
   | 'ERR_RESOURCE_EXHAUSTED' // the machine ran out: ENOSPC, EMFILE, ENOMEM, the free-space floor
+  | 'ERR_IO' // the local disk or file system failed: EIO, EROFS, EACCES under berth's root (never the network)
   | 'ERR_LIMIT_EXCEEDED' // an input larger than a configured limit (entries, file size, path bytes…)
   | 'ERR_TIMEOUT' // an external process or wait passed its deadline (and was killed)
   | 'ERR_PRECONDITION' // host lacks something berth needs (root, runc, overlay)
@@ -32,6 +33,9 @@ export type ErrorCode =
  * ERR_TIMEOUT: the process was killed at its deadline; a wedged runc or mount may recover.
  * ERR_FORBIDDEN: a registry answer that would send berth where rule P3 forbids is a policy
  * refusal, not a registry fault: asking again gets the same answer, so it is terminal.
+ * ERR_IO: a local disk error (EIO, a file system remounted read-only) clears when the device or
+ * mount is repaired, which edits no manifest, so it is retried with the controller's backoff. It is
+ * kept apart from ERR_NETWORK so that the puller never re-downloads a blob because of its own disk.
  */
 export const RETRYABLE: Readonly<Record<ErrorCode, boolean>> = {
   ERR_INVALID_ARGUMENT: false,
@@ -48,6 +52,7 @@ export const RETRYABLE: Readonly<Record<ErrorCode, boolean>> = {
   ERR_RUNTIME: true,
   ERR_LOCKED: true,
   ERR_RESOURCE_EXHAUSTED: true,
+  ERR_IO: true,
   ERR_LIMIT_EXCEEDED: false,
   ERR_TIMEOUT: true,
   ERR_PRECONDITION: false,

@@ -1,11 +1,13 @@
-import { after, test } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { ContentStore } from '../../src/runtime/content/index.js';
 import { sha256, parseDigest } from '../../src/lib/digest.js';
+import { BerthError } from '../../src/lib/errors.js';
 
 /** Contract of the content store (rules C1, C2): verify → fsync → rename; idempotent; nothing partial. */
 
@@ -64,5 +66,95 @@ test('content: a read over the limit is refused; sweepIngest removes crash resid
   await assert.rejects(s.readSmall(d, 50), /exceeds/);
   await fsp.writeFile(path.join(s.root, 'ingest', 'deadbeef.123'), 'partial');
   assert.equal(await s.sweepIngest(), 1);
+  assert.deepEqual(await fsp.readdir(path.join(s.root, 'ingest')), []);
+});
+
+/** A store whose root is a fresh tmpfs of `size` (root only), unmounted when the test ends. */
+async function onTmpfs(t: TestContext, size: string): Promise<{ s: ContentStore; mnt: string } | undefined> {
+  if (process.getuid?.() !== 0) {
+    t.skip('needs root to mount a tmpfs');
+    return undefined;
+  }
+  const mnt = mkdtempSync(path.join(dir, 'tmpfs-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0700`, 'tmpfs', mnt]);
+  t.after(() => {
+    execFileSync('umount', ['-l', mnt]);
+  });
+  const s = new ContentStore(mnt);
+  await s.init();
+  return { s, mnt };
+}
+
+const literally = (s: string): RegExp => new RegExp(s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+
+function isCode(code: string, ...patterns: RegExp[]): (err: unknown) => boolean {
+  return (err) => {
+    assert.ok(err instanceof BerthError, `a BerthError, not ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    for (const p of patterns) assert.match(err.message, p);
+    return true;
+  };
+}
+
+test('regression: short-write — a blob larger than the free space fails with ERR_RESOURCE_EXHAUSTED naming the path, commits nothing', async (t) => {
+  const fs = await onTmpfs(t, '64k');
+  if (fs === undefined) return;
+  const { s } = fs;
+  const ingestDir = path.join(s.root, 'ingest');
+  // One chunk: write(2) stores the first 64 KiB and returns short without an error; only a
+  // second write fails. Counting received bytes committed the cut file under the digest.
+  // Several chunks: the write after the disk filled fails with ENOSPC outright.
+  const data = Buffer.alloc(100 * 1024, 7);
+  const d = sha256(data);
+  const chunked = Array.from({ length: 25 }, (_, i) => data.subarray(i * 4096, (i + 1) * 4096));
+  for (const [what, chunks] of [['one chunk', [data]], ['4 KiB chunks', chunked]] as const) {
+    await assert.rejects(s.ingest({ digest: d, size: data.length }, Readable.from(chunks)), isCode('ERR_RESOURCE_EXHAUSTED', /local disk/, literally(ingestDir)));
+    assert.equal(await s.has(d), false, `${what}: nothing committed under the digest`);
+    assert.deepEqual(await fsp.readdir(ingestDir), [], `${what}: no temp file left`);
+  }
+  // The same store takes a blob that fits: the failure left nothing behind that is in the way.
+  const small = Buffer.alloc(10 * 1024, 1);
+  await s.put({ digest: sha256(small), size: small.length }, small);
+  assert.deepEqual(await s.readSmall(sha256(small)), small);
+});
+
+test('regression: short-write — commit refuses a temp file that is shorter on disk than what was written', async () => {
+  const s = await fresh();
+  const data = Buffer.alloc(8192, 3);
+  const d = sha256(data);
+  const w = await s.writer({ digest: d, size: data.length });
+  await w.write(data);
+  assert.equal(w.written, data.length);
+  // The disk lost the tail behind the writer's back (what a short write nobody checked leaves).
+  await fsp.truncate(w.tempPath, 4096);
+  await assert.rejects(w.commit(), isCode('ERR_IO', /4096 bytes/, literally(w.tempPath)));
+  assert.equal(await s.has(d), false);
+  await w.abort();
+  await w.abort();
+  assert.deepEqual(await fsp.readdir(path.join(s.root, 'ingest')), []);
+});
+
+test('local-io-error-code: a read-only content store is ERR_IO naming the path, never a network error', async (t) => {
+  const fs = await onTmpfs(t, '1m');
+  if (fs === undefined) return;
+  execFileSync('mount', ['-o', 'remount,ro', fs.mnt]);
+  const data = Buffer.from('read-only');
+  await assert.rejects(fs.s.put({ digest: sha256(data), size: data.length }, data), isCode('ERR_IO', /read-only/, literally(path.join(fs.s.root, 'ingest'))));
+});
+
+test('content: an aborted ingest destroys its source, commits nothing and leaves no temp file', async () => {
+  const s = await fresh();
+  const data = Buffer.alloc(4096, 9);
+  const d = sha256(data);
+  const ac = new AbortController();
+  // A source that yields once, then waits for more like a stalled download.
+  const source = new Readable({ read() {} });
+  source.push(data.subarray(0, 1024));
+  const ingest = s.ingest({ digest: d, size: data.length }, source, { signal: ac.signal });
+  await new Promise((r) => setTimeout(r, 20));
+  ac.abort(new Error('sibling failed'));
+  await assert.rejects(ingest, /sibling failed/);
+  assert.equal(source.destroyed, true);
+  assert.equal(await s.has(d), false);
   assert.deepEqual(await fsp.readdir(path.join(s.root, 'ingest')), []);
 });

@@ -17,6 +17,52 @@ import { digestHex, sha256 } from '../../src/lib/digest.js';
 import { createServer } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+interface FaultProxy {
+  readonly port: number;
+  /** GET /v2/…/blobs/<digest> requests seen, by digest. */
+  readonly blobGets: Map<string, number>;
+  close(): void;
+}
+
+/**
+ * A loopback proxy in front of the registry that reads each upstream answer in full and hands it
+ * to `fault`, which may answer in its own way (and returns true) or leave it to the proxy.
+ */
+async function faultProxy(
+  upstream: string,
+  fault: (req: IncomingMessage, res: ServerResponse, up: { status: number; headers: Record<string, string>; body: Buffer }) => boolean = () => false,
+): Promise<FaultProxy> {
+  const blobGets = new Map<string, number>();
+  const proxy = createServer((req, res) => {
+    void (async () => {
+      const blob = /\/blobs\/(sha256:[a-f0-9]{64})$/.exec(req.url ?? '')?.[1];
+      if (blob !== undefined) blobGets.set(blob, (blobGets.get(blob) ?? 0) + 1);
+      const r = await fetch(`${upstream}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers: { accept: String(req.headers['accept'] ?? '*/*') } });
+      const body = Buffer.from(await r.arrayBuffer());
+      const headers: Record<string, string> = {};
+      r.headers.forEach((v, k) => (headers[k] = v));
+      delete headers['content-encoding'];
+      delete headers['transfer-encoding'];
+      headers['content-length'] = String(body.length);
+      if (fault(req, res, { status: r.status, headers, body })) return;
+      res.writeHead(r.status, headers);
+      res.end(body);
+    })();
+  });
+  proxy.listen(0, '127.0.0.1');
+  await once(proxy, 'listening');
+  return {
+    port: (proxy.address() as AddressInfo).port,
+    blobGets,
+    close() {
+      proxy.closeAllConnections();
+      proxy.close();
+    },
+  };
+}
 
 /**
  * Pull from the real docker-registry: documents validate against the official image-spec
@@ -119,28 +165,15 @@ describe('integration: pull from docker-registry', { timeout: 300_000 }, () => {
     const layer = img.layers[1];
     assert.ok(layer !== undefined);
     let cut = 0;
-    const proxy = createServer((req, res) => {
-      void (async () => {
-        const r = await fetch(`${upstream}${req.url ?? '/'}`, { method: req.method ?? 'GET', headers: { accept: String(req.headers['accept'] ?? '*/*') } });
-        const body = Buffer.from(await r.arrayBuffer());
-        const headers: Record<string, string> = {};
-        r.headers.forEach((v, k) => (headers[k] = v));
-        delete headers['content-encoding'];
-        delete headers['transfer-encoding'];
-        headers['content-length'] = String(body.length);
-        res.writeHead(r.status, headers);
-        if (req.url?.includes(`/blobs/${layer.digest}`) && cut === 0) {
-          cut++;
-          res.write(body.subarray(0, Math.floor(body.length / 2)));
-          setTimeout(() => res.destroy(), 20);
-          return;
-        }
-        res.end(body);
-      })();
+    const proxy = await faultProxy(upstream, (req, res, up) => {
+      if (!req.url?.includes(`/blobs/${layer.digest}`) || cut > 0) return false;
+      cut++;
+      res.writeHead(up.status, up.headers);
+      res.write(up.body.subarray(0, Math.floor(up.body.length / 2)));
+      setTimeout(() => res.destroy(), 20);
+      return true;
     });
-    proxy.listen(0, '127.0.0.1');
-    await once(proxy, 'listening');
-    const port = (proxy.address() as AddressInfo).port;
+    const port = proxy.port;
     const fresh = await Runtime.open({ root: path.join(work, 'root2'), state: path.join(work, 'state2'), log: createLogger('silent') });
     try {
       const local = await fresh.pullImage(`127.0.0.1:${port}/berth/demo:1.0`);
@@ -148,10 +181,98 @@ describe('integration: pull from docker-registry', { timeout: 300_000 }, () => {
       assert.equal(local.digest, img.manifestDigest);
     } finally {
       await fresh.close();
-      proxy.closeAllConnections();
       proxy.close();
     }
   });
+
+  test('regression: local-io-error-code — a full disk during a pull is ERR_RESOURCE_EXHAUSTED naming the path, and no blob is downloaded twice', async (t) => {
+    if (!ok || rt === undefined || registry === undefined) return t.skip();
+    const proxy = await faultProxy(registry.url);
+    t.after(() => proxy.close());
+    const root = path.join(work, 'root-enospc');
+    const content = path.join(root, 'content');
+    await fsp.mkdir(content, { recursive: true });
+    // The content store on a 64 KiB tmpfs: the busybox layer (hundreds of KiB) cannot fit.
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', content]);
+    t.after(() => execFileSync('umount', ['-l', content]));
+    const small = await Runtime.open({ root, state: path.join(work, 'state-enospc'), log: createLogger('silent') });
+    t.after(() => small.close());
+    const big = img.layers[0];
+    assert.ok(big !== undefined && big.size > 64 * 1024, 'the fixture layer is larger than the tmpfs');
+    await assert.rejects(small.pullImage(`127.0.0.1:${proxy.port}/berth/demo:1.0`), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ERR_RESOURCE_EXHAUSTED', err.message);
+      assert.match(err.message, /no space left on the local disk/);
+      assert.ok(err.message.includes(path.join(content, 'ingest')), `names the path: ${err.message}`);
+      return true;
+    });
+    for (const l of img.layers) assert.ok((proxy.blobGets.get(l.digest) ?? 0) <= 1, `${l.digest} fetched ${proxy.blobGets.get(l.digest)} times: a full disk is not a broken download`);
+    assert.equal(proxy.blobGets.get(big.digest), 1);
+    await assert.rejects(fsp.access(path.join(content, 'blobs/sha256', digestHex(big.digest))), 'nothing committed under the digest');
+    assert.deepEqual(await fsp.readdir(path.join(content, 'ingest')), [], 'no temp file left');
+    // Space freed: the same store pulls the image, and every blob it has is whole.
+    execFileSync('mount', ['-o', 'remount,size=16m', content]);
+    const local = await small.pullImage(`127.0.0.1:${proxy.port}/berth/demo:1.0`);
+    assert.equal(local.digest, img.manifestDigest);
+    for (const l of img.layers) assert.ok((await fsp.readFile(path.join(content, 'blobs/sha256', digestHex(l.digest)))).equals(l.data));
+  });
+
+  for (const fault of ['404', 'wrong digest'] as const) {
+    test(`regression: sibling-downloads-keep-running — a layer that fails (${fault}) aborts the slow sibling download before pull() rejects`, async (t) => {
+      if (!ok || rt === undefined || registry === undefined) return t.skip();
+      const [slow, failing] = img.layers;
+      assert.ok(slow !== undefined && failing !== undefined);
+      let slowStarted!: () => void;
+      const slowSending = new Promise<void>((r) => (slowStarted = r));
+      let slowClosed = false;
+      let slowClose!: () => void;
+      const slowGone = new Promise<void>((r) => (slowClose = r));
+      const proxy = await faultProxy(registry.url, (req, res, up) => {
+        if (req.url?.includes(`/blobs/${slow.digest}`)) {
+          // Headers and the first 16 KiB, then nothing: a download that is still running.
+          res.writeHead(up.status, up.headers);
+          res.write(up.body.subarray(0, 16 * 1024), () => slowStarted());
+          res.on('close', () => {
+            slowClosed = true;
+            slowClose();
+          });
+          return true;
+        }
+        if (req.url?.includes(`/blobs/${failing.digest}`)) {
+          // Fail only once the slow download is under way, so there is a sibling to stop.
+          void slowSending.then(() => {
+            if (fault === '404') {
+              res.writeHead(404, { 'content-type': 'application/json' });
+              res.end('{"errors":[{"code":"BLOB_UNKNOWN"}]}');
+            } else {
+              const body = Buffer.from(up.body);
+              body[body.length - 1] = (body[body.length - 1] ?? 0) ^ 0xff;
+              res.writeHead(up.status, up.headers);
+              res.end(body);
+            }
+          });
+          return true;
+        }
+        return false;
+      });
+      t.after(() => proxy.close());
+      const root = path.join(work, `root-sibling-${fault.replace(' ', '-')}`);
+      const fresh = await Runtime.open({ root, state: path.join(work, `state-sibling-${fault.replace(' ', '-')}`), log: createLogger('silent') });
+      t.after(() => fresh.close());
+      const started = Date.now();
+      await assert.rejects(fresh.pullImage(`127.0.0.1:${proxy.port}/berth/demo:1.0`), (err: Error & { code?: string }) => {
+        assert.equal(err.code, fault === '404' ? 'ERR_NOT_FOUND' : 'ERR_DIGEST_MISMATCH', err.message);
+        assert.ok(err.message.includes(failing.digest), `the failing layer's error, not the sibling's abort: ${err.message}`);
+        return true;
+      });
+      // Nothing of the slow download is left running or on disk when pull() has returned.
+      assert.deepEqual(await fsp.readdir(path.join(root, 'content/ingest')), [], 'the slow download stopped and removed its temp file');
+      await assert.rejects(fsp.access(path.join(root, 'content/blobs/sha256', digestHex(slow.digest))));
+      // The client closed the socket before it settled; the server's close event needs one more turn of its loop.
+      await Promise.race([slowGone, sleep(1000)]);
+      assert.equal(slowClosed, true, 'the registry saw the slow download closed');
+      assert.ok(Date.now() - started < 10_000, 'the pull did not wait for a timeout');
+    });
+  }
 
   test('an image without layers is refused at pull time with a clear error', async (t) => {
     if (!ok || rt === undefined || registry === undefined) return t.skip();

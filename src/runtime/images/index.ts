@@ -1,5 +1,6 @@
 import { BerthError, messageOf } from '../../lib/errors.js';
 import { sleep } from '../../lib/time.js';
+import { eachBounded } from '../../lib/bounded.js';
 import { chainIds, type Digest } from '../../lib/digest.js';
 import type { Logger } from '../../lib/log.js';
 import type { ContentStore } from '../content/index.js';
@@ -119,11 +120,17 @@ export class ImageService {
     }));
 
     // Layers download in parallel (bounded); extraction follows in order since each
-    // snapshot is recorded with its parent.
-    await mapLimit(layers, 3, async (l) => {
-      if (this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest))) return;
-      await this.fetchLayer(ref, l, opts.signal);
-    });
+    // snapshot is recorded with its parent. The first failed layer aborts the others, and the
+    // pull settles only once they have stopped: the caller releases the state lock after us.
+    await eachBounded(
+      layers,
+      3,
+      async (l, signal) => {
+        if (this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest))) return;
+        await this.fetchLayer(ref, l, signal);
+      },
+      opts.signal !== undefined ? { signal: opts.signal } : {},
+    );
     for (const [i, l] of layers.entries()) {
       const parent = i === 0 ? null : (ids[i - 1] as Digest);
       await this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
@@ -154,20 +161,25 @@ export class ImageService {
   /**
    * Downloads one layer into the content store. A body that breaks off mid-stream (reset,
    * body timeout) is ERR_NETWORK and is fetched again, a bounded number of times (rule P4;
-   * Range resume comes with the image pipeline issue). A digest mismatch is not retried here:
-   * the bytes were wrong, not late.
+   * Range resume comes with the image pipeline issue). Not retried here: a digest mismatch
+   * (the bytes were wrong, not late) and a local disk failure (ERR_RESOURCE_EXHAUSTED, ERR_IO
+   * from the content store: downloading again would fill the same disk).
+   * An abort of `signal` closes the download; the blob request itself only notices once its
+   * headers arrive (bounded by the registry client's header timeout).
    */
-  private async fetchLayer(ref: ImageReference, l: LayerRecord, signal: AbortSignal | undefined): Promise<void> {
+  private async fetchLayer(ref: ImageReference, l: LayerRecord, signal: AbortSignal): Promise<void> {
     const attempts = 3;
     for (let attempt = 1; ; attempt++) {
       try {
+        signal.throwIfAborted();
         const body = await this.registry.fetchBlob(ref, l.digest);
-        await this.content.ingest({ digest: l.digest, size: l.size }, body);
+        await this.content.ingest({ digest: l.digest, size: l.size }, body, { signal });
         this.log.debug({ digest: l.digest, size: l.size }, 'layer fetched');
         return;
       } catch (err) {
         const e = err instanceof BerthError ? err : new BerthError('ERR_NETWORK', `fetch blob ${ref.domain}/${ref.path}@${l.digest}: ${messageOf(err)}`, { cause: err });
-        if (e.code !== 'ERR_NETWORK' || attempt >= attempts || signal?.aborted === true) throw e;
+        if (signal.aborted) throw signal.reason;
+        if (e.code !== 'ERR_NETWORK' || attempt >= attempts) throw e;
         this.log.warn({ digest: l.digest, attempt, err: e.message }, 'layer download broke off, fetching again');
         await sleep(200 * 2 ** attempt, signal);
       }
@@ -177,15 +189,4 @@ export class ImageService {
   list(): { ref: string; digest: Digest }[] {
     return this.state.listImages().map((i) => ({ ref: i.ref, digest: i.digest }));
   }
-}
-
-async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await fn(item);
-    }
-  });
-  await Promise.all(workers);
 }
