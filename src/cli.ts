@@ -44,7 +44,15 @@ function version(): string {
 
 function config(cmd: Command): Config {
   const g = cmd.optsWithGlobals() as GlobalOpts;
-  return { root: path.resolve(g.root), state: path.resolve(g.state), log: createLogger(g.logLevel) };
+  let log: Logger | undefined;
+  // Made when first used: commands answered by the daemon never log.
+  return {
+    root: path.resolve(g.root),
+    state: path.resolve(g.state),
+    get log(): Logger {
+      return (log ??= createLogger(g.logLevel));
+    },
+  };
 }
 
 async function openRuntime(cfg: Config): Promise<Runtime> {

@@ -1,9 +1,13 @@
-import { pino, type Logger, type Level } from 'pino';
+import { createRequire } from 'node:module';
+import type { Logger, Level } from 'pino';
 
 export type { Logger };
 
 /** JSON logs to stderr (fd 2); stdout is for tables and human output. */
 export function createLogger(level: Level | 'silent' = 'info'): Logger {
+  // Loaded on first use: a command answered by the daemon (ps, status) logs nothing, and
+  // loading pino was a fifth of its start-up.
+  const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino');
   return pino(
     {
       level,
