@@ -1,4 +1,4 @@
-import { request } from 'node:http';
+import { request, type IncomingMessage } from 'node:http';
 import { BerthError, type ErrorCode } from '../lib/errors.js';
 
 /**
@@ -58,25 +58,16 @@ export class DaemonClient {
           headers: { 'content-type': 'application/json', accept: 'application/x-ndjson', 'content-length': Buffer.byteLength(text) },
         },
         (res) => {
-          let buf = '';
           let settled = false;
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => {
-            buf += c;
-            let i;
-            while ((i = buf.indexOf('\n')) >= 0) {
-              const line = buf.slice(0, i);
-              buf = buf.slice(i + 1);
-              if (line === '') continue;
-              const m = JSON.parse(line) as { progress?: unknown; result?: unknown; error?: { code?: string; message?: string } };
-              if (m.progress !== undefined) onProgress(m.progress);
-              else if (m.error !== undefined) {
-                settled = true;
-                reject(new BerthError((m.error.code ?? 'ERR_INTERNAL') as ErrorCode, m.error.message ?? `daemon ${method}: failed`));
-              } else {
-                settled = true;
-                resolve(m.result as T);
-              }
+          onJsonLines(res, (v) => {
+            const m = v as { progress?: unknown; result?: unknown; error?: { code?: string; message?: string } };
+            if (m.progress !== undefined) onProgress(m.progress);
+            else if (m.error !== undefined) {
+              settled = true;
+              reject(new BerthError((m.error.code ?? 'ERR_INTERNAL') as ErrorCode, m.error.message ?? `daemon ${method}: failed`));
+            } else {
+              settled = true;
+              resolve(m.result as T);
             }
           });
           res.on('end', () => {
@@ -95,17 +86,7 @@ export class DaemonClient {
     const qs = new URLSearchParams(query).toString();
     return new Promise<void>((resolve, reject) => {
       const req = request({ socketPath: this.socket, path: `/v1/events/follow?${qs}`, method: 'GET', signal }, (res) => {
-        let buf = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => {
-          buf += c;
-          let i;
-          while ((i = buf.indexOf('\n')) >= 0) {
-            const line = buf.slice(0, i);
-            buf = buf.slice(i + 1);
-            if (line !== '') onEvent(JSON.parse(line));
-          }
-        });
+        onJsonLines(res, onEvent);
         res.on('end', () => resolve());
         res.on('error', () => resolve());
       });
@@ -113,6 +94,21 @@ export class DaemonClient {
       req.end();
     });
   }
+}
+
+/** Calls `fn` with each JSON value of a newline-delimited stream (NDJSON). */
+function onJsonLines(res: IncomingMessage, fn: (v: unknown) => void): void {
+  let buf = '';
+  res.setEncoding('utf8');
+  res.on('data', (c: string) => {
+    buf += c;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line !== '') fn(JSON.parse(line));
+    }
+  });
 }
 
 /** The running daemon on `socket`, or undefined when none answers (no socket, refused, silent). */
