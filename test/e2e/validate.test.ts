@@ -1,7 +1,8 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Ajv } from 'ajv';
 import { missingE2EPrereqs, requireE2E } from '../helpers/prereq.js';
@@ -202,24 +203,43 @@ describe('berth validate (issue 12)', () => {
     chmodSync(env.dir, 0o755);
     chmodSync(path.dirname(file), 0o755);
     chmodSync(file, 0o644);
-    const args = [CLI, '--root', '/nonexistent/x', '--state', '/nonexistent/y', 'validate', '-f', file];
+    let cli = CLI;
+    let repo = REPO;
     let argv: string[];
     if (process.getuid?.() !== 0) {
-      argv = [process.execPath, ...args];
+      argv = [process.execPath, cli, '--root', '/nonexistent/x', '--state', '/nonexistent/y', 'validate', '-f', file];
     } else {
       try {
         execFileSync('setpriv', ['--version'], { stdio: 'ignore' });
       } catch {
+        assert.ok(process.env['CI'] !== 'true', 'setpriv (util-linux) is missing in CI');
         return t.skip('setpriv (util-linux) not found: cannot drop to nobody');
       }
-      argv = ['setpriv', '--reuid', 'nobody', '--regid', 'nogroup', '--clear-groups', process.execPath, ...args];
-      const probe = spawnSync(argv[0] ?? '', [...argv.slice(1, 7), '-e', `require('fs').accessSync(${JSON.stringify(CLI)}, require('fs').constants.R_OK)`]);
-      if (probe.status !== 0) return t.skip(`nobody cannot read ${CLI}: ${probe.stderr.toString().trim()}`);
+      const asNobody = (wrap: string[]): string[] => [...wrap, 'setpriv', '--reuid', 'nobody', '--regid', 'nogroup', '--clear-groups', process.execPath];
+      const readable = (wrap: string[]): ReturnType<typeof spawnSync> =>
+        spawnSync(asNobody(wrap)[0] ?? '', [...asNobody(wrap).slice(1), '-e', `require('fs').accessSync(${JSON.stringify(cli)}, require('fs').constants.R_OK)`]);
+      let wrap: string[] = [];
+      if (readable(wrap).status !== 0) {
+        // The checkout lies under a directory nobody may enter (a fresh machine clones into
+        // /root/project): show it to nobody through a bind mount in a mount namespace of its own.
+        const mnt = mkdtempSync(path.join(os.tmpdir(), 'berth-repo-'));
+        chmodSync(mnt, 0o755);
+        t.after(() => rmdirSync(mnt));
+        wrap = ['unshare', '-m', 'sh', '-c', 'mount --make-rprivate / && mount --bind "$0" "$1" && shift && exec "$@"', REPO, mnt];
+        cli = path.join(mnt, path.relative(REPO, CLI));
+        repo = mnt;
+        const probe = readable(wrap);
+        if (probe.status !== 0) {
+          assert.ok(process.env['CI'] !== 'true', `nobody cannot read ${cli} even through a bind mount: ${String(probe.stderr)}`);
+          return t.skip(`nobody cannot read ${cli}: ${String(probe.stderr).trim()}`);
+        }
+      }
+      argv = [...asNobody(wrap), cli, '--root', '/nonexistent/x', '--state', '/nonexistent/y', 'validate', '-f', file];
     }
     const r = spawnSync(argv[0] ?? '', argv.slice(1), { encoding: 'utf8' });
     assert.equal(r.status, 2, r.stderr);
     assert.deepEqual(r.stderr.trimEnd().split('\n'), [...goldenLines(file), 'error: 8 problem(s) in 1 file(s)']);
-    const ok = spawnSync(argv[0] ?? '', [...argv.slice(1, -1), path.join(REPO, 'manifests')], { encoding: 'utf8' });
+    const ok = spawnSync(argv[0] ?? '', [...argv.slice(1, -1), path.join(repo, 'manifests')], { encoding: 'utf8' });
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(ok.stdout, 'valid: 3 objects in 3 files\n');
   });
