@@ -1,8 +1,9 @@
 import { statSync } from 'node:fs';
+import { containerArgv } from '../lib/argv.js';
 import { BerthError, isBerthError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { matchesSelector, parseSelector } from '../lib/selector.js';
-import { parseReference, processArgs, type EventRecord, type ImageConfig, type ImageRecord, type ObservedPod, type Runtime } from '../runtime/index.js';
+import { parseReference, type EventRecord, type ImageRecord, type ObservedPod, type Runtime } from '../runtime/index.js';
 import { Controller, type ApplyResult, type ProgressEvent } from '../reconciler/controller.js';
 import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
 import { ANNOTATION_DEFAULT_CONTAINER, type DesiredPod } from '../reconciler/desired.js';
@@ -189,7 +190,7 @@ export class BerthService {
     return { ...res, missing: keys.filter((k) => !recorded.has(k)) };
   }
 
-  /** Observed pods a query selects: the daemon's rows, or one read-only observation (one `runc list`). */
+  /** Observed pods a query selects: the daemon's rows, or one read-only observation (rows checked against /proc). */
   private async selectPods(q: PodQuery = {}): Promise<ObservedPod[]> {
     const sel = q.selector !== undefined ? parseSelector(q.selector) : undefined;
     const keys = q.keys !== undefined ? new Set(q.keys) : undefined;
@@ -260,7 +261,7 @@ export class BerthService {
         entrypoint: config !== undefined ? (config.config.Entrypoint ?? []) : null,
         cmd: config !== undefined ? (config.config.Cmd ?? []) : null,
         // A manifest command decides alone; otherwise the image's config is needed.
-        effective: config !== undefined || c.command !== undefined ? processArgs(config ?? NO_IMAGE, c.command, c.args) : null,
+        effective: config !== undefined || c.command !== undefined ? containerArgv({ entrypoint: config?.config.Entrypoint, cmd: config?.config.Cmd }, c.command, c.args) : null,
       };
     }
     const podKey = `pod/${req.podKey}`;
@@ -326,9 +327,6 @@ export class BerthService {
 
 /** How many of the newest events `describe` shows. */
 const DESCRIBE_EVENTS = 10;
-
-/** The image config of an image that is not here: only a manifest command decides the argv then. */
-const NO_IMAGE: ImageConfig = { architecture: '', os: '', config: {}, rootfs: { type: 'layers', diff_ids: [] } };
 
 /**
  * Routes one API method to the service: the daemon's socket and the in-process CLI share it.

@@ -52,17 +52,6 @@ export interface ImageView {
   cmd?: string[];
 }
 
-/**
- * What a container runs, by Kubernetes' rules: `command` replaces the image Entrypoint, `args`
- * its Cmd, and a `command` without `args` drops the Cmd. Undefined while the image is not here.
- */
-export function effectiveArgv(c: Pick<DesiredContainer, 'command' | 'args'>, view: ImageView | undefined): string[] | undefined {
-  if (view?.local === undefined) return undefined;
-  const entrypoint = c.command ?? view.entrypoint ?? [];
-  const cmd = c.args ?? (c.command !== undefined ? [] : (view.cmd ?? []));
-  return [...entrypoint, ...cmd];
-}
-
 export interface PruneScope {
   /** Observed pods whose source file is one of these or lies under one of these dirs. */
   sources?: string[];
@@ -108,7 +97,15 @@ export type Step =
   | { kind: 'pull'; image: string; reason: string }
   | { kind: 'create-pod'; pod: DesiredPod }
   | { kind: 'update-pod'; pod: DesiredPod; changes: string[]; details: FieldChange[] }
-  | { kind: 'start'; pod: DesiredPod; container: DesiredContainer; reason: string; attempt: number; argv?: string[] }
+  | {
+      kind: 'start';
+      pod: DesiredPod;
+      container: DesiredContainer;
+      reason: string;
+      attempt: number;
+      /** The image's Entrypoint and Cmd when it is here: what will run (render applies command/args). */
+      image?: { entrypoint?: string[]; cmd?: string[] };
+    }
   | {
       kind: 'replace';
       pod: DesiredPod;
@@ -266,8 +263,9 @@ export function plan(input: PlanInput): Plan {
         pulls.set(c.image, view.local === undefined ? 'not present' : `registry has ${view.remote ?? '?'}`);
       }
       if (current === undefined) {
-        const argv = effectiveArgv(c, input.images[c.image]);
-        podSteps.push({ kind: 'start', pod, container: c, reason: 'declared', attempt, ...(argv !== undefined ? { argv } : {}) });
+        const view = input.images[c.image];
+        const image = view?.local !== undefined ? { ...(view.entrypoint !== undefined ? { entrypoint: view.entrypoint } : {}), ...(view.cmd !== undefined ? { cmd: view.cmd } : {}) } : undefined;
+        podSteps.push({ kind: 'start', pod, container: c, reason: 'declared', attempt, ...(image !== undefined ? { image } : {}) });
         continue;
       }
       const prevC = prev?.containers.find((x) => x.name === c.name);

@@ -1,3 +1,4 @@
+import { containerArgv } from '../lib/argv.js';
 import type { FieldChange, Plan, Step } from './plan.js';
 
 /** One line per step, the way `berth diff` and `apply --dry-run` print them. */
@@ -12,7 +13,7 @@ export function renderStep(s: Step): string {
     case 'start':
       // The process that will run, image Entrypoint/Cmd included (a container that sets only
       // `args` runs them behind the image's entrypoint); as written while the image is not here.
-      return `+ container ${s.pod.key}/${s.container.name}: start ${s.container.image}${s.argv !== undefined ? renderCommand(s.argv, undefined) : renderCommand(s.container.command, s.container.args)}`;
+      return `+ container ${s.pod.key}/${s.container.name}: start ${s.container.image}${s.image !== undefined ? renderCommand(startArgv(s), undefined) : renderCommand(s.container.command, s.container.args)}`;
     case 'replace':
       return `~ container ${s.pod.key}/${s.container.name}: replace ${s.oldId} (${s.reason}${s.changes.length > 0 ? `: ${s.changes.join(', ')}` : ''})`;
     case 'remove':
@@ -20,6 +21,11 @@ export function renderStep(s: Step): string {
     case 'delete-pod':
       return `- pod ${s.podKey}: delete (${s.reason})`;
   }
+}
+
+/** What a start step will run when its image is here (the image Entrypoint/Cmd as command/args override them). */
+function startArgv(s: Extract<Step, { kind: 'start' }>): string[] | undefined {
+  return s.image === undefined ? undefined : containerArgv(s.image, s.container.command, s.container.args);
 }
 
 function renderCommand(command: string[] | undefined, args: string[] | undefined): string {
@@ -76,7 +82,7 @@ export function planToJson(p: Plan): unknown {
         case 'update-pod':
           return { kind: s.kind, pod: s.pod.key, changes: s.changes, details: detailsToJson(s.details) };
         case 'start':
-          return { kind: s.kind, pod: s.pod.key, container: s.container.name, image: s.container.image, ...(s.argv !== undefined ? { argv: s.argv } : {}) };
+          return { kind: s.kind, pod: s.pod.key, container: s.container.name, image: s.container.image, ...(s.image !== undefined ? { argv: startArgv(s) } : {}) };
         case 'replace':
           return { kind: s.kind, pod: s.pod.key, container: s.container.name, oldId: s.oldId, reason: s.reason, changes: s.changes, details: detailsToJson(s.details) };
         case 'remove':

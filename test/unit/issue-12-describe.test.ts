@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildDescription, renderDescription } from '../../src/reconciler/describe.js';
 import { buildStatus } from '../../src/reconciler/status.js';
-import { processArgs, type ImageConfig } from '../../src/runtime/index.js';
+import { containerArgv } from '../../src/lib/argv.js';
 import type { DesiredPod } from '../../src/reconciler/desired.js';
 
 /** Issue 12: `describe pod` — effective command (Kubernetes semantics), states, last exit. */
@@ -16,7 +16,7 @@ const pod: DesiredPod = {
   ],
 };
 
-const image: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Entrypoint: ['/entry'], Cmd: ['--default'] }, rootfs: { type: 'layers', diff_ids: [] } };
+const image = { entrypoint: ['/entry'], cmd: ['--default'] };
 
 test('describe: args replace the image Cmd behind its Entrypoint; a crash-looping container waits with its last exit', () => {
   const exited = {
@@ -32,7 +32,7 @@ test('describe: args replace the image Cmd behind its Entrypoint; a crash-loopin
     status,
     restarts,
     images: {
-      app: { digest: 'sha256:aa', entrypoint: ['/entry'], cmd: ['--default'], effective: processArgs(image, undefined, ['--port', '80']) },
+      app: { digest: 'sha256:aa', entrypoint: ['/entry'], cmd: ['--default'], effective: containerArgv(image, undefined, ['--port', '80']) },
       side: { digest: null, entrypoint: null, cmd: null, effective: null },
     },
     events: [],

@@ -250,11 +250,12 @@ test('plan: delete by key prunes exactly the named pods, whatever their source',
 });
 
 test('plan: a start shows what will really run — the image entrypoint in front of args (Kubernetes command/args rules)', async () => {
-  const { renderStep } = await import('../../src/reconciler/render.js');
+  const { renderStep, planToJson } = await import('../../src/reconciler/render.js');
   const view: Record<string, ImageView> = { [IMG]: { local: 'sha256:aa', localTop: 'sha256:aa', entrypoint: ['/entry.sh'], cmd: ['serve'] } };
   const argvOf = (c: DesiredContainer, images = view): string[] | undefined => {
-    const s = plan({ desired: [pod('p', [c])], observed: [], images }).steps.find((x) => x.kind === 'start');
-    return s?.kind === 'start' ? s.argv : undefined;
+    // The argv diff -o json reports (the text line is checked below).
+    const json = planToJson(plan({ desired: [pod('p', [c])], observed: [], images })) as { steps: { kind: string; argv?: string[] }[] };
+    return json.steps.find((x) => x.kind === 'start')?.argv;
   };
   assert.deepEqual(argvOf(ctr('a', 'h', { args: ['--port', '80'] })), ['/entry.sh', '--port', '80']);
   assert.deepEqual(argvOf(ctr('a', 'h', { command: ['sh'] })), ['sh']);

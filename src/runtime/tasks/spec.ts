@@ -1,3 +1,4 @@
+import { containerArgv } from '../../lib/argv.js';
 import { BerthError } from '../../lib/errors.js';
 import { checkWorkingDir } from '../../lib/workdir.js';
 import type { ImageConfig } from '../images/documents.js';
@@ -105,10 +106,7 @@ function mergeEnv(image: readonly string[], extra: readonly { name: string; valu
 }
 
 export function processArgs(image: ImageConfig, command: readonly string[] | undefined, args: readonly string[] | undefined): string[] {
-  const entrypoint = command ?? image.config.Entrypoint ?? [];
-  // Kubernetes: when command is set, the image Cmd is ignored unless args are given.
-  const cmd = args ?? (command !== undefined ? [] : (image.config.Cmd ?? []));
-  return [...entrypoint, ...cmd];
+  return containerArgv({ entrypoint: image.config.Entrypoint, cmd: image.config.Cmd }, command, args);
 }
 
 /**
