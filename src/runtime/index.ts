@@ -4,7 +4,7 @@ import { BerthError, errnoCode, messageOf } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
 import { mkdirp } from '../lib/fsx.js';
 import { LockFile } from '../lib/lock.js';
-import { startTime, startTimeSync } from '../lib/proc.js';
+import { isSameProcess, startTime } from '../lib/proc.js';
 import type { Logger } from '../lib/log.js';
 import { ContentStore } from './content/index.js';
 import { ImageService, type LocalImage } from './images/index.js';
@@ -250,7 +250,7 @@ export class Runtime {
     for (const c of this.state.listContainers()) {
       if (c.state === 'creating' || c.state === 'removing') continue;
       let o: ObservedContainer = { ...c, live: c.state !== 'exited' };
-      if (c.state === 'running' && (c.pid === null || c.pidStart === null || startTimeSync(c.pid) !== c.pidStart)) {
+      if (c.state === 'running' && !isSameProcess(c.pid, c.pidStart)) {
         const exit = await this.exitOf(c.id);
         o = { ...c, state: 'exited', exitCode: exit?.code ?? 137, finishedAt: exit?.at ?? Date.now(), reason: exitReason(exit?.code ?? 137, exit?.oom === true), live: false };
       }
@@ -276,7 +276,7 @@ export class Runtime {
     const out = new Set<string>();
     for (const c of this.state.listContainers()) {
       if (c.state === 'creating' || c.state === 'removing' || c.state === 'created') out.add(c.podKey);
-      else if (c.state === 'running' && (c.pid === null || c.pidStart === null || startTimeSync(c.pid) !== c.pidStart)) out.add(c.podKey);
+      else if (c.state === 'running' && !isSameProcess(c.pid, c.pidStart)) out.add(c.podKey);
     }
     return [...out];
   }
@@ -313,8 +313,8 @@ export class Runtime {
     }
     if (st !== undefined && (st.status === 'running' || st.status === 'paused')) {
       // Synchronous /proc read: hundreds of containers in one observe, no thread-pool hop each.
-      const start = startTimeSync(st.pid);
-      if (repair && (c.state !== 'running' || c.pid !== st.pid)) {
+      const start = startTime(st.pid);
+      if (repair && (c.state !== 'running' || c.pid !== st.pid || c.pidStart !== start)) {
         this.state.updateContainer(c.id, { state: 'running', pid: st.pid, pidStart: start });
       }
       // A container frozen by `runc pause` is alive: reported as paused, never replaced.
@@ -424,7 +424,7 @@ export class Runtime {
       if (o.startAfter !== undefined) await o.startAfter;
       await this.tasks.start(id);
       const startedAt = Date.now();
-      const pidStart = await startTime(pid);
+      const pidStart = startTime(pid);
       this.state.updateContainer(id, { state: 'running', startedAt, pidStart });
       this.addEvent(`pod/${o.podKey}`, 'Started', `container ${o.name} (${id}) started, pid ${pid}`);
       await this.pruneLogs(o.podKey, o.name, id);
