@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { BerthError, isBerthError, messageOf } from './lib/errors.js';
 import { createLogger, type Logger } from './lib/log.js';
-import { humanAge } from './lib/time.js';
+import { tableLines } from './lib/table.js';
+import { humanAge, parseDuration } from './lib/time.js';
 import { formatProblem, type ManifestProblem } from './reconciler/problem.js';
 import type { Runtime } from './runtime/index.js';
 
@@ -127,9 +128,7 @@ function failOnInvalid(invalid: import('./daemon/service.js').InvalidManifests |
 }
 
 function table(rows: string[][]): string {
-  const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd((widths[i] ?? 0) + 3))).join('').trimEnd()).join('\n') + '\n';
+  return `${tableLines(rows, 3).join('\n')}\n`;
 }
 
 /**
@@ -139,8 +138,6 @@ function table(rows: string[][]): string {
  */
 interface Backend {
   readonly remote: boolean;
-  /** pid of the daemon answering, for messages. */
-  readonly daemonPid: number | undefined;
   /** `onProgress`: each step as it starts and ends (apply, delete), streamed from the daemon. */
   call<T>(method: string, body?: unknown, onProgress?: (e: ProgressEvent) => void): Promise<T>;
   follow?(query: Record<string, string>, onEvent: (e: unknown) => void, signal: AbortSignal): Promise<void>;
@@ -154,7 +151,6 @@ async function openBackend(cfg: Config, mode: { write: boolean; what: string }):
   const socket = path.join(cfg.state, 'berth.sock');
   const remote = (c: import('./daemon/client.js').DaemonClient): Backend => ({
     remote: true,
-    daemonPid: c.pid,
     call: (m, b, p) => (p === undefined ? c.call(m, b) : c.callStream(m, b, (e) => p(e as ProgressEvent))),
     follow: (q, fn, sig) => c.follow(q, fn, sig),
     close: async () => undefined,
@@ -176,7 +172,7 @@ async function openBackend(cfg: Config, mode: { write: boolean; what: string }):
           const c = await connectDaemon(socket, 500);
           if (c !== undefined) {
             await rt.close();
-            return { call: (m, b, p) => (p === undefined ? c.call(m, b) : c.callStream(m, b, (e) => p(e as ProgressEvent))), close: async () => undefined };
+            return remote(c);
           }
           if (Date.now() > until) throw new BerthError('ERR_LOCKED', `${mode.what}: the state lock is held by another berth and no daemon answers on ${socket}`);
           if (!told) {
@@ -212,7 +208,6 @@ async function openBackend(cfg: Config, mode: { write: boolean; what: string }):
   };
   return {
     remote: false,
-    daemonPid: undefined,
     call: async <T,>(method: string, body?: unknown, onProgress?: (e: ProgressEvent) => void): Promise<T> => {
       local ??= open();
       return (await local).call<T>(method, body, onProgress);
@@ -268,20 +263,9 @@ function printResults(steps: readonly StepResult[]): number {
 
 function parseTimeout(flag: string, v: string | undefined, def: number): number {
   if (v === undefined) return def;
-  const ms = parseDurationArg(v);
+  const ms = parseDuration(v);
   if (ms === undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `${flag} ${JSON.stringify(v)}: expected a duration such as 30s, 2m, 500ms`);
   return ms;
-}
-
-function parseDurationArg(v: string): number | undefined {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
-  let total = 0;
-  let consumed = 0;
-  for (const m of v.matchAll(re)) {
-    total += Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 3_600_000);
-    consumed += m[0].length;
-  }
-  return consumed === v.length && consumed > 0 ? total : undefined;
 }
 
 /**

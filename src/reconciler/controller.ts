@@ -345,7 +345,7 @@ export class Controller {
       recordPod(this.rt, pod);
     }
     if (desire.conflict !== undefined) {
-      this.writeStatus(podKey, pod, observed !== undefined ? toView(observed, restarts) : undefined, { conflict: desire.conflict, images: [], waiting: [], failed: [], blocked: [] });
+      this.writeStatus(podKey, pod, view, { conflict: desire.conflict, images: [], waiting: [], failed: [], blocked: [] });
       this.emit(report);
       return {};
     }

@@ -4,6 +4,7 @@
  * and Cmd as the manifest's command/args override them), how it last ended and what
  * happened recently. The service builds the data (JSON over the socket), the CLI renders it.
  */
+import { tableLines } from '../lib/table.js';
 import { humanAge } from '../lib/time.js';
 import type { EventRecord, ObservedPod, RestartRecord } from '../runtime/index.js';
 import type { DesiredContainer } from './desired.js';
@@ -234,9 +235,7 @@ function terminatedLines(t: TerminatedState, pad: string, now: number): string[]
 }
 
 function table(rows: string[][], indent: string): string[] {
-  const widths: number[] = [];
-  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
-  return rows.map((r) => `${indent}${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd((widths[i] ?? 0) + 2))).join('')}`.trimEnd());
+  return tableLines(rows, 2, indent);
 }
 
 /** kubectl-describe-like text: `Key:  value` lines, containers, conditions and events. */

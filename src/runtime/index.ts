@@ -246,16 +246,25 @@ export class Runtime {
    * the daemon and every repairing observation ask runc.
    */
   private async observeReadOnly(): Promise<ObservedPod[]> {
-    const byPod = new Map<string, ObservedContainer[]>();
+    const seen: ObservedContainer[] = [];
     for (const c of this.state.listContainers()) {
       if (c.state === 'creating' || c.state === 'removing') continue;
-      let o: ObservedContainer = { ...c, live: c.state !== 'exited' };
       if (c.state === 'running' && !isSameProcess(c.pid, c.pidStart)) {
         const exit = await this.exitOf(c.id);
-        o = { ...c, state: 'exited', exitCode: exit?.code ?? 137, finishedAt: exit?.at ?? Date.now(), reason: exitReason(exit?.code ?? 137, exit?.oom === true), live: false };
+        seen.push({ ...c, state: 'exited', exitCode: exit?.code ?? 137, finishedAt: exit?.at ?? Date.now(), reason: exitReason(exit?.code ?? 137, exit?.oom === true), live: false });
+      } else {
+        seen.push({ ...c, live: c.state !== 'exited' });
       }
+    }
+    return this.withContainers(seen);
+  }
+
+  /** Every pod row with its containers (in row order), from a flat list of containers. */
+  private withContainers(containers: readonly ObservedContainer[]): ObservedPod[] {
+    const byPod = new Map<string, ObservedContainer[]>();
+    for (const c of containers) {
       const list = byPod.get(c.podKey) ?? [];
-      list.push(o);
+      list.push(c);
       byPod.set(c.podKey, list);
     }
     return this.state.listPods().map((p) => ({ ...p, containers: byPod.get(p.key) ?? [] }));
@@ -283,13 +292,7 @@ export class Runtime {
 
   /** Rows only, no runc calls: what the recorded state says (the daemon keeps it current). */
   recordedPods(): ObservedPod[] {
-    const byPod = new Map<string, ObservedContainer[]>();
-    for (const c of this.state.listContainers()) {
-      const list = byPod.get(c.podKey) ?? [];
-      list.push({ ...c, live: c.state !== 'exited' });
-      byPod.set(c.podKey, list);
-    }
-    return this.state.listPods().map((p) => ({ ...p, containers: byPod.get(p.key) ?? [] }));
+    return this.withContainers(this.state.listContainers().map((c) => ({ ...c, live: c.state !== 'exited' })));
   }
 
   private async observeRecord(p: PodRecord, repair: boolean, tasks?: ReadonlyMap<string, TaskStatus>): Promise<ObservedPod> {
@@ -333,15 +336,14 @@ export class Runtime {
     // Read-only observers report what they see; only the state-lock holder records it.
     if (repair) {
       this.state.updateContainer(c.id, { state: 'exited', exitCode: code, finishedAt, reason });
-      const prev = this.state.getRestart(c.podKey, c.name);
-      this.state.putRestart({
-        ...(prev ?? emptyRestart(c.podKey, c.name, c.attempt + 1)),
+      this.patchRestart(c.podKey, c.name, (prev) => ({
+        nextAttempt: Math.max(prev.nextAttempt, c.attempt + 1),
         lastId: c.id,
         lastExitCode: code,
         lastReason: reason,
         lastStartedAt: c.startedAt,
         lastFinishedAt: finishedAt,
-      });
+      }));
       this.addEvent(`pod/${c.podKey}`, 'Exited', `container ${c.name} (${c.id}) exited with code ${code} (${reason})${exit === undefined ? ', vanished' : ''}`, {
         type: code === 0 ? 'Normal' : 'Warning',
       });
@@ -386,8 +388,7 @@ export class Runtime {
       // An attempt number is never reused; a row with this id is left from a crash.
       await this.destroyContainer(id, 0);
     }
-    const prev = this.state.getRestart(o.podKey, o.name);
-    this.state.putRestart({ ...(prev ?? emptyRestart(o.podKey, o.name, 0)), nextAttempt: Math.max(prev?.nextAttempt ?? 0, o.attempt + 1) });
+    this.patchRestart(o.podKey, o.name, (prev) => ({ nextAttempt: Math.max(prev.nextAttempt, o.attempt + 1) }));
     const now = Date.now();
     const rec: ContainerRecord = {
       id,
@@ -509,9 +510,14 @@ export class Runtime {
 
   /** Records the crash-loop backoff and restart count of one container name (rule S6). */
   updateRestart(podKey: string, name: string, patch: Partial<Pick<RestartRecord, 'restarts' | 'backoffMs'>>): void {
+    this.patchRestart(podKey, name, () => patch);
+  }
+
+  /** Read-modify-write of one restart row in a transaction (a new row starts at attempt 0, no restarts). */
+  private patchRestart(podKey: string, name: string, patch: (prev: RestartRecord) => Partial<Omit<RestartRecord, 'podKey' | 'name'>>): void {
     this.state.transaction(() => {
-      const prev = this.state.getRestart(podKey, name) ?? emptyRestart(podKey, name, 0);
-      this.state.putRestart({ ...prev, ...patch });
+      const prev = this.state.getRestart(podKey, name) ?? emptyRestart(podKey, name);
+      this.state.putRestart({ ...prev, ...patch(prev) });
     });
   }
 
@@ -545,11 +551,8 @@ export class Runtime {
 
   /** The log file of a recorded container id (current or previous attempt). */
   containerLogPath(id: string): string | undefined {
-    const c = this.state.getContainer(id);
-    if (c !== undefined) return this.logPath(c.podKey, c.name, c.id);
-    const key = podKeyOfContainerId(id);
-    const name = id.split('.')[2];
-    return key === undefined || name === undefined ? undefined : this.logPath(key, name, id);
+    const c = this.state.getContainer(id) ?? parseContainerId(id);
+    return c === undefined ? undefined : this.logPath(c.podKey, c.name, id);
   }
 
   /** Paths used by tests, `berth check` and the daemon (exit files, socket). */
@@ -627,15 +630,20 @@ export function containerId(podKey: string, name: string, specHash: string, atte
   return `${ns}.${pod}.${name}.${specHash.slice(0, 8)}-${attempt}`;
 }
 
-/** The pod key (`namespace/name`) of a berth container id, or undefined for a foreign id. */
-export function podKeyOfContainerId(id: string): string | undefined {
+/** The pod key (`namespace/name`) and container name of a berth container id; undefined for a foreign id. */
+function parseContainerId(id: string): { podKey: string; name: string } | undefined {
   const parts = id.split('.');
   if (parts.length !== 4 || parts.some((p) => p === '')) return undefined;
-  return `${parts[0]}/${parts[1]}`;
+  return { podKey: `${parts[0]}/${parts[1]}`, name: parts[2] ?? '' };
 }
 
-function emptyRestart(podKey: string, name: string, nextAttempt: number): RestartRecord {
-  return { podKey, name, restarts: 0, nextAttempt, backoffMs: 0, lastId: null, lastExitCode: null, lastReason: null, lastStartedAt: null, lastFinishedAt: null };
+/** The pod key (`namespace/name`) of a berth container id, or undefined for a foreign id. */
+export function podKeyOfContainerId(id: string): string | undefined {
+  return parseContainerId(id)?.podKey;
+}
+
+function emptyRestart(podKey: string, name: string): RestartRecord {
+  return { podKey, name, restarts: 0, nextAttempt: 0, backoffMs: 0, lastId: null, lastExitCode: null, lastReason: null, lastStartedAt: null, lastFinishedAt: null };
 }
 
 const SIGNALS: Record<number, string> = { 1: 'SIGHUP', 2: 'SIGINT', 3: 'SIGQUIT', 6: 'SIGABRT', 9: 'SIGKILL', 11: 'SIGSEGV', 13: 'SIGPIPE', 15: 'SIGTERM' };
