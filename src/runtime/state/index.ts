@@ -463,10 +463,6 @@ export class StateStore {
       .run(r);
   }
 
-  deleteRestart(podKey: string, name: string): void {
-    this.db.prepare('DELETE FROM restarts WHERE pod_key = ? AND name = ?').run(podKey, name);
-  }
-
   // conditions -----------------------------------------------------------------
 
   listConditions(key?: string): ConditionRecord[] {
@@ -493,6 +489,14 @@ export class StateStore {
   setConditions(key: string, conds: readonly Omit<ConditionRecord, 'key' | 'lastTransitionTime'>[], now = Date.now()): string[] {
     return this.transaction(() => {
       const before = new Map(this.listConditions(key).map((c) => [c.type, c]));
+      // Most runs of a key change nothing: no write then (a write is an fsync, synchronous=FULL).
+      const unchanged =
+        before.size === conds.length &&
+        conds.every((c) => {
+          const p = before.get(c.type);
+          return p !== undefined && p.status === c.status && p.reason === c.reason && p.message === c.message && p.observedGeneration === c.observedGeneration;
+        });
+      if (unchanged) return [];
       const changed: string[] = [];
       this.db.prepare('DELETE FROM conditions WHERE key = ?').run(key);
       const ins = this.db.prepare(
