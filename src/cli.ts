@@ -19,12 +19,15 @@ import type { Runtime } from './runtime/index.js';
 interface GlobalOpts {
   root: string;
   state: string;
+  podSubnet: string;
+  bridge: string;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
 interface Config {
   root: string;
   state: string;
+  network: { subnet: string; bridge: string };
   log: Logger;
 }
 
@@ -50,6 +53,7 @@ function config(cmd: Command): Config {
   return {
     root: path.resolve(g.root),
     state: path.resolve(g.state),
+    network: { subnet: g.podSubnet, bridge: g.bridge },
     get log(): Logger {
       return (log ??= createLogger(g.logLevel));
     },
@@ -58,7 +62,7 @@ function config(cmd: Command): Config {
 
 async function openRuntime(cfg: Config): Promise<Runtime> {
   const { Runtime } = await import('./runtime/index.js');
-  return Runtime.open({ root: cfg.root, state: cfg.state, log: cfg.log });
+  return Runtime.open({ root: cfg.root, state: cfg.state, log: cfg.log, network: cfg.network });
 }
 
 /** The inventory source a -f argument stands for: an absolute path, or "-" for stdin. */
@@ -302,6 +306,8 @@ export function buildProgram(): Command {
     .version(version(), '--version')
     .option('--root <dir>', 'persistent state: database, content, snapshots, logs', '/var/lib/berth')
     .option('--state <dir>', 'runtime state: runc root, conmon files, lock, daemon socket', '/run/berth')
+    .option('--pod-subnet <cidr>', 'IPv4 subnet pod addresses come from (pods without hostNetwork)', '10.89.0.0/16')
+    .option('--bridge <name>', "the Linux bridge berth's pods attach to", 'berth0')
     .addOption(new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
     .showHelpAfterError()
     // Before any .command(): subcommands copy this setting when they are created, so a usage

@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'ERR_UNSUPPORTED' // a valid input berth does not implement (yet)
   | 'ERR_NOT_FOUND'
   | 'ERR_ALREADY_EXISTS'
+  | 'ERR_CONFLICT' // a host resource another pod or process holds (a hostPort already bound)
   | 'ERR_REGISTRY' // registry answered with an error status
   | 'ERR_NETWORK' // connection, timeout, reset
   | 'ERR_RUNTIME' // runc/conmon/mount failed
@@ -47,6 +48,7 @@ export const RETRYABLE: Readonly<Record<ErrorCode, boolean>> = {
   ERR_UNSUPPORTED: false,
   ERR_NOT_FOUND: false,
   ERR_ALREADY_EXISTS: false,
+  ERR_CONFLICT: true,
   ERR_REGISTRY: true,
   ERR_NETWORK: true,
   ERR_RUNTIME: true,

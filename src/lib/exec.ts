@@ -8,6 +8,8 @@ export interface RunProcessOptions {
   cwd?: string;
   /** Names the call in errors, e.g. `start task c1: runc`. */
   what: string;
+  /** The child's whole environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
   /** Written to stdin, which is then closed. Without it stdin is /dev/null. */
   input?: string;
   /** Captured bytes beyond these are dropped (default 4 MiB stdout, 64 KiB stderr). */
@@ -52,6 +54,7 @@ export function runProcess(file: string, args: readonly string[], opts: RunProce
       detached: true,
       stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
       ...(opts.cwd === undefined ? {} : { cwd: opts.cwd }),
+      ...(opts.env === undefined ? {} : { env: opts.env }),
     });
     const out = capture(maxOut);
     const err = capture(maxErr);

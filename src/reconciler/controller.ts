@@ -417,7 +417,8 @@ export class Controller {
         this.progress({ key: report.key, phase: 'end', step, ms: this.clock.now() - began, error: { code: e.code, message: e.message } });
         // A retryable failure decides the retry even when a terminal one came first.
         if (first === undefined || (!first.retryable && e.retryable)) first = e;
-        if (step.kind === 'create-pod') break;
+        // Nothing of the pod can start without its record or its sandbox.
+        if (step.kind === 'create-pod' || step.kind === 'sandbox') break;
       }
     }
     return first;

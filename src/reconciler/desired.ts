@@ -34,6 +34,34 @@ export const ANNOTATION_PAUSED = 'berth.dev/paused';
 /** kubectl's annotation naming the container `logs` and `exec` pick when none is named. */
 export const ANNOTATION_DEFAULT_CONTAINER = 'kubectl.kubernetes.io/default-container';
 
+/** A host port mapping as CNI's portmap takes it (protocol in lower case). */
+export interface DesiredPortMapping {
+  hostPort: number;
+  containerPort: number;
+  protocol: 'tcp' | 'udp' | 'sctp';
+  hostIP?: string;
+}
+
+/**
+ * What shapes a pod's sandbox (pods without hostNetwork): a change of `hash` rebuilds the
+ * sandbox and so restarts every container of the pod, as a new pod sandbox does on Kubernetes.
+ */
+export interface DesiredSandbox {
+  hash: string;
+  /** spec.hostname, else the pod's name. */
+  hostname: string;
+  subdomain?: string;
+  dns: {
+    policy: 'ClusterFirst' | 'ClusterFirstWithHostNet' | 'Default' | 'None';
+    nameservers?: string[];
+    searches?: string[];
+    options?: { name: string; value?: string }[];
+  };
+  shareProcessNamespace: boolean;
+  /** Every container's hostPort mappings. */
+  ports: DesiredPortMapping[];
+}
+
 export interface DesiredPod {
   key: string; // namespace/name
   kind: PodKind;
@@ -46,6 +74,8 @@ export interface DesiredPod {
   /** sha256 over the pod-level fields that shape its containers; `paused` is not one of them. */
   podHash: string;
   hostNetwork: boolean;
+  /** The pod's sandbox; absent with hostNetwork (the host's namespaces, no CNI). */
+  sandbox?: DesiredSandbox;
   restartPolicy: RestartPolicy;
   gracePeriodMs: number;
   labels: Record<string, string>;

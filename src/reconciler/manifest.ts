@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { LineCounter, parseAllDocuments, isMap, isNode, isScalar, type Document } from 'yaml';
 import { BerthError, errnoCode } from '../lib/errors.js';
 // lib, not the runtime façade: validating manifests must not load SQLite, undici or child_process.
+import { classifyAddress } from '../lib/netaddr.js';
 import { parseReference } from '../lib/reference.js';
 import { describeSchemaErrors, type FieldPath } from '../lib/schema-errors.js';
 import { closest } from '../lib/suggest.js';
@@ -21,6 +22,8 @@ import {
   type DesiredImage,
   type DesiredPlatform,
   type DesiredPod,
+  type DesiredPortMapping,
+  type DesiredSandbox,
   type PodKind,
   type PullPolicy,
   type RestartPolicy,
@@ -365,7 +368,7 @@ export async function loadManifests(input: string | ManifestInput, opts: { owner
     }
   }
   for (const file of opts.cache?.keys() ?? []) if (!seen.has(file)) opts.cache?.delete(file);
-  for (const p of [...duplicatePods(result.pods, opts.owners), ...duplicateImages(result.images)]) {
+  for (const p of [...duplicatePods(result.pods, opts.owners), ...duplicateImages(result.images), ...hostPortClashes(result.pods)]) {
     result.problems.push(p);
     result.badFiles.push(p.file);
   }
@@ -768,7 +771,14 @@ interface PodLevelFields {
   restartPolicy: RestartPolicy | undefined;
   hostNetwork: boolean | undefined;
   terminationGracePeriodSeconds: number | undefined;
+  hostname: string | undefined;
+  subdomain: string | undefined;
+  dnsPolicy: DesiredSandbox['dns']['policy'] | undefined;
+  dnsConfig: { nameservers: string[] | undefined; searches: string[] | undefined; options: { name: string | undefined; value: string | undefined }[] } | undefined;
+  shareProcessNamespace: boolean | undefined;
 }
+
+const DNS_POLICIES: readonly DesiredSandbox['dns']['policy'][] = ['ClusterFirst', 'ClusterFirstWithHostNet', 'Default', 'None'];
 
 /** berth.dev/v1 Image (schemas/image.json). */
 interface ImageShape {
@@ -791,10 +801,24 @@ function readMeta(v: unknown): ObjectMeta {
 
 function readPodLevel(s: Record<string, unknown>): PodLevelFields {
   const hostNetwork = s['hostNetwork'];
+  const share = s['shareProcessNamespace'];
+  const dnsConfig = recordOf(s['dnsConfig']);
   return {
     restartPolicy: RESTART_POLICIES.find((p) => p === s['restartPolicy']),
     hostNetwork: typeof hostNetwork === 'boolean' ? hostNetwork : undefined,
     terminationGracePeriodSeconds: integerOf(s['terminationGracePeriodSeconds']),
+    hostname: stringOf(s['hostname']),
+    subdomain: stringOf(s['subdomain']),
+    dnsPolicy: DNS_POLICIES.find((p) => p === s['dnsPolicy']),
+    dnsConfig:
+      dnsConfig === undefined
+        ? undefined
+        : {
+            nameservers: stringsOf(dnsConfig['nameservers']),
+            searches: stringsOf(dnsConfig['searches']),
+            options: listOf(dnsConfig['options']).map((o) => ({ name: stringOf(recordOf(o)?.['name']), value: stringOf(recordOf(o)?.['value']) })),
+          },
+    shareProcessNamespace: typeof share === 'boolean' ? share : undefined,
   };
 }
 
@@ -872,14 +896,13 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
   const annotations = o.metadata.annotations;
   const { paused } = readAnnotations(annotations, problem);
   const hostNetwork = o.spec.hostNetwork ?? false;
-  if (!hostNetwork) {
-    problem(['spec', 'hostNetwork'], 'pod networking (CNI) is not implemented yet: set hostNetwork: true');
-  }
+  const sandbox = hostNetwork ? undefined : readSandbox(o, name, problem);
   const names = new Set<string>();
   const containers: DesiredContainer[] = [];
   // Only what shapes the containers: kind, paused, labels and annotations are not here, so
-  // rewriting a Pod as a Container, pausing or relabelling never replaces a container.
-  const podLevel = { hostNetwork };
+  // rewriting a Pod as a Container, pausing or relabelling never replaces a container. A
+  // hostNetwork pod's podLevel is `{ hostNetwork: true }` alone, as before sandboxes existed.
+  const podLevel = { hostNetwork, sandbox: sandbox?.hash };
   const podHash = sha256hex(canonicalJson(podLevel));
   for (const { fields: c, path: cpath, nameFromMetadata } of o.containers) {
     const at = (...rest: FieldPath): FieldPath => [...cpath, ...rest];
@@ -955,6 +978,7 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
     line,
     podHash,
     hostNetwork,
+    ...(sandbox !== undefined ? { sandbox } : {}),
     restartPolicy: o.spec.restartPolicy ?? 'Always',
     gracePeriodMs: (o.spec.terminationGracePeriodSeconds ?? 30) * 1000,
     labels: o.metadata.labels,
@@ -962,6 +986,92 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
     paused,
     containers,
   };
+}
+
+/**
+ * The pod's sandbox: hostname, DNS and the host ports of all its containers (a hostPort used
+ * twice in one pod is a problem at the second use). dnsPolicy None needs a nameserver, as on
+ * Kubernetes.
+ */
+function readSandbox(o: PodShape, name: string, problem: Report): DesiredSandbox {
+  const s = o.spec;
+  if (s.hostname !== undefined && !DNS_LABEL.test(s.hostname)) problem(['spec', 'hostname'], `${JSON.stringify(s.hostname)} is not a DNS label`);
+  if (s.subdomain !== undefined && !DNS_LABEL.test(s.subdomain)) problem(['spec', 'subdomain'], `${JSON.stringify(s.subdomain)} is not a DNS label`);
+  const policy = s.dnsPolicy ?? 'ClusterFirst';
+  const dns: DesiredSandbox['dns'] = { policy };
+  const cfg = s.dnsConfig;
+  if (cfg !== undefined) {
+    if (cfg.nameservers !== undefined) {
+      for (const [i, ns] of cfg.nameservers.entries()) {
+        if (!isIP(ns)) problem(['spec', 'dnsConfig', 'nameservers', i], `${JSON.stringify(ns)} is not an IP address`);
+      }
+      dns.nameservers = cfg.nameservers;
+    }
+    if (cfg.searches !== undefined) dns.searches = cfg.searches;
+    const options = cfg.options.filter((x): x is { name: string; value: string | undefined } => x.name !== undefined);
+    if (options.length > 0) dns.options = options.map((x) => (x.value !== undefined ? { name: x.name, value: x.value } : { name: x.name }));
+  }
+  if (policy === 'None' && (dns.nameservers ?? []).length === 0) {
+    problem(['spec', 'dnsPolicy'], 'dnsPolicy None needs spec.dnsConfig.nameservers (at least one)');
+  }
+  const ports: DesiredPortMapping[] = [];
+  const used = new Map<string, string>();
+  for (const { fields: c, path: cpath } of o.containers) {
+    for (const [j, p] of c.ports.entries()) {
+      if (p.hostPort === undefined || p.containerPort === undefined) continue;
+      const protocol = (p.protocol ?? 'TCP').toLowerCase() as DesiredPortMapping['protocol'];
+      const where = dotted([...cpath, 'ports', j, 'hostPort']);
+      if (p.hostIP !== undefined && !isIP(p.hostIP)) problem([...cpath, 'ports', j, 'hostIP'], `${JSON.stringify(p.hostIP)} is not an IP address`);
+      const clash = [...used].find(([k]) => k.startsWith(`${protocol}/${p.hostPort}/`) && overlapping(k.split('/')[2], p.hostIP));
+      if (clash !== undefined) problem([...cpath, 'ports', j, 'hostPort'], `hostPort ${p.hostPort}/${protocol} is already used in this pod at ${clash[1]}`);
+      used.set(`${protocol}/${p.hostPort}/${p.hostIP ?? ''}`, where);
+      ports.push({ hostPort: p.hostPort, containerPort: p.containerPort, protocol, ...(p.hostIP !== undefined ? { hostIP: p.hostIP } : {}) });
+    }
+  }
+  const shaped = {
+    hostname: s.hostname ?? name,
+    ...(s.subdomain !== undefined ? { subdomain: s.subdomain } : {}),
+    dns,
+    shareProcessNamespace: s.shareProcessNamespace ?? false,
+    ports,
+  };
+  return { hash: sha256hex(canonicalJson(shaped)), ...shaped };
+}
+
+/** A literal IPv4 or IPv6 address (no brackets, no zone). */
+function isIP(s: string): boolean {
+  return !s.startsWith('[') && classifyAddress(s) !== undefined;
+}
+
+/** Whether two hostIPs (absent or empty = every address) can take the same port. */
+function overlapping(a: string | undefined, b: string | undefined): boolean {
+  const wild = (x: string | undefined): boolean => x === undefined || x === '' || x === '0.0.0.0' || x === '::';
+  return wild(a) || wild(b) || a === b;
+}
+
+/**
+ * hostPort clashes between pods (rule M4's uniqueness, for ports): each later pod that maps a
+ * port an earlier one maps gets a problem naming both files and lines.
+ */
+export function hostPortClashes(pods: readonly DesiredPod[]): ManifestProblem[] {
+  const taken: { pod: DesiredPod; p: DesiredPortMapping }[] = [];
+  const problems: ManifestProblem[] = [];
+  for (const pod of pods) {
+    for (const p of pod.sandbox?.ports ?? []) {
+      const prev = taken.find((t) => t.pod.key !== pod.key && t.p.protocol === p.protocol && t.p.hostPort === p.hostPort && overlapping(t.p.hostIP, p.hostIP));
+      if (prev !== undefined) {
+        problems.push({
+          file: pod.source,
+          line: pod.line,
+          col: 1,
+          field: 'hostPort',
+          message: `pod ${pod.key} maps hostPort ${p.hostPort}/${p.protocol}, which pod ${prev.pod.key} (${prev.pod.source}:${prev.pod.line}) maps too`,
+        });
+      }
+    }
+    for (const p of pod.sandbox?.ports ?? []) taken.push({ pod, p });
+  }
+  return problems;
 }
 
 function toDesiredImage(o: ImageShape, file: string, line: number, problem: Report): DesiredImage {

@@ -37,6 +37,8 @@ export interface ObservedPodView {
   spec: string;
   containers: ObservedContainerView[];
   restarts?: RestartView[];
+  /** The pod's sandbox as recorded: its hash, whether it is alive, its IP. */
+  sandbox?: { hash: string; ready: boolean; ip: string | null };
 }
 
 /** What is known about each image reference the desired pods use. */
@@ -118,6 +120,12 @@ export type Step =
       restart?: RestartInfo;
     }
   | { kind: 'remove'; podKey: string; id: string; name: string; graceMs: number; reason: string }
+  /**
+   * (Re)create the pod's sandbox: its containers (`removeIds`) stop first, each with the pod's
+   * grace period, since they live in the old namespaces; start steps for them follow.
+   */
+  | { kind: 'sandbox'; pod: DesiredPod; reason: string; replace: boolean; removeIds: string[] }
+  | { kind: 'remove-sandbox'; podKey: string; reason: string }
   | { kind: 'delete-pod'; podKey: string; graceMs: number; reason: string };
 
 export interface Plan {
@@ -238,13 +246,27 @@ export function plan(input: PlanInput): Plan {
         podSteps.push({ kind: 'update-pod', pod, changes: obs.source !== pod.source ? [...changes, `source ${obs.source} → ${pod.source}`] : changes, details });
       }
     }
-    const observedContainers = obs?.containers ?? [];
+    const allObserved = obs?.containers ?? [];
+    // A pod without hostNetwork runs in a sandbox; a missing, dead or outdated one is made
+    // anew before its containers start, and the containers of the old one go with it.
+    let fresh = false;
+    if (pod.sandbox !== undefined && pod.paused !== true) {
+      const sb = obs?.sandbox;
+      const why = sb === undefined ? 'none yet' : sb.hash !== pod.sandbox.hash ? 'network settings changed' : !sb.ready ? 'sandbox gone (infra container or network namespace)' : undefined;
+      // As the kubelet: a pod that ran to completion (Never, or OnFailure after success) gets no new sandbox.
+      const finished = sb !== undefined && allObserved.length > 0 && allObserved.every((o) => o.state === 'exited' && !shouldRestart(pod.restartPolicy, o.exitCode));
+      if (why !== undefined && !finished) {
+        podSteps.push({ kind: 'sandbox', pod, reason: why, replace: sb !== undefined || allObserved.length > 0, removeIds: allObserved.map((o) => o.id) });
+        fresh = true;
+      }
+    }
+    const observedContainers = fresh ? [] : allObserved;
     const restarts = new Map((obs?.restarts ?? []).map((r) => [r.name, r]));
     for (const c of pod.containers) {
       const mine = observedContainers.filter((o) => o.name === c.name);
       const current = mine.find((o) => o.specHash === c.specHash) ?? mine[mine.length - 1];
       const r = restarts.get(c.name);
-      const attempt = Math.max(r?.nextAttempt ?? 0, ...mine.map((m) => m.attempt + 1));
+      const attempt = Math.max(r?.nextAttempt ?? 0, ...allObserved.filter((o) => o.name === c.name).map((m) => m.attempt + 1));
       if (pod.paused === true) {
         // Paused on purpose: stop what runs, start nothing, until the annotation goes.
         for (const m of mine) {
@@ -265,7 +287,7 @@ export function plan(input: PlanInput): Plan {
       if (current === undefined) {
         const view = input.images[c.image];
         const image = view?.local !== undefined ? { ...(view.entrypoint !== undefined ? { entrypoint: view.entrypoint } : {}), ...(view.cmd !== undefined ? { cmd: view.cmd } : {}) } : undefined;
-        podSteps.push({ kind: 'start', pod, container: c, reason: 'declared', attempt, ...(image !== undefined ? { image } : {}) });
+        podSteps.push({ kind: 'start', pod, container: c, reason: fresh && allObserved.length > 0 ? 'new sandbox' : 'declared', attempt, ...(image !== undefined ? { image } : {}) });
         continue;
       }
       const prevC = prev?.containers.find((x) => x.name === c.name);
@@ -312,6 +334,9 @@ export function plan(input: PlanInput): Plan {
       if (!pod.containers.some((c) => c.name === o.name)) {
         podSteps.push({ kind: 'remove', podKey: pod.key, id: o.id, name: o.name, graceMs: pod.gracePeriodMs, reason: 'no longer declared' });
       }
+    }
+    if (pod.sandbox === undefined && obs?.sandbox !== undefined) {
+      podSteps.push({ kind: 'remove-sandbox', podKey: pod.key, reason: 'hostNetwork: true' });
     }
   }
   if (input.prune !== undefined) {

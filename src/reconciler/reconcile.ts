@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { BerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { ObservedPod, RestartRecord, Runtime } from '../runtime/index.js';
@@ -47,6 +46,7 @@ export function toView(p: ObservedPod, restarts: readonly RestartRecord[] = []):
       startedAt: c.startedAt,
       finishedAt: c.finishedAt,
     })),
+    ...(p.sandbox !== undefined ? { sandbox: { hash: p.sandbox.hash, ready: p.sandbox.ready, ip: p.sandbox.ip } } : {}),
     restarts: restarts.map((r) => ({ name: r.name, restarts: r.restarts, nextAttempt: r.nextAttempt, backoffMs: r.backoffMs })),
   };
 }
@@ -155,9 +155,7 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
         ...(c.memoryBytes !== undefined ? { memoryBytes: c.memoryBytes } : {}),
         ...(c.cpuMillis !== undefined ? { cpuMillis: c.cpuMillis } : {}),
         env: c.env,
-        hostNetwork: step.pod.hostNetwork,
-        hostname: step.pod.name,
-        hostFiles: step.pod.hostNetwork ? ['/etc/hosts', '/etc/resolv.conf'].filter((f) => existsSync(f)) : [],
+        pod: { hostNetwork: step.pod.hostNetwork, shareProcessNamespace: step.pod.sandbox?.shareProcessNamespace ?? false },
       };
       // A new spec that cannot be generated must not cost the running container its life.
       rt.checkRunSpec(image, run);
@@ -187,10 +185,35 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
     case 'remove':
       await rt.destroyContainer(step.id, step.graceMs);
       return;
+    case 'sandbox': {
+      const pod = step.pod;
+      const sb = pod.sandbox;
+      if (sb === undefined) throw new BerthError('ERR_INTERNAL', `sandbox ${pod.key}: the pod has hostNetwork`);
+      // The containers live in the old sandbox's namespaces: they stop first, in parallel, each with the full grace period.
+      await Promise.all(step.removeIds.map((id) => rt.destroyContainer(id, pod.gracePeriodMs)));
+      await rt.createSandbox(
+        {
+          podKey: pod.key,
+          namespace: pod.namespace,
+          name: pod.name,
+          hash: sb.hash,
+          hostname: sb.hostname,
+          ...(sb.subdomain !== undefined ? { subdomain: sb.subdomain } : {}),
+          dns: sb.dns,
+          ports: sb.ports,
+        },
+        sb.shareProcessNamespace,
+      );
+      return;
+    }
+    case 'remove-sandbox':
+      await rt.removeSandbox(step.podKey);
+      return;
     case 'delete-pod': {
       const containers = rt.listContainers(step.podKey);
       // Stop all containers of the pod in parallel: each gets the full grace period.
       await Promise.all(containers.map((c) => rt.destroyContainer(c.id, step.graceMs)));
+      await rt.removeSandbox(step.podKey);
       await rt.forgetPod(step.podKey);
       rt.addEvent(`pod/${step.podKey}`, 'Pruned', `pod ${step.podKey} deleted (${step.reason})`);
       return;

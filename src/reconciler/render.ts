@@ -20,6 +20,10 @@ export function renderStep(s: Step): string {
       return `- container ${s.podKey}/${s.name}: remove ${s.id} (${s.reason})`;
     case 'delete-pod':
       return `- pod ${s.podKey}: delete (${s.reason})`;
+    case 'sandbox':
+      return s.replace ? `~ sandbox ${s.pod.key}: recreate (${s.reason})` : `+ sandbox ${s.pod.key}: create${s.pod.sandbox !== undefined && s.pod.sandbox.ports.length > 0 ? ` (hostPort ${s.pod.sandbox.ports.map((p) => `${p.hostIP !== undefined ? `${p.hostIP}:` : ''}${p.hostPort}→${p.containerPort}/${p.protocol}`).join(', ')})` : ''}`;
+    case 'remove-sandbox':
+      return `- sandbox ${s.podKey}: remove (${s.reason})`;
   }
 }
 
@@ -88,6 +92,10 @@ export function planToJson(p: Plan): unknown {
         case 'remove':
           return { kind: s.kind, pod: s.podKey, container: s.name, id: s.id, reason: s.reason };
         case 'delete-pod':
+          return { kind: s.kind, pod: s.podKey, reason: s.reason };
+        case 'sandbox':
+          return { kind: s.kind, pod: s.pod.key, reason: s.reason, replace: s.replace };
+        case 'remove-sandbox':
           return { kind: s.kind, pod: s.podKey, reason: s.reason };
       }
     }),

@@ -39,6 +39,9 @@ export interface PodStatus {
   lastError: string;
   nextTryAt: string | null;
   paused: boolean;
+  /** The pod's IP on berth's bridge; null with hostNetwork or while it has no sandbox. */
+  ip: string | null;
+  hostNetwork: boolean;
   conditions: {
     type: string;
     status: string;
@@ -115,6 +118,8 @@ export function buildStatus(o: {
       lastError: stalled?.message ?? invalid?.message ?? (ready?.status === 'False' ? ready.message : ''),
       nextTryAt: next,
       paused: desired?.paused === true,
+      ip: desired?.hostNetwork === true ? null : (p.sandbox?.ip ?? null),
+      hostNetwork: desired?.hostNetwork === true,
       conditions: conds.map((c) => ({
         type: c.type,
         status: c.status,

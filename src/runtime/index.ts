@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { BerthError, errnoCode, messageOf } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
@@ -11,7 +11,9 @@ import { ImageService, type LocalImage } from './images/index.js';
 import { RegistryClient } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
 import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type PodRecord, type RestartRecord } from './state/index.js';
-import { generateSpec, stopSignal, type ContainerRunSpec } from './tasks/spec.js';
+import { generateSpec, stopSignal, type ContainerRunSpec, type SandboxRef } from './tasks/spec.js';
+import { CniNetwork, DEFAULT_BRIDGE, DEFAULT_PLUGIN_DIR, DEFAULT_SUBNET } from './network/index.js';
+import { SandboxManager, type SandboxSpec, type SandboxView } from './pods/index.js';
 import { parseImageConfig, type ImageConfig } from './images/documents.js';
 import { TaskDriver, type TaskStatus } from './tasks/index.js';
 import type { Finding } from './check/index.js';
@@ -21,6 +23,8 @@ export type { LocalImage } from './images/index.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState, RestartRecord, ConditionRecord, ImageRecord } from './state/index.js';
 export { parseReference } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
+export type { SandboxSpec, SandboxView, DnsSpec } from './pods/index.js';
+export type { PortMapping } from './network/index.js';
 export { checkWorkingDir } from './tasks/spec.js';
 export { criDecoder } from '../lib/crilog.js';
 export { checkHost, type Finding } from './check/index.js';
@@ -40,6 +44,14 @@ export interface RuntimeConfig {
   runc?: string;
   conmon?: string;
   insecureRegistries?: readonly string[];
+  /** Pod network: berth's bridge, its subnet and where the CNI plugins are. */
+  network?: { bridge?: string; subnet?: string; pluginDir?: string };
+}
+
+/** How a container's pod is networked: the host's namespaces, or the pod's sandbox. */
+export interface PodNetworking {
+  hostNetwork: boolean;
+  shareProcessNamespace: boolean;
 }
 
 /** What is actually there for a recorded container, after asking runc and conmon. */
@@ -52,6 +64,8 @@ export interface ObservedContainer extends Omit<ContainerRecord, 'state'> {
 
 export interface ObservedPod extends PodRecord {
   containers: ObservedContainer[];
+  /** The pod's sandbox (pods without hostNetwork), when one is recorded. */
+  sandbox?: SandboxView;
 }
 
 export interface RunContainerOptions {
@@ -63,13 +77,17 @@ export interface RunContainerOptions {
   /** Created (mounted, `runc create`) at once, started only when this settles; a rejection rolls the new container back. */
   startAfter?: Promise<void>;
   image: LocalImage;
-  run: Omit<ContainerRunSpec, 'id' | 'rootfs'>;
+  run: RunSpec;
 }
+
+/** What the reconciler says about a container to run: the spec without id, rootfs and sandbox paths. */
+export type RunSpec = Omit<ContainerRunSpec, 'id' | 'rootfs' | 'sandbox'> & { pod: PodNetworking };
 
 export class Runtime {
   private readonly images: ImageService;
   private readonly lock: LockFile;
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
+  private readonly sandboxes: SandboxManager;
 
   private constructor(
     private readonly cfg: RuntimeConfig,
@@ -81,6 +99,13 @@ export class Runtime {
   ) {
     this.images = new ImageService(state, content, snapshots, registry, cfg.log);
     this.lock = new LockFile(path.join(cfg.state, 'berth.lock'));
+    const net = new CniNetwork({
+      bridge: cfg.network?.bridge ?? DEFAULT_BRIDGE,
+      subnet: cfg.network?.subnet ?? DEFAULT_SUBNET,
+      pluginDir: cfg.network?.pluginDir ?? DEFAULT_PLUGIN_DIR,
+      dataDir: path.join(cfg.root, 'cni', 'networks'),
+    });
+    this.sandboxes = new SandboxManager(cfg.root, state, tasks, net, cfg.log);
   }
 
   /** Creates the roots (0700, rule R5), opens SQLite, prepares stores. */
@@ -160,7 +185,7 @@ export class Runtime {
    * row nor a runc container are crash residue and are removed too.
    */
   async sweepOrphanContainers(): Promise<string[]> {
-    const known = new Set(this.state.listContainers().map((c) => c.id));
+    const known = new Set([...this.state.listContainers().map((c) => c.id), ...this.sandboxes.ids()]);
     const removed: string[] = [];
     const runcIds = new Set<string>();
     for (const t of await this.tasks.list()) {
@@ -267,7 +292,12 @@ export class Runtime {
       list.push(c);
       byPod.set(c.podKey, list);
     }
-    return this.state.listPods().map((p) => ({ ...p, containers: byPod.get(p.key) ?? [] }));
+    return this.state.listPods().map((p) => this.withSandbox({ ...p, containers: byPod.get(p.key) ?? [] }));
+  }
+
+  private withSandbox(p: ObservedPod): ObservedPod {
+    const sb = this.sandboxes.view(p.key);
+    return sb === undefined ? p : { ...p, sandbox: sb };
   }
 
   /** One pod's observation (see observe); undefined when no pod row exists. */
@@ -301,7 +331,8 @@ export class Runtime {
       const o = await this.observeContainer(c, repair, tasks !== undefined ? { known: tasks.get(c.id) } : undefined);
       if (o !== undefined) containers.push(o);
     }
-    return { ...p, containers };
+    if (repair) await this.sandboxes.repair(p.key);
+    return this.withSandbox({ ...p, containers });
   }
 
   private async observeContainer(c: ContainerRecord, repair: boolean, listed?: { known: TaskStatus | undefined }): Promise<ObservedContainer | undefined> {
@@ -375,7 +406,34 @@ export class Runtime {
    * fail before the old container is stopped (the image config may break rule R1).
    */
   checkRunSpec(image: LocalImage, run: RunContainerOptions['run']): void {
-    generateSpec(image.config, { ...run, id: 'check', rootfs: '/' });
+    const sandbox: SandboxRef = run.pod.hostNetwork ? { kind: 'host', files: [] } : { kind: 'pod', netns: '/', ipc: '/', uts: '/', files: [] };
+    generateSpec(image.config, { ...run, id: 'check', rootfs: '/', sandbox });
+  }
+
+  /** The namespaces and files a container of the pod gets (host ones with hostNetwork). */
+  private sandboxRef(podKey: string, pod: PodNetworking): SandboxRef {
+    if (pod.hostNetwork) {
+      // With the host network the pod sees the host's names and resolvers, as on Kubernetes.
+      return { kind: 'host', files: ['/etc/hosts', '/etc/resolv.conf'].filter((f) => existsSync(f)).map((f) => ({ destination: f, source: f })) };
+    }
+    return this.sandboxes.ref(podKey, pod.shareProcessNamespace);
+  }
+
+  // sandboxes ------------------------------------------------------------------
+
+  /**
+   * Creates the pod's sandbox (netns, CNI, infra container), tearing down one that exists.
+   * The caller removes the pod's containers first: they live in the old namespaces.
+   */
+  async createSandbox(spec: SandboxSpec, shareProcessNamespace: boolean): Promise<{ ip: string | null }> {
+    const r = await this.sandboxes.create(spec, shareProcessNamespace);
+    this.addEvent(`pod/${spec.podKey}`, 'SandboxReady', `sandbox ${r.id} ready, IP ${r.ip ?? '?'}`);
+    return { ip: r.ip };
+  }
+
+  /** Tears down the pod's sandbox if it has one (CNI DEL, netns, infra container). Idempotent. */
+  async removeSandbox(podKey: string): Promise<void> {
+    await this.sandboxes.remove(podKey);
   }
 
   /**
@@ -412,11 +470,13 @@ export class Runtime {
     try {
       await mkdirp(bundle);
       await this.snapshots.mountRootfs(id, o.image.chainIds, rootfs);
+      const { pod, ...run } = o.run;
       const spec = generateSpec(o.image.config, {
-        ...o.run,
+        ...run,
+        sandbox: this.sandboxRef(o.podKey, pod),
         id,
         rootfs,
-        annotations: { ...(o.run.annotations ?? {}), [ANNOTATION_POD]: o.podKey, [ANNOTATION_CONTAINER]: o.name },
+        annotations: { ...(run.annotations ?? {}), [ANNOTATION_POD]: o.podKey, [ANNOTATION_CONTAINER]: o.name },
       });
       const pid = await this.tasks.create({ id, bundle, spec, logPath: this.logPath(o.podKey, o.name, id) });
       this.state.updateContainer(id, { state: 'created', pid });
@@ -575,7 +635,7 @@ export class Runtime {
     const integrity = this.state.integrityCheck();
     out.push(integrity === 'ok' ? { level: 'ok', what: 'database', detail: 'integrity ok' } : { level: 'fail', what: 'database', detail: integrity });
     const rows = this.state.listContainers();
-    const known = new Set(rows.map((c) => c.id));
+    const known = new Set([...rows.map((c) => c.id), ...this.sandboxes.ids()]);
     const tasks = await this.tasks.list();
     const runcIds = new Set(tasks.map((t) => t.id));
     for (const c of rows) {

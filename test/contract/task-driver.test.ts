@@ -26,7 +26,7 @@ describe('contract: task driver (conmon + runc)', { timeout: 120_000 }, () => {
     for (const a of ['sh', 'sleep', 'echo']) symlinkSync('busybox', path.join(rootfs, 'bin', a));
     const spec = generateSpec(
       { architecture: 'amd64', os: 'linux', config: { Env: ['PATH=/bin'] }, rootfs: { type: 'layers', diff_ids: [] } },
-      { id, command: args, hostNetwork: true, hostname: id, rootfs },
+      { id, command: args, sandbox: { kind: 'host', files: [] }, rootfs },
     );
     return { dir, spec };
   };

@@ -23,7 +23,7 @@ spec:
       command: ["httpd", "-f"]
 `;
 
-const SPEC_FIELDS = 'containers, restartPolicy, hostNetwork, terminationGracePeriodSeconds';
+const SPEC_FIELDS = 'containers, restartPolicy, hostNetwork, hostname, subdomain, dnsPolicy, dnsConfig, shareProcessNamespace, terminationGracePeriodSeconds';
 const CONTAINER_FIELDS = 'name, image, imagePullPolicy, command, args, workingDir, env, ports, resources, stdin, tty';
 const READS = 'berth reads: Pod (apiVersion: v1), Container and Image (apiVersion: berth.dev/v1)';
 

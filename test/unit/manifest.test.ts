@@ -76,7 +76,60 @@ test('manifest: unsupported kinds, bad names, bad images and env names are named
   assert.match(problemsOf(GOOD.replace('name: web', 'name: Web_1'))[0] ?? '', /metadata\.name: "Web_1" is not a DNS label/);
   assert.match(problemsOf(GOOD.replace('image: 127.0.0.1:5000/berth/demo:1.0', 'image: "UPPER/case:x"'))[0] ?? '', /spec\.containers\[0\]\.image: parse image reference/);
   assert.match(problemsOf(GOOD.replace('GREETING', '"1=bad"'))[0] ?? '', /env\[0\]\.name: "1=bad" is not a valid environment variable name/);
-  assert.match(problemsOf(GOOD.replace('hostNetwork: true', 'hostNetwork: false'))[0] ?? '', /spec\.hostNetwork: pod networking/);
+});
+
+test('issue 13: a pod without hostNetwork gets a sandbox (hostname, DNS, host ports); a hostNetwork pod keeps its old podHash', () => {
+  const net = GOOD.replace('  hostNetwork: true\n', '  hostname: www\n  subdomain: front\n  dnsPolicy: None\n  dnsConfig: {nameservers: [10.0.0.10], searches: [lan], options: [{name: ndots, value: "2"}]}\n').replace(
+    '      command:',
+    '      ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 53, hostPort: 5353, protocol: UDP, hostIP: 127.0.0.1}]\n      command:',
+  );
+  const r = parseManifestText(net, '/m/web.yaml');
+  assert.deepEqual(r.problems.map(formatProblem), []);
+  const pod = r.pods[0];
+  assert.equal(pod?.hostNetwork, false);
+  assert.deepEqual({ ...pod?.sandbox, hash: undefined }, {
+    hash: undefined,
+    hostname: 'www',
+    subdomain: 'front',
+    dns: { policy: 'None', nameservers: ['10.0.0.10'], searches: ['lan'], options: [{ name: 'ndots', value: '2' }] },
+    shareProcessNamespace: false,
+    ports: [
+      { hostPort: 8080, containerPort: 80, protocol: 'tcp' },
+      { hostPort: 5353, containerPort: 53, protocol: 'udp', hostIP: '127.0.0.1' },
+    ],
+  });
+  // The sandbox is part of the pod-level hash: a changed hostPort replaces the containers.
+  const moved = parseManifestText(net.replace('hostPort: 8080', 'hostPort: 8081'), '/m/web.yaml').pods[0];
+  assert.notEqual(moved?.sandbox?.hash, pod?.sandbox?.hash);
+  assert.notEqual(moved?.podHash, pod?.podHash);
+  // A hostNetwork pod hashes as before sandboxes existed: upgrading berth replaces nothing.
+  assert.equal(parseManifestText(GOOD, '/m/web.yaml').pods[0]?.podHash, 'ae0480d75d9895172ace41ddc403823014380636c0b898fe6ea29884228024b4');
+});
+
+test('issue 13: sandbox fields are checked — DNS labels, dnsPolicy None without nameservers, addresses, hostPort used twice', () => {
+  const plain = GOOD.replace('  hostNetwork: true\n', '');
+  assert.match(problemsOf(plain.replace('spec:\n', 'spec:\n  hostname: Bad_Name\n'))[0] ?? '', /spec\.hostname: "Bad_Name" is not a DNS label/);
+  assert.match(problemsOf(plain.replace('spec:\n', 'spec:\n  dnsPolicy: None\n'))[0] ?? '', /spec\.dnsPolicy: dnsPolicy None needs spec\.dnsConfig\.nameservers/);
+  assert.match(problemsOf(plain.replace('spec:\n', 'spec:\n  dnsPolicy: None\n  dnsConfig: {nameservers: [dns.lan]}\n'))[0] ?? '', /spec\.dnsConfig\.nameservers\[0\]: "dns\.lan" is not an IP address/);
+  assert.match(problemsOf(plain.replace('spec:\n', 'spec:\n  dnsPolicy: Cluster\n'))[0] ?? '', /spec\.dnsPolicy/);
+  const twice = plain.replace('      command:', '      ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 81, hostPort: 8080}]\n      command:');
+  assert.deepEqual(problemsOf(twice), ['/m/x.yaml:9:82: spec.containers[0].ports[1].hostPort: hostPort 8080/tcp is already used in this pod at spec.containers[0].ports[0].hostPort']);
+  // Another protocol or another address is another port.
+  assert.deepEqual(problemsOf(twice.replace('containerPort: 81, hostPort: 8080', 'containerPort: 81, hostPort: 8080, protocol: UDP')), []);
+  assert.deepEqual(problemsOf(twice.replace('{containerPort: 80, hostPort: 8080}', '{containerPort: 80, hostPort: 8080, hostIP: 127.0.0.1}').replace('containerPort: 81, hostPort: 8080', 'containerPort: 81, hostPort: 8080, hostIP: 127.0.0.2')), []);
+});
+
+test('issue 13: a hostPort mapped by two pods in two files names both files and lines', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-ports-'));
+  const pod = (name: string, port: number): string =>
+    `apiVersion: v1\nkind: Pod\nmetadata: {name: ${name}}\nspec:\n  containers: [{name: a, image: busybox, ports: [{containerPort: 80, hostPort: ${port}}]}]\n`;
+  writeFileSync(path.join(dir, 'a.yaml'), pod('a', 8080));
+  writeFileSync(path.join(dir, 'b.yaml'), `# b\n---\n${pod('b', 8080)}`);
+  writeFileSync(path.join(dir, 'c.yaml'), pod('c', 8081));
+  const res = await loadManifests(dir);
+  assert.deepEqual(res.problems.map(formatProblem), [`${dir}/b.yaml:3:1: hostPort: pod default/b maps hostPort 8080/tcp, which pod default/a (${dir}/a.yaml:1) maps too`]);
+  assert.deepEqual(res.pods.map((p) => p.name), ['a', 'c']);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('manifest: multi-document files, empty documents, BOM and CRLF', () => {

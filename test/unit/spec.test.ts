@@ -1,8 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkWorkingDir, expandEnv, expandRefs, generateSpec, parseUser, processArgs, stopSignal, DEFAULT_CAPS } from '../../src/runtime/tasks/spec.js';
+import { checkWorkingDir, expandEnv, expandRefs, generateSandboxSpec, generateSpec, parseUser, processArgs, stopSignal, DEFAULT_CAPS, type SandboxRef } from '../../src/runtime/tasks/spec.js';
 import type { ImageConfig } from '../../src/runtime/images/documents.js';
 import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
+
+const HOST: SandboxRef = { kind: 'host', files: [] };
+const POD: SandboxRef = {
+  kind: 'pod',
+  netns: '/run/netns/berth-x',
+  ipc: '/proc/42/ns/ipc',
+  uts: '/proc/42/ns/uts',
+  files: [{ destination: '/etc/hosts', source: '/sb/hosts' }],
+};
 
 const image = (config: ImageConfig['config'] = {}): ImageConfig => ({
   architecture: 'amd64',
@@ -20,17 +29,36 @@ test('spec: command/args follow Kubernetes over Entrypoint/Cmd', () => {
 
 test('spec: generated config.json validates against the runtime-spec schema in every variant', () => {
   for (const variant of [
-    { hostNetwork: true },
-    { hostNetwork: false, memoryBytes: 64 * 1024 * 1024, cpuMillis: 250, pidsLimit: 100 },
-    { hostNetwork: true, hostFiles: ['/etc/hosts'], env: [{ name: 'A', value: '2' }, { name: 'B', value: 'x=y' }], workingDir: '/srv' },
+    { sandbox: HOST },
+    { sandbox: POD, memoryBytes: 64 * 1024 * 1024, cpuMillis: 250, pidsLimit: 100 },
+    { sandbox: { ...POD, pid: '/proc/42/ns/pid' } },
+    { sandbox: { kind: 'host' as const, files: [{ destination: '/etc/hosts', source: '/etc/hosts' }] }, env: [{ name: 'A', value: '2' }, { name: 'B', value: 'x=y' }], workingDir: '/srv' },
   ]) {
-    const spec = generateSpec(image(), { id: 'ns.pod.c.12345678', hostname: 'pod', rootfs: '/r', ...variant });
+    const spec = generateSpec(image(), { id: 'ns.pod.c.12345678', rootfs: '/r', ...variant });
     validateRuntimeConfig(spec);
   }
+  validateRuntimeConfig(generateSandboxSpec({ id: 'ns.pod._sandbox.12345678', rootfs: '/r', netns: '/run/netns/berth-x', hostname: 'pod', catatonit: '/usr/bin/catatonit' }));
+});
+
+test('spec: a pod container joins its sandbox by path (network, IPC, UTS; PID only when shared) and sets no hostname of its own', () => {
+  const spec = generateSpec(image(), { id: 'x', sandbox: POD, rootfs: '/r' }) as { hostname?: string; linux: { namespaces: { type: string; path?: string }[] }; mounts: { destination: string; source: string }[] };
+  assert.deepEqual(spec.linux.namespaces, [
+    { type: 'pid' },
+    { type: 'ipc', path: '/proc/42/ns/ipc' },
+    { type: 'uts', path: '/proc/42/ns/uts' },
+    { type: 'mount' },
+    { type: 'network', path: '/run/netns/berth-x' },
+  ]);
+  assert.equal(spec.hostname, undefined);
+  assert.ok(spec.mounts.some((m) => m.destination === '/etc/hosts' && m.source === '/sb/hosts'));
+  const shared = generateSpec(image(), { id: 'x', sandbox: { ...POD, pid: '/proc/42/ns/pid' }, rootfs: '/r' }) as { linux: { namespaces: { type: string; path?: string }[] } };
+  assert.deepEqual(shared.linux.namespaces[0], { type: 'pid', path: '/proc/42/ns/pid' });
+  const host = generateSpec(image(), { id: 'x', sandbox: HOST, rootfs: '/r' }) as { linux: { namespaces: { type: string }[] } };
+  assert.deepEqual(host.linux.namespaces.map((n) => n.type), ['pid', 'ipc', 'mount']);
 });
 
 test('spec: safe defaults (R2): no new privileges, default caps, empty inheritable/ambient, pids limit, cgroup per container', () => {
-  const spec = generateSpec(image(), { id: 'x', hostNetwork: false, hostname: 'h', rootfs: '/r' }) as {
+  const spec = generateSpec(image(), { id: 'x', sandbox: POD, rootfs: '/r' }) as {
     process: { noNewPrivileges: boolean; capabilities: Record<string, string[]>; env: string[]; user: { additionalGids: number[] } };
     linux: { cgroupsPath: string; resources: { pids: { limit: number } }; namespaces: { type: string }[]; maskedPaths: string[] };
     hostname: string;
@@ -45,7 +73,6 @@ test('spec: safe defaults (R2): no new privileges, default caps, empty inheritab
   assert.ok(spec.linux.maskedPaths.includes('/proc/kcore'));
   assert.deepEqual(spec.process.user.additionalGids, [0]);
   assert.ok(spec.linux.namespaces.some((n) => n.type === 'network'));
-  assert.equal(spec.hostname, 'h');
   assert.deepEqual(spec.process.env, ['PATH=/bin', 'A=1']);
 });
 
@@ -54,7 +81,7 @@ test('spec: R1 — working dir under /proc, /sys, /dev or unclean is refused (CV
     assert.throws(() => checkWorkingDir(bad, 'test'), (e: Error & { code?: string }) => e.code === 'ERR_INVALID_IMAGE', bad);
   }
   assert.equal(checkWorkingDir('/srv/app', 'test'), '/srv/app');
-  assert.throws(() => generateSpec(image({ WorkingDir: '/proc/self/fd/7' }), { id: 'x', hostNetwork: true, hostname: 'h', rootfs: '/r' }), /working dir/);
+  assert.throws(() => generateSpec(image({ WorkingDir: '/proc/self/fd/7' }), { id: 'x', sandbox: HOST, rootfs: '/r' }), /working dir/);
 });
 
 test('spec: R1 — user ids in range (CVE-2024-40635), env entries KEY=VALUE without NUL', () => {
@@ -62,14 +89,14 @@ test('spec: R1 — user ids in range (CVE-2024-40635), env entries KEY=VALUE wit
   assert.deepEqual(parseUser('', 't'), { uid: 0, gid: 0 });
   assert.throws(() => parseUser('4294967295', 't'), (e: Error & { code?: string }) => e.code === 'ERR_INVALID_IMAGE');
   assert.throws(() => parseUser('nobody', 't'), (e: Error & { code?: string }) => e.code === 'ERR_UNSUPPORTED');
-  assert.throws(() => generateSpec(image({ Env: ['NOEQUALS'] }), { id: 'x', hostNetwork: true, hostname: 'h', rootfs: '/r' }), /KEY=VALUE/);
-  assert.throws(() => generateSpec(image({ Env: ['A=b\0c'] }), { id: 'x', hostNetwork: true, hostname: 'h', rootfs: '/r' }), /KEY=VALUE/);
+  assert.throws(() => generateSpec(image({ Env: ['NOEQUALS'] }), { id: 'x', sandbox: HOST, rootfs: '/r' }), /KEY=VALUE/);
+  assert.throws(() => generateSpec(image({ Env: ['A=b\0c'] }), { id: 'x', sandbox: HOST, rootfs: '/r' }), /KEY=VALUE/);
 });
 
 test('spec: R3 — the image config is never mutated', () => {
   const img = image();
   const before = JSON.stringify(img);
-  generateSpec(img, { id: 'x', hostNetwork: true, hostname: 'h', rootfs: '/r', env: [{ name: 'PATH', value: '/x' }], command: ['a'] });
+  generateSpec(img, { id: 'x', sandbox: HOST, rootfs: '/r', env: [{ name: 'PATH', value: '/x' }], command: ['a'] });
   assert.equal(JSON.stringify(img), before);
 });
 
@@ -94,8 +121,7 @@ test('regression: var-refs-not-expanded — $(VAR) in env, command and args foll
   ]);
   const spec = generateSpec(image(), {
     id: 'x',
-    hostNetwork: true,
-    hostname: 'h',
+    sandbox: HOST,
     rootfs: '/r',
     env: [{ name: 'GREETING', value: 'hi' }],
     command: ['echo', '$(GREETING)'],

@@ -75,6 +75,32 @@ export interface ContainerRecord {
   reason: string | null;
 }
 
+/**
+ * A pod sandbox (rule S3 intent row): the infra container holding the pod's network, IPC and
+ * UTS namespaces, its pinned network namespace and what CNI gave it. Written `creating` before
+ * the netns exists, `ready` once the infra container runs, `removing` before teardown starts.
+ */
+export interface SandboxRecord {
+  podKey: string;
+  /** The infra container's id (also the CNI container id). */
+  id: string;
+  /** Hash of what shapes the sandbox (hostname, DNS, ports…): a change rebuilds it. */
+  hash: string;
+  state: 'creating' | 'ready' | 'removing';
+  /** Path of the pinned network namespace (/run/netns/…). */
+  netns: string;
+  ip: string | null;
+  pid: number | null;
+  pidStart: string | null;
+  /** Host ports as mapped (JSON list of { hostPort, containerPort, protocol, hostIP? }). */
+  ports: string;
+  /** The network configuration list ADD ran with: DEL must see the same (CNI spec). */
+  cniConfig: string | null;
+  /** The cached ADD result, handed to DEL and CHECK as prevResult. */
+  cniResult: string | null;
+  createdAt: number;
+}
+
 export interface EventRecord {
   id: number;
   ts: number;
@@ -198,6 +224,22 @@ const MIGRATIONS: readonly string[] = [
     observed_generation INTEGER NOT NULL,
     last_transition_time INTEGER NOT NULL,
     PRIMARY KEY (key, type)
+  ) STRICT;
+  `,
+  `
+  CREATE TABLE sandboxes (
+    pod_key TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    hash TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('creating','ready','removing')),
+    netns TEXT NOT NULL,
+    ip TEXT,
+    pid INTEGER,
+    pid_start TEXT,
+    ports TEXT NOT NULL DEFAULT '[]',
+    cni_config TEXT,
+    cni_result TEXT,
+    created_at INTEGER NOT NULL
   ) STRICT;
   `,
 ];
@@ -564,6 +606,63 @@ export class StateStore {
         : this.db.prepare('SELECT * FROM containers WHERE pod_key = ? ORDER BY name, created_at').all(podKey)
     ) as ContainerRow[];
     return rows.map(containerFromRow);
+  }
+
+  // sandboxes ----------------------------------------------------------------
+
+  putSandbox(s: SandboxRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO sandboxes(pod_key, id, hash, state, netns, ip, pid, pid_start, ports, cni_config, cni_result, created_at)
+         VALUES (@podKey, @id, @hash, @state, @netns, @ip, @pid, @pidStart, @ports, @cniConfig, @cniResult, @createdAt)
+         ON CONFLICT(pod_key) DO UPDATE SET id = excluded.id, hash = excluded.hash, state = excluded.state, netns = excluded.netns,
+           ip = excluded.ip, pid = excluded.pid, pid_start = excluded.pid_start, ports = excluded.ports,
+           cni_config = excluded.cni_config, cni_result = excluded.cni_result, created_at = excluded.created_at`,
+      )
+      .run(s);
+  }
+
+  getSandbox(podKey: string): SandboxRecord | undefined {
+    return this.sandboxesWhere('pod_key = ?', podKey)[0];
+  }
+
+  listSandboxes(): SandboxRecord[] {
+    return this.sandboxesWhere('1 ORDER BY pod_key');
+  }
+
+  deleteSandbox(podKey: string): void {
+    this.db.prepare('DELETE FROM sandboxes WHERE pod_key = ?').run(podKey);
+  }
+
+  private sandboxesWhere(where: string, ...args: unknown[]): SandboxRecord[] {
+    const rows = this.db.prepare(`SELECT * FROM sandboxes WHERE ${where}`).all(...args) as {
+      pod_key: string;
+      id: string;
+      hash: string;
+      state: SandboxRecord['state'];
+      netns: string;
+      ip: string | null;
+      pid: number | null;
+      pid_start: string | null;
+      ports: string;
+      cni_config: string | null;
+      cni_result: string | null;
+      created_at: number;
+    }[];
+    return rows.map((r) => ({
+      podKey: r.pod_key,
+      id: r.id,
+      hash: r.hash,
+      state: r.state,
+      netns: r.netns,
+      ip: r.ip,
+      pid: r.pid,
+      pidStart: r.pid_start,
+      ports: r.ports,
+      cniConfig: r.cni_config,
+      cniResult: r.cni_result,
+      createdAt: r.created_at,
+    }));
   }
 
   // events -------------------------------------------------------------------

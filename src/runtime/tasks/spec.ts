@@ -18,17 +18,26 @@ export interface ContainerRunSpec {
   args?: readonly string[];
   env?: readonly { name: string; value: string }[];
   workingDir?: string;
-  hostNetwork: boolean;
-  hostname: string;
+  /** Where the container's namespaces come from: the host's network, or its pod's sandbox. */
+  sandbox: SandboxRef;
   rootfs: string;
   /** Resource limits, already parsed to numbers. */
   memoryBytes?: number;
   cpuMillis?: number;
   pidsLimit?: number;
-  /** Host files bind-mounted read-only at the same path (hosts, resolv.conf). */
-  hostFiles?: readonly string[];
   annotations?: Record<string, string>;
 }
+
+/**
+ * The namespaces and files a container gets from its pod. `host`: the host's network and UTS
+ * namespaces (hostNetwork: true), private IPC/PID/mount. `pod`: it joins the sandbox's
+ * namespaces by path — the pinned netns, and the infra container's IPC and UTS (and PID with
+ * shareProcessNamespace) — so containers of one pod share localhost, hostname and IPC.
+ * `files` are bind-mounted read-only (/etc/hosts, /etc/resolv.conf, /etc/hostname).
+ */
+export type SandboxRef =
+  | { kind: 'host'; files: readonly { destination: string; source: string }[] }
+  | { kind: 'pod'; netns: string; ipc: string; uts: string; pid?: string; files: readonly { destination: string; source: string }[] };
 
 /** containerd's default capability set. */
 export const DEFAULT_CAPS = [
@@ -163,9 +172,18 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<st
   const user = parseUser(image.config.User, where);
   const env = mergeEnv(image.config.Env ?? [], manifestEnv, where);
 
-  const namespaces: { type: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'mount' }];
+  const sb = c.sandbox;
   // With the host network the pod also keeps the host's UTS namespace, as the kubelet does.
-  if (!c.hostNetwork) namespaces.push({ type: 'network' }, { type: 'uts' });
+  const namespaces: { type: string; path?: string }[] =
+    sb.kind === 'host'
+      ? [{ type: 'pid' }, { type: 'ipc' }, { type: 'mount' }]
+      : [
+          sb.pid !== undefined ? { type: 'pid', path: sb.pid } : { type: 'pid' },
+          { type: 'ipc', path: sb.ipc },
+          { type: 'uts', path: sb.uts },
+          { type: 'mount' },
+          { type: 'network', path: sb.netns },
+        ];
 
   const mounts: Record<string, unknown>[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
@@ -176,8 +194,8 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<st
     { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
   ];
-  for (const f of c.hostFiles ?? []) {
-    mounts.push({ destination: f, type: 'bind', source: f, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] });
+  for (const f of sb.files) {
+    mounts.push({ destination: f.destination, type: 'bind', source: f.source, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] });
   }
 
   const resources: Record<string, unknown> = {
@@ -219,8 +237,55 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<st
       readonlyPaths: [...READONLY_PATHS],
     },
   };
-  if (!c.hostNetwork) spec['hostname'] = c.hostname;
   return spec;
+}
+
+export interface SandboxRunSpec {
+  id: string;
+  /** An empty directory: the infra container's read-only root. */
+  rootfs: string;
+  /** The pinned network namespace it joins. */
+  netns: string;
+  hostname: string;
+  /** The catatonit binary, bind-mounted read-only at /catatonit. */
+  catatonit: string;
+  annotations?: Record<string, string>;
+}
+
+/**
+ * The infra ("pause") container of a pod sandbox: catatonit as PID 1 in pause mode, holding
+ * the pod's IPC, UTS and PID namespaces and sitting in its pinned netns. No capabilities, no
+ * new privileges, a read-only empty root, 16 pids: it runs nothing but waits.
+ */
+export function generateSandboxSpec(s: SandboxRunSpec): Record<string, unknown> {
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: ['/catatonit', '-P'],
+      env: ['PATH=/'],
+      cwd: '/',
+      capabilities: { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] },
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+      noNewPrivileges: true,
+    },
+    root: { path: s.rootfs, readonly: true },
+    hostname: s.hostname,
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=64k'] },
+      { destination: '/catatonit', type: 'bind', source: s.catatonit, options: ['rbind', 'ro', 'nosuid', 'nodev'] },
+    ],
+    annotations: { ...(s.annotations ?? {}) },
+    linux: {
+      cgroupsPath: `/berth/${s.id}`,
+      resources: { devices: [{ allow: false, access: 'rwm' }], pids: { limit: 16 } },
+      namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: s.netns }],
+      maskedPaths: [...MASKED_PATHS],
+      readonlyPaths: [...READONLY_PATHS],
+    },
+  };
 }
 
 /** Stop signals an image may ask for (rule R1); anything else falls back to SIGTERM. */

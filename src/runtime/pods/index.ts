@@ -1,0 +1,320 @@
+import { existsSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { BerthError } from '../../lib/errors.js';
+import { mkdirp, writeFileAtomic } from '../../lib/fsx.js';
+import type { Logger } from '../../lib/log.js';
+import { isSameProcess, startTime } from '../../lib/proc.js';
+import { addressesOverlap, boundHostPorts, createNetns, deleteNetns, netnsExists, netnsName, netnsPath, sweepTaggedRules, type CniNetwork, type CniTarget, type PortMapping } from '../network/index.js';
+import type { SandboxRecord, StateStore } from '../state/index.js';
+import type { TaskDriver } from '../tasks/index.js';
+import { generateSandboxSpec, type SandboxRef } from '../tasks/spec.js';
+
+/**
+ * Pod sandboxes: what the kubelet asks containerd's CRI for with RunPodSandbox. A sandbox is
+ * a pinned network namespace (`ip netns add`) attached to berth's bridge by the CNI plugins,
+ * plus an infra container (catatonit in pause mode, under conmon like any container) that
+ * holds the pod's IPC, UTS and PID namespaces; the pod's /etc/hosts, /etc/resolv.conf and
+ * /etc/hostname are files in its directory. App containers join it by path (SandboxRef).
+ *
+ * The row is an intent row (rule S3): `creating` before the netns exists, `ready` once the
+ * infra container runs, `removing` before teardown. A row found in `creating`/`removing`
+ * is torn down by a repairing observation. Teardown is idempotent: runc delete of a gone
+ * container, CNI DEL of a gone netns or allocation and `ip netns delete` of a gone netns all
+ * succeed, so it can be retried until it completes.
+ */
+
+export interface DnsSpec {
+  /** Kubernetes dnsPolicy. berth has no cluster DNS: ClusterFirst falls back to Default, as the kubelet does without one. */
+  policy: 'ClusterFirst' | 'ClusterFirstWithHostNet' | 'Default' | 'None';
+  nameservers?: string[];
+  searches?: string[];
+  options?: { name: string; value?: string }[];
+}
+
+export interface SandboxSpec {
+  podKey: string;
+  namespace: string;
+  name: string;
+  /** Hash over everything below: a different hash rebuilds the sandbox. */
+  hash: string;
+  hostname: string;
+  subdomain?: string;
+  dns: DnsSpec;
+  ports: PortMapping[];
+}
+
+export interface SandboxView {
+  id: string;
+  hash: string;
+  state: SandboxRecord['state'];
+  /** Recorded ready, its infra container alive (same process) and its netns present. */
+  ready: boolean;
+  ip: string | null;
+  pid: number | null;
+}
+
+/** The host's resolv.conf, else systemd-resolved's upstream list when the host's names only a loopback stub. */
+const HOST_RESOLV = ['/etc/resolv.conf', '/run/systemd/resolve/resolv.conf'];
+const MAX_NAMESERVERS = 3;
+const MAX_SEARCHES = 32;
+
+export class SandboxManager {
+  constructor(
+    private readonly root: string,
+    private readonly state: StateStore,
+    private readonly tasks: TaskDriver,
+    private readonly net: CniNetwork,
+    private readonly log: Logger,
+    private readonly catatonit = '/usr/bin/catatonit',
+  ) {}
+
+  dir(id: string): string {
+    return path.join(this.root, 'sandboxes', id);
+  }
+
+  /** What a pod's sandbox row says and whether it is alive. No process is started. */
+  view(podKey: string): SandboxView | undefined {
+    const r = this.state.getSandbox(podKey);
+    if (r === undefined) return undefined;
+    const ready = r.state === 'ready' && isSameProcess(r.pid, r.pidStart) && existsSync(r.netns);
+    return { id: r.id, hash: r.hash, state: r.state, ready, ip: r.ip, pid: r.pid };
+  }
+
+  /** Rolls back a sandbox left `creating` or `removing` by a crash. */
+  async repair(podKey: string): Promise<void> {
+    const r = this.state.getSandbox(podKey);
+    if (r === undefined || r.state === 'ready') return;
+    this.log.info({ pod: podKey, id: r.id, state: r.state }, 'rolling back interrupted sandbox operation');
+    await this.remove(podKey);
+  }
+
+  /**
+   * The namespaces and files a container of the pod joins. Throws ERR_PRECONDITION when the
+   * sandbox is not ready (the pod's next run rebuilds it).
+   */
+  ref(podKey: string, shareProcessNamespace: boolean): SandboxRef {
+    const r = this.state.getSandbox(podKey);
+    if (r === undefined || r.state !== 'ready' || r.pid === null || !isSameProcess(r.pid, r.pidStart)) {
+      throw new BerthError('ERR_RUNTIME', `pod ${podKey}: its sandbox is not running (it is rebuilt by the pod's next run)`);
+    }
+    const dir = this.dir(r.id);
+    const ns = (t: string): string => `/proc/${r.pid ?? 0}/ns/${t}`;
+    return {
+      kind: 'pod',
+      netns: r.netns,
+      ipc: ns('ipc'),
+      uts: ns('uts'),
+      ...(shareProcessNamespace ? { pid: ns('pid') } : {}),
+      files: [
+        { destination: '/etc/hosts', source: path.join(dir, 'hosts') },
+        { destination: '/etc/resolv.conf', source: path.join(dir, 'resolv.conf') },
+        { destination: '/etc/hostname', source: path.join(dir, 'hostname') },
+      ],
+    };
+  }
+
+  /** Infra container ids, which are containers of berth without container rows. */
+  ids(): Set<string> {
+    return new Set(this.state.listSandboxes().map((s) => s.id));
+  }
+
+  /**
+   * Creates the pod's sandbox; an existing one (another hash, or dead) is torn down first.
+   * The caller has removed the pod's containers. On failure nothing is left: no netns, no
+   * IP allocation, no port rule, no infra container, no row.
+   */
+  async create(spec: SandboxSpec, shareProcessNamespace: boolean): Promise<SandboxRecord> {
+    await this.remove(spec.podKey);
+    await this.checkPorts(spec);
+    const id = sandboxId(spec.podKey, spec.hash);
+    const nsName = netnsName(spec.podKey);
+    const rec: SandboxRecord = {
+      podKey: spec.podKey,
+      id,
+      hash: spec.hash,
+      state: 'creating',
+      netns: netnsPath(nsName),
+      ip: null,
+      pid: null,
+      pidStart: null,
+      ports: JSON.stringify(spec.ports),
+      // Recorded before ADD runs, so a crash inside ADD is DELeted with the same list.
+      cniConfig: JSON.stringify(this.net.conflist()),
+      cniResult: null,
+      createdAt: Date.now(),
+    };
+    this.state.putSandbox(rec);
+    const dir = this.dir(id);
+    try {
+      await fsp.rm(dir, { recursive: true, force: true });
+      await mkdirp(path.join(dir, 'rootfs'), 0o755);
+      await fsp.chmod(dir, 0o711);
+      await createNetns(nsName);
+      const att = await this.net.add(target(rec), spec.ports);
+      rec.ip = att.ip;
+      rec.cniConfig = att.config;
+      rec.cniResult = att.result;
+      this.state.putSandbox(rec);
+      await writeFileAtomic(path.join(dir, 'hosts'), hostsFile(spec, att.ip), 0o644);
+      await writeFileAtomic(path.join(dir, 'resolv.conf'), await resolvConf(spec.dns, this.log), 0o644);
+      await writeFileAtomic(path.join(dir, 'hostname'), `${spec.hostname}\n`, 0o644);
+      const runSpec = generateSandboxSpec({
+        id,
+        rootfs: path.join(dir, 'rootfs'),
+        netns: rec.netns,
+        hostname: spec.hostname,
+        catatonit: this.catatonit,
+        annotations: { 'dev.berth.pod': spec.podKey, 'dev.berth.sandbox': 'true', 'dev.berth.share-pid': String(shareProcessNamespace) },
+      });
+      const pid = await this.tasks.create({ id, bundle: dir, spec: runSpec, logPath: path.join(dir, 'infra.log'), logSizeMax: 64 * 1024 });
+      await this.tasks.start(id);
+      rec.pid = pid;
+      rec.pidStart = startTime(pid);
+      rec.state = 'ready';
+      this.state.putSandbox(rec);
+      this.log.info({ pod: spec.podKey, id, ip: att.ip, pid }, 'sandbox ready');
+      return rec;
+    } catch (err) {
+      await this.teardown(rec).catch((e: unknown) => this.log.warn({ pod: spec.podKey, err: e }, 'sandbox rollback failed'));
+      this.state.deleteSandbox(spec.podKey);
+      throw err;
+    }
+  }
+
+  /** Tears the pod's sandbox down (infra container, CNI DEL, netns, files) and deletes its row. Idempotent. */
+  async remove(podKey: string): Promise<void> {
+    const r = this.state.getSandbox(podKey);
+    if (r === undefined) return;
+    if (r.state !== 'removing') this.state.putSandbox({ ...r, state: 'removing' });
+    await this.teardown(r);
+    this.state.deleteSandbox(podKey);
+  }
+
+  private async teardown(r: SandboxRecord): Promise<void> {
+    await this.tasks.delete(r.id);
+    const ports = JSON.parse(r.ports) as PortMapping[];
+    const gone = !(await netnsExists(r.netns));
+    try {
+      await this.net.del(target(r), r.cniConfig, r.cniResult, ports);
+    } catch (err) {
+      // A rule the plugin could not remove (a chain still referenced) is swept, then DEL is asked once more.
+      if ((await sweepTaggedRules(r.id)) === 0) throw err;
+      await this.net.del(target(r), r.cniConfig, r.cniResult, ports);
+    }
+    // Without its netns the bridge plugin cannot see the pod's address and skips its masquerade rule.
+    if (gone) await sweepTaggedRules(r.id);
+    await deleteNetns(path.basename(r.netns));
+    await fsp.rm(this.dir(r.id), { recursive: true, force: true });
+  }
+
+  /**
+   * hostPort clashes before anything is made: with another pod's mapping (berth's own rows),
+   * then with a socket bound on the host, which would otherwise shadow the mapping and leave
+   * the pod running but unreachable.
+   */
+  private async checkPorts(spec: SandboxSpec): Promise<void> {
+    if (spec.ports.length === 0) return;
+    for (const other of this.state.listSandboxes()) {
+      if (other.podKey === spec.podKey) continue;
+      for (const q of JSON.parse(other.ports) as PortMapping[]) {
+        for (const p of spec.ports) {
+          if (p.protocol === q.protocol && p.hostPort === q.hostPort && addressesOverlap(p.hostIP, q.hostIP ?? '0.0.0.0')) {
+            throw new BerthError('ERR_CONFLICT', `pod ${spec.podKey}: hostPort ${p.hostPort}/${p.protocol} is already mapped by pod ${other.podKey}`, {
+              details: { hostPort: p.hostPort, holder: other.podKey },
+            });
+          }
+        }
+      }
+    }
+    const bound = await boundHostPorts();
+    for (const p of spec.ports) {
+      const hit = bound.find((b) => b.protocol === p.protocol && b.port === p.hostPort && addressesOverlap(p.hostIP, b.address));
+      if (hit !== undefined) {
+        throw new BerthError('ERR_CONFLICT', `pod ${spec.podKey}: hostPort ${p.hostPort}/${p.protocol} is already bound on the host (${hit.address}:${hit.port}); free it or choose another hostPort`, {
+          details: { hostPort: p.hostPort },
+        });
+      }
+    }
+  }
+}
+
+/** `<namespace>.<pod>._sandbox.<hash8>`: parses as a container id of the pod (exit files map back to it). */
+export function sandboxId(podKey: string, hash: string): string {
+  const [ns, pod] = podKey.split('/');
+  return `${ns}.${pod}._sandbox.${hash.slice(0, 8)}`;
+}
+
+function target(r: SandboxRecord): CniTarget {
+  const [namespace = '', name = ''] = r.podKey.split('/');
+  return { id: r.id, netns: r.netns, namespace, name };
+}
+
+/** The kubelet's managed hosts file: loopback names, then the pod's address with its FQDN and hostname. */
+export function hostsFile(spec: Pick<SandboxSpec, 'hostname' | 'subdomain' | 'namespace'>, ip: string): string {
+  const names = spec.subdomain !== undefined ? `${spec.hostname}.${spec.subdomain}.${spec.namespace}.svc.cluster.local\t${spec.hostname}` : spec.hostname;
+  return [
+    '# Kubernetes-managed hosts file (written by berth).',
+    '127.0.0.1\tlocalhost',
+    '::1\tlocalhost ip6-localhost ip6-loopback',
+    'fe00::0\tip6-localnet',
+    'fe00::0\tip6-mcastprefix',
+    'fe00::1\tip6-allnodes',
+    'fe00::2\tip6-allrouters',
+    `${ip}\t${names}`,
+    '',
+  ].join('\n');
+}
+
+interface Resolv {
+  nameservers: string[];
+  searches: string[];
+  options: Map<string, string | undefined>;
+}
+
+function parseResolv(text: string): Resolv {
+  const r: Resolv = { nameservers: [], searches: [], options: new Map() };
+  for (const raw of text.split('\n')) {
+    const f = raw.replace(/[#;].*$/, '').trim().split(/\s+/);
+    const [key, ...rest] = f;
+    if (key === 'nameserver' && rest[0] !== undefined) r.nameservers.push(rest[0]);
+    else if (key === 'search' || key === 'domain') r.searches = rest;
+    else if (key === 'options') {
+      for (const o of rest) {
+        const [n, v] = o.split(':');
+        if (n !== undefined && n !== '') r.options.set(n, v);
+      }
+    }
+  }
+  return r;
+}
+
+const isLoopbackServer = (s: string): boolean => s.startsWith('127.') || s === '::1';
+
+/**
+ * The pod's resolv.conf by dnsPolicy. Default and ClusterFirst (no cluster DNS on one host)
+ * take the host's servers, skipping a loopback stub (systemd-resolved's 127.0.0.53), which a
+ * pod in its own netns cannot reach; None starts empty. dnsConfig is merged on top: servers
+ * and searches appended without duplicates, options by name.
+ */
+export async function resolvConf(dns: DnsSpec, log: Logger): Promise<string> {
+  let base: Resolv = { nameservers: [], searches: [], options: new Map() };
+  if (dns.policy !== 'None') {
+    for (const file of HOST_RESOLV) {
+      const text = await fsp.readFile(file, 'utf8').catch(() => undefined);
+      if (text === undefined) continue;
+      const r = parseResolv(text);
+      base = r;
+      if (r.nameservers.some((s) => !isLoopbackServer(s))) break;
+    }
+    const dropped = base.nameservers.filter(isLoopbackServer);
+    if (dropped.length > 0) log.warn({ dropped }, 'host resolv.conf names loopback nameservers a pod cannot reach; left out');
+    base.nameservers = base.nameservers.filter((s) => !isLoopbackServer(s));
+  }
+  const servers = [...new Set([...base.nameservers, ...(dns.nameservers ?? [])])].slice(0, MAX_NAMESERVERS);
+  const searches = [...new Set([...base.searches, ...(dns.searches ?? [])])].slice(0, MAX_SEARCHES);
+  for (const o of dns.options ?? []) base.options.set(o.name, o.value);
+  const lines = servers.map((s) => `nameserver ${s}`);
+  if (searches.length > 0) lines.push(`search ${searches.join(' ')}`);
+  if (base.options.size > 0) lines.push(`options ${[...base.options].map(([n, v]) => (v === undefined ? n : `${n}:${v}`)).join(' ')}`);
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,283 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { once } from 'node:events';
+import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
+import { requireE2E, requireTools } from '../helpers/prereq.js';
+import { berth, cleanupEnv, httpGet, makeEnv, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
+import { freePort } from '../helpers/registry.js';
+
+/**
+ * Issue 13, pod sandboxes: catatonit infra containers holding the pod's namespaces, CNI
+ * networking through the real plugins in /usr/lib/cni (bridge + host-local, portmap,
+ * firewall, loopback), hostPort on 127.0.0.1, pod-to-pod by IP, and a delete that leaves no
+ * netns, veth, IP allocation or iptables rule. Each run uses its own bridge and subnet and
+ * removes them (and the CNI chains, when no other pod uses them) in its teardown.
+ */
+
+interface StatusPod {
+  key: string;
+  status: string;
+  ip: string | null;
+  hostNetwork: boolean;
+  containers: { name: string; state: string; pid: number | null }[];
+}
+
+const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
+
+describe('e2e: pod sandboxes with CNI networking (issue 13)', { timeout: 600_000 }, () => {
+  let ok = true;
+  let env: BerthEnv;
+  let demo: DemoFixture | undefined;
+  const bridge = `bt${randomBytes(3).toString('hex')}`;
+  const subnet = `10.${200 + (randomBytes(1)[0] ?? 0) % 50}.${randomBytes(1)[0] ?? 0}.0/24`;
+  let forwardBefore = '';
+  let dir: string;
+  let hostPort: number;
+  const B = (args: string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> => berth(env, ['--bridge', bridge, '--pod-subnet', subnet, ...args], opts);
+
+  const status = async (): Promise<StatusPod[]> => {
+    const r = await B(['status', '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { pods: StatusPod[] }).pods;
+  };
+  const logs = async (target: string): Promise<string> => (await B(['logs', target])).stdout;
+
+  before(async (t) => {
+    ok = requireE2E(t) && requireTools(t, ['ip', 'iptables-save', 'catatonit']);
+    if (!ok) return;
+    for (const plugin of ['bridge', 'host-local', 'portmap', 'firewall', 'loopback']) {
+      if (!existsSync(`/usr/lib/cni/${plugin}`)) throw new Error(`CNI plugin /usr/lib/cni/${plugin} is missing (Debian package containernetworking-plugins, scripts/host-deps.sh)`);
+    }
+    forwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
+    env = makeEnv('berth-net-');
+    demo = await startDemoFixture();
+    dir = path.join(env.dir, 'manifests');
+    await fsp.mkdir(dir);
+    hostPort = await freePort();
+  });
+
+  after(async () => {
+    if (!ok) return;
+    await B(['delete', '-f', dir], { timeoutMs: 120_000 }).catch(() => undefined);
+    await cleanupEnv(env);
+    await demo?.stop();
+    // What CNI made for this run and no pod uses any more: the bridge, shared chains, ip_forward.
+    try {
+      execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
+    } catch {
+      // never created
+    }
+    removeIdleCniChains();
+    if (forwardBefore !== '') execFileSync('sysctl', ['-q', '-w', `net.ipv4.ip_forward=${forwardBefore}`]);
+  });
+
+  const webPod = (name: string, extra = ''): string => `apiVersion: v1
+kind: Pod
+metadata:
+  name: ${name}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: web
+      image: ${demo?.registry.host ?? ''}/berth/demo:1.0
+      command: ["httpd", "-f", "-p", "8080", "-h", "/var/www"]
+${extra}`;
+
+  test('two containers share localhost and the hostname; hostPort serves on 127.0.0.1; status shows the pod IP', async (t) => {
+    if (!ok) return t.skip();
+    const pair = `${webPod('pair', `      ports:
+        - containerPort: 8080
+          hostPort: ${hostPort}
+    - name: client
+      image: ${demo?.registry.host ?? ''}/berth/demo:1.0
+      command: ["sh", "-c", "hostname; cat /etc/hosts; while :; do wget -qO- http://localhost:8080/ >/dev/null && echo LOCAL-OK; sleep 1; done"]
+`)}`;
+    await fsp.writeFile(path.join(dir, 'pair.yaml'), pair);
+    const diff = await B(['diff', '-f', dir]);
+    assert.match(diff.stdout, new RegExp(`\\+ sandbox default/pair: create \\(hostPort ${hostPort}→8080/tcp\\)`), diff.stdout);
+    const r = await B(['apply', '-f', dir]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    const pod = await waitFor('pair running with an IP', async () => {
+      const p = (await status()).find((x) => x.key === 'default/pair');
+      return p?.status === 'Running' && p.ip !== null ? p : undefined;
+    });
+    assert.equal(pod.hostNetwork, false);
+    assert.ok(ipInSubnet(pod.ip ?? '', subnet), `${pod.ip} in ${subnet}`);
+    // localhost inside the pod is shared by its containers.
+    const out = await waitFor('client reaches web over localhost', async () => {
+      const l = await logs('pair/client');
+      return l.includes('LOCAL-OK') ? l : undefined;
+    });
+    // The hostname is the pod's; /etc/hosts names the pod IP.
+    assert.match(out, /^pair$/m);
+    assert.match(out, new RegExp(`^${pod.ip?.replaceAll('.', '\\.') ?? ''}\\tpair$`, 'm'));
+    // hostPort through portmap on 127.0.0.1.
+    const res = await waitFor('hostPort answers', async () => httpGet(`http://127.0.0.1:${hostPort}/`).catch(() => undefined));
+    assert.equal(res.status, 200);
+    // The host reaches the pod by its IP on the bridge.
+    assert.equal((await httpGet(`http://${pod.ip ?? ''}:8080/`)).status, 200);
+    // Two app containers and one infra container (catatonit), which is not listed as a container.
+    const runc = JSON.parse(sh('runc', ['--root', path.join(env.state, 'runc'), 'list', '--format', 'json']) || '[]') as { id: string; status: string }[];
+    assert.deepEqual(runc.filter((c) => c.id.startsWith('default.pair.')).map((c) => c.id.split('.')[2]).sort(), ['_sandbox', 'client', 'web']);
+    assert.deepEqual(pod.containers.map((c) => c.name), ['web', 'client']);
+  });
+
+  test('a pod reaches another pod by its IP', async (t) => {
+    if (!ok) return t.skip();
+    const target = (await status()).find((x) => x.key === 'default/pair')?.ip;
+    assert.ok(target !== null && target !== undefined);
+    await fsp.writeFile(
+      path.join(dir, 'peer.yaml'),
+      `apiVersion: v1
+kind: Pod
+metadata:
+  name: peer
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: probe
+      image: ${demo?.registry.host ?? ''}/berth/demo:1.0
+      env: [{name: TARGET, value: "${target}"}]
+      command: ["sh", "-c", "while :; do wget -qO- http://$TARGET:8080/ >/dev/null && echo PEER-OK; sleep 1; done"]
+`,
+    );
+    const r = await B(['apply', '-f', dir]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    await waitFor('peer reaches pair by IP', async () => ((await logs('peer/probe')).includes('PEER-OK') ? true : undefined));
+    const ips = (await status()).map((p) => p.ip);
+    assert.equal(new Set(ips).size, ips.length, `distinct pod IPs: ${ips.join(', ')}`);
+  });
+
+  test('a hostPort already bound on the host is refused before anything starts, with ERR_CONFLICT and no leftovers', async (t) => {
+    if (!ok) return t.skip();
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    const taken = (srv.address() as net.AddressInfo).port;
+    try {
+      const file = path.join(env.dir, 'clash.yaml');
+      await fsp.writeFile(file, webPod('clash', `      ports: [{containerPort: 8080, hostPort: ${taken}}]\n`));
+      const r = await B(['apply', '-f', file]);
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(r.stderr + r.stdout, new RegExp(`ERR_CONFLICT|hostPort ${taken}/tcp is already bound on the host`));
+      const pod = (await status()).find((x) => x.key === 'default/clash');
+      assert.equal(pod?.ip ?? null, null);
+      assert.ok(!netnsList().includes(netnsOf('default/clash')), 'no netns for the refused pod');
+      assert.equal(pod?.containers.filter((c) => c.state === 'running').length ?? 0, 0);
+      const d = await B(['delete', '-f', file]);
+      assert.equal(d.code, 0, d.stderr);
+    } finally {
+      srv.close();
+    }
+  });
+
+  test('the sandbox is rebuilt when its infra container dies or its netns goes (reboot), and the pod serves again', async (t) => {
+    if (!ok) return t.skip();
+    const runcRoot = path.join(env.state, 'runc');
+    const infra = (JSON.parse(sh('runc', ['--root', runcRoot, 'list', '--format', 'json'])) as { id: string }[]).find((c) => c.id.startsWith('default.pair._sandbox.'));
+    assert.ok(infra !== undefined);
+    execFileSync('runc', ['--root', runcRoot, 'kill', infra.id, 'KILL']);
+    const r = await B(['apply', '-f', dir]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout + r.stderr, /sandbox default\/pair: recreate \(sandbox gone/);
+    await waitFor('pair serves again on its hostPort', async () => ((await httpGet(`http://127.0.0.1:${hostPort}/`).catch(() => undefined))?.status === 200 ? true : undefined));
+    // Reboot: the pinned netns disappears with /run.
+    execFileSync('ip', ['netns', 'delete', netnsOf('default/pair')]);
+    const again = await B(['apply', '-f', dir]);
+    assert.equal(again.code, 0, `${again.stdout}\n${again.stderr}`);
+    await waitFor('pair serves after its netns was rebuilt', async () => ((await httpGet(`http://127.0.0.1:${hostPort}/`).catch(() => undefined))?.status === 200 ? true : undefined));
+    // host-local keeps exactly one allocation per live pod: the rebuilds released theirs.
+    assert.equal(allocations(env).length, 2, allocations(env).join(', '));
+  });
+
+  test('deleting the pods leaves no netns, veth, IP allocation or iptables rule', async (t) => {
+    if (!ok) return t.skip();
+    const before = await status();
+    const ids = before.map((p) => p.ip).filter((x): x is string => x !== null);
+    assert.equal(ids.length, 2);
+    const r = await B(['delete', '-f', dir], { timeoutMs: 120_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(netnsList().filter((n) => n === netnsOf('default/pair') || n === netnsOf('default/peer')), []);
+    assert.equal(sh('ip', ['-o', 'link', 'show', 'master', bridge]).trim(), '', 'no veth left on the bridge');
+    assert.deepEqual(allocations(env), []);
+    const rules = sh('iptables-save', []);
+    for (const ip of ids) assert.ok(!rules.includes(`${ip}/`) && !rules.includes(`${ip} `) && !rules.includes(`${ip}:`), `iptables rule naming ${ip} left:\n${rules.split('\n').filter((l) => l.includes(ip)).join('\n')}`);
+    assert.ok(!/default\.(pair|peer)\._sandbox/.test(rules), 'no rule carries a sandbox id');
+    assert.deepEqual(await fsp.readdir(path.join(env.root, 'sandboxes')), []);
+  });
+});
+
+function ipInSubnet(ip: string, cidr: string): boolean {
+  const [base = '', bits = '0'] = cidr.split('/');
+  const n = (a: string): number => a.split('.').reduce((x, o) => x * 256 + Number(o), 0);
+  const mask = 2 ** 32 - 2 ** (32 - Number(bits));
+  return (n(ip) & mask) >>> 0 === (n(base) & mask) >>> 0;
+}
+
+function netnsList(): string[] {
+  return sh('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0] ?? '').filter((x) => x !== '');
+}
+
+function netnsOf(podKey: string): string {
+  return `berth-${createHashHex(podKey).slice(0, 16)}`;
+}
+
+function createHashHex(s: string): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return execFileSync('sha256sum', { input: s, encoding: 'utf8' }).split(' ')[0] ?? '';
+}
+
+/** host-local's allocation files (one per IP) under berth's root. */
+function allocations(env: BerthEnv): string[] {
+  const d = path.join(env.root, 'cni', 'networks', 'berth');
+  try {
+    return execFileSync('ls', [d], { encoding: 'utf8' }).split('\n').filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The chains portmap and firewall create once per host (CNI-HOSTPORT-*, CNI-FORWARD,
+ * CNI-ADMIN) and their jumps, removed when no per-pod rule is left in them.
+ */
+function removeIdleCniChains(): void {
+  const saved = sh('iptables-save', []);
+  if (/^-A CNI-(DN|FORWARD .*-d |HOSTPORT-DNAT .*CNI-DN)/m.test(saved) || /^-A CNI-[0-9a-f]{24}/m.test(saved)) return;
+  for (const [table, chains] of [
+    ['nat', ['CNI-HOSTPORT-DNAT', 'CNI-HOSTPORT-SETMARK', 'CNI-HOSTPORT-MASQ']],
+    ['filter', ['CNI-FORWARD', 'CNI-ADMIN']],
+  ] as const) {
+    const rules = sh('iptables-save', ['-t', table]).split('\n');
+    for (const l of rules) {
+      const m = /^-A (\S+) (.*-j (CNI-\S+).*)$/.exec(l);
+      if (m === null || (m[1] ?? '').startsWith('CNI-')) continue;
+      try {
+        execFileSync('iptables', ['-t', table, '-D', m[1] ?? '', ...splitArgs(m[2] ?? '')], { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
+    }
+    for (const c of chains) {
+      for (const op of ['-F', '-X']) {
+        try {
+          execFileSync('iptables', ['-t', table, op, c], { stdio: 'ignore' });
+        } catch {
+          // not there
+        }
+      }
+    }
+  }
+}
+
+/** iptables-save's rule text back into arguments (quoted comments kept whole). */
+function splitArgs(s: string): string[] {
+  const out: string[] = [];
+  for (const m of s.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)) out.push(m[1] ?? m[2] ?? '');
+  return out;
+}
