@@ -266,3 +266,56 @@ test('plan: a start shows what will really run — the image entrypoint in front
   assert.ok(s !== undefined);
   assert.match(renderStep(s), /: start \S+ -- \/entry\.sh --port 80$/);
 });
+
+// Issue 13: pod sandboxes ------------------------------------------------------------
+
+const SB = { hash: 'sb1', hostname: 'web', dns: { policy: 'ClusterFirst' as const }, shareProcessNamespace: false, ports: [] };
+
+function withSandbox(p: ObservedPodView, sandbox: { hash: string; ready: boolean; ip?: string }): ObservedPodView {
+  return { ...p, sandbox: { hash: sandbox.hash, ready: sandbox.ready, ip: sandbox.ip ?? '10.89.0.2' } };
+}
+
+test('issue 13: plan — a new networked pod creates its sandbox before its containers; a ready one is left alone', () => {
+  const d = pod('web', [ctr('a', 'h1'), ctr('b', 'h2')], { hostNetwork: false, sandbox: SB });
+  const fresh = plan({ desired: [d], observed: [], images: present });
+  assert.deepEqual(fresh.steps.map((s) => s.kind), ['create-pod', 'sandbox', 'start', 'start']);
+  const sb = fresh.steps[1];
+  assert.ok(sb?.kind === 'sandbox' && !sb.replace && sb.reason === 'none yet' && sb.removeIds.length === 0);
+  const steady = withSandbox(observed(d, [{ name: 'a', hash: 'h1' }, { name: 'b', hash: 'h2' }]), { hash: 'sb1', ready: true });
+  assert.deepEqual(plan({ desired: [d], observed: [steady], images: present }).steps, []);
+});
+
+test('issue 13: plan — a dead sandbox or changed network settings rebuild it: every container goes with the old one and starts anew', () => {
+  const d = pod('web', [ctr('a', 'h1'), ctr('b', 'h2')], { hostNetwork: false, sandbox: SB });
+  const obs = observed(d, [{ name: 'a', hash: 'h1', attempt: 2 }, { name: 'b', hash: 'h2', state: 'exited', exitCode: 1 }]);
+  const dead = plan({ desired: [d], observed: [withSandbox(obs, { hash: 'sb1', ready: false })], images: present });
+  assert.deepEqual(dead.steps.map((s) => s.kind), ['sandbox', 'start', 'start']);
+  const step = dead.steps[0];
+  assert.ok(step?.kind === 'sandbox' && step.replace);
+  assert.match(step.reason, /sandbox gone/);
+  assert.deepEqual(step.removeIds, ['id-a-h1', 'id-b-h2']);
+  // Attempt numbers continue past the removed containers: ids are never reused.
+  const startA = dead.steps[1];
+  assert.ok(startA?.kind === 'start' && startA.attempt === 3 && startA.reason === 'new sandbox');
+  const moved = pod('web', [ctr('a', 'h1'), ctr('b', 'h2')], { hostNetwork: false, sandbox: { ...SB, hash: 'sb2' } });
+  const changed = plan({ desired: [moved], observed: [withSandbox(observed(d, [{ name: 'a', hash: 'h1' }]), { hash: 'sb1', ready: true })], images: present });
+  const first = changed.steps.find((s) => s.kind === 'sandbox');
+  assert.ok(first?.kind === 'sandbox' && first.reason === 'network settings changed');
+});
+
+test('issue 13: plan — a pod that ran to completion gets no new sandbox; a paused pod keeps its own; hostNetwork removes it', () => {
+  const done = pod('job', [ctr('a', 'h1')], { hostNetwork: false, sandbox: SB, restartPolicy: 'Never' });
+  const finished = withSandbox(observed(done, [{ name: 'a', hash: 'h1', state: 'exited', exitCode: 0 }]), { hash: 'sb1', ready: false });
+  assert.deepEqual(plan({ desired: [done], observed: [finished], images: present }).steps, []);
+  // OnFailure after a failure restarts, so it needs a sandbox again.
+  const retry = { ...done, restartPolicy: 'OnFailure' as const };
+  const failed = withSandbox(observed(retry, [{ name: 'a', hash: 'h1', state: 'exited', exitCode: 3 }]), { hash: 'sb1', ready: false });
+  assert.deepEqual(plan({ desired: [retry], observed: [failed], images: present }).steps.map((s) => s.kind), ['sandbox', 'start']);
+  const paused = pod('web', [ctr('a', 'h1')], { hostNetwork: false, sandbox: SB, paused: true });
+  const pausedObs = withSandbox(observed(paused, [{ name: 'a', hash: 'h1' }]), { hash: 'sb1', ready: false });
+  assert.deepEqual(plan({ desired: [paused], observed: [pausedObs], images: present }).steps.map((s) => s.kind), ['remove']);
+  const host = pod('web', [ctr('a', 'h9')]);
+  const wasNetworked = withSandbox(observed(host, [{ name: 'a', hash: 'h1' }]), { hash: 'sb1', ready: true });
+  const toHost = plan({ desired: [host], observed: [wasNetworked], images: present });
+  assert.deepEqual(toHost.steps.map((s) => s.kind), ['replace', 'remove-sandbox']);
+});
