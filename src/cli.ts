@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { BerthError, isBerthError, messageOf } from './lib/errors.js';
 import { createLogger, type Logger } from './lib/log.js';
+import { setHostPathAllowList } from './lib/policy.js';
 import { tableLines } from './lib/table.js';
 import { humanAge, parseDuration } from './lib/time.js';
 import { formatProblem, type ManifestProblem } from './reconciler/problem.js';
@@ -21,6 +22,7 @@ interface GlobalOpts {
   state: string;
   podSubnet: string;
   bridge: string;
+  allowHostPath: string[];
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
@@ -28,6 +30,7 @@ interface Config {
   root: string;
   state: string;
   network: { subnet: string; bridge: string };
+  allowHostPath: string[];
   log: Logger;
 }
 
@@ -48,12 +51,15 @@ function version(): string {
 
 function config(cmd: Command): Config {
   const g = cmd.optsWithGlobals() as GlobalOpts;
+  const allowHostPath = g.allowHostPath.map((p) => path.resolve(p));
+  setHostPathAllowList(allowHostPath);
   let log: Logger | undefined;
   // Made when first used: commands answered by the daemon never log.
   return {
     root: path.resolve(g.root),
     state: path.resolve(g.state),
     network: { subnet: g.podSubnet, bridge: g.bridge },
+    allowHostPath,
     get log(): Logger {
       return (log ??= createLogger(g.logLevel));
     },
@@ -308,6 +314,7 @@ export function buildProgram(): Command {
     .option('--state <dir>', 'runtime state: runc root, conmon files, lock, daemon socket', '/run/berth')
     .option('--pod-subnet <cidr>', 'IPv4 subnet pod addresses come from (pods without hostNetwork)', '10.89.0.0/16')
     .option('--bridge <name>', "the Linux bridge berth's pods attach to", 'berth0')
+    .option('--allow-host-path <prefix>', 'a host path prefix hostPath volumes may use (repeatable; none by default)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
     .showHelpAfterError()
     // Before any .command(): subcommands copy this setting when they are created, so a usage
@@ -392,8 +399,9 @@ export function buildProgram(): Command {
     .description('check manifests and list every problem with file:line:col, field and what is allowed; exit 0 valid, 2 not (needs no root, state or registry)')
     .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin')
     .addOption(new Option('-o, --output <format>', 'output format (json: schemas/validate.json)').choices(['text', 'json']).default('text'))
-    .action(async (o: { filename: string; output: string }) => {
+    .action(async (o: { filename: string; output: string }, cmd: Command) => {
       // Manifests only: no runtime, so --root and --state are neither read nor created.
+      setHostPathAllowList((cmd.optsWithGlobals() as GlobalOpts).allowHostPath.map((p) => path.resolve(p)));
       const { loadManifests } = await import('./reconciler/manifest.js');
       let res: import('./reconciler/manifest.js').LoadResult;
       try {
@@ -401,7 +409,7 @@ export function buildProgram(): Command {
       } catch (err) {
         // A path that cannot be read is one more problem for a reader of the JSON.
         if (o.output !== 'json' || exitCodeFor(err) !== EXIT_INVALID) throw err;
-        res = { pods: [], images: [], files: [], badFiles: [sourceOf(o.filename)], problems: [{ file: sourceOf(o.filename), line: 1, col: 1, field: '', message: messageOf(err) }] };
+        res = { pods: [], images: [], configs: [], files: [], badFiles: [sourceOf(o.filename)], problems: [{ file: sourceOf(o.filename), line: 1, col: 1, field: '', message: messageOf(err) }] };
       }
       const valid = res.problems.length === 0;
       process.exitCode = valid ? EXIT_OK : EXIT_INVALID;
@@ -740,7 +748,13 @@ export function buildProgram(): Command {
       const manifests = path.resolve(o.manifests);
       const bin = path.resolve(o.bin);
       // Only flags that differ from the defaults, so the usual unit stays the shipped one.
-      const globals = [...(cfg.root !== '/var/lib/berth' ? ['--root', cfg.root] : []), ...(cfg.state !== '/run/berth' ? ['--state', cfg.state] : [])];
+      const globals = [
+        ...(cfg.root !== '/var/lib/berth' ? ['--root', cfg.root] : []),
+        ...(cfg.state !== '/run/berth' ? ['--state', cfg.state] : []),
+        ...(cfg.network.subnet !== '10.89.0.0/16' ? ['--pod-subnet', cfg.network.subnet] : []),
+        ...(cfg.network.bridge !== 'berth0' ? ['--bridge', cfg.network.bridge] : []),
+        ...cfg.allowHostPath.flatMap((p) => ['--allow-host-path', p]),
+      ];
       const text = sd.renderUnit(sd.readUnitTemplate(), { bin, manifests, globals, nodeDir: path.dirname(process.execPath) });
       if (o.dryRun === true) {
         process.stdout.write(text);

@@ -6,7 +6,9 @@ import { matchesSelector, parseSelector } from '../lib/selector.js';
 import { parseReference, type EventRecord, type ImageRecord, type ObservedPod, type Runtime } from '../runtime/index.js';
 import { Controller, type ApplyResult, type ProgressEvent } from '../reconciler/controller.js';
 import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
-import { ANNOTATION_DEFAULT_CONTAINER, type DesiredPod } from '../reconciler/desired.js';
+import { knownConfigs, recordConfigs } from '../reconciler/configs.js';
+import { ANNOTATION_DEFAULT_CONTAINER, type DesiredConfig, type DesiredPod } from '../reconciler/desired.js';
+import { resolvePods } from '../reconciler/resolve.js';
 import type { ParseCache } from '../reconciler/manifest.js';
 import type { ManifestProblem } from '../reconciler/problem.js';
 import { lastAppliedPod, type Plan, type PruneScope } from '../reconciler/plan.js';
@@ -125,6 +127,8 @@ export interface ServiceOptions {
   controller: Controller;
   /** The daemon's view (rows kept current by its exit watch) vs a read-only observation. */
   daemon: boolean;
+  /** Called when an apply changed recorded ConfigMaps or Secrets (the daemon re-resolves its watched pods). */
+  onConfigsChanged?: () => void;
 }
 
 export class BerthService {
@@ -133,8 +137,12 @@ export class BerthService {
   /** Parse results per input path (a few, least recently used dropped), reused while the text is unchanged. */
   private readonly caches = new Map<string, ParseCache>();
 
-  private async load(input: ManifestRef, pods?: DesiredPod[]): Promise<{ pods: DesiredPod[] } | { invalid: InvalidManifests }> {
-    if (pods !== undefined) return { pods };
+  /**
+   * The manifests of `input` with their pods resolved against the ConfigMaps and Secrets they
+   * name (loaded now, over the ones recorded by earlier applies); `configs` are the ones loaded.
+   */
+  private async load(input: ManifestRef, pods?: DesiredPod[]): Promise<{ pods: DesiredPod[]; configs: DesiredConfig[] } | { invalid: InvalidManifests }> {
+    if (pods !== undefined) return { pods: resolvePods(pods, knownConfigs(this.o.rt, [])), configs: [] };
     const { loadManifests } = await import('../reconciler/manifest.js');
     let cache = this.caches.get(input.path);
     this.caches.delete(input.path);
@@ -143,7 +151,7 @@ export class BerthService {
     for (const k of [...this.caches.keys()].slice(0, Math.max(0, this.caches.size - 8))) this.caches.delete(k);
     const res = await loadManifests(input.stdinText !== undefined ? { path: '-', stdinText: input.stdinText } : { path: input.path }, input.stdinText !== undefined ? {} : { cache });
     if (res.problems.length > 0) return { invalid: { problems: res.problems, badFiles: res.badFiles.length } };
-    return { pods: res.pods };
+    return { pods: resolvePods(res.pods, knownConfigs(this.o.rt, res.configs)), configs: res.configs };
   }
 
   async apply(req: ApplyRequest, onProgress?: (e: ProgressEvent) => void): Promise<ApplyResponse> {
@@ -155,7 +163,7 @@ export class BerthService {
     // — except `apply --prune -f DIR` of a directory, which says "this directory declares
     // nothing now" (GitOps: its files were removed).
     const pruneDir = req.prune === true && req.input.stdinText === undefined && statSync(req.input.path, { throwIfNoEntry: false })?.isDirectory() === true;
-    if (pods.length === 0 && !pruneDir) throw new BerthError('ERR_INVALID_MANIFEST', `apply ${req.input.display}: no objects passed to apply`);
+    if (pods.length === 0 && loaded.configs.length === 0 && !pruneDir) throw new BerthError('ERR_INVALID_MANIFEST', `apply ${req.input.display}: no objects passed to apply`);
     const prune: PruneScope | undefined = req.prune === true ? { sources: [req.input.path] } : undefined;
     const force = req.force !== undefined ? { force: req.force } : {};
     if (req.dryRun === true) {
@@ -163,6 +171,8 @@ export class BerthService {
       const plan = await c.diff(pods, prune, { fromRows: this.o.daemon });
       return { steps: [], blocked: plan.blocked, refused, keys: [], plan };
     }
+    // ConfigMaps and Secrets first: the pods resolved against them are applied next.
+    if (recordConfigs(this.o.rt, loaded.configs, prune)) this.o.onConfigsChanged?.();
     const res = await c.apply({ pods, ...(prune !== undefined ? { prune } : {}), ...force }, req.input.path, onProgress);
     const declared = pods.map((p) => p.key);
     if (req.wait !== true || res.refused.length > 0) return { ...res, declared };
@@ -222,13 +232,24 @@ export class BerthService {
     return this.o.rt.listImages();
   }
 
-  async pull(ref: string): Promise<{ ref: string; digest: string }> {
+  /** `images pull`; `onProgress`: the pull step's start, its layers as they are written, its end. */
+  async pull(ref: string, onProgress?: (e: ProgressEvent) => void): Promise<{ ref: string; digest: string }> {
     if (ref === '') throw new BerthError('ERR_INVALID_ARGUMENT', 'pull: no image reference');
     const canonical = parseReference(ref).canonical;
-    const img = await this.o.rt.pullImage(ref).catch((err: unknown) => {
-      // The same words as a pod's failed pull: the registry's answer in short and what to check.
-      throw isBerthError(err) ? new BerthError(err.code, explainPullFailure(canonical, err), { cause: err, details: err.details }) : err;
-    });
+    const step = { kind: 'pull' as const, image: ref, reason: 'requested' };
+    const began = Date.now();
+    onProgress?.({ key: `image/${ref}`, phase: 'start', step });
+    const off = onProgress === undefined ? undefined : this.o.rt.onProgress((w) => (w.kind === 'pull' && w.image === ref ? onProgress({ key: `image/${ref}`, phase: 'wait', step, wait: w }) : undefined));
+    const img = await this.o.rt
+      .pullImage(ref)
+      .catch((err: unknown) => {
+        // The same words as a pod's failed pull: the registry's answer in short and what to check.
+        const e = isBerthError(err) ? new BerthError(err.code, explainPullFailure(canonical, err), { cause: err, details: err.details }) : err;
+        onProgress?.({ key: `image/${ref}`, phase: 'end', step, ms: Date.now() - began, error: { code: isBerthError(e) ? e.code : 'ERR_INTERNAL', message: String(e) } });
+        throw e;
+      })
+      .finally(() => off?.());
+    onProgress?.({ key: `image/${ref}`, phase: 'end', step, ms: Date.now() - began });
     this.o.rt.addEvent(`image/${img.ref}`, 'Pulled', `pulled ${img.ref} (${img.digest})`);
     return { ref: img.ref, digest: img.digest };
   }
@@ -352,7 +373,7 @@ export async function dispatch(s: BerthService, method: string, body: unknown, o
     case 'images':
       return s.images();
     case 'pull':
-      return s.pull(String(b['ref'] ?? ''));
+      return s.pull(String(b['ref'] ?? ''), onProgress);
     case 'logs':
       return s.logTarget(b as unknown as LogsRequest);
     default:

@@ -6,7 +6,9 @@ import { LockFile } from '../lib/lock.js';
 import type { Logger } from '../lib/log.js';
 import type { Runtime } from '../runtime/index.js';
 import { Controller, type KeyReport } from '../reconciler/controller.js';
-import type { DesiredImage, DesiredPod } from '../reconciler/desired.js';
+import { knownConfigs, recordConfigs, recordedConfigs } from '../reconciler/configs.js';
+import type { DesiredConfig, DesiredImage, DesiredPod } from '../reconciler/desired.js';
+import { resolvePods } from '../reconciler/resolve.js';
 import { formatProblem, type ManifestProblem } from '../reconciler/manifest.js';
 import { lastAppliedPod } from '../reconciler/plan.js';
 import { renderStep } from '../reconciler/render.js';
@@ -69,9 +71,11 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
       .filter((p) => p.source === file)
       .flatMap((p) => lastAppliedPod(p.spec) ?? []);
   const owners = (): ReadonlyMap<string, string> => new Map(rt.listPods().map((p) => [p.key, p.source]));
-  const sources = roots.map((r) => new ManifestSource(r, log, recorded, owners));
+  const configsOf = (file: string): DesiredConfig[] => recordedConfigs(rt).filter((c) => c.source === file);
+  const sources = roots.map((r) => new ManifestSource(r, log, recorded, owners, configsOf));
   const controller = new Controller({ rt, log, retry: true });
-  const service = new BerthService({ rt, log, controller, daemon: true });
+  // A ConfigMap or Secret applied through the socket may change what watched pods resolve to.
+  const service = new BerthService({ rt, log, controller, daemon: true, onConfigsChanged: () => void load() });
 
   // Human output: steps as they happen, a summary each time the queue goes idle.
   let steps = 0;
@@ -94,14 +98,16 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   });
 
   const load = async (): Promise<void> => {
-    const all: DesiredPod[] = [];
+    let all: DesiredPod[] = [];
     const images: DesiredImage[] = [];
+    const configs: DesiredConfig[] = [];
     const seen = new Set<string>();
     problems = [];
     for (const s of sources) {
       const res = await s.load();
       problems.push(...res.problems);
       images.push(...res.images);
+      configs.push(...res.configs);
       for (const p of res.desired) {
         if (seen.has(p.key)) continue;
         seen.add(p.key);
@@ -119,6 +125,9 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
       if (problems.length === 0 && lastInvalid !== '') o.out('berth: all manifests valid again');
       lastInvalid = invalidNow;
     }
+    // The watched directories own their ConfigMaps and Secrets: recorded as declared, forgotten when gone.
+    recordConfigs(rt, configs, { sources: roots });
+    all = resolvePods(all, knownConfigs(rt, configs));
     controller.setWatched(roots, all, problems.map((p) => ({ file: p.file, text: formatProblem(p) })), images);
     wake();
   };

@@ -2,13 +2,14 @@ import { watch as fsWatch, type FSWatcher } from 'node:fs';
 import { systemClock, type Clock } from '../lib/clock.js';
 import { BerthError, isBerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
+import type { StepWait } from '../lib/progress.js';
 import { podKeyOfContainerId, type Runtime } from '../runtime/index.js';
 import { podVerdict, wantedBy, type PodPhase } from './conditions.js';
 import type { DesiredImage, DesiredPod } from './desired.js';
 import { inScope, lastAppliedPod, plan, type Plan, type PruneScope, type Step } from './plan.js';
 import { explainPullFailure } from './pull-error.js';
 import { WorkQueue, type Outcome } from './queue.js';
-import { computePlan, executeStep, imageViews, recordPod, ResolveCache, toView } from './reconcile.js';
+import { computePlan, executeStep, imageViews, podVolumes, recordPod, ResolveCache, toView } from './reconcile.js';
 
 /**
  * The controller: keys, not events (DESIGN §5). Watchers, timers and container exits only
@@ -43,13 +44,17 @@ export interface KeyReport {
   durationMs?: number;
 }
 
-/** A step starting or ending, with its duration and, on failure, the error. */
+/**
+ * A step starting or ending, with its duration and, on failure, the error; `wait` while it
+ * waits (a grace period, a pull's layers: lib/progress).
+ */
 export interface ProgressEvent {
   key: string;
-  phase: 'start' | 'end';
+  phase: 'start' | 'end' | 'wait';
   step: Step;
   ms?: number;
   error?: { code: string; message: string };
+  wait?: StepWait;
 }
 
 export interface ApplyRequest {
@@ -106,6 +111,9 @@ export class Controller {
   private readonly imageErrors = new Map<string, BerthError>();
   private readonly reportListeners = new Set<(r: KeyReport) => void>();
   private readonly progressListeners = new Set<(e: ProgressEvent) => void>();
+  /** The step each key runs now, for the waits the runtime reports; subscribed while anyone listens. */
+  private readonly runningStep = new Map<string, Step>();
+  private offRuntimeProgress: (() => void) | undefined;
   private exitWatcher: FSWatcher | undefined;
   /** When the run in flight of each key started (the queue runs a key once at a time). */
   private readonly runStarted = new Map<string, number>();
@@ -232,10 +240,22 @@ export class Controller {
   /** Each step as it starts and ends (live progress for apply, delete and the daemon's clients). */
   onProgress(fn: (e: ProgressEvent) => void): () => void {
     this.progressListeners.add(fn);
-    return () => this.progressListeners.delete(fn);
+    this.offRuntimeProgress ??= this.rt.onProgress((w) => {
+      const key = w.kind === 'pull' ? IMAGE + w.image : POD + w.container.slice(0, w.container.lastIndexOf('/'));
+      const step = this.runningStep.get(key);
+      if (step !== undefined) this.progress({ key, phase: 'wait', step, wait: w });
+    });
+    return () => {
+      this.progressListeners.delete(fn);
+      if (this.progressListeners.size > 0) return;
+      this.offRuntimeProgress?.();
+      this.offRuntimeProgress = undefined;
+    };
   }
 
   private progress(e: ProgressEvent): void {
+    if (e.phase === 'start') this.runningStep.set(e.key, e.step);
+    else if (e.phase === 'end') this.runningStep.delete(e.key);
     for (const l of this.progressListeners) l(e);
   }
 
@@ -377,6 +397,10 @@ export class Controller {
     // Containers whose image is still to come wait for it; the rest go ahead.
     const steps = p.steps.filter((s) => s.kind !== 'pull' && !((s.kind === 'start' || s.kind === 'replace') && waitImages.has(s.container.image)));
     const failure = await this.execute(steps, report, signal);
+    // ConfigMap and Secret edits reach mounted files in place, without a restart (the kubelet's sync).
+    if (pod.projections !== undefined && pod.paused !== true && this.rt.listContainers(podKey).length > 0) {
+      await this.rt.syncVolumes(podKey, podVolumes(pod)).catch((err: unknown) => this.log.warn({ pod: podKey, err: messageOf(err) }, 'volume refresh failed'));
+    }
     report.settled = report.waitingImages.length === 0;
     const after = steps.length > 0 ? await this.rt.observePod(podKey, { repair: true }) : observed;
     const failed = report.steps.filter((r) => r.error !== undefined).map((r) => ({ message: r.error?.message ?? '', retryable: failure?.retryable ?? false }));

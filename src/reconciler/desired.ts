@@ -6,6 +6,25 @@
 export type RestartPolicy = 'Always' | 'OnFailure' | 'Never';
 export type PullPolicy = 'Always' | 'IfNotPresent' | 'Never';
 
+/** Where an env variable's value comes from, when not written inline (resolved against ConfigMaps and Secrets). */
+export type EnvSource =
+  | { configMapKeyRef: { name: string; key: string; optional: boolean } }
+  | { secretKeyRef: { name: string; key: string; optional: boolean } }
+  | { fieldRef: { fieldPath: string } };
+
+export interface EnvFromSource {
+  prefix?: string;
+  configMapRef?: { name: string; optional: boolean };
+  secretRef?: { name: string; optional: boolean };
+}
+
+export interface DesiredVolumeMount {
+  name: string;
+  mountPath: string;
+  readOnly: boolean;
+  subPath?: string;
+}
+
 export interface DesiredContainer {
   name: string;
   image: string; // canonical reference
@@ -15,7 +34,23 @@ export interface DesiredContainer {
   command?: string[];
   args?: string[];
   workingDir?: string;
-  env: { name: string; value: string }[];
+  /**
+   * Resolved variables in order: envFrom first, then env (a later name wins). `secret`: the
+   * value came from a Secret and is never printed. `from`: a fieldRef resolved when the
+   * container starts (status.podIP…), value empty until then.
+   */
+  env: { name: string; value: string; secret?: true; from?: string }[];
+  /** As written: the references `env` was resolved from (kept so a ConfigMap edit is re-resolved). */
+  envRefs?: { name: string; valueFrom: EnvSource }[];
+  /** `env` as written (references with empty values), when it has references: what resolution starts from. */
+  envWritten?: { name: string; value: string }[];
+  envFrom?: EnvFromSource[];
+  volumeMounts?: DesiredVolumeMount[];
+  /**
+   * Why the container cannot be configured (the kubelet's CreateContainerConfigError): a
+   * ConfigMap or Secret, or one of its keys, that is missing and not optional.
+   */
+  configError?: string;
   ports: { containerPort: number; hostPort?: number; hostIP?: string; protocol: string }[];
   memoryBytes?: number;
   cpuMillis?: number;
@@ -62,6 +97,37 @@ export interface DesiredSandbox {
   ports: DesiredPortMapping[];
 }
 
+/** A pod volume. Projected ones carry the files they project (resolved from the ConfigMap or Secret). */
+export type DesiredVolume =
+  | { name: string; emptyDir: { medium: '' | 'Memory'; sizeLimitBytes?: number } }
+  | { name: string; hostPath: { path: string; type: string } }
+  | { name: string; configMap: { name: string; items?: { key: string; path: string; mode?: number }[]; defaultMode: number; optional: boolean } }
+  | { name: string; secret: { secretName: string; items?: { key: string; path: string; mode?: number }[]; defaultMode: number; optional: boolean } };
+
+/** The files a configMap or secret volume projects: relative path → content (base64) and mode. */
+export interface Projection {
+  volume: string;
+  secret: boolean;
+  files: { path: string; data: string; mode: number }[];
+  /** sha256 of the files: a change is written into the mounted volume without a restart. */
+  hash: string;
+}
+
+/**
+ * v1 ConfigMap or Secret. `data` maps keys to base64 of their bytes (ConfigMap data and
+ * Secret stringData are encoded on load), so both kinds look the same to resolution.
+ */
+export interface DesiredConfig {
+  key: string; // configmap/<ns>/<name> or secret/<ns>/<name>
+  kind: 'ConfigMap' | 'Secret';
+  namespace: string;
+  name: string;
+  type?: string;
+  data: Record<string, string>;
+  source: string;
+  line: number;
+}
+
 export interface DesiredPod {
   key: string; // namespace/name
   kind: PodKind;
@@ -78,6 +144,9 @@ export interface DesiredPod {
   sandbox?: DesiredSandbox;
   restartPolicy: RestartPolicy;
   gracePeriodMs: number;
+  volumes?: DesiredVolume[];
+  /** What the pod's configMap and secret volumes hold now (outside every hash: updated in place). */
+  projections?: Projection[];
   labels: Record<string, string>;
   annotations: Record<string, string>;
   /**

@@ -4,10 +4,11 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Ajv, ValidateFunction } from 'ajv';
 import { createRequire } from 'node:module';
-import { LineCounter, parseAllDocuments, isMap, isNode, isScalar, type Document } from 'yaml';
+import { LineCounter, parseAllDocuments, isMap, isNode, isScalar, visit, type Document } from 'yaml';
 import { BerthError, errnoCode } from '../lib/errors.js';
 // lib, not the runtime façade: validating manifests must not load SQLite, undici or child_process.
 import { classifyAddress } from '../lib/netaddr.js';
+import { hostPathAllowed, hostPathAllowList } from '../lib/policy.js';
 import { parseReference } from '../lib/reference.js';
 import { describeSchemaErrors, type FieldPath } from '../lib/schema-errors.js';
 import { closest } from '../lib/suggest.js';
@@ -18,8 +19,13 @@ import {
   defaultPullPolicy,
   parseCpu,
   parseMemory,
+  type DesiredConfig,
   type DesiredContainer,
   type DesiredImage,
+  type DesiredVolume,
+  type DesiredVolumeMount,
+  type EnvFromSource,
+  type EnvSource,
   type DesiredPlatform,
   type DesiredPod,
   type DesiredPortMapping,
@@ -38,6 +44,8 @@ export interface LoadResult {
   pods: DesiredPod[];
   /** berth.dev/v1 Images, keyed image/namespace/name. */
   images: DesiredImage[];
+  /** v1 ConfigMaps and Secrets, keyed configmap/… and secret/…/name. */
+  configs: DesiredConfig[];
   problems: ManifestProblem[];
   /** Every manifest file read, absolute. */
   files: string[];
@@ -57,10 +65,12 @@ const KINDS: Readonly<Record<string, { apiVersion: string; schema: keyof Validat
   Pod: { apiVersion: 'v1', schema: 'pod' },
   Container: { apiVersion: BERTH_API, schema: 'container' },
   Image: { apiVersion: BERTH_API, schema: 'image' },
+  ConfigMap: { apiVersion: 'v1', schema: 'configmap' },
+  Secret: { apiVersion: 'v1', schema: 'secret' },
 };
 const KIND_NAMES = Object.keys(KINDS);
 const API_VERSIONS = [...new Set(Object.values(KINDS).map((k) => k.apiVersion))];
-const READS = `berth reads: Pod (apiVersion: v1), Container and Image (apiVersion: ${BERTH_API})`;
+const READS = `berth reads: Pod, ConfigMap and Secret (apiVersion: v1), Container and Image (apiVersion: ${BERTH_API})`;
 
 /**
  * Kubernetes workload kinds: each wraps a pod template that berth would run as a Pod, so the
@@ -90,11 +100,13 @@ interface Validators {
   pod: ValidateFunction;
   container: ValidateFunction;
   image: ValidateFunction;
+  configmap: ValidateFunction;
+  secret: ValidateFunction;
 }
 
 let validators: Validators | undefined;
 
-const SCHEMA_FILES = ['pod.json', 'container.json', 'image.json'] as const;
+const SCHEMA_FILES = ['pod.json', 'container.json', 'image.json', 'configmap.json', 'secret.json'] as const;
 
 function schemaDir(): string {
   // dist/src/reconciler/manifest.js → repository root is three levels up (two from src/).
@@ -135,13 +147,15 @@ function newAjv(source: boolean): Ajv {
   return new AjvClass({ strict: true, allErrors: true, coerceTypes: false, $data: false, useDefaults: false, verbose: true, ...(source ? { code: { source: true } } : {}) });
 }
 
-function addSchemas(ajv: Ajv, texts: Record<string, string>): { pod: string; container: string; image: string } {
+const VALIDATOR_NAMES: readonly (keyof Validators)[] = ['pod', 'container', 'image', 'configmap', 'secret'];
+
+function addSchemas(ajv: Ajv, texts: Record<string, string>): Record<keyof Validators, string> {
   const ids = SCHEMA_FILES.map((f) => {
     const schema = JSON.parse(texts[f] ?? '{}') as { $id?: string };
     ajv.addSchema(schema);
     return schema.$id ?? f;
   });
-  return { pod: ids[0] ?? '', container: ids[1] ?? '', image: ids[2] ?? '' };
+  return Object.fromEntries(VALIDATOR_NAMES.map((n, i) => [n, ids[i] ?? ''])) as Record<keyof Validators, string>;
 }
 
 /**
@@ -164,8 +178,8 @@ function schemaValidators(): Validators {
   try {
     const here = path.dirname(fileURLToPath(import.meta.url));
     const pre = requireCjs(path.resolve(here, '../../schemas/validators.cjs')) as Partial<Validators> & { schemaDigest?: string };
-    if (pre.schemaDigest === digest && pre.pod !== undefined && pre.container !== undefined && pre.image !== undefined) {
-      validators = { pod: pre.pod, container: pre.container, image: pre.image };
+    if (pre.schemaDigest === digest && VALIDATOR_NAMES.every((n) => pre[n] !== undefined)) {
+      validators = pre as Validators;
       precompiled = true;
       return validators;
     }
@@ -179,7 +193,7 @@ function schemaValidators(): Validators {
     if (v === undefined) throw new BerthError('ERR_INTERNAL', `load schema ${id}: not compiled`);
     return v;
   };
-  validators = { pod: get(ids.pod), container: get(ids.container), image: get(ids.image) };
+  validators = { pod: get(ids.pod), container: get(ids.container), image: get(ids.image), configmap: get(ids.configmap), secret: get(ids.secret) };
   return validators;
 }
 
@@ -348,6 +362,7 @@ export async function loadManifests(input: string | ManifestInput, opts: { owner
   const result: LoadResult = {
     pods: [],
     images: [],
+    configs: [],
     problems: [...read.problems],
     files: [...read.sources.map((x) => x.file), ...read.problems.map((x) => x.file)],
     badFiles: read.problems.map((x) => x.file),
@@ -358,17 +373,19 @@ export async function loadManifests(input: string | ManifestInput, opts: { owner
     const hit = opts.cache?.get(file);
     const parsed = hit !== undefined && hit.text === text ? hit.parsed : parseManifestText(text, file);
     opts.cache?.set(file, { text, parsed });
-    const { pods, images, problems } = parsed;
+    const { pods, images, configs, problems } = parsed;
     if (problems.length > 0) {
       result.problems.push(...problems);
       result.badFiles.push(file);
     } else {
       result.pods.push(...pods);
       result.images.push(...images);
+      result.configs.push(...configs);
     }
   }
   for (const file of opts.cache?.keys() ?? []) if (!seen.has(file)) opts.cache?.delete(file);
-  for (const p of [...duplicatePods(result.pods, opts.owners), ...duplicateImages(result.images), ...hostPortClashes(result.pods)]) {
+  const configDups = duplicates(result.configs, undefined, (c, prev) => `${c.kind} ${c.namespace}/${c.name} is also declared in ${prev.source}:${prev.line}`);
+  for (const p of [...duplicatePods(result.pods, opts.owners), ...duplicateImages(result.images), ...configDups, ...hostPortClashes(result.pods)]) {
     result.problems.push(p);
     result.badFiles.push(p.file);
   }
@@ -376,6 +393,7 @@ export async function loadManifests(input: string | ManifestInput, opts: { owner
     const bad = new Set(result.badFiles);
     result.pods = result.pods.filter((pod) => !bad.has(pod.source));
     result.images = result.images.filter((image) => !bad.has(image.source));
+    result.configs = result.configs.filter((c) => !bad.has(c.source));
     result.badFiles = [...bad];
   }
   result.problems = sortProblems(result.problems);
@@ -448,11 +466,12 @@ type Report = (fieldPath: FieldPath, message: string, atKey?: boolean) => void;
  * (at most MAX_PROBLEMS_PER_DOCUMENT each), in line order, with file:line:col; a file with
  * any problem yields no objects from the documents that have them.
  */
-export function parseManifestText(text: string, file: string): { pods: DesiredPod[]; images: DesiredImage[]; problems: ManifestProblem[] } {
+export function parseManifestText(text: string, file: string): { pods: DesiredPod[]; images: DesiredImage[]; configs: DesiredConfig[]; problems: ManifestProblem[] } {
   const lc = new LineCounter();
   const problems: ManifestProblem[] = [];
   const pods: DesiredPod[] = [];
   const images: DesiredImage[] = [];
+  const configs: DesiredConfig[] = [];
   const at = (offset: number | undefined): { line: number; col: number } => {
     if (offset === undefined) return { line: 1, col: 1 };
     const pos = lc.linePos(offset);
@@ -463,7 +482,7 @@ export function parseManifestText(text: string, file: string): { pods: DesiredPo
   try {
     docs = parseAllDocuments(body, { schema: 'core', uniqueKeys: true, lineCounter: lc, prettyErrors: false, strict: true }) as Document.Parsed[];
   } catch (err) {
-    return { pods, images, problems: [{ file, line: 1, col: 1, field: '', message: `parse: ${(err as Error).message}` }] };
+    return { pods, images, configs, problems: [{ file, line: 1, col: 1, field: '', message: `parse: ${(err as Error).message}` }] };
   }
   if (!Array.isArray(docs)) docs = [docs as unknown as Document.Parsed];
   for (const doc of docs) {
@@ -483,6 +502,17 @@ export function parseManifestText(text: string, file: string): { pods: DesiredPo
     }
     if (obj === null || obj === undefined) continue;
     const docLine = at(doc.contents.range[0]).line;
+    // File modes written the YAML 1.1 way (0400): YAML 1.2 reads decimal 400, kubectl octal 256.
+    // Either reading would surprise someone, so the file must say which (256 or 0o400).
+    visit(doc, {
+      Pair(_k, pair) {
+        if (!isScalar(pair.key) || (pair.key.value !== 'defaultMode' && pair.key.value !== 'mode') || !isScalar(pair.value)) return;
+        const src = pair.value.source;
+        if (typeof src === 'string' && /^0[0-7]+$/.test(src)) {
+          problems.push({ file, ...at(pair.value.range?.[0]), field: String(pair.key.value), message: `${src} is ambiguous: YAML 1.2 reads it as decimal ${Number(src)}, kubectl as octal ${parseInt(src, 8)}; write ${parseInt(src, 8)} or 0o${src.slice(1)}` });
+        }
+      },
+    });
     const locate = (fieldPath: FieldPath): { line: number; col: number } => {
       for (let n = fieldPath.length; n >= 0; n--) {
         const node = doc.getIn(fieldPath.slice(0, n), true);
@@ -515,9 +545,10 @@ export function parseManifestText(text: string, file: string): { pods: DesiredPo
     problems.push(...capped(sortProblems(found), overflow));
     if (found.length > 0 || object === undefined) continue;
     if ('image' in object) images.push(object.image);
+    else if ('config' in object) configs.push(object.config);
     else pods.push(object.pod);
   }
-  return { pods, images, problems: sortProblems(problems) };
+  return { pods, images, configs, problems: sortProblems(problems) };
 }
 
 /**
@@ -545,7 +576,7 @@ function capped(found: ManifestProblem[], overflow: boolean): ManifestProblem[] 
 function checkDocument(
   obj: unknown,
   { file, line, problem, overflow }: { file: string; line: number; problem: Report; overflow: () => void },
-): { pod: DesiredPod } | { image: DesiredImage } | undefined {
+): { pod: DesiredPod } | { image: DesiredImage } | { config: DesiredConfig } | undefined {
   const o = recordOf(obj);
   if (o === undefined) {
     problem([], 'a manifest document must be a mapping with apiVersion and kind');
@@ -578,6 +609,7 @@ function checkDocument(
     problem(fieldPath, message, atKey);
   };
   if (kind.name === 'Image') return { image: toDesiredImage(readImage(o), file, line, semantic) };
+  if (kind.name === 'ConfigMap' || kind.name === 'Secret') return { config: toDesiredConfig(kind.name, o, file, line, semantic) };
   return { pod: toDesiredPod(kind.name === 'Pod' ? podShape(o) : containerShape(o), file, line, semantic) };
 }
 
@@ -598,7 +630,7 @@ function resolveKind(o: Record<string, unknown>, problem: Report): { name: strin
     const kinds = KIND_NAMES.filter((k) => KINDS[k]?.apiVersion === api);
     const only = kinds.length === 1 ? kinds[0] : undefined;
     // Missing fields are the document's problem: no field to point at, and the message names it.
-    problem([], kinds.length === 0 ? `kind is missing (${READS})` : `kind is missing; apiVersion ${api ?? ''} has ${only !== undefined ? `kind ${only}` : `kinds ${kinds.join(' and ')}`}`);
+    problem([], kinds.length === 0 ? `kind is missing (${READS})` : `kind is missing; apiVersion ${api ?? ''} has ${only !== undefined ? `kind ${only}` : `kinds ${kinds.slice(0, -1).join(', ')} and ${kinds[kinds.length - 1] ?? ''}`}`);
     return only !== undefined ? kindOf(only) : undefined;
   }
   if (typeof kind !== 'string') {
@@ -617,7 +649,7 @@ function resolveKind(o: Record<string, unknown>, problem: Report): { name: strin
       ['kind'],
       workload !== undefined
         ? `unknown kind ${JSON.stringify(kind)}; did you mean ${JSON.stringify(workload)}? ${workloadHint(workload)}`
-        : `unsupported object ${object}: this berth implements v1/Pod, ${BERTH_API}/Container and ${BERTH_API}/Image (ConfigMap and Secret are planned)`,
+        : `unsupported object ${object}: this berth implements v1/Pod, ${BERTH_API}/Container, ${BERTH_API}/Image, v1/ConfigMap and v1/Secret`,
     );
     return undefined;
   }
@@ -755,7 +787,9 @@ interface ContainerFields {
   command: string[] | undefined;
   args: string[] | undefined;
   workingDir: string | undefined;
-  env: { name: string | undefined; value: string | undefined }[];
+  env: { name: string | undefined; value: string | undefined; valueFrom: EnvSource | undefined }[];
+  envFrom: EnvFromSource[];
+  volumeMounts: { name: string | undefined; mountPath: string | undefined; readOnly: boolean; subPath: string | undefined }[];
   ports: { containerPort: number | undefined; hostPort: number | undefined; hostIP: string | undefined; protocol: string | undefined }[];
   limits: { cpu: string | number | undefined; memory: string | number | undefined };
 }
@@ -791,6 +825,7 @@ interface PodShape {
   kind: PodKind;
   metadata: ObjectMeta;
   spec: PodLevelFields;
+  volumes: unknown[];
   containers: { fields: ContainerFields; path: FieldPath; nameFromMetadata: boolean }[];
 }
 
@@ -832,7 +867,27 @@ function readContainer(v: unknown): ContainerFields {
     command: stringsOf(c['command']),
     args: stringsOf(c['args']),
     workingDir: stringOf(c['workingDir']),
-    env: listOf(c['env']).map((e) => ({ name: stringOf(recordOf(e)?.['name']), value: stringOf(recordOf(e)?.['value']) })),
+    env: listOf(c['env']).map((e) => ({ name: stringOf(recordOf(e)?.['name']), value: stringOf(recordOf(e)?.['value']), valueFrom: envSourceOf(recordOf(e)?.['valueFrom']) })),
+    envFrom: listOf(c['envFrom']).map((e) => {
+      const r = recordOf(e) ?? {};
+      const ref = (v: unknown): { name: string; optional: boolean } | undefined => {
+        const x = recordOf(v);
+        const name = stringOf(x?.['name']);
+        return name === undefined ? undefined : { name, optional: x?.['optional'] === true };
+      };
+      const out: EnvFromSource = {};
+      const prefix = stringOf(r['prefix']);
+      if (prefix !== undefined) out.prefix = prefix;
+      const cm = ref(r['configMapRef']);
+      if (cm !== undefined) out.configMapRef = cm;
+      const sec = ref(r['secretRef']);
+      if (sec !== undefined) out.secretRef = sec;
+      return out;
+    }),
+    volumeMounts: listOf(c['volumeMounts']).map((m) => {
+      const r = recordOf(m) ?? {};
+      return { name: stringOf(r['name']), mountPath: stringOf(r['mountPath']), readOnly: r['readOnly'] === true, subPath: stringOf(r['subPath']) };
+    }),
     ports: listOf(c['ports']).map((x) => {
       const p = recordOf(x) ?? {};
       return { containerPort: integerOf(p['containerPort']), hostPort: integerOf(p['hostPort']), hostIP: stringOf(p['hostIP']), protocol: stringOf(p['protocol']) };
@@ -848,6 +903,7 @@ function podShape(o: Record<string, unknown>): PodShape {
     kind: 'Pod',
     metadata: readMeta(o['metadata']),
     spec: readPodLevel(spec),
+    volumes: listOf(spec['volumes']),
     containers: listOf(spec['containers']).map((c, i) => ({ fields: readContainer(c), path: ['spec', 'containers', i], nameFromMetadata: false })),
   };
 }
@@ -859,7 +915,7 @@ function containerShape(o: Record<string, unknown>): PodShape {
   const fields = readContainer(spec);
   const nameFromMetadata = !Object.hasOwn(spec, 'name');
   if (nameFromMetadata) fields.name = metadata.name;
-  return { kind: 'Container', metadata, spec: readPodLevel(spec), containers: [{ fields, path: ['spec'], nameFromMetadata }] };
+  return { kind: 'Container', metadata, spec: readPodLevel(spec), volumes: [], containers: [{ fields, path: ['spec'], nameFromMetadata }] };
 }
 
 function readImage(o: Record<string, unknown>): ImageShape {
@@ -897,12 +953,13 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
   const { paused } = readAnnotations(annotations, problem);
   const hostNetwork = o.spec.hostNetwork ?? false;
   const sandbox = hostNetwork ? undefined : readSandbox(o, name, problem);
+  const volumes = readVolumes(o.volumes, problem);
   const names = new Set<string>();
   const containers: DesiredContainer[] = [];
   // Only what shapes the containers: kind, paused, labels and annotations are not here, so
   // rewriting a Pod as a Container, pausing or relabelling never replaces a container. A
   // hostNetwork pod's podLevel is `{ hostNetwork: true }` alone, as before sandboxes existed.
-  const podLevel = { hostNetwork, sandbox: sandbox?.hash };
+  const podLevel = { hostNetwork, sandbox: sandbox?.hash, volumes: volumes.length > 0 ? volumes : undefined };
   const podHash = sha256hex(canonicalJson(podLevel));
   for (const { fields: c, path: cpath, nameFromMetadata } of o.containers) {
     const at = (...rest: FieldPath): FieldPath => [...cpath, ...rest];
@@ -921,10 +978,32 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
       }
     }
     const env: { name: string; value: string }[] = [];
+    const envRefs: { name: string; valueFrom: EnvSource }[] = [];
     for (const [j, e] of c.env.entries()) {
       if (e.name === undefined) continue;
       if (!ENV_NAME.test(e.name)) problem(at('env', j, 'name'), `${JSON.stringify(e.name)} is not a valid environment variable name`);
+      if (e.valueFrom !== undefined) {
+        if (e.value !== undefined) problem(at('env', j, 'valueFrom'), 'set value or valueFrom, not both');
+        const fp = 'fieldRef' in e.valueFrom ? e.valueFrom.fieldRef.fieldPath : undefined;
+        if (fp !== undefined && !FIELD_PATHS.test(fp)) problem(at('env', j, 'valueFrom', 'fieldRef', 'fieldPath'), `${JSON.stringify(fp)} is not a field berth provides (${FIELD_PATHS_SAY})`);
+        envRefs.push({ name: e.name, valueFrom: e.valueFrom });
+      }
       env.push({ name: e.name, value: e.value ?? '' });
+    }
+    for (const [j, f] of c.envFrom.entries()) {
+      if ((f.configMapRef === undefined) === (f.secretRef === undefined)) problem(at('envFrom', j), 'set exactly one of configMapRef and secretRef');
+    }
+    const mounts: DesiredVolumeMount[] = [];
+    const mountPaths = new Set<string>();
+    for (const [j, m] of c.volumeMounts.entries()) {
+      if (m.name === undefined || m.mountPath === undefined) continue;
+      if (!volumes.some((v) => v.name === m.name)) problem(at('volumeMounts', j, 'name'), `no volume named ${JSON.stringify(m.name)} in spec.volumes${volumes.length > 0 ? ` (volumes: ${volumes.map((v) => v.name).join(', ')})` : ''}`);
+      if (!cleanAbsolute(m.mountPath) || m.mountPath === '/') problem(at('volumeMounts', j, 'mountPath'), `${JSON.stringify(m.mountPath)} must be a clean absolute path other than /`);
+      else if (/^\/(proc|sys|dev)(\/|$)/.test(m.mountPath)) problem(at('volumeMounts', j, 'mountPath'), `${JSON.stringify(m.mountPath)} is under /proc, /sys or /dev`);
+      if (mountPaths.has(m.mountPath)) problem(at('volumeMounts', j, 'mountPath'), `${m.mountPath} is mounted twice in this container`);
+      mountPaths.add(m.mountPath);
+      if (m.subPath !== undefined && !cleanRelative(m.subPath)) problem(at('volumeMounts', j, 'subPath'), `${JSON.stringify(m.subPath)} must be a relative path without .. components`);
+      mounts.push({ name: m.name, mountPath: m.mountPath, readOnly: m.readOnly, ...(m.subPath !== undefined ? { subPath: m.subPath } : {}) });
     }
     const ports: DesiredContainer['ports'] = [];
     for (const [j, p] of c.ports.entries()) {
@@ -954,6 +1033,10 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
     };
     if (c.command !== undefined) dc.command = c.command;
     if (c.args !== undefined) dc.args = c.args;
+    if (envRefs.length > 0) dc.envRefs = envRefs;
+    if (c.envFrom.length > 0) dc.envFrom = c.envFrom;
+    if (envRefs.length > 0 || c.envFrom.length > 0) dc.envWritten = env.map((e) => ({ ...e }));
+    if (mounts.length > 0) dc.volumeMounts = mounts;
     if (c.workingDir !== undefined) dc.workingDir = c.workingDir;
     const limits = c.limits;
     if (limits.memory !== undefined) {
@@ -979,6 +1062,7 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
     podHash,
     hostNetwork,
     ...(sandbox !== undefined ? { sandbox } : {}),
+    ...(volumes.length > 0 ? { volumes } : {}),
     restartPolicy: o.spec.restartPolicy ?? 'Always',
     gracePeriodMs: (o.spec.terminationGracePeriodSeconds ?? 30) * 1000,
     labels: o.metadata.labels,
@@ -1072,6 +1156,135 @@ export function hostPortClashes(pods: readonly DesiredPod[]): ManifestProblem[] 
     for (const p of pod.sandbox?.ports ?? []) taken.push({ pod, p });
   }
   return problems;
+}
+
+/** The fieldRef paths berth provides (the downward API subset that has a meaning on one host). */
+const FIELD_PATHS = /^(metadata\.(name|namespace|uid)|metadata\.(labels|annotations)\['[^']+'\]|spec\.(nodeName|serviceAccountName)|status\.(podIP|podIPs|hostIP|hostIPs))$/;
+const FIELD_PATHS_SAY = "metadata.name, metadata.namespace, metadata.uid, metadata.labels['k'], metadata.annotations['k'], spec.nodeName, spec.serviceAccountName, status.podIP(s), status.hostIP(s)";
+
+function envSourceOf(v: unknown): EnvSource | undefined {
+  const r = recordOf(v);
+  if (r === undefined) return undefined;
+  const keyRef = (x: unknown): { name: string; key: string; optional: boolean } | undefined => {
+    const k = recordOf(x);
+    const name = stringOf(k?.['name']);
+    const key = stringOf(k?.['key']);
+    return name === undefined || key === undefined ? undefined : { name, key, optional: k?.['optional'] === true };
+  };
+  const cm = keyRef(r['configMapKeyRef']);
+  if (cm !== undefined) return { configMapKeyRef: cm };
+  const sec = keyRef(r['secretKeyRef']);
+  if (sec !== undefined) return { secretKeyRef: sec };
+  const fieldPath = stringOf(recordOf(r['fieldRef'])?.['fieldPath']);
+  if (fieldPath !== undefined) return { fieldRef: { fieldPath } };
+  return undefined;
+}
+
+function cleanAbsolute(p: string): boolean {
+  return p.startsWith('/') && !p.includes('\0') && path.posix.normalize(p) === p && (p === '/' || !p.endsWith('/'));
+}
+
+function cleanRelative(p: string): boolean {
+  return !p.startsWith('/') && !p.includes('\0') && p.split('/').every((c) => c !== '..' && c !== '') && path.posix.normalize(p) === p;
+}
+
+const DEFAULT_MODE = 0o644;
+
+/** spec.volumes: unique DNS-label names, one source each, hostPath only under the allow-list. */
+function readVolumes(list: readonly unknown[], problem: Report): DesiredVolume[] {
+  const out: DesiredVolume[] = [];
+  const names = new Set<string>();
+  for (const [i, raw] of list.entries()) {
+    const v = recordOf(raw) ?? {};
+    const at = (...rest: FieldPath): FieldPath => ['spec', 'volumes', i, ...rest];
+    const name = stringOf(v['name']);
+    if (name === undefined) continue;
+    if (!DNS_LABEL.test(name)) problem(at('name'), `${JSON.stringify(name)} is not a DNS label`);
+    if (names.has(name)) problem(at('name'), `volume name ${JSON.stringify(name)} is used twice in this pod`);
+    names.add(name);
+    const items = (x: unknown, where: FieldPath): { key: string; path: string; mode?: number }[] | undefined => {
+      if (!Array.isArray(x)) return undefined;
+      return (x as unknown[]).flatMap((it, j) => {
+        const r = recordOf(it) ?? {};
+        const key = stringOf(r['key']);
+        const p = stringOf(r['path']);
+        if (key === undefined || p === undefined) return [];
+        if (!cleanRelative(p) || p.split('/').some((c) => c.startsWith('..'))) problem([...where, j, 'path'], `${JSON.stringify(p)} must be a relative path without .. components`);
+        const mode = integerOf(r['mode']);
+        return [{ key, path: p, ...(mode !== undefined ? { mode } : {}) }];
+      });
+    };
+    const empty = recordOf(v['emptyDir']);
+    const host = recordOf(v['hostPath']);
+    const cm = recordOf(v['configMap']);
+    const sec = recordOf(v['secret']);
+    if (empty !== undefined) {
+      const limit = quantityOf(empty['sizeLimit']);
+      const bytes = limit === undefined ? undefined : parseMemory(limit);
+      if (limit !== undefined && bytes === undefined) problem(at('emptyDir', 'sizeLimit'), `${JSON.stringify(limit)} is not a size quantity`);
+      out.push({ name, emptyDir: { medium: empty['medium'] === 'Memory' ? 'Memory' : '', ...(bytes !== undefined ? { sizeLimitBytes: bytes } : {}) } });
+    } else if (host !== undefined) {
+      const p = stringOf(host['path']) ?? '';
+      if (!cleanAbsolute(p)) problem(at('hostPath', 'path'), `${JSON.stringify(p)} must be a clean absolute path`);
+      else if (!hostPathAllowed(p)) {
+        problem(
+          at('hostPath', 'path'),
+          hostPathAllowList().length === 0
+            ? `hostPath ${p} is not allowed: no host path is allowed unless the operator allows a prefix (--allow-host-path PREFIX)`
+            : `hostPath ${p} is outside the allowed host paths (${hostPathAllowList().join(', ')})`,
+        );
+      }
+      out.push({ name, hostPath: { path: p, type: stringOf(host['type']) ?? '' } });
+    } else if (cm !== undefined) {
+      const it = items(cm['items'], at('configMap', 'items'));
+      out.push({ name, configMap: { name: stringOf(cm['name']) ?? '', ...(it !== undefined ? { items: it } : {}), defaultMode: integerOf(cm['defaultMode']) ?? DEFAULT_MODE, optional: cm['optional'] === true } });
+    } else if (sec !== undefined) {
+      const it = items(sec['items'], at('secret', 'items'));
+      out.push({ name, secret: { secretName: stringOf(sec['secretName']) ?? '', ...(it !== undefined ? { items: it } : {}), defaultMode: integerOf(sec['defaultMode']) ?? DEFAULT_MODE, optional: sec['optional'] === true } });
+    } else if (v['persistentVolumeClaim'] === undefined) {
+      problem(at(), `volume ${name} needs one of emptyDir, hostPath, configMap, secret`);
+    }
+  }
+  return out;
+}
+
+const CONFIG_KEY = /^[-._a-zA-Z0-9]+$/;
+/** Kubernetes' limit on one ConfigMap's or Secret's data. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/** v1 ConfigMap/Secret: keys checked, every value turned into base64 of its bytes (stringData wins over data). */
+function toDesiredConfig(kind: 'ConfigMap' | 'Secret', o: Record<string, unknown>, file: string, line: number, problem: Report): DesiredConfig {
+  const { name, namespace } = checkNames(readMeta(o['metadata']), problem);
+  const data: Record<string, string> = {};
+  let total = 0;
+  const put = (field: string, key: string, b64: string): void => {
+    if (!CONFIG_KEY.test(key) || key === '.' || key === '..' || key.startsWith('..')) {
+      problem([field, key], `key ${JSON.stringify(key)} must be made of a-z, A-Z, 0-9, '-', '_' and '.', and not start with '..'`, true);
+    }
+    if (field !== 'stringData' && Object.hasOwn(data, key) && kind === 'ConfigMap') problem([field, key], `key ${JSON.stringify(key)} is in both data and binaryData`, true);
+    total += Math.floor((b64.length * 3) / 4);
+    data[key] = b64;
+  };
+  const strings = (field: string): void => {
+    for (const [k, v] of Object.entries(stringMapOf(o[field]))) put(field, k, Buffer.from(v, 'utf8').toString('base64'));
+  };
+  const base64s = (field: string): void => {
+    for (const [k, v] of Object.entries(stringMapOf(o[field]))) {
+      if (Buffer.from(v, 'base64').toString('base64') !== v.replace(/\s/g, '')) problem([field, k], 'is not valid base64');
+      put(field, k, v);
+    }
+  };
+  if (kind === 'ConfigMap') {
+    strings('data');
+    base64s('binaryData');
+  } else {
+    base64s('data');
+    strings('stringData');
+  }
+  if (total > MAX_CONFIG_BYTES) problem([], `${kind} ${namespace}/${name} holds ${total} bytes; at most ${MAX_CONFIG_BYTES} (as Kubernetes)`);
+  const type = stringOf(o['type']);
+  const lower = kind === 'ConfigMap' ? 'configmap' : 'secret';
+  return { key: `${lower}/${namespace}/${name}`, kind, namespace, name, ...(type !== undefined ? { type } : {}), data, source: file, line };
 }
 
 function toDesiredImage(o: ImageShape, file: string, line: number, problem: Report): DesiredImage {

@@ -177,6 +177,9 @@ export function changedFields(before: Record<string, unknown> | undefined, after
   if (before === undefined) return [];
   const keys = new Set([...Object.keys(before), ...Object.keys(after)]);
   keys.delete('specHash');
+  // Resolution bookkeeping: the resolved `env` carries the change (masked for Secrets).
+  keys.delete('envWritten');
+  keys.delete('configError');
   const out: FieldChange[] = [];
   for (const k of [...keys].sort()) {
     if (JSON.stringify(before[k]) === JSON.stringify(after[k])) continue;
@@ -187,13 +190,18 @@ export function changedFields(before: Record<string, unknown> | undefined, after
 }
 
 function envChanges(before: unknown, after: unknown): FieldChange[] {
-  const asMap = (v: unknown): Map<string, unknown> =>
-    new Map((Array.isArray(v) ? (v as { name: string; value?: unknown }[]) : []).map((e) => [e.name, e.value]));
+  type Var = { name: string; value?: unknown; secret?: boolean };
+  const asMap = (v: unknown): Map<string, Var> => new Map((Array.isArray(v) ? (v as Var[]) : []).map((e) => [e.name, e]));
   const a = asMap(before);
   const b = asMap(after);
   const out: FieldChange[] = [];
   for (const name of [...new Set([...a.keys(), ...b.keys()])].sort()) {
-    if (JSON.stringify(a.get(name)) !== JSON.stringify(b.get(name))) out.push(change('env', a.get(name), b.get(name), name));
+    const x = a.get(name);
+    const y = b.get(name);
+    if (JSON.stringify(x?.value) === JSON.stringify(y?.value)) continue;
+    // A value from a Secret on either side is never printed: shown as changed, masked.
+    const masked = x?.secret === true || y?.secret === true;
+    out.push({ ...change('env', x?.value, y?.value, name), ...(masked ? { masked: true } : {}) });
   }
   return out;
 }
@@ -263,6 +271,11 @@ export function plan(input: PlanInput): Plan {
     const observedContainers = fresh ? [] : allObserved;
     const restarts = new Map((obs?.restarts ?? []).map((r) => [r.name, r]));
     for (const c of pod.containers) {
+      if (c.configError !== undefined) {
+        // The kubelet's CreateContainerConfigError: nothing is started or replaced for it; what runs stays.
+        blocked.push({ key: `${pod.key}/${c.name}`, reason: `CreateContainerConfigError: ${c.configError}` });
+        continue;
+      }
       const mine = observedContainers.filter((o) => o.name === c.name);
       const current = mine.find((o) => o.specHash === c.specHash) ?? mine[mine.length - 1];
       const r = restarts.get(c.name);

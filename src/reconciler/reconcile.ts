@@ -1,7 +1,8 @@
+import * as os from 'node:os';
 import { BerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import type { ObservedPod, RestartRecord, Runtime } from '../runtime/index.js';
-import type { DesiredPod } from './desired.js';
+import type { ObservedPod, PodVolume, RestartRecord, Runtime } from '../runtime/index.js';
+import type { DesiredContainer, DesiredPod } from './desired.js';
 import { plan, type ImageView, type ObservedPodView, type Plan, type PruneScope, type Step } from './plan.js';
 
 /**
@@ -154,9 +155,11 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
         ...(c.workingDir !== undefined ? { workingDir: c.workingDir } : {}),
         ...(c.memoryBytes !== undefined ? { memoryBytes: c.memoryBytes } : {}),
         ...(c.cpuMillis !== undefined ? { cpuMillis: c.cpuMillis } : {}),
-        env: c.env,
+        env: runtimeEnv(rt, step.pod, c),
         pod: { hostNetwork: step.pod.hostNetwork, shareProcessNamespace: step.pod.sandbox?.shareProcessNamespace ?? false },
+        ...(step.pod.volumes !== undefined ? { volumes: { pod: podVolumes(step.pod), mounts: (c.volumeMounts ?? []).map((m) => ({ volume: m.name, mountPath: m.mountPath, readOnly: m.readOnly, ...(m.subPath !== undefined ? { subPath: m.subPath } : {}) })) } } : {}),
       };
+      if (step.pod.volumes !== undefined) await rt.syncVolumes(step.pod.key, podVolumes(step.pod));
       // A new spec that cannot be generated must not cost the running container its life.
       rt.checkRunSpec(image, run);
       // The old container stops while the new one is prepared; the new one starts after it is gone.
@@ -219,6 +222,25 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
       return;
     }
   }
+}
+
+/** The pod's volumes as the runtime makes them, with the projected files resolution found. */
+export function podVolumes(pod: DesiredPod): PodVolume[] {
+  return (pod.volumes ?? []).map((v): PodVolume => {
+    if ('emptyDir' in v) return { name: v.name, kind: 'emptyDir', medium: v.emptyDir.medium, ...(v.emptyDir.sizeLimitBytes !== undefined ? { sizeLimitBytes: v.emptyDir.sizeLimitBytes } : {}) };
+    if ('hostPath' in v) return { name: v.name, kind: 'hostPath', path: v.hostPath.path, type: v.hostPath.type };
+    const p = pod.projections?.find((x) => x.volume === v.name);
+    return { name: v.name, kind: 'projected', secret: 'secret' in v, files: p?.files ?? [], hash: p?.hash ?? '' };
+  });
+}
+
+/** The container's env with the downward-API fields only the host knows filled in (status.podIP…). */
+function runtimeEnv(rt: Runtime, pod: DesiredPod, c: DesiredContainer): { name: string; value: string }[] {
+  if (!c.env.some((e) => e.from !== undefined)) return c.env.map((e) => ({ name: e.name, value: e.value }));
+  const hostIP = Object.values(os.networkInterfaces()).flat().find((a) => a !== undefined && a.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1';
+  const podIP = pod.hostNetwork ? hostIP : (rt.podIP(pod.key) ?? '');
+  const fields: Record<string, string> = { 'status.podIP': podIP, 'status.podIPs': podIP, 'status.hostIP': hostIP, 'status.hostIPs': hostIP, 'spec.nodeName': os.hostname() };
+  return c.env.map((e) => ({ name: e.name, value: e.from !== undefined ? (fields[e.from] ?? '') : e.value }));
 }
 
 export function recordPod(rt: Runtime, pod: DesiredPod): void {

@@ -6,6 +6,7 @@ import { mkdirp } from '../lib/fsx.js';
 import { LockFile } from '../lib/lock.js';
 import { isSameProcess, startTime } from '../lib/proc.js';
 import type { Logger } from '../lib/log.js';
+import type { StepWait } from '../lib/progress.js';
 import { ContentStore } from './content/index.js';
 import { ImageService, type LocalImage } from './images/index.js';
 import { RegistryClient } from './registry/index.js';
@@ -14,6 +15,7 @@ import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecor
 import { generateSpec, stopSignal, type ContainerRunSpec, type SandboxRef } from './tasks/spec.js';
 import { CniNetwork, DEFAULT_BRIDGE, DEFAULT_PLUGIN_DIR, DEFAULT_SUBNET } from './network/index.js';
 import { SandboxManager, type SandboxSpec, type SandboxView } from './pods/index.js';
+import { VolumeManager, type MountRequest, type PodVolume } from './volumes/index.js';
 import { parseImageConfig, type ImageConfig } from './images/documents.js';
 import { TaskDriver, type TaskStatus } from './tasks/index.js';
 import type { Finding } from './check/index.js';
@@ -25,6 +27,7 @@ export { parseReference } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
 export type { SandboxSpec, SandboxView, DnsSpec } from './pods/index.js';
 export type { PortMapping } from './network/index.js';
+export type { PodVolume, MountRequest } from './volumes/index.js';
 export { checkWorkingDir } from './tasks/spec.js';
 export { criDecoder } from '../lib/crilog.js';
 export { checkHost, type Finding } from './check/index.js';
@@ -81,13 +84,18 @@ export interface RunContainerOptions {
 }
 
 /** What the reconciler says about a container to run: the spec without id, rootfs and sandbox paths. */
-export type RunSpec = Omit<ContainerRunSpec, 'id' | 'rootfs' | 'sandbox'> & { pod: PodNetworking };
+export type RunSpec = Omit<ContainerRunSpec, 'id' | 'rootfs' | 'sandbox' | 'mounts'> & {
+  pod: PodNetworking;
+  /** The pod's volumes (made present by syncVolumes) and what this container mounts of them. */
+  volumes?: { pod: PodVolume[]; mounts: MountRequest[] };
+};
 
 export class Runtime {
   private readonly images: ImageService;
   private readonly lock: LockFile;
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
   private readonly sandboxes: SandboxManager;
+  private readonly volumes: VolumeManager;
 
   private constructor(
     private readonly cfg: RuntimeConfig,
@@ -106,6 +114,7 @@ export class Runtime {
       dataDir: path.join(cfg.root, 'cni', 'networks'),
     });
     this.sandboxes = new SandboxManager(cfg.root, state, tasks, net, cfg.log);
+    this.volumes = new VolumeManager(cfg.root, cfg.log);
   }
 
   /** Creates the roots (0700, rule R5), opens SQLite, prepares stores. */
@@ -220,6 +229,22 @@ export class Runtime {
 
   pullImage(ref: string, signal?: AbortSignal, platform?: { os: string; architecture: string; variant?: string }): Promise<LocalImage> {
     return this.images.pull(ref, { ...(signal !== undefined ? { signal } : {}), ...(platform !== undefined ? { platform } : {}) });
+  }
+
+  /**
+   * Waits inside steps as they happen, for live progress: a stop waiting out its grace period
+   * (container `namespace/pod/name`), a pull's layers with their bytes written.
+   */
+  onProgress(fn: (w: StepWait) => void): () => void {
+    const offPull = this.images.onPullProgress((p) => fn({ kind: 'pull', ...p }));
+    const offGrace = this.tasks.onGraceWait(({ id, ...g }) => {
+      const c = parseContainerId(id);
+      if (c !== undefined) fn({ kind: 'grace', container: `${c.podKey}/${c.name}`, ...g });
+    });
+    return () => {
+      offPull();
+      offGrace();
+    };
   }
 
   resolveImage(ref: string, signal?: AbortSignal): Promise<Digest> {
@@ -395,8 +420,9 @@ export class Runtime {
     this.state.upsertPod(p);
   }
 
-  /** Deletes the pod row and its logs; its containers must be removed first. */
+  /** Deletes the pod row, its logs and volumes (emptyDir, projections; never a hostPath); its containers must be removed first. */
   async forgetPod(key: string): Promise<void> {
+    await this.volumes.remove(key);
     this.state.deletePod(key);
     await fsp.rm(path.join(this.cfg.root, 'logs', key.replace('/', '_')), { recursive: true, force: true });
   }
@@ -407,7 +433,8 @@ export class Runtime {
    */
   checkRunSpec(image: LocalImage, run: RunContainerOptions['run']): void {
     const sandbox: SandboxRef = run.pod.hostNetwork ? { kind: 'host', files: [] } : { kind: 'pod', netns: '/', ipc: '/', uts: '/', files: [] };
-    generateSpec(image.config, { ...run, id: 'check', rootfs: '/', sandbox });
+    const { volumes: _v, ...rest } = run;
+    generateSpec(image.config, { ...rest, id: 'check', rootfs: '/', sandbox });
   }
 
   /** The namespaces and files a container of the pod gets (host ones with hostNetwork). */
@@ -417,6 +444,23 @@ export class Runtime {
       return { kind: 'host', files: ['/etc/hosts', '/etc/resolv.conf'].filter((f) => existsSync(f)).map((f) => ({ destination: f, source: f })) };
     }
     return this.sandboxes.ref(podKey, pod.shareProcessNamespace);
+  }
+
+  /** Makes the pod's volumes present and its configMap/secret projections current (no restart). */
+  async syncVolumes(podKey: string, volumes: readonly PodVolume[]): Promise<void> {
+    await this.volumes.sync(podKey, volumes);
+  }
+
+  // configs --------------------------------------------------------------------
+
+  /** ConfigMaps and Secrets recorded by earlier applies, as JSON objects (the reconciler's DesiredConfig). */
+  listConfigs(): { key: string; source: string; object: string }[] {
+    return this.state.listConfigs();
+  }
+
+  updateConfigs(put: readonly { key: string; source: string; object: string }[], remove: readonly string[]): void {
+    if (put.length === 0 && remove.length === 0) return;
+    this.state.updateConfigs(put, remove);
   }
 
   // sandboxes ------------------------------------------------------------------
@@ -429,6 +473,12 @@ export class Runtime {
     const r = await this.sandboxes.create(spec, shareProcessNamespace);
     this.addEvent(`pod/${spec.podKey}`, 'SandboxReady', `sandbox ${r.id} ready, IP ${r.ip ?? '?'}`);
     return { ip: r.ip };
+  }
+
+  /** The pod's IP on berth's bridge, when its sandbox is ready. */
+  podIP(podKey: string): string | null {
+    const v = this.sandboxes.view(podKey);
+    return v?.ready === true ? v.ip : null;
   }
 
   /** Tears down the pod's sandbox if it has one (CNI DEL, netns, infra container). Idempotent. */
@@ -470,9 +520,11 @@ export class Runtime {
     try {
       await mkdirp(bundle);
       await this.snapshots.mountRootfs(id, o.image.chainIds, rootfs);
-      const { pod, ...run } = o.run;
+      const { pod, volumes, ...run } = o.run;
+      const mounts = volumes === undefined ? [] : await this.volumes.mounts(o.podKey, volumes.pod, volumes.mounts);
       const spec = generateSpec(o.image.config, {
         ...run,
+        mounts,
         sandbox: this.sandboxRef(o.podKey, pod),
         id,
         rootfs,

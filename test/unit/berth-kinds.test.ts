@@ -134,13 +134,13 @@ test('berth kinds: a Container is the one-container Pod it abbreviates, with the
 
 test('berth kinds: Container fields are checked where they are written, pod-level and container-level alike', () => {
   const allowed =
-    'allowed: name, image, imagePullPolicy, command, args, workingDir, env, ports, resources, stdin, tty, restartPolicy, hostNetwork, terminationGracePeriodSeconds';
+    'allowed: name, image, imagePullPolicy, command, args, workingDir, env, envFrom, ports, resources, stdin, tty, restartPolicy, hostNetwork, terminationGracePeriodSeconds';
   assert.deepEqual(problemsOf(CONTAINER.replace('  restartPolicy', '  restartPolcy')), [`/m/x.yaml:10:3: spec.restartPolcy: unknown field "restartPolcy"; did you mean "restartPolicy"? (${allowed})`]);
   assert.deepEqual(problemsOf(CONTAINER.replace('  command', '  comand')), [`/m/x.yaml:9:3: spec.comand: unknown field "comand"; did you mean "command"? (${allowed})`]);
   // A Pod-only field is not a Container field.
   assert.match(problemsOf(CONTAINER.replace('  hostNetwork', '  containers: []\n  hostNetwork'))[0] ?? '', /:11:3: spec\.containers: unknown field/);
   assert.deepEqual(problemsOf(CONTAINER.replace('  command', '  env: [{name: A, valu: b}]\n  command')), [
-    '/m/x.yaml:9:19: spec.env[0].valu: unknown field "valu"; did you mean "value"? (allowed: name, value)',
+    '/m/x.yaml:9:19: spec.env[0].valu: unknown field "valu"; did you mean "value"? (allowed: name, value, valueFrom)',
   ]);
   assert.match(problemsOf(CONTAINER.replace('    app: web', '    app: web\n  creationTimestamp: null'))[0] ?? '', /:7:3: metadata\.creationTimestamp: unknown field .*allowed: name, namespace, labels, annotations\)/);
   assert.deepEqual(problemsOf(CONTAINER.replace('  image', '  name: Bad_\n  image')), ['/m/x.yaml:8:9: spec.name: "Bad_" is not a DNS label']);
@@ -193,12 +193,12 @@ test('berth kinds: delete -f finds Containers as well as Pods, not Images', asyn
   assert.deepEqual(r.keys.map((k) => k.key), ['default/p', 'default/c']);
 });
 
-test('berth kinds: container.json lists exactly the container fields of pod.json plus the three pod-level ones', () => {
+test('berth kinds: container.json lists exactly the container fields of pod.json (volumeMounts aside: a Container has no volumes) plus the three pod-level ones', () => {
   const read = (f: string): Record<string, unknown> => JSON.parse(readFileSync(path.join(REPO, 'schemas', f), 'utf8')) as Record<string, unknown>;
   type Obj = { properties: Record<string, { $ref?: string }> };
   const pod = read('pod.json') as { $defs: { container: Obj } };
   const ctr = read('container.json') as { $defs: { spec: Obj } };
-  const want = [...Object.keys(pod.$defs.container.properties), 'restartPolicy', 'hostNetwork', 'terminationGracePeriodSeconds'];
+  const want = [...Object.keys(pod.$defs.container.properties).filter((k) => k !== 'volumeMounts'), 'restartPolicy', 'hostNetwork', 'terminationGracePeriodSeconds'];
   assert.deepEqual(Object.keys(ctr.$defs.spec.properties), want);
   // Each is a reference into pod.json, so a field means the same in both kinds.
   for (const [k, v] of Object.entries(ctr.$defs.spec.properties)) assert.match(v.$ref ?? '', /^pod\.json#\/\$defs\/(container|podSpec)\/properties\//, k);

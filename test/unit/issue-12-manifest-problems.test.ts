@@ -23,9 +23,9 @@ spec:
       command: ["httpd", "-f"]
 `;
 
-const SPEC_FIELDS = 'containers, restartPolicy, hostNetwork, hostname, subdomain, dnsPolicy, dnsConfig, shareProcessNamespace, terminationGracePeriodSeconds';
-const CONTAINER_FIELDS = 'name, image, imagePullPolicy, command, args, workingDir, env, ports, resources, stdin, tty';
-const READS = 'berth reads: Pod (apiVersion: v1), Container and Image (apiVersion: berth.dev/v1)';
+const SPEC_FIELDS = 'containers, volumes, restartPolicy, hostNetwork, hostname, subdomain, dnsPolicy, dnsConfig, shareProcessNamespace, terminationGracePeriodSeconds';
+const CONTAINER_FIELDS = 'name, image, imagePullPolicy, command, args, workingDir, env, envFrom, ports, resources, volumeMounts, stdin, tty';
+const READS = 'berth reads: Pod, ConfigMap and Secret (apiVersion: v1), Container and Image (apiVersion: berth.dev/v1)';
 
 function problemsOf(text: string): string[] {
   return parseManifestText(text, '/m/x.yaml').problems.map(formatProblem);
@@ -58,8 +58,8 @@ test('issue 12: a misspelt field is named once, with did-you-mean, and explains 
     `/m/x.yaml:6:3: spec.hostnetwork: unknown field "hostnetwork"; did you mean "hostNetwork"? (allowed: ${SPEC_FIELDS})`,
   ]);
   // Nothing near: the allowed fields, without a guess.
-  assert.deepEqual(problemsOf(POD.replace('  hostNetwork: true\n', '  hostNetwork: true\n  volumes: []\n')), [
-    `/m/x.yaml:7:3: spec.volumes: unknown field "volumes" (not in the subset berth implements; allowed: ${SPEC_FIELDS})`,
+  assert.deepEqual(problemsOf(POD.replace('  hostNetwork: true\n', '  hostNetwork: true\n  affinity: {}\n')), [
+    `/m/x.yaml:7:3: spec.affinity: unknown field "affinity" (not in the subset berth implements; allowed: ${SPEC_FIELDS})`,
   ]);
   // A missing spec is one problem, not also a missing hostNetwork.
   assert.deepEqual(problemsOf('apiVersion: v1\nkind: Pod\nmetadata: {name: web}\n'), ['/m/x.yaml:1:1: missing required field "spec"']);
@@ -87,7 +87,7 @@ test('issue 12: a wrong type, a bad enum, a negative grace period and a key too 
 test('issue 12: a missing or misspelt apiVersion or kind is named, and never as undefined', () => {
   const body = POD.split('\n').slice(2).join('\n');
   assert.deepEqual(problemsOf(`kind: Pod\n${body}`), ['/m/x.yaml:1:1: apiVersion is missing; a Pod needs apiVersion: v1']);
-  assert.deepEqual(problemsOf(`apiVersion: v1\n${body}`), ['/m/x.yaml:1:1: kind is missing; apiVersion v1 has kind Pod']);
+  assert.deepEqual(problemsOf(`apiVersion: v1\n${body}`), ['/m/x.yaml:1:1: kind is missing; apiVersion v1 has kinds Pod, ConfigMap and Secret']);
   assert.deepEqual(problemsOf(`apiVersion: berth.dev/v1\n${body}`), ['/m/x.yaml:1:1: kind is missing; apiVersion berth.dev/v1 has kinds Container and Image']);
   assert.deepEqual(problemsOf(body), [`/m/x.yaml:1:1: apiVersion and kind are missing (${READS})`]);
   assert.deepEqual(problemsOf('kind: Image\nmetadata: {name: demo}\nspec: {ref: busybox}\n'), ['/m/x.yaml:1:1: apiVersion is missing; an Image needs apiVersion: berth.dev/v1']);
@@ -97,8 +97,9 @@ test('issue 12: a missing or misspelt apiVersion or kind is named, and never as 
   assert.deepEqual(problemsOf(POD.replace('apiVersion: v1', 'apiVersion: apps/v1')), ['/m/x.yaml:1:13: apiVersion: apiVersion "apps/v1" is not the one for this kind: a Pod needs apiVersion: v1']);
   assert.deepEqual(problemsOf(POD.replace('kind: Pod', 'kind: [Pod]')), ['/m/x.yaml:2:7: kind: must be a string such as Pod, not a list']);
   assert.deepEqual(problemsOf(POD.replace('apiVersion: v1', 'apiVersion: 1')), ['/m/x.yaml:1:13: apiVersion: must be a string; a Pod needs apiVersion: v1']);
-  assert.deepEqual(problemsOf('kind: ConfigMap\nmetadata: {name: x}\n'), [
-    '/m/x.yaml:1:7: kind: unsupported object ConfigMap: this berth implements v1/Pod, berth.dev/v1/Container and berth.dev/v1/Image (ConfigMap and Secret are planned)',
+  assert.deepEqual(problemsOf('kind: ConfigMap\nmetadata: {name: x}\n'), ['/m/x.yaml:1:1: apiVersion is missing; a ConfigMap needs apiVersion: v1']);
+  assert.deepEqual(problemsOf('apiVersion: v1\nkind: Service\nmetadata: {name: x}\n'), [
+    '/m/x.yaml:2:7: kind: unsupported object v1/Service: this berth implements v1/Pod, berth.dev/v1/Container, berth.dev/v1/Image, v1/ConfigMap and v1/Secret',
   ]);
   // The rest of the document is still checked, as the kind it was meant to be.
   assert.deepEqual(problemsOf(`kind: Pdo\n${body.replace('command:', 'comand:')}`), [

@@ -242,6 +242,13 @@ const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   ) STRICT;
   `,
+  `
+  CREATE TABLE configs (
+    key TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    object TEXT NOT NULL
+  ) STRICT;
+  `,
 ];
 
 const EVENTS_KEPT = 10_000;
@@ -606,6 +613,23 @@ export class StateStore {
         : this.db.prepare('SELECT * FROM containers WHERE pod_key = ? ORDER BY name, created_at').all(podKey)
     ) as ContainerRow[];
     return rows.map(containerFromRow);
+  }
+
+  // configs (ConfigMaps and Secrets as applied) -------------------------------
+
+  /** The applied ConfigMaps and Secrets, as the JSON the reconciler recorded (key, source, object). */
+  listConfigs(): { key: string; source: string; object: string }[] {
+    return this.db.prepare('SELECT key, source, object FROM configs ORDER BY key').all() as { key: string; source: string; object: string }[];
+  }
+
+  /** Writes and deletes config rows in one transaction. */
+  updateConfigs(put: readonly { key: string; source: string; object: string }[], remove: readonly string[]): void {
+    this.transaction(() => {
+      const ins = this.db.prepare('INSERT INTO configs(key, source, object) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET source = excluded.source, object = excluded.object');
+      for (const c of put) ins.run(c.key, c.source, c.object);
+      const del = this.db.prepare('DELETE FROM configs WHERE key = ?');
+      for (const k of remove) del.run(k);
+    });
   }
 
   // sandboxes ----------------------------------------------------------------

@@ -26,6 +26,8 @@ export interface ContainerRunSpec {
   cpuMillis?: number;
   pidsLimit?: number;
   annotations?: Record<string, string>;
+  /** Pod volumes bind-mounted into the container (sources already resolved and confined). */
+  mounts?: readonly { destination: string; source: string; readOnly: boolean }[];
 }
 
 /**
@@ -196,6 +198,9 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<st
   ];
   for (const f of sb.files) {
     mounts.push({ destination: f.destination, type: 'bind', source: f.source, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] });
+  }
+  for (const m of c.mounts ?? []) {
+    mounts.push({ destination: m.destination, type: 'bind', source: m.source, options: ['rbind', 'rprivate', m.readOnly ? 'ro' : 'rw', 'nosuid', 'nodev'] });
   }
 
   const resources: Record<string, unknown> = {

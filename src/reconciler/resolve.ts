@@ -1,0 +1,157 @@
+import { createHash } from 'node:crypto';
+import { canonicalJson, type DesiredConfig, type DesiredContainer, type DesiredPod, type Projection } from './desired.js';
+
+/**
+ * References from pods to ConfigMaps and Secrets, resolved the way the kubelet resolves them
+ * when it starts a container: `env[].valueFrom` (configMapKeyRef, secretKeyRef, metadata
+ * fieldRefs), `envFrom` (configMapRef, secretRef, with prefix; env wins over envFrom), and
+ * configMap/secret volumes projected to files. Pure: the caller hands in every config it
+ * knows (the manifests loaded now, over the ones recorded by earlier applies).
+ *
+ * Hashes: a container's specHash covers its resolved env, so a ConfigMap value one container
+ * reads through env restarts that container only; projected files are not in any hash (a
+ * volume is updated in place, as the kubelet's atomic writer does) but their digest is in the
+ * pod (`projections`), so the pod is run again when they change. A missing object or key that
+ * is not optional is the kubelet's CreateContainerConfigError: `configError` on the container,
+ * which the planner reports instead of starting it.
+ */
+
+export function configKey(kind: 'ConfigMap' | 'Secret', namespace: string, name: string): string {
+  return `${kind === 'ConfigMap' ? 'configmap' : 'secret'}/${namespace}/${name}`;
+}
+
+/** What a pod's containers see of the host at start (fieldRefs that are not the pod's own metadata). */
+export const RUNTIME_FIELDS = new Set(['status.podIP', 'status.podIPs', 'status.hostIP', 'status.hostIPs', 'spec.nodeName']);
+
+/** Recorded configs (earlier applies) overlaid by the ones loaded now. */
+export function mergeConfigs(recorded: readonly DesiredConfig[], loaded: readonly DesiredConfig[]): DesiredConfig[] {
+  const m = new Map(recorded.map((c) => [c.key, c]));
+  for (const c of loaded) m.set(c.key, c);
+  return [...m.values()];
+}
+
+export function resolvePods(pods: readonly DesiredPod[], configs: readonly DesiredConfig[]): DesiredPod[] {
+  const byKey = new Map(configs.map((c) => [c.key, c]));
+  return pods.map((p) => resolvePod(p, byKey));
+}
+
+function needsResolution(p: DesiredPod): boolean {
+  return (p.volumes?.some((v) => 'configMap' in v || 'secret' in v) ?? false) || p.containers.some((c) => c.envRefs !== undefined || c.envFrom !== undefined);
+}
+
+function resolvePod(pod: DesiredPod, configs: ReadonlyMap<string, DesiredConfig>): DesiredPod {
+  if (!needsResolution(pod)) return pod;
+  const find = (kind: 'ConfigMap' | 'Secret', name: string): DesiredConfig | undefined => configs.get(configKey(kind, pod.namespace, name));
+  const containers = pod.containers.map((c) => resolveContainer(pod, c, find));
+  const projections: Projection[] = [];
+  const volumeErrors: string[] = [];
+  for (const v of pod.volumes ?? []) {
+    const src = 'configMap' in v ? { kind: 'ConfigMap' as const, name: v.configMap.name, spec: v.configMap } : 'secret' in v ? { kind: 'Secret' as const, name: v.secret.secretName, spec: v.secret } : undefined;
+    if (src === undefined) continue;
+    const cfg = find(src.kind, src.name);
+    if (cfg === undefined) {
+      if (!src.spec.optional) volumeErrors.push(`volume ${v.name}: ${src.kind} ${pod.namespace}/${src.name} not found`);
+      projections.push(projection(v.name, src.kind === 'Secret', []));
+      continue;
+    }
+    const files: Projection['files'] = [];
+    if (src.spec.items !== undefined) {
+      for (const it of src.spec.items) {
+        const data = cfg.data[it.key];
+        if (data === undefined) {
+          if (!src.spec.optional) volumeErrors.push(`volume ${v.name}: ${src.kind} ${pod.namespace}/${src.name} has no key ${JSON.stringify(it.key)}`);
+          continue;
+        }
+        files.push({ path: it.path, data, mode: it.mode ?? src.spec.defaultMode });
+      }
+    } else {
+      for (const [k, data] of Object.entries(cfg.data).sort(([a], [b]) => (a < b ? -1 : 1))) files.push({ path: k, data, mode: src.spec.defaultMode });
+    }
+    projections.push(projection(v.name, src.kind === 'Secret', files));
+  }
+  // A container that mounts a volume whose source is missing cannot be configured either.
+  const withVolumeErrors = containers.map((c) => {
+    if (c.configError !== undefined || volumeErrors.length === 0) return c;
+    const mine = volumeErrors.filter((e) => c.volumeMounts?.some((m) => e.startsWith(`volume ${m.name}:`)) === true);
+    return mine.length > 0 ? { ...c, configError: mine.join('; ') } : c;
+  });
+  return { ...pod, containers: withVolumeErrors, ...(projections.length > 0 ? { projections } : {}) };
+}
+
+function projection(volume: string, secret: boolean, files: Projection['files']): Projection {
+  return { volume, secret, files, hash: sha256hex(canonicalJson(files)) };
+}
+
+function resolveContainer(pod: DesiredPod, c: DesiredContainer, find: (kind: 'ConfigMap' | 'Secret', name: string) => DesiredConfig | undefined): DesiredContainer {
+  if (c.envRefs === undefined && c.envFrom === undefined) return c;
+  const errors: string[] = [];
+  const order: string[] = [];
+  const values = new Map<string, DesiredContainer['env'][number]>();
+  const set = (e: DesiredContainer['env'][number]): void => {
+    if (!values.has(e.name)) order.push(e.name);
+    values.set(e.name, e);
+  };
+  const text = (b64: string): string => Buffer.from(b64, 'base64').toString('utf8');
+  for (const f of c.envFrom ?? []) {
+    const ref = f.configMapRef ?? f.secretRef;
+    if (ref === undefined) continue;
+    const kind = f.configMapRef !== undefined ? 'ConfigMap' : 'Secret';
+    const cfg = find(kind, ref.name);
+    if (cfg === undefined) {
+      if (!ref.optional) errors.push(`envFrom: ${kind} ${pod.namespace}/${ref.name} not found`);
+      continue;
+    }
+    for (const [k, v] of Object.entries(cfg.data).sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const name = `${f.prefix ?? ''}${k}`;
+      // As the kubelet: keys that are not valid variable names are skipped.
+      if (!/^[-._a-zA-Z][-._a-zA-Z0-9]*$/.test(name)) continue;
+      set(kind === 'Secret' ? { name, value: text(v), secret: true } : { name, value: text(v) });
+    }
+  }
+  const refs = new Map((c.envRefs ?? []).map((r) => [r.name, r.valueFrom]));
+  // From the env as written, so resolving a recorded (already resolved) pod again gives the same result.
+  for (const e of c.envWritten ?? c.env) {
+    const from = refs.get(e.name);
+    if (from === undefined) {
+      set({ name: e.name, value: e.value });
+      continue;
+    }
+    if ('fieldRef' in from) {
+      const fp = from.fieldRef.fieldPath;
+      const meta = metadataField(pod, fp);
+      set(meta !== undefined ? { name: e.name, value: meta } : { name: e.name, value: '', from: fp });
+      continue;
+    }
+    const kind = 'configMapKeyRef' in from ? 'ConfigMap' : 'Secret';
+    const ref = 'configMapKeyRef' in from ? from.configMapKeyRef : from.secretKeyRef;
+    const cfg = find(kind, ref.name);
+    const data = cfg?.data[ref.key];
+    if (data === undefined) {
+      if (!ref.optional) errors.push(`env ${e.name}: ${cfg === undefined ? `${kind} ${pod.namespace}/${ref.name} not found` : `${kind} ${pod.namespace}/${ref.name} has no key ${JSON.stringify(ref.key)}`}`);
+      continue;
+    }
+    set(kind === 'Secret' ? { name: e.name, value: text(data), secret: true } : { name: e.name, value: text(data) });
+  }
+  const env = order.map((n) => values.get(n)).filter((x): x is DesiredContainer['env'][number] => x !== undefined);
+  const out: DesiredContainer = { ...c, env };
+  if (errors.length > 0) out.configError = errors.join('; ');
+  // The hash covers the resolved values (a Secret's too: it never leaves the host), so a
+  // change restarts exactly the containers that read it.
+  out.specHash = sha256hex(canonicalJson({ ...out, specHash: undefined, configError: undefined, resolved: true, podHash: pod.podHash }));
+  return out;
+}
+
+/** metadata.* fieldRefs, known from the manifest; undefined for the ones the runtime fills in. */
+function metadataField(pod: DesiredPod, fp: string): string | undefined {
+  if (fp === 'metadata.name') return pod.name;
+  if (fp === 'metadata.namespace') return pod.namespace;
+  if (fp === 'metadata.uid') return sha256hex(pod.key).slice(0, 32).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5');
+  if (fp === 'spec.serviceAccountName') return 'default';
+  const m = /^metadata\.(labels|annotations)\['([^']+)'\]$/.exec(fp);
+  if (m !== null) return (m[1] === 'labels' ? pod.labels : pod.annotations)[m[2] ?? ''] ?? '';
+  return undefined;
+}
+
+function sha256hex(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}

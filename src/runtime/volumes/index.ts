@@ -1,0 +1,224 @@
+import { promises as fsp, constants as fsc } from 'node:fs';
+import * as path from 'node:path';
+import { BerthError, errnoCode, messageOf } from '../../lib/errors.js';
+import { runProcess } from '../../lib/exec.js';
+import { mkdirp } from '../../lib/fsx.js';
+import type { Logger } from '../../lib/log.js';
+import { isMountPoint } from '../snapshots/index.js';
+
+/**
+ * Pod volumes under `<root>/pods/<namespace>_<name>/volumes/<volume>`, living as long as the
+ * pod (container restarts keep them): emptyDir (a directory, or tmpfs with medium Memory),
+ * configMap and secret projections written the way the kubelet's atomic writer does — the
+ * files in a `..<hash>` directory, `..data` a symlink to it swapped with one rename, each
+ * top-level name a symlink through `..data` — so a reader never sees half an update and an
+ * edit reaches running containers without a restart; secrets sit on a tmpfs (never on disk).
+ * hostPath volumes are the host's path itself, checked against their `type`.
+ */
+
+export type PodVolume =
+  | { name: string; kind: 'emptyDir'; medium: '' | 'Memory'; sizeLimitBytes?: number }
+  | { name: string; kind: 'hostPath'; path: string; type: string }
+  | { name: string; kind: 'projected'; secret: boolean; files: { path: string; data: string; mode: number }[]; hash: string };
+
+export interface MountRequest {
+  volume: string;
+  mountPath: string;
+  readOnly: boolean;
+  subPath?: string;
+}
+
+export interface BindMount {
+  destination: string;
+  source: string;
+  readOnly: boolean;
+}
+
+/** tmpfs size for a secret volume: secrets are at most 1 MiB each (Kubernetes' limit). */
+const SECRET_TMPFS_BYTES = 4 * 1024 * 1024;
+
+export class VolumeManager {
+  constructor(
+    private readonly root: string,
+    private readonly log: Logger,
+    private readonly mountTimeoutMs = 10_000,
+  ) {}
+
+  podDir(podKey: string): string {
+    return path.join(this.root, 'pods', podKey.replace('/', '_'));
+  }
+
+  volumeDir(podKey: string, name: string): string {
+    return path.join(this.podDir(podKey), 'volumes', name);
+  }
+
+  /**
+   * Makes every volume of the pod present and current. Idempotent and cheap when nothing
+   * changed (a projection whose `..data` already names its hash is not rewritten).
+   */
+  async sync(podKey: string, volumes: readonly PodVolume[]): Promise<void> {
+    for (const v of volumes) {
+      if (v.kind === 'hostPath') {
+        await checkHostPath(v);
+        continue;
+      }
+      const dir = this.volumeDir(podKey, v.name);
+      await mkdirp(dir, 0o755);
+      if ((v.kind === 'emptyDir' && v.medium === 'Memory') || (v.kind === 'projected' && v.secret)) {
+        if (!(await isMountPoint(dir))) {
+          const size = v.kind === 'emptyDir' ? v.sizeLimitBytes : SECRET_TMPFS_BYTES;
+          await this.mount(['-t', 'tmpfs', '-o', `nosuid,nodev,mode=0755${size !== undefined ? `,size=${size}` : ''}`, 'tmpfs', dir], `mount tmpfs for volume ${v.name} of pod ${podKey}`);
+        }
+      }
+      if (v.kind === 'projected') await writeProjection(dir, v);
+    }
+  }
+
+  /** The bind mounts of one container: each volume (or its confined subPath) at its mountPath. */
+  async mounts(podKey: string, volumes: readonly PodVolume[], requests: readonly MountRequest[]): Promise<BindMount[]> {
+    const out: BindMount[] = [];
+    for (const r of requests) {
+      const v = volumes.find((x) => x.name === r.volume);
+      if (v === undefined) throw new BerthError('ERR_INVALID_MANIFEST', `mount ${r.mountPath}: pod ${podKey} has no volume ${r.volume}`);
+      const base = v.kind === 'hostPath' ? v.path : this.volumeDir(podKey, v.name);
+      const source = r.subPath === undefined ? base : await confinedSubPath(base, r.subPath, `volume ${v.name} of pod ${podKey}`);
+      // Projected volumes are read-only whatever the manifest says, as on Kubernetes.
+      out.push({ destination: r.mountPath, source, readOnly: r.readOnly || v.kind === 'projected' });
+    }
+    return out;
+  }
+
+  /** Unmounts the pod's tmpfs volumes and removes its volume directories (never a hostPath). */
+  async remove(podKey: string): Promise<void> {
+    const base = path.join(this.podDir(podKey), 'volumes');
+    for (const name of await fsp.readdir(base).catch(() => [] as string[])) {
+      const dir = path.join(base, name);
+      if (await isMountPoint(dir)) await this.mount([dir], `unmount volume ${name} of pod ${podKey}`, 'umount');
+    }
+    await fsp.rm(this.podDir(podKey), { recursive: true, force: true });
+  }
+
+  private async mount(args: string[], what: string, file: 'mount' | 'umount' = 'mount'): Promise<void> {
+    try {
+      await runProcess(file, args, { timeoutMs: this.mountTimeoutMs, what: `${what}: ${file}` });
+    } catch (err) {
+      if (err instanceof BerthError) throw err;
+      throw new BerthError('ERR_RUNTIME', `${what}: ${messageOf(err)}`, { cause: err });
+    }
+    this.log.debug({ args }, what);
+  }
+}
+
+/**
+ * The kubelet's atomic writer: the payload in a new `..<hash>` directory, then `..data`
+ * swapped to it by rename(2) of a fresh symlink, then top-level links, then the old
+ * directory removed. Paths are relative without `..` (checked at load).
+ */
+async function writeProjection(dir: string, v: Extract<PodVolume, { kind: 'projected' }>): Promise<void> {
+  const tsDir = `..${v.hash.slice(0, 16)}`;
+  const dataLink = path.join(dir, '..data');
+  const current = await fsp.readlink(dataLink).catch(() => undefined);
+  if (current === tsDir) return;
+  const target = path.join(dir, tsDir);
+  await fsp.rm(target, { recursive: true, force: true });
+  await fsp.mkdir(target, { mode: 0o755 });
+  for (const f of v.files) {
+    const file = path.join(target, f.path);
+    if (!file.startsWith(`${target}/`)) throw new BerthError('ERR_UNSAFE_CONTENT', `volume ${v.name}: item path ${JSON.stringify(f.path)} leaves the volume`);
+    await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
+    const fh = await fsp.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, f.mode & 0o777);
+    try {
+      await fh.writeFile(Buffer.from(f.data, 'base64'));
+      await fh.chmod(f.mode & 0o777);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+  const tmpLink = path.join(dir, '..data_tmp');
+  await fsp.rm(tmpLink, { force: true });
+  await fsp.symlink(tsDir, tmpLink);
+  await fsp.rename(tmpLink, dataLink);
+  const top = new Set(v.files.map((f) => f.path.split('/')[0] ?? ''));
+  for (const name of top) {
+    const link = path.join(dir, name);
+    const want = path.join('..data', name);
+    if ((await fsp.readlink(link).catch(() => undefined)) === want) continue;
+    await fsp.rm(link, { force: true, recursive: true });
+    await fsp.symlink(want, link);
+  }
+  for (const name of await fsp.readdir(dir)) {
+    if (name === '..data' || name === tsDir) continue;
+    if (name.startsWith('..') || !top.has(name)) await fsp.rm(path.join(dir, name), { recursive: true, force: true });
+  }
+}
+
+/**
+ * `subPath` inside a volume, refusing any path whose real location leaves the volume (a
+ * symlink planted by a container pointing at / or ../..: CVE-2017-1002101). A missing subPath
+ * is created as a directory, as the kubelet does. Returns the real path, which is what gets
+ * bind-mounted.
+ */
+async function confinedSubPath(base: string, sub: string, what: string): Promise<string> {
+  const realBase = await fsp.realpath(base);
+  let cur = realBase;
+  for (const comp of sub.split('/')) {
+    if (comp === '' || comp === '.' || comp === '..') throw new BerthError('ERR_UNSAFE_CONTENT', `${what}: subPath ${JSON.stringify(sub)} must be relative without .. components`);
+    const next = path.join(cur, comp);
+    let st;
+    try {
+      st = await fsp.lstat(next);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      await fsp.mkdir(next, { mode: 0o755 });
+      cur = next;
+      continue;
+    }
+    const real = st.isSymbolicLink() ? await fsp.realpath(next).catch(() => undefined) : next;
+    if (real === undefined || (real !== realBase && !real.startsWith(`${realBase}/`))) {
+      throw new BerthError('ERR_UNSAFE_CONTENT', `${what}: subPath ${JSON.stringify(sub)} leaves the volume (${comp} is a symlink to ${real ?? 'nowhere'})`);
+    }
+    cur = real;
+  }
+  return cur;
+}
+
+/** hostPath `type` checks (the kubelet's): *OrCreate makes it, the others must already be that kind. */
+async function checkHostPath(v: Extract<PodVolume, { kind: 'hostPath' }>): Promise<void> {
+  const st = await fsp.stat(v.path).catch((err: unknown) => {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  });
+  const fail = (why: string): never => {
+    throw new BerthError('ERR_PRECONDITION', `hostPath volume ${v.name}: ${v.path} ${why}`);
+  };
+  switch (v.type) {
+    case '':
+      return;
+    case 'DirectoryOrCreate':
+      if (st === undefined) await fsp.mkdir(v.path, { recursive: true, mode: 0o755 });
+      else if (!st.isDirectory()) fail('is not a directory');
+      return;
+    case 'FileOrCreate':
+      if (st === undefined) await (await fsp.open(v.path, 'a', 0o644)).close();
+      else if (!st.isFile()) fail('is not a file');
+      return;
+    case 'Directory':
+      if (st?.isDirectory() !== true) fail('is not an existing directory (type Directory)');
+      return;
+    case 'File':
+      if (st?.isFile() !== true) fail('is not an existing file (type File)');
+      return;
+    case 'Socket':
+      if (st?.isSocket() !== true) fail('is not a socket');
+      return;
+    case 'CharDevice':
+      if (st?.isCharacterDevice() !== true) fail('is not a character device');
+      return;
+    case 'BlockDevice':
+      if (st?.isBlockDevice() !== true) fail('is not a block device');
+      return;
+    default:
+      fail(`has an unknown type ${JSON.stringify(v.type)}`);
+  }
+}
