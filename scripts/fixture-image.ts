@@ -129,9 +129,9 @@ function busyboxApplets(): Promise<string[]> {
 /**
  * Builds the two-layer busybox image: layer 1 is the filesystem skeleton, busybox and one symlink per applet;
  * layer 2 is /etc/passwd, /etc/group and /var/www/index.html (`page`, default {@link DEFAULT_PAGE}).
- * Same host busybox + same page → same manifest digest.
+ * Same host busybox + same page → same manifest digest. `user`: the config's User (by name or id).
  */
-export async function buildBusyboxImage(opts: { page?: string } = {}): Promise<BuiltImage> {
+export async function buildBusyboxImage(opts: { page?: string; user?: string } = {}): Promise<BuiltImage> {
   const [busybox, applets] = await Promise.all([fsp.readFile(BUSYBOX), busyboxApplets()]);
 
   const base: FixtureEntry[] = [
@@ -162,6 +162,7 @@ export async function buildBusyboxImage(opts: { page?: string } = {}): Promise<B
         Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
         Cmd: ['sh'],
         WorkingDir: '/',
+        ...(opts.user !== undefined ? { User: opts.user } : {}),
       },
       rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
       history: [

@@ -9,6 +9,8 @@ packages=(
   docker-registry busybox-static umoci skopeo
   golang-github-opencontainers-specs-dev golang-github-opencontainers-image-spec-dev
   util-linux procps iproute2 ca-certificates curl
+  golang-github-containers-common  # /usr/share/containers/seccomp.json: the RuntimeDefault seccomp profile
+  gcc libc6-dev  # a static helper in the seccomp e2e test (node-gyp needs them for the addon too)
   systemd  # systemd-analyze verify of packaging/berth.service in the tests; works without systemd running
 )
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env node
-import { Argument, Command, Option } from 'commander';
+import type { Command } from 'commander';
 import * as path from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { BerthError, isBerthError, messageOf } from './lib/errors.js';
-import { createLogger, type Logger } from './lib/log.js';
-import { setHostPathAllowList } from './lib/policy.js';
-import { tableLines } from './lib/table.js';
-import { humanAge, parseDuration } from './lib/time.js';
-import { formatProblem, type ManifestProblem } from './reconciler/problem.js';
+import { answerFastRead } from './lib/fast-read.js';
+import type { Logger } from './lib/log.js';
+import { setHostPathAllowList, setPrivilegedAllowed } from './lib/policy.js';
+import { podQuery as podQueryOf, psOutput, statusOutput, table, type ReadOutput, type TextOutput } from './lib/pod-views.js';
+import { parseDuration } from './lib/time.js';
+import type { ManifestProblem } from './reconciler/problem.js';
 import type { Runtime } from './runtime/index.js';
 
 /**
@@ -23,6 +24,7 @@ interface GlobalOpts {
   podSubnet: string;
   bridge: string;
   allowHostPath: string[];
+  allowPrivileged?: boolean;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
@@ -31,6 +33,7 @@ interface Config {
   state: string;
   network: { subnet: string; bridge: string };
   allowHostPath: string[];
+  allowPrivileged: boolean;
   log: Logger;
 }
 
@@ -49,10 +52,18 @@ function version(): string {
   }
 }
 
+/**
+ * Loaded by the preAction hook, not imported: the ps/status fast path (lib/fast-read) runs
+ * before it and never needs them (each module in the static graph costs start-up time).
+ */
+let createLogger: typeof import('./lib/log.js').createLogger | undefined;
+let formatProblem: typeof import('./reconciler/problem.js').formatProblem | undefined;
+
 function config(cmd: Command): Config {
   const g = cmd.optsWithGlobals() as GlobalOpts;
   const allowHostPath = g.allowHostPath.map((p) => path.resolve(p));
   setHostPathAllowList(allowHostPath);
+  setPrivilegedAllowed(g.allowPrivileged === true);
   let log: Logger | undefined;
   // Made when first used: commands answered by the daemon never log.
   return {
@@ -60,7 +71,9 @@ function config(cmd: Command): Config {
     state: path.resolve(g.state),
     network: { subnet: g.podSubnet, bridge: g.bridge },
     allowHostPath,
+    allowPrivileged: g.allowPrivileged === true,
     get log(): Logger {
+      if (createLogger === undefined) throw new BerthError('ERR_INTERNAL', 'config: the logger is loaded by the preAction hook, which did not run');
       return (log ??= createLogger(g.logLevel));
     },
   };
@@ -114,6 +127,7 @@ async function manifestInput(filename: string): Promise<import('./reconciler/man
  * message`, one per line, in the order loadManifests sorted them (file, line, column).
  */
 function printProblems(problems: readonly ManifestProblem[]): void {
+  if (formatProblem === undefined) throw new BerthError('ERR_INTERNAL', 'print problems: the preAction hook did not run');
   for (const p of problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
 }
 
@@ -135,10 +149,6 @@ function failOnInvalid(invalid: import('./daemon/service.js').InvalidManifests |
   if (invalid === undefined || invalid.problems.length === 0) return;
   printProblems(invalid.problems);
   throw new BerthError('ERR_INVALID_MANIFEST', `${invalid.problems.length} problem(s) in ${invalid.badFiles} file(s); nothing was changed`);
-}
-
-function table(rows: string[][]): string {
-  return `${tableLines(rows, 3).join('\n')}\n`;
 }
 
 /**
@@ -245,19 +255,22 @@ type ProgressEvent = import('./reconciler/controller.js').ProgressEvent;
 const SLOW_STEPS = new Set(['pull', 'replace', 'remove', 'delete-pod']);
 
 /**
- * Live progress of apply/delete, the same for the daemon and the in-process path: a slow step
- * prints a line when it starts, every step one when it ends, with its duration. Failures are
- * printed once, at the end, on stderr (printResults).
+ * Runs `fn` with live progress of apply/delete/images pull, the same for the daemon and the
+ * in-process path (lib/progress): a slow step prints a line when it starts, every step one when
+ * it ends, with its duration; a grace period waited out and a pull's layers show on a TTY in
+ * place, else as plain lines. Failures are printed once, at the end, on stderr, after the
+ * progress is cleared (printResults). `quiet`: no progress at all (nothing is streamed).
  */
-async function progressPrinter(): Promise<(e: ProgressEvent) => void> {
+async function withProgress<T>(quiet: boolean, fn: (onProgress?: (e: ProgressEvent) => void) => Promise<T>): Promise<T> {
+  if (quiet) return fn(undefined);
   const { renderStep } = await import('./reconciler/render.js');
-  return (e) => {
-    if (e.phase === 'start') {
-      if (SLOW_STEPS.has(e.step.kind)) process.stdout.write(`${renderStep(e.step)} ...\n`);
-    } else if (e.error === undefined) {
-      process.stdout.write(`${renderStep(e.step)} (${((e.ms ?? 0) / 1000).toFixed(1)}s)\n`);
-    }
-  };
+  const { ProgressRenderer } = await import('./lib/progress.js');
+  const r = new ProgressRenderer<ProgressEvent['step']>({ out: process.stdout, describe: renderStep, announceStart: (s) => SLOW_STEPS.has(s.kind) });
+  try {
+    return await fn((e) => r.handle(e));
+  } finally {
+    r.close();
+  }
 }
 
 /** Prints apply/delete failures (the steps themselves were printed live); returns how many. */
@@ -278,33 +291,24 @@ function parseTimeout(flag: string, v: string | undefined, def: number): number 
   return ms;
 }
 
-/**
- * `ps`/`status` NAME... and -l as a service query. Names and a selector exclude each other,
- * as in kubectl; a selector that does not parse is exit 2 before anything is opened.
- */
+/** A `ps`/`status` query; a selector that does not parse is exit 2 before anything is opened. */
 async function podQuery(what: string, names: readonly string[], o: { namespace: string; selector?: string }): Promise<import('./daemon/service.js').PodQuery> {
-  if (names.length > 0 && o.selector !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `${what}: give pod names or -l SELECTOR, not both`);
+  const q = podQueryOf(what, names, o);
   if (o.selector !== undefined) (await import('./lib/selector.js')).parseSelector(o.selector);
-  return {
-    ...(names.length > 0 ? { keys: names.map((n) => (n.includes('/') ? n : `${o.namespace}/${n}`)) } : {}),
-    ...(o.selector !== undefined ? { selector: o.selector } : {}),
-  };
+  return q;
 }
 
-/**
- * Named pods the answer lacks: an error line each and exit 1; the pods found are still
- * printed (kubectl get). True when names were given and none was found: print nothing more.
- */
-function reportMissing(what: string, query: import('./daemon/service.js').PodQuery, found: readonly string[]): boolean {
-  for (const k of query.keys ?? []) {
-    if (found.includes(k)) continue;
-    process.stderr.write(`error: ${what} ${k}: no such pod\n`);
-    process.exitCode = EXIT_FAILURE;
-  }
-  return (query.keys ?? []).length > 0 && found.length === 0;
+/** Prints what lib/pod-views rendered for ps/status (yaml here: it needs the YAML library). */
+async function printRead(out: ReadOutput & { data?: unknown }): Promise<void> {
+  process.stdout.write(out.data !== undefined ? (await import('yaml')).stringify(out.data) : out.stdout);
+  if (out.stderr !== '') process.stderr.write(out.stderr);
+  if (out.exitCode !== undefined) process.exitCode = out.exitCode;
 }
 
 export function buildProgram(): Command {
+  // Loaded here, not imported: `ps`/`status` answered by the daemon (lib/fast-read) never need it.
+  const { createRequire } = process.getBuiltinModule('node:module');
+  const { Argument, Command, Option } = createRequire(import.meta.url)('commander') as typeof import('commander');
   const program = new Command();
   program
     .name('berth')
@@ -314,6 +318,7 @@ export function buildProgram(): Command {
     .option('--state <dir>', 'runtime state: runc root, conmon files, lock, daemon socket', '/run/berth')
     .option('--pod-subnet <cidr>', 'IPv4 subnet pod addresses come from (pods without hostNetwork)', '10.89.0.0/16')
     .option('--bridge <name>', "the Linux bridge berth's pods attach to", 'berth0')
+    .option('--allow-privileged', 'allow containers with securityContext.privileged: true')
     .option('--allow-host-path <prefix>', 'a host path prefix hostPath volumes may use (repeatable; none by default)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
     .showHelpAfterError()
@@ -321,7 +326,9 @@ export function buildProgram(): Command {
     // error anywhere exits 2 (invalid input) instead of commander's 1 ("changes pending" for diff).
     .exitOverride()
     .configureHelp({ sortSubcommands: false })
-    .hook('preAction', (_t, action) => {
+    .hook('preAction', async (_t, action) => {
+      createLogger ??= (await import('./lib/log.js')).createLogger;
+      formatProblem ??= (await import('./reconciler/problem.js')).formatProblem;
       activeCommand = action.name();
     });
 
@@ -334,7 +341,8 @@ export function buildProgram(): Command {
     .option('--force', 'take over pods that a directory watched by berth up owns')
     .option('--wait', 'return when every applied pod is Ready (exit 1 naming the ones that are not by --timeout)')
     .option('--timeout <duration>', 'how long --wait waits (default 60s)')
-    .action(async (o: { filename: string; prune?: boolean; dryRun?: boolean; force?: boolean; wait?: boolean; timeout?: string }, cmd: Command) => {
+    .option('-q, --quiet', 'no progress lines (step starts and ends, countdowns, layers); errors and the exit code as ever')
+    .action(async (o: { filename: string; prune?: boolean; dryRun?: boolean; force?: boolean; wait?: boolean; timeout?: string; quiet?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       const timeoutMs = parseTimeout('apply --timeout', o.timeout, 60_000);
       const input = await manifestRef(o.filename);
@@ -349,7 +357,7 @@ export function buildProgram(): Command {
         // In-process the manifests are read here, before root, state or lock are needed;
         // the daemon reads them itself (warm parse cache, no validator loaded here).
         const body = b.remote ? req : { ...req, pods: await loadOrFail(o.filename, input) };
-        const res = await b.call<import('./daemon/service.js').ApplyResponse>('apply', body, o.dryRun === true ? undefined : await progressPrinter());
+        const res = await withProgress(o.dryRun === true || o.quiet === true, (p) => b.call<import('./daemon/service.js').ApplyResponse>('apply', body, p));
         failOnInvalid(res.invalid);
         for (const r of res.refused) process.stderr.write(`error: ${r}\n`);
         if (res.refused.length > 0) {
@@ -401,7 +409,9 @@ export function buildProgram(): Command {
     .addOption(new Option('-o, --output <format>', 'output format (json: schemas/validate.json)').choices(['text', 'json']).default('text'))
     .action(async (o: { filename: string; output: string }, cmd: Command) => {
       // Manifests only: no runtime, so --root and --state are neither read nor created.
-      setHostPathAllowList((cmd.optsWithGlobals() as GlobalOpts).allowHostPath.map((p) => path.resolve(p)));
+      const g = cmd.optsWithGlobals() as GlobalOpts;
+      setHostPathAllowList(g.allowHostPath.map((p) => path.resolve(p)));
+      setPrivilegedAllowed(g.allowPrivileged === true);
       const { loadManifests } = await import('./reconciler/manifest.js');
       let res: import('./reconciler/manifest.js').LoadResult;
       try {
@@ -434,7 +444,8 @@ export function buildProgram(): Command {
     .option('-f, --filename <path>', 'manifest file or directory, or - for stdin; only kind and name are read, so a file that no longer validates still works')
     .option('-n, --namespace <ns>', 'namespace for delete pod NAME', 'default')
     .option('--force', 'delete pods that a directory watched by berth up owns (it recreates them while its files declare them)')
-    .action(async (kind: string | undefined, name: string | undefined, o: { filename?: string; namespace: string; force?: boolean }, cmd: Command) => {
+    .option('-q, --quiet', 'no progress lines (step starts and ends, grace-period countdowns); errors and the exit code as ever')
+    .action(async (kind: string | undefined, name: string | undefined, o: { filename?: string; namespace: string; force?: boolean; quiet?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       let keys: string[];
       let problems = 0;
@@ -452,11 +463,8 @@ export function buildProgram(): Command {
         keys = [`${o.namespace}/${name}`];
       }
       await withBackend(cfg, { write: true, what: 'delete' }, async (b) => {
-        const res = await b.call<import('./daemon/service.js').ApplyResponse & { missing: string[] }>('delete', {
-          keys,
-          ...(o.filename !== undefined ? { source: sourceOf(o.filename) } : {}),
-          ...(o.force === true ? { force: true } : {}),
-        }, await progressPrinter());
+        const req = { keys, ...(o.filename !== undefined ? { source: sourceOf(o.filename) } : {}), ...(o.force === true ? { force: true } : {}) };
+        const res = await withProgress(o.quiet === true, (p) => b.call<import('./daemon/service.js').ApplyResponse & { missing: string[] }>('delete', req, p));
         for (const r of res.refused) process.stderr.write(`error: ${r}\n`);
         if (res.refused.length > 0) {
           process.exitCode = EXIT_FAILURE;
@@ -523,25 +531,7 @@ export function buildProgram(): Command {
       await withBackend(cfg, { write: false, what: 'ps' }, async (b) => {
         // Read-only: in-process it takes no lock (it must not wait behind a long pull).
         const pods = await b.call<import('./daemon/service.js').PodListing[]>('pods', query);
-        if (reportMissing('ps', query, pods.map((p) => p.key))) return;
-        if (o.output === 'json' || o.output === 'yaml') {
-          const data = pods.map((p) => ({ key: p.key, source: p.source, containers: p.containers.map(({ live: _l, ...c }) => ({ ...c, restarts: p.restarts[c.name] ?? 0 })) }));
-          process.stdout.write(o.output === 'json' ? `${JSON.stringify(data, null, 2)}\n` : (await import('yaml')).stringify(data));
-          return;
-        }
-        const wide = o.output === 'wide';
-        const rows = [['POD', 'CONTAINER', 'STATE', 'PID', 'ATTEMPT', ...(wide ? ['RESTARTS', 'LAST EXIT'] : []), 'IMAGE', 'DIGEST', 'AGE', ...(wide ? ['CONTAINER ID'] : [])]];
-        const now = Date.now();
-        for (const p of pods) {
-          for (const c of p.containers) {
-            const state = c.state === 'exited' ? `exited(${c.exitCode ?? '?'})` : c.state;
-            const exit = c.exitCode !== null ? `${c.exitCode}${c.reason !== null ? ` (${c.reason})` : ''}` : '-';
-            const extra = wide ? [String(p.restarts[c.name] ?? 0), exit] : [];
-            rows.push([p.key, c.name, state, c.state === 'running' || c.state === 'paused' ? String(c.pid ?? '-') : '-', String(c.attempt), ...extra, c.imageRef, c.imageDigest.slice(7, 19), humanAge(now - c.createdAt), ...(wide ? [c.id] : [])]);
-          }
-          if (p.containers.length === 0) rows.push([p.key, '-', 'pending', '-', '-', ...(wide ? ['-', '-'] : []), '-', '-', humanAge(now - p.createdAt), ...(wide ? ['-'] : [])]);
-        }
-        process.stdout.write(table(rows));
+        await printRead(psOutput(pods, query, { output: o.output as TextOutput | 'yaml', now: Date.now() }));
       });
     });
 
@@ -557,32 +547,7 @@ export function buildProgram(): Command {
       const query = await podQuery('status', names, o);
       await withBackend(cfg, { write: false, what: 'status' }, async (b) => {
         const report = await b.call<import('./reconciler/status.js').StatusReport>('status', query);
-        if (reportMissing('status', query, report.pods.map((p) => p.key))) return;
-        if (o.output === 'json') {
-          process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-          return;
-        }
-        if (o.output === 'yaml') {
-          const { stringify } = await import('yaml');
-          process.stdout.write(stringify(report));
-          return;
-        }
-        const now = Date.now();
-        const wide = o.output === 'wide';
-        const rows = [['POD', 'READY', 'STATUS', 'RESTARTS', 'AGE', ...(wide ? ['CONTAINERS', 'SOURCE', 'NEXT TRY'] : []), 'LAST ERROR']];
-        for (const p of report.pods) {
-          const next = p.nextTryAt !== null ? `in ${humanAge(Date.parse(p.nextTryAt) - now)}` : '';
-          const extra = wide
-            ? [
-                p.containers.map((c) => `${c.name}:${c.state === 'exited' ? `exited(${c.exitCode ?? '?'})` : c.state}`).join(',') || '-',
-                p.line !== undefined ? `${p.source}:${p.line}` : p.source,
-                next || '-',
-              ]
-            : [];
-          rows.push([p.key, p.ready, wide || next === '' ? p.status : `${p.status} (next try ${next})`, String(p.restarts), humanAge(now - Date.parse(p.createdAt)), ...extra, p.lastError.split('\n')[0] ?? '']);
-        }
-        process.stdout.write(table(rows));
-        if (report.daemon === null) process.stderr.write('note: no berth up runs on this state; exits are noticed at the next apply or up\n');
+        await printRead(statusOutput(report, query, { output: o.output as TextOutput | 'yaml', now: Date.now() }));
       });
     });
 
@@ -726,10 +691,11 @@ export function buildProgram(): Command {
     .command('pull')
     .description('pull an image into the content store and unpack it')
     .argument('<ref>', 'image reference')
-    .action(async (ref: string, _o: unknown, cmd: Command) => {
+    .option('-q, --quiet', 'no progress lines: print only the result (ref and digest); errors and the exit code as ever')
+    .action(async (ref: string, o: { quiet?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       await withBackend(cfg, { write: true, what: 'pull' }, async (b) => {
-        const img = await b.call<{ ref: string; digest: string }>('pull', { ref });
+        const img = await withProgress(o.quiet === true, (p) => b.call<{ ref: string; digest: string }>('pull', { ref }, p));
         process.stdout.write(`${img.ref} ${img.digest}\n`);
       });
     });
@@ -754,6 +720,7 @@ export function buildProgram(): Command {
         ...(cfg.network.subnet !== '10.89.0.0/16' ? ['--pod-subnet', cfg.network.subnet] : []),
         ...(cfg.network.bridge !== 'berth0' ? ['--bridge', cfg.network.bridge] : []),
         ...cfg.allowHostPath.flatMap((p) => ['--allow-host-path', p]),
+        ...(cfg.allowPrivileged ? ['--allow-privileged'] : []),
       ];
       const text = sd.renderUnit(sd.readUnitTemplate(), { bin, manifests, globals, nodeDir: path.dirname(process.execPath) });
       if (o.dryRun === true) {
@@ -836,6 +803,7 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === (await import('node:fs')).realpathSync(process.argv[1])) {
-  await main();
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === realpathSync(process.argv[1])) {
+  // `ps`/`status` with a running daemon are answered before commander is even loaded.
+  if (!(await answerFastRead(process.argv.slice(2)))) await main();
 }

@@ -19,3 +19,14 @@ export function hostPathAllowList(): readonly string[] {
 export function hostPathAllowed(p: string): boolean {
   return hostPathAllow.some((a) => a === '/' || p === a || p.startsWith(`${a}/`));
 }
+
+/** privileged: true is refused unless the operator opted in (`--allow-privileged`). */
+let privilegedAllowed = false;
+
+export function setPrivilegedAllowed(v: boolean): void {
+  privilegedAllowed = v;
+}
+
+export function privilegedIsAllowed(): boolean {
+  return privilegedAllowed;
+}

@@ -330,7 +330,7 @@ export class Controller {
     const users: Parameters<typeof wantedBy>[0][number][] = [];
     for (const key of new Set(podKeys)) {
       const d = this.desire(key);
-      const containers = d?.kind === 'present' ? d.pod.containers.filter((c) => c.image === ref).map((c) => c.name) : [];
+      const containers = d?.kind === 'present' ? [...(d.pod.initContainers ?? []), ...d.pod.containers].filter((c) => c.image === ref).map((c) => c.name) : [];
       if (d?.kind === 'present' && containers.length > 0) users.push({ podKey: key, containers, source: d.pod.source, line: d.pod.line });
     }
     return wantedBy(users);

@@ -46,6 +46,8 @@ export interface DesiredContainer {
   envWritten?: { name: string; value: string }[];
   envFrom?: EnvFromSource[];
   volumeMounts?: DesiredVolumeMount[];
+  /** securityContext, pod-level merged under container-level (only what is set; absent when nothing is). */
+  security?: DesiredSecurity;
   /**
    * Why the container cannot be configured (the kubelet's CreateContainerConfigError): a
    * ConfigMap or Secret, or one of its keys, that is missing and not optional.
@@ -97,6 +99,22 @@ export interface DesiredSandbox {
   ports: DesiredPortMapping[];
 }
 
+export interface DesiredSecurity {
+  runAsUser?: number;
+  runAsGroup?: number;
+  runAsNonRoot?: boolean;
+  supplementalGroups?: number[];
+  readOnlyRootFilesystem?: boolean;
+  allowPrivilegeEscalation?: boolean;
+  privileged?: boolean;
+  /** Capability names as CAP_X (ALL kept as ALL). */
+  capAdd?: string[];
+  capDrop?: string[];
+  seccomp?: 'RuntimeDefault' | 'Unconfined';
+  /** Pod sysctls (namespaced ones only). */
+  sysctls?: { name: string; value: string }[];
+}
+
 /** A pod volume. Projected ones carry the files they project (resolved from the ConfigMap or Secret). */
 export type DesiredVolume =
   | { name: string; emptyDir: { medium: '' | 'Memory'; sizeLimitBytes?: number } }
@@ -145,6 +163,8 @@ export interface DesiredPod {
   restartPolicy: RestartPolicy;
   gracePeriodMs: number;
   volumes?: DesiredVolume[];
+  /** spec.initContainers, in order: each runs to a successful exit before the next, all before `containers`. */
+  initContainers?: DesiredContainer[];
   /** What the pod's configMap and secret volumes hold now (outside every hash: updated in place). */
   projections?: Projection[];
   labels: Record<string, string>;

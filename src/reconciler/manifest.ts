@@ -8,7 +8,7 @@ import { LineCounter, parseAllDocuments, isMap, isNode, isScalar, visit, type Do
 import { BerthError, errnoCode } from '../lib/errors.js';
 // lib, not the runtime façade: validating manifests must not load SQLite, undici or child_process.
 import { classifyAddress } from '../lib/netaddr.js';
-import { hostPathAllowed, hostPathAllowList } from '../lib/policy.js';
+import { hostPathAllowed, hostPathAllowList, privilegedIsAllowed } from '../lib/policy.js';
 import { parseReference } from '../lib/reference.js';
 import { describeSchemaErrors, type FieldPath } from '../lib/schema-errors.js';
 import { closest } from '../lib/suggest.js';
@@ -30,6 +30,7 @@ import {
   type DesiredPod,
   type DesiredPortMapping,
   type DesiredSandbox,
+  type DesiredSecurity,
   type PodKind,
   type PullPolicy,
   type RestartPolicy,
@@ -791,6 +792,7 @@ interface ContainerFields {
   envFrom: EnvFromSource[];
   volumeMounts: { name: string | undefined; mountPath: string | undefined; readOnly: boolean; subPath: string | undefined }[];
   ports: { containerPort: number | undefined; hostPort: number | undefined; hostIP: string | undefined; protocol: string | undefined }[];
+  security: Record<string, unknown> | undefined;
   limits: { cpu: string | number | undefined; memory: string | number | undefined };
 }
 
@@ -810,6 +812,7 @@ interface PodLevelFields {
   dnsPolicy: DesiredSandbox['dns']['policy'] | undefined;
   dnsConfig: { nameservers: string[] | undefined; searches: string[] | undefined; options: { name: string | undefined; value: string | undefined }[] } | undefined;
   shareProcessNamespace: boolean | undefined;
+  security: Record<string, unknown> | undefined;
 }
 
 const DNS_POLICIES: readonly DesiredSandbox['dns']['policy'][] = ['ClusterFirst', 'ClusterFirstWithHostNet', 'Default', 'None'];
@@ -827,6 +830,8 @@ interface PodShape {
   spec: PodLevelFields;
   volumes: unknown[];
   containers: { fields: ContainerFields; path: FieldPath; nameFromMetadata: boolean }[];
+  /** spec.initContainers: run in order, each to a successful exit, before the containers start. */
+  initContainers: { fields: ContainerFields; path: FieldPath; nameFromMetadata: boolean }[];
 }
 
 function readMeta(v: unknown): ObjectMeta {
@@ -854,6 +859,7 @@ function readPodLevel(s: Record<string, unknown>): PodLevelFields {
             options: listOf(dnsConfig['options']).map((o) => ({ name: stringOf(recordOf(o)?.['name']), value: stringOf(recordOf(o)?.['value']) })),
           },
     shareProcessNamespace: typeof share === 'boolean' ? share : undefined,
+    security: recordOf(s['securityContext']),
   };
 }
 
@@ -884,6 +890,7 @@ function readContainer(v: unknown): ContainerFields {
       if (sec !== undefined) out.secretRef = sec;
       return out;
     }),
+    security: recordOf(c['securityContext']),
     volumeMounts: listOf(c['volumeMounts']).map((m) => {
       const r = recordOf(m) ?? {};
       return { name: stringOf(r['name']), mountPath: stringOf(r['mountPath']), readOnly: r['readOnly'] === true, subPath: stringOf(r['subPath']) };
@@ -905,6 +912,7 @@ function podShape(o: Record<string, unknown>): PodShape {
     spec: readPodLevel(spec),
     volumes: listOf(spec['volumes']),
     containers: listOf(spec['containers']).map((c, i) => ({ fields: readContainer(c), path: ['spec', 'containers', i], nameFromMetadata: false })),
+    initContainers: listOf(spec['initContainers']).map((c, i) => ({ fields: readContainer(c), path: ['spec', 'initContainers', i], nameFromMetadata: false })),
   };
 }
 
@@ -915,7 +923,7 @@ function containerShape(o: Record<string, unknown>): PodShape {
   const fields = readContainer(spec);
   const nameFromMetadata = !Object.hasOwn(spec, 'name');
   if (nameFromMetadata) fields.name = metadata.name;
-  return { kind: 'Container', metadata, spec: readPodLevel(spec), volumes: [], containers: [{ fields, path: ['spec'], nameFromMetadata }] };
+  return { kind: 'Container', metadata, spec: readPodLevel(spec), volumes: [], containers: [{ fields, path: ['spec'], nameFromMetadata }], initContainers: [] };
 }
 
 function readImage(o: Record<string, unknown>): ImageShape {
@@ -959,9 +967,13 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
   // Only what shapes the containers: kind, paused, labels and annotations are not here, so
   // rewriting a Pod as a Container, pausing or relabelling never replaces a container. A
   // hostNetwork pod's podLevel is `{ hostNetwork: true }` alone, as before sandboxes existed.
-  const podLevel = { hostNetwork, sandbox: sandbox?.hash, volumes: volumes.length > 0 ? volumes : undefined };
+  // Init containers run before every container of a pod: a change to one runs the whole pod anew.
+  const init = o.initContainers.length > 0 ? sha256hex(canonicalJson(o.initContainers.map((c) => c.fields))) : undefined;
+  const podLevel = { hostNetwork, sandbox: sandbox?.hash, volumes: volumes.length > 0 ? volumes : undefined, init };
+  const initContainers: DesiredContainer[] = [];
   const podHash = sha256hex(canonicalJson(podLevel));
-  for (const { fields: c, path: cpath, nameFromMetadata } of o.containers) {
+  for (const { fields: c, path: cpath, nameFromMetadata } of [...o.initContainers, ...o.containers]) {
+    const isInit = cpath[1] === 'initContainers';
     const at = (...rest: FieldPath): FieldPath => [...cpath, ...rest];
     // A name taken from metadata.name was checked there.
     if (c.name !== undefined) {
@@ -1036,6 +1048,8 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
     if (envRefs.length > 0) dc.envRefs = envRefs;
     if (c.envFrom.length > 0) dc.envFrom = c.envFrom;
     if (envRefs.length > 0 || c.envFrom.length > 0) dc.envWritten = env.map((e) => ({ ...e }));
+    const security = readSecurity(o.spec.security, c.security, cpath, hostNetwork, cpath[cpath.length - 1] === 0 || o.containers.length === 1 ? problem : () => undefined, problem);
+    if (security !== undefined) dc.security = security;
     if (mounts.length > 0) dc.volumeMounts = mounts;
     if (c.workingDir !== undefined) dc.workingDir = c.workingDir;
     const limits = c.limits;
@@ -1050,7 +1064,8 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
       else dc.cpuMillis = m;
     }
     dc.specHash = sha256hex(canonicalJson({ ...dc, specHash: undefined, podHash }));
-    containers.push(dc);
+    if (isInit && c.ports.length > 0) problem(at('ports'), 'an init container exposes no ports');
+    (isInit ? initContainers : containers).push(dc);
   }
   return {
     key: `${namespace}/${name}`,
@@ -1063,6 +1078,7 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
     hostNetwork,
     ...(sandbox !== undefined ? { sandbox } : {}),
     ...(volumes.length > 0 ? { volumes } : {}),
+    ...(initContainers.length > 0 ? { initContainers } : {}),
     restartPolicy: o.spec.restartPolicy ?? 'Always',
     gracePeriodMs: (o.spec.terminationGracePeriodSeconds ?? 30) * 1000,
     labels: o.metadata.labels,
@@ -1156,6 +1172,80 @@ export function hostPortClashes(pods: readonly DesiredPod[]): ManifestProblem[] 
     for (const p of pod.sandbox?.ports ?? []) taken.push({ pod, p });
   }
   return problems;
+}
+
+/** Linux capabilities by name (capability.h), as CAP_X. */
+const CAPABILITIES = new Set(
+  [
+    'CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'KILL', 'SETGID', 'SETUID', 'SETPCAP', 'LINUX_IMMUTABLE',
+    'NET_BIND_SERVICE', 'NET_BROADCAST', 'NET_ADMIN', 'NET_RAW', 'IPC_LOCK', 'IPC_OWNER', 'SYS_MODULE', 'SYS_RAWIO', 'SYS_CHROOT',
+    'SYS_PTRACE', 'SYS_PACCT', 'SYS_ADMIN', 'SYS_BOOT', 'SYS_NICE', 'SYS_RESOURCE', 'SYS_TIME', 'SYS_TTY_CONFIG', 'MKNOD', 'LEASE',
+    'AUDIT_WRITE', 'AUDIT_CONTROL', 'SETFCAP', 'MAC_OVERRIDE', 'MAC_ADMIN', 'SYSLOG', 'WAKE_ALARM', 'BLOCK_SUSPEND', 'AUDIT_READ',
+    'PERFMON', 'BPF', 'CHECKPOINT_RESTORE',
+  ].map((c) => `CAP_${c}`),
+);
+
+/** Sysctls that are namespaced (the kubelet's safe and namespaced sets): per netns or per IPC namespace. */
+const NAMESPACED_SYSCTL = /^(net\.[a-z0-9_.\/-]+|kernel\.(shm_rmid_forced|shmmax|shmall|shmmni|msgmax|msgmnb|msgmni|sem)|fs\.mqueue\.[a-z_]+)$/;
+
+/**
+ * securityContext: the pod's merged under the container's (the container wins), only the fields
+ * that are set. Capability names are normalised to CAP_X; privileged needs the operator's opt-in;
+ * sysctls must be namespaced, and net.* needs the pod's own network namespace.
+ */
+function readSecurity(pod: Record<string, unknown> | undefined, ctr: Record<string, unknown> | undefined, cpath: FieldPath, hostNetwork: boolean, podProblem: Report, problem: Report): DesiredSecurity | undefined {
+  if (pod === undefined && ctr === undefined) return undefined;
+  const out: DesiredSecurity = {};
+  const pick = <T,>(read: (v: unknown) => T | undefined, k: string): T | undefined => read(ctr?.[k]) ?? read(pod?.[k]);
+  const bool = (v: unknown): boolean | undefined => (typeof v === 'boolean' ? v : undefined);
+  const runAsUser = pick(integerOf, 'runAsUser');
+  const runAsGroup = pick(integerOf, 'runAsGroup');
+  const runAsNonRoot = pick(bool, 'runAsNonRoot');
+  if (runAsUser !== undefined) out.runAsUser = runAsUser;
+  if (runAsGroup !== undefined) out.runAsGroup = runAsGroup;
+  if (runAsNonRoot !== undefined) out.runAsNonRoot = runAsNonRoot;
+  if (runAsNonRoot === true && runAsUser === 0) problem([...cpath, 'securityContext', 'runAsUser'], 'runAsUser 0 breaks runAsNonRoot');
+  const groups = Array.isArray(pod?.['supplementalGroups']) ? (pod['supplementalGroups'] as unknown[]).filter((g): g is number => Number.isSafeInteger(g)) : undefined;
+  if (groups !== undefined && groups.length > 0) out.supplementalGroups = groups;
+  for (const k of ['readOnlyRootFilesystem', 'allowPrivilegeEscalation', 'privileged'] as const) {
+    const v = bool(ctr?.[k]);
+    if (v !== undefined) out[k] = v;
+  }
+  if (out.privileged === true && !privilegedIsAllowed()) {
+    problem([...cpath, 'securityContext', 'privileged'], 'privileged containers are refused unless the operator allows them (--allow-privileged)');
+  }
+  if (out.privileged === true && out.allowPrivilegeEscalation === false) {
+    problem([...cpath, 'securityContext', 'allowPrivilegeEscalation'], 'cannot be false with privileged: true');
+  }
+  const caps = recordOf(ctr?.['capabilities']);
+  for (const k of ['add', 'drop'] as const) {
+    const list = stringsOf(caps?.[k]);
+    if (list === undefined) continue;
+    const names: string[] = [];
+    for (const [i, raw] of list.entries()) {
+      const up = raw.toUpperCase();
+      const name = up === 'ALL' ? 'ALL' : up.startsWith('CAP_') ? up : `CAP_${up}`;
+      if (name !== 'ALL' && !CAPABILITIES.has(name)) {
+        const near = closest(name, [...CAPABILITIES]);
+        problem([...cpath, 'securityContext', 'capabilities', k, i], `${JSON.stringify(raw)} is not a Linux capability${near !== undefined ? `; did you mean ${JSON.stringify(near.replace(/^CAP_/, ''))}?` : ''}`);
+      }
+      names.push(name);
+    }
+    if (k === 'add') out.capAdd = names;
+    else out.capDrop = names;
+  }
+  const seccomp = pick((v) => {
+    const t = recordOf(v)?.['type'];
+    return t === 'RuntimeDefault' || t === 'Unconfined' ? t : undefined;
+  }, 'seccompProfile');
+  if (seccomp !== undefined) out.seccomp = seccomp;
+  const sysctls = listOf(pod?.['sysctls']).map((x) => ({ name: stringOf(recordOf(x)?.['name']) ?? '', value: stringOf(recordOf(x)?.['value']) ?? '' }));
+  for (const [i, sc] of sysctls.entries()) {
+    if (!NAMESPACED_SYSCTL.test(sc.name)) podProblem(['spec', 'securityContext', 'sysctls', i, 'name'], `${JSON.stringify(sc.name)} is not a namespaced sysctl (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*): it would change the host`);
+    else if (hostNetwork && sc.name.startsWith('net.')) podProblem(['spec', 'securityContext', 'sysctls', i, 'name'], `${sc.name} needs the pod's own network namespace; with hostNetwork it would change the host`);
+  }
+  if (sysctls.length > 0) out.sysctls = sysctls;
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 /** The fieldRef paths berth provides (the downward API subset that has a meaning on one host). */

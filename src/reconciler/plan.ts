@@ -232,7 +232,7 @@ export function plan(input: PlanInput): Plan {
     const obs = observedByKey.get(pod.key);
     const prev = obs !== undefined ? lastAppliedPod(obs.spec) : undefined;
     let podBlocked = false;
-    for (const c of pod.containers) {
+    for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
       const view = input.images[c.image] ?? {};
       if (c.pullPolicy === 'Never' && view.local === undefined) {
         blocked.push({ key: `${pod.key}/${c.name}`, reason: `image ${c.image} is not present and imagePullPolicy is Never` });
@@ -270,7 +270,9 @@ export function plan(input: PlanInput): Plan {
     }
     const observedContainers = fresh ? [] : allObserved;
     const restarts = new Map((obs?.restarts ?? []).map((r) => [r.name, r]));
-    for (const c of pod.containers) {
+    // Init containers first, in order, each to a successful exit: until then no container starts.
+    const initDone = pod.paused === true || initContainersDone(pod, observedContainers, allObserved, restarts, now, input.images, podSteps, waiting, blocked, pulls, outdatedImage);
+    for (const c of initDone ? pod.containers : []) {
       if (c.configError !== undefined) {
         // The kubelet's CreateContainerConfigError: nothing is started or replaced for it; what runs stays.
         blocked.push({ key: `${pod.key}/${c.name}`, reason: `CreateContainerConfigError: ${c.configError}` });
@@ -344,7 +346,7 @@ export function plan(input: PlanInput): Plan {
       }
     }
     for (const o of observedContainers) {
-      if (!pod.containers.some((c) => c.name === o.name)) {
+      if (!pod.containers.some((c) => c.name === o.name) && !(pod.initContainers ?? []).some((c) => c.name === o.name)) {
         podSteps.push({ kind: 'remove', podKey: pod.key, id: o.id, name: o.name, graceMs: pod.gracePeriodMs, reason: 'no longer declared' });
       }
     }
@@ -365,6 +367,76 @@ export function plan(input: PlanInput): Plan {
   }
   steps.push(...podSteps);
   return waiting.length > 0 ? { steps, blocked, waiting } : { steps, blocked };
+}
+
+/**
+ * The kubelet's init container rule: each init container, in order, must have exited 0 (with
+ * its current spec) before the next starts, and all before any container. A running one is
+ * waited for (its exit enqueues the pod); a failed one is restarted with the crash-loop
+ * back-off unless restartPolicy is Never, which leaves the pod failed. Returns whether all are done.
+ */
+function initContainersDone(
+  pod: DesiredPod,
+  observed: readonly ObservedContainerView[],
+  allObserved: readonly ObservedContainerView[],
+  restarts: ReadonlyMap<string, RestartView>,
+  now: number,
+  images: Readonly<Record<string, ImageView>>,
+  steps: Step[],
+  waiting: NonNullable<Plan['waiting']>,
+  blocked: Plan['blocked'],
+  pulls: Map<string, string>,
+  outdatedImage: (c: DesiredContainer) => boolean,
+): boolean {
+  for (const c of pod.initContainers ?? []) {
+    if (c.configError !== undefined) {
+      blocked.push({ key: `${pod.key}/${c.name}`, reason: `CreateContainerConfigError: ${c.configError}` });
+      return false;
+    }
+    const mine = observed.filter((o) => o.name === c.name);
+    const current = mine.filter((o) => o.specHash === c.specHash).pop();
+    const r = restarts.get(c.name);
+    const attempt = Math.max(r?.nextAttempt ?? 0, ...allObserved.filter((o) => o.name === c.name).map((m) => m.attempt + 1));
+    if (images[c.image]?.local === undefined || outdatedImage(c)) {
+      if (outdatedImage(c) && !pulls.has(c.image)) pulls.set(c.image, images[c.image]?.local === undefined ? 'not present' : `registry has ${images[c.image]?.remote ?? '?'}`);
+      if (images[c.image]?.local === undefined) {
+        steps.push({ kind: 'start', pod, container: c, reason: 'init container', attempt });
+        return false;
+      }
+    }
+    for (const old of mine) {
+      if (old !== current && old.state !== 'exited') steps.push({ kind: 'remove', podKey: pod.key, id: old.id, name: old.name, graceMs: pod.gracePeriodMs, reason: 'superseded' });
+    }
+    if (current === undefined) {
+      const view = images[c.image];
+      const image = view?.local !== undefined ? { ...(view.entrypoint !== undefined ? { entrypoint: view.entrypoint } : {}), ...(view.cmd !== undefined ? { cmd: view.cmd } : {}) } : undefined;
+      steps.push({ kind: 'start', pod, container: c, reason: 'init container', attempt, ...(image !== undefined ? { image } : {}) });
+      return false;
+    }
+    if (current.state !== 'exited') {
+      // Running (or created): its exit enqueues the pod.
+      if (current.state === 'created') steps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'created but never started', changes: [], details: [], attempt });
+      return false;
+    }
+    if (current.exitCode === 0) continue;
+    if (pod.restartPolicy === 'Never') {
+      blocked.push({ key: `${pod.key}/${c.name}`, reason: `init container ${c.name} failed with exit code ${current.exitCode ?? '?'} and restartPolicy is Never` });
+      return false;
+    }
+    const finished = current.finishedAt ?? now;
+    const ran = finished - (current.startedAt ?? finished);
+    const delay = ran >= CRASH_BACKOFF_RESET_MS ? 0 : (r?.backoffMs ?? 0);
+    const due = finished + delay;
+    const exited = `init container exited with code ${current.exitCode ?? '?'}`;
+    if (now >= due) {
+      const next = delay === 0 ? CRASH_BACKOFF_INITIAL_MS : Math.min(delay * 2, CRASH_BACKOFF_MAX_MS);
+      steps.push({ kind: 'replace', pod, container: c, oldId: current.id, attempt, reason: exited, changes: [], details: [], restart: { count: (r?.restarts ?? 0) + 1, nextBackoffMs: next } });
+    } else {
+      waiting.push({ key: `${pod.key}/${c.name}`, reason: 'CrashLoopBackOff', until: due, message: `${exited}; back-off ${Math.round(delay / 1000)}s restarting failed init container` });
+    }
+    return false;
+  }
+  return true;
 }
 
 /** Pod-level fields that differ, named as in the manifest (Kubernetes field names), with their values as written there. */

@@ -54,8 +54,10 @@ export function explainPullFailure(ref: string, e: PullFailure): string {
   if (status === 404 || (e.code === 'ERR_NOT_FOUND' && status !== undefined)) {
     return `pull ${ref}: not found: registry ${host} answered ${status ?? 404}${answer}; ${CHECK}`;
   }
+  // The registry client's own authentication message names the credentials file and what to check.
+  if (e.details?.['auth'] !== undefined) return `pull ${ref}: ${e.message.replace(/^fetch (manifest|blob) \S+: /, '')}`;
   if (status === 401 || status === 403) {
-    return `pull ${ref}: access denied: registry ${host} answered ${status}${answer} (registry authentication is not supported yet); ${CHECK}`;
+    return `pull ${ref}: access denied: registry ${host} answered ${status}${answer}; ${CHECK}`;
   }
   if (status !== undefined) {
     return `pull ${ref}: registry ${host} answered ${status}${answer}; retried with back-off; ${CHECK}`;

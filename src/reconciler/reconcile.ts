@@ -73,7 +73,7 @@ export async function imageViews(
 ): Promise<Record<string, ImageView>> {
   const images: Record<string, ImageView> = {};
   for (const pod of desired) {
-    for (const c of pod.containers) {
+    for (const c of [...(pod.initContainers ?? []), ...pod.containers]) {
       if (images[c.image] !== undefined) continue;
       const local = rt.localImage(c.image);
       const view: ImageView = {};
@@ -85,7 +85,7 @@ export async function imageViews(
         if (cfg?.Cmd !== undefined && cfg.Cmd !== null) view.cmd = [...cfg.Cmd];
       }
       // One container with pullPolicy Always is enough to ask the registry for this image.
-      const anyAlways = desired.some((p) => p.containers.some((x) => x.image === c.image && x.pullPolicy === 'Always'));
+      const anyAlways = desired.some((p) => [...(p.initContainers ?? []), ...p.containers].some((x) => x.image === c.image && x.pullPolicy === 'Always'));
       if (o.resolveRemote !== false && anyAlways && local !== undefined) {
         const cached = o.cache?.get(c.image, Date.now());
         if (cached !== undefined) {
@@ -155,6 +155,7 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
         ...(c.workingDir !== undefined ? { workingDir: c.workingDir } : {}),
         ...(c.memoryBytes !== undefined ? { memoryBytes: c.memoryBytes } : {}),
         ...(c.cpuMillis !== undefined ? { cpuMillis: c.cpuMillis } : {}),
+        ...(c.security !== undefined ? { security: c.security } : {}),
         env: runtimeEnv(rt, step.pod, c),
         pod: { hostNetwork: step.pod.hostNetwork, shareProcessNamespace: step.pod.sandbox?.shareProcessNamespace ?? false },
         ...(step.pod.volumes !== undefined ? { volumes: { pod: podVolumes(step.pod), mounts: (c.volumeMounts ?? []).map((m) => ({ volume: m.name, mountPath: m.mountPath, readOnly: m.readOnly, ...(m.subPath !== undefined ? { subPath: m.subPath } : {}) })) } } : {}),

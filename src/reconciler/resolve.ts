@@ -36,13 +36,14 @@ export function resolvePods(pods: readonly DesiredPod[], configs: readonly Desir
 }
 
 function needsResolution(p: DesiredPod): boolean {
-  return (p.volumes?.some((v) => 'configMap' in v || 'secret' in v) ?? false) || p.containers.some((c) => c.envRefs !== undefined || c.envFrom !== undefined);
+  return (p.volumes?.some((v) => 'configMap' in v || 'secret' in v) ?? false) || [...(p.initContainers ?? []), ...p.containers].some((c) => c.envRefs !== undefined || c.envFrom !== undefined);
 }
 
 function resolvePod(pod: DesiredPod, configs: ReadonlyMap<string, DesiredConfig>): DesiredPod {
   if (!needsResolution(pod)) return pod;
   const find = (kind: 'ConfigMap' | 'Secret', name: string): DesiredConfig | undefined => configs.get(configKey(kind, pod.namespace, name));
   const containers = pod.containers.map((c) => resolveContainer(pod, c, find));
+  const initContainers = pod.initContainers?.map((c) => resolveContainer(pod, c, find));
   const projections: Projection[] = [];
   const volumeErrors: string[] = [];
   for (const v of pod.volumes ?? []) {
@@ -70,12 +71,17 @@ function resolvePod(pod: DesiredPod, configs: ReadonlyMap<string, DesiredConfig>
     projections.push(projection(v.name, src.kind === 'Secret', files));
   }
   // A container that mounts a volume whose source is missing cannot be configured either.
-  const withVolumeErrors = containers.map((c) => {
+  const withVolumeErrors = (c: DesiredContainer): DesiredContainer => {
     if (c.configError !== undefined || volumeErrors.length === 0) return c;
     const mine = volumeErrors.filter((e) => c.volumeMounts?.some((m) => e.startsWith(`volume ${m.name}:`)) === true);
     return mine.length > 0 ? { ...c, configError: mine.join('; ') } : c;
-  });
-  return { ...pod, containers: withVolumeErrors, ...(projections.length > 0 ? { projections } : {}) };
+  };
+  return {
+    ...pod,
+    containers: containers.map(withVolumeErrors),
+    ...(initContainers !== undefined ? { initContainers: initContainers.map(withVolumeErrors) } : {}),
+    ...(projections.length > 0 ? { projections } : {}),
+  };
 }
 
 function projection(volume: string, secret: boolean, files: Projection['files']): Projection {

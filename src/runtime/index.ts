@@ -9,7 +9,7 @@ import type { Logger } from '../lib/log.js';
 import type { StepWait } from '../lib/progress.js';
 import { ContentStore } from './content/index.js';
 import { ImageService, type LocalImage } from './images/index.js';
-import { RegistryClient } from './registry/index.js';
+import { dockerConfigFile, RegistryClient } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
 import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type PodRecord, type RestartRecord } from './state/index.js';
 import { generateSpec, stopSignal, type ContainerRunSpec, type SandboxRef } from './tasks/spec.js';
@@ -23,7 +23,7 @@ import { listMounts } from './snapshots/index.js';
 
 export type { LocalImage } from './images/index.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState, RestartRecord, ConditionRecord, ImageRecord } from './state/index.js';
-export { parseReference } from './registry/index.js';
+export { parseReference, defaultDockerConfigPath, credentialsFromDockerConfig, type CredentialSource } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
 export type { SandboxSpec, SandboxView, DnsSpec } from './pods/index.js';
 export type { PortMapping } from './network/index.js';
@@ -47,6 +47,8 @@ export interface RuntimeConfig {
   runc?: string;
   conmon?: string;
   insecureRegistries?: readonly string[];
+  /** Docker config.json with registry credentials, read on a registry's first 401 (`required`: a missing file is an error). */
+  registryConfig?: { path: string; required: boolean };
   /** Pod network: berth's bridge, its subnet and where the CNI plugins are. */
   network?: { bridge?: string; subnet?: string; pluginDir?: string };
 }
@@ -145,7 +147,10 @@ export class Runtime {
       { runc: cfg.runc ?? 'runc', conmon: cfg.conmon ?? 'conmon' },
     );
     await tasks.init();
-    const registry = new RegistryClient({ insecureHosts: cfg.insecureRegistries ?? [] });
+    const registry = new RegistryClient({
+      insecureHosts: cfg.insecureRegistries ?? [],
+      ...(cfg.registryConfig !== undefined ? { credentials: dockerConfigFile(cfg.registryConfig.path, { required: cfg.registryConfig.required }) } : {}),
+    });
     return new Runtime(cfg, state, content, snapshots, tasks, registry);
   }
 
@@ -434,7 +439,7 @@ export class Runtime {
   checkRunSpec(image: LocalImage, run: RunContainerOptions['run']): void {
     const sandbox: SandboxRef = run.pod.hostNetwork ? { kind: 'host', files: [] } : { kind: 'pod', netns: '/', ipc: '/', uts: '/', files: [] };
     const { volumes: _v, ...rest } = run;
-    generateSpec(image.config, { ...rest, id: 'check', rootfs: '/', sandbox });
+    generateSpec(image.config, { ...rest, id: 'check', rootfs: '/', sandbox }, 'check');
   }
 
   /** The namespaces and files a container of the pod gets (host ones with hostNetwork). */

@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
@@ -37,7 +38,58 @@ export async function freePort(): Promise<number> {
   return addr.port;
 }
 
-function registryConfig(port: number, storageDir: string): string {
+/**
+ * Authentication for a test registry (distribution's `auth:` section):
+ * - `htpasswd`: basic auth against an htpasswd file of bcrypt entries (see `htpasswdEntry`);
+ * - `token`: bearer tokens from `realm`, JWTs whose `iss` is `issuer`, `aud` is `service`, signed
+ *   by a key whose certificate (or a chain up to it) is in the PEM file `rootCertBundle`.
+ */
+export type TestRegistryAuth =
+  | { htpasswd: { path: string; realm?: string } }
+  | { token: { realm: string; service: string; issuer: string; rootCertBundle: string } };
+
+function authConfig(auth: TestRegistryAuth | undefined): string[] {
+  if (auth === undefined) return [];
+  if ('htpasswd' in auth) {
+    return ['auth:', '  htpasswd:', `    realm: ${JSON.stringify(auth.htpasswd.realm ?? 'berth-test')}`, `    path: ${JSON.stringify(auth.htpasswd.path)}`];
+  }
+  const t = auth.token;
+  return [
+    'auth:',
+    '  token:',
+    `    realm: ${JSON.stringify(t.realm)}`,
+    `    service: ${JSON.stringify(t.service)}`,
+    `    issuer: ${JSON.stringify(t.issuer)}`,
+    `    rootcertbundle: ${JSON.stringify(t.rootCertBundle)}`,
+  ];
+}
+
+const BCRYPT_ALPHABET = './ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+/**
+ * One htpasswd line `user:$2…` with a bcrypt hash (the only hash docker-registry accepts), from
+ * `htpasswd -nbB` (apache2-utils) when installed, else from perl's crypt(3), which is libxcrypt
+ * on Debian and knows bcrypt (`$2b$`). Cost 5 keeps tests fast.
+ */
+export async function htpasswdEntry(user: string, password: string): Promise<string> {
+  const run = (cmd: string, args: string[]): Promise<string> =>
+    new Promise((resolve, reject) => {
+      execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => (err === null ? resolve(stdout) : reject(new Error(`${cmd}: ${err.message} ${stderr}`))));
+    });
+  let hash: string;
+  try {
+    const out = await run('htpasswd', ['-nbB', '-C', '5', user, password]);
+    hash = out.trim().slice(user.length + 1);
+  } catch {
+    // 22 salt characters; the last one carries 2 bits, so only these 4 are canonical.
+    const salt = [...randomBytes(21)].map((b) => BCRYPT_ALPHABET[b % 64] ?? '.').join('') + ('.Oeu'[(randomBytes(1)[0] ?? 0) % 4] ?? '.');
+    hash = (await run('perl', ['-e', 'print crypt($ARGV[0], $ARGV[1])', password, `$2b$05$${salt}`])).trim();
+  }
+  if (!/^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/.test(hash)) throw new Error(`htpasswd entry for ${user}: no bcrypt hash produced (got ${JSON.stringify(hash.slice(0, 7))}…); install apache2-utils`);
+  return `${user}:${hash}`;
+}
+
+function registryConfig(port: number, storageDir: string, auth?: TestRegistryAuth): string {
   // JSON is valid YAML; JSON.stringify quotes paths with spaces or colons correctly.
   return [
     'version: 0.1',
@@ -55,6 +107,7 @@ function registryConfig(port: number, storageDir: string): string {
     '      enabled: false',
     'http:',
     `  addr: ${JSON.stringify(`127.0.0.1:${port}`)}`,
+    ...authConfig(auth),
     '',
   ].join('\n');
 }
@@ -82,11 +135,12 @@ async function terminate(child: ChildProcess): Promise<void> {
 }
 
 /**
- * Starts `docker-registry serve` on 127.0.0.1:<free port> with filesystem storage, no auth and deletes enabled,
- * and resolves once `GET /v2/` answers 200. Rejects after 15 s, or as soon as the process exits, with the
- * registry's stderr in the message; nothing is left running or on disk then.
+ * Starts `docker-registry serve` on 127.0.0.1:<free port> with filesystem storage, no auth (unless `auth` is
+ * given) and deletes enabled, and resolves once `GET /v2/` answers 200 (401 with `auth`). Rejects after 15 s,
+ * or as soon as the process exits, with the registry's stderr in the message; nothing is left running or on
+ * disk then.
  */
-export async function startRegistry(opts: { storageDir?: string } = {}): Promise<TestRegistry> {
+export async function startRegistry(opts: { storageDir?: string; auth?: TestRegistryAuth } = {}): Promise<TestRegistry> {
   // Our own storage lives inside configDir, so removing configDir removes exactly what this helper created.
   const configDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-registry-'));
   const storageDir = opts.storageDir ?? path.join(configDir, 'storage');
@@ -101,7 +155,7 @@ export async function startRegistry(opts: { storageDir?: string } = {}): Promise
     await fsp.mkdir(storageDir, { recursive: true });
     port = await freePort();
     configFile = path.join(configDir, 'config.yml');
-    await fsp.writeFile(configFile, registryConfig(port, storageDir));
+    await fsp.writeFile(configFile, registryConfig(port, storageDir, opts.auth));
     child = spawn('docker-registry', ['serve', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (err) {
     await cleanupDirs();
@@ -132,7 +186,7 @@ export async function startRegistry(opts: { storageDir?: string } = {}): Promise
       throw new Error(`start registry ${host}: ${why}; stderr:\n${stderr}`);
     }
     lastStatus = await probe(url);
-    if (lastStatus === 200) break;
+    if (lastStatus === (opts.auth === undefined ? 200 : 401)) break;
     if (Date.now() > deadline) {
       await terminate(child);
       await cleanupDirs();

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
-import { MAX_MANIFEST_BYTES, MEDIA, RegistryClient, parseReference, type RegistryOptions } from '../../src/runtime/registry/index.js';
+import { MAX_MANIFEST_BYTES, MEDIA, RegistryClient, credentialsFromDockerConfig, parseReference, type RegistryOptions } from '../../src/runtime/registry/index.js';
 import { BerthError, type ErrorCode } from '../../src/lib/errors.js';
 import { sha256 } from '../../src/lib/digest.js';
 
@@ -245,10 +245,13 @@ describe('integration: registry client against a fault-injecting loopback server
     assert.ok(sent < 64 * 1024 * 1024, `client stopped reading early (server sent ${sent} bytes)`);
   });
 
-  test('401 is ERR_REGISTRY saying authentication is not supported, and is not retried', { timeout: 10_000 }, async () => {
-    srv.script(reply(401, '{"errors":[{"code":"UNAUTHORIZED"}]}', { 'www-authenticate': 'Bearer realm="http://127.0.0.1:1/token"' }));
-    const err = await rejectsWith(client.fetchManifest(ref(), 'tag'), 'ERR_REGISTRY', /authentication is not supported/);
+  test('401 without credentials is ERR_REGISTRY "authentication required", without the body, not retried', { timeout: 10_000 }, async () => {
+    const c = new RegistryClient({ ...CLIENT_OPTS, credentials: credentialsFromDockerConfig('{}', 'test config.json') });
+    extraClients.push(c);
+    srv.script(reply(401, '{"errors":[{"code":"UNAUTHORIZED"}]}', { 'www-authenticate': 'Basic realm="r"' }));
+    const err = await rejectsWith(c.fetchManifest(ref(), 'tag'), 'ERR_REGISTRY', /authentication required for 127\.0\.0\.1:\d+: no credentials for .* in test config\.json/);
     assert.equal(err.details['status'], 401);
+    assert.ok(!err.message.includes('UNAUTHORIZED'));
     assert.equal(srv.seen.length, 1);
   });
 

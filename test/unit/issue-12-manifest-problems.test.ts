@@ -23,8 +23,8 @@ spec:
       command: ["httpd", "-f"]
 `;
 
-const SPEC_FIELDS = 'containers, volumes, restartPolicy, hostNetwork, hostname, subdomain, dnsPolicy, dnsConfig, shareProcessNamespace, terminationGracePeriodSeconds';
-const CONTAINER_FIELDS = 'name, image, imagePullPolicy, command, args, workingDir, env, envFrom, ports, resources, volumeMounts, stdin, tty';
+const SPEC_FIELDS = 'containers, initContainers, volumes, restartPolicy, hostNetwork, hostname, subdomain, dnsPolicy, dnsConfig, shareProcessNamespace, securityContext, terminationGracePeriodSeconds';
+const CONTAINER_FIELDS = 'name, image, imagePullPolicy, command, args, workingDir, env, envFrom, ports, resources, securityContext, volumeMounts, stdin, tty';
 const READS = 'berth reads: Pod, ConfigMap and Secret (apiVersion: v1), Container and Image (apiVersion: berth.dev/v1)';
 
 function problemsOf(text: string): string[] {

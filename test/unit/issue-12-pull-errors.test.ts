@@ -24,7 +24,7 @@ test('pull errors: a 404 is the registry\'s answer in one line plus what to chec
 
 test('pull errors: 401, 5xx, unreachable and other failures', () => {
   assert.match(explainPullFailure(REF, { code: 'ERR_REGISTRY', message: 'x', details: { status: 401, body: '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}' } }),
-    /^pull \S+: access denied: registry 127\.0\.0\.1:5000 answered 401 "authentication required \(UNAUTHORIZED\)" \(registry authentication is not supported yet\); check the tag, the registry address and credentials$/);
+    /^pull \S+: access denied: registry 127\.0\.0\.1:5000 answered 401 "authentication required \(UNAUTHORIZED\)"; check the tag, the registry address and credentials$/);
   assert.match(explainPullFailure(REF, { code: 'ERR_REGISTRY', message: 'x', details: { status: 503, body: '<html>\n<body>Service Unavailable</body></html>' } }),
     /answered 503 "<html> <body>Service Unavailable<\/body><\/html>"; retried with back-off/);
   assert.equal(explainPullFailure('127.0.0.1:1/absent/image:1', { code: 'ERR_NETWORK', message: 'fetch manifest 127.0.0.1:1/absent/image:1: connect ECONNREFUSED 127.0.0.1:1' }),

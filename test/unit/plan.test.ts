@@ -319,3 +319,43 @@ test('issue 13: plan — a pod that ran to completion gets no new sandbox; a pau
   const toHost = plan({ desired: [host], observed: [wasNetworked], images: present });
   assert.deepEqual(toHost.steps.map((s) => s.kind), ['replace', 'remove-sandbox']);
 });
+
+// Issue 13: init containers ----------------------------------------------------------
+
+test('issue 13: plan — init containers run one at a time, in order, to a successful exit before any container', () => {
+  const d = pod('web', [ctr('app', 'h9')], { initContainers: [ctr('first', 'i1'), ctr('second', 'i2')] });
+  const fresh = plan({ desired: [d], observed: [], images: present });
+  assert.deepEqual(fresh.steps.map((s) => (s.kind === 'start' ? `start ${s.container.name}` : s.kind)), ['create-pod', 'start first']);
+  const firstRunning = plan({ desired: [d], observed: [observed(d, [{ name: 'first', hash: 'i1' }])], images: present });
+  assert.deepEqual(firstRunning.steps, []);
+  const firstDone = plan({ desired: [d], observed: [observed(d, [{ name: 'first', hash: 'i1', state: 'exited', exitCode: 0 }])], images: present });
+  assert.deepEqual(firstDone.steps.map((s) => (s.kind === 'start' ? `start ${s.container.name}` : s.kind)), ['start second']);
+  const allDone = plan({
+    desired: [d],
+    observed: [observed(d, [{ name: 'first', hash: 'i1', state: 'exited', exitCode: 0 }, { name: 'second', hash: 'i2', state: 'exited', exitCode: 0 }])],
+    images: present,
+  });
+  assert.deepEqual(allDone.steps.map((s) => (s.kind === 'start' ? `start ${s.container.name}` : s.kind)), ['start app']);
+  // Done init containers are never removed as "no longer declared" nor run again.
+  const steady = plan({
+    desired: [d],
+    observed: [observed(d, [{ name: 'first', hash: 'i1', state: 'exited', exitCode: 0 }, { name: 'second', hash: 'i2', state: 'exited', exitCode: 0 }, { name: 'app', hash: 'h9' }])],
+    images: present,
+  });
+  assert.deepEqual(steady.steps, []);
+});
+
+test('issue 13: plan — a failed init container is restarted with back-off, or leaves the pod failed under Never', () => {
+  const d = pod('web', [ctr('app', 'h9')], { initContainers: [ctr('first', 'i1')], restartPolicy: 'OnFailure' });
+  const failed = observed(d, [{ name: 'first', hash: 'i1', state: 'exited', exitCode: 3, startedAt: 1000, finishedAt: 2000 }]);
+  const p = plan({ desired: [d], observed: [failed], images: present, now: 2000 });
+  const r = p.steps[0];
+  assert.ok(r?.kind === 'replace' && r.container.name === 'first' && r.restart?.count === 1, JSON.stringify(p.steps));
+  const backingOff = plan({ desired: [d], observed: [{ ...failed, restarts: [{ name: 'first', restarts: 1, nextAttempt: 1, backoffMs: 10_000 }] }], images: present, now: 5000 });
+  assert.deepEqual(backingOff.steps, []);
+  assert.equal(backingOff.waiting?.[0]?.until, 12_000);
+  const never = { ...d, restartPolicy: 'Never' as const };
+  const dead = plan({ desired: [never], observed: [observed(never, [{ name: 'first', hash: 'i1', state: 'exited', exitCode: 3 }])], images: present });
+  assert.deepEqual(dead.steps, []);
+  assert.match(dead.blocked[0]?.reason ?? '', /init container first failed with exit code 3 and restartPolicy is Never/);
+});

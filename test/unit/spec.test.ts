@@ -1,8 +1,15 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkWorkingDir, expandEnv, expandRefs, generateSandboxSpec, generateSpec, parseUser, processArgs, stopSignal, DEFAULT_CAPS, type SandboxRef } from '../../src/runtime/tasks/spec.js';
+import { checkWorkingDir, expandEnv, expandRefs, generateSandboxSpec, generateSpec, processArgs, stopSignal, DEFAULT_CAPS, type SandboxRef } from '../../src/runtime/tasks/spec.js';
 import type { ImageConfig } from '../../src/runtime/images/documents.js';
 import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+/** An empty rootfs: no /etc/passwd, so only numeric users resolve. */
+const ROOTFS = mkdtempSync(path.join(os.tmpdir(), 'berth-spec-'));
+after(() => rmSync(ROOTFS, { recursive: true, force: true }));
 
 const HOST: SandboxRef = { kind: 'host', files: [] };
 const POD: SandboxRef = {
@@ -34,14 +41,14 @@ test('spec: generated config.json validates against the runtime-spec schema in e
     { sandbox: { ...POD, pid: '/proc/42/ns/pid' } },
     { sandbox: { kind: 'host' as const, files: [{ destination: '/etc/hosts', source: '/etc/hosts' }] }, env: [{ name: 'A', value: '2' }, { name: 'B', value: 'x=y' }], workingDir: '/srv' },
   ]) {
-    const spec = generateSpec(image(), { id: 'ns.pod.c.12345678', rootfs: '/r', ...variant });
+    const spec = generateSpec(image(), { id: 'ns.pod.c.12345678', rootfs: ROOTFS, ...variant });
     validateRuntimeConfig(spec);
   }
   validateRuntimeConfig(generateSandboxSpec({ id: 'ns.pod._sandbox.12345678', rootfs: '/r', netns: '/run/netns/berth-x', hostname: 'pod', catatonit: '/usr/bin/catatonit' }));
 });
 
 test('spec: a pod container joins its sandbox by path (network, IPC, UTS; PID only when shared) and sets no hostname of its own', () => {
-  const spec = generateSpec(image(), { id: 'x', sandbox: POD, rootfs: '/r' }) as { hostname?: string; linux: { namespaces: { type: string; path?: string }[] }; mounts: { destination: string; source: string }[] };
+  const spec = generateSpec(image(), { id: 'x', sandbox: POD, rootfs: ROOTFS }) as { hostname?: string; linux: { namespaces: { type: string; path?: string }[] }; mounts: { destination: string; source: string }[] };
   assert.deepEqual(spec.linux.namespaces, [
     { type: 'pid' },
     { type: 'ipc', path: '/proc/42/ns/ipc' },
@@ -51,14 +58,14 @@ test('spec: a pod container joins its sandbox by path (network, IPC, UTS; PID on
   ]);
   assert.equal(spec.hostname, undefined);
   assert.ok(spec.mounts.some((m) => m.destination === '/etc/hosts' && m.source === '/sb/hosts'));
-  const shared = generateSpec(image(), { id: 'x', sandbox: { ...POD, pid: '/proc/42/ns/pid' }, rootfs: '/r' }) as { linux: { namespaces: { type: string; path?: string }[] } };
+  const shared = generateSpec(image(), { id: 'x', sandbox: { ...POD, pid: '/proc/42/ns/pid' }, rootfs: ROOTFS }) as { linux: { namespaces: { type: string; path?: string }[] } };
   assert.deepEqual(shared.linux.namespaces[0], { type: 'pid', path: '/proc/42/ns/pid' });
-  const host = generateSpec(image(), { id: 'x', sandbox: HOST, rootfs: '/r' }) as { linux: { namespaces: { type: string }[] } };
+  const host = generateSpec(image(), { id: 'x', sandbox: HOST, rootfs: ROOTFS }) as { linux: { namespaces: { type: string }[] } };
   assert.deepEqual(host.linux.namespaces.map((n) => n.type), ['pid', 'ipc', 'mount']);
 });
 
 test('spec: safe defaults (R2): no new privileges, default caps, empty inheritable/ambient, pids limit, cgroup per container', () => {
-  const spec = generateSpec(image(), { id: 'x', sandbox: POD, rootfs: '/r' }) as {
+  const spec = generateSpec(image(), { id: 'x', sandbox: POD, rootfs: ROOTFS }) as {
     process: { noNewPrivileges: boolean; capabilities: Record<string, string[]>; env: string[]; user: { additionalGids: number[] } };
     linux: { cgroupsPath: string; resources: { pids: { limit: number } }; namespaces: { type: string }[]; maskedPaths: string[] };
     hostname: string;
@@ -81,22 +88,25 @@ test('spec: R1 — working dir under /proc, /sys, /dev or unclean is refused (CV
     assert.throws(() => checkWorkingDir(bad, 'test'), (e: Error & { code?: string }) => e.code === 'ERR_INVALID_IMAGE', bad);
   }
   assert.equal(checkWorkingDir('/srv/app', 'test'), '/srv/app');
-  assert.throws(() => generateSpec(image({ WorkingDir: '/proc/self/fd/7' }), { id: 'x', sandbox: HOST, rootfs: '/r' }), /working dir/);
+  assert.throws(() => generateSpec(image({ WorkingDir: '/proc/self/fd/7' }), { id: 'x', sandbox: HOST, rootfs: ROOTFS }), /working dir/);
 });
 
 test('spec: R1 — user ids in range (CVE-2024-40635), env entries KEY=VALUE without NUL', () => {
-  assert.deepEqual(parseUser('1000:1000', 't'), { uid: 1000, gid: 1000 });
-  assert.deepEqual(parseUser('', 't'), { uid: 0, gid: 0 });
-  assert.throws(() => parseUser('4294967295', 't'), (e: Error & { code?: string }) => e.code === 'ERR_INVALID_IMAGE');
-  assert.throws(() => parseUser('nobody', 't'), (e: Error & { code?: string }) => e.code === 'ERR_UNSUPPORTED');
-  assert.throws(() => generateSpec(image({ Env: ['NOEQUALS'] }), { id: 'x', sandbox: HOST, rootfs: '/r' }), /KEY=VALUE/);
-  assert.throws(() => generateSpec(image({ Env: ['A=b\0c'] }), { id: 'x', sandbox: HOST, rootfs: '/r' }), /KEY=VALUE/);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-user-'));
+  const user = (u: string): unknown => (generateSpec(image({ User: u }), { id: 'x', sandbox: HOST, rootfs: dir }) as { process: { user: unknown } }).process.user;
+  assert.deepEqual(user('1000:1000'), { uid: 1000, gid: 1000, additionalGids: [1000] });
+  assert.deepEqual(user(''), { uid: 0, gid: 0, additionalGids: [0] });
+  assert.throws(() => user('4294967295'), (e: Error & { code?: string }) => e.code === 'ERR_INVALID_IMAGE');
+  assert.throws(() => user('nobody'), (e: Error & { code?: string }) => e.code === 'ERR_INVALID_IMAGE' && /nobody/.test(e.message));
+  rmSync(dir, { recursive: true });
+  assert.throws(() => generateSpec(image({ Env: ['NOEQUALS'] }), { id: 'x', sandbox: HOST, rootfs: ROOTFS }), /KEY=VALUE/);
+  assert.throws(() => generateSpec(image({ Env: ['A=b\0c'] }), { id: 'x', sandbox: HOST, rootfs: ROOTFS }), /KEY=VALUE/);
 });
 
 test('spec: R3 — the image config is never mutated', () => {
   const img = image();
   const before = JSON.stringify(img);
-  generateSpec(img, { id: 'x', sandbox: HOST, rootfs: '/r', env: [{ name: 'PATH', value: '/x' }], command: ['a'] });
+  generateSpec(img, { id: 'x', sandbox: HOST, rootfs: ROOTFS, env: [{ name: 'PATH', value: '/x' }], command: ['a'] });
   assert.equal(JSON.stringify(img), before);
 });
 
@@ -122,10 +132,19 @@ test('regression: var-refs-not-expanded — $(VAR) in env, command and args foll
   const spec = generateSpec(image(), {
     id: 'x',
     sandbox: HOST,
-    rootfs: '/r',
+    rootfs: ROOTFS,
     env: [{ name: 'GREETING', value: 'hi' }],
     command: ['echo', '$(GREETING)'],
     args: ['$$(GREETING)', '$(GREETING)!'],
   }) as { process: { args: string[] } };
   assert.deepEqual(spec.process.args, ['echo', 'hi', '$(GREETING)', 'hi!']);
+});
+
+test('regression: untrusted-config-text-in-errors — a huge User or WorkingDir is cut to 80 characters in the message', () => {
+  const huge = 'x'.repeat(4 * 1024 * 1024);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-user-'));
+  for (const bad of [() => generateSpec(image({ User: huge }), { id: 'x', sandbox: HOST, rootfs: dir }), () => checkWorkingDir(`/${huge}/..`, 'img')]) {
+    assert.throws(bad, (e: Error) => e.message.length < 300 && /…/.test(e.message));
+  }
+  rmSync(dir, { recursive: true });
 });

@@ -166,17 +166,26 @@ export function hostPlatform(): Platform {
   return { os: 'linux', architecture: arch[process.arch] ?? process.arch };
 }
 
-/** Picks the manifest for `want` from an index: exact os/arch (and variant when both name one). */
+/**
+ * Picks the manifest for `want` from an index: exact os/arch (and variant when both name one).
+ * Entries that are indexes themselves are skipped (P1: berth reads one index level). When only such
+ * entries match, the image is refused as nested (ERR_INVALID_IMAGE, as a manifest entry that turns
+ * out to be an index is) rather than reported as missing a platform that the index does list.
+ */
 export function selectPlatform(index: ImageIndex, want: Platform, what: string): Descriptor {
-  const candidates = index.manifests.filter(
+  const matches = index.manifests.filter(
     (m) =>
-      (m.mediaType === MEDIA.ociManifest || m.mediaType === MEDIA.dockerManifest) &&
       m.platform !== undefined &&
       m.platform.os === want.os &&
       m.platform.architecture === want.architecture &&
       (want.variant === undefined || m.platform.variant === undefined || m.platform.variant === want.variant),
   );
+  const candidates = matches.filter((m) => m.mediaType === MEDIA.ociManifest || m.mediaType === MEDIA.dockerManifest);
   const pick = candidates[0];
+  const nested = matches.find((m) => m.mediaType === MEDIA.ociIndex || m.mediaType === MEDIA.dockerList);
+  if (pick === undefined && nested !== undefined) {
+    throw new BerthError('ERR_INVALID_IMAGE', `${what}: the entry for ${want.os}/${want.architecture} is another index ${nested.digest} (nested indexes are not supported)`);
+  }
   if (pick === undefined) {
     const have = index.manifests.map((m) => (m.platform ? `${m.platform.os}/${m.platform.architecture}` : 'unknown')).join(', ');
     throw new BerthError('ERR_NOT_FOUND', `${what}: no manifest for ${want.os}/${want.architecture} in the index (has ${have || 'none'})`);

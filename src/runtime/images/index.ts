@@ -1,8 +1,10 @@
+import type { Readable } from 'node:stream';
 import { BerthError, messageOf } from '../../lib/errors.js';
 import { sleep } from '../../lib/time.js';
 import { eachBounded } from '../../lib/bounded.js';
 import { chainIds, type Digest } from '../../lib/digest.js';
 import type { Logger } from '../../lib/log.js';
+import { PULL_REPORT_MS, type LayerProgress } from '../../lib/progress.js';
 import type { ContentStore } from '../content/index.js';
 import { parseReference, type RegistryClient, type ImageReference } from '../registry/index.js';
 import type { Snapshotter } from '../snapshots/index.js';
@@ -27,12 +29,20 @@ export interface PullOptions {
   signal?: AbortSignal;
 }
 
+/** The layers a pull downloads, with their bytes written so far; `image` is the reference as given to `pull`. */
+export interface PullProgress {
+  image: string;
+  layers: LayerProgress[];
+}
+
 /**
  * Images: pull = resolve → platform → fetch config and layers into the content store →
  * unpack each layer into its chainID snapshot → record the image in one row.
  * Bytes first, then rows (STYLE rule 5).
  */
 export class ImageService {
+  private readonly progressListeners = new Set<(p: PullProgress) => void>();
+
   constructor(
     private readonly state: StateStore,
     private readonly content: ContentStore,
@@ -40,6 +50,15 @@ export class ImageService {
     private readonly registry: RegistryClient,
     private readonly log: Logger,
   ) {}
+
+  /**
+   * Calls `fn` while pulls download layers: at most every PULL_REPORT_MS per pull, and at once
+   * when a layer is complete (live progress; nothing is reported for layers already here).
+   */
+  onPullProgress(fn: (p: PullProgress) => void): () => void {
+    this.progressListeners.add(fn);
+    return () => this.progressListeners.delete(fn);
+  }
 
   /** The local image for `ref` if it is fully present, else undefined. */
   get(refString: string): LocalImage | undefined {
@@ -122,12 +141,13 @@ export class ImageService {
     // Layers download in parallel (bounded); extraction follows in order since each
     // snapshot is recorded with its parent. The first failed layer aborts the others, and the
     // pull settles only once they have stopped: the caller releases the state lock after us.
+    const report = this.progressReporter(refString);
     await eachBounded(
       layers,
       3,
       async (l, signal) => {
         if (this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest))) return;
-        await this.fetchLayer(ref, l, signal);
+        await this.fetchLayer(ref, l, signal, report);
       },
       opts.signal !== undefined ? { signal: opts.signal } : {},
     );
@@ -167,13 +187,15 @@ export class ImageService {
    * An abort of `signal` closes the download; the blob request itself only notices once its
    * headers arrive (bounded by the registry client's header timeout).
    */
-  private async fetchLayer(ref: ImageReference, l: LayerRecord, signal: AbortSignal): Promise<void> {
+  private async fetchLayer(ref: ImageReference, l: LayerRecord, signal: AbortSignal, report?: LayerReporter): Promise<void> {
     const attempts = 3;
     for (let attempt = 1; ; attempt++) {
       try {
         signal.throwIfAborted();
         const body = await this.registry.fetchBlob(ref, l.digest);
-        await this.content.ingest({ digest: l.digest, size: l.size }, body, { signal });
+        const progress = report?.(l);
+        await this.content.ingest({ digest: l.digest, size: l.size }, progress === undefined ? body : countWritten(body, progress), { signal });
+        progress?.(0, true);
         this.log.debug({ digest: l.digest, size: l.size }, 'layer fetched');
         return;
       } catch (err) {
@@ -186,7 +208,56 @@ export class ImageService {
     }
   }
 
+  /**
+   * The progress of one pull: each layer's attempt gets a callback for the bytes written; all the
+   * pull's layers are reported together, throttled, and at once when one is complete.
+   * Undefined when nobody listens.
+   */
+  private progressReporter(image: string): LayerReporter | undefined {
+    if (this.progressListeners.size === 0) return undefined;
+    const layers = new Map<string, { p: LayerProgress; began: number }>();
+    let last = 0;
+    const emit = (force: boolean): void => {
+      const now = Date.now();
+      if (!force && now - last < PULL_REPORT_MS) return;
+      last = now;
+      const snapshot = [...layers.values()].map(({ p, began }) => ({ ...p, ms: now - began }));
+      for (const fn of this.progressListeners) fn({ image, layers: snapshot });
+    };
+    return (l) => {
+      // A new attempt (after a broken-off body) starts again from 0.
+      const entry = { p: { digest: l.digest, size: l.size, written: 0, ms: 0, done: false }, began: Date.now() };
+      layers.set(l.digest, entry);
+      emit(true);
+      return (n, done) => {
+        entry.p.written += n;
+        entry.p.done = done;
+        emit(done);
+      };
+    };
+  }
+
   list(): { ref: string; digest: Digest }[] {
     return this.state.listImages().map((i) => ({ ref: i.ref, digest: i.digest }));
   }
+}
+
+/** A layer's download starting; the returned function is told each chunk written and when it is done. */
+type LayerReporter = (l: LayerRecord) => (bytes: number, done: boolean) => void;
+
+/**
+ * `body` for the content store's ingest, counting each chunk once ingest asks for the next one,
+ * i.e. after its write has returned: the bytes reported are on disk, not merely received.
+ * `destroy` is passed through so that an abort still closes the download.
+ */
+function countWritten(body: Readable, written: (bytes: number, done: boolean) => void): AsyncIterable<Uint8Array> & { destroy(err?: Error): void } {
+  return {
+    async *[Symbol.asyncIterator]() {
+      for await (const chunk of body as AsyncIterable<Uint8Array>) {
+        yield chunk;
+        written(chunk.length, false);
+      }
+    },
+    destroy: (err?: Error) => body.destroy(err),
+  };
 }

@@ -1,14 +1,37 @@
 import { createHash } from 'node:crypto';
+import { homedir } from 'node:os';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { BerthError, messageOf } from '../../lib/errors.js';
 import { redactUrl } from '../../lib/log.js';
 import { parseDigest, type Digest } from '../../lib/digest.js';
 import { sleep } from '../../lib/time.js';
+import { systemClock, type Clock } from '../../lib/clock.js';
 import { isLoopbackHost, type ImageReference } from './reference.js';
 import { checkedLookup, hopHeaders, hopRefusal, vetHop, type HopContext, type HopPolicy } from './guard.js';
+import {
+  basicAuthorization,
+  chainCredentials,
+  credentialKey,
+  defaultDockerConfigPath,
+  dockerConfigFile,
+  normalizeRegistryHost,
+  parseWwwAuthenticate,
+  type CredentialSource,
+  type FoundCredential,
+} from './auth.js';
+import { MAX_TOKEN_RESPONSE_BYTES, TokenCache, parseTokenResponse } from './token.js';
 
 export { parseReference, isLoopbackHost, type ImageReference } from './reference.js';
+export {
+  chainCredentials,
+  credentialsFromDockerConfig,
+  defaultDockerConfigPath,
+  dockerConfigFile,
+  type CredentialSource,
+  type FoundCredential,
+  type RegistryCredential,
+} from './auth.js';
 
 export const MEDIA = {
   ociManifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -46,25 +69,113 @@ export interface RegistryOptions {
   bodyTimeoutMs?: number;
   retries?: number;
   signal?: AbortSignal;
+  /**
+   * Where credentials come from when a registry asks (a 401). Default: the Docker config file
+   * at `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, read on the first 401 only.
+   * cli.ts passes `dockerConfigFile(--registry-config …)`; per-pull secrets go through
+   * `withCredentials`.
+   */
+  credentials?: CredentialSource;
+  /** Token expiry is measured on this clock (tests use a FakeClock). */
+  clock?: Clock;
 }
+
+/** How a registry host asked to be authenticated the last time it answered 401. */
+type HostAuth = { scheme: 'basic' } | { scheme: 'bearer'; realm: string; service: string | undefined };
+
+/** What one client and its `withCredentials` views share: pools and what the registries told us. */
+interface Shared {
+  http: Promise<Http> | undefined;
+  /** Connection pools for redirect hops and token realms, one per P3 policy (their lookup enforces it). */
+  readonly hopDispatchers: Map<string, Dispatcher>;
+  readonly tokens: TokenCache;
+  /** By registry host (as the reference names it). */
+  readonly hostAuth: Map<string, HostAuth>;
+  /** The scope a registry named in its last challenge for `host/repository`. */
+  readonly scopes: Map<string, string>;
+}
+
+/** What one `get` call is fetching, for the credentials and the token scope. */
+interface Target {
+  url: string;
+  /** The registry host as the image reference names it: credentials and tokens are keyed by it. */
+  host: string;
+  repository: string;
+}
+
+/** One `get` call's authentication state: what it sent, so that a refused credential is never sent twice. */
+interface CallAuth {
+  readonly host: string;
+  readonly repository: string;
+  readonly registry: URL;
+  readonly what: string;
+  readonly signal: AbortSignal | undefined;
+  found: FoundCredential | undefined;
+  looked: boolean;
+  /** The Authorization sent on the registry's own origin by the last request. */
+  sent: string | undefined;
+  /**
+   * The challenge (realm, service, scope) a bearer token was fetched for during this call: a
+   * 401 naming the same challenge again is final; one naming another (the registry moved its
+   * realm) gets one more token.
+   */
+  freshFor: string | undefined;
+}
+
+/** Errors worth another attempt of the same GET (a token realm's 5xx, a network error on the way to it). */
+const TRANSIENT = new WeakSet<BerthError>();
 
 /**
  * Distribution v2 client: resolve tags, fetch manifests and blobs by digest.
- * Anonymous access only in this slice; a 401 is reported as ERR_REGISTRY naming the
- * host. Redirects are followed by this code (never by undici) and each hop is vetted by
- * ./guard.ts (rule P3): https only, no loopback, private, link-local, unspecified or
- * reserved address unless the registry itself is configured at one, checked again at
- * connect time for names. A refused hop is ERR_REGISTRY and is not retried. GETs are
- * retried with backoff on 5xx, 429 and network errors (rule P4).
+ *
+ * Authentication (rule P3): anonymous until a registry answers 401 on its own origin. Then
+ * - `Bearer realm=…,service=…,scope=…`: a token is fetched from the realm (GET with `service` and
+ *   `scope`, with basic credentials when the host has some, anonymously otherwise; an
+ *   `identitytoken` is exchanged by an OAuth2 `refresh_token` POST), cached per (credential, host,
+ *   scope) until `expires_in` and sent on the next requests for that repository; an expired one
+ *   is fetched again before use, and a cached one the registry refuses is replaced once;
+ * - `Basic realm=…`: the host's credentials are sent, on this and later requests.
+ * A 401 that remains (a token fetched for this very request refused, basic credentials refused)
+ * or a 403 is ERR_REGISTRY "authentication required for HOST" (nothing to send) or
+ * "authentication failed for HOST" naming where the credential came from; never the body,
+ * never a secret. The token realm is a URL the registry chose: it is vetted like a redirect
+ * (https, no loopback, private, link-local, unspecified address unless the registry is at one;
+ * plain http only loopback to loopback) and its redirects are not followed. Only the realm and
+ * the registry's own host ever see a credential. Basic credentials go over plain http only to
+ * a registry that is loopback or configured insecure (as docker does).
+ *
+ * Redirects are followed by this code (never by undici) and each hop is vetted by ./guard.ts
+ * (rule P3), checked again at connect time for names; `Authorization` is dropped on any hop to
+ * another host:port. A refused hop is ERR_FORBIDDEN and is not retried. GETs are retried with
+ * backoff on 5xx, 429 and network errors (rule P4).
  */
 export class RegistryClient {
-  private http: Promise<Http> | undefined;
-  /** Connection pools for redirect hops, one per P3 policy (their lookup enforces it). */
-  private readonly hopDispatchers = new Map<string, Dispatcher>();
   private readonly opts: RegistryOptions;
+  private readonly shared: Shared;
+  private readonly credentials: CredentialSource;
+  /** False for a `withCredentials` view: the pools belong to the client it came from. */
+  private readonly ownsPools: boolean;
 
-  constructor(opts: RegistryOptions = {}) {
+  constructor(opts: RegistryOptions = {}, view?: { shared: Shared }) {
     this.opts = opts;
+    this.credentials = opts.credentials ?? dockerConfigFile(defaultDockerConfigPath(process.env, homedir()));
+    this.ownsPools = view === undefined;
+    this.shared = view?.shared ?? {
+      http: undefined,
+      hopDispatchers: new Map(),
+      tokens: new TokenCache(opts.clock ?? systemClock),
+      hostAuth: new Map(),
+      scopes: new Map(),
+    };
+  }
+
+  /**
+   * The same client (pools, tokens) asking `source` first, then this client's own credentials:
+   * a pod's imagePullSecrets before the node's config.json. Tokens are keyed by credential, so
+   * a token a secret obtained never serves a pull without it. `close()` on the view does nothing.
+   */
+  withCredentials(source: CredentialSource): RegistryClient {
+    return new RegistryClient({ ...this.opts, credentials: chainCredentials(source, this.credentials) }, { shared: this.shared });
   }
 
   /**
@@ -73,12 +184,12 @@ export class RegistryClient {
    * was a sixth of their start-up.
    */
   private client(): Promise<Http> {
-    this.http ??= import('undici').then((u) => ({
+    this.shared.http ??= import('undici').then((u) => ({
       request: u.request,
       Agent: u.Agent,
       dispatcher: new u.Agent(this.agentOptions()),
     }));
-    return this.http;
+    return this.shared.http;
   }
 
   private agentOptions(): { headersTimeout: number; bodyTimeout: number; connections: number } {
@@ -91,41 +202,56 @@ export class RegistryClient {
    * whose address nobody checked.
    */
   private hopDispatcher(http: Http, policy: HopPolicy): Dispatcher {
-    let d = this.hopDispatchers.get(policy.key);
+    let d = this.shared.hopDispatchers.get(policy.key);
     if (d === undefined) {
       d = new http.Agent({ ...this.agentOptions(), connect: { lookup: checkedLookup(policy.allowed) } });
-      this.hopDispatchers.set(policy.key, d);
+      this.shared.hopDispatchers.set(policy.key, d);
     }
     return d;
   }
 
   async close(): Promise<void> {
-    if (this.http !== undefined) await (await this.http).dispatcher.close();
-    const hops = [...this.hopDispatchers.values()];
-    this.hopDispatchers.clear();
+    if (!this.ownsPools) return;
+    const http = this.shared.http;
+    this.shared.http = undefined;
+    if (http !== undefined) await (await http).dispatcher.close();
+    const hops = [...this.shared.hopDispatchers.values()];
+    this.shared.hopDispatchers.clear();
     await Promise.all(hops.map((d) => d.close()));
   }
 
-  private baseUrl(ref: ImageReference): string {
+  private target(ref: ImageReference, suffix: string): Target {
     const plain = isLoopbackHost(ref.domain) || (this.opts.insecureHosts ?? []).includes(ref.domain);
     const host = ref.domain === 'docker.io' ? 'registry-1.docker.io' : ref.domain;
-    return `${plain ? 'http' : 'https'}://${host}/v2/${ref.path}`;
+    return { url: `${plain ? 'http' : 'https'}://${host}/v2/${ref.path}/${suffix}`, host: normalizeRegistryHost(ref.domain), repository: ref.path };
   }
 
   /**
-   * GET `url`, following up to 5 redirects, retrying transient failures.
-   * Returns the final response with an unread body; the caller must consume or dump it.
+   * GET `target`, following up to 5 redirects, authenticating when the registry asks,
+   * retrying transient failures. Returns the final response with an unread body; the caller
+   * must consume or dump it.
    */
   private async get(
-    url: string,
+    target: Target,
     headers: Record<string, string>,
     what: string,
     callSignal?: AbortSignal,
   ): Promise<Dispatcher.ResponseData<unknown>> {
     const signal =
       callSignal !== undefined && this.opts.signal !== undefined ? AbortSignal.any([this.opts.signal, callSignal]) : (callSignal ?? this.opts.signal);
-    const registry = new URL(url);
+    const registry = new URL(target.url);
     const ctx: HopContext = { what, kind: 'redirect to' };
+    const call: CallAuth = {
+      host: target.host,
+      repository: target.repository,
+      registry,
+      what,
+      signal,
+      found: undefined,
+      looked: false,
+      sent: undefined,
+      freshFor: undefined,
+    };
     const attempts = (this.opts.retries ?? 3) + 1;
     let lastErr: unknown;
     for (let attempt = 0; attempt < attempts; attempt++) {
@@ -134,13 +260,16 @@ export class RegistryClient {
       // undefined while on the registry's own origin: its own pool, no P3 lookup.
       let policy: HopPolicy | undefined;
       try {
-        for (let hop = 0; ; hop++) {
+        let authorization = await this.preemptiveAuthorization(call);
+        for (let hop = 0, challenges = 0; ; hop++) {
           const http = await this.client();
+          call.sent = authorization;
+          const sendHeaders = authorization !== undefined ? { ...headers, authorization } : headers;
           let res: Dispatcher.ResponseData<unknown>;
           try {
             res = await http.request(current.toString(), {
               method: 'GET',
-              headers: hopHeaders(headers, current, registry.host),
+              headers: hopHeaders(sendHeaders, current, registry.host),
               dispatcher: policy === undefined ? http.dispatcher : this.hopDispatcher(http, policy),
               maxRedirections: 0,
               ...(signal !== undefined ? { signal } : {}),
@@ -164,6 +293,20 @@ export class RegistryClient {
             current = next;
             continue;
           }
+          // Only the registry's own origin may ask for credentials: a storage hop that answers
+          // 401 is an error like any other, and never learns anything.
+          if ((res.statusCode === 401 || res.statusCode === 403) && current.origin === registry.origin) {
+            const challenge = res.headers['www-authenticate'];
+            await res.body.dump();
+            if (res.statusCode === 403) throw await this.authError(call, 403);
+            // Bounded by answerChallenge (each credential is sent at most twice); this is a backstop.
+            if (++challenges > 3) throw await this.authError(call, 401);
+            authorization = await this.answerChallenge(call, challenge);
+            current = registry;
+            policy = undefined;
+            hop = -1;
+            continue;
+          }
           if (res.statusCode === 429 || res.statusCode >= 500) {
             const body = await errorBody(res.body);
             lastErr = new BerthError('ERR_REGISTRY', `${what}: ${res.statusCode} from ${redactUrl(current.toString())}: ${body.slice(0, 200)}`, {
@@ -172,22 +315,177 @@ export class RegistryClient {
             break;
           }
           if (res.statusCode !== 200) {
-            const body = await errorBody(res.body);
+            // An authentication answer's body is not shown: it may echo what was sent.
+            const body = res.statusCode === 401 || res.statusCode === 403 ? (await res.body.dump(), '') : await errorBody(res.body);
             const code = res.statusCode === 404 ? 'ERR_NOT_FOUND' : 'ERR_REGISTRY';
-            const hint = res.statusCode === 401 ? ' (registry authentication is not supported yet)' : '';
-            throw new BerthError(code, `${what}: ${res.statusCode} from ${redactUrl(current.toString())}${hint}: ${body.slice(0, 200)}`, {
-              details: { status: res.statusCode, body: body.slice(0, 200) },
+            throw new BerthError(code, `${what}: ${res.statusCode} from ${redactUrl(current.toString())}${body !== '' ? `: ${body.slice(0, 200)}` : ''}`, {
+              details: { status: res.statusCode, ...(body !== '' ? { body: body.slice(0, 200) } : {}) },
             });
           }
           return res;
         }
       } catch (err) {
-        if (err instanceof BerthError) throw err;
+        if (err instanceof BerthError) {
+          if (!TRANSIENT.has(err)) throw err;
+          lastErr = err;
+          continue;
+        }
         if (signal?.aborted) throw err;
         lastErr = new BerthError('ERR_NETWORK', `${what}: ${messageOf(err)}`, { cause: err });
       }
     }
     throw lastErr;
+  }
+
+  /** The call's credential, looked up once per call (a file source stats its file). */
+  private async credentialFor(call: CallAuth): Promise<FoundCredential | undefined> {
+    if (!call.looked) {
+      call.found = await this.credentials.lookup(call.host);
+      call.looked = true;
+    }
+    return call.found;
+  }
+
+  /** Before any 401: what the host asked for last time, so a known registry costs no extra round trip. */
+  private async preemptiveAuthorization(call: CallAuth): Promise<string | undefined> {
+    const known = this.shared.hostAuth.get(call.host);
+    if (known === undefined) return undefined;
+    const found = await this.credentialFor(call);
+    if (known.scheme === 'basic') return found?.credential.kind === 'basic' ? basicAuthorization(found.credential) : undefined;
+    const scope = this.shared.scopes.get(`${call.host}/${call.repository}`) ?? `repository:${call.repository}:pull`;
+    const key = tokenKey(found, call.host, scope);
+    const cached = this.shared.tokens.get(key);
+    if (cached !== undefined) return cached.authorization;
+    // Expired (or never asked for this repository): ask the realm now rather than meet a 401.
+    const fresh = await this.shared.tokens.refresh(key, () => this.fetchToken(call, { ...known, scope }, found));
+    call.freshFor = challengeKey(known.realm, known.service, scope);
+    return fresh.authorization;
+  }
+
+  /** The Authorization to retry with after a 401 carrying `header`, or the final error. */
+  private async answerChallenge(call: CallAuth, header: string | string[] | undefined): Promise<string> {
+    const challenges = parseWwwAuthenticate(header);
+    const bearer = challenges.find((c) => c.scheme === 'bearer' && (c.params['realm'] ?? '') !== '');
+    const basic = challenges.find((c) => c.scheme === 'basic');
+    const found = await this.credentialFor(call);
+    if (bearer !== undefined) {
+      const realm = bearer.params['realm'] ?? '';
+      const service = bearer.params['service'];
+      const scope = bearer.params['scope'] ?? `repository:${call.repository}:pull`;
+      // Remembered even when this call gives up: the next one asks where the registry says now.
+      this.shared.hostAuth.set(call.host, { scheme: 'bearer', realm, service });
+      this.shared.scopes.set(`${call.host}/${call.repository}`, scope);
+      // A token fetched for this very request and challenge was refused: another would be too.
+      if (call.freshFor === challengeKey(realm, service, scope)) throw await this.authError(call, 401);
+      const key = tokenKey(found, call.host, scope);
+      if (call.sent !== undefined) this.shared.tokens.invalidate(key, call.sent);
+      const fresh = await this.shared.tokens.refresh(key, () => this.fetchToken(call, { realm, service, scope }, found));
+      call.freshFor = challengeKey(realm, service, scope);
+      return fresh.authorization;
+    }
+    if (basic !== undefined) {
+      if (found === undefined || (call.sent !== undefined && call.sent.startsWith('Basic '))) throw await this.authError(call, 401);
+      if (found.credential.kind !== 'basic') {
+        throw new BerthError(
+          'ERR_REGISTRY',
+          `${call.what}: authentication failed for ${call.host}: it asks for a username and password, and ${found.origin} has only an identity token for it`,
+          { details: { status: 401, host: call.host, auth: 'failed', origin: found.origin } },
+        );
+      }
+      this.shared.hostAuth.set(call.host, { scheme: 'basic' });
+      return basicAuthorization(found.credential);
+    }
+    const schemes = challenges.map((c) => c.scheme).join(', ');
+    throw await this.authError(call, 401, schemes === '' ? 'the 401 carries no WWW-Authenticate challenge' : `it offers only ${schemes}, which berth does not speak`);
+  }
+
+  /**
+   * A bearer token from the realm the registry named, vetted by rule P3 like a redirect.
+   * Throws ERR_FORBIDDEN for a refused realm, the auth errors for a 401/403 of the realm,
+   * ERR_REGISTRY (retried within the GET) for its 5xx/429, ERR_NETWORK likewise.
+   */
+  private async fetchToken(
+    call: CallAuth,
+    challenge: { realm: string; service: string | undefined; scope: string },
+    found: FoundCredential | undefined,
+  ): Promise<{ token: string; expiresInS: number }> {
+    const what = call.what;
+    let realm: URL;
+    try {
+      realm = new URL(challenge.realm);
+    } catch {
+      throw new BerthError('ERR_REGISTRY', `${what}: ${call.host} names an unparseable token realm`, { details: { host: call.host } });
+    }
+    const shown = redactUrl(realm.toString());
+    const policy = vetHop(realm, call.registry, { what, kind: 'token realm' });
+    const http = await this.client();
+    const scopes = challenge.scope.split(' ').filter((s) => s !== '');
+    const cred = found?.credential;
+    const url = new URL(realm);
+    let init: { method: 'GET' | 'POST'; headers: Record<string, string>; body?: string };
+    if (cred?.kind === 'identity-token') {
+      // OAuth2 refresh-token grant (distribution's token auth, "oauth" flavour).
+      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: cred.refreshToken, client_id: 'berth' });
+      if (challenge.service !== undefined) form.set('service', challenge.service);
+      if (scopes.length > 0) form.set('scope', scopes.join(' '));
+      init = { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString() };
+    } else {
+      if (challenge.service !== undefined) url.searchParams.append('service', challenge.service);
+      for (const s of scopes) url.searchParams.append('scope', s);
+      init = { method: 'GET', headers: cred?.kind === 'basic' ? { authorization: basicAuthorization(cred) } : {} };
+    }
+    let res: Dispatcher.ResponseData<unknown>;
+    try {
+      res = await http.request(url.toString(), {
+        ...init,
+        dispatcher: policy === undefined ? http.dispatcher : this.hopDispatcher(http, policy),
+        maxRedirections: 0,
+        ...(call.signal !== undefined ? { signal: call.signal } : {}),
+      } as Parameters<typeof http.request>[1]);
+    } catch (err) {
+      const refused = hopRefusal(err, realm, { what, kind: 'token realm' });
+      if (refused !== undefined) throw refused;
+      if (call.signal?.aborted) throw err;
+      const e = new BerthError('ERR_NETWORK', `${what}: token realm ${shown}: ${messageOf(err)}`, { cause: err });
+      TRANSIENT.add(e);
+      throw e;
+    }
+    if (res.statusCode === 200) {
+      const bytes = await readLimited(res.body, `${what}: token realm ${shown}`, { limit: MAX_TOKEN_RESPONSE_BYTES, code: 'ERR_REGISTRY' });
+      return parseTokenResponse(bytes, shown, what);
+    }
+    await res.body.dump();
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      throw await this.authError(call, res.statusCode, `the token realm ${shown} answered ${res.statusCode}`);
+    }
+    const e = new BerthError(
+      'ERR_REGISTRY',
+      `${what}: token realm ${shown} answered ${res.statusCode}${res.statusCode >= 300 && res.statusCode < 400 ? ' (a redirect; berth does not follow a token realm elsewhere)' : ''}`,
+      { details: { status: res.statusCode, realm: shown } },
+    );
+    if (res.statusCode === 429 || res.statusCode >= 500) TRANSIENT.add(e);
+    throw e;
+  }
+
+  /**
+   * "authentication required for HOST" when nothing was sent (no credential for the host),
+   * "authentication failed for HOST" when a credential was refused; both say where to look.
+   * ERR_REGISTRY (retried by `berth up`: a `docker login` fixes it without a manifest change).
+   */
+  private async authError(call: CallAuth, status: number, why?: string): Promise<BerthError> {
+    const found = await this.credentialFor(call).catch(() => undefined);
+    const h = call.host;
+    const reason = why !== undefined ? ` (${why})` : '';
+    const message =
+      found === undefined
+        ? `${call.what}: authentication required for ${h}${reason}: no credentials for ${h} in ${this.credentials.origin}; ` +
+          `add them there (docker login ${h}, or auths."${h}" with "auth": base64 of user:password) or name another file with --registry-config`
+        : `${call.what}: authentication failed for ${h}${reason}: ` +
+          (status === 403 ? `the credentials for ${h} from ${found.origin} may not pull ${call.repository} (403)` : `the registry refused the credentials for ${h} from ${found.origin}`) +
+          `; check the username and password (or token) there`;
+    return new BerthError('ERR_REGISTRY', message, {
+      details: { status, host: h, auth: found === undefined ? 'required' : 'failed', origin: found?.origin ?? this.credentials.origin },
+    });
   }
 
   /**
@@ -196,7 +494,7 @@ export class RegistryClient {
    */
   async fetchManifest(ref: ImageReference, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
     const what = `fetch manifest ${ref.domain}/${ref.path}:${reference}`;
-    const res = await this.get(`${this.baseUrl(ref)}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, what, signal);
+    const res = await this.get(this.target(ref, `manifests/${reference}`), { accept: MANIFEST_ACCEPT }, what, signal);
     const bytes = await readLimited(res.body, what, { limit: MAX_MANIFEST_BYTES });
     const contentType = String(res.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
     if (contentType === MEDIA.dockerSchema1 || contentType === MEDIA.dockerSchema1Signed) {
@@ -215,7 +513,7 @@ export class RegistryClient {
 
   /** Streams a blob; the caller verifies size and digest while consuming (content store). */
   async fetchBlob(ref: ImageReference, digest: Digest): Promise<Readable> {
-    const res = await this.get(`${this.baseUrl(ref)}/blobs/${digest}`, {}, `fetch blob ${ref.domain}/${ref.path}@${digest}`);
+    const res = await this.get(this.target(ref, `blobs/${digest}`), {}, `fetch blob ${ref.domain}/${ref.path}@${digest}`);
     return res.body as unknown as Readable;
   }
 
@@ -223,7 +521,7 @@ export class RegistryClient {
   async fetchSmallBlob(ref: ImageReference, desc: { digest: Digest; size: number }): Promise<Buffer> {
     const what = `fetch blob ${ref.domain}/${ref.path}@${desc.digest}`;
     if (desc.size > MAX_MANIFEST_BYTES) throw new BerthError('ERR_INVALID_IMAGE', `${what}: ${desc.size} bytes is over the limit`);
-    const res = await this.get(`${this.baseUrl(ref)}/blobs/${desc.digest}`, {}, what);
+    const res = await this.get(this.target(ref, `blobs/${desc.digest}`), {}, what);
     // More bytes than the descriptor is a content mismatch, as in the content store (C2).
     const bytes = await readLimited(res.body, what, { limit: desc.size, code: 'ERR_DIGEST_MISMATCH' });
     const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
@@ -236,10 +534,20 @@ export class RegistryClient {
   }
 }
 
+/** One bearer challenge, to tell whether a 401 repeats the one a fresh token answered. */
+function challengeKey(realm: string, service: string | undefined, scope: string): string {
+  return JSON.stringify([realm, service ?? null, scope]);
+}
+
+/** Tokens are cached per credential, registry host and scope. */
+function tokenKey(found: FoundCredential | undefined, host: string, scope: string): string {
+  return `${credentialKey(found)} ${host} ${scope}`;
+}
+
 async function readLimited(
   body: AsyncIterable<Uint8Array> & { destroy?: () => void },
   what: string,
-  opts: { limit: number; code?: 'ERR_INVALID_IMAGE' | 'ERR_DIGEST_MISMATCH' },
+  opts: { limit: number; code?: 'ERR_INVALID_IMAGE' | 'ERR_DIGEST_MISMATCH' | 'ERR_REGISTRY' },
 ): Promise<Buffer> {
   const { limit, code = 'ERR_INVALID_IMAGE' } = opts;
   const chunks: Buffer[] = [];

@@ -32,6 +32,16 @@ export interface TaskDriverOptions {
   createTimeoutMs?: number;
 }
 
+/** A stop waiting out its grace period: sent when the signal is, and with `over` when the wait ends (live progress). */
+export interface GraceWait {
+  id: string;
+  signal: string;
+  graceMs: number;
+  /** Epoch ms when SIGKILL follows. */
+  killAt: number;
+  over?: 'exited' | 'killed';
+}
+
 export interface CreateTaskOptions {
   id: string;
   bundle: string; // holds config.json and the mounted rootfs
@@ -57,6 +67,7 @@ export interface CreateTaskOptions {
 export class TaskDriver {
   private readonly runcTimeoutMs: number;
   private readonly createTimeoutMs: number;
+  private readonly graceListeners = new Set<(w: GraceWait) => void>();
 
   constructor(
     private readonly paths: TaskPaths,
@@ -142,6 +153,9 @@ export class TaskDriver {
     ];
     const child = spawn(this.binaries.conmon, args, {
       detached: true,
+      // conmon writes an `oom` marker into its working directory as well as its persist dir:
+      // the bundle, never whatever directory berth was started from.
+      cwd: o.bundle,
       stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
       env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', _OCI_SYNCPIPE: '3' },
     });
@@ -258,6 +272,12 @@ export class TaskDriver {
     return Number.isInteger(n) ? n : undefined;
   }
 
+  /** Calls `fn` for each stop that waits out a grace period, as it starts and ends (GraceWait). */
+  onGraceWait(fn: (w: GraceWait) => void): () => void {
+    this.graceListeners.add(fn);
+    return () => this.graceListeners.delete(fn);
+  }
+
   /**
    * Stops the container: `signal` (default SIGTERM), then SIGKILL after `graceMs`.
    * Resolves with the exit code once conmon has recorded it (or runc reports stopped).
@@ -270,7 +290,15 @@ export class TaskDriver {
       await this.kill(id, 'SIGKILL');
     } else {
       await this.kill(id, signal);
-      if (await this.waitExit(id, graceMs)) return this.exitCode(id);
+      const wait: GraceWait = { id, signal, graceMs, killAt: Date.now() + graceMs };
+      if (graceMs > 0) for (const l of this.graceListeners) l(wait);
+      let exited = false;
+      try {
+        exited = await this.waitExit(id, graceMs);
+      } finally {
+        if (graceMs > 0) for (const l of this.graceListeners) l({ ...wait, over: exited ? 'exited' : 'killed' });
+      }
+      if (exited) return this.exitCode(id);
       this.log.info({ id, graceMs }, 'grace period over, sending SIGKILL');
       await this.kill(id, 'SIGKILL');
     }

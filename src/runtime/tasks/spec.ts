@@ -1,6 +1,9 @@
 import { containerArgv } from '../../lib/argv.js';
 import { BerthError } from '../../lib/errors.js';
+import { readFileSync } from 'node:fs';
 import { checkWorkingDir } from '../../lib/workdir.js';
+import { runtimeDefaultSeccomp } from './seccomp.js';
+import { checkRunAsNonRoot, imageUserForPolicy, resolveUser } from './users.js';
 import type { ImageConfig } from '../images/documents.js';
 
 export { checkWorkingDir } from '../../lib/workdir.js';
@@ -28,6 +31,60 @@ export interface ContainerRunSpec {
   annotations?: Record<string, string>;
   /** Pod volumes bind-mounted into the container (sources already resolved and confined). */
   mounts?: readonly { destination: string; source: string; readOnly: boolean }[];
+  security?: SecuritySpec;
+}
+
+/** The container's securityContext as the reconciler merged it (capabilities as CAP_X, ALL kept). */
+export interface SecuritySpec {
+  runAsUser?: number;
+  runAsGroup?: number;
+  runAsNonRoot?: boolean;
+  supplementalGroups?: readonly number[];
+  readOnlyRootFilesystem?: boolean;
+  allowPrivilegeEscalation?: boolean;
+  privileged?: boolean;
+  capAdd?: readonly string[];
+  capDrop?: readonly string[];
+  seccomp?: 'RuntimeDefault' | 'Unconfined';
+  sysctls?: readonly { name: string; value: string }[];
+}
+
+/** Every capability by number (capability.h); ALL is the ones up to the kernel's cap_last_cap. */
+const CAPS_BY_NUMBER = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID',
+  'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE', 'CAP_NET_BROADCAST', 'CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_IPC_LOCK',
+  'CAP_IPC_OWNER', 'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT', 'CAP_SYS_PTRACE', 'CAP_SYS_PACCT', 'CAP_SYS_ADMIN',
+  'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE', 'CAP_SYS_TIME', 'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD', 'CAP_LEASE',
+  'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL', 'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG', 'CAP_WAKE_ALARM',
+  'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
+];
+
+let allCaps: string[] | undefined;
+/**
+ * ALL: every capability this process may hand on — its bounding set (/proc/self/status CapBnd),
+ * as containerd does for privileged; a cap berth itself lacks would make runc fail.
+ */
+function allCapabilities(): string[] {
+  if (allCaps !== undefined) return allCaps;
+  let mask = (1n << BigInt(CAPS_BY_NUMBER.length)) - 1n;
+  try {
+    const bnd = /^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    if (bnd !== undefined) mask = BigInt(`0x${bnd}`);
+  } catch {
+    // no /proc: every known one
+  }
+  return (allCaps = CAPS_BY_NUMBER.filter((_c, i) => ((mask >> BigInt(i)) & 1n) === 1n));
+}
+
+/** containerd's default set, then drop, then add (ALL on either side as Kubernetes means it); privileged: all. */
+export function effectiveCaps(sec: SecuritySpec | undefined): string[] {
+  if (sec?.privileged === true) return allCapabilities();
+  let caps = new Set(DEFAULT_CAPS);
+  if (sec?.capDrop?.includes('ALL') === true) caps = new Set();
+  for (const d of sec?.capDrop ?? []) caps.delete(d);
+  if (sec?.capAdd?.includes('ALL') === true) caps = new Set(allCapabilities());
+  for (const a of sec?.capAdd ?? []) if (a !== 'ALL') caps.add(a);
+  return [...caps];
 }
 
 /**
@@ -75,22 +132,6 @@ const MASKED_PATHS = [
 const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
 export const DEFAULT_PIDS_LIMIT = 4096;
-const UID_MAX = 2 ** 32 - 2;
-
-/** Numeric `uid[:gid]` only in this slice (CVE-2024-40635 range check). */
-export function parseUser(user: string | undefined, where: string): { uid: number; gid: number } {
-  if (user === undefined || user === '' || user === 'root' || user === '0' || user === 'root:root' || user === '0:0') return { uid: 0, gid: 0 };
-  const m = /^(\d+)(?::(\d+))?$/.exec(user);
-  if (m === null) {
-    throw new BerthError('ERR_UNSUPPORTED', `${where}: user ${JSON.stringify(user)}: only numeric uid[:gid] is supported so far`);
-  }
-  const uid = Number(m[1]);
-  const gid = m[2] === undefined ? uid : Number(m[2]);
-  if (!Number.isSafeInteger(uid) || uid > UID_MAX || !Number.isSafeInteger(gid) || gid > UID_MAX) {
-    throw new BerthError('ERR_INVALID_IMAGE', `${where}: user ${JSON.stringify(user)} is outside 0..${UID_MAX}`);
-  }
-  return { uid, gid };
-}
 
 function checkEnv(entry: string, where: string): string {
   const eq = entry.indexOf('=');
@@ -163,7 +204,12 @@ export function expandEnv(env: readonly { name: string; value: string }[]): { na
   });
 }
 
-export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<string, unknown> {
+/**
+ * `mode`: `run` resolves the image user against the mounted rootfs (names through its
+ * /etc/passwd and /etc/group, confined); `check` (a spec checked before anything is stopped,
+ * no rootfs yet) takes the ids known without files and root for a name.
+ */
+export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run' | 'check' = 'run'): Record<string, unknown> {
   const where = `container ${c.id}`;
   const manifestEnv = expandEnv(c.env ?? []);
   const vars = new Map(manifestEnv.map((e) => [e.name, e.value]));
@@ -171,8 +217,24 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<st
   const argv = processArgs(image, expand(c.command), expand(c.args));
   if (argv.length === 0) throw new BerthError('ERR_INVALID_MANIFEST', `${where}: no command: the image has no Entrypoint/Cmd and the manifest sets none`);
   const cwd = checkWorkingDir(c.workingDir ?? (image.config.WorkingDir !== undefined && image.config.WorkingDir !== '' ? image.config.WorkingDir : '/'), where);
-  const user = parseUser(image.config.User, where);
+  const sec = c.security;
+  const imageUser = image.config.User === undefined || image.config.User === '' ? undefined : image.config.User;
+  if (sec?.runAsNonRoot === true) {
+    // The kubelet's check, before anything is read: a user it cannot verify is refused.
+    if (sec.runAsUser !== undefined) checkRunAsNonRoot(sec.runAsUser, undefined, where);
+    else {
+      const known = imageUserForPolicy(imageUser);
+      checkRunAsNonRoot(known.uid, known.name, where);
+    }
+  }
+  const overrides = { runAsUser: sec?.runAsUser, runAsGroup: sec?.runAsGroup, supplementalGroups: sec?.supplementalGroups, where };
+  const user =
+    mode === 'run'
+      ? resolveUser(c.rootfs, imageUser, overrides)
+      : { uid: sec?.runAsUser ?? imageUserForPolicy(imageUser).uid ?? 0, gid: sec?.runAsGroup ?? 0, additionalGids: [sec?.runAsGroup ?? 0] };
   const env = mergeEnv(image.config.Env ?? [], manifestEnv, where);
+  const privileged = sec?.privileged === true;
+  const caps = effectiveCaps(sec);
 
   const sb = c.sandbox;
   // With the host network the pod also keeps the host's UTS namespace, as the kubelet does.
@@ -204,7 +266,7 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<st
   }
 
   const resources: Record<string, unknown> = {
-    devices: [{ allow: false, access: 'rwm' }],
+    devices: [{ allow: privileged, access: 'rwm' }],
     pids: { limit: c.pidsLimit ?? DEFAULT_PIDS_LIMIT },
   };
   if (c.memoryBytes !== undefined) resources['memory'] = { limit: c.memoryBytes };
@@ -217,29 +279,33 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec): Record<st
     ociVersion: '1.0.2',
     process: {
       terminal: false,
-      user: { uid: user.uid, gid: user.gid, additionalGids: [user.gid] },
+      user: { uid: user.uid, gid: user.gid, additionalGids: [...user.additionalGids] },
       args: argv,
       env,
       cwd,
       capabilities: {
-        bounding: [...DEFAULT_CAPS],
-        effective: [...DEFAULT_CAPS],
-        permitted: [...DEFAULT_CAPS],
+        bounding: [...caps],
+        effective: [...caps],
+        permitted: [...caps],
         inheritable: [],
         ambient: [],
       },
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
-      noNewPrivileges: true,
+      // Safer than Kubernetes' default: no-new-privileges unless allowPrivilegeEscalation says otherwise.
+      noNewPrivileges: !privileged && sec?.allowPrivilegeEscalation !== true,
     },
-    root: { path: c.rootfs, readonly: false },
+    root: { path: c.rootfs, readonly: sec?.readOnlyRootFilesystem === true },
     mounts,
     annotations: { ...(c.annotations ?? {}) },
     linux: {
       cgroupsPath: `/berth/${c.id}`,
       resources,
       namespaces,
-      maskedPaths: [...MASKED_PATHS],
-      readonlyPaths: [...READONLY_PATHS],
+      maskedPaths: privileged ? [] : [...MASKED_PATHS],
+      readonlyPaths: privileged ? [] : [...READONLY_PATHS],
+      ...(sec?.sysctls !== undefined && sec.sysctls.length > 0 ? { sysctl: Object.fromEntries(sec.sysctls.map((x) => [x.name, x.value])) } : {}),
+      // RuntimeDefault unless asked otherwise (or privileged), built for the capabilities it runs with.
+      ...(!privileged && sec?.seccomp !== 'Unconfined' ? { seccomp: runtimeDefaultSeccomp(caps) } : {}),
     },
   };
   return spec;
@@ -289,6 +355,7 @@ export function generateSandboxSpec(s: SandboxRunSpec): Record<string, unknown> 
       namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: s.netns }],
       maskedPaths: [...MASKED_PATHS],
       readonlyPaths: [...READONLY_PATHS],
+      seccomp: runtimeDefaultSeccomp([]),
     },
   };
 }
