@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import type { Command } from 'commander';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +26,7 @@ interface GlobalOpts {
   bridge: string;
   allowHostPath: string[];
   allowPrivileged?: boolean;
+  registryConfig?: string;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
@@ -34,6 +36,8 @@ interface Config {
   network: { subnet: string; bridge: string };
   allowHostPath: string[];
   allowPrivileged: boolean;
+  /** --registry-config: a Docker config.json that must exist; absent: the default one, if any. */
+  registryConfig?: string;
   log: Logger;
 }
 
@@ -72,6 +76,7 @@ function config(cmd: Command): Config {
     network: { subnet: g.podSubnet, bridge: g.bridge },
     allowHostPath,
     allowPrivileged: g.allowPrivileged === true,
+    ...(g.registryConfig !== undefined ? { registryConfig: path.resolve(g.registryConfig) } : {}),
     get log(): Logger {
       if (createLogger === undefined) throw new BerthError('ERR_INTERNAL', 'config: the logger is loaded by the preAction hook, which did not run');
       return (log ??= createLogger(g.logLevel));
@@ -80,8 +85,10 @@ function config(cmd: Command): Config {
 }
 
 async function openRuntime(cfg: Config): Promise<Runtime> {
-  const { Runtime } = await import('./runtime/index.js');
-  return Runtime.open({ root: cfg.root, state: cfg.state, log: cfg.log, network: cfg.network });
+  const { Runtime, defaultDockerConfigPath } = await import('./runtime/index.js');
+  const registryConfig =
+    cfg.registryConfig !== undefined ? { path: cfg.registryConfig, required: true } : { path: defaultDockerConfigPath(process.env, os.homedir()), required: false };
+  return Runtime.open({ root: cfg.root, state: cfg.state, log: cfg.log, network: cfg.network, registryConfig });
 }
 
 /** The inventory source a -f argument stands for: an absolute path, or "-" for stdin. */
@@ -318,6 +325,7 @@ export function buildProgram(): Command {
     .option('--state <dir>', 'runtime state: runc root, conmon files, lock, daemon socket', '/run/berth')
     .option('--pod-subnet <cidr>', 'IPv4 subnet pod addresses come from (pods without hostNetwork)', '10.89.0.0/16')
     .option('--bridge <name>', "the Linux bridge berth's pods attach to", 'berth0')
+    .option('--registry-config <path>', 'Docker config.json with registry credentials (default $DOCKER_CONFIG/config.json, else ~/.docker/config.json)')
     .option('--allow-privileged', 'allow containers with securityContext.privileged: true')
     .option('--allow-host-path <prefix>', 'a host path prefix hostPath volumes may use (repeatable; none by default)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
@@ -721,6 +729,7 @@ export function buildProgram(): Command {
         ...(cfg.network.bridge !== 'berth0' ? ['--bridge', cfg.network.bridge] : []),
         ...cfg.allowHostPath.flatMap((p) => ['--allow-host-path', p]),
         ...(cfg.allowPrivileged ? ['--allow-privileged'] : []),
+        ...(cfg.registryConfig !== undefined ? ['--registry-config', cfg.registryConfig] : []),
       ];
       const text = sd.renderUnit(sd.readUnitTemplate(), { bin, manifests, globals, nodeDir: path.dirname(process.execPath) });
       if (o.dryRun === true) {

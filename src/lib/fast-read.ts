@@ -6,7 +6,7 @@ import { podQuery, psOutput, statusOutput, type PodQuery, type PsPod, type ReadO
  * The read fast path: `ps`/`status` answered by a running `berth up` before commander, the
  * logger or anything else is loaded (issue 12, "ps ≤ 2 × podman ps": node's own start-up is most
  * of that budget). It takes the plain forms of those commands only, asks the daemon with one raw
- * HTTP/1.1 request on its socket (node:http's client alone costs more than the rest of the path)
+ * HTTP/1.1 request on its socket (node:http's client costs milliseconds more to load and run)
  * and prints with lib/pod-views, the same code the commander path prints with. Anything else — an
  * unknown or repeated flag, `-o yaml`, no daemon, a daemon error, an answer it does not expect —
  * returns false and the caller runs the normal path, which then does all the talking (a failed

@@ -20,6 +20,7 @@ export interface Condition {
 
 export type PodPhase =
   | 'Running'
+  | 'NotReady'
   | 'Pending'
   | 'ContainerCreating'
   | 'ImagePullBackOff'
@@ -82,6 +83,8 @@ export function podVerdict(s: PodSituation): PodVerdict {
   const containers = s.observed?.containers ?? [];
   const declared = s.desired.containers.length;
   const running = s.desired.containers.filter((c) => containers.some((o) => o.name === c.name && o.state === 'running')).length;
+  // A readiness probe that has not passed (berth up's prober) keeps a running container not ready.
+  const readyCount = s.desired.containers.filter((c) => containers.some((o) => o.name === c.name && o.state === 'running' && o.ready !== false)).length;
   const exited = s.desired.containers.map((c) => containers.find((o) => o.name === c.name && o.state === 'exited'));
   const allExited = exited.every((o) => o !== undefined);
   const pulling = s.images.filter((i) => i.error === undefined);
@@ -130,6 +133,10 @@ export function podVerdict(s: PodSituation): PodVerdict {
     reason = 'Pulling';
     message = `pulling ${pulling.map((i) => i.image).join(', ')}`;
     reconciling = true;
+  } else if (running === declared && readyCount < declared) {
+    phase = 'NotReady';
+    reason = 'ContainersNotReady';
+    message = `${readyCount}/${declared} containers ready (readiness probe)`;
   } else if (running === declared) {
     phase = 'Running';
     reason = 'Running';
@@ -150,7 +157,7 @@ export function podVerdict(s: PodSituation): PodVerdict {
     // The last good objects keep running; the status still says the file needs fixing.
     phase = 'InvalidSpec';
   }
-  const ready = running === declared && !s.desired.paused && s.conflict === undefined;
+  const ready = readyCount === declared && !s.desired.paused && s.conflict === undefined;
   return {
     phase,
     message: invalid && message === '' ? s.invalid.join('; ') : message,

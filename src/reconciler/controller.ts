@@ -9,6 +9,7 @@ import type { DesiredImage, DesiredPod } from './desired.js';
 import { inScope, lastAppliedPod, plan, type Plan, type PruneScope, type Step } from './plan.js';
 import { explainPullFailure } from './pull-error.js';
 import { WorkQueue, type Outcome } from './queue.js';
+import { Prober } from './prober.js';
 import { computePlan, executeStep, imageViews, podVolumes, recordPod, ResolveCache, toView } from './reconcile.js';
 
 /**
@@ -119,12 +120,15 @@ export class Controller {
   private readonly runStarted = new Map<string, number>();
   /** Resync passes so far (status shows it; tests wait for a pass instead of sleeping). */
   resyncs = 0;
+  /** Probes run only under `berth up` (retry): an in-process apply has no life after it returns. */
+  private readonly prober: Prober | undefined;
 
   constructor(o: ControllerOptions) {
     this.rt = o.rt;
     this.log = o.log;
     this.clock = o.clock ?? systemClock;
     this.retry = o.retry !== false;
+    this.prober = this.retry ? new Prober(o.rt, o.log, (podKey) => this.queue.add(POD + podKey)) : undefined;
     this.queue = new WorkQueue({
       workers: o.workers ?? 4,
       pools: { pull: o.pullWorkers ?? 2 },
@@ -345,12 +349,14 @@ export class Controller {
     const now = this.clock.now();
     if (desire === undefined || (desire.kind === 'absent' && observed === undefined)) {
       this.forgetImageWaits(podKey);
+      this.prober?.stopPod(podKey);
       this.emit(report);
       return {};
     }
-    const view = observed !== undefined ? toView(observed, restarts) : undefined;
+    const view = observed !== undefined ? this.withProbes(toView(observed, restarts)) : undefined;
     if (desire.kind === 'absent') {
       this.forgetImageWaits(podKey);
+      this.prober?.stopPod(podKey);
       const p = plan({ desired: [], observed: view !== undefined ? [view] : [], images: {}, prune: desire.scope, now });
       const failure = await this.execute(p.steps, report, signal);
       this.rt.deleteConditions(qkey);
@@ -404,7 +410,9 @@ export class Controller {
     report.settled = report.waitingImages.length === 0;
     const after = steps.length > 0 ? await this.rt.observePod(podKey, { repair: true }) : observed;
     const failed = report.steps.filter((r) => r.error !== undefined).map((r) => ({ message: r.error?.message ?? '', retryable: failure?.retryable ?? false }));
-    this.writeStatus(podKey, pod, after !== undefined ? toView(after, this.rt.listRestarts(podKey)) : undefined, {
+    if (after !== undefined && pod.paused !== true) this.prober?.sync(pod, after.containers.filter((c) => c.state === 'running'));
+    else this.prober?.stopPod(podKey);
+    this.writeStatus(podKey, pod, after !== undefined ? this.withProbes(toView(after, this.rt.listRestarts(podKey))) : undefined, {
       images: statusImages,
       waiting: p.waiting ?? [],
       failed,
@@ -415,6 +423,18 @@ export class Controller {
     const due = (p.waiting ?? []).map((w) => w.until);
     if (due.length > 0) return { requeueAfter: Math.max(1, Math.min(...due) - this.clock.now()) };
     return {};
+  }
+
+  /** The prober's view of each container: not ready, or unhealthy (the planner restarts it). */
+  private withProbes(v: ReturnType<typeof toView>): ReturnType<typeof toView> {
+    if (this.prober === undefined) return v;
+    return {
+      ...v,
+      containers: v.containers.map((c) => {
+        const p = this.prober?.state(c.id) ?? {};
+        return { ...c, ...(p.ready !== undefined ? { ready: p.ready } : {}), ...(p.unhealthy !== undefined ? { unhealthy: p.unhealthy } : {}) };
+      }),
+    };
   }
 
   private forgetImageWaits(podKey: string): void {
@@ -619,6 +639,7 @@ export class Controller {
   async stop(deadlineMs = 10_000): Promise<string[]> {
     this.exitWatcher?.close();
     this.exitWatcher = undefined;
+    this.prober?.stopPod();
     return this.queue.shutdown(deadlineMs);
   }
 }

@@ -46,6 +46,10 @@ export interface DesiredContainer {
   envWritten?: { name: string; value: string }[];
   envFrom?: EnvFromSource[];
   volumeMounts?: DesiredVolumeMount[];
+  /** Liveness, readiness and startup probes (run by `berth up`). */
+  probes?: { liveness?: DesiredProbe; readiness?: DesiredProbe; startup?: DesiredProbe };
+  /** postStart and preStop hooks. */
+  lifecycle?: { postStart?: DesiredHandler; preStop?: DesiredHandler };
   /** securityContext, pod-level merged under container-level (only what is set; absent when nothing is). */
   security?: DesiredSecurity;
   /**
@@ -98,6 +102,20 @@ export interface DesiredSandbox {
   /** Every container's hostPort mappings. */
   ports: DesiredPortMapping[];
 }
+
+/** A probe or hook action; ports already resolved from names to numbers. */
+export type DesiredHandler =
+  | { exec: { command: string[] } }
+  | { httpGet: { path: string; port: number; host?: string; headers?: { name: string; value: string }[] } }
+  | { tcpSocket: { port: number; host?: string } };
+
+export type DesiredProbe = DesiredHandler & {
+  initialDelayMs: number;
+  periodMs: number;
+  timeoutMs: number;
+  successThreshold: number;
+  failureThreshold: number;
+};
 
 export interface DesiredSecurity {
   runAsUser?: number;

@@ -31,6 +31,7 @@ import {
   type DesiredPortMapping,
   type DesiredSandbox,
   type DesiredSecurity,
+  type DesiredHandler,
   type PodKind,
   type PullPolicy,
   type RestartPolicy,
@@ -793,6 +794,7 @@ interface ContainerFields {
   volumeMounts: { name: string | undefined; mountPath: string | undefined; readOnly: boolean; subPath: string | undefined }[];
   ports: { containerPort: number | undefined; hostPort: number | undefined; hostIP: string | undefined; protocol: string | undefined }[];
   security: Record<string, unknown> | undefined;
+  raw: Record<string, unknown>;
   limits: { cpu: string | number | undefined; memory: string | number | undefined };
 }
 
@@ -891,6 +893,7 @@ function readContainer(v: unknown): ContainerFields {
       return out;
     }),
     security: recordOf(c['securityContext']),
+    raw: c,
     volumeMounts: listOf(c['volumeMounts']).map((m) => {
       const r = recordOf(m) ?? {};
       return { name: stringOf(r['name']), mountPath: stringOf(r['mountPath']), readOnly: r['readOnly'] === true, subPath: stringOf(r['subPath']) };
@@ -1048,6 +1051,9 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
     if (envRefs.length > 0) dc.envRefs = envRefs;
     if (c.envFrom.length > 0) dc.envFrom = c.envFrom;
     if (envRefs.length > 0 || c.envFrom.length > 0) dc.envWritten = env.map((e) => ({ ...e }));
+    const probes = readProbes(c, at, isInit, problem);
+    if (probes.probes !== undefined) dc.probes = probes.probes;
+    if (probes.lifecycle !== undefined) dc.lifecycle = probes.lifecycle;
     const security = readSecurity(o.spec.security, c.security, cpath, hostNetwork, cpath[cpath.length - 1] === 0 || o.containers.length === 1 ? problem : () => undefined, problem);
     if (security !== undefined) dc.security = security;
     if (mounts.length > 0) dc.volumeMounts = mounts;
@@ -1172,6 +1178,79 @@ export function hostPortClashes(pods: readonly DesiredPod[]): ManifestProblem[] 
     for (const p of pod.sandbox?.ports ?? []) taken.push({ pod, p });
   }
   return problems;
+}
+
+/**
+ * Probes and lifecycle hooks: an httpGet/tcpSocket port by number or by the name of one of the
+ * container's ports; the Kubernetes defaults (period 10 s, timeout 1 s, success 1, failure 3);
+ * liveness and startup probes need successThreshold 1, and init containers take none.
+ */
+function readProbes(c: ContainerFields, at: (...rest: FieldPath) => FieldPath, isInit: boolean, problem: Report): { probes?: NonNullable<DesiredContainer['probes']>; lifecycle?: NonNullable<DesiredContainer['lifecycle']> } {
+  const portOf = (v: unknown, where: FieldPath): number | undefined => {
+    if (typeof v === 'number') return v;
+    if (typeof v !== 'string') return undefined;
+    const hit = listOf(c.raw['ports']).map((x) => recordOf(x) ?? {}).find((x) => x['name'] === v);
+    const n = integerOf(hit?.['containerPort']);
+    if (n === undefined) problem(where, `no port named ${JSON.stringify(v)} in this container's ports`);
+    return n;
+  };
+  const handler = (v: Record<string, unknown>, where: FieldPath): DesiredHandler | undefined => {
+    const exec = recordOf(v['exec']);
+    const http = recordOf(v['httpGet']);
+    const tcp = recordOf(v['tcpSocket']);
+    const n = [exec, http, tcp].filter((x) => x !== undefined).length;
+    if (n !== 1) {
+      problem(where, 'set exactly one of exec, httpGet and tcpSocket');
+      return undefined;
+    }
+    if (exec !== undefined) return { exec: { command: stringsOf(exec['command']) ?? [] } };
+    if (http !== undefined) {
+      const port = portOf(http['port'], [...where, 'httpGet', 'port']);
+      if (port === undefined) return undefined;
+      const p = stringOf(http['path']) ?? '/';
+      const host = stringOf(http['host']);
+      const headers = listOf(http['httpHeaders']).map((h) => ({ name: stringOf(recordOf(h)?.['name']) ?? '', value: stringOf(recordOf(h)?.['value']) ?? '' }));
+      return { httpGet: { path: p.startsWith('/') ? p : `/${p}`, port, ...(host !== undefined ? { host } : {}), ...(headers.length > 0 ? { headers } : {}) } };
+    }
+    const port = portOf(tcp?.['port'], [...where, 'tcpSocket', 'port']);
+    if (port === undefined) return undefined;
+    const host = stringOf(tcp?.['host']);
+    return { tcpSocket: { port, ...(host !== undefined ? { host } : {}) } };
+  };
+  const out: { probes?: NonNullable<DesiredContainer['probes']>; lifecycle?: NonNullable<DesiredContainer['lifecycle']> } = {};
+  const probes: NonNullable<DesiredContainer['probes']> = {};
+  for (const [field, kind] of [['livenessProbe', 'liveness'], ['readinessProbe', 'readiness'], ['startupProbe', 'startup']] as const) {
+    const v = recordOf(c.raw[field]);
+    if (v === undefined) continue;
+    if (isInit) {
+      problem(at(field), 'init containers take no probes');
+      continue;
+    }
+    const h = handler(v, at(field));
+    if (h === undefined) continue;
+    const successThreshold = integerOf(v['successThreshold']) ?? 1;
+    if (kind !== 'readiness' && successThreshold !== 1) problem(at(field, 'successThreshold'), `must be 1 for a ${kind} probe`);
+    probes[kind] = {
+      ...h,
+      initialDelayMs: (integerOf(v['initialDelaySeconds']) ?? 0) * 1000,
+      periodMs: (integerOf(v['periodSeconds']) ?? 10) * 1000,
+      timeoutMs: (integerOf(v['timeoutSeconds']) ?? 1) * 1000,
+      successThreshold,
+      failureThreshold: integerOf(v['failureThreshold']) ?? 3,
+    };
+  }
+  if (Object.keys(probes).length > 0) out.probes = probes;
+  const lc = recordOf(c.raw['lifecycle']);
+  if (lc !== undefined) {
+    const lifecycle: NonNullable<DesiredContainer['lifecycle']> = {};
+    for (const k of ['postStart', 'preStop'] as const) {
+      const v = recordOf(lc[k]);
+      const h = v === undefined ? undefined : handler(v, at('lifecycle', k));
+      if (h !== undefined) lifecycle[k] = h;
+    }
+    if (Object.keys(lifecycle).length > 0) out.lifecycle = lifecycle;
+  }
+  return out;
 }
 
 /** Linux capabilities by name (capability.h), as CAP_X. */

@@ -18,6 +18,10 @@ export interface ObservedContainerView {
   attempt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /** From `berth up`'s prober: false while a readiness probe has not passed. */
+  ready?: boolean;
+  /** From `berth up`'s prober: why a liveness or startup probe gave up on it. */
+  unhealthy?: string;
 }
 
 /** Restart bookkeeping of one container name (persisted; survives container rows). */
@@ -321,6 +325,13 @@ export function plan(input: PlanInput): Plan {
         // The tag moved and the new image is already here (pulled by an earlier run of this
         // key, or for another pod): the container still runs the old digest.
         podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'image moved', changes: ['image digest'], details: [change('image digest', current.imageDigest, input.images[c.image]?.local)], attempt });
+      } else if (current.state === 'running' && current.unhealthy !== undefined) {
+        // The kubelet kills a container whose liveness (or startup) probe gave up; the restart counts as one.
+        const delay = r?.backoffMs ?? 0;
+        podSteps.push({
+          kind: 'replace', pod, container: c, oldId: current.id, attempt, reason: current.unhealthy, changes: [], details: [],
+          restart: { count: (r?.restarts ?? 0) + 1, nextBackoffMs: delay === 0 ? CRASH_BACKOFF_INITIAL_MS : Math.min(delay * 2, CRASH_BACKOFF_MAX_MS) },
+        });
       } else if (current.state === 'exited') {
         if (shouldRestart(pod.restartPolicy, current.exitCode)) {
           const finished = current.finishedAt ?? now;

@@ -1,9 +1,9 @@
 import * as os from 'node:os';
 import { BerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import type { ObservedPod, PodVolume, RestartRecord, Runtime } from '../runtime/index.js';
+import type { Handler, ObservedPod, PodVolume, RestartRecord, Runtime } from '../runtime/index.js';
 import type { DesiredContainer, DesiredPod } from './desired.js';
-import { plan, type ImageView, type ObservedPodView, type Plan, type PruneScope, type Step } from './plan.js';
+import { lastAppliedPod, plan, type ImageView, type ObservedPodView, type Plan, type PruneScope, type Step } from './plan.js';
 
 /**
  * The bridge between the pure planner and the runtime façade: observation → views,
@@ -164,12 +164,21 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
       // A new spec that cannot be generated must not cost the running container its life.
       rt.checkRunSpec(image, run);
       // The old container stops while the new one is prepared; the new one starts after it is gone.
-      const stopping = step.kind === 'replace' ? rt.destroyContainer(step.oldId, step.pod.gracePeriodMs) : undefined;
+      const stopping = step.kind === 'replace' ? rt.destroyContainer(step.oldId, step.pod.gracePeriodMs, hooksOf(rt, step.pod.key, c.name)) : undefined;
       // Handled at once: a stop that fails while the new container is still being created
       // must not be an unhandled rejection (runContainer sees it when it awaits startAfter).
       void stopping?.catch(() => undefined);
       try {
-        await rt.runContainer({ podKey: step.pod.key, name: c.name, specHash: c.specHash, attempt: step.attempt, image, run, ...(stopping !== undefined ? { startAfter: stopping } : {}) });
+        await rt.runContainer({
+          podKey: step.pod.key,
+          name: c.name,
+          specHash: c.specHash,
+          attempt: step.attempt,
+          image,
+          run,
+          ...(c.lifecycle?.postStart !== undefined ? { postStart: c.lifecycle.postStart } : {}),
+          ...(stopping !== undefined ? { startAfter: stopping } : {}),
+        });
       } finally {
         // Never leave the stop running unobserved (a failed create still waits for it).
         await stopping?.catch(() => undefined);
@@ -187,14 +196,14 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
       return;
     }
     case 'remove':
-      await rt.destroyContainer(step.id, step.graceMs);
+      await rt.destroyContainer(step.id, step.graceMs, hooksOf(rt, step.podKey, step.name));
       return;
     case 'sandbox': {
       const pod = step.pod;
       const sb = pod.sandbox;
       if (sb === undefined) throw new BerthError('ERR_INTERNAL', `sandbox ${pod.key}: the pod has hostNetwork`);
       // The containers live in the old sandbox's namespaces: they stop first, in parallel, each with the full grace period.
-      await Promise.all(step.removeIds.map((id) => rt.destroyContainer(id, pod.gracePeriodMs)));
+      await Promise.all(step.removeIds.map((id) => rt.destroyContainer(id, pod.gracePeriodMs, hooksOf(rt, pod.key, rt.listContainers(pod.key).find((x) => x.id === id)?.name ?? ''))));
       await rt.createSandbox(
         {
           podKey: pod.key,
@@ -216,13 +225,21 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
     case 'delete-pod': {
       const containers = rt.listContainers(step.podKey);
       // Stop all containers of the pod in parallel: each gets the full grace period.
-      await Promise.all(containers.map((c) => rt.destroyContainer(c.id, step.graceMs)));
+      await Promise.all(containers.map((c) => rt.destroyContainer(c.id, step.graceMs, hooksOf(rt, step.podKey, c.name))));
       await rt.removeSandbox(step.podKey);
       await rt.forgetPod(step.podKey);
       rt.addEvent(`pod/${step.podKey}`, 'Pruned', `pod ${step.podKey} deleted (${step.reason})`);
       return;
     }
   }
+}
+
+/** The preStop hook of a container as its pod was last applied (the one that runs now). */
+function hooksOf(rt: Runtime, podKey: string, name: string): { preStop?: Handler; hostNetwork: boolean } {
+  const rec = rt.getPod(podKey);
+  const pod = rec === undefined ? undefined : lastAppliedPod(rec.spec);
+  const preStop = [...(pod?.initContainers ?? []), ...(pod?.containers ?? [])].find((c) => c.name === name)?.lifecycle?.preStop;
+  return { ...(preStop !== undefined ? { preStop } : {}), hostNetwork: pod?.hostNetwork ?? false };
 }
 
 /** The pod's volumes as the runtime makes them, with the projected files resolution found. */

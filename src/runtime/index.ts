@@ -32,6 +32,9 @@ export { checkWorkingDir } from './tasks/spec.js';
 export { criDecoder } from '../lib/crilog.js';
 export { checkHost, type Finding } from './check/index.js';
 
+/** How long a postStart hook may take before it counts as failed. */
+const POST_START_TIMEOUT_MS = 30_000;
+
 /** OCI annotations that mark a runc container as berth's (and say whose). */
 export const ANNOTATION_POD = 'dev.berth.pod';
 export const ANNOTATION_CONTAINER = 'dev.berth.container';
@@ -52,6 +55,12 @@ export interface RuntimeConfig {
   /** Pod network: berth's bridge, its subnet and where the CNI plugins are. */
   network?: { bridge?: string; subnet?: string; pluginDir?: string };
 }
+
+/** A probe or hook action (the reconciler's DesiredHandler). */
+export type Handler =
+  | { exec: { command: readonly string[] } }
+  | { httpGet: { path: string; port: number; host?: string; headers?: readonly { name: string; value: string }[] } }
+  | { tcpSocket: { port: number; host?: string } };
 
 /** How a container's pod is networked: the host's namespaces, or the pod's sandbox. */
 export interface PodNetworking {
@@ -79,6 +88,8 @@ export interface RunContainerOptions {
   specHash: string;
   /** Restart attempt (0 = first run): part of the id, so each attempt has its own log. */
   attempt: number;
+  /** Run once the container started; a failure kills it (FailedPostStartHook). */
+  postStart?: Handler;
   /** Created (mounted, `runc create`) at once, started only when this settles; a rejection rolls the new container back. */
   startAfter?: Promise<void>;
   image: LocalImage;
@@ -486,6 +497,27 @@ export class Runtime {
     return v?.ready === true ? v.ip : null;
   }
 
+  /**
+   * Runs a probe or hook against a running container: exec through runc (exit 0 is success),
+   * httpGet (2xx/3xx) or tcpSocket (connects) to the pod's IP — 127.0.0.1 with hostNetwork —
+   * unless the handler names a host. Never throws: a failure is `ok: false` with why.
+   */
+  async runHandler(podKey: string, id: string, h: Handler, timeoutMs: number, hostNetwork: boolean): Promise<{ ok: boolean; message: string }> {
+    try {
+      if ('exec' in h) {
+        const r = await this.tasks.exec(id, h.exec.command, timeoutMs);
+        const out = `${r.stdout}${r.stderr}`.trim().split('\n').slice(-1)[0] ?? '';
+        return { ok: r.code === 0, message: r.code === 0 ? 'exit code 0' : `exit code ${r.code}${out !== '' ? `: ${out.slice(0, 200)}` : ''}` };
+      }
+      const host = ('httpGet' in h ? h.httpGet.host : h.tcpSocket.host) ?? (hostNetwork ? '127.0.0.1' : this.podIP(podKey));
+      if (host === null || host === undefined) return { ok: false, message: 'the pod has no IP yet' };
+      if ('tcpSocket' in h) return await tcpCheck(host, h.tcpSocket.port, timeoutMs);
+      return await httpCheck(host, h.httpGet.port, h.httpGet.path, h.httpGet.headers ?? [], timeoutMs);
+    } catch (err) {
+      return { ok: false, message: messageOf(err) };
+    }
+  }
+
   /** Tears down the pod's sandbox if it has one (CNI DEL, netns, infra container). Idempotent. */
   async removeSandbox(podKey: string): Promise<void> {
     await this.sandboxes.remove(podKey);
@@ -547,6 +579,14 @@ export class Runtime {
       this.addEvent(`pod/${o.podKey}`, 'Started', `container ${o.name} (${id}) started, pid ${pid}`);
       await this.pruneLogs(o.podKey, o.name, id);
       this.cfg.log.info({ id, containerPid: pid, pod: o.podKey }, 'container started');
+      if (o.postStart !== undefined) {
+        // The kubelet's rule: a failed postStart hook kills the container; its restart policy decides what follows.
+        const r = await this.runHandler(o.podKey, id, o.postStart, POST_START_TIMEOUT_MS, o.run.pod.hostNetwork);
+        if (!r.ok) {
+          this.addEvent(`pod/${o.podKey}`, 'FailedPostStartHook', `container ${o.name} (${id}): postStart hook failed: ${r.message}`, { type: 'Warning' });
+          await this.tasks.kill(id, 'SIGKILL');
+        }
+      }
       return { ...rec, state: 'running', pid, pidStart, startedAt };
     } catch (err) {
       this.cfg.log.debug({ id, err }, 'container start failed, rolling back');
@@ -575,10 +615,18 @@ export class Runtime {
    * Stops (SIGTERM, SIGKILL after graceMs) and deletes a container: runc state, conmon
    * files, rootfs mount, writable layer, row. Idempotent.
    */
-  async destroyContainer(id: string, graceMs: number): Promise<void> {
+  async destroyContainer(id: string, graceMs: number, hooks: { preStop?: Handler; hostNetwork?: boolean } = {}): Promise<void> {
     const rec = this.state.getContainer(id);
+    let grace = graceMs;
+    if (hooks.preStop !== undefined && rec?.state === 'running' && (await this.isRunning(id))) {
+      // preStop runs first and counts against the grace period, as on Kubernetes.
+      const began = Date.now();
+      const r = await this.runHandler(rec.podKey, id, hooks.preStop, Math.max(1000, graceMs), hooks.hostNetwork ?? false);
+      if (!r.ok) this.addEvent(`pod/${rec.podKey}`, 'FailedPreStopHook', `container ${rec.name} (${id}): preStop hook failed: ${r.message}`, { type: 'Warning' });
+      grace = Math.max(0, graceMs - (Date.now() - began));
+    }
     if (rec !== undefined && rec.state !== 'removing') this.state.updateContainer(id, { state: 'removing' });
-    const code = await this.removeContainerFiles(id, graceMs);
+    const code = await this.removeContainerFiles(id, grace);
     this.state.deleteContainer(id);
     if (rec !== undefined && rec.state !== 'exited') {
       this.addEvent(`pod/${rec.podKey}`, 'Killed', `container ${rec.name} (${id}) stopped${code !== undefined ? `, exit code ${code}` : ''}`);
@@ -771,4 +819,35 @@ function exitReason(code: number, oom: boolean): string {
   if (code === 0) return 'Completed';
   if (code > 128 && code < 160) return SIGNALS[code - 128] ?? `signal ${code - 128}`;
   return 'Error';
+}
+
+async function tcpCheck(host: string, port: number, timeoutMs: number): Promise<{ ok: boolean; message: string }> {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const sock = net.connect({ host, port });
+    const done = (ok: boolean, message: string): void => {
+      sock.destroy();
+      resolve({ ok, message });
+    };
+    sock.setTimeout(timeoutMs, () => done(false, `dial tcp ${host}:${port}: timeout after ${timeoutMs} ms`));
+    sock.once('connect', () => done(true, `connected to ${host}:${port}`));
+    sock.once('error', (e) => done(false, `dial tcp ${host}:${port}: ${e.message}`));
+  });
+}
+
+async function httpCheck(host: string, port: number, pathname: string, headers: readonly { name: string; value: string }[], timeoutMs: number): Promise<{ ok: boolean; message: string }> {
+  const http = await import('node:http');
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}${pathname}`;
+  return new Promise((resolve) => {
+    const req = http.get(url, { headers: { 'User-Agent': 'berth-probe', ...Object.fromEntries(headers.map((x) => [x.name, x.value])) }, timeout: timeoutMs }, (res) => {
+      res.resume();
+      const status = res.statusCode ?? 0;
+      resolve({ ok: status >= 200 && status < 400, message: `GET ${url}: HTTP ${status}` });
+    });
+    req.on('timeout', () => {
+      req.destroy();
+      resolve({ ok: false, message: `GET ${url}: timeout after ${timeoutMs} ms` });
+    });
+    req.on('error', (e) => resolve({ ok: false, message: `GET ${url}: ${e.message}` }));
+  });
 }

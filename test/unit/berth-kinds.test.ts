@@ -134,7 +134,7 @@ test('berth kinds: a Container is the one-container Pod it abbreviates, with the
 
 test('berth kinds: Container fields are checked where they are written, pod-level and container-level alike', () => {
   const allowed =
-    'allowed: name, image, imagePullPolicy, command, args, workingDir, env, envFrom, ports, resources, securityContext, stdin, tty, restartPolicy, hostNetwork, terminationGracePeriodSeconds';
+    'allowed: name, image, imagePullPolicy, command, args, workingDir, env, envFrom, ports, resources, securityContext, livenessProbe, readinessProbe, startupProbe, lifecycle, stdin, tty, restartPolicy, hostNetwork, terminationGracePeriodSeconds';
   assert.deepEqual(problemsOf(CONTAINER.replace('  restartPolicy', '  restartPolcy')), [`/m/x.yaml:10:3: spec.restartPolcy: unknown field "restartPolcy"; did you mean "restartPolicy"? (${allowed})`]);
   assert.deepEqual(problemsOf(CONTAINER.replace('  command', '  comand')), [`/m/x.yaml:9:3: spec.comand: unknown field "comand"; did you mean "command"? (${allowed})`]);
   // A Pod-only field is not a Container field.

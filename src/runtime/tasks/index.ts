@@ -247,6 +247,28 @@ export class TaskDriver {
     await this.runc(`start task ${id}`, id, ['start', id]);
   }
 
+  /**
+   * Runs `argv` in the running container (`runc exec`, the container's own user, env, cwd and
+   * security settings) to completion within `timeoutMs`; resolves its exit code and output. A
+   * command that cannot be started (not found, the container gone) is exit code 126/127-like:
+   * ERR_RUNTIME with runc's words; the deadline is ERR_TIMEOUT (the exec is killed).
+   */
+  async exec(id: string, argv: readonly string[], timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
+    try {
+      const { stdout, stderr } = await runProcess(this.binaries.runc, ['--root', this.paths.runcRoot, 'exec', id, ...argv], {
+        timeoutMs,
+        what: `exec in ${id}: runc`,
+        maxStdoutBytes: 64 * 1024,
+      });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      if (err instanceof BerthError) throw err;
+      const e = err as { code?: number | null; stdout?: string; stderr?: string };
+      if (typeof e.code === 'number' && e.code !== 255) return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+      throw new BerthError('ERR_RUNTIME', `exec in ${id}: ${stderrOf(err)}`, { cause: err, details: { id } });
+    }
+  }
+
   /** runc's view of one container; undefined when runc does not know it. */
   async state(id: string): Promise<TaskStatus | undefined> {
     const stdout = await this.runc(`state of task ${id}`, id, ['state', id], /does not exist|not exist|no such file/i);

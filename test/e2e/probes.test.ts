@@ -1,0 +1,158 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
+import { requireE2E } from '../helpers/prereq.js';
+import { berth, cleanupEnv, makeEnv, startDaemon, stopDaemon, waitFor, type berthUp, type BerthEnv } from '../helpers/berth.js';
+import { freePort } from '../helpers/registry.js';
+
+/**
+ * Issue 13, probes and hooks under `berth up`: readiness holds Ready (and apply --wait) until
+ * it passes; a liveness probe that gives up restarts only its container; an httpGet probe
+ * against the pod; preStop runs before the stop signal. Real runc, conmon, runc exec.
+ */
+
+interface StatusPod {
+  key: string;
+  status: string;
+  containers: { name: string; state: string; id: string | null; pid: number | null; restarts: number }[];
+}
+
+describe('e2e: probes and lifecycle hooks (issue 13)', { timeout: 300_000 }, () => {
+  let ok = true;
+  let env: BerthEnv;
+  let demo: DemoFixture | undefined;
+  let dir: string;
+  let hostDir: string;
+  let image = '';
+  let up: ReturnType<typeof berthUp> | undefined;
+
+  const pod = async (name: string): Promise<StatusPod | undefined> =>
+    (JSON.parse((await berth(env, ['status', '-o', 'json'])).stdout) as { pods: StatusPod[] }).pods.find((p) => p.key === `default/${name}`);
+
+  before(async (t) => {
+    ok = requireE2E(t);
+    if (!ok) return;
+    env = makeEnv('berth-probe-');
+    demo = await startDemoFixture();
+    image = `${demo.registry.host}/berth/demo:1.0`;
+    dir = path.join(env.dir, 'manifests');
+    hostDir = path.join(env.dir, 'host');
+    await fsp.mkdir(dir);
+    await fsp.mkdir(hostDir);
+    up = await startDaemon(env, dir, { extra: ['--resync', '30'] });
+  });
+
+  after(async () => {
+    if (!ok) return;
+    if (up !== undefined) await stopDaemon(up);
+    await berth(env, ['delete', '-f', dir]).catch(() => undefined);
+    await cleanupEnv(env);
+    await demo?.stop();
+  });
+
+  test('a readiness probe keeps the pod NotReady until it passes; apply --wait waits for it', async (t) => {
+    if (!ok) return t.skip();
+    const port = await freePort();
+    const file = path.join(dir, 'gate.yaml');
+    await fsp.writeFile(
+      file,
+      `apiVersion: v1
+kind: Pod
+metadata: {name: gate}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: web
+      image: ${image}
+      command: ["sh", "-c", "mkdir -p /tmp/www; sleep 3; echo ok > /tmp/www/ready.html; exec httpd -f -p 127.0.0.1:${port} -h /tmp/www"]
+      ports: [{name: http, containerPort: ${port}}]
+      readinessProbe:
+        httpGet: {path: /ready.html, port: http}
+        periodSeconds: 1
+        failureThreshold: 1
+`,
+    );
+    const seen = await waitFor('NotReady while the probe fails', async () => ((await pod('gate'))?.status === 'NotReady' ? true : undefined), 30_000, 50);
+    assert.equal(seen, true);
+    const r = await berth(env, ['apply', '-f', file, '--wait', '--timeout', '30s']);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    assert.equal((await pod('gate'))?.status, 'Running');
+  });
+
+  test('a liveness probe that gives up restarts only its container', async (t) => {
+    if (!ok) return t.skip();
+    await fsp.writeFile(
+      path.join(dir, 'live.yaml'),
+      `apiVersion: v1
+kind: Pod
+metadata: {name: live}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: probed
+      image: ${image}
+      command: ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 3600"]
+      livenessProbe:
+        exec: {command: [test, -f, /tmp/alive]}
+        periodSeconds: 1
+        failureThreshold: 2
+    - name: other
+      image: ${image}
+      command: ["sleep", "3600"]
+`,
+    );
+    const first = await waitFor('both running', async () => {
+      const p = await pod('live');
+      return p?.containers.every((c) => c.state === 'running') === true ? p : undefined;
+    }, 30_000);
+    const probedId = first.containers.find((c) => c.name === 'probed')?.id;
+    const otherPid = first.containers.find((c) => c.name === 'other')?.pid;
+    const restarted = await waitFor('probed restarted by its liveness probe', async () => {
+      const p = await pod('live');
+      const c = p?.containers.find((x) => x.name === 'probed');
+      return c !== undefined && c.id !== probedId && c.state === 'running' ? p : undefined;
+    }, 30_000);
+    assert.equal(restarted.containers.find((c) => c.name === 'probed')?.restarts, 1);
+    assert.equal(restarted.containers.find((c) => c.name === 'other')?.pid, otherPid, 'the other container keeps running');
+    const events = (await berth(env, ['events', '--for', 'live'])).stdout;
+    assert.match(events, /Liveness probe failed: exit code 1/);
+    assert.match(events, /container probed restarted \(restart 1; liveness probe failed 2 times/);
+  });
+
+  test('preStop runs before the stop signal', async (t) => {
+    if (!ok) return t.skip();
+    // The daemon has no --allow-host-path: this pod is applied and deleted in-process, with the daemon stopped.
+    if (up !== undefined) await stopDaemon(up, 'SIGTERM');
+    up = undefined;
+    const file = path.join(env.dir, 'hook.yaml');
+    await fsp.writeFile(
+      file,
+      `apiVersion: v1
+kind: Pod
+metadata: {name: hook}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 10
+  volumes: [{name: h, hostPath: {path: ${hostDir}, type: Directory}}]
+  containers:
+    - name: c
+      image: ${image}
+      command: ["sh", "-c", "trap 'echo TERM >> /h/log; exit 0' TERM; while :; do sleep 1; done"]
+      volumeMounts: [{name: h, mountPath: /h}]
+      lifecycle:
+        preStop:
+          exec: {command: [sh, -c, "echo PRESTOP >> /h/log"]}
+`,
+    );
+    const args = ['--allow-host-path', hostDir];
+    const a = await berth(env, [...args, 'apply', '-f', file]);
+    assert.equal(a.code, 0, `${a.stdout}\n${a.stderr}`);
+    const d = await berth(env, [...args, 'delete', '-f', file]);
+    assert.equal(d.code, 0, d.stderr);
+    assert.equal((await fsp.readFile(path.join(hostDir, 'log'), 'utf8')).trim(), 'PRESTOP\nTERM');
+  });
+});
