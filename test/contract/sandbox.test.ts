@@ -1,0 +1,98 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Runtime, type SandboxSpec } from '../../src/runtime/index.js';
+import { createLogger } from '../../src/lib/log.js';
+import { requireE2E, requireTools } from '../helpers/prereq.js';
+import { cleanupEnv } from '../helpers/berth.js';
+
+/**
+ * Contract of pod sandboxes on the real implementation (critest-style): creating one twice
+ * replaces it (one netns, one IP), removing one that is gone — or never was — succeeds, an
+ * unknown pod has no sandbox and no IP, and a removal leaves no netns, veth or IP allocation.
+ * Each test makes and removes its own sandbox; the bridge is this suite's own and removed after.
+ */
+describe('contract: pod sandboxes (netns + CNI + catatonit)', { timeout: 120_000 }, () => {
+  let base: string;
+  let rt: Runtime;
+  let ok = true;
+  const bridge = `bc${randomBytes(3).toString('hex')}`;
+  const subnet = `10.${200 + ((randomBytes(1)[0] ?? 0) % 50)}.${randomBytes(1)[0] ?? 0}.0/24`;
+  let forwardBefore = '';
+
+  const spec = (name: string, hash = 'h1'): SandboxSpec => ({
+    podKey: `default/${name}`,
+    namespace: 'default',
+    name,
+    hash: hash.padEnd(16, '0'),
+    hostname: name,
+    dns: { policy: 'None', nameservers: ['192.0.2.53'] },
+    ports: [],
+  });
+  /** This suite's netns only (other berth instances on the host have their own). */
+  const mine = (pod: string): string => `berth-${createHash('sha256').update(`default/${pod}`).digest('hex').slice(0, 16)}`;
+  const netns = (): string[] =>
+    execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.split(' ')[0] ?? '')
+      .filter((n) => ['twice', 'gone'].some((p) => n === mine(p)));
+  const veths = (): string => execFileSync('ip', ['-o', 'link', 'show', 'master', bridge], { encoding: 'utf8' }).trim();
+
+  before(async (t) => {
+    ok = requireE2E(t) && requireTools(t, ['ip', 'catatonit']);
+    if (!ok) return;
+    forwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
+    base = mkdtempSync(path.join(os.tmpdir(), 'berth-sandbox-'));
+    rt = await Runtime.open({ root: path.join(base, 'root'), state: path.join(base, 'state'), log: createLogger('silent'), network: { bridge, subnet } });
+  });
+
+  after(async () => {
+    if (!ok) return;
+    await rt.close();
+    await cleanupEnv({ root: path.join(base, 'root'), state: path.join(base, 'state'), dir: base });
+    if (existsSync(`/sys/class/net/${bridge}`)) execFileSync('ip', ['link', 'del', bridge]);
+    if (forwardBefore !== '') execFileSync('sysctl', ['-q', '-w', `net.ipv4.ip_forward=${forwardBefore}`]);
+  });
+
+  test('an unknown pod has no sandbox and no IP; removing it is success', async (t) => {
+    if (!ok) return t.skip();
+    assert.equal(rt.podIP('default/never'), null);
+    await rt.removeSandbox('default/never');
+    await rt.removeSandbox('default/never');
+  });
+
+  test('create twice: the second replaces the first (one netns, one IP allocation, one infra container)', async (t) => {
+    if (!ok) return t.skip();
+    t.after(() => rt.removeSandbox('default/twice'));
+    const a = await rt.createSandbox(spec('twice', 'aaaa'), false);
+    const b = await rt.createSandbox(spec('twice', 'bbbb'), false);
+    assert.ok(a.ip !== null && b.ip !== null);
+    assert.equal(rt.podIP('default/twice'), b.ip);
+    assert.equal(netns().length, 1, netns().join(', '));
+    assert.equal(veths().split('\n').filter((l) => l !== '').length, 1, veths());
+    const allocations = execFileSync('ls', [path.join(base, 'root', 'cni', 'networks', 'berth')], { encoding: 'utf8' }).split('\n').filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
+    assert.deepEqual(allocations, [b.ip]);
+    const infra = execFileSync('runc', ['--root', path.join(base, 'state', 'runc'), 'list', '-q'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes('._sandbox.'));
+    assert.equal(infra.length, 1, infra.join(', '));
+  });
+
+  test('removing a sandbox whose infra container and netns are already gone succeeds and leaves nothing', async (t) => {
+    if (!ok) return t.skip();
+    await rt.createSandbox(spec('gone'), false);
+    const runcRoot = path.join(base, 'state', 'runc');
+    const id = execFileSync('runc', ['--root', runcRoot, 'list', '-q'], { encoding: 'utf8' }).split('\n').find((l) => l.startsWith('default.gone._sandbox.')) ?? '';
+    execFileSync('runc', ['--root', runcRoot, 'delete', '--force', id]);
+    execFileSync('ip', ['netns', 'delete', mine('gone')]);
+    await rt.removeSandbox('default/gone');
+    await rt.removeSandbox('default/gone');
+    assert.equal(rt.podIP('default/gone'), null);
+    assert.deepEqual(netns(), []);
+    assert.equal(veths(), '');
+    const rules = execFileSync('iptables-save', [], { encoding: 'utf8' });
+    assert.ok(!rules.includes(`id: \\"${id}\\"`), 'no rule tagged with the removed sandbox');
+  });
+});
