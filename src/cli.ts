@@ -760,6 +760,36 @@ export function buildProgram(): Command {
       process.stdout.write(completionScript(describeCommand(program), shell));
     });
 
+  const volumes = program.command('volumes').description('named volumes (a pod\'s persistentVolumeClaim): they outlive their pods');
+  volumes
+    .command('ls')
+    .description('list named volumes with their size and the pods that name them')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .action(async (o: { output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      await withRuntime(cfg, async (rt) => {
+        const list = await rt.listVolumes();
+        if (o.output === 'json') {
+          process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+          return;
+        }
+        const rows = [['NAME', 'SIZE', 'USED BY']];
+        for (const v of list) rows.push([v.name, `${v.bytes}B`, v.usedBy.join(',') || '<none>']);
+        process.stdout.write(table(rows));
+      });
+    });
+  volumes
+    .command('rm')
+    .description('remove named volumes and their data; refused for a volume a recorded pod names')
+    .argument('<name...>', 'volume names')
+    .action(async (names: string[], _o: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      await withRuntime(cfg, async (rt) => {
+        await rt.removeVolumes(names);
+        for (const n of names) process.stdout.write(`- volume ${n}\n`);
+      });
+    });
+
   program
     .command('check')
     .description('check host prerequisites (root, runc, conmon, overlayfs, cgroups) and the state (fsck); exit 1 on a failure')

@@ -137,6 +137,7 @@ export interface DesiredSecurity {
 export type DesiredVolume =
   | { name: string; emptyDir: { medium: '' | 'Memory'; sizeLimitBytes?: number } }
   | { name: string; hostPath: { path: string; type: string } }
+  | { name: string; persistentVolumeClaim: { claimName: string; readOnly: boolean } }
   | { name: string; configMap: { name: string; items?: { key: string; path: string; mode?: number }[]; defaultMode: number; optional: boolean } }
   | { name: string; secret: { secretName: string; items?: { key: string; path: string; mode?: number }[]; defaultMode: number; optional: boolean } };
 

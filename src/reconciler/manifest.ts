@@ -1387,6 +1387,7 @@ function readVolumes(list: readonly unknown[], problem: Report): DesiredVolume[]
     const host = recordOf(v['hostPath']);
     const cm = recordOf(v['configMap']);
     const sec = recordOf(v['secret']);
+    const pvc = recordOf(v['persistentVolumeClaim']);
     if (empty !== undefined) {
       const limit = quantityOf(empty['sizeLimit']);
       const bytes = limit === undefined ? undefined : parseMemory(limit);
@@ -1410,8 +1411,12 @@ function readVolumes(list: readonly unknown[], problem: Report): DesiredVolume[]
     } else if (sec !== undefined) {
       const it = items(sec['items'], at('secret', 'items'));
       out.push({ name, secret: { secretName: stringOf(sec['secretName']) ?? '', ...(it !== undefined ? { items: it } : {}), defaultMode: integerOf(sec['defaultMode']) ?? DEFAULT_MODE, optional: sec['optional'] === true } });
-    } else if (v['persistentVolumeClaim'] === undefined) {
-      problem(at(), `volume ${name} needs one of emptyDir, hostPath, configMap, secret`);
+    } else if (pvc !== undefined) {
+      const claim = stringOf(pvc['claimName']) ?? '';
+      if (!DNS_LABEL.test(claim)) problem(at('persistentVolumeClaim', 'claimName'), `${JSON.stringify(claim)} is not a DNS label`);
+      out.push({ name, persistentVolumeClaim: { claimName: claim, readOnly: pvc['readOnly'] === true } });
+    } else {
+      problem(at(), `volume ${name} needs one of emptyDir, hostPath, configMap, secret, persistentVolumeClaim`);
     }
   }
   return out;

@@ -462,6 +462,28 @@ export class Runtime {
     return this.sandboxes.ref(podKey, pod.shareProcessNamespace);
   }
 
+  /** Named volumes (persistentVolumeClaim) with their size and the recorded pods whose spec names them. */
+  async listVolumes(): Promise<{ name: string; bytes: number; usedBy: string[] }[]> {
+    const named = await this.volumes.listNamed();
+    return named.map((v) => ({
+      ...v,
+      usedBy: this.state
+        .listPods()
+        .filter((p) => p.spec.includes(`"claimName":${JSON.stringify(v.name)}`))
+        .map((p) => p.key),
+    }));
+  }
+
+  /** Removes named volumes; one a recorded pod names is refused (ERR_PRECONDITION, naming the pod). */
+  async removeVolumes(names: readonly string[]): Promise<void> {
+    const used = await this.listVolumes();
+    for (const n of names) {
+      const u = used.find((v) => v.name === n);
+      if (u !== undefined && u.usedBy.length > 0) throw new BerthError('ERR_PRECONDITION', `volume ${n}: used by pod ${u.usedBy.join(', ')} (delete the pod first)`);
+    }
+    for (const n of names) await this.volumes.removeNamed(n);
+  }
+
   /** Makes the pod's volumes present and its configMap/secret projections current (no restart). */
   async syncVolumes(podKey: string, volumes: readonly PodVolume[]): Promise<void> {
     await this.volumes.sync(podKey, volumes);

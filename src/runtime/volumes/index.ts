@@ -19,6 +19,8 @@ import { isMountPoint } from '../snapshots/index.js';
 export type PodVolume =
   | { name: string; kind: 'emptyDir'; medium: '' | 'Memory'; sizeLimitBytes?: number }
   | { name: string; kind: 'hostPath'; path: string; type: string }
+  /** A named volume (persistentVolumeClaim): <root>/volumes/<claim>, kept when the pod goes. */
+  | { name: string; kind: 'named'; claim: string; readOnly: boolean }
   | { name: string; kind: 'projected'; secret: boolean; files: { path: string; data: string; mode: number }[]; hash: string };
 
 export interface MountRequest {
@@ -48,6 +50,27 @@ export class VolumeManager {
     return path.join(this.root, 'pods', podKey.replace('/', '_'));
   }
 
+  /** A named volume's directory; `name` is a DNS label (checked at load). */
+  namedDir(name: string): string {
+    return path.join(this.root, 'volumes', name);
+  }
+
+  /** Named volumes with their size on disk (bytes of regular files) and the pods that mount them now. */
+  async listNamed(): Promise<{ name: string; bytes: number }[]> {
+    const names = await fsp.readdir(path.join(this.root, 'volumes')).catch(() => [] as string[]);
+    const out: { name: string; bytes: number }[] = [];
+    for (const name of names.sort()) out.push({ name, bytes: await du(this.namedDir(name)) });
+    return out;
+  }
+
+  /** Removes a named volume (the caller checked that no pod uses it). Missing is ERR_NOT_FOUND. */
+  async removeNamed(name: string): Promise<void> {
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name) || name.length > 63) throw new BerthError('ERR_INVALID_ARGUMENT', `volume ${JSON.stringify(name)}: not a volume name (a DNS label)`);
+    const dir = this.namedDir(name);
+    if (!(await fsp.stat(dir).then(() => true, () => false))) throw new BerthError('ERR_NOT_FOUND', `volume ${name}: no such volume`);
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+
   volumeDir(podKey: string, name: string): string {
     return path.join(this.podDir(podKey), 'volumes', name);
   }
@@ -60,6 +83,10 @@ export class VolumeManager {
     for (const v of volumes) {
       if (v.kind === 'hostPath') {
         await checkHostPath(v);
+        continue;
+      }
+      if (v.kind === 'named') {
+        await mkdirp(this.namedDir(v.claim), 0o755);
         continue;
       }
       const dir = this.volumeDir(podKey, v.name);
@@ -80,10 +107,10 @@ export class VolumeManager {
     for (const r of requests) {
       const v = volumes.find((x) => x.name === r.volume);
       if (v === undefined) throw new BerthError('ERR_INVALID_MANIFEST', `mount ${r.mountPath}: pod ${podKey} has no volume ${r.volume}`);
-      const base = v.kind === 'hostPath' ? v.path : this.volumeDir(podKey, v.name);
+      const base = v.kind === 'hostPath' ? v.path : v.kind === 'named' ? this.namedDir(v.claim) : this.volumeDir(podKey, v.name);
       const source = r.subPath === undefined ? base : await confinedSubPath(base, r.subPath, `volume ${v.name} of pod ${podKey}`);
       // Projected volumes are read-only whatever the manifest says, as on Kubernetes.
-      out.push({ destination: r.mountPath, source, readOnly: r.readOnly || v.kind === 'projected' });
+      out.push({ destination: r.mountPath, source, readOnly: r.readOnly || v.kind === 'projected' || (v.kind === 'named' && v.readOnly) });
     }
     return out;
   }
@@ -221,4 +248,15 @@ async function checkHostPath(v: Extract<PodVolume, { kind: 'hostPath' }>): Promi
     default:
       fail(`has an unknown type ${JSON.stringify(v.type)}`);
   }
+}
+
+/** Bytes of the regular files under `dir` (no symlinks followed). */
+async function du(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) n += await du(p);
+    else if (e.isFile()) n += (await fsp.lstat(p).catch(() => undefined))?.size ?? 0;
+  }
+  return n;
 }
