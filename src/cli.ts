@@ -280,6 +280,16 @@ async function withProgress<T>(quiet: boolean, fn: (onProgress?: (e: ProgressEve
   }
 }
 
+type GcReportView = import('./runtime/index.js').GcReport;
+
+/** `gc` and `images prune`: one line per thing removed (or, dry run, that would be), then the bytes. */
+async function printGc(r: GcReportView): Promise<void> {
+  const { formatBytes } = await import('./lib/progress.js');
+  const verb = r.dryRun ? 'would remove' : 'removed';
+  for (const x of r.removed) process.stdout.write(`${verb} ${x.kind} ${x.id}${x.kind === 'manifest' ? '' : ` (${formatBytes(x.bytes)})`}\n`);
+  process.stdout.write(`${r.dryRun ? 'would reclaim' : 'reclaimed'} ${formatBytes(r.bytes)} (${r.removed.length} object${r.removed.length === 1 ? '' : 's'})\n`);
+}
+
 /** Prints apply/delete failures (the steps themselves were printed live); returns how many. */
 function printResults(steps: readonly StepResult[]): number {
   let failed = 0;
@@ -622,8 +632,10 @@ export function buildProgram(): Command {
     .option('--tail <n>', 'only the last N lines')
     .option('--raw', 'print CRI log lines unchanged')
     .option('-p, --previous', 'the attempt before the current one (after a restart)')
-    .option('-f, --follow', 'keep printing new output until the container stops or Ctrl-C')
-    .action(async (target: string, o: { namespace: string; container?: string; tail?: string; raw?: boolean; previous?: boolean; follow?: boolean }, cmd: Command) => {
+    .option('-f, --follow', 'keep printing new output until the container stops or Ctrl-C (survives conmon\'s log rotation)')
+    .option('--since <duration>', 'only output newer than this (e.g. 10m, 1h)')
+    .option('--timestamps', 'prefix each line with its RFC3339 time')
+    .action(async (target: string, o: { namespace: string; container?: string; tail?: string; raw?: boolean; previous?: boolean; follow?: boolean; since?: string; timestamps?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       const parts = target.split('/');
       if (parts.length > 2 || parts.some((p) => p === '')) throw new BerthError('ERR_INVALID_ARGUMENT', `logs ${target}: expected POD or POD/CONTAINER`);
@@ -634,52 +646,107 @@ export function buildProgram(): Command {
         tail = Number(o.tail);
         if (!Number.isSafeInteger(tail) || tail < 0) throw new BerthError('ERR_INVALID_ARGUMENT', `logs --tail ${JSON.stringify(o.tail)}: must be a whole number, 0 or more`);
       }
+      const sinceMs = o.since === undefined ? undefined : Date.now() - parseTimeout('logs --since', o.since, 0);
       const req = { podKey: `${o.namespace}/${podName ?? ''}`, ...(ctrName !== undefined ? { container: ctrName } : {}), ...(o.previous === true ? { previous: true } : {}) };
       await withBackend(cfg, { write: false, what: 'logs' }, async (b) => {
         type Target = import('./daemon/service.js').LogTarget;
         const t = await b.call<Target>('logs', req);
         if (t.warning !== undefined) process.stderr.write(`${t.warning}\n`);
         if (t.defaulted !== undefined) process.stderr.write(`Defaulted container "${t.defaulted.container}" out of: ${t.defaulted.all.join(', ')}\n`);
-        const { criDecoder } = await import('./lib/crilog.js');
-        const { promises: fsp } = await import('node:fs');
-        const text = await fsp.readFile(t.file, 'utf8').catch(() => '');
-        let offset = Buffer.byteLength(text);
-        const dec = criDecoder();
-        let lines = o.raw === true ? text.split('\n').filter((l) => l !== '') : dec.push(text);
-        // Without -f an unfinished last line is shown too; with -f it may still be completed.
-        if (o.follow !== true && o.raw !== true) lines.push(...dec.flush());
-        if (tail !== undefined) lines = tail === 0 ? [] : lines.slice(-tail);
-        process.stdout.write(lines.length > 0 ? `${lines.join('\n')}\n` : '');
-        if (o.follow !== true) return;
+        const { readLog } = await import('./lib/logfollow.js');
         // Follow until the container stops (like kubectl logs -f) or Ctrl-C.
         const ac = new AbortController();
-        process.once('SIGINT', () => ac.abort());
-        const { sleep } = await import('./lib/time.js');
+        if (o.follow === true) process.once('SIGINT', () => ac.abort());
         let running = t.running;
-        let lastCheck = Date.now();
-        for (;;) {
-          const fh = await fsp.open(t.file, 'r').catch(() => undefined);
-          if (fh !== undefined) {
-            const { size } = await fh.stat();
-            if (size > offset) {
-              const buf = Buffer.alloc(size - offset);
-              await fh.read(buf, 0, buf.length, offset);
-              offset = size;
-              const chunk = buf.toString('utf8');
-              const out = o.raw === true ? chunk.split('\n').filter((l) => l !== '') : dec.push(chunk);
-              if (out.length > 0) process.stdout.write(`${out.join('\n')}\n`);
-            }
-            await fh.close();
-          }
-          if (ac.signal.aborted || !running) break;
-          if (Date.now() - lastCheck > 500) {
-            lastCheck = Date.now();
+        await readLog(t.file, {
+          raw: o.raw === true,
+          timestamps: o.timestamps === true,
+          ...(sinceMs !== undefined ? { sinceMs } : {}),
+          ...(tail !== undefined ? { tail } : {}),
+          follow: o.follow === true && t.running,
+          signal: ac.signal,
+          write: (text) => process.stdout.write(text),
+          running: async () => {
+            if (!running) return false;
             const now = await b.call<Target>('logs', req).catch(() => undefined);
             running = now !== undefined && now.id === t.id && now.running;
-          }
-          await sleep(200, ac.signal).catch(() => undefined);
+            return running;
+          },
+        });
+      });
+    });
+
+  program
+    .command('exec')
+    .description('run a command in a running container (runc exec: the container\'s user, env and working directory), print its output and exit with its exit code (127: not found, 126: could not be run); runs in this process even while berth up runs')
+    .argument('<target>', 'POD or POD/CONTAINER (namespace default unless -n); without CONTAINER the one the kubectl.kubernetes.io/default-container annotation names, else the first, as kubectl')
+    .argument('<command...>', 'the command and its arguments, after --')
+    .option('-n, --namespace <ns>', 'namespace', 'default')
+    .option('-c, --container <name>', 'container name')
+    .option('-i, --stdin', 'pass this stdin to the command (else it reads /dev/null)')
+    .option('-t, --tty', 'allocate a terminal: not supported yet (ERR_UNSUPPORTED)')
+    .action(async (target: string, argv: string[], o: { namespace: string; container?: string; stdin?: boolean; tty?: boolean }, cmd: Command) => {
+      const cfg = config(cmd);
+      const parts = target.split('/');
+      if (parts.length > 2 || parts.some((p) => p === '')) throw new BerthError('ERR_INVALID_ARGUMENT', `exec ${target}: expected POD or POD/CONTAINER`);
+      // runc exec --tty hands the pty back over a unix socket with SCM_RIGHTS, which node cannot receive.
+      if (o.tty === true) throw new BerthError('ERR_UNSUPPORTED', `exec ${target}: -t/--tty is not supported yet (no terminal allocation); use -i without -t`);
+      // As kubectl: without `--` the command's own flags would be read as berth's (sh -c is -c CONTAINER).
+      if (!process.argv.includes('--')) throw new BerthError('ERR_INVALID_ARGUMENT', `exec ${target}: put the command after --: berth exec ${target} -- ${argv.join(' ')}`);
+      const [podName, ctrPart] = parts;
+      const ctrName = ctrPart ?? o.container;
+      const req = { podKey: `${o.namespace}/${podName ?? ''}`, ...(ctrName !== undefined ? { container: ctrName } : {}) };
+      let id = '';
+      await withBackend(cfg, { write: false, what: 'exec' }, async (b) => {
+        const t = await b.call<import('./daemon/service.js').ExecTarget>('exec', req);
+        if (t.warning !== undefined) process.stderr.write(`${t.warning}\n`);
+        if (t.defaulted !== undefined) process.stderr.write(`Defaulted container "${t.defaulted.container}" out of: ${t.defaulted.all.join(', ')}\n`);
+        id = t.id;
+      });
+      // runc exec changes no state: run in-process, daemon or not (Runtime.execInContainer).
+      await withRuntime(cfg, async (rt) => {
+        const res = await rt.execInContainer(id, argv, { stdin: o.stdin === true });
+        process.exitCode = res.code;
+      });
+    });
+
+  program
+    .command('stats')
+    .description('CPU, memory and pids of each running container, read from its cgroup (CPU % over a 0.5 s sample; memory is the working set: usage minus inactive file cache), as podman stats --no-stream')
+    .argument('[pod...]', 'only these pods (namespace default unless -n)')
+    .option('-n, --namespace <ns>', 'namespace for POD', 'default')
+    .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k; comma = and')
+    .addOption(new Option('-o, --output <format>', 'output format (json: an array of {pod, container, id, cpu: {seconds, percent}, memory: {bytes, limitBytes}, pids: {current, limit}}; limits null when unset)').choices(['table', 'json']).default('table'))
+    .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      const query = await podQuery('stats', names, o);
+      await withBackend(cfg, { write: false, what: 'stats' }, async (b) => {
+        const stats = await b.call<import('./daemon/service.js').ContainerStats[]>('stats', query);
+        const found = new Set(stats.map((s) => s.pod));
+        for (const k of query.keys ?? []) {
+          if (found.has(k)) continue;
+          process.stderr.write(`error: stats ${k}: no such pod or no running container\n`);
+          process.exitCode = EXIT_FAILURE;
         }
-        if (o.raw !== true) for (const m of dec.flush()) process.stdout.write(`${m}\n`);
+        if (o.output === 'json') {
+          process.stdout.write(`${JSON.stringify(stats, null, 2)}\n`);
+          return;
+        }
+        const { formatBytes } = await import('./lib/progress.js');
+        const rows = [['POD', 'CONTAINER', 'CPU %', 'CPU TIME', 'MEM USAGE / LIMIT', 'MEM %', 'PIDS']];
+        for (const s of stats) {
+          const limit = s.memory.limitBytes;
+          rows.push([
+            s.pod,
+            s.container,
+            `${s.cpu.percent.toFixed(2)}%`,
+            `${s.cpu.seconds.toFixed(2)}s`,
+            `${formatBytes(s.memory.bytes)} / ${limit === null ? '-' : formatBytes(limit)}`,
+            limit === null ? '-' : `${((s.memory.bytes / limit) * 100).toFixed(2)}%`,
+            s.pids.limit === null ? String(s.pids.current) : `${s.pids.current} / ${s.pids.limit}`,
+          ]);
+        }
+        process.stdout.write(table(rows));
       });
     });
 
@@ -705,6 +772,50 @@ export function buildProgram(): Command {
       await withBackend(cfg, { write: true, what: 'pull' }, async (b) => {
         const img = await withProgress(o.quiet === true, (p) => b.call<{ ref: string; digest: string }>('pull', { ref }, p));
         process.stdout.write(`${img.ref} ${img.digest}\n`);
+      });
+    });
+  images
+    .command('rm')
+    .description('forget images (all or none): refused, naming the pods, for an image a recorded pod names or a container runs; berth gc reclaims their space')
+    .argument('<ref...>', 'image references')
+    .action(async (refs: string[], _o: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      await withBackend(cfg, { write: true, what: 'images rm' }, async (b) => {
+        const r = await b.call<{ removed: { ref: string; digest: string }[] }>('imagesRemove', { refs });
+        for (const i of r.removed) process.stdout.write(`removed ${i.ref} ${i.digest}\n`);
+        process.stdout.write('run berth gc to reclaim their disk space\n');
+      });
+    });
+  images
+    .command('prune')
+    .description('forget the images nothing uses (no recorded pod names them, no container runs them), then collect garbage')
+    .option('-a, --all', 'every image no container runs, even if a recorded pod names it (that pod pulls it again)')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
+    .action(async (o: { all?: boolean; output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      await withBackend(cfg, { write: true, what: 'images prune' }, async (b) => {
+        const r = await b.call<{ images: { ref: string; digest: string }[]; gc: GcReportView }>('imagesPrune', { all: o.all === true });
+        if (o.output === 'json') {
+          process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+          return;
+        }
+        for (const i of r.images) process.stdout.write(`removed ${i.ref} ${i.digest}\n`);
+        await printGc(r.gc);
+      });
+    });
+
+  program
+    .command('gc')
+    .description('remove what no image, container or recorded pod reaches: manifest and snapshot rows first, then blobs and snapshot directories; prints what went and the bytes reclaimed')
+    .option('--dry-run', 'print what would be removed and remove nothing')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
+    .action(async (o: { dryRun?: boolean; output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      // A dry run writes nothing, so it neither takes the state lock nor sweeps crash residue first.
+      await withBackend(cfg, { write: o.dryRun !== true, what: 'gc' }, async (b) => {
+        const r = await b.call<GcReportView>('gc', { dryRun: o.dryRun === true });
+        if (o.output === 'json') process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        else await printGc(r);
       });
     });
 

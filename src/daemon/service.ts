@@ -3,7 +3,7 @@ import { containerArgv } from '../lib/argv.js';
 import { BerthError, isBerthError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { matchesSelector, parseSelector } from '../lib/selector.js';
-import { parseReference, type EventRecord, type ImageRecord, type ObservedPod, type Runtime } from '../runtime/index.js';
+import { parseReference, type EventRecord, type GcReport, type ImageRecord, type ObservedPod, type Runtime } from '../runtime/index.js';
 import { Controller, type ApplyResult, type ProgressEvent } from '../reconciler/controller.js';
 import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
 import { knownConfigs, recordConfigs } from '../reconciler/configs.js';
@@ -232,6 +232,22 @@ export class BerthService {
     return this.o.rt.listImages();
   }
 
+  /** `images rm REF...`: forgets the images (all or none); refused for an image a pod uses (ERR_CONFLICT names it). */
+  imagesRemove(req: { refs: string[] }): { removed: { ref: string; digest: string }[] } {
+    if (!Array.isArray(req.refs) || req.refs.length === 0) throw new BerthError('ERR_INVALID_ARGUMENT', 'images rm: no image reference');
+    return { removed: this.o.rt.removeImages(req.refs) };
+  }
+
+  /** `images prune [--all]`: forgets the images nothing uses, then collects garbage. */
+  imagesPrune(req: { all?: boolean }): Promise<{ images: { ref: string; digest: string }[]; gc: GcReport }> {
+    return this.o.rt.pruneImages({ all: req.all === true });
+  }
+
+  /** `gc [--dry-run]`: removes (or lists) what no image, container or pod reaches. */
+  gc(req: { dryRun?: boolean }): Promise<GcReport> {
+    return this.o.rt.collectGarbage({ dryRun: req.dryRun === true });
+  }
+
   /** `images pull`; `onProgress`: the pull step's start, its layers as they are written, its end. */
   async pull(ref: string, onProgress?: (e: ProgressEvent) => void): Promise<{ ref: string; digest: string }> {
     if (ref === '') throw new BerthError('ERR_INVALID_ARGUMENT', 'pull: no image reference');
@@ -297,32 +313,38 @@ export class BerthService {
     return buildDescription({ pod, status, restarts, images, events });
   }
 
+  /**
+   * The container a `logs` or `exec` of POD[/CTR] is about: the one named, else the one the
+   * pod's default-container annotation names, else the first with a note (kubectl's rule).
+   */
+  private pickContainer(verb: string, req: { podKey: string; container?: string }): { name: string; defaulted?: LogTarget['defaulted']; warning?: string } {
+    const rt = this.o.rt;
+    const pod = rt.getPod(req.podKey);
+    const spec = pod !== undefined ? lastAppliedPod(pod.spec) : undefined;
+    const declared = (spec?.containers ?? []).map((c) => c.name);
+    const names = [...new Set([...declared, ...rt.listContainers(req.podKey).map((r) => r.name), ...rt.listRestarts(req.podKey).map((r) => r.name)])];
+    if (pod === undefined && names.length === 0) throw new BerthError('ERR_NOT_FOUND', `${verb} ${req.podKey}: no such pod`);
+    if (req.container !== undefined) {
+      if (!names.includes(req.container)) throw new BerthError('ERR_NOT_FOUND', `${verb} ${req.podKey}/${req.container}: no such container (containers: ${names.join(', ') || 'none'})`);
+      return { name: req.container };
+    }
+    const wanted = spec?.annotations?.[ANNOTATION_DEFAULT_CONTAINER];
+    if (wanted !== undefined && names.includes(wanted)) return { name: wanted };
+    const name = names[0];
+    if (name === undefined) throw new BerthError('ERR_NOT_FOUND', `${verb} ${req.podKey}: the pod has no containers yet`);
+    return {
+      name,
+      ...(names.length > 1 ? { defaulted: { container: name, all: names } } : {}),
+      ...(wanted !== undefined ? { warning: `Default container name "${wanted}" not found in pod ${req.podKey}` } : {}),
+    };
+  }
+
   /** Which log file `berth logs` reads: the current attempt, or with `previous` the one before. */
   async logTarget(req: LogsRequest): Promise<LogTarget> {
     const rt = this.o.rt;
-    const pod = rt.getPod(req.podKey);
     const rows = rt.listContainers(req.podKey);
     const restarts = rt.listRestarts(req.podKey);
-    const spec = pod !== undefined ? lastAppliedPod(pod.spec) : undefined;
-    const declared = (spec?.containers ?? []).map((c) => c.name);
-    const names = [...new Set([...declared, ...rows.map((r) => r.name), ...restarts.map((r) => r.name)])];
-    if (pod === undefined && names.length === 0) throw new BerthError('ERR_NOT_FOUND', `logs ${req.podKey}: no such pod`);
-    let name = req.container;
-    let defaulted: LogTarget['defaulted'];
-    let warning: string | undefined;
-    if (name === undefined) {
-      // kubectl: the pod's default-container annotation, else the first container with a note.
-      const wanted = spec?.annotations?.[ANNOTATION_DEFAULT_CONTAINER];
-      if (wanted !== undefined && names.includes(wanted)) name = wanted;
-      else {
-        if (wanted !== undefined) warning = `Default container name "${wanted}" not found in pod ${req.podKey}`;
-        name = names[0];
-        if (names.length > 1 && name !== undefined) defaulted = { container: name, all: names };
-      }
-    } else if (!names.includes(name)) {
-      throw new BerthError('ERR_NOT_FOUND', `logs ${req.podKey}/${name}: no such container (containers: ${names.join(', ') || 'none'})`);
-    }
-    if (name === undefined) throw new BerthError('ERR_NOT_FOUND', `logs ${req.podKey}: the pod has no containers yet`);
+    const { name, defaulted, warning } = this.pickContainer('logs', req);
     const current = rows.filter((r) => r.name === name).sort((a, b) => a.createdAt - b.createdAt).pop();
     const r = restarts.find((x) => x.name === name);
     let id: string | undefined;
@@ -344,6 +366,84 @@ export class BerthService {
     const running = req.previous !== true && current?.id === id && (this.o.daemon ? current.state === 'running' : await rt.isRunning(id));
     return { id, file, running, ...(defaulted !== undefined ? { defaulted } : {}), ...(warning !== undefined ? { warning } : {}) };
   }
+
+  /**
+   * The running container `berth exec` runs in (the CLI then calls runc itself: the daemon
+   * cannot hand over a terminal's stdin). Not running: ERR_NOT_FOUND saying how it ended.
+   */
+  async execTarget(req: ExecRequest): Promise<ExecTarget> {
+    const rt = this.o.rt;
+    const { name, defaulted, warning } = this.pickContainer('exec', req);
+    const current = rt
+      .listContainers(req.podKey)
+      .filter((r) => r.name === name)
+      .sort((a, b) => a.createdAt - b.createdAt)
+      .pop();
+    const running = current !== undefined && (this.o.daemon ? current.state === 'running' : await rt.isRunning(current.id));
+    if (current === undefined || !running) {
+      const how = current === undefined ? 'no container has run yet' : current.exitCode !== null ? `it exited (code ${current.exitCode}${current.reason !== null ? `, ${current.reason}` : ''})` : `it is ${current.state}`;
+      throw new BerthError('ERR_NOT_FOUND', `exec ${req.podKey}/${name}: the container is not running: ${how}`);
+    }
+    return { id: current.id, container: name, ...(defaulted !== undefined ? { defaulted } : {}), ...(warning !== undefined ? { warning } : {}) };
+  }
+
+  /**
+   * `berth stats`: the cgroup counters of every running container of the pods a query selects,
+   * read twice STATS_SAMPLE_MS apart for the CPU share. Containers whose cgroup is gone by
+   * then (they exited) are left out. Read-only.
+   */
+  async stats(q: PodQuery = {}): Promise<ContainerStats[]> {
+    const rt = this.o.rt;
+    const running = (await this.selectPods(q)).flatMap((p) => p.containers.filter((c) => c.state === 'running').map((c) => ({ pod: p.key, c })));
+    const first = await Promise.all(running.map(({ c }) => rt.containerStats(c.id)));
+    const t0 = process.hrtime.bigint();
+    await new Promise((r) => setTimeout(r, STATS_SAMPLE_MS));
+    const second = await Promise.all(running.map(({ c }) => rt.containerStats(c.id)));
+    const wallNs = Number(process.hrtime.bigint() - t0);
+    const out: ContainerStats[] = [];
+    running.forEach(({ pod, c }, i) => {
+      const a = first[i];
+      const b = second[i];
+      if (a === undefined || b === undefined) return;
+      out.push({
+        pod,
+        container: c.name,
+        id: c.id,
+        cpu: { seconds: b.cpuNs / 1e9, percent: Math.round((Math.max(0, b.cpuNs - a.cpuNs) / wallNs) * 10000) / 100 },
+        memory: { bytes: b.memoryBytes, limitBytes: b.memoryLimitBytes },
+        pids: { current: b.pids, limit: b.pidsLimit },
+      });
+    });
+    return out.sort((x, y) => x.pod.localeCompare(y.pod) || x.container.localeCompare(y.container));
+  }
+}
+
+/** How long `stats` waits between its two readings of the CPU counter. */
+const STATS_SAMPLE_MS = 500;
+
+export interface ExecRequest {
+  podKey: string;
+  container?: string;
+}
+
+export interface ExecTarget {
+  id: string;
+  container: string;
+  defaulted?: { container: string; all: string[] };
+  warning?: string;
+}
+
+/** One running container in `berth stats` (`-o json` prints an array of these). */
+export interface ContainerStats {
+  /** `namespace/name`. */
+  pod: string;
+  container: string;
+  id: string;
+  /** CPU time used since the container started, and its share of one CPU over the sample (200 = two CPUs busy). */
+  cpu: { seconds: number; percent: number };
+  /** Working set (usage minus inactive file cache) and the limit, null when unlimited; bytes. */
+  memory: { bytes: number; limitBytes: number | null };
+  pids: { current: number; limit: number | null };
 }
 
 /** How many of the newest events `describe` shows. */
@@ -374,8 +474,18 @@ export async function dispatch(s: BerthService, method: string, body: unknown, o
       return s.images();
     case 'pull':
       return s.pull(String(b['ref'] ?? ''), onProgress);
+    case 'imagesRemove':
+      return s.imagesRemove({ refs: Array.isArray(b['refs']) ? b['refs'].map(String) : [] });
+    case 'imagesPrune':
+      return s.imagesPrune({ all: b['all'] === true });
+    case 'gc':
+      return s.gc({ dryRun: b['dryRun'] === true });
     case 'logs':
       return s.logTarget(b as unknown as LogsRequest);
+    case 'exec':
+      return s.execTarget(b as unknown as ExecRequest);
+    case 'stats':
+      return s.stats(b as PodQuery);
     default:
       throw new BerthError('ERR_NOT_FOUND', `api ${method}: no such method`);
   }

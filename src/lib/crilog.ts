@@ -4,36 +4,62 @@
  * continues in the next record and F ends it.
  */
 export interface CriDecoder {
-  /** Feeds raw log bytes (any chunking); returns the complete messages they finish. */
+  /** Feeds raw log text (any chunking); returns the complete messages they finish. */
   push(chunk: string): string[];
   /** The unfinished message, if any (a P record without its F). */
   flush(): string[];
 }
 
-export function criDecoder(): CriDecoder {
+/** One complete message: the time of its first record, its stream and text. */
+export interface CriMessage {
+  time: string;
+  stream: 'stdout' | 'stderr';
+  message: string;
+}
+
+export interface CriRecordDecoder {
+  push(chunk: string): CriMessage[];
+  flush(): CriMessage[];
+  /** Forgets an incomplete record line (the file was truncated under it). */
+  reset(): void;
+}
+
+export function criRecordDecoder(): CriRecordDecoder {
   let carry = ''; // an incomplete record line (no newline yet)
-  let partial = ''; // message text of P records waiting for their F
+  let partial: CriMessage | undefined; // P records waiting for their F
   return {
-    push(chunk: string): string[] {
-      const out: string[] = [];
-      const text = carry + chunk;
-      const lines = text.split('\n');
+    push(chunk: string): CriMessage[] {
+      const out: CriMessage[] = [];
+      const lines = (carry + chunk).split('\n');
       carry = lines.pop() ?? '';
       for (const l of lines) {
-        const m = /^\S+ (?:stdout|stderr) ([PF]) ?(.*)$/.exec(l);
+        const m = /^(\S+) (stdout|stderr) ([PF]) ?(.*)$/.exec(l);
         if (m === null) continue;
-        partial += m[2] ?? '';
-        if (m[1] === 'F') {
+        const text = m[4] ?? '';
+        if (partial === undefined) partial = { time: m[1] ?? '', stream: m[2] === 'stderr' ? 'stderr' : 'stdout', message: text };
+        else partial.message += text;
+        if (m[3] === 'F') {
           out.push(partial);
-          partial = '';
+          partial = undefined;
         }
       }
       return out;
     },
-    flush(): string[] {
-      const out = partial !== '' ? [partial] : [];
-      partial = '';
+    flush(): CriMessage[] {
+      const out = partial !== undefined ? [partial] : [];
+      partial = undefined;
       return out;
     },
+    reset(): void {
+      carry = '';
+    },
+  };
+}
+
+export function criDecoder(): CriDecoder {
+  const d = criRecordDecoder();
+  return {
+    push: (chunk) => d.push(chunk).map((m) => m.message),
+    flush: () => d.flush().map((m) => m.message),
   };
 }

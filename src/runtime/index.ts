@@ -9,7 +9,7 @@ import type { Logger } from '../lib/log.js';
 import type { StepWait } from '../lib/progress.js';
 import { ContentStore } from './content/index.js';
 import { ImageService, type LocalImage } from './images/index.js';
-import { dockerConfigFile, RegistryClient } from './registry/index.js';
+import { dockerConfigFile, parseReference, RegistryClient } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
 import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type PodRecord, type RestartRecord } from './state/index.js';
 import { generateSpec, stopSignal, type ContainerRunSpec, type SandboxRef } from './tasks/spec.js';
@@ -20,17 +20,21 @@ import { parseImageConfig, type ImageConfig } from './images/documents.js';
 import { TaskDriver, type TaskStatus } from './tasks/index.js';
 import type { Finding } from './check/index.js';
 import { listMounts } from './snapshots/index.js';
+import { GarbageCollector, imageInUse, imageUsers, PullGate, type GcReport } from './gc/index.js';
+import { readCgroupSample, type CgroupSample } from './stats/index.js';
 
 export type { LocalImage } from './images/index.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState, RestartRecord, ConditionRecord, ImageRecord } from './state/index.js';
 export { parseReference, defaultDockerConfigPath, credentialsFromDockerConfig, type CredentialSource } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
+export type { CgroupSample } from './stats/index.js';
 export type { SandboxSpec, SandboxView, DnsSpec } from './pods/index.js';
 export type { PortMapping } from './network/index.js';
 export type { PodVolume, MountRequest } from './volumes/index.js';
 export { checkWorkingDir } from './tasks/spec.js';
 export { criDecoder } from '../lib/crilog.js';
 export { checkHost, type Finding } from './check/index.js';
+export type { GcReport, GcRemoved } from './gc/index.js';
 
 /** How long a postStart hook may take before it counts as failed. */
 const POST_START_TIMEOUT_MS = 30_000;
@@ -109,6 +113,8 @@ export class Runtime {
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
   private readonly sandboxes: SandboxManager;
   private readonly volumes: VolumeManager;
+  /** Pulls share it, GC takes it alone: a pull writes files before the rows that name them. */
+  private readonly pullGate = new PullGate();
 
   private constructor(
     private readonly cfg: RuntimeConfig,
@@ -244,7 +250,7 @@ export class Runtime {
   }
 
   pullImage(ref: string, signal?: AbortSignal, platform?: { os: string; architecture: string; variant?: string }): Promise<LocalImage> {
-    return this.images.pull(ref, { ...(signal !== undefined ? { signal } : {}), ...(platform !== undefined ? { platform } : {}) });
+    return this.pullGate.shared(() => this.images.pull(ref, { ...(signal !== undefined ? { signal } : {}), ...(platform !== undefined ? { platform } : {}) }));
   }
 
   /**
@@ -265,6 +271,60 @@ export class Runtime {
 
   resolveImage(ref: string, signal?: AbortSignal): Promise<Digest> {
     return this.images.resolve(ref, signal);
+  }
+
+  /**
+   * `images rm`: forgets the image rows of `refs` (their manifests, blobs and snapshots go at the
+   * next GC). All or nothing: an unknown reference is ERR_NOT_FOUND, a reference a recorded pod's
+   * spec names or one of its containers runs is ERR_CONFLICT naming the pods, and then nothing
+   * is removed. Call with the state lock held.
+   */
+  removeImages(refs: readonly string[]): { ref: string; digest: Digest }[] {
+    const pods = this.state.listPods();
+    const containers = this.state.listContainers();
+    const found = refs.map((r) => {
+      const ref = parseReference(r).canonical;
+      const img = this.state.getImage(ref);
+      if (img === undefined) throw new BerthError('ERR_NOT_FOUND', `remove image ${r}: no such image (berth images ls lists them)`, { details: { ref } });
+      const users = imageUsers(ref, pods, containers);
+      if (users.length > 0) throw imageInUse(ref, users);
+      return { ref, digest: img.digest };
+    });
+    this.state.deleteImages(found.map((f) => f.ref));
+    for (const f of found) this.cfg.log.info({ ref: f.ref, digest: f.digest }, 'image removed');
+    return found;
+  }
+
+  /**
+   * `images prune`: forgets the image rows nothing declares — no recorded pod's spec names the
+   * reference and no container row runs it — or, with `all`, every image no container row runs
+   * (a pod whose containers are gone pulls its image again); then collects garbage.
+   */
+  async pruneImages(opts: { all: boolean }): Promise<{ images: { ref: string; digest: Digest }[]; gc: GcReport }> {
+    return this.pullGate.exclusive(async () => {
+      const pods = this.state.listPods();
+      const containers = this.state.listContainers();
+      const gone = this.state
+        .listImages()
+        .filter((i) => (opts.all ? !containers.some((c) => c.imageRef === i.ref) : imageUsers(i.ref, pods, containers).length === 0))
+        .map((i) => ({ ref: i.ref, digest: i.digest }));
+      this.state.deleteImages(gone.map((i) => i.ref));
+      const gc = await this.collector().collect({ dryRun: false });
+      return { images: gone, gc };
+    });
+  }
+
+  /**
+   * `berth gc`: marks from the image rows, the containers' images, the images recorded pods
+   * name and the layers mounted rootfs stack; removes the rest, rows first, then files
+   * (runtime/gc). Waits for pulls in flight; pulls wait for it. Call with the state lock held.
+   */
+  collectGarbage(opts: { dryRun: boolean }): Promise<GcReport> {
+    return this.pullGate.exclusive(() => this.collector().collect(opts));
+  }
+
+  private collector(): GarbageCollector {
+    return new GarbageCollector(this.state, this.content, this.snapshots, this.cfg.log);
   }
 
   /**
@@ -799,6 +859,21 @@ export class Runtime {
     }
     if (out.length === 1 && integrity === 'ok') out.push({ level: 'ok', what: 'state', detail: `${rows.length} container(s), ${this.state.listImages().length} image(s), consistent` });
     return out;
+  }
+
+  /**
+   * `berth exec`: runs `argv` in the running container with this process's stdio (TaskDriver
+   * execAttached: the command's exit code; 127/126 with runc's words when it cannot start).
+   * Changes no state and needs only runc's root: the CLI calls it in its own process even
+   * while `berth up` runs (the daemon could not hand it a terminal's stdin).
+   */
+  execInContainer(id: string, argv: readonly string[], o: { stdin: boolean }): Promise<{ code: number; failure?: string }> {
+    return this.tasks.execAttached(id, argv, o);
+  }
+
+  /** `berth stats`: one reading of the container's cgroup counters; undefined when it has no cgroup (not running). */
+  containerStats(id: string): Promise<CgroupSample | undefined> {
+    return readCgroupSample(id);
   }
 
   /** True while runc reports the container running. */

@@ -44,8 +44,8 @@ test('completion bash: passes bash -n, mentions every command, and completes com
       return r.stdout.split('\n').filter((l) => l !== '').sort();
     };
     assert.deepEqual(complete(['berth', 'ap']), ['apply']);
-    assert.deepEqual(complete(['berth', 'images', 'p']), ['pull']);
-    assert.deepEqual(complete(['berth', '--root', '/x', '--log-level', 'info', 'st']), ['status'], 'global option values are skipped');
+    assert.deepEqual(complete(['berth', 'images', 'p']), ['prune', 'pull']);
+    assert.deepEqual(complete(['berth', '--root', '/x', '--log-level', 'info', 'st']), ['stats', 'status'], 'global option values are skipped');
     assert.deepEqual(complete(['berth', '--log-level', 'd']), ['debug']);
     assert.deepEqual(complete(['berth', 'diff', '-o', '']), ['json', 'text']);
     assert.deepEqual(complete(['berth', 'completion', '']), ['bash', 'fish', 'zsh']);

@@ -159,6 +159,36 @@ export class ContentStore {
     return createReadStream(this.path(d), { highWaterMark: 1024 * 1024 });
   }
 
+  /**
+   * The digests of the committed blobs on disk, with their sizes (for GC). Names that are not
+   * a sha256 hex digest are not berth's and are left out (never removed).
+   */
+  async listBlobs(): Promise<{ digest: Digest; size: number }[]> {
+    const names = await fsp.readdir(this.blobs).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return [] as string[];
+      throw localIoError(err, 'list blobs', this.blobs);
+    });
+    const out: { digest: Digest; size: number }[] = [];
+    for (const name of names.sort()) {
+      if (!/^[a-f0-9]{64}$/.test(name)) continue;
+      const st = await fsp.lstat(path.join(this.blobs, name)).catch(() => undefined);
+      if (st?.isFile() === true) out.push({ digest: `sha256:${name}` as Digest, size: st.size });
+    }
+    return out;
+  }
+
+  /**
+   * Removes one blob file. Idempotent (a missing blob is success). The caller (GC) has removed
+   * every row that names it first: a crash after the unlink leaves nothing pointing at it.
+   */
+  async remove(d: Digest): Promise<void> {
+    try {
+      await fsp.rm(this.path(d), { force: true });
+    } catch (err) {
+      throw localIoError(err, `remove blob ${d}`, this.path(d));
+    }
+  }
+
   /** Removes ingest residue of a crashed process (rule S4). Call with the state lock held. */
   async sweepIngest(): Promise<number> {
     const names = await fsp.readdir(this.ingestDir).catch(() => [] as string[]);

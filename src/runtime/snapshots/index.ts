@@ -167,6 +167,58 @@ export class Snapshotter {
     await fsp.rm(this.containerDir(id), { recursive: true, force: true });
   }
 
+  /**
+   * The entries of the snapshots directory (GC): `chainId` for a `<hex>` directory, `temp` for
+   * `tmp-*` residue of an extraction. Other names are not berth's and are left out.
+   */
+  async listDirs(): Promise<{ name: string; chainId?: Digest }[]> {
+    const names = await fsp.readdir(this.base).catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return [] as string[];
+      throw err;
+    });
+    const out: { name: string; chainId?: Digest }[] = [];
+    for (const name of names.sort()) {
+      if (/^[a-f0-9]{64}$/.test(name)) out.push({ name, chainId: `sha256:${name}` as Digest });
+      else if (name.startsWith('tmp-')) out.push({ name });
+    }
+    return out;
+  }
+
+  /** Bytes of the regular files under one entry of the snapshots directory (containerd's Usage, by walking). */
+  async usage(name: string): Promise<number> {
+    return duBytes(path.join(this.base, name));
+  }
+
+  /**
+   * Removes one entry of the snapshots directory (a snapshot's or residue). Its row must be gone
+   * first (GC deletes rows, then files): a crash halfway leaves a directory no row names, which
+   * the next GC removes, never a row naming a missing directory. Idempotent.
+   */
+  async removeDir(name: string): Promise<void> {
+    if (name === '' || name.includes('/') || name === '.' || name === '..') throw new BerthError('ERR_INTERNAL', `remove snapshot ${name}: not an entry name`);
+    await fsp.rm(path.join(this.base, name), { recursive: true, force: true });
+  }
+
+  /**
+   * The snapshots the overlay mounts of containers under this root stack (their `lowerdir`
+   * options in /proc/self/mountinfo): a running rootfs must keep its layers even if no row
+   * says so any more.
+   */
+  async mountedLayers(): Promise<Digest[]> {
+    const text = await fsp.readFile('/proc/self/mountinfo', 'utf8');
+    const out = new Set<Digest>();
+    for (const line of text.split('\n')) {
+      const [pre, post] = line.split(' - ');
+      if (pre === undefined || post === undefined) continue;
+      const mp = (pre.split(' ')[4] ?? '').replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+      const [fstype, , opts] = post.split(' ');
+      if (fstype !== 'overlay' || !mp.startsWith(`${this.containersDir}/`)) continue;
+      const lower = (opts ?? '').split(',').find((o) => o.startsWith('lowerdir='));
+      for (const m of (lower ?? '').matchAll(/([a-f0-9]{64})\/fs/g)) out.add(`sha256:${m[1] ?? ''}` as Digest);
+    }
+    return [...out];
+  }
+
   /** Removes temp residue of interrupted extractions and rows of vanished snapshots (rule S4). */
   async sweep(log?: Logger): Promise<number> {
     const names = await fsp.readdir(this.base).catch(() => [] as string[]);
@@ -223,4 +275,15 @@ export async function dirExists(p: string): Promise<boolean> {
     if (errnoCode(err) === 'ENOENT') return false;
     throw err;
   }
+}
+
+/** Sum of the sizes of the regular files under `p` (not following symlinks); 0 when it is gone. */
+async function duBytes(p: string): Promise<number> {
+  const st = await fsp.lstat(p).catch(() => undefined);
+  if (st === undefined) return 0;
+  if (!st.isDirectory()) return st.isFile() ? st.size : 0;
+  const names = await fsp.readdir(p).catch(() => [] as string[]);
+  let n = 0;
+  for (const name of names) n += await duBytes(path.join(p, name));
+  return n;
 }

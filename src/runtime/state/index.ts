@@ -353,6 +353,28 @@ export class StateStore {
     };
   }
 
+  /** Every manifest row (GC marks from them). */
+  listManifests(): ManifestRecord[] {
+    const rows = this.db.prepare('SELECT digest FROM manifests ORDER BY digest').all() as { digest: string }[];
+    return rows.map((r) => this.getManifest(r.digest as Digest)).filter((m): m is ManifestRecord => m !== undefined);
+  }
+
+  /** Deletes manifest rows; an image row still naming one makes it fail (foreign key): remove those first. */
+  deleteManifests(digests: readonly Digest[]): void {
+    this.transaction(() => {
+      const del = this.db.prepare('DELETE FROM manifests WHERE digest = ?');
+      for (const d of digests) del.run(d);
+    });
+  }
+
+  /** Deletes image rows (references only; their manifests stay until GC). */
+  deleteImages(refs: readonly string[]): void {
+    this.transaction(() => {
+      const del = this.db.prepare('DELETE FROM images WHERE ref = ?');
+      for (const r of refs) del.run(r);
+    });
+  }
+
   putImage(img: ImageRecord): void {
     this.db
       .prepare(
@@ -390,6 +412,13 @@ export class StateStore {
 
   listSnapshots(): Digest[] {
     return (this.db.prepare('SELECT chain_id FROM snapshots ORDER BY chain_id').all() as { chain_id: string }[]).map((r) => r.chain_id as Digest);
+  }
+
+  /** Every snapshot row with its parent link (GC marks the chains). */
+  listSnapshotRecords(): SnapshotRecord[] {
+    return this.listSnapshots()
+      .map((id) => this.getSnapshot(id))
+      .filter((r): r is SnapshotRecord => r !== undefined);
   }
 
   deleteSnapshot(chainId: Digest): void {

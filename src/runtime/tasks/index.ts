@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { promises as fsp, constants as fsc } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { BerthError, errnoCode, isBerthError } from '../../lib/errors.js';
 import { runProcess } from '../../lib/exec.js';
@@ -266,6 +267,54 @@ export class TaskDriver {
       const e = err as { code?: number | null; stdout?: string; stderr?: string };
       if (typeof e.code === 'number' && e.code !== 255) return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
       throw new BerthError('ERR_RUNTIME', `exec in ${id}: ${stderrOf(err)}`, { cause: err, details: { id } });
+    }
+  }
+
+  /**
+   * `berth exec`: runs `argv` in the running container (`runc exec`: the container's user, env,
+   * cwd and security settings) with this process's stdout and stderr, and its stdin when
+   * `stdin` (else /dev/null). No deadline: it lasts as long as the command, like `kubectl
+   * exec`; runc shares this process group, so a Ctrl-C on the terminal reaches runc, which
+   * passes it to the command (SIGTERM and SIGHUP sent to this process are passed on too).
+   * Resolves the command's exit code (128+n when signal n ended it). When runc cannot start
+   * the command, `failure` holds runc's words (runc also printed them on stderr) and the
+   * code is 127 for a command not found, else 126 (podman's codes). No tty: `runc exec
+   * --tty` needs a console socket receiving the pty over SCM_RIGHTS, which node cannot do.
+   */
+  async execAttached(id: string, argv: readonly string[], o: { stdin: boolean }): Promise<{ code: number; failure?: string }> {
+    const runc = await this.runcPath();
+    // runc's own error goes to this file as JSON, to tell it from the command's stderr and exit code 255.
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-exec-'));
+    const logFile = path.join(dir, 'runc.log');
+    try {
+      const child = spawn(runc, ['--root', this.paths.runcRoot, '--log', logFile, '--log-format', 'json', 'exec', id, ...argv], {
+        stdio: [o.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit'],
+      });
+      const onInt = (): void => undefined;
+      const pass = (sig: NodeJS.Signals) => (): void => void child.kill(sig);
+      const onTerm = pass('SIGTERM');
+      const onHup = pass('SIGHUP');
+      process.on('SIGINT', onInt);
+      process.on('SIGTERM', onTerm);
+      process.on('SIGHUP', onHup);
+      let res: { code: number | null; signal: NodeJS.Signals | null };
+      try {
+        res = await new Promise((resolve, reject) => {
+          child.once('error', (err) => reject(new BerthError('ERR_PRECONDITION', `exec in ${id}: start runc: ${err.message}`, { cause: err })));
+          child.once('exit', (code, signal) => resolve({ code, signal }));
+        });
+      } finally {
+        process.off('SIGINT', onInt);
+        process.off('SIGTERM', onTerm);
+        process.off('SIGHUP', onHup);
+      }
+      if (res.code === null) return { code: 128 + (os.constants.signals[res.signal ?? 'SIGKILL'] ?? 9) };
+      if (res.code !== 255) return { code: res.code };
+      const failure = lastRuncError((await readFileIfExists(logFile)) ?? '');
+      if (failure === undefined) return { code: 255 };
+      return { code: /not found|no such file/i.test(failure) ? 127 : 126, failure };
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
     }
   }
 

@@ -1,0 +1,239 @@
+import type { Digest } from '../../lib/digest.js';
+import { BerthError } from '../../lib/errors.js';
+import type { Logger } from '../../lib/log.js';
+import type { ContentStore } from '../content/index.js';
+import type { Snapshotter } from '../snapshots/index.js';
+import type { ImageRecord, ManifestRecord, SnapshotRecord, StateStore } from '../state/index.js';
+
+/**
+ * Garbage collection of images (containerd's `core/metadata/gc.go`, by rows instead of labels).
+ *
+ * What references what:
+ *   images row ─ref→ manifests row (digest) ─→ blobs: the manifest, its config, its layers
+ *             └→ blob: the index it was resolved through (index_digest)
+ *   manifests row ─layers[i].chainId→ snapshots row ─parent→ snapshots row …
+ *   containers row ─image_digest→ manifests row (its rootfs is an overlay of that chain)
+ *   pods row (last-applied spec) ─containers[].image / initContainers[].image→ images row (by ref)
+ *
+ * Roots: every images row (an image is kept until `images rm`/`prune` removes its row), the
+ * manifest of every container row, the image each recorded pod's last-applied spec names, and
+ * the layers overlay mounts of containers under the root stack (read from mountinfo, so a
+ * running rootfs keeps its layers whatever the rows say).
+ *
+ * Sweep: rows first (manifests, snapshots: one transaction), then files (blobs, snapshot
+ * directories, extraction residue). A kill -9 in between leaves files no row names, which the
+ * next GC removes; never a row naming a missing file.
+ *
+ * Pulls write files before rows, so a GC must never run while one is in flight: the runtime
+ * runs pulls under `PullGate.shared` and GC under `PullGate.exclusive`.
+ */
+
+/** The rows GC marks from (a consistent read of the state, plus the mounted layers). */
+export interface GcGraph {
+  images: readonly ImageRecord[];
+  manifests: readonly ManifestRecord[];
+  snapshots: readonly SnapshotRecord[];
+  containers: readonly { id: string; imageRef: string; imageDigest: Digest }[];
+  /** Canonical references the recorded pods' last-applied specs name. */
+  podRefs: readonly string[];
+  /** Snapshots stacked by a container's overlay mount (mountinfo). */
+  mountedLayers: readonly Digest[];
+}
+
+/** What is reachable from the roots. */
+export interface Marked {
+  manifests: Set<Digest>;
+  blobs: Set<Digest>;
+  snapshots: Set<Digest>;
+}
+
+/** Marks everything reachable from the roots of `g` (pure). */
+export function mark(g: GcGraph): Marked {
+  const manifests = new Map(g.manifests.map((m) => [m.digest, m]));
+  const byRef = new Map(g.images.map((i) => [i.ref, i]));
+  const out: Marked = { manifests: new Set(), blobs: new Set(), snapshots: new Set() };
+  const roots: Digest[] = [];
+  for (const i of g.images) {
+    roots.push(i.digest);
+    if (i.indexDigest !== null) out.blobs.add(i.indexDigest);
+  }
+  for (const c of g.containers) roots.push(c.imageDigest);
+  for (const ref of g.podRefs) {
+    const i = byRef.get(ref);
+    if (i !== undefined) roots.push(i.digest);
+  }
+  for (const d of roots) {
+    const m = manifests.get(d);
+    if (m === undefined || out.manifests.has(d)) continue;
+    out.manifests.add(d);
+    out.blobs.add(m.digest);
+    out.blobs.add(m.configDigest);
+    for (const l of m.layers) {
+      out.blobs.add(l.digest);
+      out.snapshots.add(l.chainId);
+    }
+  }
+  for (const id of g.mountedLayers) out.snapshots.add(id);
+  // A kept snapshot keeps its parents (the chain is the manifest's anyway; this holds for a
+  // mounted layer whose manifest is gone too).
+  const parents = new Map(g.snapshots.map((s) => [s.chainId, s.parent]));
+  for (const id of [...out.snapshots]) {
+    let p = parents.get(id) ?? null;
+    while (p !== null && !out.snapshots.has(p)) {
+      out.snapshots.add(p);
+      p = parents.get(p) ?? null;
+    }
+  }
+  return out;
+}
+
+/** The canonical image references a pod's last-applied spec (JSON of the desired pod) names. */
+export function podImageRefs(spec: string): string[] {
+  let pod: unknown;
+  try {
+    pod = JSON.parse(spec);
+  } catch {
+    return [];
+  }
+  const refs: string[] = [];
+  if (typeof pod !== 'object' || pod === null) return refs;
+  for (const field of ['initContainers', 'containers'] as const) {
+    const list = (pod as Record<string, unknown>)[field];
+    if (!Array.isArray(list)) continue;
+    for (const c of list as unknown[]) {
+      const image = typeof c === 'object' && c !== null ? (c as Record<string, unknown>)['image'] : undefined;
+      if (typeof image === 'string' && image !== '') refs.push(image);
+    }
+  }
+  return refs;
+}
+
+/** One thing GC removed (or, dry run, would remove). */
+export interface GcRemoved {
+  /** `manifest`: a row; `snapshot`: a row and its directory, or a directory no row names; `blob`: a content file; `residue`: an interrupted extraction. */
+  kind: 'manifest' | 'snapshot' | 'blob' | 'residue';
+  id: string;
+  /** Bytes of the files removed (0 for a manifest row: its bytes are its blob's). */
+  bytes: number;
+}
+
+export interface GcReport {
+  dryRun: boolean;
+  removed: GcRemoved[];
+  bytes: number;
+}
+
+/**
+ * Orders pulls against GC: any number of pulls (which write blobs and snapshot directories
+ * before their rows) share the gate; a GC takes it alone, after the pulls in flight, and pulls
+ * that arrive meanwhile wait for it (no starvation of GC by a stream of pulls).
+ */
+export class PullGate {
+  private active = 0;
+  private blocked: Promise<void> | undefined;
+  private drained: (() => void) | undefined;
+
+  async shared<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.blocked !== undefined) await this.blocked;
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      if (this.active === 0) this.drained?.();
+    }
+  }
+
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.blocked !== undefined) await this.blocked;
+    let release: () => void = () => undefined;
+    this.blocked = new Promise<void>((r) => (release = r));
+    try {
+      if (this.active > 0) await new Promise<void>((r) => (this.drained = r));
+      this.drained = undefined;
+      return await fn();
+    } finally {
+      this.blocked = undefined;
+      release();
+    }
+  }
+}
+
+/**
+ * The collector: reads the graph, marks, deletes unreachable rows in one transaction, then the
+ * files nothing kept names. The caller holds the state lock and the PullGate exclusively.
+ */
+export class GarbageCollector {
+  constructor(
+    private readonly state: StateStore,
+    private readonly content: ContentStore,
+    private readonly snapshots: Snapshotter,
+    private readonly log: Logger,
+  ) {}
+
+  async collect(opts: { dryRun: boolean }): Promise<GcReport> {
+    const mountedLayers = await this.snapshots.mountedLayers();
+    // From the read of the rows to their deletion nothing awaits: no other step of this process
+    // can write a row in between (rule 6: transactions are synchronous).
+    const g = this.graph(mountedLayers);
+    const marked = mark(g);
+    const deadManifests = g.manifests.filter((m) => !marked.manifests.has(m.digest)).map((m) => m.digest);
+    const deadSnapshots = g.snapshots.filter((s) => !marked.snapshots.has(s.chainId)).map((s) => s.chainId);
+    if (!opts.dryRun && (deadManifests.length > 0 || deadSnapshots.length > 0)) {
+      this.state.transaction(() => {
+        this.state.deleteManifests(deadManifests);
+        for (const id of deadSnapshots) this.state.deleteSnapshot(id);
+      });
+    }
+    const removed: GcRemoved[] = deadManifests.map((d) => ({ kind: 'manifest', id: d, bytes: 0 }));
+    // Files: what no kept row names.
+    for (const b of await this.content.listBlobs()) {
+      if (marked.blobs.has(b.digest)) continue;
+      if (!opts.dryRun) await this.content.remove(b.digest);
+      removed.push({ kind: 'blob', id: b.digest, bytes: b.size });
+    }
+    const rows = new Set(g.snapshots.map((s) => s.chainId));
+    const mounted = new Set(mountedLayers);
+    for (const e of await this.snapshots.listDirs()) {
+      // Kept: a marked snapshot with its row, or a mounted one (its row lost: the container needs
+      // it still). A marked chain with no row is not a snapshot to the puller, which extracts it anew.
+      if (e.chainId !== undefined && (mounted.has(e.chainId) || (rows.has(e.chainId) && marked.snapshots.has(e.chainId)))) continue;
+      const bytes = await this.snapshots.usage(e.name);
+      if (!opts.dryRun) await this.snapshots.removeDir(e.name);
+      removed.push({ kind: e.chainId !== undefined ? 'snapshot' : 'residue', id: e.chainId ?? e.name, bytes });
+    }
+    // A row whose directory was already gone is forgotten too (reported with 0 bytes).
+    const dirs = new Set(removed.filter((r) => r.kind === 'snapshot').map((r) => r.id));
+    for (const id of deadSnapshots) if (!dirs.has(id)) removed.push({ kind: 'snapshot', id, bytes: 0 });
+    const bytes = removed.reduce((n, r) => n + r.bytes, 0);
+    if (!opts.dryRun && removed.length > 0) this.log.info({ removed: removed.length, bytes }, 'garbage collected');
+    return { dryRun: opts.dryRun, removed, bytes };
+  }
+
+  private graph(mountedLayers: readonly Digest[]): GcGraph {
+    const containers = this.state.listContainers();
+    return {
+      images: this.state.listImages(),
+      manifests: this.state.listManifests(),
+      snapshots: this.state.listSnapshotRecords(),
+      containers: containers.map((c) => ({ id: c.id, imageRef: c.imageRef, imageDigest: c.imageDigest })),
+      podRefs: this.state.listPods().flatMap((p) => podImageRefs(p.spec)),
+      mountedLayers,
+    };
+  }
+}
+
+/** Who uses an image reference: the pods whose spec names it or whose container rows run it. */
+export function imageUsers(ref: string, pods: readonly { key: string; spec: string }[], containers: readonly { podKey: string; imageRef: string }[]): string[] {
+  const users = new Set<string>();
+  for (const p of pods) if (podImageRefs(p.spec).includes(ref)) users.add(p.key);
+  for (const c of containers) if (c.imageRef === ref) users.add(c.podKey);
+  return [...users].sort();
+}
+
+/** The refusal of `images rm` for an image in use, naming the pods. */
+export function imageInUse(ref: string, users: readonly string[]): BerthError {
+  return new BerthError('ERR_CONFLICT', `remove image ${ref}: in use by pod${users.length > 1 ? 's' : ''} ${users.join(', ')} (delete ${users.length > 1 ? 'them' : 'it'} or change ${users.length > 1 ? 'their' : 'its'} image first)`, {
+    details: { ref, pods: users.join(',') },
+  });
+}

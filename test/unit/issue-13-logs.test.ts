@@ -1,0 +1,78 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFileSync, mkdtempSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { readLog } from '../../src/lib/logfollow.js';
+
+const rec = (t: string, msg: string, tag: 'F' | 'P' = 'F'): string => `2026-11-30T10:00:${t}.000000000Z stdout ${tag} ${msg}\n`;
+
+/** Follows `file` while `script` changes it; returns everything printed. */
+async function follow(file: string, script: (wait: () => Promise<void>) => Promise<void>, extra: { timestamps?: boolean; sinceMs?: number } = {}): Promise<string> {
+  let out = '';
+  let done = false;
+  const wait = (): Promise<void> => new Promise((r) => setTimeout(r, 60));
+  const reading = readLog(file, { raw: false, timestamps: extra.timestamps ?? false, ...(extra.sinceMs !== undefined ? { sinceMs: extra.sinceMs } : {}), follow: true, running: async () => !done, write: (s) => (out += s), pollMs: 10 });
+  await wait();
+  await script(wait);
+  await wait();
+  done = true;
+  await reading;
+  return out;
+}
+
+test('regression: logs-follow-skips-after-truncation — a log truncated by rotation is read again from its start, nothing lost or repeated', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-logs-'));
+  const file = path.join(dir, 'c.log');
+  writeFileSync(file, rec('01', 'one') + rec('02', 'two') + rec('03', 'three'));
+  const out = await follow(file, async (wait) => {
+    truncateSync(file, 0);
+    await wait();
+    appendFileSync(file, rec('04', 'four') + rec('05', 'five'));
+  });
+  assert.equal(out, 'one\ntwo\nthree\nfour\nfive\n');
+  rmSync(dir, { recursive: true });
+});
+
+test('logs -f: a file replaced under its path is drained to its end, then the new one is read', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-logs-'));
+  const file = path.join(dir, 'c.log');
+  writeFileSync(file, rec('01', 'one'));
+  const out = await follow(file, async (wait) => {
+    appendFileSync(file, rec('02', 'two'));
+    renameSync(file, `${file}.1`);
+    writeFileSync(file, rec('03', 'three'));
+    await wait();
+  });
+  assert.equal(out, 'one\ntwo\nthree\n');
+  rmSync(dir, { recursive: true });
+});
+
+test('regression: logs-utf8-split — a character split across two reads is printed whole; partial records join', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-logs-'));
+  const file = path.join(dir, 'c.log');
+  const bytes = Buffer.from(rec('01', 'grüße ✓'));
+  const cut = bytes.indexOf(Buffer.from('✓')) + 1; // inside the 3-byte character
+  writeFileSync(file, '');
+  const out = await follow(file, async (wait) => {
+    appendFileSync(file, bytes.subarray(0, cut));
+    await wait();
+    appendFileSync(file, bytes.subarray(cut));
+    appendFileSync(file, rec('02', 'half ', 'P') + rec('02', 'whole'));
+  });
+  assert.equal(out, 'grüße ✓\nhalf whole\n');
+  rmSync(dir, { recursive: true });
+});
+
+test('logs: --since, --timestamps and --tail', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-logs-'));
+  const file = path.join(dir, 'c.log');
+  writeFileSync(file, rec('01', 'a') + rec('02', 'b') + rec('03', 'c'));
+  let out = '';
+  await readLog(file, { raw: false, timestamps: true, sinceMs: Date.parse('2026-11-30T10:00:02Z'), follow: false, running: async () => false, write: (s) => (out += s) });
+  assert.equal(out, '2026-11-30T10:00:02.000000000Z b\n2026-11-30T10:00:03.000000000Z c\n');
+  out = '';
+  await readLog(file, { raw: false, timestamps: false, tail: 1, follow: false, running: async () => false, write: (s) => (out += s) });
+  assert.equal(out, 'c\n');
+  rmSync(dir, { recursive: true });
+});
