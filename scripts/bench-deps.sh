@@ -13,7 +13,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(podman hyperfine catatonit runc skopeo)
+packages=(podman hyperfine catatonit runc skopeo containerd)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

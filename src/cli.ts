@@ -871,6 +871,86 @@ export function buildProgram(): Command {
       process.stdout.write(completionScript(describeCommand(program), shell));
     });
 
+  program
+    .command('run')
+    .description('run one container from an image outside any manifest (a one-container pod, restartPolicy Never): print its output and exit with its exit code, as podman run and ctr run do')
+    .argument('<image>', 'image reference')
+    .argument('[command...]', 'command and arguments (after --), replacing the image Entrypoint and Cmd')
+    .option('--name <name>', 'pod name (a DNS label; default run-<random>)')
+    .option('-n, --namespace <ns>', 'namespace', 'default')
+    .option('--rm', 'delete the pod once the container exits')
+    .option('-d, --detach', 'start it and print the container id; do not wait')
+    .option('--net <mode>', 'network: pod (its own sandbox on berth\'s bridge) or host', 'pod')
+    .option('-e, --env <k=v>', 'an environment variable (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .action(async (image: string, command: string[], o: { name?: string; namespace: string; rm?: boolean; detach?: boolean; net: string; env: string[] }, cmd: Command) => {
+      const cfg = config(cmd);
+      if (o.net !== 'pod' && o.net !== 'host') throw new BerthError('ERR_INVALID_ARGUMENT', `run --net ${JSON.stringify(o.net)}: expected pod or host`);
+      if (o.rm === true && o.detach === true) throw new BerthError('ERR_INVALID_ARGUMENT', 'run: --rm and --detach exclude each other');
+      const name = o.name ?? `run-${Math.random().toString(36).slice(2, 8)}`;
+      const env = o.env.map((kv) => {
+        const eq = kv.indexOf('=');
+        if (eq <= 0) throw new BerthError('ERR_INVALID_ARGUMENT', `run -e ${JSON.stringify(kv)}: expected NAME=VALUE`);
+        return { name: kv.slice(0, eq), value: kv.slice(eq + 1) };
+      });
+      // A berth.dev/v1 Container, checked by the same loader as any manifest.
+      const doc = {
+        apiVersion: 'berth.dev/v1',
+        kind: 'Container',
+        metadata: { name, namespace: o.namespace },
+        spec: {
+          image,
+          restartPolicy: 'Never',
+          terminationGracePeriodSeconds: 2,
+          ...(o.net === 'host' ? { hostNetwork: true } : {}),
+          ...(command.length > 0 ? { command } : {}),
+          ...(env.length > 0 ? { env } : {}),
+        },
+      };
+      const text = JSON.stringify(doc);
+      const input = { path: '-', stdinText: text, display: 'berth run' };
+      const podKey = `${o.namespace}/${name}`;
+      await withBackend(cfg, { write: true, what: 'run' }, async (b) => {
+        let body: Record<string, unknown> = { input };
+        if (!b.remote) {
+          const { parseManifestText } = await import('./reconciler/manifest.js');
+          const parsed = parseManifestText(text, '-');
+          failOnInvalid(parsed.problems.length > 0 ? { problems: parsed.problems, badFiles: 1 } : undefined);
+          body = { input, pods: parsed.pods };
+        }
+        const res = await withProgress(true, (p) => b.call<import('./daemon/service.js').ApplyResponse>('apply', body, p));
+        failOnInvalid(res.invalid);
+        const failed = res.steps.find((r) => r.error !== undefined);
+        if (failed?.error !== undefined) throw new BerthError(failed.error.code as import('./lib/errors.js').ErrorCode, failed.error.message);
+        if (res.blocked.length > 0) throw new BerthError('ERR_PRECONDITION', res.blocked.map((x) => `${x.key}: ${x.reason}`).join('; '));
+        type Target = import('./daemon/service.js').LogTarget;
+        const t = await b.call<Target>('logs', { podKey });
+        if (o.detach === true) {
+          process.stdout.write(`${t.id}\n`);
+          return;
+        }
+        const { readLog } = await import('./lib/logfollow.js');
+        let running = t.running;
+        await readLog(t.file, {
+          raw: false,
+          timestamps: false,
+          follow: true,
+          pollMs: 20,
+          checkMs: 20,
+          write: (out) => process.stdout.write(out),
+          running: async () => {
+            if (!running) return false;
+            const now = await b.call<Target>('logs', { podKey }).catch(() => undefined);
+            running = now !== undefined && now.id === t.id && now.running;
+            return running;
+          },
+        });
+        const listing = await b.call<{ key: string; containers: { exitCode: number | null; state: string }[] }[]>('pods', { keys: [podKey] });
+        const code = listing[0]?.containers[0]?.exitCode ?? 1;
+        if (o.rm === true) await b.call('delete', { keys: [podKey], source: '-' });
+        process.exitCode = code;
+      });
+    });
+
   const volumes = program.command('volumes').description('named volumes (a pod\'s persistentVolumeClaim): they outlive their pods');
   volumes
     .command('ls')

@@ -25,7 +25,9 @@ export interface FollowOptions {
   running: () => Promise<boolean>;
   signal?: AbortSignal;
   write: (text: string) => void;
+  /** How often the file is polled (default 200 ms) and `running` asked (default 500 ms). */
   pollMs?: number;
+  checkMs?: number;
 }
 
 export async function readLog(file: string, o: FollowOptions): Promise<void> {
@@ -86,7 +88,7 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
       }
       emit(await readMore());
       if (o.signal?.aborted === true || !running) break;
-      if (Date.now() - lastCheck > 500) {
+      if (Date.now() - lastCheck >= (o.checkMs ?? 500)) {
         lastCheck = Date.now();
         running = await o.running();
       }

@@ -10,6 +10,7 @@ import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { berth, cleanupEnv, httpGet, makeEnv, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
 import { freePort } from '../helpers/registry.js';
+import { removeIdleCniChains } from '../helpers/cni.js';
 
 /**
  * Issue 13, pod sandboxes: catatonit infra containers holding the pod's namespaces, CNI
@@ -242,42 +243,3 @@ function allocations(env: BerthEnv): string[] {
   }
 }
 
-/**
- * The chains portmap and firewall create once per host (CNI-HOSTPORT-*, CNI-FORWARD,
- * CNI-ADMIN) and their jumps, removed when no per-pod rule is left in them.
- */
-function removeIdleCniChains(): void {
-  const saved = sh('iptables-save', []);
-  if (/^-A CNI-(DN|FORWARD .*-d |HOSTPORT-DNAT .*CNI-DN)/m.test(saved) || /^-A CNI-[0-9a-f]{24}/m.test(saved)) return;
-  for (const [table, chains] of [
-    ['nat', ['CNI-HOSTPORT-DNAT', 'CNI-HOSTPORT-SETMARK', 'CNI-HOSTPORT-MASQ']],
-    ['filter', ['CNI-FORWARD', 'CNI-ADMIN']],
-  ] as const) {
-    const rules = sh('iptables-save', ['-t', table]).split('\n');
-    for (const l of rules) {
-      const m = /^-A (\S+) (.*-j (CNI-\S+).*)$/.exec(l);
-      if (m === null || (m[1] ?? '').startsWith('CNI-')) continue;
-      try {
-        execFileSync('iptables', ['-t', table, '-D', m[1] ?? '', ...splitArgs(m[2] ?? '')], { stdio: 'ignore' });
-      } catch {
-        // already gone
-      }
-    }
-    for (const c of chains) {
-      for (const op of ['-F', '-X']) {
-        try {
-          execFileSync('iptables', ['-t', table, op, c], { stdio: 'ignore' });
-        } catch {
-          // not there
-        }
-      }
-    }
-  }
-}
-
-/** iptables-save's rule text back into arguments (quoted comments kept whole). */
-function splitArgs(s: string): string[] {
-  const out: string[] = [];
-  for (const m of s.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)) out.push(m[1] ?? m[2] ?? '');
-  return out;
-}

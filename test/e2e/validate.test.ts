@@ -76,10 +76,10 @@ const GOLDEN: [number, number, string, string][] = [
     12,
     7,
     'spec.containers[0].comand',
-    'unknown field "comand"; did you mean "command"? (allowed: name, image, imagePullPolicy, command, args, workingDir, env, ports, resources, stdin, tty)',
+    'unknown field "comand"; did you mean "command"? (allowed: name, image, imagePullPolicy, command, args, workingDir, env, envFrom, ports, resources, securityContext, livenessProbe, readinessProbe, startupProbe, lifecycle, volumeMounts, stdin, tty)',
   ],
   [14, 26, 'spec.containers[0].ports[0].containerPort', 'must be integer, not "8080"'],
-  [17, 7, 'kind', 'unknown kind "Pdo"; did you mean "Pod"? (berth reads: Pod (apiVersion: v1), Container and Image (apiVersion: berth.dev/v1))'],
+  [17, 7, 'kind', 'unknown kind "Pdo"; did you mean "Pod"? (berth reads: Pod, ConfigMap and Secret (apiVersion: v1), Container and Image (apiVersion: berth.dev/v1))'],
   [26, 1, '', 'apiVersion is missing; a Pod needs apiVersion: v1'],
   [
     36,

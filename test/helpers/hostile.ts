@@ -1056,7 +1056,7 @@ export const IMAGE_CASES: readonly ImageCase[] = [
   { id: 'index-depth-bomb', title: 'eight nested indexes, each typed index', rule: 'P1', outcome: 'ERR_INVALID_IMAGE', stage: 'pull' },
   { id: 'workdir-proc', title: 'config WorkingDir /proc/self/cwd', rule: 'R1', outcome: 'ERR_INVALID_IMAGE', stage: 'run spec' },
   { id: 'workdir-dotdot', title: 'config WorkingDir /app/../../proc', rule: 'R1', outcome: 'ERR_INVALID_IMAGE', stage: 'run spec' },
-  { id: 'user-traversal', title: 'config User root:../../x', rule: 'R1', outcome: 'ERR_UNSUPPORTED', stage: 'run spec' },
+  { id: 'user-traversal', title: 'config User root:../../x', rule: 'R1', outcome: 'ERR_INVALID_IMAGE', stage: 'run spec' },
   { id: 'user-huge-uid', title: 'config User of 4096 digits', rule: 'R1', outcome: 'ERR_INVALID_IMAGE', stage: 'run spec' },
   { id: 'user-uid-minus-one', title: 'config User 4294967295 ((uid_t)-1)', rule: 'R1', outcome: 'ERR_INVALID_IMAGE', stage: 'run spec' },
   { id: 'env-nul', title: 'config Env with a NUL byte', rule: 'R1', outcome: 'ERR_INVALID_IMAGE', stage: 'run spec' },

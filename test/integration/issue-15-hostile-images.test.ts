@@ -503,7 +503,7 @@ describe('issue 15: hostile images pulled from docker-registry', { timeout: 600_
   const r1: readonly [string, Record<string, unknown>, RegExp][] = [
     ['workdir-proc', { Cmd: ['/bin/true'], WorkingDir: '/proc/self/cwd' }, /lies under \/proc/],
     ['workdir-dotdot', { Cmd: ['/bin/true'], WorkingDir: '/app/../../proc' }, /not a clean absolute path/],
-    ['user-traversal', { Cmd: ['/bin/true'], User: 'root:../../x' }, /only numeric uid/],
+    ['user-traversal', { Cmd: ['/bin/true'], User: 'root:../../x' }, /is not a user or group name/],
     ['user-huge-uid', { Cmd: ['/bin/true'], User: '9'.repeat(4096) }, /outside 0\.\.4294967294/],
     ['user-uid-minus-one', { Cmd: ['/bin/true'], User: '4294967295' }, /outside 0\.\.4294967294/],
     ['env-nul', { Cmd: ['/bin/true'], Env: ['PATH=/bin', 'EVIL=a\u0000b'] }, /is not KEY=VALUE/],

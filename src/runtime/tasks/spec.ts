@@ -1,7 +1,7 @@
 import { containerArgv } from '../../lib/argv.js';
 import { BerthError } from '../../lib/errors.js';
 import { readFileSync } from 'node:fs';
-import { checkWorkingDir } from '../../lib/workdir.js';
+import { checkWorkingDir, quoteShort } from '../../lib/workdir.js';
 import { runtimeDefaultSeccomp } from './seccomp.js';
 import { checkRunAsNonRoot, imageUserForPolicy, resolveUser } from './users.js';
 import type { ImageConfig } from '../images/documents.js';
@@ -74,6 +74,27 @@ function allCapabilities(): string[] {
     // no /proc: every known one
   }
   return (allCaps = CAPS_BY_NUMBER.filter((_c, i) => ((mask >> BigInt(i)) & 1n) === 1n));
+}
+
+const ID_MAX = 2 ** 32 - 2;
+
+/**
+ * An image User checked before any file is read (rule R1): `user[:group]`, each part a number
+ * in 0…2^32−2 (CVE-2024-40635) or a name that could be one in /etc/passwd (no '/', ':', NUL or
+ * control characters, at most 256 bytes). Names are resolved at start, against the rootfs.
+ */
+export function checkUserSyntax(user: string | undefined, where: string): void {
+  if (user === undefined || user === '') return;
+  const parts = user.split(':');
+  if (parts.length > 2) throw new BerthError('ERR_INVALID_IMAGE', `${where}: user ${quoteShort(user)} has more than one ':'`);
+  for (const p of parts) {
+    if (/^\d+$/.test(p)) {
+      const n = Number(p);
+      if (!Number.isSafeInteger(n) || n > ID_MAX) throw new BerthError('ERR_INVALID_IMAGE', `${where}: user ${quoteShort(user)} is outside 0..${ID_MAX}`);
+    } else if (p === '' || Buffer.byteLength(p) > 256 || /[/\x00-\x1f\x7f]/.test(p)) {
+      throw new BerthError('ERR_INVALID_IMAGE', `${where}: user ${quoteShort(user)} is not a user or group name (no '/', control characters or empty part; at most 256 bytes)`);
+    }
+  }
 }
 
 /** containerd's default set, then drop, then add (ALL on either side as Kubernetes means it); privileged: all. */
@@ -227,6 +248,7 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
       checkRunAsNonRoot(known.uid, known.name, where);
     }
   }
+  checkUserSyntax(imageUser, where);
   const overrides = { runAsUser: sec?.runAsUser, runAsGroup: sec?.runAsGroup, supplementalGroups: sec?.supplementalGroups, where };
   const user =
     mode === 'run'

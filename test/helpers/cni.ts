@@ -1,0 +1,43 @@
+import { execFileSync } from 'node:child_process';
+
+const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
+
+/**
+ * The chains portmap and firewall create once per host (CNI-HOSTPORT-*, CNI-FORWARD,
+ * CNI-ADMIN) and their jumps, removed when no per-pod rule is left in them.
+ */
+export function removeIdleCniChains(): void {
+  const saved = sh('iptables-save', []);
+  if (/^-A CNI-(DN|FORWARD .*-d |HOSTPORT-DNAT .*CNI-DN)/m.test(saved) || /^-A CNI-[0-9a-f]{24}/m.test(saved)) return;
+  for (const [table, chains] of [
+    ['nat', ['CNI-HOSTPORT-DNAT', 'CNI-HOSTPORT-SETMARK', 'CNI-HOSTPORT-MASQ']],
+    ['filter', ['CNI-FORWARD', 'CNI-ADMIN']],
+  ] as const) {
+    const rules = sh('iptables-save', ['-t', table]).split('\n');
+    for (const l of rules) {
+      const m = /^-A (\S+) (.*-j (CNI-\S+).*)$/.exec(l);
+      if (m === null || (m[1] ?? '').startsWith('CNI-')) continue;
+      try {
+        execFileSync('iptables', ['-t', table, '-D', m[1] ?? '', ...splitArgs(m[2] ?? '')], { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
+    }
+    for (const c of chains) {
+      for (const op of ['-F', '-X']) {
+        try {
+          execFileSync('iptables', ['-t', table, op, c], { stdio: 'ignore' });
+        } catch {
+          // not there
+        }
+      }
+    }
+  }
+}
+
+/** iptables-save's rule text back into arguments (quoted comments kept whole). */
+function splitArgs(s: string): string[] {
+  const out: string[] = [];
+  for (const m of s.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)) out.push(m[1] ?? m[2] ?? '');
+  return out;
+}
