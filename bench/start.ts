@@ -237,7 +237,14 @@ async function main(): Promise<void> {
     await sleep(3000);
     const rss = Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${child.pid ?? 0}/status`, 'utf8'))?.[1] ?? NaN) * 1024;
     const conmons = pidsOf('conmon', env.state);
-    const catatonits = pidsOf('catatonit', '-P');
+    // berth's infra containers only: their cgroup is /berth/<ns>.<pod>._sandbox.<hash> (podman's have their own).
+    const catatonits = pidsOf('catatonit', '-P').filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cgroup`, 'utf8').includes('._sandbox.');
+      } catch {
+        return false;
+      }
+    });
     const conmonPss = conmons.map(pss).filter(Number.isFinite);
     const catPss = catatonits.map(pss).filter(Number.isFinite);
     const avg = (xs: number[]): number => (xs.length === 0 ? NaN : xs.reduce((x, y) => x + y, 0) / xs.length);
