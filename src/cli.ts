@@ -144,11 +144,15 @@ async function manifestRef(filename: string): Promise<import('./daemon/service.j
 }
 
 /** Loads manifests in-process for apply/diff; prints every problem and fails with exit 2. */
-async function loadOrFail(file: string, input?: import('./daemon/service.js').ManifestRef): Promise<import('./reconciler/desired.js').DesiredPod[]> {
+/** The pods and the ConfigMaps/Secrets of a manifest path, read in this process (exit 2 on a problem). */
+async function loadOrFail(
+  file: string,
+  input?: import('./daemon/service.js').ManifestRef,
+): Promise<{ pods: import('./reconciler/desired.js').DesiredPod[]; configs: import('./reconciler/desired.js').DesiredConfig[] }> {
   const { loadManifests } = await import('./reconciler/manifest.js');
   const res = await loadManifests(input?.stdinText !== undefined ? { path: '-', stdinText: input.stdinText } : await manifestInput(file));
   failOnInvalid(res.problems.length > 0 ? { problems: res.problems, badFiles: res.badFiles.length } : undefined);
-  return res.pods;
+  return { pods: res.pods, configs: res.configs };
 }
 
 /** Manifest problems, from this process or the daemon, printed the same way: exit 2, nothing changed. */
@@ -374,7 +378,7 @@ export function buildProgram(): Command {
       await withBackend(cfg, { write: o.dryRun !== true, what: 'apply' }, async (b) => {
         // In-process the manifests are read here, before root, state or lock are needed;
         // the daemon reads them itself (warm parse cache, no validator loaded here).
-        const body = b.remote ? req : { ...req, pods: await loadOrFail(o.filename, input) };
+        const body = b.remote ? req : { ...req, ...(await loadOrFail(o.filename, input)) };
         const res = await withProgress(o.dryRun === true || o.quiet === true, (p) => b.call<import('./daemon/service.js').ApplyResponse>('apply', body, p));
         failOnInvalid(res.invalid);
         for (const r of res.refused) process.stderr.write(`error: ${r}\n`);
@@ -410,7 +414,7 @@ export function buildProgram(): Command {
       const input = await manifestRef(o.filename);
       const req = { input, ...(o.prune === true ? { prune: true } : {}) };
       await withBackend(cfg, { write: false, what: 'diff' }, async (b) => {
-        const res = await b.call<import('./daemon/service.js').DiffResponse>('diff', b.remote ? req : { ...req, pods: await loadOrFail(o.filename, input) });
+        const res = await b.call<import('./daemon/service.js').DiffResponse>('diff', b.remote ? req : { ...req, ...(await loadOrFail(o.filename, input)) });
         failOnInvalid(res.invalid);
         const plan = res.plan;
         if (plan === undefined) throw new BerthError('ERR_INTERNAL', 'diff: no plan in the answer');

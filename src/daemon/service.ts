@@ -44,6 +44,8 @@ export interface ApplyRequest {
   input: ManifestRef;
   /** Already read by the caller (the in-process CLI, which checks them before taking the lock). */
   pods?: DesiredPod[];
+  /** With `pods`: the ConfigMaps and Secrets the caller read along with them. */
+  configs?: DesiredConfig[];
   /** Delete pods this source applied before and no longer declares. */
   prune?: boolean;
   force?: boolean;
@@ -66,6 +68,8 @@ export interface ApplyResponse extends ApplyResult {
 export interface DiffRequest {
   input: ManifestRef;
   pods?: DesiredPod[];
+  /** With `pods`: the ConfigMaps and Secrets the caller read along with them. */
+  configs?: DesiredConfig[];
   prune?: boolean;
 }
 
@@ -141,8 +145,8 @@ export class BerthService {
    * The manifests of `input` with their pods resolved against the ConfigMaps and Secrets they
    * name (loaded now, over the ones recorded by earlier applies); `configs` are the ones loaded.
    */
-  private async load(input: ManifestRef, pods?: DesiredPod[]): Promise<{ pods: DesiredPod[]; configs: DesiredConfig[] } | { invalid: InvalidManifests }> {
-    if (pods !== undefined) return { pods: resolvePods(pods, knownConfigs(this.o.rt, [])), configs: [] };
+  private async load(input: ManifestRef, pods?: DesiredPod[], configs: DesiredConfig[] = []): Promise<{ pods: DesiredPod[]; configs: DesiredConfig[] } | { invalid: InvalidManifests }> {
+    if (pods !== undefined) return { pods: resolvePods(pods, knownConfigs(this.o.rt, configs)), configs };
     const { loadManifests } = await import('../reconciler/manifest.js');
     let cache = this.caches.get(input.path);
     this.caches.delete(input.path);
@@ -156,7 +160,7 @@ export class BerthService {
 
   async apply(req: ApplyRequest, onProgress?: (e: ProgressEvent) => void): Promise<ApplyResponse> {
     const c = this.o.controller;
-    const loaded = await this.load(req.input, req.pods);
+    const loaded = await this.load(req.input, req.pods, req.configs);
     if ('invalid' in loaded) return { steps: [], blocked: [], refused: [], keys: [], invalid: loaded.invalid };
     const pods = loaded.pods;
     // As kubectl: nothing to apply is a mistake (and with --prune it would delete everything)
@@ -181,7 +185,7 @@ export class BerthService {
   }
 
   async diff(req: DiffRequest): Promise<DiffResponse> {
-    const loaded = await this.load(req.input, req.pods);
+    const loaded = await this.load(req.input, req.pods, req.configs);
     if ('invalid' in loaded) return { invalid: loaded.invalid };
     const prune: PruneScope | undefined = req.prune === true ? { sources: [req.input.path] } : undefined;
     return { plan: await this.o.controller.diff(loaded.pods, prune, { fromRows: this.o.daemon }) };

@@ -304,7 +304,13 @@ export class Controller {
     const began = this.clock.now();
     this.progress({ key: IMAGE + ref, phase: 'start', step });
     try {
-      const img = await this.rt.pullImage(ref, signal, declared?.platform);
+      // The pull secrets of every pod waiting for this image (the kubelet pulls per pod; one pull serves them all here).
+      const secrets = new Map<string, { secret: string; configJson: string }>();
+      for (const k of waiters) {
+        const d = this.desire(k);
+        if (d?.kind === 'present') for (const c of d.pod.pullCredentials ?? []) secrets.set(c.secret, c);
+      }
+      const img = await this.rt.pullImage(ref, signal, declared?.platform, [...secrets.values()]);
       this.progress({ key: IMAGE + ref, phase: 'end', step, ms: this.clock.now() - began });
       this.imageErrors.delete(ref);
       this.rt.addEvent(IMAGE + ref, 'Pulled', `pulled ${ref} (${img.digest})`);

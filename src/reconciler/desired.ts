@@ -184,6 +184,13 @@ export interface DesiredPod {
   volumes?: DesiredVolume[];
   /** spec.initContainers, in order: each runs to a successful exit before the next, all before `containers`. */
   initContainers?: DesiredContainer[];
+  /** spec.imagePullSecrets by name (resolved into `pullCredentials`). */
+  imagePullSecrets?: string[];
+  /**
+   * The config.json texts of the pod's kubernetes.io/dockerconfigjson pull secrets, found by
+   * resolution; outside every hash (credentials change nothing that runs).
+   */
+  pullCredentials?: { secret: string; configJson: string }[];
   /** What the pod's configMap and secret volumes hold now (outside every hash: updated in place). */
   projections?: Projection[];
   labels: Record<string, string>;

@@ -831,6 +831,8 @@ interface PodShape {
   metadata: ObjectMeta;
   spec: PodLevelFields;
   volumes: unknown[];
+  /** spec.imagePullSecrets names. */
+  pullSecrets: string[];
   containers: { fields: ContainerFields; path: FieldPath; nameFromMetadata: boolean }[];
   /** spec.initContainers: run in order, each to a successful exit, before the containers start. */
   initContainers: { fields: ContainerFields; path: FieldPath; nameFromMetadata: boolean }[];
@@ -914,6 +916,7 @@ function podShape(o: Record<string, unknown>): PodShape {
     metadata: readMeta(o['metadata']),
     spec: readPodLevel(spec),
     volumes: listOf(spec['volumes']),
+    pullSecrets: listOf(spec['imagePullSecrets']).map((x) => stringOf(recordOf(x)?.['name']) ?? ''),
     containers: listOf(spec['containers']).map((c, i) => ({ fields: readContainer(c), path: ['spec', 'containers', i], nameFromMetadata: false })),
     initContainers: listOf(spec['initContainers']).map((c, i) => ({ fields: readContainer(c), path: ['spec', 'initContainers', i], nameFromMetadata: false })),
   };
@@ -926,7 +929,7 @@ function containerShape(o: Record<string, unknown>): PodShape {
   const fields = readContainer(spec);
   const nameFromMetadata = !Object.hasOwn(spec, 'name');
   if (nameFromMetadata) fields.name = metadata.name;
-  return { kind: 'Container', metadata, spec: readPodLevel(spec), volumes: [], containers: [{ fields, path: ['spec'], nameFromMetadata }], initContainers: [] };
+  return { kind: 'Container', metadata, spec: readPodLevel(spec), volumes: [], pullSecrets: [], containers: [{ fields, path: ['spec'], nameFromMetadata }], initContainers: [] };
 }
 
 function readImage(o: Record<string, unknown>): ImageShape {
@@ -965,6 +968,7 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
   const hostNetwork = o.spec.hostNetwork ?? false;
   const sandbox = hostNetwork ? undefined : readSandbox(o, name, problem);
   const volumes = readVolumes(o.volumes, problem);
+  const pullSecrets = o.pullSecrets.filter((n) => n !== '');
   const names = new Set<string>();
   const containers: DesiredContainer[] = [];
   // Only what shapes the containers: kind, paused, labels and annotations are not here, so
@@ -1085,6 +1089,7 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
     ...(sandbox !== undefined ? { sandbox } : {}),
     ...(volumes.length > 0 ? { volumes } : {}),
     ...(initContainers.length > 0 ? { initContainers } : {}),
+    ...(pullSecrets.length > 0 ? { imagePullSecrets: pullSecrets } : {}),
     restartPolicy: o.spec.restartPolicy ?? 'Always',
     gracePeriodMs: (o.spec.terminationGracePeriodSeconds ?? 30) * 1000,
     labels: o.metadata.labels,

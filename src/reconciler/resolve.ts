@@ -36,7 +36,7 @@ export function resolvePods(pods: readonly DesiredPod[], configs: readonly Desir
 }
 
 function needsResolution(p: DesiredPod): boolean {
-  return (p.volumes?.some((v) => 'configMap' in v || 'secret' in v) ?? false) || [...(p.initContainers ?? []), ...p.containers].some((c) => c.envRefs !== undefined || c.envFrom !== undefined);
+  return (p.imagePullSecrets?.length ?? 0) > 0 || (p.volumes?.some((v) => 'configMap' in v || 'secret' in v) ?? false) || [...(p.initContainers ?? []), ...p.containers].some((c) => c.envRefs !== undefined || c.envFrom !== undefined);
 }
 
 function resolvePod(pod: DesiredPod, configs: ReadonlyMap<string, DesiredConfig>): DesiredPod {
@@ -76,8 +76,20 @@ function resolvePod(pod: DesiredPod, configs: ReadonlyMap<string, DesiredConfig>
     const mine = volumeErrors.filter((e) => c.volumeMounts?.some((m) => e.startsWith(`volume ${m.name}:`)) === true);
     return mine.length > 0 ? { ...c, configError: mine.join('; ') } : c;
   };
+  // Pull secrets: kubernetes.io/dockerconfigjson Secrets by name; a missing one is skipped (the kubelet warns and
+  // pulls anonymously), so the pull's own error says what is wrong.
+  const pullCredentials = (pod.imagePullSecrets ?? []).flatMap((name) => {
+    const cfg = find('Secret', name);
+    const json = cfg?.data['.dockerconfigjson'];
+    const legacy = cfg?.data['.dockercfg'];
+    if (json !== undefined) return [{ secret: `${pod.namespace}/${name}`, configJson: Buffer.from(json, 'base64').toString('utf8') }];
+    // kubernetes.io/dockercfg: the registries map without config.json's "auths" around it.
+    if (legacy !== undefined) return [{ secret: `${pod.namespace}/${name}`, configJson: `{"auths":${Buffer.from(legacy, 'base64').toString('utf8')}}` }];
+    return [];
+  });
   return {
     ...pod,
+    ...(pullCredentials.length > 0 ? { pullCredentials } : {}),
     containers: containers.map(withVolumeErrors),
     ...(initContainers !== undefined ? { initContainers: initContainers.map(withVolumeErrors) } : {}),
     ...(projections.length > 0 ? { projections } : {}),

@@ -9,7 +9,7 @@ import type { Logger } from '../lib/log.js';
 import type { StepWait } from '../lib/progress.js';
 import { ContentStore } from './content/index.js';
 import { ImageService, type LocalImage } from './images/index.js';
-import { dockerConfigFile, parseReference, RegistryClient } from './registry/index.js';
+import { chainCredentials, credentialsFromDockerConfig, dockerConfigFile, parseReference, RegistryClient } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
 import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type PodRecord, type RestartRecord } from './state/index.js';
 import { generateSpec, stopSignal, type ContainerRunSpec, type SandboxRef } from './tasks/spec.js';
@@ -22,6 +22,7 @@ import type { Finding } from './check/index.js';
 import { listMounts } from './snapshots/index.js';
 import { GarbageCollector, imageInUse, imageUsers, PullGate, type GcReport } from './gc/index.js';
 import { readCgroupSample, type CgroupSample } from './stats/index.js';
+import { crashPoint } from '../lib/crashpoint.js';
 
 export type { LocalImage } from './images/index.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState, RestartRecord, ConditionRecord, ImageRecord } from './state/index.js';
@@ -249,8 +250,20 @@ export class Runtime {
     return this.images.get(ref);
   }
 
-  pullImage(ref: string, signal?: AbortSignal, platform?: { os: string; architecture: string; variant?: string }): Promise<LocalImage> {
-    return this.pullGate.shared(() => this.images.pull(ref, { ...(signal !== undefined ? { signal } : {}), ...(platform !== undefined ? { platform } : {}) }));
+  /**
+   * `pullSecrets`: config.json texts (a pod's imagePullSecrets, with where they came from for
+   * messages), asked before the node's own credentials.
+   */
+  pullImage(
+    ref: string,
+    signal?: AbortSignal,
+    platform?: { os: string; architecture: string; variant?: string },
+    pullSecrets: readonly { secret: string; configJson: string }[] = [],
+  ): Promise<LocalImage> {
+    const credentials = pullSecrets.length === 0 ? undefined : chainCredentials(...pullSecrets.map((p) => credentialsFromDockerConfig(p.configJson, `imagePullSecret ${p.secret}`)));
+    return this.pullGate.shared(() =>
+      this.images.pull(ref, { ...(signal !== undefined ? { signal } : {}), ...(platform !== undefined ? { platform } : {}), ...(credentials !== undefined ? { credentials } : {}) }),
+    );
   }
 
   /**
@@ -651,6 +664,7 @@ export class Runtime {
       });
       const pid = await this.tasks.create({ id, bundle, spec, logPath: this.logPath(o.podKey, o.name, id) });
       this.state.updateContainer(id, { state: 'created', pid });
+      crashPoint('task.between-create-start');
       // A replace creates the new container while the old one stops, and starts it only
       // once the old one is gone (ports, and Kubernetes' stop-then-start order).
       if (o.startAfter !== undefined) await o.startAfter;

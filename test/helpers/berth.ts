@@ -23,13 +23,20 @@ export interface RunResult {
   code: number;
   stdout: string;
   stderr: string;
+  /** The signal that ended the process, when one did. */
+  signal?: NodeJS.Signals;
 }
 
-export function berth(env: BerthEnv, args: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+/**
+ * Runs the CLI and resolves with its exit; `signal` is set when it was killed by one (code -1).
+ * `opts.env`: the child's whole environment (default: this process's).
+ */
+export function berth(env: BerthEnv, args: string[], opts: { timeoutMs?: number; input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
   const timeoutMs = opts.timeoutMs ?? 120_000;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, ...args], {
       stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      ...(opts.env !== undefined ? { env: opts.env } : {}),
     });
     if (opts.input !== undefined) child.stdin?.end(opts.input);
     let stdout = '';
@@ -41,9 +48,9 @@ export function berth(env: BerthEnv, args: string[], opts: { timeoutMs?: number;
       reject(new Error(`berth ${args.join(' ')} timed out after ${timeoutMs}ms\nstdout: ${stdout}\nstderr: ${stderr}`));
     }, timeoutMs);
     child.on('error', reject);
-    child.on('close', (code) => {
+    child.on('close', (code, signal) => {
       clearTimeout(t);
-      resolve({ code: code ?? -1, stdout, stderr });
+      resolve({ code: code ?? -1, stdout, stderr, ...(signal !== null ? { signal } : {}) });
     });
   });
 }

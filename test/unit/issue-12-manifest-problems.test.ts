@@ -23,7 +23,7 @@ spec:
       command: ["httpd", "-f"]
 `;
 
-const SPEC_FIELDS = 'containers, initContainers, volumes, restartPolicy, hostNetwork, hostname, subdomain, dnsPolicy, dnsConfig, shareProcessNamespace, securityContext, terminationGracePeriodSeconds';
+const SPEC_FIELDS = 'containers, initContainers, volumes, restartPolicy, hostNetwork, hostname, subdomain, dnsPolicy, dnsConfig, shareProcessNamespace, securityContext, imagePullSecrets, terminationGracePeriodSeconds';
 const CONTAINER_FIELDS = 'name, image, imagePullPolicy, command, args, workingDir, env, envFrom, ports, resources, securityContext, livenessProbe, readinessProbe, startupProbe, lifecycle, volumeMounts, stdin, tty';
 const READS = 'berth reads: Pod, ConfigMap and Secret (apiVersion: v1), Container and Image (apiVersion: berth.dev/v1)';
 

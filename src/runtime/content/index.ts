@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { createReadStream, promises as fsp, constants as fsc } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
@@ -7,6 +7,7 @@ import { BerthError, errnoCode } from '../../lib/errors.js';
 import { digestHex, type Digest } from '../../lib/digest.js';
 import { fsyncDir, mkdirp } from '../../lib/fsx.js';
 import { localIoError } from '../../lib/local-io.js';
+import { crashPoint } from '../../lib/crashpoint.js';
 
 /** What a blob must be: its digest and its exact size, from a descriptor. */
 export interface ExpectedBlob {
@@ -43,6 +44,21 @@ export interface BlobWriter {
 }
 
 /**
+ * A resumable ingest (PartialBlob): the temp file is `ingest/<hex>`, named by the digest alone, so
+ * that a download broken off (in this process or one killed by kill -9) continues from the bytes
+ * already on disk. `written` starts at the kept prefix, which was hashed again on open.
+ */
+export interface PartialBlob extends BlobWriter {
+  /** Drops the kept bytes: the file is truncated and the hash starts over (a server that will not resume). */
+  reset(): Promise<void>;
+  /** Closes the file and keeps it for a later attempt (a broken download). Idempotent; never throws. */
+  keep(): Promise<void>;
+}
+
+/** Partial downloads older than this are residue, not a resume point. */
+export const PARTIAL_KEEP_MS = 24 * 60 * 60 * 1000;
+
+/**
  * Content-addressed blob store: `<root>/content/blobs/sha256/<hex>`.
  *
  * Writes (rule C2) go through a BlobWriter: verified while streaming (at most size+1 bytes are
@@ -55,6 +71,8 @@ export class ContentStore {
   readonly root: string;
   private readonly blobs: string;
   private readonly ingestDir: string;
+  /** Digests whose partial file a writer of this process holds: one writer per file. */
+  private readonly partials = new Map<string, Promise<void>>();
 
   constructor(root: string) {
     this.root = path.join(root, 'content');
@@ -106,18 +124,38 @@ export class ContentStore {
     source: Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     opts: { signal?: AbortSignal } = {},
   ): Promise<void> {
-    const destroy = (reason?: unknown): void => {
-      if ('destroy' in source && typeof source.destroy === 'function') source.destroy(reason as Error | undefined);
-    };
     if (await this.has(expected.digest)) {
-      destroy();
+      destroySource(source);
       return;
     }
-    const { signal } = opts;
-    // A stream waiting for the network only notices the abort if it is destroyed.
-    const onAbort = (): void => destroy(signal?.reason);
     const w = await this.writer(expected);
     let committed = false;
+    try {
+      await this.append(w, source, opts);
+      await w.commit();
+      committed = true;
+    } finally {
+      if (!committed) {
+        destroySource(source);
+        await w.abort();
+      }
+    }
+  }
+
+  /**
+   * Writes all of `source` into `w`, without committing. A failure of `source` is rethrown as it
+   * is (the caller knows whether that is the network); an abort of `opts.signal` destroys a
+   * stream source and rejects with the signal's reason. On failure the source is destroyed.
+   */
+  async append(
+    w: BlobWriter,
+    source: Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<void> {
+    const { signal } = opts;
+    // A stream waiting for the network only notices the abort if it is destroyed.
+    const onAbort = (): void => destroySource(source, signal?.reason);
+    let done = false;
     try {
       signal?.throwIfAborted();
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -126,14 +164,60 @@ export class ContentStore {
         await w.write(chunk);
       }
       signal?.throwIfAborted();
-      await w.commit();
-      committed = true;
+      done = true;
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      if (!committed) {
-        destroy();
-        await w.abort();
+      if (!done) destroySource(source);
+    }
+  }
+
+  /**
+   * Opens the resumable ingest of one blob (see PartialBlob): `ingest/<hex>` is created, or kept
+   * and its bytes hashed again; one larger than the descriptor is emptied (it cannot be a
+   * prefix). Within this process a second call for the same digest waits until the first
+   * writer is committed, aborted or kept (other processes are kept out by the state lock).
+   * The caller checks `has()` afterwards: the previous writer may have committed the blob.
+   * Errors: ERR_IO, ERR_RESOURCE_EXHAUSTED naming the file.
+   */
+  async partial(expected: ExpectedBlob): Promise<PartialBlob> {
+    const hex = digestHex(expected.digest);
+    while (this.partials.has(hex)) await this.partials.get(hex);
+    let release!: () => void;
+    this.partials.set(hex, new Promise<void>((r) => (release = r)));
+    const done = (): void => {
+      this.partials.delete(hex);
+      release();
+    };
+    const file = path.join(this.ingestDir, hex);
+    const what = `ingest ${expected.digest}`;
+    let fh: FileHandle | undefined;
+    try {
+      fh = await fsp.open(file, fsc.O_RDWR | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600);
+      const hash = createHash('sha256');
+      let have = (await fh.stat()).size;
+      if (have > expected.size) {
+        await fh.truncate(0);
+        have = 0;
       }
+      // Hashing the kept prefix again costs a read of it; persisting the hash state would save
+      // that but node cannot serialize a Hash.
+      const buf = Buffer.allocUnsafe(Math.min(1024 * 1024, Math.max(have, 1)));
+      for (let off = 0; off < have; ) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, have - off), off);
+        if (bytesRead <= 0) {
+          // Shorter than fstat said a moment ago: keep only what could be read.
+          await fh.truncate(off);
+          have = off;
+          break;
+        }
+        hash.update(buf.subarray(0, bytesRead));
+        off += bytesRead;
+      }
+      return new TempBlobWriter(expected, file, fh, this.path(expected.digest), this.blobs, { bytes: have, hash, done });
+    } catch (err) {
+      await fh?.close().catch(() => undefined);
+      done();
+      throw localIoError(err, what, file);
     }
   }
 
@@ -189,19 +273,44 @@ export class ContentStore {
     }
   }
 
-  /** Removes ingest residue of a crashed process (rule S4). Call with the state lock held. */
-  async sweepIngest(): Promise<number> {
+  /**
+   * Removes ingest residue of a crashed process (rule S4), keeping what a pull can resume: a
+   * partial download (`ingest/<hex>`, a regular file named by a digest alone) modified less than
+   * `keepMs` ago. Temp files of any other form (`put`'s `<hex>.<random>`, anything not berth's)
+   * and older partials are removed. Returns how many entries were removed. Call with the state
+   * lock held (no writer of another process is live then).
+   */
+  async sweepIngest(keepMs = PARTIAL_KEEP_MS, now = Date.now()): Promise<number> {
     const names = await fsp.readdir(this.ingestDir).catch(() => [] as string[]);
-    await Promise.all(names.map((n) => fsp.rm(path.join(this.ingestDir, n), { force: true })));
-    return names.length;
+    let removed = 0;
+    await Promise.all(
+      names.map(async (n) => {
+        const p = path.join(this.ingestDir, n);
+        if (this.partials.has(n)) return;
+        if (/^[a-f0-9]{64}$/.test(n) && !(await this.has(`sha256:${n}` as Digest))) {
+          const st = await fsp.lstat(p).catch(() => undefined);
+          if (st === undefined) return;
+          if (st.isFile() && now - st.mtimeMs < keepMs) return;
+        }
+        await fsp.rm(p, { recursive: true, force: true });
+        removed++;
+      }),
+    );
+    return removed;
   }
 }
 
-class TempBlobWriter implements BlobWriter {
-  private readonly hash = createHash('sha256');
-  private state: 'open' | 'committed' | 'aborted' = 'open';
-  private bytes = 0;
+/** Destroys a stream source (closing a download); other iterables have nothing to close. */
+function destroySource(source: Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>, reason?: unknown): void {
+  if ('destroy' in source && typeof source.destroy === 'function') source.destroy(reason as Error | undefined);
+}
+
+class TempBlobWriter implements PartialBlob {
+  private hash: Hash;
+  private state: 'open' | 'committed' | 'aborted' | 'kept' = 'open';
+  private bytes: number;
   private readonly what: string;
+  private readonly done: () => void;
 
   constructor(
     private readonly expected: ExpectedBlob,
@@ -209,8 +318,13 @@ class TempBlobWriter implements BlobWriter {
     private readonly fh: FileHandle,
     private readonly target: string,
     private readonly dir: string,
+    /** A resumed partial: the kept prefix (its length and hash) and what to call once the writer is finished. */
+    resumed?: { bytes: number; hash: Hash; done: () => void },
   ) {
     this.what = `ingest ${expected.digest}`;
+    this.hash = resumed?.hash ?? createHash('sha256');
+    this.bytes = resumed?.bytes ?? 0;
+    this.done = resumed?.done ?? ((): void => undefined);
   }
 
   get written(): number {
@@ -247,6 +361,7 @@ class TempBlobWriter implements BlobWriter {
 
   async commit(): Promise<void> {
     this.mustBeOpen('commit');
+    crashPoint('content.after-temp-write');
     const { digest, size } = this.expected;
     if (this.bytes !== size) {
       throw new BerthError('ERR_DIGEST_MISMATCH', `${this.what}: got ${this.bytes} bytes, descriptor says ${size}`, { details: { digest } });
@@ -273,11 +388,13 @@ class TempBlobWriter implements BlobWriter {
     }
     try {
       await this.fh.close();
+      crashPoint('content.before-rename');
       await fsp.rename(this.tempPath, this.target);
     } catch (err) {
       throw localIoError(err, this.what, this.target);
     }
     this.state = 'committed';
+    this.done();
     try {
       await fsyncDir(this.dir);
     } catch (err) {
@@ -290,6 +407,25 @@ class TempBlobWriter implements BlobWriter {
     this.state = 'aborted';
     await this.fh.close().catch(() => undefined);
     await fsp.rm(this.tempPath, { force: true }).catch(() => undefined);
+    this.done();
+  }
+
+  async reset(): Promise<void> {
+    this.mustBeOpen('reset');
+    try {
+      await this.fh.truncate(0);
+    } catch (err) {
+      throw localIoError(err, this.what, this.tempPath);
+    }
+    this.hash = createHash('sha256');
+    this.bytes = 0;
+  }
+
+  async keep(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'kept';
+    await this.fh.close().catch(() => undefined);
+    this.done();
   }
 
   private mustBeOpen(op: string): void {

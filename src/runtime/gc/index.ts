@@ -1,6 +1,7 @@
 import type { Digest } from '../../lib/digest.js';
 import { BerthError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/log.js';
+import { crashPoint } from '../../lib/crashpoint.js';
 import type { ContentStore } from '../content/index.js';
 import type { Snapshotter } from '../snapshots/index.js';
 import type { ImageRecord, ManifestRecord, SnapshotRecord, StateStore } from '../state/index.js';
@@ -182,9 +183,11 @@ export class GarbageCollector {
     if (!opts.dryRun && (deadManifests.length > 0 || deadSnapshots.length > 0)) {
       this.state.transaction(() => {
         this.state.deleteManifests(deadManifests);
+        crashPoint('state.in-transaction');
         for (const id of deadSnapshots) this.state.deleteSnapshot(id);
       });
     }
+    crashPoint('state.after-row-before-files');
     const removed: GcRemoved[] = deadManifests.map((d) => ({ kind: 'manifest', id: d, bytes: 0 }));
     // Files: what no kept row names.
     for (const b of await this.content.listBlobs()) {

@@ -6,7 +6,7 @@ import { chainIds, type Digest } from '../../lib/digest.js';
 import type { Logger } from '../../lib/log.js';
 import { PULL_REPORT_MS, type LayerProgress } from '../../lib/progress.js';
 import type { ContentStore } from '../content/index.js';
-import { parseReference, type RegistryClient, type ImageReference } from '../registry/index.js';
+import { parseReference, type CredentialSource, type RegistryClient, type ImageReference } from '../registry/index.js';
 import type { Snapshotter } from '../snapshots/index.js';
 import type { LayerRecord, StateStore } from '../state/index.js';
 import { unpackLayer } from '../unpack/index.js';
@@ -27,6 +27,8 @@ export interface LocalImage {
 export interface PullOptions {
   platform?: Platform;
   signal?: AbortSignal;
+  /** Asked before the node's config.json: a pod's imagePullSecrets. */
+  credentials?: CredentialSource;
 }
 
 /** The layers a pull downloads, with their bytes written so far; `image` is the reference as given to `pull`. */
@@ -89,9 +91,10 @@ export class ImageService {
 
   async pull(refString: string, opts: PullOptions = {}): Promise<LocalImage> {
     const ref = parseReference(refString);
+    const registry: RegistryClient = opts.credentials !== undefined ? this.registry.withCredentials(opts.credentials) : this.registry;
     const want = opts.platform ?? hostPlatform();
     const what = `pull ${ref.canonical}`;
-    const top = await this.registry.fetchManifest(ref, ref.digest ?? ref.tag ?? 'latest', opts.signal);
+    const top = await registry.fetchManifest(ref, ref.digest ?? ref.tag ?? 'latest', opts.signal);
     let doc = parseManifestOrIndex(top.bytes, top.mediaType, `${what} manifest ${top.digest}`);
     let manifestDigest = top.digest;
     let manifestBytes = top.bytes;
@@ -99,7 +102,7 @@ export class ImageService {
     if (doc.kind === 'index') {
       indexDigest = top.digest;
       const desc = selectPlatform(doc, want, `${what} index ${top.digest}`);
-      const m = await this.registry.fetchManifest(ref, desc.digest, opts.signal);
+      const m = await registry.fetchManifest(ref, desc.digest, opts.signal);
       if (m.mediaType !== '' && m.mediaType !== 'application/json' && m.mediaType !== desc.mediaType) {
         throw new BerthError('ERR_INVALID_IMAGE', `${what}: manifest ${desc.digest} is served as ${m.mediaType}, the index says ${desc.mediaType}`);
       }
@@ -112,7 +115,7 @@ export class ImageService {
       manifestBytes = m.bytes;
     }
     const manifest = doc;
-    const configBytes = await this.registry.fetchSmallBlob(ref, manifest.config);
+    const configBytes = await registry.fetchSmallBlob(ref, manifest.config);
     const config = parseImageConfig(configBytes, `${what} config ${manifest.config.digest}`);
     if (config.rootfs.diff_ids.length !== manifest.layers.length) {
       throw new BerthError(
@@ -147,7 +150,7 @@ export class ImageService {
       3,
       async (l, signal) => {
         if (this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest))) return;
-        await this.fetchLayer(ref, l, signal, report);
+        await this.fetchLayer(registry, ref, l, signal, report);
       },
       opts.signal !== undefined ? { signal: opts.signal } : {},
     );
@@ -179,32 +182,66 @@ export class ImageService {
   }
 
   /**
-   * Downloads one layer into the content store. A body that breaks off mid-stream (reset,
-   * body timeout) is ERR_NETWORK and is fetched again, a bounded number of times (rule P4;
-   * Range resume comes with the image pipeline issue). Not retried here: a digest mismatch
-   * (the bytes were wrong, not late) and a local disk failure (ERR_RESOURCE_EXHAUSTED, ERR_IO
-   * from the content store: downloading again would fill the same disk).
-   * An abort of `signal` closes the download; the blob request itself only notices once its
-   * headers arrive (bounded by the registry client's header timeout).
+   * Downloads one layer into the content store, resuming with Range (rule P4). The partial file
+   * `ingest/<hex>` of the content store holds the bytes written so far, across attempts and across
+   * berth processes (kill -9, a reboot): each attempt asks the registry for the rest
+   * (`fetchBlobFrom`, with the ETag of this process's earlier answer as If-Range) and appends;
+   * a registry that sends the whole blob instead restarts the file. The digest is verified over
+   * the whole file before the rename.
+   *
+   * A body that breaks off (reset, body timeout, a clean end before the descriptor's size) is
+   * ERR_NETWORK: the partial is kept and the next attempt resumes, a bounded number of times;
+   * when they are used up the partial stays for the next pull. A digest mismatch after a resumed
+   * attempt starts once more from zero (the kept prefix may be what is wrong); otherwise it is
+   * final and the partial is removed, as after a local disk failure (ERR_RESOURCE_EXHAUSTED,
+   * ERR_IO: downloading again would fill the same disk) and an abort of `signal`.
    */
-  private async fetchLayer(ref: ImageReference, l: LayerRecord, signal: AbortSignal, report?: LayerReporter): Promise<void> {
+  private async fetchLayer(registry: RegistryClient, ref: ImageReference, l: LayerRecord, signal: AbortSignal, report?: LayerReporter): Promise<void> {
     const attempts = 3;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        signal.throwIfAborted();
-        const body = await this.registry.fetchBlob(ref, l.digest);
-        const progress = report?.(l);
-        await this.content.ingest({ digest: l.digest, size: l.size }, progress === undefined ? body : countWritten(body, progress), { signal });
-        progress?.(0, true);
-        this.log.debug({ digest: l.digest, size: l.size }, 'layer fetched');
-        return;
-      } catch (err) {
-        const e = err instanceof BerthError ? err : new BerthError('ERR_NETWORK', `fetch blob ${ref.domain}/${ref.path}@${l.digest}: ${messageOf(err)}`, { cause: err });
-        if (signal.aborted) throw signal.reason;
-        if (e.code !== 'ERR_NETWORK' || attempt >= attempts) throw e;
-        this.log.warn({ digest: l.digest, attempt, err: e.message }, 'layer download broke off, fetching again');
-        await sleep(200 * 2 ** attempt, signal);
+    const w = await this.content.partial({ digest: l.digest, size: l.size });
+    let keep = false;
+    try {
+      // A concurrent pull of the same blob may have committed it while we waited for its file.
+      if (await this.content.has(l.digest)) return;
+      let etag: string | undefined;
+      let fromZeroAgain = false;
+      for (let attempt = 1; ; attempt++) {
+        const from = w.written;
+        try {
+          signal.throwIfAborted();
+          if (from < l.size) {
+            const blob = await registry.fetchBlobFrom(ref, l, { from, ifRange: etag, signal });
+            if (blob.offset !== from) await w.reset();
+            etag = blob.etag;
+            const progress = report?.(l, w.written);
+            await this.content.append(w, progress === undefined ? blob.body : countWritten(blob.body, progress), { signal });
+            if (w.written < l.size) {
+              throw new BerthError('ERR_NETWORK', `fetch blob ${ref.domain}/${ref.path}@${l.digest}: the body ended after ${w.written} of ${l.size} bytes`);
+            }
+            progress?.(0, true);
+          }
+          await w.commit();
+          this.log.debug({ digest: l.digest, size: l.size, resumedAt: from }, 'layer fetched');
+          return;
+        } catch (err) {
+          const e = err instanceof BerthError ? err : new BerthError('ERR_NETWORK', `fetch blob ${ref.domain}/${ref.path}@${l.digest}: ${messageOf(err)}`, { cause: err });
+          if (signal.aborted) throw signal.reason;
+          if (e.code === 'ERR_DIGEST_MISMATCH' && from > 0 && !fromZeroAgain) {
+            fromZeroAgain = true;
+            this.log.warn({ digest: l.digest, resumedAt: from, err: e.message }, 'resumed layer does not verify, fetching it from the start');
+            await w.reset();
+            continue;
+          }
+          keep = e.code === 'ERR_NETWORK';
+          if (!keep || attempt >= attempts) throw e;
+          this.log.warn({ digest: l.digest, attempt, written: w.written, err: e.message }, 'layer download broke off, resuming');
+          await sleep(200 * 2 ** attempt, signal);
+        }
       }
+    } finally {
+      // A network failure keeps the bytes for the next pull; anything else leaves nothing behind.
+      if (keep && !signal.aborted) await w.keep();
+      else await w.abort();
     }
   }
 
@@ -224,9 +261,9 @@ export class ImageService {
       const snapshot = [...layers.values()].map(({ p, began }) => ({ ...p, ms: now - began }));
       for (const fn of this.progressListeners) fn({ image, layers: snapshot });
     };
-    return (l) => {
-      // A new attempt (after a broken-off body) starts again from 0.
-      const entry = { p: { digest: l.digest, size: l.size, written: 0, ms: 0, done: false }, began: Date.now() };
+    return (l, written) => {
+      // A new attempt starts from the bytes already on disk (a resumed body) or from 0.
+      const entry = { p: { digest: l.digest, size: l.size, written, ms: 0, done: false }, began: Date.now() };
       layers.set(l.digest, entry);
       emit(true);
       return (n, done) => {
@@ -242,11 +279,11 @@ export class ImageService {
   }
 }
 
-/** A layer's download starting; the returned function is told each chunk written and when it is done. */
-type LayerReporter = (l: LayerRecord) => (bytes: number, done: boolean) => void;
+/** A layer's download starting at `written` bytes; the returned function is told each chunk written and when it is done. */
+type LayerReporter = (l: LayerRecord, written: number) => (bytes: number, done: boolean) => void;
 
 /**
- * `body` for the content store's ingest, counting each chunk once ingest asks for the next one,
+ * `body` for the content store's append, counting each chunk once append asks for the next one,
  * i.e. after its write has returned: the bytes reported are on disk, not merely received.
  * `destroy` is passed through so that an abort still closes the download.
  */

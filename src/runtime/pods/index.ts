@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { BerthError } from '../../lib/errors.js';
 import { mkdirp, writeFileAtomic } from '../../lib/fsx.js';
 import type { Logger } from '../../lib/log.js';
+import { crashPoint } from '../../lib/crashpoint.js';
 import { isSameProcess, startTime } from '../../lib/proc.js';
 import { addressesOverlap, boundHostPorts, createNetns, deleteNetns, netnsExists, netnsName, netnsPath, sweepTaggedRules, type CniNetwork, type CniTarget, type PortMapping } from '../network/index.js';
 import type { SandboxRecord, StateStore } from '../state/index.js';
@@ -150,7 +151,9 @@ export class SandboxManager {
       await mkdirp(path.join(dir, 'rootfs'), 0o755);
       await fsp.chmod(dir, 0o711);
       await createNetns(nsName);
+      crashPoint('sandbox.before-cni-add');
       const att = await this.net.add(target(rec), spec.ports);
+      crashPoint('sandbox.mid-cni-add');
       rec.ip = att.ip;
       rec.cniConfig = att.config;
       rec.cniResult = att.result;

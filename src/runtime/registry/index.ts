@@ -62,6 +62,18 @@ export interface FetchedManifest {
   bytes: Buffer;
 }
 
+/** A blob body as the registry sent it (see `fetchBlobFrom`). */
+export interface BlobBody {
+  body: Readable;
+  /** Where in the blob the body's first byte is: the offset asked for when the registry resumed (206), else 0. */
+  offset: number;
+  /** The response's strong ETag, the `If-Range` validator for resuming this blob later in this process. */
+  etag: string | undefined;
+}
+
+/** Retry-After values above this are not waited out within one GET (the caller's backoff takes over). */
+const MAX_RETRY_AFTER_MS = 60_000;
+
 export interface RegistryOptions {
   /** Hosts (host[:port]) allowed over plain HTTP besides loopback ones. */
   insecureHosts?: readonly string[];
@@ -235,8 +247,9 @@ export class RegistryClient {
     target: Target,
     headers: Record<string, string>,
     what: string,
-    callSignal?: AbortSignal,
+    opts: { signal?: AbortSignal | undefined; pass?: readonly number[] } = {},
   ): Promise<Dispatcher.ResponseData<unknown>> {
+    const callSignal = opts.signal;
     const signal =
       callSignal !== undefined && this.opts.signal !== undefined ? AbortSignal.any([this.opts.signal, callSignal]) : (callSignal ?? this.opts.signal);
     const registry = new URL(target.url);
@@ -254,8 +267,11 @@ export class RegistryClient {
     };
     const attempts = (this.opts.retries ?? 3) + 1;
     let lastErr: unknown;
+    // What the last 429/503 asked for in Retry-After: waited out (at least) before the next attempt.
+    let retryAfterMs = 0;
     for (let attempt = 0; attempt < attempts; attempt++) {
-      if (attempt > 0) await sleep(Math.min(200 * 2 ** attempt, 5_000) * (0.5 + Math.random()), signal);
+      if (attempt > 0) await sleep(Math.max(Math.min(200 * 2 ** attempt, 5_000) * (0.5 + Math.random()), retryAfterMs), signal);
+      retryAfterMs = 0;
       let current = registry;
       // undefined while on the registry's own origin: its own pool, no P3 lookup.
       let policy: HopPolicy | undefined;
@@ -308,13 +324,14 @@ export class RegistryClient {
             continue;
           }
           if (res.statusCode === 429 || res.statusCode >= 500) {
+            retryAfterMs = Math.min(parseRetryAfter(res.headers['retry-after'], Date.now()) ?? 0, MAX_RETRY_AFTER_MS);
             const body = await errorBody(res.body);
             lastErr = new BerthError('ERR_REGISTRY', `${what}: ${res.statusCode} from ${redactUrl(current.toString())}: ${body.slice(0, 200)}`, {
               details: { status: res.statusCode, body: body.slice(0, 200) },
             });
             break;
           }
-          if (res.statusCode !== 200) {
+          if (res.statusCode !== 200 && !(opts.pass ?? []).includes(res.statusCode)) {
             // An authentication answer's body is not shown: it may echo what was sent.
             const body = res.statusCode === 401 || res.statusCode === 403 ? (await res.body.dump(), '') : await errorBody(res.body);
             const code = res.statusCode === 404 ? 'ERR_NOT_FOUND' : 'ERR_REGISTRY';
@@ -331,7 +348,7 @@ export class RegistryClient {
           continue;
         }
         if (signal?.aborted) throw err;
-        lastErr = new BerthError('ERR_NETWORK', `${what}: ${messageOf(err)}`, { cause: err });
+        lastErr = new BerthError('ERR_NETWORK', `${what}: ${networkReason(err, this.agentOptions().headersTimeout)}`, { cause: err });
       }
     }
     throw lastErr;
@@ -494,7 +511,7 @@ export class RegistryClient {
    */
   async fetchManifest(ref: ImageReference, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
     const what = `fetch manifest ${ref.domain}/${ref.path}:${reference}`;
-    const res = await this.get(this.target(ref, `manifests/${reference}`), { accept: MANIFEST_ACCEPT }, what, signal);
+    const res = await this.get(this.target(ref, `manifests/${reference}`), { accept: MANIFEST_ACCEPT }, what, { signal });
     const bytes = await readLimited(res.body, what, { limit: MAX_MANIFEST_BYTES });
     const contentType = String(res.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
     if (contentType === MEDIA.dockerSchema1 || contentType === MEDIA.dockerSchema1Signed) {
@@ -517,6 +534,44 @@ export class RegistryClient {
     return res.body as unknown as Readable;
   }
 
+  /**
+   * Streams a blob from byte `from` on (rule P4: Range resume). With `from` > 0 it asks for
+   * `Range: bytes=<from>-` (with `If-Range: <ifRange>` when the caller has the ETag of the response
+   * its kept bytes came from) and takes a 206 only when its Content-Range starts exactly at `from`
+   * and ends at the descriptor's last byte. Otherwise the whole blob comes from offset 0: a 200
+   * (no Range support, or the validator no longer matches) as it is; a 416 or a 206 for another
+   * range is dropped and the blob asked for again without Range. `offset` says which one it was;
+   * the caller (content store) restarts its file when it is 0. The digest is verified by the
+   * caller over the whole blob, so a server that mixes two contents is caught there.
+   */
+  async fetchBlobFrom(
+    ref: ImageReference,
+    desc: { digest: Digest; size: number },
+    opts: { from?: number; ifRange?: string | undefined; signal?: AbortSignal } = {},
+  ): Promise<BlobBody> {
+    const what = `fetch blob ${ref.domain}/${ref.path}@${desc.digest}`;
+    const target = this.target(ref, `blobs/${desc.digest}`);
+    const from = opts.from ?? 0;
+    const answer = (res: Dispatcher.ResponseData<unknown>, offset: number): BlobBody => {
+      const etag = res.headers['etag'];
+      return { body: res.body as unknown as Readable, offset, etag: typeof etag === 'string' && !etag.startsWith('W/') ? etag : undefined };
+    };
+    if (from > 0 && from < desc.size) {
+      const headers: Record<string, string> = { range: `bytes=${from}-` };
+      if (opts.ifRange !== undefined) headers['if-range'] = opts.ifRange;
+      const res = await this.get(target, headers, what, { signal: opts.signal, pass: [206, 416] });
+      if (res.statusCode === 200) return answer(res, 0);
+      if (res.statusCode === 206) {
+        const range = parseContentRange(res.headers['content-range']);
+        if (range !== undefined && range.start === from && range.end === desc.size - 1 && (range.total === undefined || range.total === desc.size)) {
+          return answer(res, from);
+        }
+      }
+      await res.body.dump();
+    }
+    return answer(await this.get(target, {}, what, { signal: opts.signal }), 0);
+  }
+
   /** Fetches a small blob (config) fully, verified against its descriptor. */
   async fetchSmallBlob(ref: ImageReference, desc: { digest: Digest; size: number }): Promise<Buffer> {
     const what = `fetch blob ${ref.domain}/${ref.path}@${desc.digest}`;
@@ -532,6 +587,34 @@ export class RegistryClient {
     }
     return bytes;
   }
+}
+
+/** `bytes <start>-<end>/<total|*>` of a 206, or undefined for anything else (multipart, garbage). */
+export function parseContentRange(header: string | string[] | undefined): { start: number; end: number; total: number | undefined } | undefined {
+  if (typeof header !== 'string') return undefined;
+  const m = /^bytes (\d{1,15})-(\d{1,15})\/(\d{1,15}|\*)$/.exec(header.trim());
+  if (m === null) return undefined;
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  const total = m[3] === '*' ? undefined : Number(m[3]);
+  if (end < start || (total !== undefined && end >= total)) return undefined;
+  return { start, end, total };
+}
+
+/** Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP-date, in ms from `now`; undefined when absent or unparseable. */
+export function parseRetryAfter(header: string | string[] | undefined, now: number): number | undefined {
+  if (typeof header !== 'string') return undefined;
+  const v = header.trim();
+  if (/^\d{1,9}$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** A transport failure in words: undici's timeout errors say which timeout and how long it was. */
+function networkReason(err: unknown, headersTimeoutMs: number): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'UND_ERR_HEADERS_TIMEOUT') return `no response headers within ${headersTimeoutMs} ms`;
+  return messageOf(err);
 }
 
 /** One bearer challenge, to tell whether a 401 repeats the one a fresh token answered. */

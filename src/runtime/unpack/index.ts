@@ -11,6 +11,7 @@ import type { Logger } from '../../lib/log.js';
 import { syncfs } from '../../lib/sys.js';
 import { tapTar, type TarHeader } from './tartap.js';
 import { codeForErrno, LayerWriter } from './writer.js';
+import { crashPoint } from '../../lib/crashpoint.js';
 
 /**
  * The layer unpacker: one pass over a layer blob that verifies it and writes it, as an overlay
@@ -238,6 +239,7 @@ function startTarStage(writer: LayerWriter, o: TarStageOptions): TarStage {
   });
   let inflight: Promise<unknown> = Promise.resolve();
   extract.on('entry', (header, stream, next) => {
+    crashPoint('unpack.mid-layer');
     const h = header as unknown as TarHeader;
     // tar-stream destroys the entry stream with an error when the archive ends inside its
     // data; the writer may not be listening yet (still resolving the path), and an unheard
