@@ -862,7 +862,11 @@ export class Runtime {
     }
     const tmp = (await fsp.readdir(path.join(this.cfg.root, 'snapshots')).catch(() => [] as string[])).filter((n) => n.startsWith('tmp-'));
     const ingest = await fsp.readdir(path.join(this.cfg.root, 'content', 'ingest')).catch(() => [] as string[]);
-    if (tmp.length + ingest.length > 0) out.push({ level: 'warn', what: 'residue', detail: `${tmp.length} interrupted extraction(s), ${ingest.length} partial download(s) (swept by the next berth up)` });
+    // Partial downloads named by their digest are kept for a resume (a day); other ingest files are residue.
+    const partials = ingest.filter((n) => /^[0-9a-f]{64}$/.test(n));
+    const junk = ingest.length - partials.length;
+    if (tmp.length + junk > 0) out.push({ level: 'warn', what: 'residue', detail: `${tmp.length} interrupted extraction(s), ${junk} stray download file(s) (swept by the next berth up)` });
+    if (partials.length > 0) out.push({ level: 'ok', what: 'content', detail: `${partials.length} partial download(s) kept for a resume (removed after 24 h)` });
     for (const img of this.state.listImages()) {
       const m = this.state.getManifest(img.digest);
       for (const l of m?.layers ?? []) {
