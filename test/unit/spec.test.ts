@@ -148,3 +148,22 @@ test('regression: untrusted-config-text-in-errors — a huge User or WorkingDir 
   }
   rmSync(dir, { recursive: true });
 });
+
+test('issue 13: every securityContext variant gives a config.json the runtime-spec schema accepts, with what it asks for', () => {
+  const variants: { security: NonNullable<Parameters<typeof generateSpec>[1]['security']>; check: (s: Record<string, any>) => void }[] = [
+    { security: {}, check: (s) => assert.ok(s.linux.seccomp !== undefined && s.process.noNewPrivileges === true) },
+    { security: { seccomp: 'Unconfined' }, check: (s) => assert.equal(s.linux.seccomp, undefined) },
+    { security: { capDrop: ['ALL'], capAdd: ['CAP_NET_ADMIN'] }, check: (s) => assert.deepEqual(s.process.capabilities.effective, ['CAP_NET_ADMIN']) },
+    { security: { capDrop: ['CAP_CHOWN'] }, check: (s) => assert.ok(!s.process.capabilities.bounding.includes('CAP_CHOWN')) },
+    { security: { readOnlyRootFilesystem: true }, check: (s) => assert.equal(s.root.readonly, true) },
+    { security: { allowPrivilegeEscalation: true }, check: (s) => assert.equal(s.process.noNewPrivileges, false) },
+    { security: { privileged: true }, check: (s) => assert.ok(s.linux.seccomp === undefined && s.linux.maskedPaths.length === 0 && s.linux.resources.devices[0].allow === true) },
+    { security: { sysctls: [{ name: 'kernel.shm_rmid_forced', value: '1' }] }, check: (s) => assert.deepEqual(s.linux.sysctl, { 'kernel.shm_rmid_forced': '1' }) },
+    { security: { runAsUser: 1000, runAsGroup: 2000, supplementalGroups: [3000] }, check: (s) => assert.deepEqual(s.process.user, { uid: 1000, gid: 2000, additionalGids: [2000, 3000] }) },
+  ];
+  for (const v of variants) {
+    const spec = generateSpec(image(), { id: 'x', sandbox: POD, rootfs: ROOTFS, security: v.security }) as Record<string, any>;
+    validateRuntimeConfig(spec);
+    v.check(spec);
+  }
+});
