@@ -757,13 +757,49 @@ export function buildProgram(): Command {
   const images = program.command('images').description('manage images');
   images
     .command('ls')
-    .description('list local images')
-    .action(async (_o: unknown, cmd: Command) => {
+    .description('list local images: reference, digest, platform, size of the layers as pulled (compressed) and unpacked, age')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .action(async (o: { output: string }, cmd: Command) => {
       const cfg = config(cmd);
       await withBackend(cfg, { write: false, what: 'images' }, async (b) => {
-        const rows = [['REF', 'DIGEST']];
-        for (const i of await b.call<{ ref: string; digest: string }[]>('images')) rows.push([i.ref, i.digest]);
+        const list = await b.call<import('./runtime/index.js').ImageSummary[]>('images');
+        if (o.output === 'json') {
+          process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+          return;
+        }
+        const { humanAge } = await import('./lib/time.js');
+        const size = (n: number): string => (n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)}MB` : `${(n / 1024).toFixed(1)}kB`);
+        const rows = [['REF', 'DIGEST', 'PLATFORM', 'SIZE', 'UNPACKED', 'CREATED']];
+        for (const i of list) {
+          const created = i.created === null ? '<unknown>' : humanAge(Date.now() - Date.parse(i.created));
+          rows.push([i.ref, i.digest.slice(0, 19), i.platform, size(i.compressedBytes), size(i.unpackedBytes), created]);
+        }
         process.stdout.write(table(rows));
+      });
+    });
+  images
+    .command('inspect')
+    .description('a local image: its digests, platform, sizes, layers (digest, size, diff id, chain id) and config')
+    .argument('<ref>', 'image reference')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['json', 'yaml']).default('json'))
+    .action(async (ref: string, o: { output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      await withBackend(cfg, { write: false, what: 'images inspect' }, async (b) => {
+        const r = await b.call<unknown>('imagesInspect', { ref });
+        if (o.output === 'yaml') process.stdout.write((await import('yaml')).stringify(r));
+        else process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+      });
+    });
+  images
+    .command('tag')
+    .description('name a local image with another reference (no registry is contacted)')
+    .argument('<source>', 'a local image reference')
+    .argument('<target>', 'the new reference')
+    .action(async (src: string, dst: string, _o: unknown, cmd: Command) => {
+      const cfg = config(cmd);
+      await withBackend(cfg, { write: true, what: 'images tag' }, async (b) => {
+        const r = await b.call<{ ref: string; digest: string }>('imagesTag', { src, dst });
+        process.stdout.write(`${r.ref} ${r.digest}\n`);
       });
     });
   images

@@ -3,7 +3,7 @@ import { containerArgv } from '../lib/argv.js';
 import { BerthError, isBerthError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { matchesSelector, parseSelector } from '../lib/selector.js';
-import { parseReference, type EventRecord, type GcReport, type ImageRecord, type ObservedPod, type Runtime } from '../runtime/index.js';
+import { parseReference, type EventRecord, type GcReport, type ImageSummary, type ObservedPod, type Runtime } from '../runtime/index.js';
 import { Controller, type ApplyResult, type ProgressEvent } from '../reconciler/controller.js';
 import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
 import { knownConfigs, recordConfigs } from '../reconciler/configs.js';
@@ -232,8 +232,16 @@ export class BerthService {
     return this.o.rt.listEvents(req);
   }
 
-  images(): ImageRecord[] {
-    return this.o.rt.listImages();
+  images(): ImageSummary[] {
+    return this.o.rt.imageSummaries();
+  }
+
+  imagesInspect(req: { ref: string }): ReturnType<Runtime['inspectImage']> {
+    return this.o.rt.inspectImage(req.ref);
+  }
+
+  imagesTag(req: { src: string; dst: string }): { ref: string; digest: string } {
+    return this.o.rt.tagImage(req.src, req.dst);
   }
 
   /** `images rm REF...`: forgets the images (all or none); refused for an image a pod uses (ERR_CONFLICT names it). */
@@ -476,6 +484,10 @@ export async function dispatch(s: BerthService, method: string, body: unknown, o
       return s.events(b as EventsRequest);
     case 'images':
       return s.images();
+    case 'imagesInspect':
+      return s.imagesInspect(b as { ref: string });
+    case 'imagesTag':
+      return s.imagesTag(b as { src: string; dst: string });
     case 'pull':
       return s.pull(String(b['ref'] ?? ''), onProgress);
     case 'imagesRemove':

@@ -67,6 +67,19 @@ export type Handler =
   | { httpGet: { path: string; port: number; host?: string; headers?: readonly { name: string; value: string }[] } }
   | { tcpSocket: { port: number; host?: string } };
 
+export interface ImageSummary {
+  ref: string;
+  digest: string;
+  indexDigest: string | null;
+  configDigest: string | null;
+  /** os/architecture[/variant] from the config. */
+  platform: string;
+  created: string | null;
+  layers: number;
+  compressedBytes: number;
+  unpackedBytes: number;
+}
+
 /** How a container's pod is networked: the host's namespaces, or the pod's sandbox. */
 export interface PodNetworking {
   hostNetwork: boolean;
@@ -280,6 +293,56 @@ export class Runtime {
       offPull();
       offGrace();
     };
+  }
+
+  /**
+   * Local images with their sizes (compressed: the layer blobs; unpacked: their snapshots),
+   * creation time and platform from the config, for `images ls` and `inspect`.
+   */
+  imageSummaries(): ImageSummary[] {
+    return this.state.listImages().map((img) => {
+      const m = this.state.getManifest(img.digest);
+      let created: string | null = null;
+      let platform = '';
+      try {
+        const c = m === undefined ? undefined : (JSON.parse(m.config) as { created?: string; os?: string; architecture?: string; variant?: string });
+        created = c?.created ?? null;
+        platform = c === undefined ? '' : [c.os, c.architecture, c.variant].filter((x) => x !== undefined && x !== '').join('/');
+      } catch {
+        // an unreadable config shows no date
+      }
+      const layers = m?.layers ?? [];
+      return {
+        ref: img.ref,
+        digest: img.digest,
+        indexDigest: img.indexDigest,
+        configDigest: m?.configDigest ?? null,
+        platform,
+        created,
+        layers: layers.length,
+        compressedBytes: layers.reduce((n, l) => n + l.size, 0),
+        unpackedBytes: layers.reduce((n, l) => n + (this.state.getSnapshot(l.chainId)?.size ?? 0), 0),
+      };
+    });
+  }
+
+  /** The manifest and config of a local image, as stored (verified bytes), for `images inspect`. */
+  inspectImage(ref: string): { summary: ImageSummary; manifest: { layers: unknown[] }; config: unknown } {
+    const canonical = parseReference(ref).canonical;
+    const summary = this.imageSummaries().find((s) => s.ref === canonical);
+    const m = summary === undefined ? undefined : this.state.getManifest(summary.digest as Digest);
+    if (summary === undefined || m === undefined) throw new BerthError('ERR_NOT_FOUND', `inspect ${canonical}: no such local image (berth images ls)`);
+    return { summary, manifest: { layers: m.layers }, config: JSON.parse(m.config) as unknown };
+  }
+
+  /** `images tag SRC DST`: DST names the same local image as SRC (a new images row). */
+  tagImage(src: string, dst: string): { ref: string; digest: string } {
+    const from = parseReference(src).canonical;
+    const to = parseReference(dst).canonical;
+    const img = this.state.getImage(from);
+    if (img === undefined) throw new BerthError('ERR_NOT_FOUND', `tag ${from}: no such local image (berth images ls)`);
+    this.state.putImage({ ref: to, digest: img.digest, indexDigest: img.indexDigest, updatedAt: Date.now() });
+    return { ref: to, digest: img.digest };
   }
 
   resolveImage(ref: string, signal?: AbortSignal): Promise<Digest> {
