@@ -1,0 +1,421 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
+import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
+import { listStore, storeProblems } from '../helpers/gc-check.js';
+import { requireE2E, requireTools } from '../helpers/prereq.js';
+import { berth, cleanupEnv, conmonProcesses, makeEnv, mountsUnder, startDaemon, stopDaemon, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
+
+/**
+ * Issue 15, crash suite: berth is SIGKILLed by itself at injected crash points
+ * (src/lib/crashpoint.ts, BERTH_CRASH_AT) instead of at wall-clock delays, so every trial hits
+ * its window. After each trial a plain `berth apply` (or `gc`) must converge with:
+ * every container that was running keeping its pid, all pods Running, `berth check` clean,
+ * no orphan mount, no ingest or `tmp-` residue, every blob hashing to its name, rows and files
+ * agreeing, and no netns, veth or IP allocation of a pod that has no sandbox.
+ * docs/crash-suite.md lists the points and what each checks.
+ */
+
+interface PsPod {
+  key: string;
+  containers: { id: string; name: string; state: string; pid: number | null }[];
+}
+interface StatusPod {
+  key: string;
+  status: string;
+  hostNetwork: boolean;
+  ip: string | null;
+}
+
+const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
+
+describe('e2e: crash points (issue 15)', { timeout: 1_200_000 }, () => {
+  let ok = true;
+  let env: BerthEnv;
+  let demo: DemoFixture | undefined;
+  let dir: string;
+  let forwardBefore = '';
+  const bridge = `bc${randomBytes(3).toString('hex')}`;
+  const subnet = `10.${200 + ((randomBytes(1)[0] ?? 0) % 50)}.${randomBytes(1)[0] ?? 0}.0/24`;
+  const NET = ['--bridge', bridge, '--pod-subnet', subnet];
+  const B = (args: string[], opts: { crashAt?: string; timeoutMs?: number } = {}): Promise<RunResult> =>
+    berth(env, [...NET, ...args], {
+      timeoutMs: opts.timeoutMs ?? 180_000,
+      env: opts.crashAt !== undefined ? { ...process.env, BERTH_CRASH_AT: opts.crashAt } : withoutCrash(),
+    });
+  /** Every pod key the suite ever declared: none may keep a netns once it has no sandbox. */
+  const everDeclared = new Set<string>();
+  const trials: { point: string; via: string; result: string }[] = [];
+  let imageSeq = 0;
+
+  const image = (tag: string): string => `${demo?.registry.host ?? ''}/berth/${tag}`;
+  /** A new image in the registry whose second layer and config are new (the first is shared with the demo). */
+  const freshImage = async (): Promise<string> => {
+    const tag = `crash${++imageSeq}`;
+    await pushImage(demo?.registry.url ?? '', 'berth/extra', tag, await buildBusyboxImage({ page: `crash trial ${tag} ${randomBytes(4).toString('hex')}\n` }));
+    return image(`extra:${tag}`);
+  };
+  const writePod = async (name: string, o: { img?: string; hostNetwork?: boolean; cmd?: string } = {}): Promise<void> => {
+    everDeclared.add(`default/${name}`);
+    await fsp.writeFile(
+      path.join(dir, `${name}.yaml`),
+      `apiVersion: v1
+kind: Pod
+metadata:
+  name: ${name}
+spec:
+  terminationGracePeriodSeconds: 1
+  hostNetwork: ${o.hostNetwork ?? true}
+  containers:
+    - name: main
+      image: ${o.img ?? image('demo:1.0')}
+      command: ["sh", "-c", "${o.cmd ?? 'exec sleep 3600'}"]
+`,
+    );
+  };
+
+  const ps = async (): Promise<PsPod[]> => {
+    const r = await B(['ps', '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as PsPod[];
+  };
+  const status = async (): Promise<StatusPod[]> => {
+    const r = await B(['status', '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { pods: StatusPod[] }).pods;
+  };
+  /** Pid of every running container, by id. */
+  const running = async (): Promise<Map<string, number>> => {
+    const out = new Map<string, number>();
+    for (const p of await ps()) for (const c of p.containers) if (c.state === 'running' && c.pid !== null) out.set(c.id, c.pid);
+    return out;
+  };
+  const declared = async (): Promise<string[]> => (await fsp.readdir(dir)).filter((f) => f.endsWith('.yaml')).map((f) => `default/${f.slice(0, -5)}`).sort();
+
+  /** Runs `args` with the crash point armed and asserts the process died by SIGKILL there. */
+  const crash = async (point: string, args: string[]): Promise<void> => {
+    const r = await B(args, { crashAt: point });
+    assert.equal(r.signal, 'SIGKILL', `berth ${args.join(' ')} with BERTH_CRASH_AT=${point} was to die by SIGKILL, got code ${r.code} signal ${r.signal ?? 'none'}\n${r.stdout}\n${r.stderr}`);
+  };
+
+  /**
+   * A plain apply converges: exit 0, every declared pod Running, the containers in `keep`
+   * (id → pid, running before the crash and not changed by the trial) with the same pid, and
+   * nothing left over anywhere.
+   */
+  const converge = async (what: string, keep: Map<string, number>): Promise<void> => {
+    const r = await B(['apply', '-f', dir]);
+    assert.equal(r.code, 0, `${what}: recovery apply\n${r.stdout}\n${r.stderr}`);
+    const want = await declared();
+    await waitFor(`${what}: every declared pod Running`, async () => {
+      const pods = await status();
+      const keys = pods.map((p) => p.key).sort();
+      return JSON.stringify(keys) === JSON.stringify(want) && pods.every((p) => p.status === 'Running') ? true : undefined;
+    }, 60_000, 250);
+    const now = await running();
+    for (const [id, pid] of keep) assert.equal(now.get(id), pid, `${what}: container ${id} kept its pid ${pid}`);
+    await residueFree(what);
+  };
+
+  /** Everything the state says runs is there once, and nothing else is. */
+  const residueFree = async (what: string): Promise<void> => {
+    const pods = await ps();
+    const st = await status();
+    const containers = pods.flatMap((p) => p.containers).filter((c) => c.state !== 'exited');
+    const sandboxPods = st.filter((p) => !p.hostNetwork).map((p) => p.key);
+    // runc: one container per row, plus one infra container per sandbox; all running.
+    const runc = JSON.parse(sh('runc', ['--root', path.join(env.state, 'runc'), 'list', '--format', 'json']) || '[]') as { id: string; status: string }[];
+    const infra = runc.filter((c) => c.id.includes('._sandbox.'));
+    assert.deepEqual(runc.filter((c) => !c.id.includes('._sandbox.')).map((c) => c.id).sort(), containers.map((c) => c.id).sort(), `${what}: runc containers = rows`);
+    assert.deepEqual(infra.map((c) => c.id.split('.')[1]).sort(), sandboxPods.map((k) => k.split('/')[1]).sort(), `${what}: one infra container per sandbox pod`);
+    assert.ok(runc.every((c) => c.status === 'running'), `${what}: every runc container running: ${JSON.stringify(runc)}`);
+    assert.equal((await conmonProcesses(env.state)).length, runc.length, `${what}: one conmon per runc container`);
+    // Mounts: exactly the rootfs of each container row.
+    assert.deepEqual((await mountsUnder(env.root)).sort(), containers.map((c) => path.join(env.root, 'containers', c.id, 'bundle', 'rootfs')).sort(), `${what}: mounts under the root`);
+    // Crash residue.
+    assert.deepEqual(await fsp.readdir(path.join(env.root, 'content', 'ingest')), [], `${what}: ingest residue`);
+    assert.deepEqual((await fsp.readdir(path.join(env.root, 'snapshots'))).filter((n) => !/^[a-f0-9]{64}$/.test(n)), [], `${what}: snapshot residue`);
+    assert.deepEqual(await fsp.readdir(path.join(env.root, 'containers')).then((d) => d.sort()), containers.map((c) => c.id).sort(), `${what}: container directories`);
+    await blobsIntact(what);
+    assert.deepEqual(storeProblems(await listStore(env.root)), [], `${what}: rows and files agree`);
+    // Network: a netns, a veth and an address per sandbox pod, none for any other pod.
+    const nsNow = netnsList();
+    for (const key of everDeclared) assert.equal(nsNow.includes(netnsOf(key)), sandboxPods.includes(key), `${what}: netns of ${key}`);
+    const veths = sh('ip', ['-o', 'link', 'show', 'master', bridge]).trim().split('\n').filter((l) => l !== '');
+    assert.equal(veths.length, sandboxPods.length, `${what}: veths on ${bridge}: ${veths.join('\n')}`);
+    assert.equal(allocations(env).length, sandboxPods.length, `${what}: host-local allocations ${allocations(env).join(', ')}`);
+    await checkClean(what);
+  };
+
+  /** `berth check`: no fail, and no warn other than the host's runc version. */
+  const checkClean = async (what: string): Promise<void> => {
+    const r = await B(['check']);
+    const bad = r.stdout.split('\n').filter((l) => /^fail\b/.test(l) || (/^warn\b/.test(l) && !/^warn\s+runc\b/.test(l)));
+    assert.deepEqual(bad, [], `${what}: berth check\n${r.stdout}${r.stderr}`);
+    assert.equal(r.code, 0, `${what}: berth check exit\n${r.stdout}${r.stderr}`);
+  };
+
+  const blobsIntact = async (what: string): Promise<void> => {
+    const d = path.join(env.root, 'content', 'blobs', 'sha256');
+    for (const name of await fsp.readdir(d)) {
+      const h = createHash('sha256');
+      for await (const chunk of createReadStream(path.join(d, name))) h.update(chunk as Buffer);
+      assert.equal(h.digest('hex'), name, `${what}: blob ${name} hashes to its name`);
+    }
+  };
+
+  const record = (point: string, via: string): void => {
+    trials.push({ point, via, result: 'pass' });
+  };
+
+  before(async (t) => {
+    ok = requireE2E(t) && requireTools(t, ['ip', 'iptables-save', 'catatonit']);
+    if (!ok) return;
+    for (const plugin of ['bridge', 'host-local', 'portmap', 'firewall', 'loopback']) {
+      if (!existsSync(`/usr/lib/cni/${plugin}`)) throw new Error(`CNI plugin /usr/lib/cni/${plugin} is missing (Debian package containernetworking-plugins, scripts/host-deps.sh)`);
+    }
+    forwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
+    env = makeEnv('berth-crash-');
+    demo = await startDemoFixture();
+    dir = path.join(env.dir, 'manifests');
+    await fsp.mkdir(dir);
+    // N=3 hostNetwork pods and one in a sandbox on the test's own bridge.
+    for (const n of ['a', 'b', 'c']) await writePod(n);
+    await writePod('net', { hostNetwork: false });
+    await converge('initial apply', new Map());
+  });
+
+  after(async () => {
+    if (!ok) return;
+    if (env !== undefined) {
+      await B(['delete', '-f', dir], { timeoutMs: 180_000 }).catch(() => undefined);
+      await cleanupEnv(env);
+    }
+    await demo?.stop();
+    for (const key of everDeclared) {
+      try {
+        execFileSync('ip', ['netns', 'delete', netnsOf(key)], { stdio: 'ignore' });
+      } catch {
+        // not there
+      }
+    }
+    try {
+      execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
+    } catch {
+      // never created
+    }
+    removeIdleCniChains();
+    if (forwardBefore !== '') execFileSync('sysctl', ['-q', '-w', `net.ipv4.ip_forward=${forwardBefore}`]);
+    if (trials.length > 0) process.stderr.write(`crash suite: ${trials.length} trial(s)\n${trials.map((x) => `  ${x.point.padEnd(36)} ${x.via.padEnd(28)} ${x.result}`).join('\n')}\n`);
+  });
+
+  // Pull of a new image, crashing inside the content store or the layer unpack.
+  for (const [point, hit] of [
+    ['content.after-temp-write', '1'],
+    ['content.after-temp-write', '3'],
+    ['content.before-rename', '1'],
+    ['content.before-rename', '3'],
+    ['unpack.mid-layer', '2'],
+  ] as const) {
+    test(`apply of a pod with a new image, killed at ${point}:${hit}, converges`, async (t) => {
+      if (!ok) return t.skip();
+      const keep = await running();
+      const name = `pull${imageSeq + 1}`;
+      await writePod(name, { img: await freshImage() });
+      await crash(`${point}:${hit}`, ['apply', '-f', dir]);
+      await converge(`${point}:${hit}`, keep);
+      record(`${point}:${hit}`, 'apply (pull)');
+    });
+  }
+
+  test('berth images pull killed at content.before-rename:2, then the pull completes', async (t) => {
+    if (!ok) return t.skip();
+    const keep = await running();
+    const ref = await freshImage();
+    await crash('content.before-rename:2', ['images', 'pull', ref]);
+    const r = await B(['images', 'pull', ref]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    await converge('images pull after content.before-rename:2', keep);
+    record('content.before-rename:2', 'images pull');
+  });
+
+  test('a new container killed between runc create and runc start is started by the next apply', async (t) => {
+    if (!ok) return t.skip();
+    const keep = await running();
+    await writePod('started');
+    await crash('task.between-create-start', ['apply', '-f', dir]);
+    await converge('task.between-create-start (new pod)', keep);
+    record('task.between-create-start', 'apply (new pod)');
+  });
+
+  test('a replace killed between runc create and runc start converges; the other pods keep their pids', async (t) => {
+    if (!ok) return t.skip();
+    const before = await running();
+    const old = [...before.keys()].find((id) => id.startsWith('default.c.'));
+    assert.ok(old !== undefined);
+    await writePod('c', { cmd: 'exec sleep 3601' });
+    await crash('task.between-create-start', ['apply', '-f', dir]);
+    const keep = new Map([...before].filter(([id]) => id !== old));
+    await converge('task.between-create-start (replace)', keep);
+    assert.ok(!(await running()).has(old), 'the replaced container is gone');
+    record('task.between-create-start', 'apply (replace)');
+  });
+
+  test('a new sandbox killed before and inside CNI ADD is rebuilt by the next apply', async (t) => {
+    if (!ok) return t.skip();
+    for (const point of ['sandbox.before-cni-add', 'sandbox.mid-cni-add']) {
+      const keep = await running();
+      const name = `net${point.includes('mid') ? 'mid' : 'pre'}`;
+      await writePod(name, { hostNetwork: false });
+      await crash(point, ['apply', '-f', dir]);
+      assert.ok(netnsList().includes(netnsOf(`default/${name}`)), `${point}: the crash left the netns behind (the window was hit)`);
+      await converge(point, keep);
+      record(point, 'apply (new sandbox pod)');
+    }
+  });
+
+  test('a sandbox killed inside CNI ADD whose pod is then removed leaves no netns, veth or address', async (t) => {
+    if (!ok) return t.skip();
+    const keep = await running();
+    await writePod('netgone', { hostNetwork: false });
+    await crash('sandbox.mid-cni-add', ['apply', '-f', dir]);
+    await fsp.rm(path.join(dir, 'netgone.yaml'));
+    const r = await B(['apply', '--prune', '-f', dir]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    await converge('sandbox.mid-cni-add (pod removed)', keep);
+    assert.ok(!netnsList().includes(netnsOf('default/netgone')));
+    record('sandbox.mid-cni-add', 'apply --prune (pod removed)');
+  });
+
+  test('GC killed after its rows commit and before the files go: no row names a missing file; the next gc finishes', async (t) => {
+    if (!ok) return t.skip();
+    // The pull pods move to the demo image: their extra images are declared by nothing.
+    for (const f of await fsp.readdir(dir)) if (f.startsWith('pull')) await writePod(f.slice(0, -5));
+    await converge('pull pods moved to the demo image', new Map());
+    const keep = await running();
+    const before = await listStore(env.root);
+    await crash('state.after-row-before-files', ['images', 'prune']);
+    const mid = await listStore(env.root);
+    assert.ok(mid.manifests.length < before.manifests.length, 'the crash came after the rows were deleted');
+    const dangling = storeProblems(mid).filter((p) => !/referenced by no row|has no row$/.test(p));
+    assert.deepEqual(dangling, [], 'after the crash, no row names a missing file');
+    assert.ok(storeProblems(mid).length > 0, 'the crash came before the files were removed');
+    const g = await B(['gc']);
+    assert.equal(g.code, 0, `${g.stdout}\n${g.stderr}`);
+    await converge('state.after-row-before-files', keep);
+    assert.deepEqual((await listStore(env.root)).images.map((i) => i.ref), [image('demo:1.0')]);
+    record('state.after-row-before-files', 'images prune, then gc');
+  });
+
+  test('GC killed inside its rows transaction: the transaction rolls back whole; the next gc collects', async (t) => {
+    if (!ok) return t.skip();
+    const keep = await running();
+    const ref = await freshImage();
+    const p = await B(['images', 'pull', ref]);
+    assert.equal(p.code, 0, `${p.stdout}\n${p.stderr}`);
+    const rm = await B(['images', 'rm', ref]);
+    assert.equal(rm.code, 0, `${rm.stdout}\n${rm.stderr}`);
+    const before = await listStore(env.root);
+    await crash('state.in-transaction', ['gc']);
+    assert.deepEqual(await listStore(env.root), before, 'every row and file as before the killed gc');
+    const g = await B(['gc']);
+    assert.equal(g.code, 0, `${g.stdout}\n${g.stderr}`);
+    assert.ok((await listStore(env.root)).manifests.length < before.manifests.length, 'the gc that was killed had rows to delete');
+    await converge('state.in-transaction', keep);
+    record('state.in-transaction', 'gc, then gc');
+  });
+
+  test('reboot simulation: runc state, overlays, netns and conmons gone; berth up brings every pod back by restart policy', async (t) => {
+    if (!ok) return t.skip();
+    const byName = async (): Promise<Map<string, number>> => {
+      const out = new Map<string, number>();
+      for (const p of await ps()) for (const c of p.containers) if (c.state === 'running' && c.pid !== null) out.set(`${p.key}/${c.name}`, c.pid);
+      return out;
+    };
+    const before = await byName();
+    const runcRoot = path.join(env.state, 'runc');
+    const ids = (JSON.parse(sh('runc', ['--root', runcRoot, 'list', '--format', 'json']) || '[]') as { id: string }[]).map((c) => c.id);
+    for (const id of ids) execFileSync('runc', ['--root', runcRoot, 'delete', '--force', id], { stdio: 'ignore' });
+    for (const pid of await conmonProcesses(env.state)) process.kill(pid, 'SIGKILL');
+    for (const m of (await mountsUnder(env.root)).sort((a, b) => b.length - a.length)) execFileSync('umount', [m]);
+    for (const key of everDeclared) {
+      if (netnsList().includes(netnsOf(key))) execFileSync('ip', ['netns', 'delete', netnsOf(key)]);
+    }
+    assert.deepEqual(await mountsUnder(env.root), []);
+    const u = await startDaemon(env, dir, { extra: ['--resync', '30', ...NET], env: withoutCrash() });
+    try {
+      const want = await declared();
+      // The daemon answers status from its rows, which say running until it has observed the
+      // loss: wait for every container to run with a pid it did not have before.
+      let after = new Map<string, number>();
+      await waitFor('every pod Running again under berth up, each container with a new pid', async () => {
+        const pods = await status();
+        after = await byName();
+        const anew = [...before].every(([c, pid]) => after.has(c) && after.get(c) !== pid);
+        return pods.length === want.length && pods.every((p) => p.status === 'Running') && anew && after.size === before.size ? true : undefined;
+      }, 120_000, 500).catch((err: unknown) => {
+        throw new Error(`${String(err)}\nbefore ${JSON.stringify([...before])}\nafter ${JSON.stringify([...after])}\n${u.output().slice(-4000)}`);
+      });
+      await residueFree('reboot simulation');
+      trials.push({ point: '(reboot simulation)', via: 'berth up', result: 'pass' });
+    } finally {
+      await stopDaemon(u);
+    }
+  });
+});
+
+function withoutCrash(): NodeJS.ProcessEnv {
+  const e = { ...process.env };
+  delete e['BERTH_CRASH_AT'];
+  return e;
+}
+
+function netnsList(): string[] {
+  return sh('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0] ?? '').filter((x) => x !== '');
+}
+
+function netnsOf(podKey: string): string {
+  return `berth-${createHash('sha256').update(podKey).digest('hex').slice(0, 16)}`;
+}
+
+/** host-local's allocation files (one per IP) under berth's root. */
+function allocations(env: BerthEnv): string[] {
+  const d = path.join(env.root, 'cni', 'networks', 'berth');
+  return existsSync(d) ? readdirSync(d).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)) : [];
+}
+
+/**
+ * The chains portmap and firewall create once per host, removed when no per-pod rule is left
+ * in them (as pod-network.test.ts does).
+ */
+function removeIdleCniChains(): void {
+  const saved = sh('iptables-save', []);
+  if (/^-A CNI-(DN|FORWARD .*-d |HOSTPORT-DNAT .*CNI-DN)/m.test(saved) || /^-A CNI-[0-9a-f]{24}/m.test(saved)) return;
+  for (const [table, chains] of [
+    ['nat', ['CNI-HOSTPORT-DNAT', 'CNI-HOSTPORT-SETMARK', 'CNI-HOSTPORT-MASQ']],
+    ['filter', ['CNI-FORWARD', 'CNI-ADMIN']],
+  ] as const) {
+    for (const l of sh('iptables-save', ['-t', table]).split('\n')) {
+      const m = /^-A (\S+) (.*-j (CNI-\S+).*)$/.exec(l);
+      if (m === null || (m[1] ?? '').startsWith('CNI-')) continue;
+      try {
+        execFileSync('iptables', ['-t', table, '-D', m[1] ?? '', ...[...(m[2] ?? '').matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)].map((x) => x[1] ?? x[2] ?? '')], { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
+    }
+    for (const c of chains) {
+      for (const op of ['-F', '-X']) {
+        try {
+          execFileSync('iptables', ['-t', table, op, c], { stdio: 'ignore' });
+        } catch {
+          // not there
+        }
+      }
+    }
+  }
+}
