@@ -803,6 +803,30 @@ export function buildProgram(): Command {
       });
     });
   images
+    .command('import')
+    .description('import a docker save tar or an OCI image layout (directory or tar): every blob verified, layers unpacked, names from the archive (RepoTags, ref.name annotations) or --ref; no registry is contacted')
+    .argument('<path>', 'the archive file or OCI layout directory')
+    .option('--ref <ref>', "name the archive's only image with this reference")
+    .action(async (file: string, o: { ref?: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      await withBackend(cfg, { write: true, what: 'images import' }, async (b) => {
+        const r = await b.call<{ imported: { ref: string; digest: string; format: string }[] }>('imagesImport', { path: path.resolve(file), ...(o.ref !== undefined ? { ref: o.ref } : {}) });
+        for (const i of r.imported) process.stdout.write(`${i.ref} ${i.digest}\n`);
+      });
+    });
+  images
+    .command('export')
+    .description('write local images as an OCI image layout tar (oci-archive, readable by skopeo and umoci): blobs as stored, index.json naming each reference')
+    .argument('<ref...>', 'local image references')
+    .requiredOption('-o, --output <file>', 'the archive to write (replaced if it exists)')
+    .action(async (refs: string[], o: { output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      await withBackend(cfg, { write: false, what: 'images export' }, async (b) => {
+        const r = await b.call<{ exported: { ref: string; digest: string }[] }>('imagesExport', { refs, file: path.resolve(o.output) });
+        for (const i of r.exported) process.stdout.write(`${i.ref} ${i.digest}\n`);
+      });
+    });
+  images
     .command('pull')
     .description('pull an image into the content store and unpack it')
     .argument('<ref>', 'image reference')

@@ -1,9 +1,10 @@
 import { statSync } from 'node:fs';
+import * as path from 'node:path';
 import { containerArgv } from '../lib/argv.js';
 import { BerthError, isBerthError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { matchesSelector, parseSelector } from '../lib/selector.js';
-import { parseReference, type EventRecord, type GcReport, type ImageSummary, type ObservedPod, type Runtime } from '../runtime/index.js';
+import { parseReference, type EventRecord, type GcReport, type ImageSummary, type ImportedImage, type ObservedPod, type Runtime } from '../runtime/index.js';
 import { Controller, type ApplyResult, type ProgressEvent } from '../reconciler/controller.js';
 import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
 import { knownConfigs, recordConfigs } from '../reconciler/configs.js';
@@ -242,6 +243,25 @@ export class BerthService {
 
   imagesTag(req: { src: string; dst: string }): { ref: string; digest: string } {
     return this.o.rt.tagImage(req.src, req.dst);
+  }
+
+  /**
+   * `images import PATH [--ref REF]`: PATH is read by this process (the daemon's when it runs), so
+   * the CLI passes it absolute. Records an Imported event per reference.
+   */
+  async imagesImport(req: { path: string; ref?: string }): Promise<{ imported: ImportedImage[] }> {
+    if (typeof req.path !== 'string' || req.path === '') throw new BerthError('ERR_INVALID_ARGUMENT', 'images import: no archive path');
+    if (!path.isAbsolute(req.path)) throw new BerthError('ERR_INVALID_ARGUMENT', `images import ${req.path}: the path must be absolute`);
+    const imported = await this.o.rt.importImages(req.path, req.ref !== undefined ? { ref: req.ref } : {});
+    for (const i of imported) this.o.rt.addEvent(`image/${i.ref}`, 'Imported', `imported ${i.ref} (${i.digest}) from ${req.path} (${i.format})`);
+    return { imported };
+  }
+
+  /** `images export REF... -o FILE`: FILE (absolute) is written by this process. */
+  imagesExport(req: { refs: string[]; file: string }): Promise<{ exported: { ref: string; digest: string }[] }> {
+    if (!Array.isArray(req.refs) || req.refs.length === 0) throw new BerthError('ERR_INVALID_ARGUMENT', 'images export: no image reference');
+    if (typeof req.file !== 'string' || !path.isAbsolute(req.file)) throw new BerthError('ERR_INVALID_ARGUMENT', 'images export: the output file must be an absolute path');
+    return this.o.rt.exportImages(req.refs, req.file).then((exported) => ({ exported }));
   }
 
   /** `images rm REF...`: forgets the images (all or none); refused for an image a pod uses (ERR_CONFLICT names it). */
@@ -490,6 +510,10 @@ export async function dispatch(s: BerthService, method: string, body: unknown, o
       return s.imagesTag(b as { src: string; dst: string });
     case 'pull':
       return s.pull(String(b['ref'] ?? ''), onProgress);
+    case 'imagesImport':
+      return s.imagesImport({ path: String(b['path'] ?? ''), ...(typeof b['ref'] === 'string' ? { ref: b['ref'] } : {}) });
+    case 'imagesExport':
+      return s.imagesExport({ refs: Array.isArray(b['refs']) ? b['refs'].map(String) : [], file: String(b['file'] ?? '') });
     case 'imagesRemove':
       return s.imagesRemove({ refs: Array.isArray(b['refs']) ? b['refs'].map(String) : [] });
     case 'imagesPrune':

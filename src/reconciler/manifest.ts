@@ -506,6 +506,8 @@ export function parseManifestText(text: string, file: string): { pods: DesiredPo
     const docLine = at(doc.contents.range[0]).line;
     // File modes written the YAML 1.1 way (0400): YAML 1.2 reads decimal 400, kubectl octal 256.
     // Either reading would surprise someone, so the file must say which (256 or 0o400).
+    // Such a document yields no object (regression: octal-mode-problem-still-yields-pod).
+    const before = problems.length;
     visit(doc, {
       Pair(_k, pair) {
         if (!isScalar(pair.key) || (pair.key.value !== 'defaultMode' && pair.key.value !== 'mode') || !isScalar(pair.value)) return;
@@ -515,6 +517,7 @@ export function parseManifestText(text: string, file: string): { pods: DesiredPo
         }
       },
     });
+    const ambiguousModes = problems.length > before;
     const locate = (fieldPath: FieldPath): { line: number; col: number } => {
       for (let n = fieldPath.length; n >= 0; n--) {
         const node = doc.getIn(fieldPath.slice(0, n), true);
@@ -545,7 +548,7 @@ export function parseManifestText(text: string, file: string): { pods: DesiredPo
     };
     const object = checkDocument(obj, { file, line: docLine, problem, overflow: () => (overflow = true) });
     problems.push(...capped(sortProblems(found), overflow));
-    if (found.length > 0 || object === undefined) continue;
+    if (found.length > 0 || ambiguousModes || object === undefined) continue;
     if ('image' in object) images.push(object.image);
     else if ('config' in object) configs.push(object.config);
     else pods.push(object.pod);

@@ -9,6 +9,7 @@ import type { Logger } from '../lib/log.js';
 import type { StepWait } from '../lib/progress.js';
 import { ContentStore } from './content/index.js';
 import { ImageService, type LocalImage } from './images/index.js';
+import { exportArchive, importArchive, type ImportedImage, type ImportOptions } from './images/archive.js';
 import { chainCredentials, credentialsFromDockerConfig, dockerConfigFile, parseReference, RegistryClient } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
 import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type PodRecord, type RestartRecord } from './state/index.js';
@@ -25,6 +26,7 @@ import { readCgroupSample, type CgroupSample } from './stats/index.js';
 import { crashPoint } from '../lib/crashpoint.js';
 
 export type { LocalImage } from './images/index.js';
+export type { ImportedImage } from './images/archive.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState, RestartRecord, ConditionRecord, ImageRecord } from './state/index.js';
 export { parseReference, defaultDockerConfigPath, credentialsFromDockerConfig, type CredentialSource } from './registry/index.js';
 export type { ContainerRunSpec } from './tasks/spec.js';
@@ -343,6 +345,20 @@ export class Runtime {
     if (img === undefined) throw new BerthError('ERR_NOT_FOUND', `tag ${from}: no such local image (berth images ls)`);
     this.state.putImage({ ref: to, digest: img.digest, indexDigest: img.indexDigest, updatedAt: Date.now() });
     return { ref: to, digest: img.digest };
+  }
+
+  /**
+   * `images import PATH`: a docker save tar or an OCI image layout (directory or tar), verified,
+   * unpacked and recorded as a pull records it (runtime/images/archive). Shares the pull gate: GC
+   * waits, since blobs and snapshots are written before the rows that name them.
+   */
+  importImages(source: string, opts: ImportOptions = {}): Promise<ImportedImage[]> {
+    return this.pullGate.shared(() => importArchive({ images: this.images, content: this.content, log: this.cfg.log }, source, opts));
+  }
+
+  /** `images export REF... -o FILE`: an OCI image layout tar of the local images (runtime/images/archive). */
+  exportImages(refs: readonly string[], file: string): Promise<{ ref: string; digest: Digest }[]> {
+    return this.pullGate.shared(() => exportArchive({ content: this.content, state: this.state }, refs, file));
   }
 
   resolveImage(ref: string, signal?: AbortSignal): Promise<Digest> {

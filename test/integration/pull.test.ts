@@ -208,7 +208,17 @@ describe('integration: pull from docker-registry', { timeout: 300_000 }, () => {
     for (const l of img.layers) assert.ok((proxy.blobGets.get(l.digest) ?? 0) <= 1, `${l.digest} fetched ${proxy.blobGets.get(l.digest)} times: a full disk is not a broken download`);
     assert.equal(proxy.blobGets.get(big.digest), 1);
     await assert.rejects(fsp.access(path.join(content, 'blobs/sha256', digestHex(big.digest))), 'nothing committed under the digest');
-    assert.deepEqual(await fsp.readdir(path.join(content, 'ingest')), [], 'no temp file left');
+    // The partials of the layers that hit the full disk (or were stopped by it) are kept for a
+    // resume once space is freed (issue 14): files named by a layer's digest, each holding a
+    // prefix of that layer; no temp file.
+    const ingest = await fsp.readdir(path.join(content, 'ingest'));
+    assert.ok(ingest.length >= 1, 'the resumable partial is kept');
+    for (const name of ingest) {
+      const partial = img.layers.find((l) => name === digestHex(l.digest));
+      assert.ok(partial !== undefined, `only resumable partials are left: ${ingest.join(', ')}`);
+      const kept = await fsp.readFile(path.join(content, 'ingest', name));
+      assert.ok(kept.length < partial.size && kept.equals(partial.data.subarray(0, kept.length)), `the partial is a prefix of the layer (${kept.length} bytes)`);
+    }
     // Space freed: the same store pulls the image, and every blob it has is whole.
     execFileSync('mount', ['-o', 'remount,size=16m', content]);
     const local = await small.pullImage(`127.0.0.1:${proxy.port}/berth/demo:1.0`);

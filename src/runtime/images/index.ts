@@ -10,7 +10,7 @@ import { parseReference, type CredentialSource, type RegistryClient, type ImageR
 import type { Snapshotter } from '../snapshots/index.js';
 import type { LayerRecord, StateStore } from '../state/index.js';
 import { unpackLayer } from '../unpack/index.js';
-import { hostPlatform, parseImageConfig, parseManifestOrIndex, selectPlatform, type ImageConfig, type Platform } from './documents.js';
+import { hostPlatform, parseImageConfig, parseManifestOrIndex, selectPlatform, type ImageConfig, type ImageManifest, type Platform } from './documents.js';
 
 export { hostPlatform, type ImageConfig, type Platform } from './documents.js';
 
@@ -22,6 +22,20 @@ export interface LocalImage {
   config: ImageConfig;
   layers: LayerRecord[];
   chainIds: Digest[];
+}
+
+/** A platform manifest checked against its config (ImageService.prepare): what unpack and record need. */
+export interface PreparedImage {
+  manifest: ImageManifest;
+  manifestDigest: Digest;
+  /** The exact bytes that hash to manifestDigest. */
+  manifestBytes: Buffer;
+  configBytes: Buffer;
+  config: ImageConfig;
+  layers: LayerRecord[];
+  chainIds: Digest[];
+  /** The index the manifest was picked from, stored beside it. */
+  index: { digest: Digest; bytes: Buffer } | null;
 }
 
 export interface PullOptions {
@@ -116,30 +130,8 @@ export class ImageService {
     }
     const manifest = doc;
     const configBytes = await registry.fetchSmallBlob(ref, manifest.config);
-    const config = parseImageConfig(configBytes, `${what} config ${manifest.config.digest}`);
-    if (config.rootfs.diff_ids.length !== manifest.layers.length) {
-      throw new BerthError(
-        'ERR_INVALID_IMAGE',
-        `${what}: config ${manifest.config.digest} lists ${config.rootfs.diff_ids.length} diff_ids for ${manifest.layers.length} layers`,
-      );
-    }
-    if (manifest.layers.length > this.snapshots.maxLayers()) {
-      throw new BerthError('ERR_UNSUPPORTED', `${what}: ${manifest.layers.length} layers are more than an overlay mount can stack here (${this.snapshots.maxLayers()})`);
-    }
-    if (manifest.layers.length === 0) {
-      throw new BerthError('ERR_INVALID_IMAGE', `${what}: the image has no layers, so there is no root filesystem to run`);
-    }
-    if ((config.os !== '' && config.os !== want.os) || (config.architecture !== '' && config.architecture !== want.architecture)) {
-      throw new BerthError('ERR_INVALID_IMAGE', `${what}: image is for ${config.os}/${config.architecture}, not ${want.os}/${want.architecture}`);
-    }
-    const ids = chainIds(config.rootfs.diff_ids);
-    const layers: LayerRecord[] = manifest.layers.map((l, i) => ({
-      digest: l.digest,
-      size: l.size,
-      mediaType: l.mediaType,
-      diffId: config.rootfs.diff_ids[i] as Digest,
-      chainId: ids[i] as Digest,
-    }));
+    const img = this.prepare(what, { manifest, digest: manifestDigest, bytes: manifestBytes }, configBytes, want, indexDigest === null ? null : { digest: indexDigest, bytes: top.bytes });
+    const { layers } = img;
 
     // Layers download in parallel (bounded); extraction follows in order since each
     // snapshot is recorded with its parent. The first failed layer aborts the others, and the
@@ -154,7 +146,59 @@ export class ImageService {
       },
       opts.signal !== undefined ? { signal: opts.signal } : {},
     );
-    for (const [i, l] of layers.entries()) {
+    await this.unpack(img, opts.signal);
+    await this.storeDocuments(img);
+    this.record([{ image: img, refs: [ref.canonical] }]);
+    this.log.info({ ref: ref.canonical, digest: manifestDigest, layers: layers.length }, 'image pulled');
+    return { ref: ref.canonical, digest: manifestDigest, indexDigest, config: img.config, layers, chainIds: img.chainIds };
+  }
+
+  /**
+   * Checks a platform manifest and its config (verified bytes) against each other, the snapshotter
+   * and the platform `want`, and derives each layer's diff ID and chain ID. Pure: nothing is read
+   * or written. Errors: ERR_INVALID_IMAGE (diff_ids and layers disagree, no layers, another
+   * platform), ERR_UNSUPPORTED (more layers than overlay can stack).
+   */
+  prepare(
+    what: string,
+    manifest: { manifest: ImageManifest; digest: Digest; bytes: Buffer },
+    configBytes: Buffer,
+    want: Platform,
+    index: { digest: Digest; bytes: Buffer } | null,
+  ): PreparedImage {
+    const m = manifest.manifest;
+    const config = parseImageConfig(configBytes, `${what} config ${m.config.digest}`);
+    if (config.rootfs.diff_ids.length !== m.layers.length) {
+      throw new BerthError('ERR_INVALID_IMAGE', `${what}: config ${m.config.digest} lists ${config.rootfs.diff_ids.length} diff_ids for ${m.layers.length} layers`);
+    }
+    if (m.layers.length > this.snapshots.maxLayers()) {
+      throw new BerthError('ERR_UNSUPPORTED', `${what}: ${m.layers.length} layers are more than an overlay mount can stack here (${this.snapshots.maxLayers()})`);
+    }
+    if (m.layers.length === 0) {
+      throw new BerthError('ERR_INVALID_IMAGE', `${what}: the image has no layers, so there is no root filesystem to run`);
+    }
+    if ((config.os !== '' && config.os !== want.os) || (config.architecture !== '' && config.architecture !== want.architecture)) {
+      throw new BerthError('ERR_INVALID_IMAGE', `${what}: image is for ${config.os}/${config.architecture}, not ${want.os}/${want.architecture}`);
+    }
+    const ids = chainIds(config.rootfs.diff_ids);
+    const layers: LayerRecord[] = m.layers.map((l, i) => ({
+      digest: l.digest,
+      size: l.size,
+      mediaType: l.mediaType,
+      diffId: config.rootfs.diff_ids[i] as Digest,
+      chainId: ids[i] as Digest,
+    }));
+    return { manifest: m, manifestDigest: manifest.digest, manifestBytes: manifest.bytes, configBytes, config, layers, chainIds: ids, index };
+  }
+
+  /**
+   * Unpacks each layer of `img`, whose blobs are in the content store, into its chain ID snapshot
+   * (recorded with its parent; a ready snapshot is left alone), in order. Errors: those of
+   * unpackLayer; a failed layer leaves the snapshots before it ready and nothing of itself.
+   */
+  async unpack(img: PreparedImage, signal?: AbortSignal): Promise<void> {
+    const ids = img.chainIds;
+    for (const [i, l] of img.layers.entries()) {
       const parent = i === 0 ? null : (ids[i - 1] as Digest);
       await this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
         const res = await unpackLayer({
@@ -164,21 +208,32 @@ export class ImageService {
           dest: dir,
           lowerDirs: i === 0 ? [] : this.snapshots.lowerDirs(ids.slice(0, i)),
           log: this.log,
-          ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
+          ...(signal !== undefined ? { signal } : {}),
         });
         return { opaqueRoot: res.opaqueRoot, size: res.uncompressedSize };
       });
     }
+  }
 
-    await this.content.put({ digest: manifest.config.digest, size: manifest.config.size }, configBytes);
-    await this.content.put({ digest: manifestDigest, size: manifestBytes.length }, manifestBytes);
-    if (indexDigest !== null) await this.content.put({ digest: indexDigest, size: top.bytes.length }, top.bytes);
+  /** Stores the config, the manifest and the index (if any) of `img` in the content store, verified. */
+  async storeDocuments(img: PreparedImage): Promise<void> {
+    await this.content.put({ digest: img.manifest.config.digest, size: img.manifest.config.size }, img.configBytes);
+    await this.content.put({ digest: img.manifestDigest, size: img.manifestBytes.length }, img.manifestBytes);
+    if (img.index !== null) await this.content.put({ digest: img.index.digest, size: img.index.bytes.length }, img.index.bytes);
+  }
+
+  /**
+   * Records the manifest rows and the image rows (one per canonical ref) of unpacked images whose
+   * documents are stored, in one transaction: all or none.
+   */
+  record(images: readonly { image: PreparedImage; refs: readonly string[] }[]): void {
+    const now = Date.now();
     this.state.transaction(() => {
-      this.state.putManifest({ digest: manifestDigest, configDigest: manifest.config.digest, config: configBytes.toString('utf8'), layers });
-      this.state.putImage({ ref: ref.canonical, digest: manifestDigest, indexDigest, updatedAt: Date.now() });
+      for (const { image: img, refs } of images) {
+        this.state.putManifest({ digest: img.manifestDigest, configDigest: img.manifest.config.digest, config: img.configBytes.toString('utf8'), layers: img.layers });
+        for (const ref of refs) this.state.putImage({ ref, digest: img.manifestDigest, indexDigest: img.index?.digest ?? null, updatedAt: now });
+      }
     });
-    this.log.info({ ref: ref.canonical, digest: manifestDigest, layers: layers.length }, 'image pulled');
-    return { ref: ref.canonical, digest: manifestDigest, indexDigest, config, layers, chainIds: ids };
   }
 
   /**
@@ -193,8 +248,10 @@ export class ImageService {
    * ERR_NETWORK: the partial is kept and the next attempt resumes, a bounded number of times;
    * when they are used up the partial stays for the next pull. A digest mismatch after a resumed
    * attempt starts once more from zero (the kept prefix may be what is wrong); otherwise it is
-   * final and the partial is removed, as after a local disk failure (ERR_RESOURCE_EXHAUSTED,
-   * ERR_IO: downloading again would fill the same disk) and an abort of `signal`.
+   * final and the partial is removed, as after ERR_IO and an abort of `signal`. A full disk
+   * (ERR_RESOURCE_EXHAUSTED, here or in a sibling download) is not retried (it would fill the
+   * same disk) but keeps the partial: once space is freed the next pull resumes it with Range
+   * (issue 14; the sweep keeps partials < 24 h).
    */
   private async fetchLayer(registry: RegistryClient, ref: ImageReference, l: LayerRecord, signal: AbortSignal, report?: LayerReporter): Promise<void> {
     const attempts = 3;
@@ -232,15 +289,18 @@ export class ImageService {
             await w.reset();
             continue;
           }
-          keep = e.code === 'ERR_NETWORK';
-          if (!keep || attempt >= attempts) throw e;
+          keep = e.code === 'ERR_NETWORK' || e.code === 'ERR_RESOURCE_EXHAUSTED';
+          if (e.code !== 'ERR_NETWORK' || attempt >= attempts) throw e;
           this.log.warn({ digest: l.digest, attempt, written: w.written, err: e.message }, 'layer download broke off, resuming');
           await sleep(200 * 2 ** attempt, signal);
         }
       }
     } finally {
-      // A network failure keeps the bytes for the next pull; anything else leaves nothing behind.
-      if (keep && !signal.aborted) await w.keep();
+      // A network failure or a full disk keeps the bytes for the next pull (so does a download
+      // stopped because a sibling filled the disk: a retry must not lose them); anything else
+      // leaves nothing behind.
+      const fullDisk = signal.aborted && (signal.reason as { code?: unknown } | undefined)?.code === 'ERR_RESOURCE_EXHAUSTED';
+      if ((keep && !signal.aborted) || fullDisk) await w.keep();
       else await w.abort();
     }
   }

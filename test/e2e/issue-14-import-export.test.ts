@@ -1,0 +1,288 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { pack as tarPack, type Header } from 'tar-stream';
+import { buildBusyboxImage } from '../../scripts/fixture-image.js';
+import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
+import { requireE2E, requireTools } from '../helpers/prereq.js';
+import { berth, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { Runtime } from '../../src/runtime/index.js';
+import { createLogger } from '../../src/lib/log.js';
+import { isBerthError } from '../../src/lib/errors.js';
+
+const run = promisify(execFile);
+
+/**
+ * Issue 14, air-gapped edge: `images export` writes an OCI archive that skopeo and umoci read,
+ * with the local image's manifest digest; `images import` of that archive (and of the OCI layout
+ * directory skopeo makes from it, and of a `docker save` tar built here) into a fresh root with no
+ * registry running gives a runnable image, digest-equal for the OCI forms. Hostile archives (a
+ * changed layer byte, `../x`, a symlink member, an oversize document) are refused with a coded
+ * error and record nothing.
+ */
+
+interface Member {
+  name: string;
+  data?: Buffer;
+  type?: Header['type'];
+  linkname?: string;
+}
+
+async function tarOf(members: readonly Member[]): Promise<Buffer> {
+  const p = tarPack();
+  const chunks: Buffer[] = [];
+  p.on('data', (c) => chunks.push(c as Buffer));
+  const done = new Promise<void>((resolve, reject) => {
+    p.on('end', resolve);
+    p.on('error', reject);
+  });
+  for (const m of members) {
+    await new Promise<void>((resolve, reject) => {
+      const h = { name: m.name, mode: 0o644, mtime: new Date(0), type: m.type ?? 'file', ...(m.linkname !== undefined ? { linkname: m.linkname } : {}) } as Header;
+      if (m.data !== undefined) h.size = m.data.length;
+      p.entry(h, m.data ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve()));
+    });
+  }
+  p.finalize();
+  await done;
+  return Buffer.concat(chunks);
+}
+
+const sha = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+describe('e2e: images import and export (issue 14, air-gapped edge)', { timeout: 600_000 }, () => {
+  let ok = true;
+  let src: BerthEnv;
+  let dst: BerthEnv;
+  let demo: DemoFixture | undefined;
+  let image = '';
+  let digest = '';
+  let layers: string[] = [];
+  let archive = '';
+  let dockerSave: { members: Member[]; layerTars: Buffer[] } | undefined;
+
+  const lsRefs = async (env: BerthEnv): Promise<{ ref: string; digest: string }[]> => {
+    const r = await berth(env, ['images', 'ls', '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { ref: string; digest: string }[]).map((i) => ({ ref: i.ref, digest: i.digest }));
+  };
+
+  /** Applies a pod that prints from the image and exits; returns its log. */
+  const runPod = async (env: BerthEnv, name: string, img: string): Promise<string> => {
+    const file = path.join(env.dir, `${name}.yaml`);
+    await fsp.writeFile(
+      file,
+      `apiVersion: v1
+kind: Pod
+metadata: {name: ${name}}
+spec:
+  hostNetwork: true
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: c
+      image: ${img}
+      imagePullPolicy: Never
+      command: ["sh", "-c", "cat /var/www/index.html; echo user=$(id -u)"]
+`,
+    );
+    const a = await berth(env, ['apply', '-f', file]);
+    assert.equal(a.code, 0, a.stderr);
+    await waitFor(
+      `${name} exited`,
+      async () => {
+        const pods = JSON.parse((await berth(env, ['status', '-o', 'json'])).stdout) as { pods: { key: string; containers: { state: string; exitCode: number | null }[] }[] };
+        const c = pods.pods.find((p) => p.key === `default/${name}`)?.containers[0];
+        return c?.state === 'exited' ? c : undefined;
+      },
+      60_000,
+    );
+    const out = (await berth(env, ['logs', `${name}/c`])).stdout;
+    await berth(env, ['delete', '-f', file]);
+    return out;
+  };
+
+  before(async (t) => {
+    ok = requireE2E(t) && requireTools(t, ['skopeo', 'umoci']);
+    if (!ok) return;
+    src = makeEnv('berth-export-');
+    dst = makeEnv('berth-import-');
+    demo = await startDemoFixture();
+    image = `${demo.registry.host}/berth/demo:1.0`;
+    const p = await berth(src, ['images', 'pull', '-q', image]);
+    assert.equal(p.code, 0, p.stderr);
+    digest = p.stdout.trim().split(' ')[1] ?? '';
+    const inspect = JSON.parse((await berth(src, ['images', 'inspect', image])).stdout) as { manifest: { layers: { digest: string }[] } };
+    layers = inspect.manifest.layers.map((l) => l.digest);
+    // Air-gapped from here on: no registry answers.
+    await demo.stop();
+    demo = undefined;
+    archive = path.join(src.dir, 'demo.oci.tar');
+
+    // A docker save archive (the pre-25 layout: <id>/layer.tar, <config hex>.json) of the fixture image.
+    const img = await buildBusyboxImage({ page: 'saved by docker\n' });
+    const layerTars = img.layers.map((l) => gunzipSync(l.data));
+    const configName = `${img.configDigest.slice('sha256:'.length)}.json`;
+    const ids = layerTars.map((_, i) => createHash('sha256').update(`layer ${i}`).digest('hex'));
+    const manifest = Buffer.from(JSON.stringify([{ Config: configName, RepoTags: ['example.test/saved:1'], Layers: ids.map((id) => `${id}/layer.tar`) }]));
+    dockerSave = {
+      layerTars,
+      members: [
+        { name: configName, data: img.config },
+        ...ids.flatMap((id, i) => [
+          { name: `${id}/`, type: 'directory' as const },
+          { name: `${id}/VERSION`, data: Buffer.from('1.0') },
+          { name: `${id}/layer.tar`, data: layerTars[i] as Buffer },
+        ]),
+        { name: 'manifest.json', data: manifest },
+        { name: 'repositories', data: Buffer.from(JSON.stringify({ 'example.test/saved': { '1': ids[ids.length - 1] } })) },
+      ],
+    };
+  });
+
+  after(async () => {
+    if (!ok) return;
+    await cleanupEnv(src);
+    await cleanupEnv(dst);
+    await demo?.stop();
+  });
+
+  test('export: skopeo inspects the same manifest digest and layers; skopeo copy and umoci unpack accept it', async (t) => {
+    if (!ok) return t.skip();
+    const e = await berth(src, ['images', 'export', image, '-o', archive]);
+    assert.equal(e.code, 0, e.stderr);
+    assert.equal(e.stdout.trim(), `${image} ${digest}`);
+    const { stdout } = await run('skopeo', ['inspect', `oci-archive:${archive}`]);
+    const info = JSON.parse(stdout) as { Digest: string; Layers: string[] };
+    assert.equal(info.Digest, digest);
+    assert.deepEqual(info.Layers, layers);
+    const layout = path.join(src.dir, 'layout');
+    await run('skopeo', ['copy', `oci-archive:${archive}`, `oci:${layout}:demo`]);
+    const bundle = path.join(src.dir, 'bundle');
+    await run('umoci', ['unpack', '--image', `${layout}:demo`, bundle]);
+    assert.match(await fsp.readFile(path.join(bundle, 'rootfs/var/www/index.html'), 'utf8'), /berth demo/);
+    assert.ok((await fsp.lstat(path.join(bundle, 'rootfs/bin/busybox'))).isFile());
+    // The blobs are the store's bytes: skopeo's copy of the layout kept the manifest digest.
+    const index = JSON.parse(await fsp.readFile(path.join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+    assert.equal(index.manifests[0]?.digest, digest);
+  });
+
+  test('import of the exported archive into a fresh root, no registry: digest-equal and runnable', async (t) => {
+    if (!ok) return t.skip();
+    const i = await berth(dst, ['images', 'import', archive]);
+    assert.equal(i.code, 0, i.stderr);
+    assert.equal(i.stdout.trim(), `${image} ${digest}`);
+    assert.deepEqual(await lsRefs(dst), [{ ref: image, digest }]);
+    const inspect = JSON.parse((await berth(dst, ['images', 'inspect', image])).stdout) as { manifest: { layers: { digest: string }[] } };
+    assert.deepEqual(inspect.manifest.layers.map((l) => l.digest), layers);
+    assert.match(await runPod(dst, 'imported', image), /berth demo[\s\S]*user=0/);
+    // Again: idempotent, same rows.
+    const again = await berth(dst, ['images', 'import', archive]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(await lsRefs(dst), [{ ref: image, digest }]);
+  });
+
+  test('import of an OCI layout directory: a tag-only ref.name needs --ref; digest-equal', async (t) => {
+    if (!ok) return t.skip();
+    const layout = path.join(src.dir, 'layout'); // written by skopeo in the export test
+    const unnamed = await berth(dst, ['images', 'import', layout]);
+    assert.notEqual(unnamed.code, 0);
+    assert.match(unnamed.stderr, /ERR_INVALID_IMAGE|carries no name/);
+    const named = await berth(dst, ['images', 'import', layout, '--ref', 'example.test/layout:dir']);
+    assert.equal(named.code, 0, named.stderr);
+    assert.equal(named.stdout.trim(), `example.test/layout:dir ${digest}`);
+  });
+
+  test('import of a docker save tar (uncompressed layer.tar): a berth-made manifest, runnable', async (t) => {
+    if (!ok || dockerSave === undefined) return t.skip();
+    const file = path.join(dst.dir, 'saved.tar');
+    await fsp.writeFile(file, await tarOf(dockerSave.members));
+    const i = await berth(dst, ['images', 'import', file]);
+    assert.equal(i.code, 0, i.stderr);
+    const [ref, d] = i.stdout.trim().split(' ');
+    assert.equal(ref, 'example.test/saved:1');
+    const inspect = JSON.parse((await berth(dst, ['images', 'inspect', 'example.test/saved:1'])).stdout) as { summary: { digest: string }; manifest: { layers: { digest: string; diffId: string; mediaType: string }[] } };
+    assert.equal(inspect.summary.digest, d);
+    // An uncompressed layer's digest is the sha256 of its tar, which is the config's diff_id.
+    for (const [n, l] of inspect.manifest.layers.entries()) {
+      assert.equal(l.digest, sha(dockerSave.layerTars[n] as Buffer));
+      assert.equal(l.digest, l.diffId);
+      assert.equal(l.mediaType, 'application/vnd.oci.image.layer.v1.tar');
+    }
+    assert.match(await runPod(dst, 'saved', 'example.test/saved:1'), /saved by docker/);
+    // The same archive again: the same (deterministic) manifest digest.
+    const again = await berth(dst, ['images', 'import', file, '--ref', 'example.test/saved:again']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout.trim(), `example.test/saved:again ${d ?? ''}`);
+    // The docker 25 names (blobs/sha256/<hex> for config and layers, no oci-layout), gzip-compressed as a whole: the same image.
+    const byName = new Map(dockerSave.members.map((m) => [m.name, m]));
+    const saved = JSON.parse((byName.get('manifest.json')?.data as Buffer).toString()) as { Config: string; Layers: string[] }[];
+    const blobName = (b: Buffer): string => `blobs/sha256/${sha(b).slice('sha256:'.length)}`;
+    const config = byName.get(saved[0]?.Config ?? '')?.data as Buffer;
+    const layerBlobs = (saved[0]?.Layers ?? []).map((l) => byName.get(l)?.data as Buffer);
+    const modern = await tarOf([
+      { name: blobName(config), data: config },
+      ...layerBlobs.map((b) => ({ name: blobName(b), data: b })),
+      { name: 'manifest.json', data: Buffer.from(JSON.stringify([{ Config: blobName(config), RepoTags: ['example.test/saved:modern'], Layers: layerBlobs.map(blobName) }])) },
+    ]);
+    const gz = path.join(dst.dir, 'saved-modern.tar.gz');
+    await fsp.writeFile(gz, gzipSync(modern));
+    const m = await berth(dst, ['images', 'import', gz]);
+    assert.equal(m.code, 0, m.stderr);
+    assert.equal(m.stdout.trim(), `example.test/saved:modern ${d ?? ''}`);
+  });
+
+  test('hostile archives: a changed layer byte, ../x, a symlink, an oversize manifest.json → coded errors, nothing recorded', async (t) => {
+    if (!ok || dockerSave === undefined) return t.skip();
+    // The CLI prints the message; the code is asserted on the runtime the CLI calls.
+    const rt = await Runtime.open({ root: path.join(dst.dir, 'hostile-root'), state: path.join(dst.dir, 'hostile-state'), log: createLogger('silent') });
+    t.after(() => rt.close());
+    const before = await lsRefs(dst);
+    const refused = async (name: string, bytes: Buffer, code: string, message: RegExp): Promise<void> => {
+      const file = path.join(dst.dir, name);
+      await fsp.writeFile(file, bytes);
+      await assert.rejects(rt.importImages(file, { ref: 'example.test/hostile:1' }), (err: unknown) => {
+        assert.ok(isBerthError(err), String(err));
+        assert.equal(err.code, code, `${name}: ${err.message}`);
+        assert.match(err.message, message, name);
+        return true;
+      });
+      assert.deepEqual(rt.listImages(), [], `${name} recorded an image`);
+      assert.deepEqual(await fsp.readdir(path.join(dst.dir, 'hostile-root', 'content', 'ingest')), [], `${name} left scratch files`);
+      const cli = await berth(dst, ['images', 'import', file, '--ref', 'example.test/hostile:1']);
+      assert.notEqual(cli.code, 0, `${name} was imported: ${cli.stdout}`);
+      assert.match(cli.stderr, message, name);
+      assert.deepEqual(await lsRefs(dst), before, `${name} recorded an image`);
+    };
+    // docker save with one byte of a layer.tar changed (inside the file data, so the tar still parses).
+    const members = dockerSave.members.map((m) => ({ ...m }));
+    const last = [...members].reverse().find((m) => m.name.endsWith('/layer.tar')) as Member;
+    const tampered = Buffer.from(last.data as Buffer);
+    const at = tampered.indexOf('saved by docker');
+    assert.ok(at > 0);
+    tampered[at] = 'S'.charCodeAt(0);
+    last.data = tampered;
+    await refused('tampered-docker.tar', await tarOf(members), 'ERR_DIGEST_MISMATCH', /hashes to sha256:\w+, but the config's diff_id is/);
+    // The OCI archive with one byte of a gzip layer blob changed in place.
+    const oci = Buffer.from(await fsp.readFile(archive));
+    const gz = oci.indexOf(Buffer.from([0x1f, 0x8b, 0x08]));
+    assert.ok(gz > 0);
+    oci[gz + 200] = (oci[gz + 200] ?? 0) ^ 0xff;
+    await refused('tampered-oci.tar', oci, 'ERR_DIGEST_MISMATCH', /layer blobs\/sha256\/\w+ hashes to sha256:\w+, not sha256:/);
+    // Member names and types.
+    await refused('dotdot.tar', await tarOf([...dockerSave.members, { name: '../x', data: Buffer.from('x') }]), 'ERR_UNSAFE_CONTENT', /"\.\.\/x" has a "\.\." component/);
+    await refused('nested-dotdot.tar', await tarOf([{ name: 'blobs/../../x', data: Buffer.from('x') }, ...dockerSave.members]), 'ERR_UNSAFE_CONTENT', /has a "\.\." component/);
+    await refused('absolute.tar', await tarOf([{ name: '/etc/x', data: Buffer.from('x') }, ...dockerSave.members]), 'ERR_UNSAFE_CONTENT', /has an absolute path/);
+    await refused('symlink.tar', await tarOf([{ name: 'manifest.json', type: 'symlink', linkname: '/etc/passwd' }]), 'ERR_UNSAFE_CONTENT', /is a symlink to "\/etc\/passwd"/);
+    await refused('hardlink.tar', await tarOf([{ name: 'a', data: Buffer.from('x') }, { name: 'manifest.json', type: 'link', linkname: 'a' }]), 'ERR_UNSAFE_CONTENT', /is a hardlink/);
+    await refused('oversize.tar', await tarOf([{ name: 'manifest.json', data: Buffer.alloc(4 * 2 ** 20 + 1, 0x20) }]), 'ERR_LIMIT_EXCEEDED', /over the 4194304 byte limit for a document/);
+    await refused('not-an-image.tar', await tarOf([{ name: 'hello.txt', data: Buffer.from('hi') }]), 'ERR_INVALID_IMAGE', /neither an OCI image layout/);
+    // At the limit, a document is read (and then fails as JSON, not as a size).
+    await assert.rejects(rt.importImages(path.join(dst.dir, 'oversize.tar'), { ref: 'example.test/hostile:1', limits: { maxDocumentBytes: 4 * 2 ** 20 + 1 } }), /manifest.json is not JSON/);
+  });
+});
