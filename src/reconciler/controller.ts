@@ -120,6 +120,8 @@ export class Controller {
   private readonly runStarted = new Map<string, number>();
   /** Resync passes so far (status shows it; tests wait for a pass instead of sleeping). */
   resyncs = 0;
+  /** Keys whose run in flight has reported. */
+  private readonly emittedRun = new Set<string>();
   /** Probes run only under `berth up` (retry): an in-process apply has no life after it returns. */
   private readonly prober: Prober | undefined;
 
@@ -269,6 +271,7 @@ export class Controller {
   }
 
   private emit(r: KeyReport): void {
+    this.emittedRun.add(r.key);
     const started = this.runStarted.get(r.key);
     if (started !== undefined && r.durationMs === undefined) r.durationMs = this.clock.now() - started;
     for (const l of this.reportListeners) l(r);
@@ -278,16 +281,26 @@ export class Controller {
 
   private async handle(key: string, signal: AbortSignal): Promise<Outcome> {
     this.runStarted.set(key, this.clock.now());
+    this.emittedRun.delete(key);
     try {
       if (key.startsWith(IMAGE)) return await this.reconcileImage(key.slice(IMAGE.length), signal);
       if (key.startsWith(POD)) return await this.reconcilePod(key.slice(POD.length), signal);
       return {};
     } catch (err) {
+      // A run that failed before it reported (the state database itself failing: a full disk)
+      // still reports, or an apply waiting for this key would wait for ever
+      // (regression apply-hangs-when-state-write-fails).
+      if (key.startsWith(POD) && !this.emittedRun.has(key)) {
+        const e = asBerthError(err);
+        this.log.error({ key, err: e.message, code: e.code }, 'pod run failed before it reported');
+        this.emit({ key, steps: [], blocked: [{ key: key.slice(POD.length), reason: `${e.code}: ${e.message}` }], waitingImages: [], imageErrors: [], settled: true });
+      }
       // In-process apply runs each key once and reports; the daemon retries with backoff.
       if (!this.retry) return {};
       throw err;
     } finally {
       this.runStarted.delete(key);
+      this.emittedRun.delete(key);
     }
   }
 
@@ -651,5 +664,10 @@ export class Controller {
 }
 
 function asBerthError(err: unknown): BerthError {
-  return err instanceof BerthError ? err : new BerthError('ERR_INTERNAL', messageOf(err), { cause: err });
+  if (err instanceof BerthError) return err;
+  // SQLite's own failures of the disk under the state database keep their meaning.
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'SQLITE_FULL') return new BerthError('ERR_RESOURCE_EXHAUSTED', `state database: no space left on the local disk (${messageOf(err)})`, { cause: err });
+  if (typeof code === 'string' && code.startsWith('SQLITE_IOERR')) return new BerthError('ERR_IO', `state database: disk I/O error (${messageOf(err)})`, { cause: err });
+  return new BerthError('ERR_INTERNAL', messageOf(err), { cause: err });
 }
