@@ -289,11 +289,12 @@ test('manifest: the berth.dev/paused annotation pauses without touching any hash
   ]);
 });
 
-test('regression: symlinked-dir-escapes-root — a symlinked directory pointing outside is reported, not walked; one inside is read', async () => {
+test('regression: symlinked-dir-escapes-root — a symlinked directory pointing outside is reported, not walked; one inside is read', async (t) => {
   const { mkdtempSync, mkdirSync, writeFileSync, symlinkSync } = await import('node:fs');
   const os = await import('node:os');
   const nodePath = await import('node:path');
   const base = mkdtempSync(nodePath.join(os.tmpdir(), 'berth-symdir-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
   const root = nodePath.join(base, 'manifests');
   const outside = nodePath.join(base, 'outside');
   mkdirSync(nodePath.join(root, 'rev-1'), { recursive: true });
@@ -308,11 +309,12 @@ test('regression: symlinked-dir-escapes-root — a symlinked directory pointing 
   assert.ok(res.problems.some((p) => p.file === nodePath.join(root, 'escape') && /points outside the manifest directory/.test(p.message)), JSON.stringify(res.problems));
 });
 
-test('regression: symlink-swapped-after-listing — a file is re-checked against the directory when it is read', async () => {
+test('regression: symlink-swapped-after-listing — a file is re-checked against the directory when it is read', async (t) => {
   const { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, realpathSync } = await import('node:fs');
   const os = await import('node:os');
   const nodePath = await import('node:path');
   const base = mkdtempSync(nodePath.join(os.tmpdir(), 'berth-swap-'));
+  t.after(() => rmSync(base, { recursive: true, force: true }));
   const root = nodePath.join(base, 'manifests');
   mkdirSync(root);
   writeFileSync(nodePath.join(base, 'secret.yaml'), 'not: yours\n');
