@@ -228,7 +228,9 @@ async function openBackend(cfg: Config, mode: { write: boolean; what: string }):
           return (await dispatch(service, method, body, onProgress)) as T;
         },
         close: async () => {
-          await controller.stop(0);
+          // A run started by a container exit during the command (the old container of a replace)
+          // finishes before the database closes under it (regression run-after-close).
+          await controller.stop(5_000);
           await rt.close();
         },
       };
