@@ -153,6 +153,7 @@ spec:
     assert.equal(a.code, 0, `${a.stdout}\n${a.stderr}`);
     const d = await berth(env, [...args, 'delete', '-f', file]);
     assert.equal(d.code, 0, d.stderr);
-    assert.equal((await fsp.readFile(path.join(hostDir, 'log'), 'utf8')).trim(), 'PRESTOP\nTERM');
+    const events = (await berth(env, ['events', '--for', 'hook'])).stdout;
+    assert.equal((await fsp.readFile(path.join(hostDir, 'log'), 'utf8')).trim(), 'PRESTOP\nTERM', `events:\n${events}\ndelete:\n${d.stdout}${d.stderr}`);
   });
 });
