@@ -141,11 +141,13 @@ spec:
   containers:
     - name: c
       image: ${image}
-      command: ["sh", "-c", "trap 'echo TERM >> /h/log; exit 0' TERM; while :; do sleep 1; done"]
+      command: ["sh", "-c", "trap 'echo PRESTOP >> /h/log' USR1; trap 'echo TERM >> /h/log; exit 0' TERM; while :; do sleep 1; done"]
       volumeMounts: [{name: h, mountPath: /h}]
       lifecycle:
         preStop:
-          exec: {command: [sh, -c, "echo PRESTOP >> /h/log"]}
+          # The hook signals the container's PID 1, whose trap writes the line: the order of the two
+          # lines is the order in which the container saw preStop and the stop signal.
+          exec: {command: [sh, -c, "kill -USR1 1; sleep 2"]}
 `,
     );
     const args = ['--allow-host-path', hostDir];
