@@ -192,3 +192,12 @@ export function classifyAddress(text: string): ClassifiedAddress | undefined {
 export function describeAddress(a: ClassifiedAddress): string {
   return `${a.class} address ${a.address}${a.embedded !== undefined ? ` (${a.embedded})` : ''}`;
 }
+
+/**
+ * Whether two host addresses a port is bound or mapped on can collide: absent, empty, 0.0.0.0
+ * and :: stand for every address (a hostIP left out, a socket bound to the wildcard).
+ */
+export function hostIPsOverlap(a: string | undefined, b: string | undefined): boolean {
+  const wild = (x: string | undefined): boolean => x === undefined || x === '' || x === '0.0.0.0' || x === '::';
+  return wild(a) || wild(b) || a === b;
+}

@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { LineCounter, parseAllDocuments, isMap, isNode, isScalar, visit, type Document } from 'yaml';
 import { BerthError, errnoCode } from '../lib/errors.js';
 // lib, not the runtime façade: validating manifests must not load SQLite, undici or child_process.
-import { classifyAddress } from '../lib/netaddr.js';
+import { classifyAddress, hostIPsOverlap } from '../lib/netaddr.js';
 import { hostPathAllowed, hostPathAllowList, privilegedIsAllowed } from '../lib/policy.js';
 import { parseReference } from '../lib/reference.js';
 import { describeSchemaErrors, type FieldPath } from '../lib/schema-errors.js';
@@ -1136,7 +1136,7 @@ function readSandbox(o: PodShape, name: string, problem: Report): DesiredSandbox
       const protocol = (p.protocol ?? 'TCP').toLowerCase() as DesiredPortMapping['protocol'];
       const where = dotted([...cpath, 'ports', j, 'hostPort']);
       if (p.hostIP !== undefined && !isIP(p.hostIP)) problem([...cpath, 'ports', j, 'hostIP'], `${JSON.stringify(p.hostIP)} is not an IP address`);
-      const clash = [...used].find(([k]) => k.startsWith(`${protocol}/${p.hostPort}/`) && overlapping(k.split('/')[2], p.hostIP));
+      const clash = [...used].find(([k]) => k.startsWith(`${protocol}/${p.hostPort}/`) && hostIPsOverlap(k.split('/')[2], p.hostIP));
       if (clash !== undefined) problem([...cpath, 'ports', j, 'hostPort'], `hostPort ${p.hostPort}/${protocol} is already used in this pod at ${clash[1]}`);
       used.set(`${protocol}/${p.hostPort}/${p.hostIP ?? ''}`, where);
       ports.push({ hostPort: p.hostPort, containerPort: p.containerPort, protocol, ...(p.hostIP !== undefined ? { hostIP: p.hostIP } : {}) });
@@ -1157,12 +1157,6 @@ function isIP(s: string): boolean {
   return !s.startsWith('[') && classifyAddress(s) !== undefined;
 }
 
-/** Whether two hostIPs (absent or empty = every address) can take the same port. */
-function overlapping(a: string | undefined, b: string | undefined): boolean {
-  const wild = (x: string | undefined): boolean => x === undefined || x === '' || x === '0.0.0.0' || x === '::';
-  return wild(a) || wild(b) || a === b;
-}
-
 /**
  * hostPort clashes between pods (rule M4's uniqueness, for ports): each later pod that maps a
  * port an earlier one maps gets a problem naming both files and lines.
@@ -1172,7 +1166,7 @@ export function hostPortClashes(pods: readonly DesiredPod[]): ManifestProblem[] 
   const problems: ManifestProblem[] = [];
   for (const pod of pods) {
     for (const p of pod.sandbox?.ports ?? []) {
-      const prev = taken.find((t) => t.pod.key !== pod.key && t.p.protocol === p.protocol && t.p.hostPort === p.hostPort && overlapping(t.p.hostIP, p.hostIP));
+      const prev = taken.find((t) => t.pod.key !== pod.key && t.p.protocol === p.protocol && t.p.hostPort === p.hostPort && hostIPsOverlap(t.p.hostIP, p.hostIP));
       if (prev !== undefined) {
         problems.push({
           file: pod.source,

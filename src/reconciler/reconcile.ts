@@ -203,7 +203,8 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
       const sb = pod.sandbox;
       if (sb === undefined) throw new BerthError('ERR_INTERNAL', `sandbox ${pod.key}: the pod has hostNetwork`);
       // The containers live in the old sandbox's namespaces: they stop first, in parallel, each with the full grace period.
-      await Promise.all(step.removeIds.map((id) => rt.destroyContainer(id, pod.gracePeriodMs, hooksOf(rt, pod.key, rt.listContainers(pod.key).find((x) => x.id === id)?.name ?? ''))));
+      const names = new Map(rt.listContainers(pod.key).map((c) => [c.id, c.name]));
+      await Promise.all(step.removeIds.map((id) => rt.destroyContainer(id, pod.gracePeriodMs, hooksOf(rt, pod.key, names.get(id) ?? ''))));
       await rt.createSandbox(
         {
           podKey: pod.key,

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { splitRule } from '../../src/runtime/network/index.js';
 
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -18,7 +19,7 @@ export function removeIdleCniChains(): void {
       const m = /^-A (\S+) (.*-j (CNI-\S+).*)$/.exec(l);
       if (m === null || (m[1] ?? '').startsWith('CNI-')) continue;
       try {
-        execFileSync('iptables', ['-t', table, '-D', m[1] ?? '', ...splitArgs(m[2] ?? '')], { stdio: 'ignore' });
+        execFileSync('iptables', ['-t', table, '-D', m[1] ?? '', ...splitRule(m[2] ?? '')], { stdio: 'ignore' });
       } catch {
         // already gone
       }
@@ -33,11 +34,4 @@ export function removeIdleCniChains(): void {
       }
     }
   }
-}
-
-/** iptables-save's rule text back into arguments (quoted comments kept whole). */
-function splitArgs(s: string): string[] {
-  const out: string[] = [];
-  for (const m of s.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)) out.push(m[1] ?? m[2] ?? '');
-  return out;
 }

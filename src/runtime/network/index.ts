@@ -267,7 +267,7 @@ export async function sweepTaggedRules(id: string): Promise<number> {
 }
 
 /** iptables-save's rule text back into arguments; a quoted comment stays one argument, unescaped. */
-function splitRule(s: string): string[] {
+export function splitRule(s: string): string[] {
   const out: string[] = [];
   for (const m of s.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)) out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : (m[2] ?? ''));
   return out;
@@ -372,10 +372,4 @@ function ipv6FromProc(hex: string): string {
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0)).toString(16));
   return groups.join(':');
-}
-
-/** True when a mapping on `hostIP` (absent = every address) would collide with a socket bound on `address`. */
-export function addressesOverlap(hostIP: string | undefined, address: string): boolean {
-  const wild = (a: string | undefined): boolean => a === undefined || a === '' || a === '0.0.0.0' || a === '::';
-  return wild(hostIP) || wild(address) || hostIP === address;
 }

@@ -4,8 +4,9 @@ import { BerthError } from '../../lib/errors.js';
 import { mkdirp, writeFileAtomic } from '../../lib/fsx.js';
 import type { Logger } from '../../lib/log.js';
 import { crashPoint } from '../../lib/crashpoint.js';
+import { hostIPsOverlap } from '../../lib/netaddr.js';
 import { isSameProcess, startTime } from '../../lib/proc.js';
-import { addressesOverlap, boundHostPorts, createNetns, deleteNetns, netnsExists, netnsName, netnsPath, sweepTaggedRules, type CniNetwork, type CniTarget, type PortMapping } from '../network/index.js';
+import { boundHostPorts, createNetns, deleteNetns, netnsExists, netnsName, netnsPath, sweepTaggedRules, type CniNetwork, type CniTarget, type PortMapping } from '../network/index.js';
 import type { SandboxRecord, StateStore } from '../state/index.js';
 import type { TaskDriver } from '../tasks/index.js';
 import { generateSandboxSpec, type SandboxRef } from '../tasks/spec.js';
@@ -221,7 +222,7 @@ export class SandboxManager {
       if (other.podKey === spec.podKey) continue;
       for (const q of JSON.parse(other.ports) as PortMapping[]) {
         for (const p of spec.ports) {
-          if (p.protocol === q.protocol && p.hostPort === q.hostPort && addressesOverlap(p.hostIP, q.hostIP ?? '0.0.0.0')) {
+          if (p.protocol === q.protocol && p.hostPort === q.hostPort && hostIPsOverlap(p.hostIP, q.hostIP)) {
             throw new BerthError('ERR_CONFLICT', `pod ${spec.podKey}: hostPort ${p.hostPort}/${p.protocol} is already mapped by pod ${other.podKey}`, {
               details: { hostPort: p.hostPort, holder: other.podKey },
             });
@@ -231,7 +232,7 @@ export class SandboxManager {
     }
     const bound = await boundHostPorts();
     for (const p of spec.ports) {
-      const hit = bound.find((b) => b.protocol === p.protocol && b.port === p.hostPort && addressesOverlap(p.hostIP, b.address));
+      const hit = bound.find((b) => b.protocol === p.protocol && b.port === p.hostPort && hostIPsOverlap(p.hostIP, b.address));
       if (hit !== undefined) {
         throw new BerthError('ERR_CONFLICT', `pod ${spec.podKey}: hostPort ${p.hostPort}/${p.protocol} is already bound on the host (${hit.address}:${hit.port}); free it or choose another hostPort`, {
           details: { hostPort: p.hostPort },
