@@ -148,6 +148,10 @@ spec:
     const veths = sh('ip', ['-o', 'link', 'show', 'master', bridge]).trim().split('\n').filter((l) => l !== '');
     assert.equal(veths.length, sandboxPods.length, `${what}: veths on ${bridge}: ${veths.join('\n')}`);
     assert.equal(allocations(env).length, sandboxPods.length, `${what}: host-local allocations ${allocations(env).join(', ')}`);
+    // regression: crash-mid-add-leaks-firewall-rules — the firewall plugin's per-address rules are those of live allocations.
+    const net = subnet.split('.').slice(0, 3).join('.');
+    const ruleIPs = [...new Set([...sh('iptables-save', []).matchAll(/^-A CNI-FORWARD -[sd] (\d+\.\d+\.\d+\.\d+)\/32/gm)].map((m) => m[1] ?? '').filter((ip) => ip.startsWith(`${net}.`)))].sort();
+    assert.deepEqual(ruleIPs, allocations(env).sort(), `${what}: firewall rules for addresses no pod holds`);
     await checkClean(what);
   };
 

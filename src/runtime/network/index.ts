@@ -138,7 +138,9 @@ export class CniNetwork {
    */
   async del(t: CniTarget, config: string | null, result: string | null, ports: readonly PortMapping[]): Promise<void> {
     const list = config !== null ? (JSON.parse(config) as ConfList) : this.conflist();
-    const prev = result !== null ? (JSON.parse(result) as unknown) : undefined;
+    // No cached result (a crash between ADD and recording it): the addresses host-local holds for
+    // this id stand in for it, so firewall and portmap can find their per-address rules.
+    const prev = result !== null ? (JSON.parse(result) as unknown) : await this.resultFromAllocations(t.id, list);
     let first: unknown;
     for (const plugin of [...list.plugins].reverse()) {
       try {
@@ -148,6 +150,21 @@ export class CniNetwork {
       }
     }
     if (first !== undefined) throw first;
+  }
+
+  /**
+   * A minimal CNI result from host-local's store, whose files are named by address and hold the
+   * container id on their first line; undefined when it holds none for `id`.
+   */
+  private async resultFromAllocations(id: string, list: ConfList): Promise<unknown> {
+    const dir = path.join(this.o.dataDir, list.name);
+    const ips: string[] = [];
+    for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+      if (!/^\d+\.\d+\.\d+\.\d+$/.test(name)) continue;
+      const owner = (await fsp.readFile(path.join(dir, name), 'utf8').catch(() => '')).split(/\r?\n/)[0]?.trim();
+      if (owner === id) ips.push(name);
+    }
+    return ips.length === 0 ? undefined : { cniVersion: list.cniVersion, interfaces: [], ips: ips.map((ip) => ({ address: `${ip}/32` })) };
   }
 
   /** CHECK: the list in order with the cached result; throws what the first failing plugin says. */
