@@ -4,7 +4,8 @@
  *
  *   bash bench/start.sh [--runs 15] [--pods 20] [--many 50]
  *
- * A. One-off container, image present: `berth run --rm --net host IMG -- /bin/true` next to
+ * A. One-off container, image present: `berth run --rm --net host IMG -- /bin/true` — in-process (no daemon) and
+ *    again with `berth up` running (the run handed to it over its socket) — next to
  *    `ctr run --rm IMG ID /bin/true` (Debian containerd, a private instance on its own socket, root and state) and
  *    `podman run --rm --network none IMG /bin/true` (private store), in one hyperfine invocation.
  *    Target: berth ≤ 1.5 × ctr.
@@ -211,6 +212,11 @@ async function main(): Promise<void> {
     const child = spawn(process.execPath, [CLI, ...berthG, '--bridge', BRIDGE, '--pod-subnet', SUBNET, '--log-level', 'warn', 'up', dir, '--resync', '30'], { stdio: ['ignore', 'ignore', 'pipe'] });
     up = { child, output: () => '' };
     await waitDaemonSocket(env, up);
+    // A with the daemon running: `berth run` is one request on its socket (lib/fast-run).
+    const ad = hyperfine('run --rm, berth up running', cmds.map((c) => (c.name === 'berth run --rm' ? { ...c, name: 'berth run --rm (daemon)' } : c)));
+    const aD = ad.get('berth run --rm (daemon)') ?? NaN;
+    const aDC = ad.get('ctr run --rm') ?? NaN;
+    const aDP = ad.get('podman run --rm') ?? NaN;
     const t0 = performance.now();
     writeFileSync(path.join(dir, 'pods.yaml'), Array.from({ length: PODS }, (_, i) => networkedPod(`p${i}`, image)).join(''));
     await waitRunning(env, PODS, 300_000);
@@ -253,7 +259,8 @@ async function main(): Promise<void> {
 
     const mb = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MB`;
     log('\n== results ==');
-    log(`A. run --rm /bin/true (p50): berth ${aB.toFixed(0)} ms, ctr ${aC.toFixed(0)} ms, podman ${aP.toFixed(0)} ms — berth/ctr ${pct(aB, aC)} (target ≤ 1.50×), berth/podman ${pct(aB, aP)}`);
+    log(`A. run --rm /bin/true (p50), berth up running: berth ${aD.toFixed(0)} ms, ctr ${aDC.toFixed(0)} ms, podman ${aDP.toFixed(0)} ms — berth/ctr ${pct(aD, aDC)} (target ≤ 1.50×), berth/podman ${pct(aD, aDP)}`);
+    log(`A. run --rm /bin/true (p50), in-process: berth ${aB.toFixed(0)} ms, ctr ${aC.toFixed(0)} ms, podman ${aP.toFixed(0)} ms — berth/ctr ${pct(aB, aC)} (target ≤ 1.50×), berth/podman ${pct(aB, aP)}`);
     log(`B. ${PODS} networked pods by berth up: ${bB.toFixed(0)} ms; ${PODS} × ctr run -d: ${bC.toFixed(0)} ms (berth/ctr ${pct(bB, bC)}, target ≤ 0.50×); podman kube play: ${bP.toFixed(0)} ms (berth/podman ${pct(bB, bP)})`);
     log(`C. ${MANY} pods: berth up RSS ${mb(rss)} (target ≤ 70 MB); per container ${mb(perContainer)} PSS (conmon ${mb(avg(conmonPss))} × ${conmons.length}, catatonit ${mb(avg(catPss))} × ${catatonits.length}; target ≤ 1 MB)`);
   } finally {

@@ -1,8 +1,10 @@
 /*
  * berth_sys: the few Linux syscalls Node does not expose, used by the layer
  * unpacker. mknod(2) for whiteouts, fifos and devices; l*xattr(2) for the
- * overlay opaque marker and PAX xattrs. All calls are synchronous: each is a
- * single metadata syscall on a local filesystem.
+ * overlay opaque marker and PAX xattrs; and for `berth exec -t` the receiving
+ * end of runc's --console-socket (SCM_RIGHTS), TIOCSWINSZ, and the subreaper
+ * and waitpid that collect the exit of a process `runc exec -d` started. All calls but
+ * syncfs are synchronous and never wait on another process.
  *
  * Errors are thrown as Error objects shaped like Node's system errors:
  * { code: 'EPERM', errno: -1, syscall: 'mknod', path: '...' }.
@@ -11,6 +13,10 @@
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <sys/file.h>
+#include <sys/mount.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +28,12 @@
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 
 #define MAX_PATH_BYTES 4096
 #define MAX_NAME_BYTES 256
@@ -263,6 +275,258 @@ static napi_value js_try_lock_exclusive(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * consoleListen(path) → fd: a listening unix stream socket (non-blocking, close-on-exec) for
+ * runc's --console-socket. runc connects and sends the pty master over SCM_RIGHTS; Node's net
+ * module cannot receive descriptors, hence this and consoleReceive.
+ */
+static napi_value js_console_listen(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  char path[MAX_PATH_BYTES];
+  struct sockaddr_un addr;
+  if (get_args(env, info, 1, argv) != 0) return NULL;
+  if (get_path(env, argv[0], path, sizeof path, "bind") != 0) return NULL;
+  if (strlen(path) >= sizeof addr.sun_path) return throw_errno(env, ENAMETOOLONG, "bind", path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket", path);
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, path, strlen(path));
+  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 1) != 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "bind", path);
+  }
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
+/*
+ * consoleReceive(listenFd) → fd | null: accepts one connection without blocking (null when none
+ * is pending yet) and receives one descriptor sent with SCM_RIGHTS (runc sends it right after
+ * connecting, so the recvmsg is a short blocking read). The received fd is close-on-exec.
+ */
+static napi_value js_console_receive(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out;
+  int32_t lfd;
+  if (get_args(env, info, 1, argv) != 0) return NULL;
+  if (napi_get_value_int32(env, argv[0], &lfd) != napi_ok || lfd < 0) return throw_type(env, "fd must be a non-negative number");
+  int conn;
+  do { conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC); } while (conn < 0 && errno == EINTR);
+  if (conn < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) { napi_get_null(env, &out); return out; }
+    return throw_errno(env, errno, "accept", "");
+  }
+  char data[1024];
+  char control[CMSG_SPACE(sizeof(int))];
+  struct iovec iov = { .iov_base = data, .iov_len = sizeof data };
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do { n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+  int e = errno;
+  close(conn);
+  if (n < 0) return throw_errno(env, e, "recvmsg", "");
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+    return throw_errno(env, EBADF, "recvmsg", "no SCM_RIGHTS descriptor");
+  int got;
+  memcpy(&got, CMSG_DATA(c), sizeof got);
+  napi_create_int32(env, got, &out);
+  return out;
+}
+
+/* setWindowSize(fd, rows, cols): TIOCSWINSZ on a terminal (the pty master of an exec). */
+static napi_value js_set_window_size(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd;
+  uint32_t rows, cols;
+  if (get_args(env, info, 3, argv) != 0) return NULL;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return throw_type(env, "fd must be a non-negative number");
+  if (napi_get_value_uint32(env, argv[1], &rows) != napi_ok || rows > 0xffff) return throw_type(env, "rows must be 0..65535");
+  if (napi_get_value_uint32(env, argv[2], &cols) != napi_ok || cols > 0xffff) return throw_type(env, "cols must be 0..65535");
+  struct winsize ws;
+  memset(&ws, 0, sizeof ws);
+  ws.ws_row = (unsigned short)rows;
+  ws.ws_col = (unsigned short)cols;
+  if (ioctl(fd, TIOCSWINSZ, &ws) != 0) return throw_errno(env, errno, "ioctl TIOCSWINSZ", "");
+  return NULL;
+}
+
+/*
+ * mount(source, target, fstype, flags, data, cwd|null) and umount2(target, flags) → Promise<void>,
+ * on the libuv pool (an overlay's unmount syncs its upper filesystem, which may take a while).
+ * Overlay resolves relative lowerdirs against the caller's working directory, and the
+ * process's cwd must not move under the rest of node: a mount with `cwd` runs on a fresh thread
+ * that unshares its fs_struct (CLONE_FS) and chdirs there, so only that thread sees it; the
+ * pool thread waits for it. A call that blocks in the kernel (a hung lower filesystem) holds
+ * its thread until the kernel returns; the caller's deadline stops waiting for it.
+ */
+#define MAX_MOUNT_DATA_BYTES 4096
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  bool unmount, has_cwd, has_data;
+  char source[MAX_PATH_BYTES], target[MAX_PATH_BYTES], fstype[MAX_NAME_BYTES], cwd[MAX_PATH_BYTES];
+  char data[MAX_MOUNT_DATA_BYTES + 1];
+  unsigned long flags;
+  int err;
+  const char *syscall;
+} mount_job;
+
+static void *mount_thread(void *arg) {
+  mount_job *job = arg;
+  if (job->has_cwd) {
+    job->syscall = "unshare";
+    if (unshare(CLONE_FS) != 0) { job->err = errno; return NULL; }
+    job->syscall = "chdir";
+    if (chdir(job->cwd) != 0) { job->err = errno; return NULL; }
+  }
+  job->syscall = "mount";
+  if (mount(job->source, job->target, job->fstype, job->flags, job->has_data ? job->data : NULL) != 0) job->err = errno;
+  return NULL;
+}
+
+static void mount_execute(napi_env env, void *data) {
+  (void)env;
+  mount_job *job = data;
+  job->err = 0;
+  if (job->unmount) {
+    job->syscall = "umount2";
+    if (umount2(job->target, (int)job->flags) != 0) job->err = errno;
+    return;
+  }
+  if (!job->has_cwd) { mount_thread(job); return; }
+  pthread_t t;
+  job->syscall = "pthread_create";
+  int e = pthread_create(&t, NULL, mount_thread, job);
+  if (e != 0) { job->err = e; return; }
+  pthread_join(t, NULL);
+}
+
+static void mount_complete(napi_env env, napi_status status, void *data) {
+  mount_job *job = data;
+  napi_value undef;
+  if (status == napi_ok && job->err == 0) {
+    napi_get_undefined(env, &undef);
+    napi_resolve_deferred(env, job->deferred, undef);
+  } else {
+    napi_value err;
+    throw_errno(env, status == napi_ok ? job->err : ECANCELED, job->syscall, job->target);
+    if (napi_get_and_clear_last_exception(env, &err) == napi_ok) napi_reject_deferred(env, job->deferred, err);
+  }
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+/* Queues a filled job; its promise, or NULL with the job freed. */
+static napi_value queue_mount_job(napi_env env, mount_job *job) {
+  napi_value promise, name;
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, job->unmount ? "berth_umount2" : "berth_mount", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, mount_execute, mount_complete, job, &job->work) != napi_ok ||
+      napi_queue_async_work(env, job->work) != napi_ok) {
+    free(job);
+    return NULL;
+  }
+  return promise;
+}
+
+/* An optional string argument (null/undefined: absent) into buf; -1 with an exception pending. */
+static int get_optional_path(napi_env env, napi_value v, char *buf, size_t cap, bool *present) {
+  napi_valuetype t;
+  *present = false;
+  if (napi_typeof(env, v, &t) != napi_ok) return -1;
+  if (t == napi_null || t == napi_undefined) return 0;
+  if (get_path(env, v, buf, cap, "mount") != 0) return -1;
+  *present = true;
+  return 0;
+}
+
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  int64_t flags;
+  if (get_args(env, info, 6, argv) != 0) return NULL;
+  mount_job *job = calloc(1, sizeof *job);
+  if (job == NULL) return throw_errno(env, ENOMEM, "mount", "");
+  if (get_path(env, argv[0], job->source, sizeof job->source, "mount") != 0 ||
+      get_path(env, argv[1], job->target, sizeof job->target, "mount") != 0 ||
+      get_path(env, argv[2], job->fstype, sizeof job->fstype, "mount") != 0 ||
+      get_optional_path(env, argv[4], job->data, sizeof job->data, &job->has_data) != 0 ||
+      get_optional_path(env, argv[5], job->cwd, sizeof job->cwd, &job->has_cwd) != 0) { free(job); return NULL; }
+  if (napi_get_value_int64(env, argv[3], &flags) != napi_ok || flags < 0) { free(job); return throw_type(env, "flags must be a non-negative number"); }
+  job->flags = (unsigned long)flags;
+  return queue_mount_job(env, job);
+}
+
+static napi_value js_umount2(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t flags;
+  if (get_args(env, info, 2, argv) != 0) return NULL;
+  mount_job *job = calloc(1, sizeof *job);
+  if (job == NULL) return throw_errno(env, ENOMEM, "umount2", "");
+  job->unmount = true;
+  if (get_path(env, argv[0], job->target, sizeof job->target, "umount2") != 0) { free(job); return NULL; }
+  if (napi_get_value_int32(env, argv[1], &flags) != napi_ok || flags < 0) { free(job); return throw_type(env, "flags must be a non-negative number"); }
+  job->flags = (unsigned long)flags;
+  return queue_mount_job(env, job);
+}
+
+/*
+ * setChildSubreaper(): prctl(PR_SET_CHILD_SUBREAPER, 1). A process started by a child that then
+ * exits (runc exec -d) becomes this process's child, so waitPid can collect its status.
+ */
+static napi_value js_set_child_subreaper(napi_env env, napi_callback_info info) {
+  (void)info;
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) return throw_errno(env, errno, "prctl PR_SET_CHILD_SUBREAPER", "");
+  return NULL;
+}
+
+/*
+ * waitPid(pid) → null while the child runs, else { code } or { signal } (the number). WNOHANG,
+ * one pid only: libuv reaps only the pids it spawned, so an adopted child is left to this call.
+ */
+static napi_value js_wait_pid(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out, v;
+  int32_t pid;
+  if (get_args(env, info, 1, argv) != 0) return NULL;
+  if (napi_get_value_int32(env, argv[0], &pid) != napi_ok || pid <= 0) return throw_type(env, "pid must be a positive number");
+  int status = 0;
+  pid_t r;
+  do { r = waitpid(pid, &status, WNOHANG); } while (r < 0 && errno == EINTR);
+  if (r < 0) return throw_errno(env, errno, "waitpid", "");
+  if (r == 0) { napi_get_null(env, &out); return out; }
+  napi_create_object(env, &out);
+  if (WIFEXITED(status)) {
+    napi_create_int32(env, WEXITSTATUS(status), &v);
+    napi_set_named_property(env, out, "code", v);
+  } else {
+    napi_create_int32(env, WIFSIGNALED(status) ? WTERMSIG(status) : 0, &v);
+    napi_set_named_property(env, out, "signal", v);
+  }
+  return out;
+}
+
+/*
+ * rawOutput(fd): clears OPOST on a terminal, the output half of cfmakeraw(3) that libuv's raw
+ * mode leaves on (it keeps ONLCR), so bytes a remote pty already translated pass unchanged.
+ */
+static napi_value js_raw_output(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  struct termios t;
+  if (get_args(env, info, 1, argv) != 0) return NULL;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return throw_type(env, "fd must be a non-negative number");
+  if (tcgetattr(fd, &t) != 0) return throw_errno(env, errno, "tcgetattr", "");
+  t.c_oflag &= ~(tcflag_t)OPOST;
+  if (tcsetattr(fd, TCSANOW, &t) != 0) return throw_errno(env, errno, "tcsetattr", "");
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -271,6 +535,14 @@ static napi_value init(napi_env env, napi_value exports) {
     { "llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL },
     { "tryLockExclusive", NULL, js_try_lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "mount", NULL, js_mount, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "umount2", NULL, js_umount2, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "consoleListen", NULL, js_console_listen, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "consoleReceive", NULL, js_console_receive, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "setWindowSize", NULL, js_set_window_size, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "setChildSubreaper", NULL, js_set_child_subreaper, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "waitPid", NULL, js_wait_pid, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "rawOutput", NULL, js_raw_output, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -12,6 +12,7 @@ packages=(
   golang-github-containers-common  # /usr/share/containers/seccomp.json: the RuntimeDefault seccomp profile
   gcc libc6-dev  # a static helper in the seccomp e2e test (node-gyp needs them for the addon too)
   systemd  # systemd-analyze verify of packaging/berth.service in the tests; works without systemd running
+  zstd openssl  # tests: zstd layers compressed by the reference tool; a CA and server certificate for hosts.toml
 )
 
 if [ "$(id -u)" != 0 ]; then

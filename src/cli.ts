@@ -4,8 +4,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { BerthError, isBerthError, messageOf } from './lib/errors.js';
+import { BerthError, codeOf, errorLine, exitCodeOf, isErrorCode, messageOf, splitCoded } from './lib/errors.js';
 import { answerFastRead } from './lib/fast-read.js';
+import { answerFastRun, randomRunName, runDocument } from './lib/fast-run.js';
 import type { Logger } from './lib/log.js';
 import { setHostPathAllowList, setPrivilegedAllowed } from './lib/policy.js';
 import { podQuery as podQueryOf, psOutput, statusOutput, table, type ReadOutput, type TextOutput } from './lib/pod-views.js';
@@ -27,6 +28,8 @@ interface GlobalOpts {
   allowHostPath: string[];
   allowPrivileged?: boolean;
   registryConfig?: string;
+  registryHostsDir?: string;
+  containerLogMaxSize?: number;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 }
 
@@ -38,8 +41,15 @@ interface Config {
   allowPrivileged: boolean;
   /** --registry-config: a Docker config.json that must exist; absent: the default one, if any. */
   registryConfig?: string;
+  /** --registry-hosts-dir: a certs.d directory that must exist; absent: /etc/berth/certs.d, if it exists. */
+  registryHostsDir?: string;
+  /** --container-log-max-size in bytes. */
+  containerLogMaxBytes?: number;
   log: Logger;
 }
+
+/** containerd's layout under berth's name: `<dir>/<host[:port]>/hosts.toml` (runtime/registry/hosts.ts). */
+const DEFAULT_REGISTRY_HOSTS_DIR = '/etc/berth/certs.d';
 
 const EXIT_OK = 0;
 const EXIT_FAILURE = 1;
@@ -77,6 +87,8 @@ function config(cmd: Command): Config {
     allowHostPath,
     allowPrivileged: g.allowPrivileged === true,
     ...(g.registryConfig !== undefined ? { registryConfig: path.resolve(g.registryConfig) } : {}),
+    ...(g.registryHostsDir !== undefined ? { registryHostsDir: path.resolve(g.registryHostsDir) } : {}),
+    ...(g.containerLogMaxSize !== undefined ? { containerLogMaxBytes: g.containerLogMaxSize } : {}),
     get log(): Logger {
       if (createLogger === undefined) throw new BerthError('ERR_INTERNAL', 'config: the logger is loaded by the preAction hook, which did not run');
       return (log ??= createLogger(g.logLevel));
@@ -88,7 +100,17 @@ async function openRuntime(cfg: Config): Promise<Runtime> {
   const { Runtime, defaultDockerConfigPath } = await import('./runtime/index.js');
   const registryConfig =
     cfg.registryConfig !== undefined ? { path: cfg.registryConfig, required: true } : { path: defaultDockerConfigPath(process.env, os.homedir()), required: false };
-  return Runtime.open({ root: cfg.root, state: cfg.state, log: cfg.log, network: cfg.network, registryConfig });
+  const registryHostsDir =
+    cfg.registryHostsDir !== undefined ? { path: cfg.registryHostsDir, required: true } : { path: DEFAULT_REGISTRY_HOSTS_DIR, required: false };
+  return Runtime.open({
+    root: cfg.root,
+    state: cfg.state,
+    log: cfg.log,
+    network: cfg.network,
+    registryConfig,
+    registryHostsDir,
+    ...(cfg.containerLogMaxBytes !== undefined ? { containerLogMaxBytes: cfg.containerLogMaxBytes } : {}),
+  });
 }
 
 /** The inventory source a -f argument stands for: an absolute path, or "-" for stdin. */
@@ -107,8 +129,7 @@ async function withRuntime(cfg: Config, fn: (rt: Runtime) => Promise<void>): Pro
 }
 
 function exitCodeFor(err: unknown): number {
-  if (isBerthError(err) && (err.code === 'ERR_INVALID_MANIFEST' || err.code === 'ERR_INVALID_ARGUMENT')) return EXIT_INVALID;
-  return EXIT_FAILURE;
+  return exitCodeOf(codeOf(err));
 }
 
 /** Reads one manifest stream from stdin (`-f -`) with the manifest size limit (rule M1). */
@@ -130,12 +151,32 @@ async function manifestInput(filename: string): Promise<import('./reconciler/man
 }
 
 /**
- * Prints manifest problems as apply, diff and validate all do: `error: file:line:col: field:
- * message`, one per line, in the order loadManifests sorted them (file, line, column).
+ * Prints manifest problems as apply, diff and validate all do: `error ERR_INVALID_MANIFEST:
+ * file:line:col: field: message`, one per line, in the order loadManifests sorted them (file, line, column).
  */
 function printProblems(problems: readonly ManifestProblem[]): void {
   if (formatProblem === undefined) throw new BerthError('ERR_INTERNAL', 'print problems: the preAction hook did not run');
-  for (const p of problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
+  for (const p of problems) process.stderr.write(errorLine('ERR_INVALID_MANIFEST', formatProblem(p)));
+}
+
+/** A step's failure as it crossed the controller (or the daemon socket): its code kept. */
+function stepErrorLine(e: { code: string; message: string }): string {
+  return errorLine(isErrorCode(e.code) ? e.code : 'ERR_INTERNAL', e.message);
+}
+
+/** Apply/delete refused before anything ran: a pod another owner (a watched directory) holds. */
+function printRefused(refused: readonly string[]): void {
+  for (const r of refused) process.stderr.write(errorLine('ERR_CONFLICT', r));
+}
+
+/**
+ * A pod that cannot start until something outside berth changes (an absent image with
+ * imagePullPolicy Never, a missing ConfigMap key, a failed init container): ERR_PRECONDITION,
+ * unless its reason is a stored failure, which keeps the code it was recorded with.
+ */
+function blockedLine(b: { key: string; reason: string }): string {
+  const r = splitCoded(b.reason, 'ERR_PRECONDITION');
+  return errorLine(r.code, `${b.key}: ${r.message}`);
 }
 
 /** What -f names, for the service: an absolute path, or stdin's text (read once, with the limit). */
@@ -292,7 +333,7 @@ type GcReportView = import('./runtime/index.js').GcReport;
 async function printGc(r: GcReportView): Promise<void> {
   const { formatBytes } = await import('./lib/progress.js');
   const verb = r.dryRun ? 'would remove' : 'removed';
-  for (const x of r.removed) process.stdout.write(`${verb} ${x.kind} ${x.id}${x.kind === 'manifest' ? '' : ` (${formatBytes(x.bytes)})`}\n`);
+  for (const x of r.removed) process.stdout.write(`${verb} ${x.kind} ${x.id}${x.kind === 'manifest' || x.kind === 'lease' ? '' : ` (${formatBytes(x.bytes)})`}\n`);
   process.stdout.write(`${r.dryRun ? 'would reclaim' : 'reclaimed'} ${formatBytes(r.bytes)} (${r.removed.length} object${r.removed.length === 1 ? '' : 's'})\n`);
 }
 
@@ -302,7 +343,7 @@ function printResults(steps: readonly StepResult[]): number {
   for (const s of steps) {
     if (s.error === undefined) continue;
     failed++;
-    process.stderr.write(`error: ${s.error.message}\n`);
+    process.stderr.write(stepErrorLine(s.error));
   }
   return failed;
 }
@@ -328,6 +369,14 @@ async function printRead(out: ReadOutput & { data?: unknown }): Promise<void> {
   if (out.exitCode !== undefined) process.exitCode = out.exitCode;
 }
 
+/** --container-log-max-size: bytes, or a binary-suffixed size (Ki, Mi, Gi); at least 4 KiB so a rotation holds whole lines. */
+function parseLogSize(v: string): number {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(v);
+  const n = m === null ? NaN : Number(m[1]) * ({ Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }[m[2] ?? ''] ?? 1);
+  if (!Number.isSafeInteger(n) || n < 4096) throw new BerthError('ERR_INVALID_ARGUMENT', `--container-log-max-size ${v}: expected a size of at least 4096 bytes (e.g. 10Mi)`);
+  return n;
+}
+
 export function buildProgram(): Command {
   // Loaded here, not imported: `ps`/`status` answered by the daemon (lib/fast-read) never need it.
   const { createRequire } = process.getBuiltinModule('node:module');
@@ -342,6 +391,8 @@ export function buildProgram(): Command {
     .option('--pod-subnet <cidr>', 'IPv4 subnet pod addresses come from (pods without hostNetwork)', '10.89.0.0/16')
     .option('--bridge <name>', "the Linux bridge berth's pods attach to", 'berth0')
     .option('--registry-config <path>', 'Docker config.json with registry credentials (default $DOCKER_CONFIG/config.json, else ~/.docker/config.json)')
+    .option('--registry-hosts-dir <dir>', `per-registry mirrors, CAs and client certificates: <dir>/<host[:port]>/hosts.toml as containerd's certs.d (default ${DEFAULT_REGISTRY_HOSTS_DIR})`)
+    .option('--container-log-max-size <size>', "rotate a container's log past this size (bytes, or with Ki/Mi/Gi), keeping one previous file, as the kubelet's containerLogMaxSize; berth up rotates (default 10Mi)", parseLogSize)
     .option('--allow-privileged', 'allow containers with securityContext.privileged: true')
     .option('--allow-host-path <prefix>', 'a host path prefix hostPath volumes may use (repeatable; none by default)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .addOption(new Option('--log-level <level>', 'log level for the JSON logs on stderr').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
@@ -383,7 +434,7 @@ export function buildProgram(): Command {
         const body = b.remote ? req : { ...req, ...(await loadOrFail(o.filename, input)) };
         const res = await withProgress(o.dryRun === true || o.quiet === true, (p) => b.call<import('./daemon/service.js').ApplyResponse>('apply', body, p));
         failOnInvalid(res.invalid);
-        for (const r of res.refused) process.stderr.write(`error: ${r}\n`);
+        printRefused(res.refused);
         if (res.refused.length > 0) {
           process.exitCode = EXIT_FAILURE;
           return;
@@ -395,10 +446,10 @@ export function buildProgram(): Command {
         }
         const failed = printResults(res.steps);
         if (res.steps.length === 0) process.stdout.write('no changes\n');
-        for (const bl of res.blocked) process.stderr.write(`error: ${bl.key}: ${bl.reason}\n`);
+        for (const bl of res.blocked) process.stderr.write(blockedLine(bl));
         if (failed > 0 || res.blocked.length > 0) process.exitCode = EXIT_FAILURE;
         if (res.notReady !== undefined) {
-          for (const n of res.notReady) process.stderr.write(`error: pod ${n.key} not ready after ${o.timeout ?? '60s'}: ${n.reason}${n.message !== '' ? `: ${n.message}` : ''}\n`);
+          for (const n of res.notReady) process.stderr.write(errorLine('ERR_TIMEOUT', `pod ${n.key} not ready after ${o.timeout ?? '60s'}: ${n.reason}${n.message !== '' ? `: ${n.message}` : ''}`));
           if (res.notReady.length > 0) process.exitCode = EXIT_FAILURE;
           else if (failed === 0) process.stdout.write(`ready: ${res.keys.filter((k) => res.declared?.includes(k) === true).join(', ')}\n`);
         }
@@ -438,22 +489,25 @@ export function buildProgram(): Command {
       setPrivilegedAllowed(g.allowPrivileged === true);
       const { loadManifests } = await import('./reconciler/manifest.js');
       let res: import('./reconciler/manifest.js').LoadResult;
+      let code: import('./lib/errors.js').ErrorCode = 'ERR_INVALID_MANIFEST';
       try {
         res = await loadManifests(await manifestInput(o.filename));
       } catch (err) {
         // A path that cannot be read is one more problem for a reader of the JSON.
         if (o.output !== 'json' || exitCodeFor(err) !== EXIT_INVALID) throw err;
+        code = codeOf(err);
         res = { pods: [], images: [], configs: [], files: [], badFiles: [sourceOf(o.filename)], problems: [{ file: sourceOf(o.filename), line: 1, col: 1, field: '', message: messageOf(err) }] };
       }
       const valid = res.problems.length === 0;
       process.exitCode = valid ? EXIT_OK : EXIT_INVALID;
       if (o.output === 'json') {
-        process.stdout.write(`${JSON.stringify({ valid, problems: res.problems }, null, 2)}\n`);
+        // Each problem carries the code its error line would (scripts key on it either way).
+        process.stdout.write(`${JSON.stringify({ valid, problems: res.problems.map((p) => ({ code, ...p })) }, null, 2)}\n`);
         return;
       }
       if (!valid) {
         printProblems(res.problems);
-        process.stderr.write(`error: ${res.problems.length} problem(s) in ${res.badFiles.length} file(s)\n`);
+        process.stderr.write(errorLine('ERR_INVALID_MANIFEST', `${res.problems.length} problem(s) in ${res.badFiles.length} file(s)`));
         return;
       }
       const objects = res.pods.length + res.images.length;
@@ -477,7 +531,7 @@ export function buildProgram(): Command {
         if (kind !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', 'delete: give either -f PATH or pod NAME, not both');
         const { declaredPodKeys, formatProblem } = await import('./reconciler/manifest.js');
         const res = await declaredPodKeys(await manifestInput(o.filename));
-        for (const p of res.problems) process.stderr.write(`error: ${formatProblem(p)}\n`);
+        for (const p of res.problems) process.stderr.write(errorLine('ERR_INVALID_MANIFEST', formatProblem(p)));
         problems = res.problems.length;
         keys = res.keys.map((k) => k.key);
       } else {
@@ -489,7 +543,7 @@ export function buildProgram(): Command {
       await withBackend(cfg, { write: true, what: 'delete' }, async (b) => {
         const req = { keys, ...(o.filename !== undefined ? { source: sourceOf(o.filename) } : {}), ...(o.force === true ? { force: true } : {}) };
         const res = await withProgress(o.quiet === true, (p) => b.call<import('./daemon/service.js').ApplyResponse & { missing: string[] }>('delete', req, p));
-        for (const r of res.refused) process.stderr.write(`error: ${r}\n`);
+        printRefused(res.refused);
         if (res.refused.length > 0) {
           process.exitCode = EXIT_FAILURE;
           return;
@@ -508,7 +562,9 @@ export function buildProgram(): Command {
     .argument('<dir...>', 'manifest directories')
     .option('--resync <seconds>', 'safety-net resync period', '30')
     .option('--metrics-addr <host:port>', 'serve Prometheus metrics on a loopback address, e.g. 127.0.0.1:9464')
-    .action(async (dirs: string[], o: { resync: string; metricsAddr?: string }, cmd: Command) => {
+    .option('--image-gc-high-threshold <percent>', "disk use of the root's file system at which unused images are removed, least recently used first (checked after pulls and at each resync; 100 turns it off)", '85')
+    .option('--image-gc-low-threshold <percent>', 'disk use image GC brings it below', '80')
+    .action(async (dirs: string[], o: { resync: string; metricsAddr?: string; imageGcHighThreshold: string; imageGcLowThreshold: string }, cmd: Command) => {
       const cfg = config(cmd);
       const { statSync } = await import('node:fs');
       for (const dir of dirs) {
@@ -518,6 +574,12 @@ export function buildProgram(): Command {
       if (!Number.isFinite(resync) || resync < 1) {
         throw new BerthError('ERR_INVALID_ARGUMENT', `up --resync ${JSON.stringify(o.resync)}: must be a number of seconds, at least 1`);
       }
+      for (const [flag, v] of [['--image-gc-high-threshold', o.imageGcHighThreshold], ['--image-gc-low-threshold', o.imageGcLowThreshold]] as const) {
+        if (!/^\d+(\.\d+)?$/.test(v)) throw new BerthError('ERR_INVALID_ARGUMENT', `up ${flag} ${JSON.stringify(v)}: must be a percentage from 0 to 100 (a number, no % sign)`);
+      }
+      const imageGc = { highPercent: Number(o.imageGcHighThreshold), lowPercent: Number(o.imageGcLowThreshold) };
+      const gcProblem = (await import('./runtime/index.js')).thresholdProblem(imageGc);
+      if (gcProblem !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `up: ${gcProblem}`);
       const { runUp } = await import('./daemon/up.js');
       if (o.metricsAddr !== undefined) (await import('./daemon/metrics.js')).parseMetricsAddr(o.metricsAddr);
       const rt = await openRuntime(cfg);
@@ -531,6 +593,7 @@ export function buildProgram(): Command {
           rt,
           log: cfg.log,
           resyncMs: resync * 1000,
+          ...(imageGc.highPercent < 100 ? { imageGc } : {}),
           signal: ac.signal,
           out: (l) => process.stdout.write(`${l}\n`),
           ...(o.metricsAddr !== undefined ? { metricsAddr: o.metricsAddr } : {}),
@@ -690,13 +753,11 @@ export function buildProgram(): Command {
     .option('-n, --namespace <ns>', 'namespace', 'default')
     .option('-c, --container <name>', 'container name')
     .option('-i, --stdin', 'pass this stdin to the command (else it reads /dev/null)')
-    .option('-t, --tty', 'allocate a terminal: not supported yet (ERR_UNSUPPORTED)')
+    .option('-t, --tty', 'allocate a terminal in the container (runc exec -t); with -i this terminal goes raw and its size follows the window')
     .action(async (target: string, argv: string[], o: { namespace: string; container?: string; stdin?: boolean; tty?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       const parts = target.split('/');
       if (parts.length > 2 || parts.some((p) => p === '')) throw new BerthError('ERR_INVALID_ARGUMENT', `exec ${target}: expected POD or POD/CONTAINER`);
-      // runc exec --tty hands the pty back over a unix socket with SCM_RIGHTS, which node cannot receive.
-      if (o.tty === true) throw new BerthError('ERR_UNSUPPORTED', `exec ${target}: -t/--tty is not supported yet (no terminal allocation); use -i without -t`);
       // As kubectl: without `--` the command's own flags would be read as berth's (sh -c is -c CONTAINER).
       if (!process.argv.includes('--')) throw new BerthError('ERR_INVALID_ARGUMENT', `exec ${target}: put the command after --: berth exec ${target} -- ${argv.join(' ')}`);
       const [podName, ctrPart] = parts;
@@ -711,7 +772,7 @@ export function buildProgram(): Command {
       });
       // runc exec changes no state: run in-process, daemon or not (Runtime.execInContainer).
       await withRuntime(cfg, async (rt) => {
-        const res = await rt.execInContainer(id, argv, { stdin: o.stdin === true });
+        const res = await rt.execInContainer(id, argv, { stdin: o.stdin === true, tty: o.tty === true });
         process.exitCode = res.code;
       });
     });
@@ -731,7 +792,7 @@ export function buildProgram(): Command {
         const found = new Set(stats.map((s) => s.pod));
         for (const k of query.keys ?? []) {
           if (found.has(k)) continue;
-          process.stderr.write(`error: stats ${k}: no such pod or no running container\n`);
+          process.stderr.write(errorLine('ERR_NOT_FOUND', `stats ${k}: no such pod or no running container`));
           process.exitCode = EXIT_FAILURE;
         }
         if (o.output === 'json') {
@@ -886,6 +947,48 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('df')
+    .description('disk use by images (unpacked layers, shared and unique; compressed blobs), containers (writable layers), logs and volumes, and what images prune, images prune --all and gc would reclaim')
+    .option('-v, --verbose', 'also one line per image and per volume')
+    .addOption(new Option('-o, --output <format>', 'output format (json: schemas/df.json)').choices(['table', 'json']).default('table'))
+    .action(async (o: { verbose?: boolean; output: string }, cmd: Command) => {
+      const cfg = config(cmd);
+      await withBackend(cfg, { write: false, what: 'df' }, async (b) => {
+        const r = await b.call<import('./runtime/index.js').DiskUsage>('df');
+        if (o.output === 'json') {
+          process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+          return;
+        }
+        const { formatBytes } = await import('./lib/progress.js');
+        const pct = (part: number, whole: number): string => (whole === 0 ? '' : ` (${Math.round((part / whole) * 100)}%)`);
+        const imageBytes = r.images.layerBytes + r.images.blobBytes;
+        const namedActive = r.volumes.items.filter((v) => v.usedBy.length > 0).length;
+        const rows = [
+          ['TYPE', 'TOTAL', 'ACTIVE', 'SIZE', 'RECLAIMABLE'],
+          ['Images', String(r.images.count), String(r.images.active), formatBytes(imageBytes), `${formatBytes(r.images.reclaimableBytes)}${pct(r.images.reclaimableBytes, imageBytes)}`],
+          ['Containers', String(r.containers.count), String(r.containers.running), formatBytes(r.containers.bytes), '-'],
+          ['Logs', '-', '-', formatBytes(r.logs.bytes), '-'],
+          ['Volumes', String(r.volumes.count), String(namedActive), formatBytes(r.volumes.bytes), `${formatBytes(r.volumes.reclaimableBytes)}${pct(r.volumes.reclaimableBytes, r.volumes.bytes)}`],
+        ];
+        process.stdout.write(table(rows));
+        process.stdout.write(
+          `\nimages: ${formatBytes(r.images.layerBytes)} unpacked layers (${formatBytes(r.images.sharedLayerBytes)} shared, ${formatBytes(r.images.uniqueLayerBytes)} unique), ${formatBytes(r.images.blobBytes)} compressed blobs\n` +
+            `reclaimable: images prune ${formatBytes(r.reclaim.imagesPrune)}, images prune --all ${formatBytes(r.reclaim.imagesPruneAll)}, gc ${formatBytes(r.reclaim.gc)}\n` +
+            `file system of ${r.root}: ${r.filesystem.usedPercent}% used (${formatBytes(r.filesystem.usedBytes)} of ${formatBytes(r.filesystem.capacityBytes)})\n`,
+        );
+        if (o.verbose !== true) return;
+        const imgs = [['REF', 'DIGEST', 'LAYERS', 'SIZE', 'SHARED', 'UNIQUE', 'COMPRESSED', 'CONTAINERS', 'LAST USED']];
+        for (const i of r.images.items) {
+          imgs.push([i.ref, i.digest.slice(0, 19), String(i.layers), formatBytes(i.sizeBytes), formatBytes(i.sharedBytes), formatBytes(i.uniqueBytes), formatBytes(i.compressedBytes), String(i.containers), i.lastUsed ?? '-']);
+        }
+        process.stdout.write(`\nImages:\n${table(imgs)}`);
+        const vols = [['KIND', 'NAME', 'POD', 'SIZE', 'USED BY']];
+        for (const v of r.volumes.items) vols.push([v.kind, v.name, v.pod ?? '-', formatBytes(v.bytes), v.usedBy.length > 0 ? v.usedBy.join(',') : '-']);
+        process.stdout.write(`\nVolumes:\n${table(vols)}`);
+      });
+    });
+
+  program
     .command('install-service')
     .description('write the systemd unit (packaging/berth.service) that runs berth up at boot, create the manifests directory and print the systemctl commands that enable it (systemctl is never run)')
     .option('--manifests <dir>', 'the directory the service watches', '/etc/berth/manifests')
@@ -907,6 +1010,8 @@ export function buildProgram(): Command {
         ...cfg.allowHostPath.flatMap((p) => ['--allow-host-path', p]),
         ...(cfg.allowPrivileged ? ['--allow-privileged'] : []),
         ...(cfg.registryConfig !== undefined ? ['--registry-config', cfg.registryConfig] : []),
+        ...(cfg.registryHostsDir !== undefined ? ['--registry-hosts-dir', cfg.registryHostsDir] : []),
+        ...(cfg.containerLogMaxBytes !== undefined ? ['--container-log-max-size', String(cfg.containerLogMaxBytes)] : []),
       ];
       const text = sd.renderUnit(sd.readUnitTemplate(), { bin, manifests, globals, nodeDir: path.dirname(process.execPath) });
       if (o.dryRun === true) {
@@ -952,26 +1057,14 @@ export function buildProgram(): Command {
       const cfg = config(cmd);
       if (o.net !== 'pod' && o.net !== 'host') throw new BerthError('ERR_INVALID_ARGUMENT', `run --net ${JSON.stringify(o.net)}: expected pod or host`);
       if (o.rm === true && o.detach === true) throw new BerthError('ERR_INVALID_ARGUMENT', 'run: --rm and --detach exclude each other');
-      const name = o.name ?? `run-${Math.random().toString(36).slice(2, 8)}`;
+      const name = o.name ?? randomRunName();
       const env = o.env.map((kv) => {
         const eq = kv.indexOf('=');
         if (eq <= 0) throw new BerthError('ERR_INVALID_ARGUMENT', `run -e ${JSON.stringify(kv)}: expected NAME=VALUE`);
         return { name: kv.slice(0, eq), value: kv.slice(eq + 1) };
       });
-      // A berth.dev/v1 Container, checked by the same loader as any manifest.
-      const doc = {
-        apiVersion: 'berth.dev/v1',
-        kind: 'Container',
-        metadata: { name, namespace: o.namespace },
-        spec: {
-          image,
-          restartPolicy: 'Never',
-          terminationGracePeriodSeconds: 2,
-          ...(o.net === 'host' ? { hostNetwork: true } : {}),
-          ...(command.length > 0 ? { command } : {}),
-          ...(env.length > 0 ? { env } : {}),
-        },
-      };
+      // A berth.dev/v1 Container, checked by the same loader as any manifest (lib/fast-run builds the same).
+      const doc = runDocument({ name, namespace: o.namespace, image, command, env, net: o.net });
       const text = JSON.stringify(doc);
       const input = { path: '-', stdinText: text, display: 'berth run' };
       const podKey = `${o.namespace}/${name}`;
@@ -986,8 +1079,9 @@ export function buildProgram(): Command {
         const res = await withProgress(true, (p) => b.call<import('./daemon/service.js').ApplyResponse>('apply', body, p));
         failOnInvalid(res.invalid);
         const failed = res.steps.find((r) => r.error !== undefined);
-        if (failed?.error !== undefined) throw new BerthError(failed.error.code as import('./lib/errors.js').ErrorCode, failed.error.message);
-        if (res.blocked.length > 0) throw new BerthError('ERR_PRECONDITION', res.blocked.map((x) => `${x.key}: ${x.reason}`).join('; '));
+        if (failed?.error !== undefined) throw new BerthError(isErrorCode(failed.error.code) ? failed.error.code : 'ERR_INTERNAL', failed.error.message);
+        const blocked = res.blocked.map((x) => splitCoded(x.reason, 'ERR_PRECONDITION'));
+        if (blocked.length > 0) throw new BerthError(blocked[0]?.code ?? 'ERR_PRECONDITION', res.blocked.map((x, i) => `${x.key}: ${blocked[i]?.message ?? x.reason}`).join('; '));
         type Target = import('./daemon/service.js').LogTarget;
         const t = await b.call<Target>('logs', { podKey });
         if (o.detach === true) {
@@ -1093,13 +1187,14 @@ async function main(): Promise<void> {
       process.exitCode = code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help' ? EXIT_OK : EXIT_INVALID;
       return;
     }
-    process.stderr.write(`error: ${messageOf(err)}\n`);
+    process.stderr.write(errorLine(codeOf(err), messageOf(err)));
     // kubectl diff: any error is exit 2, since 1 means "changes pending".
     process.exitCode = activeCommand === 'diff' ? EXIT_INVALID : exitCodeFor(err);
   }
 }
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === realpathSync(process.argv[1])) {
-  // `ps`/`status` with a running daemon are answered before commander is even loaded.
-  if (!(await answerFastRead(process.argv.slice(2)))) await main();
+  // `ps`/`status` and `run` with a running daemon are answered before commander is even loaded.
+  const argv = process.argv.slice(2);
+  if (!(await answerFastRead(argv)) && !(await answerFastRun(argv))) await main();
 }

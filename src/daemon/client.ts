@@ -1,5 +1,5 @@
 import { request, type IncomingMessage } from 'node:http';
-import { BerthError, type ErrorCode } from '../lib/errors.js';
+import { BerthError, isErrorCode } from '../lib/errors.js';
 
 /**
  * The CLI's side of the daemon socket. Kept to node:http and lib/errors so a command that
@@ -30,7 +30,7 @@ export class DaemonClient {
             }
             const err = (parsed as { error?: { code?: string; message?: string } }).error;
             if ((res.statusCode ?? 500) >= 400 || err !== undefined) {
-              reject(new BerthError((err?.code ?? 'ERR_INTERNAL') as ErrorCode, err?.message ?? `daemon ${method}: status ${res.statusCode ?? '?'}`));
+              reject(new BerthError(isErrorCode(err?.code) ? err.code : 'ERR_INTERNAL', err?.message ?? `daemon ${method}: status ${res.statusCode ?? '?'}`));
               return;
             }
             resolve(parsed as T);
@@ -64,7 +64,7 @@ export class DaemonClient {
             if (m.progress !== undefined) onProgress(m.progress);
             else if (m.error !== undefined) {
               settled = true;
-              reject(new BerthError((m.error.code ?? 'ERR_INTERNAL') as ErrorCode, m.error.message ?? `daemon ${method}: failed`));
+              reject(new BerthError(isErrorCode(m.error.code) ? m.error.code : 'ERR_INTERNAL', m.error.message ?? `daemon ${method}: failed`));
             } else {
               settled = true;
               resolve(m.result as T);

@@ -4,7 +4,7 @@ import { containerArgv } from '../lib/argv.js';
 import { BerthError, isBerthError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { matchesSelector, parseSelector } from '../lib/selector.js';
-import { parseReference, type EventRecord, type GcReport, type ImageSummary, type ImportedImage, type ObservedPod, type Runtime } from '../runtime/index.js';
+import { parseReference, type DiskUsage, type EventRecord, type GcReport, type ImageSummary, type ImportedImage, type ObservedPod, type Runtime } from '../runtime/index.js';
 import { Controller, type ApplyResult, type ProgressEvent } from '../reconciler/controller.js';
 import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
 import { knownConfigs, recordConfigs } from '../reconciler/configs.js';
@@ -161,6 +161,13 @@ export class BerthService {
 
   async apply(req: ApplyRequest, onProgress?: (e: ProgressEvent) => void): Promise<ApplyResponse> {
     const c = this.o.controller;
+    // `apply -f DIR`: the archives in DIR/images/ are imported first (issue 14); a bad one refuses the apply, naming it.
+    if (req.input.stdinText === undefined && req.dryRun !== true && statSync(req.input.path, { throwIfNoEntry: false })?.isDirectory() === true) {
+      const { ImageFolder } = await import('../reconciler/image-folder.js');
+      const folder = new ImageFolder(req.input.path, { importer: this.o.rt, ledger: path.join(this.o.rt.paths.root, 'image-folder.json'), log: this.o.log });
+      const res = await folder.sync({ requireStable: false });
+      if (res.problems.length > 0) return { steps: [], blocked: [], refused: [], keys: [], invalid: { problems: res.problems, badFiles: res.problems.length } };
+    }
     const loaded = await this.load(req.input, req.pods, req.configs);
     if ('invalid' in loaded) return { steps: [], blocked: [], refused: [], keys: [], invalid: loaded.invalid };
     const pods = loaded.pods;
@@ -278,6 +285,11 @@ export class BerthService {
   /** `gc [--dry-run]`: removes (or lists) what no image, container or pod reaches. */
   gc(req: { dryRun?: boolean }): Promise<GcReport> {
     return this.o.rt.collectGarbage({ dryRun: req.dryRun === true });
+  }
+
+  /** `df`: disk use by images, containers, logs and volumes, and what prune and gc would reclaim. Read-only. */
+  df(): Promise<DiskUsage> {
+    return this.o.rt.diskUsage();
   }
 
   /** `images pull`; `onProgress`: the pull step's start, its layers as they are written, its end. */
@@ -520,6 +532,8 @@ export async function dispatch(s: BerthService, method: string, body: unknown, o
       return s.imagesPrune({ all: b['all'] === true });
     case 'gc':
       return s.gc({ dryRun: b['dryRun'] === true });
+    case 'df':
+      return s.df();
     case 'logs':
       return s.logTarget(b as unknown as LogsRequest);
     case 'exec':

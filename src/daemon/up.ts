@@ -4,7 +4,7 @@ import { watch, type FSWatcher } from 'chokidar';
 import { BerthError, messageOf } from '../lib/errors.js';
 import { LockFile } from '../lib/lock.js';
 import type { Logger } from '../lib/log.js';
-import type { Runtime } from '../runtime/index.js';
+import { parseReference, type ImageGcThresholds, type Runtime } from '../runtime/index.js';
 import { Controller, type KeyReport } from '../reconciler/controller.js';
 import { knownConfigs, recordConfigs, recordedConfigs } from '../reconciler/configs.js';
 import type { DesiredConfig, DesiredImage, DesiredPod } from '../reconciler/desired.js';
@@ -12,7 +12,9 @@ import { resolvePods } from '../reconciler/resolve.js';
 import { formatProblem, type ManifestProblem } from '../reconciler/manifest.js';
 import { lastAppliedPod } from '../reconciler/plan.js';
 import { renderStep } from '../reconciler/render.js';
+import { ImageFolder } from '../reconciler/image-folder.js';
 import { ManifestSource } from '../reconciler/source.js';
+import { startHousekeeping } from './housekeeping.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { serveApi } from './server.js';
 import { BerthService } from './service.js';
@@ -28,6 +30,8 @@ export interface UpOptions {
   drainMs?: number;
   /** Opt-in Prometheus metrics on a loopback `HOST:PORT` (the only TCP listener). */
   metricsAddr?: string;
+  /** Automatic image GC by disk use (kubelet's thresholds); checked after pulls and at each resync. */
+  imageGc?: ImageGcThresholds;
   /** Human output, one line at a time (stdout of `berth up`). */
   out: (line: string) => void;
   signal: AbortSignal;
@@ -45,6 +49,10 @@ export async function runUp(o: UpOptions): Promise<void> {
   try {
     await daemonLock.acquire({ waitMs: 0, what: 'berth up' });
   } catch (err) {
+    // Only a lock another process holds is "another berth up"; any other failure to take it (the
+    // lock file replaced by a link, the native addon not loading) is reported as itself
+    // (regression up-lock-failure-reported-as-another-daemon).
+    if (!(err instanceof BerthError && err.code === 'ERR_LOCKED')) throw err;
     const pid = await daemonLock.owner();
     throw new BerthError('ERR_LOCKED', `berth up: another berth up already runs on ${o.rt.paths.state}${pid !== undefined ? ` (pid ${pid})` : ''}; stop it first`, { cause: err });
   }
@@ -72,7 +80,12 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
       .flatMap((p) => lastAppliedPod(p.spec) ?? []);
   const owners = (): ReadonlyMap<string, string> => new Map(rt.listPods().map((p) => [p.key, p.source]));
   const configsOf = (file: string): DesiredConfig[] => recordedConfigs(rt).filter((c) => c.source === file);
-  const sources = roots.map((r) => new ManifestSource(r, log, recorded, owners, configsOf));
+  // An archive still being written in <dir>/images/ asks for one more reload once it may be complete.
+  let reloadSoon: () => void = () => undefined;
+  const imageFolder = (r: string): ImageFolder =>
+    new ImageFolder(r, { importer: rt, ledger: path.join(rt.paths.root, 'image-folder.json'), log, wake: () => reloadSoon() });
+  const folders = roots.map(imageFolder);
+  const sources = roots.map((r, i) => new ManifestSource(r, log, recorded, owners, configsOf, folders[i]));
   const controller = new Controller({ rt, log, retry: true });
   // A ConfigMap or Secret applied through the socket may change what watched pods resolve to.
   const service = new BerthService({ rt, log, controller, daemon: true, onConfigsChanged: () => void load() });
@@ -84,6 +97,36 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   let lastInvalid = '';
   let problems: ManifestProblem[] = [];
   let wake: () => void = () => undefined;
+  // Image refs the watched manifests name (pods not yet recorded, Image objects) and the images/
+  // folders' archives hold: image GC keeps them.
+  let desiredRefs: string[] = [];
+  let imageGcRunning = false;
+  let imageGcAgain = false;
+  const imageGc = async (): Promise<void> => {
+    if (o.imageGc === undefined) return;
+    if (imageGcRunning) {
+      imageGcAgain = true;
+      return;
+    }
+    imageGcRunning = true;
+    try {
+      do {
+        imageGcAgain = false;
+        const r = await rt.imageGc({ ...o.imageGc, keep: desiredRefs });
+        if (r.triggered) {
+          o.out(`berth: image GC: disk ${r.usedPercentBefore}% ≥ ${o.imageGc.highPercent}%: removed ${r.removed.length} unused image(s), ${r.bytes} bytes; now ${r.usedPercentAfter}%${r.error !== undefined ? ` (${r.error})` : ''}`);
+        }
+      } while (imageGcAgain);
+    } catch (err) {
+      log.error({ err: messageOf(err) }, 'image gc failed');
+    } finally {
+      imageGcRunning = false;
+    }
+  };
+  // After each pull (the controller's and `images pull` through the socket both record Pulled).
+  const offPulled = rt.onEvent((e) => {
+    if (e.reason === 'Pulled') void imageGc();
+  });
   controller.onReport((r: KeyReport) => {
     for (const s of r.steps) {
       steps++;
@@ -128,6 +171,13 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
     // The watched directories own their ConfigMaps and Secrets: recorded as declared, forgotten when gone.
     recordConfigs(rt, configs, { sources: roots });
     all = resolvePods(all, knownConfigs(rt, configs));
+    desiredRefs = [...images.map((i) => i.ref), ...folders.flatMap((f) => f.images().map((i) => i.ref)), ...all.flatMap((p) => [...(p.initContainers ?? []), ...p.containers].map((c) => c.image))].flatMap((ref) => {
+      try {
+        return [parseReference(ref).canonical];
+      } catch {
+        return [];
+      }
+    });
     controller.setWatched(roots, all, problems.map((p) => ({ file: p.file, text: formatProblem(p) })), images);
     wake();
   };
@@ -139,17 +189,17 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
 
   o.out(`berth: watching ${roots.join(', ')}; API on ${rt.paths.socket} (Ctrl-C stops watching; containers keep running)`);
   controller.watchExits();
+  // Log rotation and the emptyDir sizeLimit check; their kills reach the controller as exits.
+  const housekeeping = startHousekeeping({ rt, log });
   await load();
   controller.resyncAll();
-  const api = await serveApi({ socket: rt.paths.socket, service, log, onEvent: (fn) => rt.onEvent(fn), metrics: () => metrics.render(metricsSource) });
-  const metricsServer = o.metricsAddr !== undefined ? await serveMetrics({ addr: o.metricsAddr, metrics, log, source: metricsSource }) : undefined;
-  if (metricsServer !== undefined) o.out(`berth: metrics on http://${o.metricsAddr ?? ''}/metrics`);
-
+  void imageGc();
   let timer: NodeJS.Timeout | undefined;
   const schedule = (): void => {
     if (timer !== undefined) clearTimeout(timer);
     timer = setTimeout(() => void load().catch((err: unknown) => log.error({ err: messageOf(err) }, 'reading manifests failed')), o.debounceMs ?? 25);
   };
+  reloadSoon = schedule;
   const watchers: FSWatcher[] = roots.map((root) => {
     // A root that is itself a link (`berth up current/` of a git-sync checkout) is watched as
     // the link (its swap) and as what it points to now (edits in place).
@@ -170,9 +220,20 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
     w.on('error', (err) => log.warn({ err: messageOf(err) }, 'watcher error'));
     return w;
   });
+  // chokidar reports nothing before its first scan is done (ignoreInitial): a file written meanwhile
+  // would wait for the rescan. So: watchers ready, read once more, and only then serve the socket,
+  // whose appearance tells clients the daemon sees their writes (regression up-serves-before-watching).
+  await Promise.all(watchers.map((w) => new Promise<void>((resolve) => w.once('ready', () => resolve()))));
+  await load();
+  const api = await serveApi({ socket: rt.paths.socket, service, log, onEvent: (fn) => rt.onEvent(fn), metrics: () => metrics.render(metricsSource) });
+  const metricsServer = o.metricsAddr !== undefined ? await serveMetrics({ addr: o.metricsAddr, metrics, log, source: metricsSource }) : undefined;
+  if (metricsServer !== undefined) o.out(`berth: metrics on http://${o.metricsAddr ?? ''}/metrics`);
   const resync = setInterval(() => {
     void load()
-      .then(() => void controller.resyncDrifted())
+      .then(() => {
+        void controller.resyncDrifted();
+        void imageGc();
+      })
       .catch((err: unknown) => log.error({ err: messageOf(err) }, 'resync failed'));
   }, o.resyncMs ?? 30_000);
 
@@ -204,6 +265,8 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
     o.signal.addEventListener('abort', () => resolve(), { once: true });
   });
   clearInterval(resync);
+  offPulled();
+  await housekeeping.stop();
   if (timer !== undefined) clearTimeout(timer);
   await Promise.all(watchers.map((w) => w.close()));
   await api.close();

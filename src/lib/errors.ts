@@ -95,3 +95,41 @@ export function errnoCode(err: unknown): string | undefined {
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** Every code, in the order of the union (the README's table follows it; a unit test checks). */
+export const ERROR_CODES: readonly ErrorCode[] = Object.keys(RETRYABLE) as ErrorCode[];
+
+export function isErrorCode(s: unknown): s is ErrorCode {
+  return typeof s === 'string' && Object.hasOwn(RETRYABLE, s);
+}
+
+/** The code an error is reported with: its own, or ERR_INTERNAL for anything not a BerthError. */
+export function codeOf(err: unknown): ErrorCode {
+  return err instanceof BerthError ? err.code : 'ERR_INTERNAL';
+}
+
+/**
+ * The process exit code a command that fails with `code` ends with: 2 for input berth refuses
+ * to read (a bad flag or manifest: fix the input), 1 for everything else (kubectl's split; `diff`
+ * exits 2 on any error since 1 means "changes pending").
+ */
+export function exitCodeOf(code: ErrorCode): 1 | 2 {
+  return code === 'ERR_INVALID_MANIFEST' || code === 'ERR_INVALID_ARGUMENT' ? 2 : 1;
+}
+
+/**
+ * One line of the CLI's stderr for a refusal or failure: `error ERR_…: <operation> <ids>: <reason>`.
+ * Scripts key on the code, so every error line of every command goes through here.
+ */
+export function errorLine(code: ErrorCode, message: string): string {
+  return `error ${code}: ${message}\n`;
+}
+
+/**
+ * A reason stored as text with its code in front (`ERR_…: message`, how the controller records a
+ * failure that blocked a pod), split back into the two; `fallback` when it carries none.
+ */
+export function splitCoded(text: string, fallback: ErrorCode): { code: ErrorCode; message: string } {
+  const m = /^(ERR_[A-Z_]+): /.exec(text);
+  return m?.[1] !== undefined && isErrorCode(m[1]) ? { code: m[1], message: text.slice(m[0].length) } : { code: fallback, message: text };
+}

@@ -1,4 +1,5 @@
 import { promises as fsp, type Stats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { criRecordDecoder, type CriMessage } from './crilog.js';
 import { sleep } from './time.js';
@@ -9,11 +10,14 @@ import { sleep } from './time.js';
  * new output until the container stops or the signal aborts. Bytes are decoded with a
  * StringDecoder, so a UTF-8 character split across two reads is printed whole.
  *
- * Rotation: conmon truncates the file when it passes --log-size-max. A file that shrank is
- * read again from its start; a file replaced under the same path (another inode) has its old
- * descriptor drained to its end first. So nothing is skipped or repeated across a rotation
- * (what was written between two polls and then truncated away is lost, as with any
- * truncating writer: the poll interval bounds it).
+ * Rotation: `berth up` renames a full log to `<file>.1` and has conmon open a new one
+ * (Runtime.rotateLogs), so the previous file is read first, then the current one. While
+ * following, a file replaced under the same path (another inode) has its old descriptor
+ * drained to its end first, then `<file>.1` is read too if it is neither the file just drained
+ * nor the new one (two rotations between polls), then the new file from its start. So nothing is
+ * skipped or repeated across a rotation; three rotations within one poll (200 ms) would lose
+ * the middle file. A file that shrank in place (a truncating writer) is read again from its
+ * start.
  */
 export interface FollowOptions {
   raw: boolean;
@@ -43,7 +47,34 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
     const msgs: CriMessage[] = [...records.push(chunk), ...(final ? records.flush() : [])];
     return msgs.filter((m) => o.sinceMs === undefined || Date.parse(m.time) >= o.sinceMs).map((m) => (o.timestamps ? `${m.time} ${m.message}` : m.message));
   };
-  let fh = await fsp.open(file, 'r').catch(() => undefined);
+  // Inodes already read (whole or through fh), so no file is shown twice.
+  const seen = new Set<number>();
+  const readWhole = async (f: string): Promise<string> => {
+    const h = await fsp.open(f, 'r').catch(() => undefined);
+    if (h === undefined) return '';
+    try {
+      const { ino } = await h.stat();
+      if (seen.has(ino)) return '';
+      seen.add(ino);
+      const dec = new StringDecoder('utf8');
+      return dec.write(await h.readFile()) + dec.end();
+    } finally {
+      await h.close();
+    }
+  };
+  const openTracked = async (f: string): Promise<FileHandle | undefined> => {
+    const h = await fsp.open(f, 'r').catch(() => undefined);
+    const st = await h?.stat().catch(() => undefined);
+    if (st !== undefined) seen.add(st.ino);
+    return h;
+  };
+  let fh = await openTracked(file);
+  // No current file mid-rotation (renamed, conmon not yet reopened): the rotated file is the one
+  // still written to, so it is followed; else it is the previous file, read first (opened after
+  // the current one: a rotation in between makes it the same inode, read once).
+  let previous = '';
+  if (fh === undefined) fh = await openTracked(`${file}.1`);
+  else previous = await readWhole(`${file}.1`);
   let offset = 0;
   const readMore = async (): Promise<string> => {
     if (fh === undefined) return '';
@@ -55,7 +86,7 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
     return text.write(buf.subarray(0, bytesRead));
   };
   // What is there now; without -f an unfinished last message is shown too.
-  let lines = render(await readMore(), !o.follow);
+  let lines = render(previous + (await readMore()), !o.follow);
   if (o.tail !== undefined) lines = o.tail === 0 ? [] : lines.slice(-o.tail);
   if (lines.length > 0) o.write(`${lines.join('\n')}\n`);
   if (!o.follow) {
@@ -73,10 +104,11 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
       const onDisk: Stats | undefined = await fsp.stat(file).catch(() => undefined);
       const mine = fh === undefined ? undefined : await fh.stat().catch(() => undefined);
       if (onDisk !== undefined && (mine === undefined || onDisk.ino !== mine.ino)) {
-        // Replaced under the same path: finish the old file, then read the new one from its start.
+        // Replaced under the same path: finish the old file, then any rotated file never opened, then the new one from its start.
         emit(await readMore());
+        emit(await readWhole(`${file}.1`));
         await fh?.close();
-        fh = await fsp.open(file, 'r').catch(() => undefined);
+        fh = await openTracked(file);
         offset = 0;
         text = new StringDecoder('utf8');
       } else if (mine !== undefined && mine.size < offset) {

@@ -1,4 +1,4 @@
-import { BerthError } from './errors.js';
+import { BerthError, errorLine } from './errors.js';
 import { tableLines } from './table.js';
 import { humanAge } from './time.js';
 
@@ -88,7 +88,7 @@ export function podQuery(what: string, names: readonly string[], o: { namespace:
  */
 function missing(what: string, query: PodQuery, found: readonly string[]): { stderr: string; failed: boolean; none: boolean } {
   let stderr = '';
-  for (const k of query.keys ?? []) if (!found.includes(k)) stderr += `error: ${what} ${k}: no such pod\n`;
+  for (const k of query.keys ?? []) if (!found.includes(k)) stderr += errorLine('ERR_NOT_FOUND', `${what} ${k}: no such pod`);
   return { stderr, failed: stderr !== '', none: (query.keys ?? []).length > 0 && found.length === 0 };
 }
 

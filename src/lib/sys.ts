@@ -23,6 +23,14 @@ interface SysBinding {
   llistxattr(path: SysPath): string[];
   syncfs(path: SysPath): Promise<void>;
   tryLockExclusive(fd: number): boolean;
+  mount(source: SysPath, target: SysPath, fstype: string, flags: number, data: SysPath | null, cwd: SysPath | null): Promise<void>;
+  umount2(target: SysPath, flags: number): Promise<void>;
+  consoleListen(path: SysPath): number;
+  consoleReceive(listenFd: number): number | null;
+  setWindowSize(fd: number, rows: number, cols: number): void;
+  setChildSubreaper(): void;
+  waitPid(pid: number): { code?: number; signal?: number } | null;
+  rawOutput(fd: number): void;
 }
 
 // Compiled to dist/src/lib/sys.js: the package root is three levels up.
@@ -47,7 +55,15 @@ function sys(): SysBinding {
     typeof m.lgetxattr !== 'function' ||
     typeof m.llistxattr !== 'function' ||
     typeof m.syncfs !== 'function' ||
-    typeof m.tryLockExclusive !== 'function'
+    typeof m.tryLockExclusive !== 'function' ||
+    typeof m.mount !== 'function' ||
+    typeof m.umount2 !== 'function' ||
+    typeof m.consoleListen !== 'function' ||
+    typeof m.consoleReceive !== 'function' ||
+    typeof m.setWindowSize !== 'function' ||
+    typeof m.setChildSubreaper !== 'function' ||
+    typeof m.waitPid !== 'function' ||
+    typeof m.rawOutput !== 'function'
   ) {
     throw new BerthError('ERR_PRECONDITION', `load native addon ${ADDON_PATH}: missing functions (rebuild it)`);
   }
@@ -86,6 +102,61 @@ export function llistxattr(path: SysPath): string[] {
 /** syncfs(2) on the filesystem holding `path`, on the libuv thread pool. */
 export function syncfs(path: SysPath): Promise<void> {
   return sys().syncfs(path);
+}
+
+/**
+ * A listening unix socket at `path` for runc's `--console-socket` (non-blocking, close-on-exec);
+ * the caller closes the fd and unlinks the path.
+ */
+export function consoleListen(path: SysPath): number {
+  return sys().consoleListen(path);
+}
+
+/**
+ * Accepts one pending connection on a `consoleListen` socket and returns the descriptor it sent
+ * with SCM_RIGHTS (the pty master runc allocated); null while nobody has connected yet. Throws
+ * EBADF when the peer sent no descriptor.
+ */
+export function consoleReceive(listenFd: number): number | null {
+  return sys().consoleReceive(listenFd);
+}
+
+/** TIOCSWINSZ: sets a terminal's size; on a pty master the kernel sends SIGWINCH to the slave's foreground group. */
+export function setWindowSize(fd: number, rows: number, cols: number): void {
+  sys().setWindowSize(fd, rows, cols);
+}
+
+/**
+ * mount(2) on the libuv thread pool. `cwd`, when given, is the directory relative paths in
+ * `data` resolve against (overlay's lowerdirs): the call runs on a thread of its own that
+ * unshares its fs_struct, so the process's working directory never moves.
+ */
+export function mount(o: { source: SysPath; target: SysPath; fstype: string; flags?: number; data?: SysPath; cwd?: SysPath }): Promise<void> {
+  return sys().mount(o.source, o.target, o.fstype, o.flags ?? 0, o.data ?? null, o.cwd ?? null);
+}
+
+/** umount2(2) on the libuv thread pool (an overlay's unmount syncs its upper filesystem). */
+export function umount2(target: SysPath, flags = 0): Promise<void> {
+  return sys().umount2(target, flags);
+}
+
+/**
+ * prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants become this process's children instead of
+ * init's. For the short-lived `berth exec -t` process only: a daemon that set it would inherit
+ * every conmon it starts (conmon double-forks).
+ */
+export function setChildSubreaper(): void {
+  sys().setChildSubreaper();
+}
+
+/** waitpid(pid, WNOHANG): null while it runs, else its exit code or the signal number that ended it. */
+export function waitPid(pid: number): { code?: number; signal?: number } | null {
+  return sys().waitPid(pid);
+}
+
+/** Clears OPOST on a terminal (cfmakeraw's output half; node's raw mode keeps ONLCR). setRawMode(false) restores it. */
+export function rawOutput(fd: number): void {
+  sys().rawOutput(fd);
 }
 
 /** Largest major and minor the kernel's 32-bit dev_t encoding can carry (12 and 20 bits). */

@@ -5,6 +5,7 @@
  * Conditions follow Kubernetes/Flux: Ready, Reconciling, Stalled, InvalidSpec, each with
  * status True/False, a CamelCase reason, a message and the generation it was computed for.
  */
+import type { ErrorCode } from '../lib/errors.js';
 import type { DesiredPod } from './desired.js';
 import type { ObservedPodView, Plan } from './plan.js';
 
@@ -15,6 +16,8 @@ export interface Condition {
   status: 'True' | 'False' | 'Unknown';
   reason: string;
   message: string;
+  /** The berth error code of the failure the condition reports (README, Error codes), when it reports one. */
+  code?: ErrorCode;
   observedGeneration: number;
 }
 
@@ -37,10 +40,10 @@ export interface PodSituation {
   observed: ObservedPodView | undefined;
   generation: number;
   /** Images the pod waits for; `error` once a pull failed (retried with backoff). */
-  images: { image: string; error?: string }[];
+  images: { image: string; error?: string; code?: ErrorCode }[];
   waiting: NonNullable<Plan['waiting']>;
   /** Steps that failed in this reconcile. */
-  failed: { message: string; retryable: boolean }[];
+  failed: { message: string; retryable: boolean; code?: ErrorCode }[];
   blocked: Plan['blocked'];
   /** Manifest problems of the file that declares the pod (last good objects kept). */
   invalid: string[];
@@ -53,15 +56,23 @@ export interface PodVerdict {
   conditions: Condition[];
   /** The reason the pod is not Ready, in one line (status's LAST ERROR column). */
   message: string;
+  /** The code of the failure behind `message`, when a berth error is behind it. */
+  code?: ErrorCode;
 }
 
-const cond = (type: ConditionType, on: boolean, reason: string, message: string, generation: number): Condition => ({
+const cond = (type: ConditionType, on: boolean, reason: string, message: string, generation: number, code?: ErrorCode): Condition => ({
   type,
   status: on ? 'True' : 'False',
   reason,
   message,
+  ...(code !== undefined ? { code } : {}),
   observedGeneration: generation,
 });
+
+/** The code a blocked reason was stored with (`ERR_…: …`, the controller's form), else ERR_PRECONDITION. */
+function blockedCode(reason: string): ErrorCode {
+  return (/^(ERR_[A-Z_]+): /.exec(reason)?.[1] as ErrorCode | undefined) ?? 'ERR_PRECONDITION';
+}
 
 /** Where manifests ask for an image: ` (wanted by default/web container app at /m/web.yaml:3; …)`. */
 export function wantedBy(users: readonly { podKey: string; containers: readonly string[]; source: string; line: number }[]): string {
@@ -95,10 +106,12 @@ export function podVerdict(s: PodSituation): PodVerdict {
   let message: string;
   let stalled = false;
   let reconciling = false;
+  let code: ErrorCode | undefined;
   if (s.conflict !== undefined) {
     phase = 'Conflict';
     reason = 'OwnedElsewhere';
     message = s.conflict;
+    code = 'ERR_CONFLICT';
     stalled = true;
   } else if (s.desired.paused) {
     phase = 'Paused';
@@ -108,6 +121,7 @@ export function podVerdict(s: PodSituation): PodVerdict {
     phase = 'Pending';
     reason = 'Blocked';
     message = s.blocked.map((b) => `${b.key}: ${b.reason}`).join('; ');
+    code = blockedCode(s.blocked[0]?.reason ?? '');
     stalled = true;
   } else if (pullFailed.length > 0) {
     phase = 'ImagePullBackOff';
@@ -116,6 +130,7 @@ export function podVerdict(s: PodSituation): PodVerdict {
     message = pullFailed
       .map((i) => `${i.error ?? ''}${wantedBy([{ podKey: s.desired.key, containers: s.desired.containers.filter((c) => c.image === i.image).map((c) => c.name), source: s.desired.source, line: s.desired.line }])}`)
       .join('; ');
+    code = pullFailed.find((i) => i.code !== undefined)?.code;
     stalled = true;
   } else if (s.waiting.length > 0) {
     phase = 'CrashLoopBackOff';
@@ -126,6 +141,7 @@ export function podVerdict(s: PodSituation): PodVerdict {
     phase = 'Error';
     reason = s.failed.every((f) => !f.retryable) ? 'Failed' : 'RetryingAfterError';
     message = s.failed.map((f) => f.message).join('; ');
+    code = s.failed.find((f) => f.code !== undefined)?.code;
     stalled = reason === 'Failed';
     reconciling = !stalled;
   } else if (pulling.length > 0) {
@@ -158,15 +174,17 @@ export function podVerdict(s: PodSituation): PodVerdict {
     phase = 'InvalidSpec';
   }
   const ready = readyCount === declared && !s.desired.paused && s.conflict === undefined;
+  const verdictCode = phase === 'InvalidSpec' ? 'ERR_INVALID_MANIFEST' : code;
   return {
     phase,
     message: invalid && message === '' ? s.invalid.join('; ') : message,
+    ...(verdictCode !== undefined ? { code: verdictCode } : {}),
     conditions: [
       // Not ready: the reason is the phase, so `berth status` reads the phase back from the row.
-      cond('Ready', ready, ready ? 'Running' : phase, ready ? `${running}/${declared} containers running` : message, g),
-      cond('Reconciling', reconciling, reconciling ? reason : 'Settled', reconciling ? message : '', g),
-      cond('Stalled', stalled, stalled ? reason : 'Progressing', stalled ? message : '', g),
-      cond('InvalidSpec', invalid, invalid ? 'ManifestInvalid' : 'Valid', invalid ? s.invalid.join('; ') : '', g),
+      cond('Ready', ready, ready ? 'Running' : phase, ready ? `${running}/${declared} containers running` : message, g, ready ? undefined : code),
+      cond('Reconciling', reconciling, reconciling ? reason : 'Settled', reconciling ? message : '', g, reconciling ? code : undefined),
+      cond('Stalled', stalled, stalled ? reason : 'Progressing', stalled ? message : '', g, stalled ? code : undefined),
+      cond('InvalidSpec', invalid, invalid ? 'ManifestInvalid' : 'Valid', invalid ? s.invalid.join('; ') : '', g, invalid ? 'ERR_INVALID_MANIFEST' : undefined),
     ],
   };
 }

@@ -1,10 +1,10 @@
 import { watch as fsWatch, type FSWatcher } from 'node:fs';
 import { systemClock, type Clock } from '../lib/clock.js';
-import { BerthError, isBerthError, messageOf } from '../lib/errors.js';
+import { BerthError, isBerthError, isErrorCode, messageOf, type ErrorCode } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { StepWait } from '../lib/progress.js';
 import { podKeyOfContainerId, type Runtime } from '../runtime/index.js';
-import { podVerdict, wantedBy, type PodPhase } from './conditions.js';
+import { podVerdict, wantedBy, type PodPhase, type PodSituation } from './conditions.js';
 import type { DesiredImage, DesiredPod } from './desired.js';
 import { inScope, lastAppliedPod, plan, type Plan, type PruneScope, type Step } from './plan.js';
 import { explainPullFailure } from './pull-error.js';
@@ -43,6 +43,8 @@ export interface KeyReport {
   settled: boolean;
   /** Time from the start of this run of the key to the report (metrics' duration histogram). */
   durationMs?: number;
+  /** The controller's desire epoch when this run started (an apply counts only runs that saw its desire). */
+  epoch?: number;
 }
 
 /**
@@ -118,6 +120,9 @@ export class Controller {
   private exitWatcher: FSWatcher | undefined;
   /** When the run in flight of each key started (the queue runs a key once at a time). */
   private readonly runStarted = new Map<string, number>();
+  /** Bumped by each apply before it sets its desires; each run notes the value it started under. */
+  private desireEpoch = 0;
+  private readonly runEpoch = new Map<string, number>();
   /** Resync passes so far (status shows it; tests wait for a pass instead of sleeping). */
   resyncs = 0;
   /** Keys whose run in flight has reported. */
@@ -274,6 +279,8 @@ export class Controller {
     this.emittedRun.add(r.key);
     const started = this.runStarted.get(r.key);
     if (started !== undefined && r.durationMs === undefined) r.durationMs = this.clock.now() - started;
+    const epoch = this.runEpoch.get(r.key);
+    if (r.epoch === undefined && epoch !== undefined) r.epoch = epoch;
     for (const l of this.reportListeners) l(r);
   }
 
@@ -281,6 +288,7 @@ export class Controller {
 
   private async handle(key: string, signal: AbortSignal): Promise<Outcome> {
     this.runStarted.set(key, this.clock.now());
+    this.runEpoch.set(key, this.desireEpoch);
     this.emittedRun.delete(key);
     try {
       if (key.startsWith(IMAGE)) return await this.reconcileImage(key.slice(IMAGE.length), signal);
@@ -338,7 +346,7 @@ export class Controller {
       // Worded for a person (what to check, a short excerpt of the registry's answer); the raw error is the cause.
       const e = new BerthError(raw.code, explainPullFailure(ref, raw), { cause: raw, details: raw.details });
       this.imageErrors.set(ref, e);
-      this.rt.addEvent(IMAGE + ref, 'Failed', e.message, { type: 'Warning' });
+      this.rt.addEvent(IMAGE + ref, 'Failed', e.message, { type: 'Warning', code: e.code });
       const message = `${e.message}${this.imageUsers(ref, [...waiters, ...(this.imageWaiters.get(ref) ?? [])])}`;
       this.progress({ key: IMAGE + ref, phase: 'end', step, ms: this.clock.now() - began, error: { code: e.code, message } });
       this.emit({ key: IMAGE + ref, steps: [{ step, error: { code: e.code, message } }], blocked: [], waitingImages: [], imageErrors: [], settled: true });
@@ -398,7 +406,7 @@ export class Controller {
     const p = plan({ desired: [pod], observed: view !== undefined ? [view] : [], images, now });
     report.blocked = p.blocked;
     const waitImages = new Set<string>();
-    const statusImages: { image: string; error?: string }[] = [];
+    const statusImages: PodSituation['images'] = [];
     this.forgetImageWaits(podKey);
     for (const s of p.steps) {
       if (s.kind !== 'pull') continue;
@@ -410,7 +418,7 @@ export class Controller {
       this.pullReasons.set(s.image, s.reason);
       if (failed !== undefined) {
         report.imageErrors.push(failed.message);
-        statusImages.push({ image: s.image, error: failed.message });
+        statusImages.push({ image: s.image, error: failed.message, code: failed.code });
         // A failed pull retries on its own backoff; when no retry is pending, ask again.
         if (this.queue.nextRetryAt(IMAGE + s.image) === undefined && this.retry) this.queue.add(IMAGE + s.image);
       } else {
@@ -428,7 +436,7 @@ export class Controller {
     }
     report.settled = report.waitingImages.length === 0;
     const after = steps.length > 0 ? await this.rt.observePod(podKey, { repair: true }) : observed;
-    const failed = report.steps.filter((r) => r.error !== undefined).map((r) => ({ message: r.error?.message ?? '', retryable: failure?.retryable ?? false }));
+    const failed = report.steps.filter((r) => r.error !== undefined).map((r) => ({ message: r.error?.message ?? '', retryable: failure?.retryable ?? false, ...(isErrorCode(r.error?.code) ? { code: r.error.code } : {}) }));
     if (after !== undefined && pod.paused !== true) this.prober?.sync(pod, after.containers.filter((c) => c.state === 'running'));
     else this.prober?.stopPod(podKey);
     this.writeStatus(podKey, pod, after !== undefined ? this.withProbes(toView(after, this.rt.listRestarts(podKey))) : undefined, {
@@ -491,17 +499,18 @@ export class Controller {
     podKey: string,
     pod: DesiredPod,
     observed: ReturnType<typeof toView> | undefined,
-    s: { images: { image: string; error?: string }[]; waiting: NonNullable<Plan['waiting']>; failed: { message: string; retryable: boolean }[]; blocked: Plan['blocked']; conflict?: string },
+    s: { images: PodSituation['images']; waiting: NonNullable<Plan['waiting']>; failed: PodSituation['failed']; blocked: Plan['blocked']; conflict?: string },
   ): void {
     const generation = this.rt.getPod(podKey)?.generation ?? 0;
     const v = podVerdict({ desired: pod, observed, generation, invalid: this.invalid.get(podKey) ?? [], ...s });
     // Events on transitions of the stored conditions (not of this process's memory), so a
     // daemon restart does not repeat them.
     const changed = this.rt.setConditions(POD + podKey, v.conditions);
-    if (changed.includes('Ready') || (changed.includes('InvalidSpec') && v.phase === 'InvalidSpec')) this.phaseEvent(podKey, v.phase, v.message, s.waiting);
+    if (changed.includes('Ready') || (changed.includes('InvalidSpec') && v.phase === 'InvalidSpec')) this.phaseEvent(podKey, v.phase, v.message, s.waiting, v.code);
   }
 
-  private phaseEvent(podKey: string, phase: PodPhase, message: string, waiting: NonNullable<Plan['waiting']>): void {
+  private phaseEvent(podKey: string, phase: PodPhase, message: string, waiting: NonNullable<Plan['waiting']>, code?: ErrorCode): void {
+    const warning = { type: 'Warning' as const, ...(code !== undefined ? { code } : {}) };
     const key = POD + podKey;
     switch (phase) {
       case 'CrashLoopBackOff':
@@ -510,13 +519,13 @@ export class Controller {
         }
         return;
       case 'ImagePullBackOff':
-        this.rt.addEvent(key, 'BackOff', `image pull back-off: ${message}`, { type: 'Warning' });
+        this.rt.addEvent(key, 'BackOff', `image pull back-off: ${message}`, warning);
         return;
       case 'InvalidSpec':
-        this.rt.addEvent(key, 'Invalid', `manifest invalid, last good objects kept: ${message}`, { type: 'Warning' });
+        this.rt.addEvent(key, 'Invalid', `manifest invalid, last good objects kept: ${message}`, warning);
         return;
       case 'Conflict':
-        this.rt.addEvent(key, 'Conflict', message, { type: 'Warning' });
+        this.rt.addEvent(key, 'Conflict', message, warning);
         return;
       case 'Paused':
         this.rt.addEvent(key, 'Paused', message);
@@ -581,6 +590,7 @@ export class Controller {
     const reports = new Map<string, KeyReport[]>();
     const imageReports = new Map<string, KeyReport>();
     const pending = new Set(keys.map((k) => POD + k));
+    const epoch = ++this.desireEpoch;
     let done: () => void = () => undefined;
     const finished = new Promise<void>((resolve) => (done = resolve));
     const imageKeys = new Set(req.pods.flatMap((p) => p.containers.map((c) => IMAGE + c.image)));
@@ -593,14 +603,20 @@ export class Controller {
         return;
       }
       if (!pending.has(r.key) && !reports.has(r.key)) return;
+      // A run that began before this apply set its desire (an exit's run in flight) read the old
+      // desire; the queue runs the key again, and that run answers (regression
+      // delete-settles-on-a-run-in-flight: `run --rm` returned while its pod was still there).
+      if ((r.epoch ?? epoch) < epoch) return;
       const list = reports.get(r.key) ?? [];
       list.push(r);
       reports.set(r.key, list);
       if (r.settled) pending.delete(r.key);
       if (pending.size === 0) done();
     });
-    for (const pod of req.pods) this.overrides.set(pod.key, { kind: 'present', pod });
-    for (const key of pruneKeys) this.overrides.set(key, { kind: 'absent', scope: req.prune?.keys?.includes(key) === true ? { keys: [key] } : (req.prune ?? {}) });
+    const mine = new Map<string, Desire>();
+    for (const pod of req.pods) mine.set(pod.key, { kind: 'present', pod });
+    for (const key of pruneKeys) mine.set(key, { kind: 'absent', scope: req.prune?.keys?.includes(key) === true ? { keys: [key] } : (req.prune ?? {}) });
+    for (const [key, d] of mine) this.overrides.set(key, d);
     try {
       if (pending.size === 0) done();
       for (const key of keys) this.queue.add(POD + key);
@@ -608,7 +624,9 @@ export class Controller {
     } finally {
       stop();
       stopProgress();
-      for (const key of keys) this.overrides.delete(key);
+      // Only this apply's own desires: a later apply of the same key (a delete sent during this
+      // one's replace) keeps its own until it settles.
+      for (const [key, d] of mine) if (this.overrides.get(key) === d) this.overrides.delete(key);
     }
     const steps: StepResult[] = [];
     const blocked: Plan['blocked'] = [];

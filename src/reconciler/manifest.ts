@@ -240,6 +240,8 @@ export async function listManifestFiles(p: string): Promise<{ files: string[]; p
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const e of entries) {
       if (e.name.startsWith('.') || e.name.endsWith('~') || e.name.startsWith('#')) continue;
+      // `<dir>/images/` holds image archives (an OCI layout has index.json), imported, never parsed (issue 14).
+      if (dir === abs && e.name === 'images') continue;
       const full = path.join(dir, e.name);
       const target = e.isSymbolicLink() ? await fsp.stat(full).catch(() => undefined) : undefined;
       if (e.isDirectory()) {

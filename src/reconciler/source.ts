@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import type { Logger } from '../lib/log.js';
 import type { DesiredConfig, DesiredImage, DesiredPod } from './desired.js';
+import type { ImageFolder } from './image-folder.js';
 import { formatProblem, loadManifests, type ManifestProblem, type ParseCache } from './manifest.js';
 
 /**
@@ -24,11 +25,15 @@ export class ManifestSource {
     private readonly owners: () => ReadonlyMap<string, string> = () => new Map(),
     /** ConfigMaps and Secrets recorded as applied from a file, used when the file is bad at startup. */
     private readonly recordedConfigs: (file: string) => DesiredConfig[] = () => [],
+    /** `<root>/images/`: its archives are imported before the manifests are read (image-folder.ts). */
+    private readonly imageFolder?: ImageFolder,
   ) {
     this.root = path.resolve(root);
   }
 
   async load(): Promise<{ desired: DesiredPod[]; images: DesiredImage[]; configs: DesiredConfig[]; problems: ManifestProblem[] }> {
+    // Images first: a pod planned from this load finds the archives' images already local.
+    const folder = await this.imageFolder?.sync({ requireStable: true });
     const res = await loadManifests(this.root, { owners: this.owners(), cache: this.cache });
     const next = new Map<string, DesiredPod[]>();
     for (const pod of res.pods) {
@@ -75,7 +80,7 @@ export class ManifestSource {
       desired: desired.filter((p) => (seen.has(p.key) ? false : (seen.add(p.key), true))),
       images: [...nextImages.values()].flat(),
       configs: [...nextConfigs.values()].flat(),
-      problems: res.problems,
+      problems: [...res.problems, ...(folder?.problems ?? [])],
     };
   }
 }

@@ -37,6 +37,8 @@ export interface PodStatus {
   createdAt: string;
   generation: number;
   lastError: string;
+  /** The berth error code behind lastError (README, Error codes); null when none is (or no error). */
+  lastErrorCode: string | null;
   nextTryAt: string | null;
   paused: boolean;
   /** The pod's IP on berth's bridge; null with hostNetwork or while it has no sandbox. */
@@ -47,6 +49,8 @@ export interface PodStatus {
     status: string;
     reason: string;
     message: string;
+    /** Present when the condition reports a failure with a berth error code. */
+    code?: string;
     observedGeneration: number;
     lastTransitionTime: string;
   }[];
@@ -116,6 +120,8 @@ export function buildStatus(o: {
       createdAt: iso(p.createdAt) ?? '',
       generation: p.generation ?? 1,
       lastError: stalled?.message ?? invalid?.message ?? (ready?.status === 'False' ? ready.message : ''),
+      // The code of the condition lastError is taken from.
+      lastErrorCode: (stalled !== undefined ? stalled.code : invalid !== undefined ? invalid.code : ready?.status === 'False' ? ready.code : null) ?? null,
       nextTryAt: next,
       paused: desired?.paused === true,
       ip: desired?.hostNetwork === true ? null : (p.sandbox?.ip ?? null),
@@ -125,6 +131,7 @@ export function buildStatus(o: {
         status: c.status,
         reason: c.reason,
         message: c.message,
+        ...(typeof c.code === 'string' ? { code: c.code } : {}),
         observedGeneration: c.observedGeneration,
         lastTransitionTime: iso(c.lastTransitionTime) ?? '',
       })),

@@ -21,7 +21,9 @@ import { parseImageConfig, type ImageConfig } from './images/documents.js';
 import { TaskDriver, type TaskStatus } from './tasks/index.js';
 import type { Finding } from './check/index.js';
 import { listMounts } from './snapshots/index.js';
-import { GarbageCollector, imageInUse, imageUsers, PullGate, type GcReport } from './gc/index.js';
+import { GarbageCollector, imageInUse, imageUsers, LeaseManager, pruneCandidates, PullGate, type GcReport } from './gc/index.js';
+import { diskUsage, fsUsage, type DiskUsage } from './df/index.js';
+import { runImageGc, type ImageGcResult, type ImageGcThresholds } from './gc/auto.js';
 import { readCgroupSample, type CgroupSample } from './stats/index.js';
 import { crashPoint } from '../lib/crashpoint.js';
 
@@ -38,6 +40,8 @@ export { checkWorkingDir } from './tasks/spec.js';
 export { criDecoder } from '../lib/crilog.js';
 export { checkHost, type Finding } from './check/index.js';
 export type { GcReport, GcRemoved } from './gc/index.js';
+export type { DiskUsage, DfImage, DfVolume, FsUsage } from './df/index.js';
+export { thresholdProblem, type ImageGcResult, type ImageGcThresholds } from './gc/auto.js';
 
 /** How long a postStart hook may take before it counts as failed. */
 const POST_START_TIMEOUT_MS = 30_000;
@@ -59,8 +63,12 @@ export interface RuntimeConfig {
   insecureRegistries?: readonly string[];
   /** Docker config.json with registry credentials, read on a registry's first 401 (`required`: a missing file is an error). */
   registryConfig?: { path: string; required: boolean };
+  /** containerd-style certs.d directory: per-registry mirrors, CAs, client certificates (`required`: must exist). */
+  registryHostsDir?: { path: string; required: boolean };
   /** Pod network: berth's bridge, its subnet and where the CNI plugins are. */
   network?: { bridge?: string; subnet?: string; pluginDir?: string };
+  /** A container log is rotated (one previous file kept) past this size; default 10 MiB. See rotateLogs. */
+  containerLogMaxBytes?: number;
 }
 
 /** A probe or hook action (the reconciler's DesiredHandler). */
@@ -129,8 +137,10 @@ export class Runtime {
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
   private readonly sandboxes: SandboxManager;
   private readonly volumes: VolumeManager;
-  /** Pulls share it, GC takes it alone: a pull writes files before the rows that name them. */
+  /** Imports and exports share it, GC takes it alone (one GC at a time); pulls run beside GC under leases. */
   private readonly pullGate = new PullGate();
+  /** Leases of the pulls in flight (runtime/gc/leases): GC keeps what they wrote before their rows. */
+  private readonly leases: LeaseManager;
 
   private constructor(
     private readonly cfg: RuntimeConfig,
@@ -141,6 +151,7 @@ export class Runtime {
     private readonly registry: RegistryClient,
   ) {
     this.images = new ImageService(state, content, snapshots, registry, cfg.log);
+    this.leases = new LeaseManager(state, cfg.log);
     this.lock = new LockFile(path.join(cfg.state, 'berth.lock'));
     const net = new CniNetwork({
       bridge: cfg.network?.bridge ?? DEFAULT_BRIDGE,
@@ -183,6 +194,7 @@ export class Runtime {
     const registry = new RegistryClient({
       insecureHosts: cfg.insecureRegistries ?? [],
       ...(cfg.registryConfig !== undefined ? { credentials: dockerConfigFile(cfg.registryConfig.path, { required: cfg.registryConfig.required }) } : {}),
+      ...(cfg.registryHostsDir !== undefined ? { hostsDir: cfg.registryHostsDir } : {}),
     });
     return new Runtime(cfg, state, content, snapshots, tasks, registry);
   }
@@ -269,16 +281,20 @@ export class Runtime {
    * `pullSecrets`: config.json texts (a pod's imagePullSecrets, with where they came from for
    * messages), asked before the node's own credentials.
    */
-  pullImage(
+  // async: a failure before the pull starts (bad pull secret, no room for the lease row) is a
+  // rejection, never a synchronous throw (regression pull-image-throws-synchronously).
+  async pullImage(
     ref: string,
     signal?: AbortSignal,
     platform?: { os: string; architecture: string; variant?: string },
     pullSecrets: readonly { secret: string; configJson: string }[] = [],
   ): Promise<LocalImage> {
     const credentials = pullSecrets.length === 0 ? undefined : chainCredentials(...pullSecrets.map((p) => credentialsFromDockerConfig(p.configJson, `imagePullSecret ${p.secret}`)));
-    return this.pullGate.shared(() =>
-      this.images.pull(ref, { ...(signal !== undefined ? { signal } : {}), ...(platform !== undefined ? { platform } : {}), ...(credentials !== undefined ? { credentials } : {}) }),
-    );
+    // No PullGate: the lease protects what the pull writes from a GC running meanwhile (issue 14).
+    const lease = this.leases.create('pull');
+    return this.images
+      .pull(ref, { lease, ...(signal !== undefined ? { signal } : {}), ...(platform !== undefined ? { platform } : {}), ...(credentials !== undefined ? { credentials } : {}) })
+      .finally(() => lease.release());
   }
 
   /**
@@ -396,10 +412,7 @@ export class Runtime {
     return this.pullGate.exclusive(async () => {
       const pods = this.state.listPods();
       const containers = this.state.listContainers();
-      const gone = this.state
-        .listImages()
-        .filter((i) => (opts.all ? !containers.some((c) => c.imageRef === i.ref) : imageUsers(i.ref, pods, containers).length === 0))
-        .map((i) => ({ ref: i.ref, digest: i.digest }));
+      const gone = pruneCandidates(this.state.listImages(), pods, containers, opts.all).map((i) => ({ ref: i.ref, digest: i.digest }));
       this.state.deleteImages(gone.map((i) => i.ref));
       const gc = await this.collector().collect({ dryRun: false });
       return { images: gone, gc };
@@ -415,8 +428,62 @@ export class Runtime {
     return this.pullGate.exclusive(() => this.collector().collect(opts));
   }
 
+  /**
+   * `berth df`: disk use by images (unpacked layers, shared and unique; compressed blobs),
+   * containers' writable layers, logs and volumes, and what `images prune [--all]` and `gc` would
+   * reclaim (GC dry runs). Read-only.
+   */
+  async diskUsage(): Promise<DiskUsage> {
+    const pods = this.state.listPods();
+    const containers = this.state.listContainers();
+    const images = this.state.listImages();
+    return diskUsage({
+      root: this.cfg.root,
+      images,
+      manifests: this.state.listManifests(),
+      snapshots: this.state.listSnapshotRecords(),
+      containers,
+      blobs: await this.content.listBlobs(),
+      pruneRefs: pruneCandidates(images, pods, containers, false).map((i) => i.ref),
+      pruneAllRefs: pruneCandidates(images, pods, containers, true).map((i) => i.ref),
+      inUse: (ref) => imageUsers(ref, pods, containers).length > 0,
+      named: await this.listVolumes(),
+      gcDryRun: (forget) => this.collector().collect({ dryRun: true, forget }),
+    });
+  }
+
+  /**
+   * Automatic image GC by disk use (runtime/gc/auto, the kubelet's high/low thresholds): above
+   * `highPercent` of the root's file system, forgets unused images least recently used first,
+   * collecting after each, until below `lowPercent`. Never an image a recorded pod names, a
+   * container runs, `keep` names (the daemon's manifests) or a pull holds a lease on. One GC at a
+   * time (the PullGate); pulls go on beside it. Call with the state lock held.
+   */
+  imageGc(t: ImageGcThresholds & { keep?: readonly string[] }): Promise<ImageGcResult> {
+    return this.pullGate.exclusive(() => {
+      const keep = new Set(t.keep ?? []);
+      return runImageGc(
+        {
+          usage: () => fsUsage(this.cfg.root),
+          images: () => this.state.listImages(),
+          inUse: (img) => {
+            if (keep.has(img.ref)) return true;
+            if (imageUsers(img.ref, this.state.listPods(), this.state.listContainers()).length > 0) return true;
+            if (this.state.listContainers().some((c) => c.imageDigest === img.digest)) return true;
+            return this.state.listLeases().some((l) => l.expiresAt > Date.now() && l.resources.some((r) => r.kind === 'blob' && r.id === img.digest));
+          },
+          forget: (ref) => this.state.deleteImages([ref]),
+          collect: () => this.collector().collect({ dryRun: false }),
+          event: (key, reason, message, type) => void this.addEvent(key, reason, message, { type }),
+          log: this.cfg.log,
+        },
+        t,
+      );
+    });
+  }
+
   private collector(): GarbageCollector {
-    return new GarbageCollector(this.state, this.content, this.snapshots, this.cfg.log);
+    return new GarbageCollector(this.state, this.content, this.snapshots, this.cfg.log, this.leases);
   }
 
   /**
@@ -529,7 +596,7 @@ export class Runtime {
   }
 
   private async observeContainer(c: ContainerRecord, repair: boolean, listed?: { known: TaskStatus | undefined }): Promise<ObservedContainer | undefined> {
-    const st = listed !== undefined ? listed.known : await this.tasks.state(c.id);
+    const st = listed !== undefined ? listed.known : await this.taskState(c);
     if (c.state === 'creating' || c.state === 'removing') {
       // Read-only observers (diff, ps) see the interrupted container as absent; apply/up repair.
       if (!repair) return undefined;
@@ -558,7 +625,8 @@ export class Runtime {
     const finishedAt = exit?.at ?? Date.now();
     const reason = exitReason(code, exit?.oom === true);
     // Read-only observers report what they see; only the state-lock holder records it.
-    if (repair) {
+    // The exit, its restart record and its event: one commit.
+    if (repair) this.state.transaction(() => {
       this.state.updateContainer(c.id, { state: 'exited', exitCode: code, finishedAt, reason });
       this.patchRestart(c.podKey, c.name, (prev) => ({
         nextAttempt: Math.max(prev.nextAttempt, c.attempt + 1),
@@ -571,8 +639,20 @@ export class Runtime {
       this.addEvent(`pod/${c.podKey}`, 'Exited', `container ${c.name} (${c.id}) exited with code ${code} (${reason})${exit === undefined ? ', vanished' : ''}`, {
         type: code === 0 ? 'Normal' : 'Warning',
       });
-    }
+    });
     return { ...c, state: 'exited', exitCode: code, finishedAt, reason, live: st !== undefined };
+  }
+
+  /**
+   * runc's view of one container, without a runc process when conmon's exit file already says
+   * it ended (ids are never reused and create removes a stale exit file): a stopped container
+   * that runc keeps until delete. Saves a fork per pod run after an exit and per removal.
+   */
+  private async taskState(c: ContainerRecord): Promise<TaskStatus | undefined> {
+    if (c.state !== 'creating' && c.state !== 'removing' && (await this.tasks.exitCode(c.id)) !== undefined) {
+      return { id: c.id, status: 'stopped', pid: 0, bundle: this.bundleOf(c.id).bundle };
+    }
+    return this.tasks.state(c.id);
   }
 
   /** conmon's exit file: code, when it was written, and whether the kernel OOM-killed the container. */
@@ -707,7 +787,6 @@ export class Runtime {
       // An attempt number is never reused; a row with this id is left from a crash.
       await this.destroyContainer(id, 0);
     }
-    this.patchRestart(o.podKey, o.name, (prev) => ({ nextAttempt: Math.max(prev.nextAttempt, o.attempt + 1) }));
     const now = Date.now();
     const rec: ContainerRecord = {
       id,
@@ -726,7 +805,14 @@ export class Runtime {
       attempt: o.attempt,
       reason: null,
     };
-    this.state.insertContainer(rec);
+    // The intent row, the attempt it uses and the image's last use: one commit (each is an fsync),
+    // before any side effect.
+    this.state.transaction(() => {
+      this.patchRestart(o.podKey, o.name, (prev) => ({ nextAttempt: Math.max(prev.nextAttempt, o.attempt + 1) }));
+      this.state.insertContainer(rec);
+      // The image's last use: automatic GC removes unused images least recently used first.
+      this.state.touchImage(o.image.digest, now);
+    });
     const { bundle, rootfs } = this.bundleOf(id);
     try {
       await mkdirp(bundle);
@@ -741,6 +827,7 @@ export class Runtime {
         rootfs,
         annotations: { ...(run.annotations ?? {}), [ANNOTATION_POD]: o.podKey, [ANNOTATION_CONTAINER]: o.name },
       });
+      // No conmon size limit: berth up rotates (rotateLogs); see CreateTaskOptions.logSizeMax.
       const pid = await this.tasks.create({ id, bundle, spec, logPath: this.logPath(o.podKey, o.name, id) });
       this.state.updateContainer(id, { state: 'created', pid });
       crashPoint('task.between-create-start');
@@ -750,8 +837,10 @@ export class Runtime {
       await this.tasks.start(id);
       const startedAt = Date.now();
       const pidStart = startTime(pid);
-      this.state.updateContainer(id, { state: 'running', startedAt, pidStart });
-      this.addEvent(`pod/${o.podKey}`, 'Started', `container ${o.name} (${id}) started, pid ${pid}`);
+      this.state.transaction(() => {
+        this.state.updateContainer(id, { state: 'running', startedAt, pidStart });
+        this.addEvent(`pod/${o.podKey}`, 'Started', `container ${o.name} (${id}) started, pid ${pid}`);
+      });
       await this.pruneLogs(o.podKey, o.name, id);
       this.cfg.log.info({ id, containerPid: pid, pod: o.podKey }, 'container started');
       if (o.postStart !== undefined) {
@@ -783,7 +872,49 @@ export class Runtime {
         .map(async (f) => ({ f, mtime: (await fsp.stat(path.join(dir, f)).catch(() => undefined))?.mtimeMs ?? 0 })),
     );
     others.sort((a, b) => b.mtime - a.mtime);
-    for (const { f } of others.slice(1)) await fsp.rm(path.join(dir, f), { force: true });
+    for (const { f } of others.slice(1)) {
+      await fsp.rm(path.join(dir, f), { force: true });
+      await fsp.rm(path.join(dir, `${f}.1`), { force: true });
+    }
+  }
+
+  private get logMaxBytes(): number {
+    return this.cfg.containerLogMaxBytes ?? 10 * 1024 * 1024;
+  }
+
+  /** Disk use of a pod's disk emptyDir (du's count, bounded; see VolumeManager.usage). */
+  emptyDirUsage(podKey: string, name: string, stopAtBytes: number): Promise<{ bytes: number; complete: boolean }> {
+    return this.volumes.usage(podKey, name, { stopAtBytes });
+  }
+
+  /**
+   * Evicts a pod whose emptyDir passed its sizeLimit, as the kubelet's eviction manager does
+   * for local storage (grace period 0): every running container of the pod is killed
+   * (SIGKILL), then the named volumes are emptied, and an `Evicted` warning event with
+   * `message` is recorded. The rows stay: the exits are observed like any other, so the
+   * restartPolicy decides what runs again (see docs/NOTES.md). Idempotent.
+   */
+  async evictPod(podKey: string, volumes: readonly string[], message: string): Promise<void> {
+    for (const c of this.state.listContainers(podKey)) {
+      if (c.state === 'running') await this.tasks.stop(c.id, 0, 'SIGKILL');
+    }
+    for (const v of volumes) await this.volumes.empty(podKey, v);
+    this.addEvent(`pod/${podKey}`, 'Evicted', message, { type: 'Warning' });
+  }
+
+  /**
+   * Rotates the log of each running container that reached the configured size, keeping one
+   * previous file (`<log>.1`); run by `berth up` every second. Returns the ids rotated. While no
+   * daemon runs nothing rotates (as no kubelet would): the next `berth up` rotates at once.
+   */
+  async rotateLogs(): Promise<string[]> {
+    const done: string[] = [];
+    for (const c of this.state.listContainers()) {
+      if (c.state !== 'running') continue;
+      const rotated = await this.tasks.rotateLog({ bundle: this.bundleOf(c.id).bundle, logPath: this.logPath(c.podKey, c.name, c.id), maxBytes: this.logMaxBytes });
+      if (rotated) done.push(c.id);
+    }
+    return done;
   }
 
   /**
@@ -802,10 +933,12 @@ export class Runtime {
     }
     if (rec !== undefined && rec.state !== 'removing') this.state.updateContainer(id, { state: 'removing' });
     const code = await this.removeContainerFiles(id, grace);
-    this.state.deleteContainer(id);
-    if (rec !== undefined && rec.state !== 'exited') {
-      this.addEvent(`pod/${rec.podKey}`, 'Killed', `container ${rec.name} (${id}) stopped${code !== undefined ? `, exit code ${code}` : ''}`);
-    }
+    this.state.transaction(() => {
+      this.state.deleteContainer(id);
+      if (rec !== undefined && rec.state !== 'exited') {
+        this.addEvent(`pod/${rec.podKey}`, 'Killed', `container ${rec.name} (${id}) stopped${code !== undefined ? `, exit code ${code}` : ''}`);
+      }
+    });
   }
 
   /** The image's STOPSIGNAL (allowlisted) for a recorded container, else SIGTERM. */
@@ -877,7 +1010,7 @@ export class Runtime {
     return this.state.listEvents(o);
   }
 
-  addEvent(key: string, reason: string, message: string, opts: { type?: EventRecord['type'] } = {}): EventRecord {
+  addEvent(key: string, reason: string, message: string, opts: { type?: EventRecord['type']; code?: string } = {}): EventRecord {
     const e = this.state.addEvent(key, reason, message, opts);
     for (const l of this.eventListeners) l(e);
     return e;
@@ -964,7 +1097,7 @@ export class Runtime {
    * Changes no state and needs only runc's root: the CLI calls it in its own process even
    * while `berth up` runs (the daemon could not hand it a terminal's stdin).
    */
-  execInContainer(id: string, argv: readonly string[], o: { stdin: boolean }): Promise<{ code: number; failure?: string }> {
+  execInContainer(id: string, argv: readonly string[], o: { stdin: boolean; tty?: boolean }): Promise<{ code: number; failure?: string }> {
     return this.tasks.execAttached(id, argv, o);
   }
 

@@ -1,11 +1,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, realpathSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Runtime, type SandboxSpec } from '../../src/runtime/index.js';
+import { netnsName } from '../../src/runtime/network/index.js';
 import { createLogger } from '../../src/lib/log.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { cleanupEnv } from '../helpers/berth.js';
@@ -34,7 +35,7 @@ describe('contract: pod sandboxes (netns + CNI + catatonit)', { timeout: 120_000
     ports: [],
   });
   /** This suite's netns only (other berth instances on the host have their own). */
-  const mine = (pod: string): string => `berth-${createHash('sha256').update(`default/${pod}`).digest('hex').slice(0, 16)}`;
+  const mine = (pod: string): string => netnsName(realpathSync(path.join(base, 'root')), `default/${pod}`);
   const netns = (): string[] =>
     execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
       .split('\n')

@@ -70,10 +70,10 @@ spec:
     // regression: stdin-duplicate-pods — two documents with one name flapped apply forever.
     const dup = await berth(env, ['diff', '-f', '-'], { input: `${pod('127.0.0.1:9/a:1')}---\n${pod('127.0.0.1:9/b:1')}` });
     assert.equal(dup.code, 2);
-    assert.match(dup.stderr, /error: -:\d+:1: metadata\.name: pod default\/app is also declared in -:1/);
+    assert.match(dup.stderr, /^error ERR_INVALID_MANIFEST: -:\d+:1: metadata\.name: pod default\/app is also declared in -:1/m);
     const bad = await berth(env, ['diff', '-f', '-'], { input: 'apiVersion: v1\nkind: [\n' });
     assert.equal(bad.code, 2);
-    assert.match(bad.stderr, /^error: -:\d+:\d+: yaml:/m);
+    assert.match(bad.stderr, /^error ERR_INVALID_MANIFEST: -:\d+:\d+: yaml:/m);
   });
 
   test('diff: 2 for a path that does not exist', async (t) => {

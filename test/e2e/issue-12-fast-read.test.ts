@@ -103,7 +103,7 @@ ${containers.map((c) => `    - name: ${c.name}\n      image: ${demo?.registry.ho
     assert.match(listed.stdout, /^default\/done\s+once\s+exited\(3\)\s+-\s+0\s/m);
     const missing = await berth(env, ['ps', 'web', 'nope']);
     assert.equal(missing.code, 1);
-    assert.equal(missing.stderr, 'error: ps default/nope: no such pod\n');
+    assert.equal(missing.stderr, 'error ERR_NOT_FOUND: ps default/nope: no such pod\n');
     const badSelector = await berth(env, ['ps', '-l', 'app in (x']);
     assert.equal(badSelector.code, 2, 'a selector the daemon refuses: the normal path says why');
 

@@ -117,17 +117,17 @@ spec:
     assert.match(r.stderr, /no such file or directory|not found/i);
   });
 
-  test('a missing pod or container exits 1 naming it; -t and a missing -- are refused', async (t) => {
+  test('a missing pod or container exits 1 naming it; a missing -- is refused', async (t) => {
     if (!ok) return t.skip();
     const pod = await berth(env, ['exec', 'nope', '--', 'true']);
     assert.equal(pod.code, 1);
-    assert.match(pod.stderr, /^error: exec default\/nope: no such pod$/m);
+    assert.match(pod.stderr, /^error ERR_NOT_FOUND: exec default\/nope: no such pod$/m);
     const ctr = await berth(env, ['exec', 'ex/zzz', '--', 'true']);
     assert.equal(ctr.code, 1);
     assert.match(ctr.stderr, /exec default\/ex\/zzz: no such container \(containers: main, side\)/);
-    const tty = await berth(env, ['exec', '-t', 'ex/main', '--', 'true']);
-    assert.equal(tty.code, 1);
-    assert.match(tty.stderr, /-t\/--tty is not supported yet/);
+    // -t works without a local terminal too (issue-13-exec-tty covers it under a pty).
+    const tty = await berth(env, ['exec', '-t', 'ex/main', '--', 'sh', '-c', 'exit 4']);
+    assert.equal(tty.code, 4, tty.stderr);
     const dashes = await berth(env, ['exec', 'ex/main', 'true']);
     assert.equal(dashes.code, 2);
     assert.match(dashes.stderr, /put the command after --/);
@@ -163,7 +163,7 @@ spec:
     assert.match(lines.find((l) => l.includes('side')) ?? '', /default\/ex\s+side\s+[\d.]+%\s+[\d.]+s\s+[\d.]+ [kMG]?B \/ 67\.1 MB\s+[\d.]+%\s+\d+/);
     const missing = await berth(env, ['stats', 'ex', 'nope']);
     assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /error: stats default\/nope: no such pod or no running container/);
+    assert.match(missing.stderr, /^error ERR_NOT_FOUND: stats default\/nope: no such pod or no running container$/m);
     assert.match(missing.stdout, /default\/ex\s+main/);
   });
 

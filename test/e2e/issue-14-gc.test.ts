@@ -114,7 +114,7 @@ spec:
 
     const refused = await berth(env, ['images', 'rm', used]);
     assert.equal(refused.code, 1, refused.stderr);
-    assert.match(refused.stderr, /error: remove image .*demo:1\.0: in use by pod default\/gc-web/);
+    assert.match(refused.stderr, /^error ERR_CONFLICT: remove image .*demo:1\.0: in use by pod default\/gc-web/m);
     // All or nothing: a refused reference keeps the other one named with it.
     const both = await berth(env, ['images', 'rm', unused, used]);
     assert.equal(both.code, 1, both.stderr);

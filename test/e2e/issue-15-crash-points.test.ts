@@ -1,13 +1,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
+import { countFailure, crashCheck, netnsList, netnsOf, newFigures, printFigures, removeTestNetwork, requireCrashHost, withoutCrash, type CrashCheck } from '../helpers/crash-check.js';
 import { listStore, storeProblems } from '../helpers/gc-check.js';
-import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { berth, cleanupEnv, conmonProcesses, makeEnv, mountsUnder, startDaemon, stopDaemon, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
 
 /**
@@ -19,17 +19,6 @@ import { berth, cleanupEnv, conmonProcesses, makeEnv, mountsUnder, startDaemon, 
  * agreeing, and no netns, veth or IP allocation of a pod that has no sandbox.
  * docs/crash-suite.md lists the points and what each checks.
  */
-
-interface PsPod {
-  key: string;
-  containers: { id: string; name: string; state: string; pid: number | null }[];
-}
-interface StatusPod {
-  key: string;
-  status: string;
-  hostNetwork: boolean;
-  ip: string | null;
-}
 
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -78,23 +67,11 @@ spec:
     );
   };
 
-  const ps = async (): Promise<PsPod[]> => {
-    const r = await B(['ps', '-o', 'json']);
-    assert.equal(r.code, 0, r.stderr);
-    return JSON.parse(r.stdout) as PsPod[];
-  };
-  const status = async (): Promise<StatusPod[]> => {
-    const r = await B(['status', '-o', 'json']);
-    assert.equal(r.code, 0, r.stderr);
-    return (JSON.parse(r.stdout) as { pods: StatusPod[] }).pods;
-  };
-  /** Pid of every running container, by id. */
-  const running = async (): Promise<Map<string, number>> => {
-    const out = new Map<string, number>();
-    for (const p of await ps()) for (const c of p.containers) if (c.state === 'running' && c.pid !== null) out.set(c.id, c.pid);
-    return out;
-  };
-  const declared = async (): Promise<string[]> => (await fsp.readdir(dir)).filter((f) => f.endsWith('.yaml')).map((f) => `default/${f.slice(0, -5)}`).sort();
+  let check: CrashCheck;
+  const ps = (): ReturnType<CrashCheck['ps']> => check.ps();
+  const status = (): ReturnType<CrashCheck['status']> => check.status();
+  const running = (): Promise<Map<string, number>> => check.running();
+  const declared = (): Promise<string[]> => check.declared();
 
   /** Runs `args` with the crash point armed and asserts the process died by SIGKILL there. */
   const crash = async (point: string, args: string[]): Promise<void> => {
@@ -105,71 +82,31 @@ spec:
   /**
    * A plain apply converges: exit 0, every declared pod Running, the containers in `keep`
    * (id → pid, running before the crash and not changed by the trial) with the same pid, and
-   * nothing left over anywhere.
+   * nothing left over anywhere (test/helpers/crash-check.ts).
    */
   const converge = async (what: string, keep: Map<string, number>): Promise<void> => {
     const r = await B(['apply', '-f', dir]);
     assert.equal(r.code, 0, `${what}: recovery apply\n${r.stdout}\n${r.stderr}`);
-    const want = await declared();
-    await waitFor(`${what}: every declared pod Running`, async () => {
-      const pods = await status();
-      const keys = pods.map((p) => p.key).sort();
-      return JSON.stringify(keys) === JSON.stringify(want) && pods.every((p) => p.status === 'Running') ? true : undefined;
-    }, 60_000, 250);
-    const now = await running();
-    for (const [id, pid] of keep) assert.equal(now.get(id), pid, `${what}: container ${id} kept its pid ${pid}`);
-    await residueFree(what);
+    await check.allRunning(what);
+    await check.keptPids(what, keep);
+    await check.residueFree(what);
   };
+  const residueFree = (what: string): Promise<void> => check.residueFree(what);
 
-  /** Everything the state says runs is there once, and nothing else is. */
-  const residueFree = async (what: string): Promise<void> => {
-    const pods = await ps();
-    const st = await status();
-    const containers = pods.flatMap((p) => p.containers).filter((c) => c.state !== 'exited');
-    const sandboxPods = st.filter((p) => !p.hostNetwork).map((p) => p.key);
-    // runc: one container per row, plus one infra container per sandbox; all running.
-    const runc = JSON.parse(sh('runc', ['--root', path.join(env.state, 'runc'), 'list', '--format', 'json']) || '[]') as { id: string; status: string }[];
-    const infra = runc.filter((c) => c.id.includes('._sandbox.'));
-    assert.deepEqual(runc.filter((c) => !c.id.includes('._sandbox.')).map((c) => c.id).sort(), containers.map((c) => c.id).sort(), `${what}: runc containers = rows`);
-    assert.deepEqual(infra.map((c) => c.id.split('.')[1]).sort(), sandboxPods.map((k) => k.split('/')[1]).sort(), `${what}: one infra container per sandbox pod`);
-    assert.ok(runc.every((c) => c.status === 'running'), `${what}: every runc container running: ${JSON.stringify(runc)}`);
-    assert.equal((await conmonProcesses(env.state)).length, runc.length, `${what}: one conmon per runc container`);
-    // Mounts: exactly the rootfs of each container row.
-    assert.deepEqual((await mountsUnder(env.root)).sort(), containers.map((c) => path.join(env.root, 'containers', c.id, 'bundle', 'rootfs')).sort(), `${what}: mounts under the root`);
-    // Crash residue.
-    assert.deepEqual(await fsp.readdir(path.join(env.root, 'content', 'ingest')), [], `${what}: ingest residue`);
-    assert.deepEqual((await fsp.readdir(path.join(env.root, 'snapshots'))).filter((n) => !/^[a-f0-9]{64}$/.test(n)), [], `${what}: snapshot residue`);
-    assert.deepEqual(await fsp.readdir(path.join(env.root, 'containers')).then((d) => d.sort()), containers.map((c) => c.id).sort(), `${what}: container directories`);
-    await blobsIntact(what);
-    assert.deepEqual(storeProblems(await listStore(env.root)), [], `${what}: rows and files agree`);
-    // Network: a netns, a veth and an address per sandbox pod, none for any other pod.
-    const nsNow = netnsList();
-    for (const key of everDeclared) assert.equal(nsNow.includes(netnsOf(key)), sandboxPods.includes(key), `${what}: netns of ${key}`);
-    const veths = sh('ip', ['-o', 'link', 'show', 'master', bridge]).trim().split('\n').filter((l) => l !== '');
-    assert.equal(veths.length, sandboxPods.length, `${what}: veths on ${bridge}: ${veths.join('\n')}`);
-    assert.equal(allocations(env).length, sandboxPods.length, `${what}: host-local allocations ${allocations(env).join(', ')}`);
-    // regression: crash-mid-add-leaks-firewall-rules — the firewall plugin's per-address rules are those of live allocations.
-    const net = subnet.split('.').slice(0, 3).join('.');
-    const ruleIPs = [...new Set([...sh('iptables-save', []).matchAll(/^-A CNI-FORWARD -[sd] (\d+\.\d+\.\d+\.\d+)\/32/gm)].map((m) => m[1] ?? '').filter((ip) => ip.startsWith(`${net}.`)))].sort();
-    assert.deepEqual(ruleIPs, allocations(env).sort(), `${what}: firewall rules for addresses no pod holds`);
-    await checkClean(what);
-  };
-
-  /** `berth check`: no fail, and no warn other than the host's runc version. */
-  const checkClean = async (what: string): Promise<void> => {
-    const r = await B(['check']);
-    const bad = r.stdout.split('\n').filter((l) => /^fail\b/.test(l) || (/^warn\b/.test(l) && !/^warn\s+runc\b/.test(l)));
-    assert.deepEqual(bad, [], `${what}: berth check\n${r.stdout}${r.stderr}`);
-    assert.equal(r.code, 0, `${what}: berth check exit\n${r.stdout}${r.stderr}`);
-  };
-
-  const blobsIntact = async (what: string): Promise<void> => {
-    const d = path.join(env.root, 'content', 'blobs', 'sha256');
-    for (const name of await fsp.readdir(d)) {
-      const h = createHash('sha256');
-      for await (const chunk of createReadStream(path.join(d, name))) h.update(chunk as Buffer);
-      assert.equal(h.digest('hex'), name, `${what}: blob ${name} hashes to its name`);
-    }
+  const figures = newFigures('crash-points');
+  /** One crash trial: counted, and a failure classified by the check it came from (BERTH_FIGURES). */
+  const trial = (name: string, fn: () => Promise<void>): void => {
+    test(name, async (t) => {
+      if (!ok) return t.skip();
+      figures.trials++;
+      try {
+        await fn();
+        figures.passed++;
+      } catch (err) {
+        countFailure(figures, err);
+        throw err;
+      }
+    });
   };
 
   const record = (point: string, via: string): void => {
@@ -177,16 +114,15 @@ spec:
   };
 
   before(async (t) => {
-    ok = requireE2E(t) && requireTools(t, ['ip', 'iptables-save', 'catatonit']);
-    if (!ok) return;
-    for (const plugin of ['bridge', 'host-local', 'portmap', 'firewall', 'loopback']) {
-      if (!existsSync(`/usr/lib/cni/${plugin}`)) throw new Error(`CNI plugin /usr/lib/cni/${plugin} is missing (Debian package containernetworking-plugins, scripts/host-deps.sh)`);
-    }
-    forwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
+    const fwd = requireCrashHost(t);
+    ok = fwd !== undefined;
+    if (fwd === undefined) return;
+    forwardBefore = fwd;
     env = makeEnv('berth-crash-');
     demo = await startDemoFixture();
     dir = path.join(env.dir, 'manifests');
     await fsp.mkdir(dir);
+    check = crashCheck({ env, dir, bridge, subnet, everDeclared, run: (args) => B(args) });
     // N=3 hostNetwork pods and one in a sandbox on the test's own bridge.
     for (const n of ['a', 'b', 'c']) await writePod(n);
     await writePod('net', { hostNetwork: false });
@@ -200,20 +136,8 @@ spec:
       await cleanupEnv(env);
     }
     await demo?.stop();
-    for (const key of everDeclared) {
-      try {
-        execFileSync('ip', ['netns', 'delete', netnsOf(key)], { stdio: 'ignore' });
-      } catch {
-        // not there
-      }
-    }
-    try {
-      execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
-    } catch {
-      // never created
-    }
-    removeIdleCniChains();
-    if (forwardBefore !== '') execFileSync('sysctl', ['-q', '-w', `net.ipv4.ip_forward=${forwardBefore}`]);
+    removeTestNetwork({ root: env.root, bridge: bridge, everDeclared, forwardBefore });
+    printFigures(figures);
     if (trials.length > 0) process.stderr.write(`crash suite: ${trials.length} trial(s)\n${trials.map((x) => `  ${x.point.padEnd(36)} ${x.via.padEnd(28)} ${x.result}`).join('\n')}\n`);
   });
 
@@ -225,8 +149,7 @@ spec:
     ['content.before-rename', '3'],
     ['unpack.mid-layer', '2'],
   ] as const) {
-    test(`apply of a pod with a new image, killed at ${point}:${hit}, converges`, async (t) => {
-      if (!ok) return t.skip();
+    trial(`apply of a pod with a new image, killed at ${point}:${hit}, converges`, async () => {
       const keep = await running();
       const name = `pull${imageSeq + 1}`;
       await writePod(name, { img: await freshImage() });
@@ -236,8 +159,7 @@ spec:
     });
   }
 
-  test('berth images pull killed at content.before-rename:2, then the pull completes', async (t) => {
-    if (!ok) return t.skip();
+  trial('berth images pull killed at content.before-rename:2, then the pull completes', async () => {
     const keep = await running();
     const ref = await freshImage();
     await crash('content.before-rename:2', ['images', 'pull', ref]);
@@ -247,8 +169,7 @@ spec:
     record('content.before-rename:2', 'images pull');
   });
 
-  test('a new container killed between runc create and runc start is started by the next apply', async (t) => {
-    if (!ok) return t.skip();
+  trial('a new container killed between runc create and runc start is started by the next apply', async () => {
     const keep = await running();
     await writePod('started');
     await crash('task.between-create-start', ['apply', '-f', dir]);
@@ -256,8 +177,7 @@ spec:
     record('task.between-create-start', 'apply (new pod)');
   });
 
-  test('a replace killed between runc create and runc start converges; the other pods keep their pids', async (t) => {
-    if (!ok) return t.skip();
+  trial('a replace killed between runc create and runc start converges; the other pods keep their pids', async () => {
     const before = await running();
     const old = [...before.keys()].find((id) => id.startsWith('default.c.'));
     assert.ok(old !== undefined);
@@ -269,21 +189,19 @@ spec:
     record('task.between-create-start', 'apply (replace)');
   });
 
-  test('a new sandbox killed before and inside CNI ADD is rebuilt by the next apply', async (t) => {
-    if (!ok) return t.skip();
+  trial('a new sandbox killed before and inside CNI ADD is rebuilt by the next apply', async () => {
     for (const point of ['sandbox.before-cni-add', 'sandbox.mid-cni-add']) {
       const keep = await running();
       const name = `net${point.includes('mid') ? 'mid' : 'pre'}`;
       await writePod(name, { hostNetwork: false });
       await crash(point, ['apply', '-f', dir]);
-      assert.ok(netnsList().includes(netnsOf(`default/${name}`)), `${point}: the crash left the netns behind (the window was hit)`);
+      assert.ok(netnsList().includes(netnsOf(env.root, `default/${name}`)), `${point}: the crash left the netns behind (the window was hit)`);
       await converge(point, keep);
       record(point, 'apply (new sandbox pod)');
     }
   });
 
-  test('a sandbox killed inside CNI ADD whose pod is then removed leaves no netns, veth or address', async (t) => {
-    if (!ok) return t.skip();
+  trial('a sandbox killed inside CNI ADD whose pod is then removed leaves no netns, veth or address', async () => {
     const keep = await running();
     await writePod('netgone', { hostNetwork: false });
     await crash('sandbox.mid-cni-add', ['apply', '-f', dir]);
@@ -291,12 +209,11 @@ spec:
     const r = await B(['apply', '--prune', '-f', dir]);
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
     await converge('sandbox.mid-cni-add (pod removed)', keep);
-    assert.ok(!netnsList().includes(netnsOf('default/netgone')));
+    assert.ok(!netnsList().includes(netnsOf(env.root, 'default/netgone')));
     record('sandbox.mid-cni-add', 'apply --prune (pod removed)');
   });
 
-  test('GC killed after its rows commit and before the files go: no row names a missing file; the next gc finishes', async (t) => {
-    if (!ok) return t.skip();
+  trial('GC killed after its rows commit and before the files go: no row names a missing file; the next gc finishes', async () => {
     // The pull pods move to the demo image: their extra images are declared by nothing.
     for (const f of await fsp.readdir(dir)) if (f.startsWith('pull')) await writePod(f.slice(0, -5));
     await converge('pull pods moved to the demo image', new Map());
@@ -315,8 +232,7 @@ spec:
     record('state.after-row-before-files', 'images prune, then gc');
   });
 
-  test('GC killed inside its rows transaction: the transaction rolls back whole; the next gc collects', async (t) => {
-    if (!ok) return t.skip();
+  trial('GC killed inside its rows transaction: the transaction rolls back whole; the next gc collects', async () => {
     const keep = await running();
     const ref = await freshImage();
     const p = await B(['images', 'pull', ref]);
@@ -333,8 +249,7 @@ spec:
     record('state.in-transaction', 'gc, then gc');
   });
 
-  test('reboot simulation: runc state, overlays, netns and conmons gone; berth up brings every pod back by restart policy', async (t) => {
-    if (!ok) return t.skip();
+  trial('reboot simulation: runc state, overlays, netns and conmons gone; berth up brings every pod back by restart policy', async () => {
     const byName = async (): Promise<Map<string, number>> => {
       const out = new Map<string, number>();
       for (const p of await ps()) for (const c of p.containers) if (c.state === 'running' && c.pid !== null) out.set(`${p.key}/${c.name}`, c.pid);
@@ -347,7 +262,7 @@ spec:
     for (const pid of await conmonProcesses(env.state)) process.kill(pid, 'SIGKILL');
     for (const m of (await mountsUnder(env.root)).sort((a, b) => b.length - a.length)) execFileSync('umount', [m]);
     for (const key of everDeclared) {
-      if (netnsList().includes(netnsOf(key))) execFileSync('ip', ['netns', 'delete', netnsOf(key)]);
+      if (netnsList().includes(netnsOf(env.root, key))) execFileSync('ip', ['netns', 'delete', netnsOf(env.root, key)]);
     }
     assert.deepEqual(await mountsUnder(env.root), []);
     const u = await startDaemon(env, dir, { extra: ['--resync', '30', ...NET], env: withoutCrash() });
@@ -371,55 +286,3 @@ spec:
     }
   });
 });
-
-function withoutCrash(): NodeJS.ProcessEnv {
-  const e = { ...process.env };
-  delete e['BERTH_CRASH_AT'];
-  return e;
-}
-
-function netnsList(): string[] {
-  return sh('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0] ?? '').filter((x) => x !== '');
-}
-
-function netnsOf(podKey: string): string {
-  return `berth-${createHash('sha256').update(podKey).digest('hex').slice(0, 16)}`;
-}
-
-/** host-local's allocation files (one per IP) under berth's root. */
-function allocations(env: BerthEnv): string[] {
-  const d = path.join(env.root, 'cni', 'networks', 'berth');
-  return existsSync(d) ? readdirSync(d).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)) : [];
-}
-
-/**
- * The chains portmap and firewall create once per host, removed when no per-pod rule is left
- * in them (as pod-network.test.ts does).
- */
-function removeIdleCniChains(): void {
-  const saved = sh('iptables-save', []);
-  if (/^-A CNI-(DN|FORWARD .*-d |HOSTPORT-DNAT .*CNI-DN)/m.test(saved) || /^-A CNI-[0-9a-f]{24}/m.test(saved)) return;
-  for (const [table, chains] of [
-    ['nat', ['CNI-HOSTPORT-DNAT', 'CNI-HOSTPORT-SETMARK', 'CNI-HOSTPORT-MASQ']],
-    ['filter', ['CNI-FORWARD', 'CNI-ADMIN']],
-  ] as const) {
-    for (const l of sh('iptables-save', ['-t', table]).split('\n')) {
-      const m = /^-A (\S+) (.*-j (CNI-\S+).*)$/.exec(l);
-      if (m === null || (m[1] ?? '').startsWith('CNI-')) continue;
-      try {
-        execFileSync('iptables', ['-t', table, '-D', m[1] ?? '', ...[...(m[2] ?? '').matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)].map((x) => x[1] ?? x[2] ?? '')], { stdio: 'ignore' });
-      } catch {
-        // already gone
-      }
-    }
-    for (const c of chains) {
-      for (const op of ['-F', '-X']) {
-        try {
-          execFileSync('iptables', ['-t', table, op, c], { stdio: 'ignore' });
-        } catch {
-          // not there
-        }
-      }
-    }
-  }
-}

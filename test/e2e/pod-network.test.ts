@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync, realpathSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { once } from 'node:events';
@@ -11,6 +11,7 @@ import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { berth, cleanupEnv, httpGet, makeEnv, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
 import { freePort } from '../helpers/registry.js';
 import { removeIdleCniChains } from '../helpers/cni.js';
+import { netnsName } from '../../src/runtime/network/index.js';
 
 /**
  * Issue 13, pod sandboxes: catatonit infra containers holding the pod's namespaces, CNI
@@ -154,6 +155,42 @@ spec:
     assert.equal(new Set(ips).size, ips.length, `distinct pod IPs: ${ips.join(', ')}`);
   });
 
+  test('regression netns-name-collides-across-roots: a second berth root runs a pod of the same name beside the first', async (t) => {
+    if (!ok) return t.skip();
+    const env2 = makeEnv('berth-net2-');
+    const bridge2 = `bu${randomBytes(3).toString('hex')}`;
+    const subnet2 = `10.${150 + (randomBytes(1)[0] ?? 0) % 40}.${randomBytes(1)[0] ?? 0}.0/24`;
+    const B2 = (args: string[]): Promise<RunResult> => berth(env2, ['--bridge', bridge2, '--pod-subnet', subnet2, ...args], { timeoutMs: 120_000 });
+    const dir2 = path.join(env2.dir, 'manifests');
+    try {
+      await fsp.mkdir(dir2);
+      // The same pod key as the first root's `pair` (default/pair), no hostPort.
+      await fsp.writeFile(path.join(dir2, 'pair.yaml'), webPod('pair'));
+      const r = await B2(['apply', '-f', dir2]);
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      const other = await waitFor('the second root\'s pair running with an IP', async () => {
+        const st = await B2(['status', '-o', 'json']);
+        const p = (JSON.parse(st.stdout) as { pods: StatusPod[] }).pods.find((x) => x.key === 'default/pair');
+        return p?.status === 'Running' && p.ip !== null ? p : undefined;
+      });
+      assert.ok(ipInSubnet(other.ip ?? '', subnet2), `${other.ip} in ${subnet2}`);
+      assert.equal((await httpGet(`http://${other.ip ?? ''}:8080/`)).status, 200);
+      // The first root's pod is untouched and still serves on its own address.
+      const first = (await status()).find((x) => x.key === 'default/pair');
+      assert.equal(first?.status, 'Running');
+      assert.notEqual(first?.ip, other.ip);
+      assert.equal((await httpGet(`http://${first?.ip ?? ''}:8080/`)).status, 200);
+    } finally {
+      await B2(['delete', '-f', dir2]).catch(() => undefined);
+      await cleanupEnv(env2);
+      try {
+        execFileSync('ip', ['link', 'del', bridge2], { stdio: 'ignore' });
+      } catch {
+        // never created
+      }
+    }
+  });
+
   test('a hostPort already bound on the host is refused before anything starts, with ERR_CONFLICT and no leftovers', async (t) => {
     if (!ok) return t.skip();
     const srv = net.createServer();
@@ -168,7 +205,7 @@ spec:
       assert.match(r.stderr + r.stdout, new RegExp(`ERR_CONFLICT|hostPort ${taken}/tcp is already bound on the host`));
       const pod = (await status()).find((x) => x.key === 'default/clash');
       assert.equal(pod?.ip ?? null, null);
-      assert.ok(!netnsList().includes(netnsOf('default/clash')), 'no netns for the refused pod');
+      assert.ok(!netnsList().includes(netnsOf(env.root, 'default/clash')), 'no netns for the refused pod');
       assert.equal(pod?.containers.filter((c) => c.state === 'running').length ?? 0, 0);
       const d = await B(['delete', '-f', file]);
       assert.equal(d.code, 0, d.stderr);
@@ -188,7 +225,7 @@ spec:
     assert.match(r.stdout + r.stderr, /sandbox default\/pair: recreate \(sandbox gone/);
     await waitFor('pair serves again on its hostPort', async () => ((await httpGet(`http://127.0.0.1:${hostPort}/`).catch(() => undefined))?.status === 200 ? true : undefined));
     // Reboot: the pinned netns disappears with /run.
-    execFileSync('ip', ['netns', 'delete', netnsOf('default/pair')]);
+    execFileSync('ip', ['netns', 'delete', netnsOf(env.root, 'default/pair')]);
     const again = await B(['apply', '-f', dir]);
     assert.equal(again.code, 0, `${again.stdout}\n${again.stderr}`);
     await waitFor('pair serves after its netns was rebuilt', async () => ((await httpGet(`http://127.0.0.1:${hostPort}/`).catch(() => undefined))?.status === 200 ? true : undefined));
@@ -203,7 +240,7 @@ spec:
     assert.equal(ids.length, 2);
     const r = await B(['delete', '-f', dir], { timeoutMs: 120_000 });
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(netnsList().filter((n) => n === netnsOf('default/pair') || n === netnsOf('default/peer')), []);
+    assert.deepEqual(netnsList().filter((n) => n === netnsOf(env.root, 'default/pair') || n === netnsOf(env.root, 'default/peer')), []);
     assert.equal(sh('ip', ['-o', 'link', 'show', 'master', bridge]).trim(), '', 'no veth left on the bridge');
     assert.deepEqual(allocations(env), []);
     const rules = sh('iptables-save', []);
@@ -224,13 +261,9 @@ function netnsList(): string[] {
   return sh('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0] ?? '').filter((x) => x !== '');
 }
 
-function netnsOf(podKey: string): string {
-  return `berth-${createHashHex(podKey).slice(0, 16)}`;
-}
-
-function createHashHex(s: string): string {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return execFileSync('sha256sum', { input: s, encoding: 'utf8' }).split(' ')[0] ?? '';
+/** The netns berth pins for a pod of the root `root` (runtime/network's own naming). */
+function netnsOf(root: string, podKey: string): string {
+  return netnsName(realpathSync(root), podKey);
 }
 
 /** host-local's allocation files (one per IP) under berth's root. */

@@ -144,7 +144,7 @@ spec:
       assert.deepEqual([quiet.code, quiet.stdout.split('\n').length], [0, 2], quiet.stdout);
       const missing = await berth(env, ['images', 'pull', '-q', `${demo?.registry.host ?? ''}/berth/demo:nope`]);
       assert.deepEqual([missing.code, missing.stdout], [1, '']);
-      assert.match(missing.stderr, /^error: pull .*not found/m);
+      assert.match(missing.stderr, /^error ERR_NOT_FOUND: pull .*not found/m);
     } finally {
       await stopDaemon(up);
     }

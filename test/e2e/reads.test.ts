@@ -175,7 +175,7 @@ ${annotations !== '' ? `  annotations: ${annotations}\n` : ''}spec:
 
     const nope = await berth(env, ['status', 'nope']);
     assert.deepEqual([nope.code, nope.stdout], [1, '']);
-    assert.match(nope.stderr, /error: status default\/nope: no such pod/);
+    assert.match(nope.stderr, /^error ERR_NOT_FOUND: status default\/nope: no such pod$/m);
     const some = await berth(env, ['status', 'duo', 'nope']);
     assert.equal(some.code, 1);
     assert.match(some.stdout, /default\/duo\s+2\/2\s+Running/);

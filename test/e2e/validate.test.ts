@@ -89,7 +89,7 @@ const GOLDEN: [number, number, string, string][] = [
   ],
 ];
 
-const goldenLines = (file: string): string[] => GOLDEN.map(([line, col, field, message]) => `error: ${file}:${line}:${col}: ${field !== '' ? `${field}: ` : ''}${message}`);
+const goldenLines = (file: string): string[] => GOLDEN.map(([line, col, field, message]) => `error ERR_INVALID_MANIFEST: ${file}:${line}:${col}: ${field !== '' ? `${field}: ` : ''}${message}`);
 
 const validateOutput = (() => {
   const ajv = new Ajv({ strict: true, allErrors: true });
@@ -121,7 +121,7 @@ describe('berth validate (issue 12)', () => {
     const r = await berth(env, ['validate', '-f', eight]);
     assert.equal(r.code, 2, r.stderr);
     assert.equal(r.stdout, '');
-    assert.deepEqual(r.stderr.trimEnd().split('\n'), [...goldenLines(eight), 'error: 8 problem(s) in 1 file(s)']);
+    assert.deepEqual(r.stderr.trimEnd().split('\n'), [...goldenLines(eight), 'error ERR_INVALID_MANIFEST: 8 problem(s) in 1 file(s)']);
     // It opened nothing: --root and --state (which berth() passes) were not created.
     assert.equal(existsSync(env.root), false, 'validate created --root');
     assert.equal(existsSync(env.state), false, 'validate created --state');
@@ -135,23 +135,24 @@ describe('berth validate (issue 12)', () => {
     assert.equal(out.valid, false);
     assert.deepEqual(
       out.problems,
-      GOLDEN.map(([line, col, field, message]) => ({ file: eight, line, col, field, message })),
+      GOLDEN.map(([line, col, field, message]) => ({ code: 'ERR_INVALID_MANIFEST', file: eight, line, col, field, message })),
     );
     // The schema check can fail.
-    assert.equal(validateOutput({ valid: false, problems: [{ file: eight, line: 0, col: 1, field: '', message: 'x' }] }), false);
+    assert.equal(validateOutput({ valid: false, problems: [{ code: 'ERR_INVALID_MANIFEST', file: eight, line: 0, col: 1, field: '', message: 'x' }] }), false);
+    assert.equal(validateOutput({ valid: false, problems: [{ file: eight, line: 1, col: 1, field: '', message: 'x' }] }), false, 'a problem without its code');
   });
 
   test('stdin (-f -) is the file "-", with the same list', async () => {
     const r = await berth(env, ['validate', '-f', '-'], { input: EIGHT });
     assert.equal(r.code, 2);
-    assert.deepEqual(r.stderr.trimEnd().split('\n'), [...goldenLines('-'), 'error: 8 problem(s) in 1 file(s)']);
+    assert.deepEqual(r.stderr.trimEnd().split('\n'), [...goldenLines('-'), 'error ERR_INVALID_MANIFEST: 8 problem(s) in 1 file(s)']);
   });
 
   test('diff and apply print the same full list, sorted the same way, before touching any state', async () => {
     for (const cmd of [['diff'], ['apply'], ['apply', '--dry-run']]) {
       const r = await berth(env, [...cmd, '-f', eight]);
       assert.equal(r.code, 2, `${cmd.join(' ')}: ${r.stderr}`);
-      assert.deepEqual(r.stderr.trimEnd().split('\n'), [...goldenLines(eight), 'error: 8 problem(s) in 1 file(s); nothing was changed'], cmd.join(' '));
+      assert.deepEqual(r.stderr.trimEnd().split('\n'), [...goldenLines(eight), 'error ERR_INVALID_MANIFEST: 8 problem(s) in 1 file(s); nothing was changed'], cmd.join(' '));
     }
   });
 
@@ -169,10 +170,10 @@ describe('berth validate (issue 12)', () => {
     const missing = path.join(env.dir, 'missing');
     const r = await berth(env, ['validate', '-f', missing]);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /^error: read manifests .*missing: no such file or directory$/m);
+    assert.match(r.stderr, /^error ERR_INVALID_ARGUMENT: read manifests .*missing: no such file or directory$/m);
     const j = await berth(env, ['validate', '-f', missing, '-o', 'json']);
     assert.equal(j.code, 2);
-    assert.deepEqual(parseJsonOutput(j.stdout), { valid: false, problems: [{ file: missing, line: 1, col: 1, field: '', message: `read manifests ${missing}: no such file or directory` }] });
+    assert.deepEqual(parseJsonOutput(j.stdout), { valid: false, problems: [{ code: 'ERR_INVALID_ARGUMENT', file: missing, line: 1, col: 1, field: '', message: `read manifests ${missing}: no such file or directory` }] });
   });
 
   test('problems of a directory come file by file, each in line order', async () => {
@@ -188,10 +189,10 @@ describe('berth validate (issue 12)', () => {
         .split('\n')
         .map((l) => l.replace(`${dir}/`, '').split(': ').slice(0, 3).join(': ')),
       [
-        'error: a/z.yaml:6:42: spec.containers[0].comand',
-        'error: a/z.yaml:7:18: spec.restartPolicy',
-        'error: b.json:3:11: kind',
-        'error: 3 problem(s) in 2 file(s)',
+        'error ERR_INVALID_MANIFEST: a/z.yaml:6:42: spec.containers[0].comand',
+        'error ERR_INVALID_MANIFEST: a/z.yaml:7:18: spec.restartPolicy',
+        'error ERR_INVALID_MANIFEST: b.json:3:11: kind',
+        'error ERR_INVALID_MANIFEST: 3 problem(s) in 2 file(s)',
       ],
     );
   });
@@ -238,7 +239,7 @@ describe('berth validate (issue 12)', () => {
     }
     const r = spawnSync(argv[0] ?? '', argv.slice(1), { encoding: 'utf8' });
     assert.equal(r.status, 2, r.stderr);
-    assert.deepEqual(r.stderr.trimEnd().split('\n'), [...goldenLines(file), 'error: 8 problem(s) in 1 file(s)']);
+    assert.deepEqual(r.stderr.trimEnd().split('\n'), [...goldenLines(file), 'error ERR_INVALID_MANIFEST: 8 problem(s) in 1 file(s)']);
     const ok = spawnSync(argv[0] ?? '', [...argv.slice(1, -1), path.join(repo, 'manifests')], { encoding: 'utf8' });
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(ok.stdout, 'valid: 3 objects in 3 files\n');

@@ -864,7 +864,7 @@ export const LAYER_CASES: readonly LayerCase[] = [
     outcome: 'ERR_INVALID_IMAGE',
     build: () => raw(configOf([]), MT.gzip),
   },
-  { id: 'declared-zstd', title: 'layer declared tar+zstd', rule: 'P2', outcome: 'ERR_UNSUPPORTED', build: () => raw(tarOf(file('ok', 'x')), MT.zstd) },
+  { id: 'declared-zstd', title: 'layer declared tar+zstd, blob is plain tar', rule: 'P2', outcome: 'ERR_INVALID_IMAGE', build: () => raw(tarOf(file('ok', 'x')), MT.zstd) },
   {
     id: 'wrong-digest',
     title: 'blob does not hash to the descriptor digest',

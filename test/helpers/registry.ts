@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { request } from 'undici';
+import { Agent, request, type Dispatcher } from 'undici';
 
 /** A running `docker-registry` (CNCF distribution 2.8) on loopback, owned by one test file. */
 export interface TestRegistry {
@@ -89,7 +89,30 @@ export async function htpasswdEntry(user: string, password: string): Promise<str
   return `${user}:${hash}`;
 }
 
-function registryConfig(port: number, storageDir: string, auth?: TestRegistryAuth): string {
+/**
+ * TLS for a test registry (distribution's `http.tls`): PEM server certificate and key files, and
+ * `clientCas` to require client certificates signed by them. `clientCert`/`clientKey` are what
+ * the readiness probe presents when client certificates are required.
+ */
+export interface TestRegistryTls {
+  certificate: string;
+  key: string;
+  clientCas?: readonly string[];
+  clientCert?: string;
+  clientKey?: string;
+}
+
+function tlsConfig(tls: TestRegistryTls | undefined): string[] {
+  if (tls === undefined) return [];
+  return [
+    '  tls:',
+    `    certificate: ${JSON.stringify(tls.certificate)}`,
+    `    key: ${JSON.stringify(tls.key)}`,
+    ...(tls.clientCas !== undefined ? ['    clientcas:', ...tls.clientCas.map((c) => `      - ${JSON.stringify(c)}`)] : []),
+  ];
+}
+
+function registryConfig(port: number, storageDir: string, auth?: TestRegistryAuth, tls?: TestRegistryTls): string {
   // JSON is valid YAML; JSON.stringify quotes paths with spaces or colons correctly.
   return [
     'version: 0.1',
@@ -107,14 +130,15 @@ function registryConfig(port: number, storageDir: string, auth?: TestRegistryAut
     '      enabled: false',
     'http:',
     `  addr: ${JSON.stringify(`127.0.0.1:${port}`)}`,
+    ...tlsConfig(tls),
     ...authConfig(auth),
     '',
   ].join('\n');
 }
 
-async function probe(url: string): Promise<number | undefined> {
+async function probe(url: string, dispatcher?: Dispatcher): Promise<number | undefined> {
   try {
-    const res = await request(`${url}/v2/`, { method: 'GET', headersTimeout: 1000, bodyTimeout: 1000 });
+    const res = await request(`${url}/v2/`, { method: 'GET', headersTimeout: 1000, bodyTimeout: 1000, ...(dispatcher !== undefined ? { dispatcher } : {}) });
     await res.body.dump();
     return res.statusCode;
   } catch {
@@ -140,7 +164,7 @@ async function terminate(child: ChildProcess): Promise<void> {
  * or as soon as the process exits, with the registry's stderr in the message; nothing is left running or on
  * disk then.
  */
-export async function startRegistry(opts: { storageDir?: string; auth?: TestRegistryAuth } = {}): Promise<TestRegistry> {
+export async function startRegistry(opts: { storageDir?: string; auth?: TestRegistryAuth; tls?: TestRegistryTls } = {}): Promise<TestRegistry> {
   // Our own storage lives inside configDir, so removing configDir removes exactly what this helper created.
   const configDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-registry-'));
   const storageDir = opts.storageDir ?? path.join(configDir, 'storage');
@@ -155,14 +179,25 @@ export async function startRegistry(opts: { storageDir?: string; auth?: TestRegi
     await fsp.mkdir(storageDir, { recursive: true });
     port = await freePort();
     configFile = path.join(configDir, 'config.yml');
-    await fsp.writeFile(configFile, registryConfig(port, storageDir, opts.auth));
+    await fsp.writeFile(configFile, registryConfig(port, storageDir, opts.auth, opts.tls));
     child = spawn('docker-registry', ['serve', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (err) {
     await cleanupDirs();
     throw new Error(`start registry (storage ${storageDir}): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   const host = `127.0.0.1:${port}`;
-  const url = `http://${host}`;
+  const url = `${opts.tls !== undefined ? 'https' : 'http'}://${host}`;
+  // The probe only asks whether it answers; the tests check certificates.
+  const tls = opts.tls;
+  const probeAgent =
+    tls === undefined
+      ? undefined
+      : new Agent({
+          connect: {
+            rejectUnauthorized: false,
+            ...(tls.clientCert !== undefined && tls.clientKey !== undefined ? { cert: await fsp.readFile(tls.clientCert), key: await fsp.readFile(tls.clientKey) } : {}),
+          },
+        });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (chunk: string) => {
@@ -181,13 +216,15 @@ export async function startRegistry(opts: { storageDir?: string; auth?: TestRegi
   let lastStatus: number | undefined;
   for (;;) {
     if (spawnError !== undefined || exitInfo !== undefined) {
+      await probeAgent?.close();
       await cleanupDirs();
       const why = spawnError !== undefined ? `spawn failed: ${spawnError.message}` : `exited early (${exitInfo ?? ''})`;
       throw new Error(`start registry ${host}: ${why}; stderr:\n${stderr}`);
     }
-    lastStatus = await probe(url);
+    lastStatus = await probe(url, probeAgent);
     if (lastStatus === (opts.auth === undefined ? 200 : 401)) break;
     if (Date.now() > deadline) {
+      await probeAgent?.close();
       await terminate(child);
       await cleanupDirs();
       throw new Error(
@@ -196,6 +233,7 @@ export async function startRegistry(opts: { storageDir?: string; auth?: TestRegi
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+  await probeAgent?.close();
 
   let stopped: Promise<void> | undefined;
   return {

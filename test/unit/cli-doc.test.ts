@@ -34,14 +34,3 @@ test('cli doc: deterministic, and documents every command with its options and d
   assert.match(text, /^### berth images pull$/m);
 });
 
-test('README: the error code table has every ErrorCode, "retried" exactly for the retryable ones, exit 2 exactly for invalid input', async () => {
-  const { RETRYABLE } = await import('../../src/lib/errors.js');
-  const readme = readFileSync(path.join(REPO, 'README.md'), 'utf8');
-  const rows = new Map([...readme.matchAll(/^\| `(ERR_[A-Z_]+)` \| (.*) \| (\d) \|$/gm)].map((m) => [m[1] ?? '', { text: m[2] ?? '', exit: Number(m[3]) }]));
-  assert.deepEqual([...rows.keys()].sort(), Object.keys(RETRYABLE).sort(), 'one README row per ErrorCode (src/lib/errors.ts)');
-  for (const [code, retryable] of Object.entries(RETRYABLE)) {
-    const row = rows.get(code);
-    assert.equal(row?.text.includes('*retried*'), retryable, `${code}: marked *retried* iff RETRYABLE`);
-    assert.equal(row?.exit, code === 'ERR_INVALID_ARGUMENT' || code === 'ERR_INVALID_MANIFEST' ? 2 : 1, `${code}: exit code`);
-  }
-});

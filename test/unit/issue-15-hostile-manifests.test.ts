@@ -17,7 +17,7 @@ import { CLI } from '../helpers/berth.js';
  * as it found it: Object.prototype untouched and a good manifest loading to the same hash.
  */
 
-const SAFETY_MS = 2_000;
+const SAFETY_MS = 15_000;
 const IMAGE = '127.0.0.1:5000/berth/demo:1.0';
 
 function pod(spec: string, meta = ''): string {

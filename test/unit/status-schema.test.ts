@@ -44,7 +44,9 @@ test('status: the schema rejects what berth must never print (a wrong status wor
 });
 
 test('events: the schema takes berth events and refuses unknown reasons', () => {
-  assert.deepEqual(validateEvents([{ id: 1, ts: 1, key: 'pod/default/web', type: 'Normal', reason: 'Started', message: 'x' }]), []);
+  assert.deepEqual(validateEvents([{ id: 1, ts: 1, key: 'pod/default/web', type: 'Normal', reason: 'Started', message: 'x', code: null }]), []);
+  assert.deepEqual(validateEvents([{ id: 2, ts: 1, key: 'image/r/x:1', type: 'Warning', reason: 'Failed', message: 'x', code: 'ERR_UNSAFE_CONTENT' }]), []);
+  assert.notDeepEqual(validateEvents([{ id: 2, ts: 1, key: 'image/r/x:1', type: 'Warning', reason: 'Failed', message: 'x', code: 'ERR_BOGUS' }]), []);
   assert.notDeepEqual(validateEvents([{ id: 1, ts: 1, key: 'pod/default/web', type: 'Normal', reason: 'Teleported', message: 'x' }]), []);
 });
 

@@ -4,7 +4,10 @@ import type { Logger } from '../../lib/log.js';
 import { crashPoint } from '../../lib/crashpoint.js';
 import type { ContentStore } from '../content/index.js';
 import type { Snapshotter } from '../snapshots/index.js';
-import type { ImageRecord, ManifestRecord, SnapshotRecord, StateStore } from '../state/index.js';
+import type { ImageRecord, LeaseRecord, ManifestRecord, SnapshotRecord, StateStore } from '../state/index.js';
+import type { LeaseManager } from './leases.js';
+
+export { LeaseManager, LEASE_TTL_MS, type Lease } from './leases.js';
 
 /**
  * Garbage collection of images (containerd's `core/metadata/gc.go`, by rows instead of labels).
@@ -17,16 +20,18 @@ import type { ImageRecord, ManifestRecord, SnapshotRecord, StateStore } from '..
  *   pods row (last-applied spec) ─containers[].image / initContainers[].image→ images row (by ref)
  *
  * Roots: every images row (an image is kept until `images rm`/`prune` removes its row), the
- * manifest of every container row, the image each recorded pod's last-applied spec names, and
- * the layers overlay mounts of containers under the root stack (read from mountinfo, so a
- * running rootfs keeps its layers whatever the rows say).
+ * manifest of every container row, the image each recorded pod's last-applied spec names, the
+ * blobs and snapshots of every unexpired lease (a pull in flight, or one killed less than the
+ * lease's TTL ago), and the layers overlay mounts of containers under the root stack (read from
+ * mountinfo, so a running rootfs keeps its layers whatever the rows say).
  *
- * Sweep: rows first (manifests, snapshots: one transaction), then files (blobs, snapshot
- * directories, extraction residue). A kill -9 in between leaves files no row names, which the
- * next GC removes; never a row naming a missing file.
+ * Sweep: rows first (manifests, snapshots, expired leases: one transaction), then files (blobs,
+ * snapshot directories, extraction residue). A kill -9 in between leaves files no row names,
+ * which the next GC removes; never a row naming a missing file.
  *
- * Pulls write files before rows, so a GC must never run while one is in flight: the runtime
- * runs pulls under `PullGate.shared` and GC under `PullGate.exclusive`.
+ * Pulls write files before rows; their leases (gc/leases.ts) make a GC that runs meanwhile keep
+ * those files, so pulls and GC run side by side. Imports and exports still share `PullGate`
+ * with GC (they write without a lease).
  */
 
 /** The rows GC marks from (a consistent read of the state, plus the mounted layers). */
@@ -39,6 +44,8 @@ export interface GcGraph {
   podRefs: readonly string[];
   /** Snapshots stacked by a container's overlay mount (mountinfo). */
   mountedLayers: readonly Digest[];
+  /** Unexpired leases (their resources are roots). */
+  leases?: readonly LeaseRecord[];
 }
 
 /** What is reachable from the roots. */
@@ -75,6 +82,12 @@ export function mark(g: GcGraph): Marked {
     }
   }
   for (const id of g.mountedLayers) out.snapshots.add(id);
+  for (const l of g.leases ?? []) {
+    for (const r of l.resources) {
+      if (r.kind === 'blob') out.blobs.add(r.id as Digest);
+      else if (r.kind === 'snapshot') out.snapshots.add(r.id as Digest);
+    }
+  }
   // A kept snapshot keeps its parents (the chain is the manifest's anyway; this holds for a
   // mounted layer whose manifest is gone too).
   const parents = new Map(g.snapshots.map((s) => [s.chainId, s.parent]));
@@ -111,8 +124,8 @@ export function podImageRefs(spec: string): string[] {
 
 /** One thing GC removed (or, dry run, would remove). */
 export interface GcRemoved {
-  /** `manifest`: a row; `snapshot`: a row and its directory, or a directory no row names; `blob`: a content file; `residue`: an interrupted extraction. */
-  kind: 'manifest' | 'snapshot' | 'blob' | 'residue';
+  /** `manifest`: a row; `snapshot`: a row and its directory, or a directory no row names; `blob`: a content file; `residue`: an interrupted extraction; `lease`: an expired lease's row. */
+  kind: 'manifest' | 'snapshot' | 'blob' | 'residue' | 'lease';
   id: string;
   /** Bytes of the files removed (0 for a manifest row: its bytes are its blob's). */
   bytes: number;
@@ -125,9 +138,10 @@ export interface GcReport {
 }
 
 /**
- * Orders pulls against GC: any number of pulls (which write blobs and snapshot directories
- * before their rows) share the gate; a GC takes it alone, after the pulls in flight, and pulls
- * that arrive meanwhile wait for it (no starvation of GC by a stream of pulls).
+ * Orders imports and exports against GC, and GCs against each other: any number of imports
+ * (which write blobs and snapshot directories before their rows, without a lease) share the
+ * gate; a GC takes it alone, after those in flight, and those that arrive meanwhile wait for it
+ * (no starvation of GC). Pulls do not take it: their leases protect what they write.
  */
 export class PullGate {
   private active = 0;
@@ -162,7 +176,8 @@ export class PullGate {
 
 /**
  * The collector: reads the graph, marks, deletes unreachable rows in one transaction, then the
- * files nothing kept names. The caller holds the state lock and the PullGate exclusively.
+ * files nothing kept names. The caller holds the state lock and the PullGate exclusively (one
+ * GC at a time; pulls run alongside under their leases).
  */
 export class GarbageCollector {
   constructor(
@@ -170,50 +185,78 @@ export class GarbageCollector {
     private readonly content: ContentStore,
     private readonly snapshots: Snapshotter,
     private readonly log: Logger,
+    private readonly leases: LeaseManager,
   ) {}
 
-  async collect(opts: { dryRun: boolean }): Promise<GcReport> {
+  /**
+   * `forget`: image refs to treat as gone (dry runs only: what `images prune` would reclaim, for
+   * `berth df`).
+   */
+  async collect(opts: { dryRun: boolean; now?: number; forget?: readonly string[] }): Promise<GcReport> {
+    const now = opts.now ?? Date.now();
     const mountedLayers = await this.snapshots.mountedLayers();
     // From the read of the rows to their deletion nothing awaits: no other step of this process
-    // can write a row in between (rule 6: transactions are synchronous).
-    const g = this.graph(mountedLayers);
+    // can write a row in between (rule 6: transactions are synchronous). The lease manager starts
+    // watching new leases in the same step, so nothing leased after this read is removed below.
+    const full = this.graph(mountedLayers, now);
+    const forget = new Set(opts.dryRun ? (opts.forget ?? []) : []);
+    const g = forget.size === 0 ? full : { ...full, images: full.images.filter((i) => !forget.has(i.ref)) };
     const marked = mark(g);
+    const leased = new Set((g.leases ?? []).flatMap((l) => l.resources.map((r) => `${r.kind} ${r.id}`)));
+    const expired = this.state.listLeases().filter((l) => l.expiresAt <= now).map((l) => l.id);
     const deadManifests = g.manifests.filter((m) => !marked.manifests.has(m.digest)).map((m) => m.digest);
     const deadSnapshots = g.snapshots.filter((s) => !marked.snapshots.has(s.chainId)).map((s) => s.chainId);
-    if (!opts.dryRun && (deadManifests.length > 0 || deadSnapshots.length > 0)) {
+    if (!opts.dryRun && (deadManifests.length > 0 || deadSnapshots.length > 0 || expired.length > 0)) {
       this.state.transaction(() => {
         this.state.deleteManifests(deadManifests);
         crashPoint('state.in-transaction');
         for (const id of deadSnapshots) this.state.deleteSnapshot(id);
+        this.state.deleteExpiredLeases(now);
       });
     }
-    crashPoint('state.after-row-before-files');
-    const removed: GcRemoved[] = deadManifests.map((d) => ({ kind: 'manifest', id: d, bytes: 0 }));
-    // Files: what no kept row names.
-    for (const b of await this.content.listBlobs()) {
-      if (marked.blobs.has(b.digest)) continue;
-      if (!opts.dryRun) await this.content.remove(b.digest);
-      removed.push({ kind: 'blob', id: b.digest, bytes: b.size });
+    if (!opts.dryRun) this.leases.beginSweep();
+    try {
+      crashPoint('state.after-row-before-files');
+      const removed: GcRemoved[] = [...expired.map((id): GcRemoved => ({ kind: 'lease', id, bytes: 0 })), ...deadManifests.map((d): GcRemoved => ({ kind: 'manifest', id: d, bytes: 0 }))];
+      // Files: what no kept row names.
+      for (const b of await this.content.listBlobs()) {
+        if (marked.blobs.has(b.digest)) continue;
+        if (!opts.dryRun && !(await this.leases.remove('blob', b.digest, () => this.content.remove(b.digest)))) continue;
+        removed.push({ kind: 'blob', id: b.digest, bytes: b.size });
+        crashPoint('gc.after-file');
+      }
+      const rows = new Set(g.snapshots.map((s) => s.chainId));
+      const mounted = new Set(mountedLayers);
+      // A pull of this process may be extracting into a `tmp-` directory: residue waits for a GC
+      // with no pull in flight (or the startup sweep).
+      const pulling = this.leases.held() > 0;
+      for (const e of await this.snapshots.listDirs()) {
+        // Kept: a marked snapshot with its row, a leased one (a pull renamed it into place and
+        // writes its row next), or a mounted one (its row lost: the container needs it still).
+        // A marked chain with no row and no lease is not a snapshot to the puller, which extracts it anew.
+        if (e.chainId !== undefined && (mounted.has(e.chainId) || leased.has(`snapshot ${e.chainId}`) || (rows.has(e.chainId) && marked.snapshots.has(e.chainId)))) continue;
+        if (e.chainId === undefined && pulling) continue;
+        const bytes = await this.snapshots.usage(e.name);
+        if (!opts.dryRun) {
+          const run = (): Promise<void> => this.snapshots.removeDir(e.name);
+          if (e.chainId !== undefined && !(await this.leases.remove('snapshot', e.chainId, run))) continue;
+          if (e.chainId === undefined) await run();
+        }
+        removed.push({ kind: e.chainId !== undefined ? 'snapshot' : 'residue', id: e.chainId ?? e.name, bytes });
+        crashPoint('gc.after-file');
+      }
+      // A row whose directory was already gone is forgotten too (reported with 0 bytes).
+      const dirs = new Set(removed.filter((r) => r.kind === 'snapshot').map((r) => r.id));
+      for (const id of deadSnapshots) if (!dirs.has(id)) removed.push({ kind: 'snapshot', id, bytes: 0 });
+      const bytes = removed.reduce((n, r) => n + r.bytes, 0);
+      if (!opts.dryRun && removed.length > 0) this.log.info({ removed: removed.length, bytes }, 'garbage collected');
+      return { dryRun: opts.dryRun, removed, bytes };
+    } finally {
+      if (!opts.dryRun) this.leases.endSweep();
     }
-    const rows = new Set(g.snapshots.map((s) => s.chainId));
-    const mounted = new Set(mountedLayers);
-    for (const e of await this.snapshots.listDirs()) {
-      // Kept: a marked snapshot with its row, or a mounted one (its row lost: the container needs
-      // it still). A marked chain with no row is not a snapshot to the puller, which extracts it anew.
-      if (e.chainId !== undefined && (mounted.has(e.chainId) || (rows.has(e.chainId) && marked.snapshots.has(e.chainId)))) continue;
-      const bytes = await this.snapshots.usage(e.name);
-      if (!opts.dryRun) await this.snapshots.removeDir(e.name);
-      removed.push({ kind: e.chainId !== undefined ? 'snapshot' : 'residue', id: e.chainId ?? e.name, bytes });
-    }
-    // A row whose directory was already gone is forgotten too (reported with 0 bytes).
-    const dirs = new Set(removed.filter((r) => r.kind === 'snapshot').map((r) => r.id));
-    for (const id of deadSnapshots) if (!dirs.has(id)) removed.push({ kind: 'snapshot', id, bytes: 0 });
-    const bytes = removed.reduce((n, r) => n + r.bytes, 0);
-    if (!opts.dryRun && removed.length > 0) this.log.info({ removed: removed.length, bytes }, 'garbage collected');
-    return { dryRun: opts.dryRun, removed, bytes };
   }
 
-  private graph(mountedLayers: readonly Digest[]): GcGraph {
+  private graph(mountedLayers: readonly Digest[], now: number): GcGraph {
     const containers = this.state.listContainers();
     return {
       images: this.state.listImages(),
@@ -222,8 +265,22 @@ export class GarbageCollector {
       containers: containers.map((c) => ({ id: c.id, imageRef: c.imageRef, imageDigest: c.imageDigest })),
       podRefs: this.state.listPods().flatMap((p) => podImageRefs(p.spec)),
       mountedLayers,
+      leases: this.state.listLeases().filter((l) => l.expiresAt > now),
     };
   }
+}
+
+/**
+ * The image rows `images prune` forgets: those no recorded pod's spec names and no container row
+ * runs; with `all`, every one no container row runs.
+ */
+export function pruneCandidates(
+  images: readonly ImageRecord[],
+  pods: readonly { key: string; spec: string }[],
+  containers: readonly { podKey: string; imageRef: string }[],
+  all: boolean,
+): ImageRecord[] {
+  return images.filter((i) => (all ? !containers.some((c) => c.imageRef === i.ref) : imageUsers(i.ref, pods, containers).length === 0));
 }
 
 /** Who uses an image reference: the pods whose spec names it or whose container rows run it. */

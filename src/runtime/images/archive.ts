@@ -14,6 +14,7 @@ import type { Logger } from '../../lib/log.js';
 import type { ContentStore } from '../content/index.js';
 import { MEDIA } from '../registry/index.js';
 import type { StateStore } from '../state/index.js';
+import { isZstdMagic } from '../unpack/zstd.js';
 import { hostPlatform, parseManifestOrIndex, selectPlatform, type Descriptor, type ImageManifest } from './documents.js';
 import type { ImageService, PreparedImage } from './index.js';
 
@@ -35,7 +36,8 @@ import type { ImageService, PreparedImage } from './index.js';
  *    are kept; otherwise `manifest.json` (docker save) names each image's config and layer files,
  *    and berth writes an OCI manifest for it (layers as stored: an uncompressed `layer.tar` is an
  *    `application/vnd.oci.image.layer.v1.tar` layer whose digest is its sha256, which must equal
- *    the config's diff_id). That manifest's digest is berth's own: docker never had one for it.
+ *    the config's diff_id; a gzip or zstd layer file gets the tar+gzip or tar+zstd type by its magic
+ *    number, its diff_id checked while it is unpacked). That manifest's digest is berth's own: docker never had one for it.
  *    It is deterministic, so the same archive imports to the same digest.
  * 3. Verify every document and blob against its digest and size (ERR_DIGEST_MISMATCH), check the
  *    image (ImageService.prepare: platform, layer count, diff_ids), then ingest the blobs through
@@ -100,6 +102,7 @@ const NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 const CONTAINERD_NAME_ANNOTATION = 'io.containerd.image.name';
 const LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
 const LAYER_TAR_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
+const LAYER_TAR_ZSTD = 'application/vnd.oci.image.layer.v1.tar+zstd';
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -416,7 +419,7 @@ async function findDockerImages(r: ArchiveReader, what: string): Promise<FoundIm
       let mediaType: string;
       if (digest === diffId) mediaType = LAYER_TAR;
       else if (f.head[0] === 0x1f && f.head[1] === 0x8b) mediaType = LAYER_TAR_GZIP; // its diff_id is checked while it is unpacked
-      else if (f.head.readUInt32LE(0) === 0xfd2fb528) throw new BerthError('ERR_UNSUPPORTED', `${where}: layer ${name} is zstd-compressed, which berth does not unpack yet`);
+      else if (isZstdMagic(f.head)) mediaType = LAYER_TAR_ZSTD; // likewise
       else {
         throw new BerthError('ERR_DIGEST_MISMATCH', `${where}: layer ${name} hashes to ${digest}, but the config's diff_id is ${diffId}`, { details: { digest: diffId, actual: digest } });
       }
@@ -456,7 +459,7 @@ export interface ImportOptions {
 /**
  * `images import`: see the module comment. Errors: ERR_NOT_FOUND (no such path),
  * ERR_UNSAFE_CONTENT, ERR_LIMIT_EXCEEDED, ERR_INVALID_IMAGE (not an archive berth knows, a member
- * missing, an image without a name), ERR_DIGEST_MISMATCH, ERR_UNSUPPORTED (zstd, another layout
+ * missing, an image without a name), ERR_DIGEST_MISMATCH, ERR_UNSUPPORTED (another layout
  * version), ERR_INVALID_ARGUMENT (--ref for several images), and those of unpack and the content
  * store. Idempotent: importing the same archive again records the same rows.
  */

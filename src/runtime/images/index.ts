@@ -9,7 +9,10 @@ import type { ContentStore } from '../content/index.js';
 import { parseReference, type CredentialSource, type RegistryClient, type ImageReference } from '../registry/index.js';
 import type { Snapshotter } from '../snapshots/index.js';
 import type { LayerRecord, StateStore } from '../state/index.js';
+import type { Lease } from '../gc/leases.js';
+import { crashPoint } from '../../lib/crashpoint.js';
 import { unpackLayer } from '../unpack/index.js';
+import { finishLayer, UnpackThreads } from '../unpack/thread.js';
 import { hostPlatform, parseImageConfig, parseManifestOrIndex, selectPlatform, type ImageConfig, type ImageManifest, type Platform } from './documents.js';
 
 export { hostPlatform, type ImageConfig, type Platform } from './documents.js';
@@ -43,6 +46,8 @@ export interface PullOptions {
   signal?: AbortSignal;
   /** Asked before the node's config.json: a pod's imagePullSecrets. */
   credentials?: CredentialSource;
+  /** Protects what the pull writes from GC until its rows are recorded (gc/leases); the caller releases it. */
+  lease?: Lease;
 }
 
 /** The layers a pull downloads, with their bytes written so far; `image` is the reference as given to `pull`. */
@@ -132,22 +137,44 @@ export class ImageService {
     const configBytes = await registry.fetchSmallBlob(ref, manifest.config);
     const img = this.prepare(what, { manifest, digest: manifestDigest, bytes: manifestBytes }, configBytes, want, indexDigest === null ? null : { digest: indexDigest, bytes: top.bytes });
     const { layers } = img;
+    // Leased before anything is looked at or written: a GC from here on keeps them (issue 14).
+    await opts.lease?.add([
+      ...[manifest.config.digest, manifestDigest, ...(indexDigest !== null ? [indexDigest] : [])].map((id) => ({ kind: 'blob' as const, id })),
+      ...layers.flatMap((l) => [
+        { kind: 'blob' as const, id: l.digest },
+        { kind: 'ingest' as const, id: l.digest },
+        { kind: 'snapshot' as const, id: l.chainId },
+      ]),
+    ]);
 
-    // Layers download in parallel (bounded); extraction follows in order since each
-    // snapshot is recorded with its parent. The first failed layer aborts the others, and the
-    // pull settles only once they have stopped: the caller releases the state lock after us.
+    // Layers download in parallel (bounded), and each is unpacked as soon as its blob is
+    // committed, while later ones still download (see unpack). The first failure — a download or
+    // an unpack — stops the rest, and the pull settles only once everything has stopped: the
+    // caller releases the state lock after us.
     const report = this.progressReporter(refString);
-    await eachBounded(
-      layers,
+    const stop = new AbortController();
+    const signal = opts.signal !== undefined ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+    const fetched = layers.map(() => settleable());
+    const downloads = eachBounded(
+      layers.map((l, i) => ({ l, i })),
       3,
-      async (l, signal) => {
-        if (this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest))) return;
-        await this.fetchLayer(registry, ref, l, signal, report);
+      async ({ l, i }, layerSignal) => {
+        try {
+          if (!(this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest)))) await this.fetchLayer(registry, ref, l, layerSignal, report);
+          fetched[i]?.settle();
+        } catch (err) {
+          fetched[i]?.settle(err);
+          throw err;
+        }
       },
-      opts.signal !== undefined ? { signal: opts.signal } : {},
+      { signal },
     );
-    await this.unpack(img, opts.signal);
+    const unpacks = this.unpack(img, signal, fetched.map((f) => f.p));
+    const [d, u] = await Promise.allSettled([downloads.catch((err: unknown) => (stop.abort(err), Promise.reject(err))), unpacks.catch((err: unknown) => (stop.abort(err), Promise.reject(err)))]);
+    if (d.status === 'rejected') throw d.reason;
+    if (u.status === 'rejected') throw u.reason;
     await this.storeDocuments(img);
+    crashPoint('pull.before-record');
     this.record([{ image: img, refs: [ref.canonical] }]);
     this.log.info({ ref: ref.canonical, digest: manifestDigest, layers: layers.length }, 'image pulled');
     return { ref: ref.canonical, digest: manifestDigest, indexDigest, config: img.config, layers, chainIds: img.chainIds };
@@ -193,25 +220,73 @@ export class ImageService {
 
   /**
    * Unpacks each layer of `img`, whose blobs are in the content store, into its chain ID snapshot
-   * (recorded with its parent; a ready snapshot is left alone), in order. Errors: those of
-   * unpackLayer; a failed layer leaves the snapshots before it ready and nothing of itself.
+   * (recorded with its parent; a ready snapshot is left alone). Errors: those of unpackLayer; a
+   * failed layer leaves nothing of itself, and the layers it stopped (see below) nothing of theirs.
+   *
+   * Several missing layers are unpacked at once, each on a worker thread (unpack/thread.ts), at
+   * most UNPACK_THREADS at a time: the writes of one layer wait for the disk on a cold cache, and
+   * the machine has more than one core. Each layer's snapshot is still committed (renamed and
+   * recorded) only after its parent's, and the metadata of directories its tar implies is copied
+   * from the parents just before. The first failure stops the others; the call settles once every
+   * started layer has stopped.
    */
-  async unpack(img: PreparedImage, signal?: AbortSignal): Promise<void> {
+  async unpack(img: PreparedImage, signal?: AbortSignal, blobReady?: readonly Promise<void>[]): Promise<void> {
     const ids = img.chainIds;
-    for (const [i, l] of img.layers.entries()) {
-      const parent = i === 0 ? null : (ids[i - 1] as Digest);
-      await this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
-        const res = await unpackLayer({
-          source: this.content.open(l.digest),
-          mediaType: l.mediaType,
-          expected: { digest: l.digest, size: l.size, diffId: l.diffId },
-          dest: dir,
-          lowerDirs: i === 0 ? [] : this.snapshots.lowerDirs(ids.slice(0, i)),
-          log: this.log,
-          ...(signal !== undefined ? { signal } : {}),
+    const missing = img.layers.filter((l) => !this.snapshots.isReady(l.chainId)).length;
+    if (missing <= 1) {
+      for (const [i, l] of img.layers.entries()) {
+        const parent = i === 0 ? null : (ids[i - 1] as Digest);
+        if (this.snapshots.isReady(l.chainId)) continue;
+        await blobReady?.[i];
+        await this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
+          const res = await unpackLayer({
+            source: this.content.open(l.digest),
+            mediaType: l.mediaType,
+            expected: { digest: l.digest, size: l.size, diffId: l.diffId },
+            dest: dir,
+            lowerDirs: i === 0 ? [] : this.snapshots.lowerDirs(ids.slice(0, i)),
+            log: this.log,
+            ...(signal !== undefined ? { signal } : {}),
+          });
+          return { opaqueRoot: res.opaqueRoot, size: res.uncompressedSize };
         });
-        return { opaqueRoot: res.opaqueRoot, size: res.uncompressedSize };
-      });
+      }
+      return;
+    }
+    // ready[i] settles when layer i's snapshot is committed (or failed); layer i+1 waits for it.
+    const ready = img.layers.map(() => settleable());
+    const threads = new UnpackThreads(Math.min(UNPACK_THREADS, missing));
+    try {
+      await eachBounded(
+        img.layers.map((l, i) => ({ l, i })),
+        img.layers.length, // every layer starts; the threads bound the work, a layer waiting for its parent holds none
+        async ({ l, i }, layerSignal) => {
+          const parent = i === 0 ? null : (ids[i - 1] as Digest);
+          try {
+            if (!this.snapshots.isReady(l.chainId)) await blobReady?.[i];
+            await this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
+              const res = await threads.unpack({
+                blobPath: this.content.path(l.digest),
+                mediaType: l.mediaType,
+                expected: { digest: l.digest, size: l.size, diffId: l.diffId },
+                dest: dir,
+                log: this.log,
+                signal: layerSignal,
+              });
+              if (i > 0) await ready[i - 1]?.p;
+              await finishLayer(dir, res, i === 0 ? [] : this.snapshots.lowerDirs(ids.slice(0, i)));
+              return { opaqueRoot: res.opaqueRoot, size: res.uncompressedSize };
+            });
+            ready[i]?.settle();
+          } catch (err) {
+            ready[i]?.settle(err);
+            throw err;
+          }
+        },
+        signal !== undefined ? { signal } : {},
+      );
+    } finally {
+      await threads.close();
     }
   }
 
@@ -271,7 +346,7 @@ export class ImageService {
             if (blob.offset !== from) await w.reset();
             etag = blob.etag;
             const progress = report?.(l, w.written);
-            await this.content.append(w, progress === undefined ? blob.body : countWritten(blob.body, progress), { signal });
+            await this.content.append(w, countWritten(blob.body, progress), { signal });
             if (w.written < l.size) {
               throw new BerthError('ERR_NETWORK', `fetch blob ${ref.domain}/${ref.path}@${l.digest}: the body ended after ${w.written} of ${l.size} bytes`);
             }
@@ -339,20 +414,80 @@ export class ImageService {
   }
 }
 
+/** A promise settled from outside; a rejection nobody awaits is not reported (the one who failed reports it). */
+function settleable(): { p: Promise<void>; settle: (err?: unknown) => void } {
+  let settle!: (err?: unknown) => void;
+  const p = new Promise<void>((resolve, reject) => {
+    settle = (err) => (err === undefined ? resolve() : reject(err));
+  });
+  p.catch(() => undefined);
+  return { p, settle };
+}
+
+/** Layers unpacked at once (each on its own worker thread). */
+const UNPACK_THREADS = 3;
+
 /** A layer's download starting at `written` bytes; the returned function is told each chunk written and when it is done. */
 type LayerReporter = (l: LayerRecord, written: number) => (bytes: number, done: boolean) => void;
 
 /**
- * `body` for the content store's append, counting each chunk once append asks for the next one,
- * i.e. after its write has returned: the bytes reported are on disk, not merely received.
- * `destroy` is passed through so that an abort still closes the download.
+ * `body` for the content store's append. Each chunk is counted (when `written` is given) once
+ * append asks for the next one, i.e. after its write has returned: the bytes reported are on
+ * disk, not merely received. `destroy` is passed through so that an abort still closes the
+ * download.
+ *
+ * When the body fails (a reset, a cut), the chunks it had already received are handed on before
+ * the error, so they are written and the resume starts after them. A plain `for await` over the
+ * stream drops them: once destroyed, its iterator reads nothing more, and how much that is depends
+ * on how far the disk writes lag behind the socket (regression cut-body-drops-received-bytes: with
+ * layers unpacked during the download, the resume point fell short of what the registry had sent).
  */
-function countWritten(body: Readable, written: (bytes: number, done: boolean) => void): AsyncIterable<Uint8Array> & { destroy(err?: Error): void } {
+function countWritten(body: Readable, written?: (bytes: number, done: boolean) => void): AsyncIterable<Uint8Array> & { destroy(err?: Error): void } {
   return {
     async *[Symbol.asyncIterator]() {
-      for await (const chunk of body as AsyncIterable<Uint8Array>) {
-        yield chunk;
-        written(chunk.length, false);
+      const kept: Uint8Array[] = [];
+      let failure: { err: unknown } | undefined;
+      const onError = (err: unknown): void => {
+        failure ??= { err };
+        // Synchronously, while the stream still holds what it received: it is emptied after this.
+        for (let c = body.read() as Uint8Array | null; c !== null; c = body.read() as Uint8Array | null) kept.push(c);
+      };
+      body.on('error', onError);
+      let finished = false;
+      try {
+        for (;;) {
+          const chunk = kept.shift() ?? (failure === undefined ? (body.read() as Uint8Array | null) : null);
+          if (chunk !== null) {
+            yield chunk;
+            written?.(chunk.length, false);
+            continue;
+          }
+          if (failure !== undefined) throw failure.err;
+          if (body.readableEnded || body.destroyed) {
+            finished = body.readableEnded;
+            if (!finished) throw (body.errored as Error | null) ?? new Error('the body was closed before its end');
+            return;
+          }
+          await new Promise<void>((resolve) => {
+            const wake = (): void => {
+              body.off('readable', wake);
+              body.off('end', wake);
+              body.off('error', wake);
+              body.off('close', wake);
+              resolve();
+            };
+            body.on('readable', wake);
+            body.on('end', wake);
+            body.on('error', wake);
+            body.on('close', wake);
+          });
+        }
+      } finally {
+        body.off('error', onError);
+        // undici's body reports its own destruction ('Request aborted') as an error event: once we
+        // stop reading, nobody else listens, and an unheard 'error' would crash the process.
+        body.on('error', () => undefined);
+        if (!finished && !body.destroyed) body.destroy();
       }
     },
     destroy: (err?: Error) => body.destroy(err),

@@ -85,8 +85,13 @@ export class CniNetwork {
     return this.o.bridge;
   }
 
-  /** The configuration list berth runs: bridge + host-local, portmap, firewall. */
-  conflist(): ConfList {
+  /**
+   * The configuration list berth runs: bridge + host-local, portmap (only for a pod with host
+   * ports: without mappings it has nothing to do, and each plugin is a fork of a Go binary
+   * calling iptables), firewall. The list ADD ran with is kept for DEL, and a change of host
+   * ports rebuilds the sandbox (its hash), so a list without portmap never meets a mapping.
+   */
+  conflist(ports: readonly PortMapping[]): ConfList {
     return {
       cniVersion: CNI_VERSION,
       name: 'berth',
@@ -99,7 +104,7 @@ export class CniNetwork {
           hairpinMode: true,
           ipam: { type: 'host-local', ranges: [[{ subnet: this.o.subnet }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: this.o.dataDir },
         },
-        { type: 'portmap', capabilities: { portMappings: true }, snat: true },
+        ...(ports.length > 0 ? [{ type: 'portmap', capabilities: { portMappings: true }, snat: true }] : []),
         { type: 'firewall' },
       ],
     };
@@ -111,7 +116,7 @@ export class CniNetwork {
    * allocation, veth or rule is left behind.
    */
   async add(t: CniTarget, ports: readonly PortMapping[]): Promise<CniAttachment> {
-    const list = this.conflist();
+    const list = this.conflist(ports);
     const config = JSON.stringify(list);
     await this.exec('ADD', { type: 'loopback' }, { cniVersion: CNI_VERSION, name: 'berth-loopback' }, t);
     let prev: unknown;
@@ -137,7 +142,7 @@ export class CniNetwork {
    * and the first failure is thrown afterwards.
    */
   async del(t: CniTarget, config: string | null, result: string | null, ports: readonly PortMapping[]): Promise<void> {
-    const list = config !== null ? (JSON.parse(config) as ConfList) : this.conflist();
+    const list = config !== null ? (JSON.parse(config) as ConfList) : this.conflist(ports);
     // No cached result (a crash between ADD and recording it): the addresses host-local holds for
     // this id stand in for it, so firewall and portmap can find their per-address rules.
     const prev = result !== null ? (JSON.parse(result) as unknown) : await this.resultFromAllocations(t.id, list);
@@ -294,9 +299,14 @@ export function splitRule(s: string): string[] {
 
 const NETNS_DIR = '/run/netns';
 
-/** The pinned netns name of a pod: stable per pod key, so a rebuild after a reboot reuses it. */
-export function netnsName(podKey: string): string {
-  return `berth-${createHash('sha256').update(podKey).digest('hex').slice(0, 16)}`;
+/**
+ * The pinned netns name of a pod: stable per berth root and pod key, so a rebuild after a reboot
+ * reuses it, and two berth instances (two roots) declaring the same pod do not share one
+ * (regression netns-name-collides-across-roots: the second CNI ADD found the first's eth0).
+ * Sandboxes recorded before keep the path in their row.
+ */
+export function netnsName(root: string, podKey: string): string {
+  return `berth-${createHash('sha256').update(`${root}\0${podKey}`).digest('hex').slice(0, 16)}`;
 }
 
 export function netnsPath(name: string): string {

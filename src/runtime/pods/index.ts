@@ -1,7 +1,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { BerthError } from '../../lib/errors.js';
-import { mkdirp, writeFileAtomic } from '../../lib/fsx.js';
+import { mkdirp } from '../../lib/fsx.js';
 import type { Logger } from '../../lib/log.js';
 import { crashPoint } from '../../lib/crashpoint.js';
 import { hostIPsOverlap } from '../../lib/netaddr.js';
@@ -129,7 +129,7 @@ export class SandboxManager {
     await this.remove(spec.podKey);
     await this.checkPorts(spec);
     const id = sandboxId(spec.podKey, spec.hash);
-    const nsName = netnsName(spec.podKey);
+    const nsName = netnsName(this.root, spec.podKey);
     const rec: SandboxRecord = {
       podKey: spec.podKey,
       id,
@@ -141,7 +141,7 @@ export class SandboxManager {
       pidStart: null,
       ports: JSON.stringify(spec.ports),
       // Recorded before ADD runs, so a crash inside ADD is DELeted with the same list.
-      cniConfig: JSON.stringify(this.net.conflist()),
+      cniConfig: JSON.stringify(this.net.conflist(spec.ports)),
       cniResult: null,
       createdAt: Date.now(),
     };
@@ -159,9 +159,11 @@ export class SandboxManager {
       rec.cniConfig = att.config;
       rec.cniResult = att.result;
       this.state.putSandbox(rec);
-      await writeFileAtomic(path.join(dir, 'hosts'), hostsFile(spec, att.ip), 0o644);
-      await writeFileAtomic(path.join(dir, 'resolv.conf'), await resolvConf(spec.dns, this.log), 0o644);
-      await writeFileAtomic(path.join(dir, 'hostname'), `${spec.hostname}\n`, 0o644);
+      // Plain writes, no fsync: the directory was just emptied, nothing reads these files before the
+      // infra container starts, and after a crash or a reboot the sandbox is rebuilt with new ones.
+      await fsp.writeFile(path.join(dir, 'hosts'), hostsFile(spec, att.ip), { mode: 0o644 });
+      await fsp.writeFile(path.join(dir, 'resolv.conf'), await resolvConf(spec.dns, this.log), { mode: 0o644 });
+      await fsp.writeFile(path.join(dir, 'hostname'), `${spec.hostname}\n`, { mode: 0o644 });
       const runSpec = generateSandboxSpec({
         id,
         rootfs: path.join(dir, 'rootfs'),

@@ -7,7 +7,7 @@ import { redactUrl } from '../../lib/log.js';
 import { parseDigest, type Digest } from '../../lib/digest.js';
 import { sleep } from '../../lib/time.js';
 import { systemClock, type Clock } from '../../lib/clock.js';
-import { isLoopbackHost, type ImageReference } from './reference.js';
+import type { ImageReference } from './reference.js';
 import { checkedLookup, hopHeaders, hopRefusal, vetHop, type HopContext, type HopPolicy } from './guard.js';
 import {
   basicAuthorization,
@@ -15,14 +15,15 @@ import {
   credentialKey,
   defaultDockerConfigPath,
   dockerConfigFile,
-  normalizeRegistryHost,
   parseWwwAuthenticate,
   type CredentialSource,
   type FoundCredential,
 } from './auth.js';
 import { MAX_TOKEN_RESPONSE_BYTES, TokenCache, parseTokenResponse } from './token.js';
+import { RegistryHosts, type HostCapability, type RegistryEndpoint } from './hosts.js';
 
 export { parseReference, isLoopbackHost, type ImageReference } from './reference.js';
+export { RegistryHosts, type RegistryEndpoint, type HostCapability } from './hosts.js';
 export {
   chainCredentials,
   credentialsFromDockerConfig,
@@ -90,6 +91,11 @@ export interface RegistryOptions {
   credentials?: CredentialSource;
   /** Token expiry is measured on this clock (tests use a FakeClock). */
   clock?: Clock;
+  /**
+   * containerd's certs.d layout (./hosts.ts): mirrors, servers, CAs and client certificates per
+   * registry. `required`: a missing directory is an error (it was named explicitly).
+   */
+  hostsDir?: { path: string; required: boolean };
 }
 
 /** How a registry host asked to be authenticated the last time it answered 401. */
@@ -105,19 +111,24 @@ interface Shared {
   readonly hostAuth: Map<string, HostAuth>;
   /** The scope a registry named in its last challenge for `host/repository`. */
   readonly scopes: Map<string, string>;
+  /** Connection pools of endpoints with their own TLS setup (hosts.toml ca, client, skip_verify), by its id. */
+  readonly tlsDispatchers: Map<string, Dispatcher>;
+  readonly hosts: RegistryHosts;
 }
 
 /** What one `get` call is fetching, for the credentials and the token scope. */
 interface Target {
   url: string;
-  /** The registry host as the image reference names it: credentials and tokens are keyed by it. */
+  /** The endpoint's host (the registry's, or a mirror's): credentials and tokens are keyed by it. */
   host: string;
   repository: string;
+  endpoint: RegistryEndpoint;
 }
 
 /** One `get` call's authentication state: what it sent, so that a refused credential is never sent twice. */
 interface CallAuth {
   readonly host: string;
+  readonly endpoint: RegistryEndpoint;
   readonly repository: string;
   readonly registry: URL;
   readonly what: string;
@@ -178,6 +189,8 @@ export class RegistryClient {
       tokens: new TokenCache(opts.clock ?? systemClock),
       hostAuth: new Map(),
       scopes: new Map(),
+      tlsDispatchers: new Map(),
+      hosts: new RegistryHosts({ dir: opts.hostsDir?.path, required: opts.hostsDir?.required ?? false, insecureHosts: opts.insecureHosts ?? [] }),
     };
   }
 
@@ -222,20 +235,72 @@ export class RegistryClient {
     return d;
   }
 
+  /** The pool for an endpoint's own origin: the shared one, or one with the endpoint's TLS setup. */
+  private originDispatcher(http: Http, endpoint: RegistryEndpoint): Dispatcher {
+    const tls = endpoint.tls;
+    if (tls === undefined) return http.dispatcher;
+    let d = this.shared.tlsDispatchers.get(tls.id);
+    if (d === undefined) {
+      d = new http.Agent({
+        ...this.agentOptions(),
+        connect: { rejectUnauthorized: tls.rejectUnauthorized, ...(tls.ca !== undefined ? { ca: tls.ca } : {}), ...(tls.cert !== undefined ? { cert: tls.cert, key: tls.key } : {}) },
+      });
+      this.shared.tlsDispatchers.set(tls.id, d);
+    }
+    return d;
+  }
+
   async close(): Promise<void> {
     if (!this.ownsPools) return;
     const http = this.shared.http;
     this.shared.http = undefined;
     if (http !== undefined) await (await http).dispatcher.close();
-    const hops = [...this.shared.hopDispatchers.values()];
+    const hops = [...this.shared.hopDispatchers.values(), ...this.shared.tlsDispatchers.values()];
     this.shared.hopDispatchers.clear();
+    this.shared.tlsDispatchers.clear();
     await Promise.all(hops.map((d) => d.close()));
   }
 
-  private target(ref: ImageReference, suffix: string): Target {
-    const plain = isLoopbackHost(ref.domain) || (this.opts.insecureHosts ?? []).includes(ref.domain);
-    const host = ref.domain === 'docker.io' ? 'registry-1.docker.io' : ref.domain;
-    return { url: `${plain ? 'http' : 'https'}://${host}/v2/${ref.path}/${suffix}`, host: normalizeRegistryHost(ref.domain), repository: ref.path };
+  /**
+   * Where to ask for `suffix` (`manifests/<tag|digest>`, `blobs/<digest>`), in order: the
+   * endpoints of ./hosts.ts that have `capability` (mirrors first, then the server).
+   */
+  private async targets(ref: ImageReference, suffix: string, capability: HostCapability, what: string): Promise<Target[]> {
+    const all = await this.shared.hosts.endpoints(ref.domain);
+    const usable = all.filter((e) => e.capabilities.has(capability));
+    if (usable.length === 0) {
+      throw new BerthError('ERR_INVALID_ARGUMENT', `${what}: no host configured for ${ref.domain} may ${capability} (${all[0]?.source ?? 'default'})`, {
+        details: { host: ref.domain, capability },
+      });
+    }
+    return usable.map((endpoint) => {
+      const ns = endpoint.mirror ? `?ns=${encodeURIComponent(ref.domain)}` : '';
+      return { url: `${endpoint.origin}${endpoint.apiRoot}/${ref.path}/${suffix}${ns}`, host: endpoint.host, repository: ref.path, endpoint };
+    });
+  }
+
+  /**
+   * Runs `fn` against each target in turn until one succeeds (containerd's order: mirrors, then
+   * the server). Every endpoint but the last gets one attempt without retries, so a mirror that
+   * is down costs one connection attempt; the last gets the usual retries. The error is the last
+   * endpoint's, naming what the others answered.
+   */
+  private async eachTarget<T>(targets: readonly Target[], signal: AbortSignal | undefined, fn: (t: Target, retries: number | undefined) => Promise<T>): Promise<T> {
+    const failed: string[] = [];
+    for (const [i, t] of targets.entries()) {
+      const last = i === targets.length - 1;
+      try {
+        return await fn(t, last ? undefined : 0);
+      } catch (err) {
+        if (signal?.aborted === true || this.opts.signal?.aborted === true || !(err instanceof BerthError)) throw err;
+        if (last) {
+          if (failed.length === 0) throw err;
+          throw new BerthError(err.code, `${err.message} (after ${failed.join('; ')})`, { cause: err, details: { ...err.details, tried: failed.join('; ') } });
+        }
+        failed.push(`${t.endpoint.origin}: ${err.code}${typeof err.details['status'] === 'number' ? ` ${err.details['status']}` : ''}`);
+      }
+    }
+    throw new BerthError('ERR_INTERNAL', 'registry: no target');
   }
 
   /**
@@ -247,7 +312,7 @@ export class RegistryClient {
     target: Target,
     headers: Record<string, string>,
     what: string,
-    opts: { signal?: AbortSignal | undefined; pass?: readonly number[] } = {},
+    opts: { signal?: AbortSignal | undefined; pass?: readonly number[]; retries?: number | undefined } = {},
   ): Promise<Dispatcher.ResponseData<unknown>> {
     const callSignal = opts.signal;
     const signal =
@@ -256,6 +321,7 @@ export class RegistryClient {
     const ctx: HopContext = { what, kind: 'redirect to' };
     const call: CallAuth = {
       host: target.host,
+      endpoint: target.endpoint,
       repository: target.repository,
       registry,
       what,
@@ -265,7 +331,7 @@ export class RegistryClient {
       sent: undefined,
       freshFor: undefined,
     };
-    const attempts = (this.opts.retries ?? 3) + 1;
+    const attempts = (opts.retries ?? this.opts.retries ?? 3) + 1;
     let lastErr: unknown;
     // What the last 429/503 asked for in Retry-After: waited out (at least) before the next attempt.
     let retryAfterMs = 0;
@@ -280,13 +346,14 @@ export class RegistryClient {
         for (let hop = 0, challenges = 0; ; hop++) {
           const http = await this.client();
           call.sent = authorization;
-          const sendHeaders = authorization !== undefined ? { ...headers, authorization } : headers;
+          const own = current.origin === registry.origin ? { ...target.endpoint.headers, ...headers } : headers;
+          const sendHeaders = authorization !== undefined ? { ...own, authorization } : own;
           let res: Dispatcher.ResponseData<unknown>;
           try {
             res = await http.request(current.toString(), {
               method: 'GET',
               headers: hopHeaders(sendHeaders, current, registry.host),
-              dispatcher: policy === undefined ? http.dispatcher : this.hopDispatcher(http, policy),
+              dispatcher: policy === undefined ? this.originDispatcher(http, target.endpoint) : this.hopDispatcher(http, policy),
               maxRedirections: 0,
               ...(signal !== undefined ? { signal } : {}),
             } as Parameters<typeof http.request>[1]);
@@ -455,7 +522,7 @@ export class RegistryClient {
     try {
       res = await http.request(url.toString(), {
         ...init,
-        dispatcher: policy === undefined ? http.dispatcher : this.hopDispatcher(http, policy),
+        dispatcher: policy === undefined ? this.originDispatcher(http, call.endpoint) : this.hopDispatcher(http, policy),
         maxRedirections: 0,
         ...(call.signal !== undefined ? { signal: call.signal } : {}),
       } as Parameters<typeof http.request>[1]);
@@ -507,11 +574,22 @@ export class RegistryClient {
 
   /**
    * Fetches a manifest or index by tag or digest. The bytes are read with the P1 limit,
-   * hashed, and (when addressed by digest) verified. Schema1 is refused (P2).
+   * hashed, and (when addressed by digest) verified. Schema1 is refused (P2). A tag is asked only
+   * of endpoints that may `resolve`; a digest of those that may `pull` (./hosts.ts).
    */
   async fetchManifest(ref: ImageReference, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
     const what = `fetch manifest ${ref.domain}/${ref.path}:${reference}`;
-    const res = await this.get(this.target(ref, `manifests/${reference}`), { accept: MANIFEST_ACCEPT }, what, { signal });
+    const targets = await this.targets(ref, `manifests/${reference}`, reference.startsWith('sha256:') ? 'pull' : 'resolve', what);
+    return this.eachTarget(targets, signal, (t, retries) => this.fetchManifestFrom(t, reference, what, { signal, retries }));
+  }
+
+  private async fetchManifestFrom(
+    target: Target,
+    reference: string,
+    what: string,
+    opts: { signal: AbortSignal | undefined; retries: number | undefined },
+  ): Promise<FetchedManifest> {
+    const res = await this.get(target, { accept: MANIFEST_ACCEPT }, what, opts);
     const bytes = await readLimited(res.body, what, { limit: MAX_MANIFEST_BYTES });
     const contentType = String(res.headers['content-type'] ?? '').split(';')[0]?.trim() ?? '';
     if (contentType === MEDIA.dockerSchema1 || contentType === MEDIA.dockerSchema1Signed) {
@@ -530,7 +608,9 @@ export class RegistryClient {
 
   /** Streams a blob; the caller verifies size and digest while consuming (content store). */
   async fetchBlob(ref: ImageReference, digest: Digest): Promise<Readable> {
-    const res = await this.get(this.target(ref, `blobs/${digest}`), {}, `fetch blob ${ref.domain}/${ref.path}@${digest}`);
+    const what = `fetch blob ${ref.domain}/${ref.path}@${digest}`;
+    const targets = await this.targets(ref, `blobs/${digest}`, 'pull', what);
+    const res = await this.eachTarget(targets, undefined, (t, retries) => this.get(t, {}, what, { retries }));
     return res.body as unknown as Readable;
   }
 
@@ -550,7 +630,16 @@ export class RegistryClient {
     opts: { from?: number; ifRange?: string | undefined; signal?: AbortSignal } = {},
   ): Promise<BlobBody> {
     const what = `fetch blob ${ref.domain}/${ref.path}@${desc.digest}`;
-    const target = this.target(ref, `blobs/${desc.digest}`);
+    const targets = await this.targets(ref, `blobs/${desc.digest}`, 'pull', what);
+    return this.eachTarget(targets, opts.signal, (t, retries) => this.fetchBlobRange(t, desc, what, { ...opts, retries }));
+  }
+
+  private async fetchBlobRange(
+    target: Target,
+    desc: { digest: Digest; size: number },
+    what: string,
+    opts: { from?: number; ifRange?: string | undefined; signal?: AbortSignal; retries: number | undefined },
+  ): Promise<BlobBody> {
     const from = opts.from ?? 0;
     const answer = (res: Dispatcher.ResponseData<unknown>, offset: number): BlobBody => {
       const etag = res.headers['etag'];
@@ -559,7 +648,7 @@ export class RegistryClient {
     if (from > 0 && from < desc.size) {
       const headers: Record<string, string> = { range: `bytes=${from}-` };
       if (opts.ifRange !== undefined) headers['if-range'] = opts.ifRange;
-      const res = await this.get(target, headers, what, { signal: opts.signal, pass: [206, 416] });
+      const res = await this.get(target, headers, what, { signal: opts.signal, pass: [206, 416], retries: opts.retries });
       if (res.statusCode === 200) return answer(res, 0);
       if (res.statusCode === 206) {
         const range = parseContentRange(res.headers['content-range']);
@@ -569,14 +658,19 @@ export class RegistryClient {
       }
       await res.body.dump();
     }
-    return answer(await this.get(target, {}, what, { signal: opts.signal }), 0);
+    return answer(await this.get(target, {}, what, { signal: opts.signal, retries: opts.retries }), 0);
   }
 
   /** Fetches a small blob (config) fully, verified against its descriptor. */
   async fetchSmallBlob(ref: ImageReference, desc: { digest: Digest; size: number }): Promise<Buffer> {
     const what = `fetch blob ${ref.domain}/${ref.path}@${desc.digest}`;
     if (desc.size > MAX_MANIFEST_BYTES) throw new BerthError('ERR_INVALID_IMAGE', `${what}: ${desc.size} bytes is over the limit`);
-    const res = await this.get(this.target(ref, `blobs/${desc.digest}`), {}, what);
+    const targets = await this.targets(ref, `blobs/${desc.digest}`, 'pull', what);
+    return this.eachTarget(targets, undefined, (t, retries) => this.fetchSmallBlobFrom(t, desc, what, retries));
+  }
+
+  private async fetchSmallBlobFrom(target: Target, desc: { digest: Digest; size: number }, what: string, retries: number | undefined): Promise<Buffer> {
+    const res = await this.get(target, {}, what, { retries });
     // More bytes than the descriptor is a content mismatch, as in the content store (C2).
     const bytes = await readLimited(res.body, what, { limit: desc.size, code: 'ERR_DIGEST_MISMATCH' });
     const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { BerthError, errnoCode } from '../../lib/errors.js';
-import { runProcess } from '../../lib/exec.js';
+import { mount, umount2 } from '../../lib/sys.js';
 import { digestHex, type Digest } from '../../lib/digest.js';
 import { fsyncDir, mkdirp } from '../../lib/fsx.js';
 import type { Logger } from '../../lib/log.js';
@@ -12,7 +12,12 @@ import type { StateStore } from '../state/index.js';
 const MAX_MOUNT_DATA = 4000;
 
 export interface SnapshotterOptions {
-  /** Each mount(8)/umount(8) call; at expiry it is SIGKILLed and the call fails with ERR_TIMEOUT. Default 10 s. */
+  /**
+   * Each mount(2)/umount2(2) call; at expiry the call fails with ERR_TIMEOUT. Default 10 s. The
+   * syscall runs on a thread of the native addon: a mount blocked in the kernel (a hung lower
+   * filesystem) cannot be killed — neither could a mount(8) in uninterruptible sleep — so the
+   * deadline stops the wait and that thread stays blocked until the kernel returns.
+   */
   mountTimeoutMs?: number;
 }
 
@@ -127,12 +132,13 @@ export class Snapshotter {
     const lower = this.lowerDirs(chainIds);
     if (lower.length === 0) throw new BerthError('ERR_INVALID_IMAGE', `mount rootfs ${id}: image has no layers`);
     // mount(2) takes at most one page of options. Lower dirs are given relative to the
-    // snapshots dir (mount runs there), as containerd does, so ~55 layers fit, not ~40.
+    // snapshots dir (the mount's thread works there), as containerd does, so ~55 layers fit, not ~40.
     const data = `lowerdir=${lower.map((d) => path.relative(this.base, d)).join(':')},upperdir=${upper},workdir=${work}`;
     if (Buffer.byteLength(data) > MAX_MOUNT_DATA || /[,:\\]/.test(upper)) {
       throw new BerthError('ERR_UNSUPPORTED', `mount rootfs ${id}: ${lower.length} layers exceed the overlay mount option size (or the root path holds , : or \\)`);
     }
-    await this.mountCmd('mount', ['-t', 'overlay', 'overlay', '-o', data, target], { op: `mount rootfs ${id}`, details: { id, target }, cwd: this.base });
+    // mount(2) through the addon, not mount(8): no fork and exec on every container start.
+    await this.withDeadline(mount({ source: 'overlay', target, fstype: 'overlay', data, cwd: this.base }), { op: `mount rootfs ${id}`, details: { id, target } });
   }
 
   /** How many layers an image may have and still be mountable under this root. */
@@ -144,21 +150,32 @@ export class Snapshotter {
   /** Unmounts `target` if mounted. Missing target or no mount is success. */
   async unmount(target: string): Promise<void> {
     if (!(await isMountPoint(target))) return;
-    await this.mountCmd('umount', [target], { op: `unmount ${target}`, details: { target } });
+    await this.withDeadline(umount2(target), { op: `unmount ${target}`, details: { target } }).catch((err: unknown) => {
+      // Unmounted by someone else since the check: the wanted outcome.
+      if (errnoCode(err instanceof BerthError ? err.cause : err) !== 'EINVAL') throw err;
+    });
   }
 
   /**
-   * mount(8) or umount(8) under the mount deadline (an overlay over a hung network or fuse
-   * lower can block). Failures are ERR_RUNTIME with the tool's stderr; the deadline is
-   * ERR_TIMEOUT.
+   * A mount syscall under the mount deadline (an overlay over a hung network or fuse lower
+   * can block). Failures are ERR_RUNTIME with the errno's words; the deadline is ERR_TIMEOUT.
    */
-  private async mountCmd(file: 'mount' | 'umount', args: string[], o: { op: string; details: Record<string, string>; cwd?: string }): Promise<void> {
+  private async withDeadline(call: Promise<void>, o: { op: string; details: Record<string, string> }): Promise<void> {
     const { op, details } = o;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new BerthError('ERR_TIMEOUT', `${op}: the kernel did not answer within ${this.mountTimeoutMs / 1000}s`, { details: { ...details, timeoutMs: String(this.mountTimeoutMs) } })),
+        this.mountTimeoutMs,
+      );
+    });
     try {
-      await runProcess(file, args, { timeoutMs: this.mountTimeoutMs, what: `${op}: ${file}`, ...(o.cwd === undefined ? {} : { cwd: o.cwd }) });
+      await Promise.race([call, deadline]);
     } catch (err) {
-      if (err instanceof BerthError) throw new BerthError(err.code, err.message, { cause: err, details: { ...err.details, ...details } });
-      throw new BerthError('ERR_RUNTIME', `${op}: ${stderrOf(err)}`, { cause: err, details });
+      if (err instanceof BerthError) throw err;
+      throw new BerthError('ERR_RUNTIME', `${op}: ${err instanceof Error ? err.message : String(err)}`, { cause: err, details });
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -240,14 +257,6 @@ export class Snapshotter {
     }
     return n;
   }
-}
-
-function stderrOf(err: unknown): string {
-  if (typeof err === 'object' && err !== null && 'stderr' in err) {
-    const s = String((err as { stderr: unknown }).stderr).trim();
-    if (s !== '') return s;
-  }
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** True when `p` is a mount point, from /proc/self/mountinfo (octal escapes decoded). */

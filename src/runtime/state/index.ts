@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import type { Database as Db } from 'better-sqlite3';
 import * as path from 'node:path';
-import { BerthError } from '../../lib/errors.js';
+import { BerthError, type ErrorCode } from '../../lib/errors.js';
 import type { Digest } from '../../lib/digest.js';
 
 /**
@@ -17,6 +17,18 @@ export interface ImageRecord {
   digest: Digest; // manifest digest (platform-specific manifest)
   indexDigest: Digest | null; // when the ref resolved to an index
   updatedAt: number;
+  /** Last pull or container create with this image (ms); automatic GC removes the least recent first. Ignored on put (set to updatedAt). */
+  lastUsed?: number;
+}
+
+/** What a lease protects: a blob (content store), a snapshot (chain ID), or an ingest (partial download, by digest). */
+export type LeaseResourceKind = 'blob' | 'snapshot' | 'ingest';
+
+export interface LeaseRecord {
+  id: string;
+  createdAt: number;
+  expiresAt: number;
+  resources: { kind: LeaseResourceKind; id: string }[];
 }
 
 export interface LayerRecord {
@@ -109,6 +121,8 @@ export interface EventRecord {
   type: 'Normal' | 'Warning';
   reason: string;
   message: string;
+  /** The berth error code of a Warning about a failure (README, Error codes), else null. */
+  code: string | null;
 }
 
 /**
@@ -137,11 +151,14 @@ export interface ConditionRecord {
   status: 'True' | 'False' | 'Unknown';
   reason: string;
   message: string;
+  /** The berth error code of the failure the condition reports, if it reports one. */
+  code?: string | null;
   observedGeneration: number;
   lastTransitionTime: number;
 }
 
-const MIGRATIONS: readonly string[] = [
+/** Schema migrations, append-only: the database's user_version is how many ran. */
+export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE manifests (
     digest TEXT PRIMARY KEY,
@@ -249,9 +266,47 @@ const MIGRATIONS: readonly string[] = [
     object TEXT NOT NULL
   ) STRICT;
   `,
+  // Issue 14: leases (containerd's), GC roots while a pull writes files before their rows; and
+  // each image's last use, the order automatic GC removes unused images in (least recent first).
+  `
+  CREATE TABLE leases (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+  ) STRICT;
+  CREATE TABLE lease_resources (
+    lease_id TEXT NOT NULL REFERENCES leases(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('blob','snapshot','ingest')),
+    id TEXT NOT NULL,
+    PRIMARY KEY (lease_id, kind, id)
+  ) STRICT;
+  ALTER TABLE images ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
+  UPDATE images SET last_used = updated_at;
+  `,
+  // Issue 15: the error code of a failure a condition or a Warning event reports (status and
+  // events -o json carry it beside the message; NULL for rows written before and for successes).
+  `
+  ALTER TABLE conditions ADD COLUMN code TEXT;
+  ALTER TABLE events ADD COLUMN code TEXT;
+  `,
 ];
 
 const EVENTS_KEPT = 10_000;
+
+/** The number of migrations this berth knows (the database's user_version once opened). */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+interface ImageRow {
+  ref: string;
+  digest: string;
+  index_digest: string | null;
+  updated_at: number;
+  last_used: number;
+}
+
+function imageFromRow(r: ImageRow): ImageRecord {
+  return { ref: r.ref, digest: r.digest as Digest, indexDigest: r.index_digest as Digest | null, updatedAt: r.updated_at, lastUsed: r.last_used };
+}
 
 interface ContainerRow {
   id: string;
@@ -291,6 +346,32 @@ function containerFromRow(r: ContainerRow): ContainerRecord {
   };
 }
 
+/** The code of a failure to open or migrate the database, from SQLite's result code. */
+function openFailureCode(err: unknown): ErrorCode {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string') return 'ERR_INTERNAL';
+  if (code === 'SQLITE_FULL') return 'ERR_RESOURCE_EXHAUSTED';
+  if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') return 'ERR_LOCKED';
+  if (/^SQLITE_(IOERR|CANTOPEN|READONLY|CORRUPT|NOTADB|PERM)/.test(code)) return 'ERR_IO';
+  return 'ERR_INTERNAL';
+}
+
+/**
+ * Runs one write; SQLite's failures of the disk under the database (full, I/O error, read-only,
+ * busy) become BerthErrors with their codes, named by `what` (regression
+ * lease-write-on-full-disk-is-raw-sqlite-error). Other errors pass through unchanged.
+ */
+function diskWrite<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof BerthError) throw err;
+    const code = openFailureCode(err);
+    if (code === 'ERR_INTERNAL') throw err;
+    throw new BerthError(code, `state database: ${what}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 export class StateStore {
   private readonly db: Db;
 
@@ -305,7 +386,8 @@ export class StateStore {
       this.db.pragma('foreign_keys = ON');
       this.migrate();
     } catch (err) {
-      throw new BerthError('ERR_INTERNAL', `open state ${file}: ${(err as Error).message}`, { cause: err });
+      // A full or failing disk is the host's, not a bug: the code says which (regression open-state-full-disk-is-internal).
+      throw new BerthError(openFailureCode(err), `open state ${file}: ${(err as Error).message}`, { cause: err });
     }
   }
 
@@ -378,28 +460,71 @@ export class StateStore {
   putImage(img: ImageRecord): void {
     this.db
       .prepare(
-        `INSERT INTO images(ref, digest, index_digest, updated_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT(ref) DO UPDATE SET digest = excluded.digest, index_digest = excluded.index_digest, updated_at = excluded.updated_at`,
+        `INSERT INTO images(ref, digest, index_digest, updated_at, last_used) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(ref) DO UPDATE SET digest = excluded.digest, index_digest = excluded.index_digest, updated_at = excluded.updated_at,
+           last_used = max(images.last_used, excluded.last_used)`,
       )
-      .run(img.ref, img.digest, img.indexDigest, img.updatedAt);
+      .run(img.ref, img.digest, img.indexDigest, img.updatedAt, img.lastUsed ?? img.updatedAt);
+  }
+
+  /** Records a use of the image rows naming `digest` (a container created from it). */
+  touchImage(digest: Digest, now = Date.now()): void {
+    this.db.prepare('UPDATE images SET last_used = max(last_used, ?) WHERE digest = ?').run(now, digest);
   }
 
   getImage(ref: string): ImageRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM images WHERE ref = ?').get(ref) as
-      | { ref: string; digest: string; index_digest: string | null; updated_at: number }
-      | undefined;
-    if (r === undefined) return undefined;
-    return { ref: r.ref, digest: r.digest as Digest, indexDigest: r.index_digest as Digest | null, updatedAt: r.updated_at };
+    const r = this.db.prepare('SELECT * FROM images WHERE ref = ?').get(ref) as ImageRow | undefined;
+    return r === undefined ? undefined : imageFromRow(r);
   }
 
   listImages(): ImageRecord[] {
-    const rows = this.db.prepare('SELECT * FROM images ORDER BY ref').all() as {
-      ref: string;
-      digest: string;
-      index_digest: string | null;
-      updated_at: number;
-    }[];
-    return rows.map((r) => ({ ref: r.ref, digest: r.digest as Digest, indexDigest: r.index_digest as Digest | null, updatedAt: r.updated_at }));
+    return (this.db.prepare('SELECT * FROM images ORDER BY ref').all() as ImageRow[]).map(imageFromRow);
+  }
+
+  // leases -------------------------------------------------------------------
+
+  /** A new lease, protecting nothing yet, until `expiresAt` (ms). */
+  createLease(id: string, now: number, expiresAt: number): void {
+    diskWrite(`lease ${id}: create`, () => this.db.prepare('INSERT INTO leases(id, created_at, expires_at) VALUES (?, ?, ?)').run(id, now, expiresAt));
+  }
+
+  /** Moves a lease's expiry (a pull that still runs); false when the lease is gone (GC deleted it expired). */
+  extendLease(id: string, expiresAt: number): boolean {
+    return diskWrite(`lease ${id}: extend`, () => this.db.prepare('UPDATE leases SET expires_at = max(expires_at, ?) WHERE id = ?').run(expiresAt, id).changes > 0);
+  }
+
+  /** Adds resources to a lease (idempotent); ERR_NOT_FOUND when the lease is gone. */
+  addLeaseResources(id: string, resources: readonly { kind: LeaseResourceKind; id: string }[]): void {
+    diskWrite(`lease ${id}: add resources`, () => this.transaction(() => {
+      if (this.db.prepare('SELECT 1 FROM leases WHERE id = ?').get(id) === undefined) {
+        throw new BerthError('ERR_NOT_FOUND', `lease ${id}: no such lease (expired and collected)`, { details: { lease: id } });
+      }
+      const ins = this.db.prepare('INSERT OR IGNORE INTO lease_resources(lease_id, kind, id) VALUES (?, ?, ?)');
+      for (const r of resources) ins.run(id, r.kind, r.id);
+    }));
+  }
+
+  /** Deletes a lease and its resource rows (idempotent). */
+  deleteLease(id: string): void {
+    diskWrite(`lease ${id}: delete`, () => this.db.prepare('DELETE FROM leases WHERE id = ?').run(id));
+  }
+
+  /** Every lease with its resources, expired ones included. */
+  listLeases(): LeaseRecord[] {
+    const leases = this.db.prepare('SELECT id, created_at, expires_at FROM leases ORDER BY created_at, id').all() as { id: string; created_at: number; expires_at: number }[];
+    const res = this.db.prepare('SELECT lease_id, kind, id FROM lease_resources ORDER BY lease_id, kind, id').all() as { lease_id: string; kind: LeaseResourceKind; id: string }[];
+    const by = new Map<string, LeaseRecord>(leases.map((l) => [l.id, { id: l.id, createdAt: l.created_at, expiresAt: l.expires_at, resources: [] }]));
+    for (const r of res) by.get(r.lease_id)?.resources.push({ kind: r.kind, id: r.id });
+    return [...by.values()];
+  }
+
+  /** Deletes the leases expired at `now`; returns their ids. */
+  deleteExpiredLeases(now: number): string[] {
+    return this.transaction(() => {
+      const ids = (this.db.prepare('SELECT id FROM leases WHERE expires_at <= ? ORDER BY id').all(now) as { id: string }[]).map((r) => r.id);
+      this.db.prepare('DELETE FROM leases WHERE expires_at <= ?').run(now);
+      return ids;
+    });
   }
 
   // snapshots ----------------------------------------------------------------
@@ -548,13 +673,14 @@ export class StateStore {
       key === undefined
         ? this.db.prepare('SELECT * FROM conditions ORDER BY key, type').all()
         : this.db.prepare('SELECT * FROM conditions WHERE key = ? ORDER BY type').all(key)
-    ) as { key: string; type: string; status: ConditionRecord['status']; reason: string; message: string; observed_generation: number; last_transition_time: number }[];
+    ) as { key: string; type: string; status: ConditionRecord['status']; reason: string; message: string; code: string | null; observed_generation: number; last_transition_time: number }[];
     return rows.map((r) => ({
       key: r.key,
       type: r.type,
       status: r.status,
       reason: r.reason,
       message: r.message,
+      code: r.code,
       observedGeneration: r.observed_generation,
       lastTransitionTime: r.last_transition_time,
     }));
@@ -572,19 +698,19 @@ export class StateStore {
         before.size === conds.length &&
         conds.every((c) => {
           const p = before.get(c.type);
-          return p !== undefined && p.status === c.status && p.reason === c.reason && p.message === c.message && p.observedGeneration === c.observedGeneration;
+          return p !== undefined && p.status === c.status && p.reason === c.reason && p.message === c.message && p.code === (c.code ?? null) && p.observedGeneration === c.observedGeneration;
         });
       if (unchanged) return [];
       const changed: string[] = [];
       this.db.prepare('DELETE FROM conditions WHERE key = ?').run(key);
       const ins = this.db.prepare(
-        'INSERT INTO conditions(key, type, status, reason, message, observed_generation, last_transition_time) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO conditions(key, type, status, reason, message, code, observed_generation, last_transition_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       );
       for (const c of conds) {
         const prev = before.get(c.type);
         const same = prev !== undefined && prev.status === c.status;
         if (!same || prev.reason !== c.reason) changed.push(c.type);
-        ins.run(key, c.type, c.status, c.reason, c.message, c.observedGeneration, same ? prev.lastTransitionTime : now);
+        ins.run(key, c.type, c.status, c.reason, c.message, c.code ?? null, c.observedGeneration, same ? prev.lastTransitionTime : now);
       }
       return changed;
     });
@@ -721,14 +847,15 @@ export class StateStore {
   // events -------------------------------------------------------------------
 
   /** Appends one event; retention keeps the newest EVENTS_KEPT. Returns the event. */
-  addEvent(key: string, reason: string, message: string, opts: { type?: EventRecord['type']; ts?: number } = {}): EventRecord {
+  addEvent(key: string, reason: string, message: string, opts: { type?: EventRecord['type']; ts?: number; code?: string } = {}): EventRecord {
     const ts = opts.ts ?? Date.now();
     const type = opts.type ?? 'Normal';
+    const code = opts.code ?? null;
     return this.transaction(() => {
-      const r = this.db.prepare('INSERT INTO events(ts, key, reason, message, type) VALUES (?, ?, ?, ?, ?)').run(ts, key, reason, message, type);
+      const r = this.db.prepare('INSERT INTO events(ts, key, reason, message, type, code) VALUES (?, ?, ?, ?, ?, ?)').run(ts, key, reason, message, type, code);
       const id = Number(r.lastInsertRowid);
       if (id % 100 === 0) this.db.prepare('DELETE FROM events WHERE id <= ?').run(id - EVENTS_KEPT);
-      return { id, ts, key, type, reason, message };
+      return { id, ts, key, type, reason, message, code };
     });
   }
 

@@ -4,9 +4,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { BerthError, errnoCode, isBerthError } from '../../lib/errors.js';
 import { runProcess } from '../../lib/exec.js';
-import { mkdirp, readFileIfExists, writeFileAtomic } from '../../lib/fsx.js';
+import { mkdirp, readFileIfExists } from '../../lib/fsx.js';
 import type { Logger } from '../../lib/log.js';
 import { sleep } from '../../lib/time.js';
+import { setChildSubreaper, waitPid } from '../../lib/sys.js';
+import { ExecTerminal } from './terminal.js';
 
 export interface TaskPaths {
   /** runc --root */
@@ -48,6 +50,12 @@ export interface CreateTaskOptions {
   bundle: string; // holds config.json and the mounted rootfs
   spec: Record<string, unknown>;
   logPath: string;
+  /**
+   * conmon's --log-size-max: past it conmon replaces the file with an empty one (the content is
+   * lost). Absent: no limit, and `rotateLog` keeps the size. Not both: conmon 2.1.6 counts
+   * bytes since its own last truncation and never resets the count on a requested reopen, so a
+   * limit would cut rotated logs at arbitrary points.
+   */
   logSizeMax?: number;
 }
 
@@ -94,7 +102,8 @@ export class TaskDriver {
    */
   private async runc(op: string, id: string | undefined, args: string[], gone?: RegExp): Promise<string | undefined> {
     try {
-      const { stdout } = await runProcess(this.binaries.runc, ['--root', this.paths.runcRoot, ...args], { timeoutMs: this.runcTimeoutMs, what: `${op}: runc` });
+      // The absolute path, found once: a bare name makes every call try each PATH entry in turn.
+      const { stdout } = await runProcess(await this.runcPath(), ['--root', this.paths.runcRoot, ...args], { timeoutMs: this.runcTimeoutMs, what: `${op}: runc` });
       return stdout;
     } catch (err) {
       const details = id === undefined ? {} : { id };
@@ -125,7 +134,9 @@ export class TaskDriver {
     if (await fsp.access(path.join(this.paths.runcRoot, o.id, 'state.json')).then(() => true, () => false)) {
       throw new BerthError('ERR_ALREADY_EXISTS', `create task ${o.id}: runc already has a container with this id`);
     }
-    await writeFileAtomic(path.join(o.bundle, 'config.json'), JSON.stringify(o.spec, null, 2));
+    // No fsync: runc reads it at once, and a bundle is never reused after a crash (the intent row is
+    // rolled back and the container created anew), so durability buys nothing here.
+    await fsp.writeFile(path.join(o.bundle, 'config.json'), JSON.stringify(o.spec, null, 2), { mode: 0o600 });
     const persist = this.persistDir(o.id);
     await fsp.rm(persist, { recursive: true, force: true });
     await fsp.rm(this.exitFile(o.id), { force: true });
@@ -145,14 +156,14 @@ export class TaskDriver {
       '--conmon-pidfile', path.join(persist, 'conmon.pid'),
       '--socket-dir-path', path.join(this.paths.stateDir, 'sock'),
       '-l', `k8s-file:${o.logPath}`,
-      '--log-size-max', String(o.logSizeMax ?? 10 * 1024 * 1024),
+      ...(o.logSizeMax !== undefined ? ['--log-size-max', String(o.logSizeMax)] : []),
       '--log-level', 'warning',
       '--runtime-arg', '--root',
       '--runtime-arg', this.paths.runcRoot,
       '--runtime-arg', '--log',
       '--runtime-arg', path.join(persist, 'runc.log'),
     ];
-    const child = spawn(this.binaries.conmon, args, {
+    const child = spawn(await this.conmonPath(), args, {
       detached: true,
       // conmon writes an `oom` marker into its working directory as well as its persist dir:
       // the bundle, never whatever directory berth was started from.
@@ -228,19 +239,16 @@ export class TaskDriver {
     return pid;
   }
 
+  private conmonPathCache: string | undefined;
+  private async conmonPath(): Promise<string> {
+    return (this.conmonPathCache ??= (await onPath(this.binaries.conmon)) ?? this.binaries.conmon);
+  }
+
   private runcPathCache: string | undefined;
   private async runcPath(): Promise<string> {
     if (this.runcPathCache !== undefined) return this.runcPathCache;
-    if (this.binaries.runc.includes('/')) return (this.runcPathCache = this.binaries.runc);
-    for (const dir of (process.env['PATH'] ?? '/usr/sbin:/usr/bin').split(':')) {
-      const p = path.join(dir, this.binaries.runc);
-      try {
-        await fsp.access(p, fsc.X_OK);
-        return (this.runcPathCache = p);
-      } catch {
-        continue;
-      }
-    }
+    const found = await onPath(this.binaries.runc);
+    if (found !== undefined) return (this.runcPathCache = found);
     throw new BerthError('ERR_PRECONDITION', `find runc: ${this.binaries.runc} is not on PATH (install the Debian package runc)`);
   }
 
@@ -278,44 +286,107 @@ export class TaskDriver {
    * passes it to the command (SIGTERM and SIGHUP sent to this process are passed on too).
    * Resolves the command's exit code (128+n when signal n ended it). When runc cannot start
    * the command, `failure` holds runc's words (runc also printed them on stderr) and the
-   * code is 127 for a command not found, else 126 (podman's codes). No tty: `runc exec
-   * --tty` needs a console socket receiving the pty over SCM_RIGHTS, which node cannot do.
+   * code is 127 for a command not found, else 126 (podman's codes).
+   *
+   * With `tty`, runc allocates a pty in the container (`exec -t --console-socket`) and sends
+   * its master here over SCM_RIGHTS (the native addon receives it: node's net module cannot).
+   * Then this terminal goes raw (when stdin is one and `stdin` is set), stdin is copied to the
+   * master and the master to stdout, and each SIGWINCH sets this terminal's size on the master
+   * (TIOCSWINSZ), as kubectl's resize queue and podman's attach do.
    */
-  async execAttached(id: string, argv: readonly string[], o: { stdin: boolean }): Promise<{ code: number; failure?: string }> {
+  async execAttached(id: string, argv: readonly string[], o: { stdin: boolean; tty?: boolean }): Promise<{ code: number; failure?: string }> {
     const runc = await this.runcPath();
     // runc's own error goes to this file as JSON, to tell it from the command's stderr and exit code 255.
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'berth-exec-'));
     const logFile = path.join(dir, 'runc.log');
+    const base = ['--root', this.paths.runcRoot, '--log', logFile, '--log-format', 'json', 'exec'];
+    const pidFile = path.join(dir, 'pid');
+    let terminal: ExecTerminal | undefined;
+    // Where SIGTERM and SIGHUP sent to berth go: runc, then (with a terminal) the command itself.
+    let target: (sig: NodeJS.Signals) => void = () => undefined;
+    // Without a terminal runc shares this process group, so a Ctrl-C reached it already; with one
+    // (raw mode sends ^C as a byte) a SIGINT sent to berth itself is passed to the command.
+    const onInt = (): void => {
+      if (terminal !== undefined) target('SIGINT');
+    };
+    const onTerm = (): void => target('SIGTERM');
+    const onHup = (): void => target('SIGHUP');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+    process.on('SIGHUP', onHup);
     try {
-      const child = spawn(runc, ['--root', this.paths.runcRoot, '--log', logFile, '--log-format', 'json', 'exec', id, ...argv], {
-        stdio: [o.stdin ? 'inherit' : 'ignore', 'inherit', 'inherit'],
+      if (o.tty === true) {
+        // runc 1.1 takes --console-socket only with -d ("cannot use console socket if runc will
+        // not detach"): runc then exits once the command runs, and the command, orphaned, is
+        // re-parented to this process (a subreaper), which collects its exit status itself.
+        setChildSubreaper();
+        terminal = new ExecTerminal(path.join(dir, 'console.sock'));
+      }
+      const args = terminal === undefined ? [...base, id, ...argv] : [...base, '-d', '-t', '--console-socket', terminal.socketPath, '--pid-file', pidFile, id, ...argv];
+      const child = spawn(runc, args, { stdio: [o.stdin && terminal === undefined ? 'inherit' : 'ignore', 'inherit', 'inherit'] });
+      target = (sig) => void child.kill(sig);
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+        child.once('error', (err) => reject(new BerthError('ERR_PRECONDITION', `exec in ${id}: start runc: ${err.message}`, { cause: err })));
+        child.once('exit', (code, signal) => resolve({ code, signal }));
       });
-      const onInt = (): void => undefined;
-      const pass = (sig: NodeJS.Signals) => (): void => void child.kill(sig);
-      const onTerm = pass('SIGTERM');
-      const onHup = pass('SIGHUP');
-      process.on('SIGINT', onInt);
-      process.on('SIGTERM', onTerm);
-      process.on('SIGHUP', onHup);
-      let res: { code: number | null; signal: NodeJS.Signals | null };
-      try {
-        res = await new Promise((resolve, reject) => {
-          child.once('error', (err) => reject(new BerthError('ERR_PRECONDITION', `exec in ${id}: start runc: ${err.message}`, { cause: err })));
-          child.once('exit', (code, signal) => resolve({ code, signal }));
-        });
-      } finally {
-        process.off('SIGINT', onInt);
-        process.off('SIGTERM', onTerm);
-        process.off('SIGHUP', onHup);
+      exited.catch(() => undefined);
+      if (terminal !== undefined) await terminal.attach({ id, exited, stdin: o.stdin, timeoutMs: this.runcTimeoutMs, kill: () => void child.kill('SIGKILL') });
+      const res = await exited;
+      if (terminal !== undefined && res.code === 0) {
+        const pid = Number.parseInt((await readFileIfExists(pidFile)) ?? '', 10);
+        if (!Number.isSafeInteger(pid) || pid <= 0) throw new BerthError('ERR_RUNTIME', `exec in ${id}: runc wrote no pid file`, { details: { id } });
+        target = (sig) => {
+          try {
+            process.kill(pid, sig);
+          } catch {
+            // already gone: its status is waiting to be collected
+          }
+        };
+        const status = await waitForExit(pid);
+        await terminal.drained(500);
+        return { code: status.code ?? 128 + (status.signal ?? 9) };
       }
       if (res.code === null) return { code: 128 + (os.constants.signals[res.signal ?? 'SIGKILL'] ?? 9) };
-      if (res.code !== 255) return { code: res.code };
+      // With -d, any failure of runc is its own (the command never ran); without, 255 may be the command's.
+      if (res.code !== 255 && terminal === undefined) return { code: res.code };
       const failure = lastRuncError((await readFileIfExists(logFile)) ?? '');
-      if (failure === undefined) return { code: 255 };
+      if (failure === undefined) return { code: res.code };
       return { code: /not found|no such file/i.test(failure) ? 127 : 126, failure };
     } finally {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      process.off('SIGHUP', onHup);
+      terminal?.close();
       await fsp.rm(dir, { recursive: true, force: true });
     }
+  }
+
+  /**
+   * Size rotation keeping one previous file, as the kubelet's containerLogMaxSize with
+   * containerLogMaxFiles=2: once `logPath` holds `maxBytes` or more it is renamed to
+   * `<logPath>.1` (replacing the one before) and conmon is told over its control fifo
+   * (`<bundle>/ctl`, message "2 0 0": reopen logs; conmon 2.1.6 has no SIGUSR1 reopen) to open
+   * a new file, which it creates as `<logPath>.tmp` and renames into place. Until conmon reads
+   * the message it keeps writing to the renamed file, so no line is lost.
+   * Returns true when it rotated. A conmon that is gone (no reader on the fifo: ENXIO) means the
+   * container stopped; nothing is rotated then. Idempotent below the size.
+   */
+  async rotateLog(o: { bundle: string; logPath: string; maxBytes: number }): Promise<boolean> {
+    const st = await fsp.stat(o.logPath).catch(() => undefined);
+    if (st === undefined || st.size < o.maxBytes) return false;
+    // O_NONBLOCK: opening a fifo for writing must not wait for a reader that is gone.
+    const ctl = await fsp.open(path.join(o.bundle, 'ctl'), fsc.O_WRONLY | fsc.O_NONBLOCK).catch((err: unknown) => {
+      if (['ENXIO', 'ENOENT'].includes(errnoCode(err) ?? '')) return undefined;
+      throw new BerthError('ERR_IO', `rotate log ${o.logPath}: open conmon's control fifo: ${(err as Error).message}`, { cause: err });
+    });
+    if (ctl === undefined) return false;
+    try {
+      await fsp.rename(o.logPath, `${o.logPath}.1`);
+      await ctl.write('2 0 0\n');
+    } finally {
+      await ctl.close();
+    }
+    return true;
   }
 
   /** runc's view of one container; undefined when runc does not know it. */
@@ -354,6 +425,9 @@ export class TaskDriver {
    * Resolves with the exit code once conmon has recorded it (or runc reports stopped).
    */
   async stop(id: string, graceMs: number, signal = 'SIGTERM'): Promise<number | undefined> {
+    // conmon wrote the exit file: the container has ended, no runc process needs asking.
+    const known = await this.exitCode(id);
+    if (known !== undefined) return known;
     const st = await this.state(id);
     if (st === undefined || st.status === 'stopped') return this.exitCode(id);
     if (st.status === 'created') {
@@ -445,12 +519,31 @@ export class TaskDriver {
   }
 }
 
+/** The first executable `name` on PATH (a name with a slash is taken as is); undefined when none is. */
+async function onPath(name: string): Promise<string | undefined> {
+  if (name.includes('/')) return name;
+  for (const dir of (process.env['PATH'] ?? '/usr/sbin:/usr/bin').split(':')) {
+    const p = path.join(dir, name);
+    if (await fsp.access(p, fsc.X_OK).then(() => true, () => false)) return p;
+  }
+  return undefined;
+}
+
 function stderrOf(err: unknown): string {
   if (typeof err === 'object' && err !== null && 'stderr' in err) {
     const s = String((err as { stderr: unknown }).stderr).trim();
     if (s !== '') return lastRuncError(s) ?? s;
   }
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Polls waitpid(WNOHANG) for an adopted child (libuv reaps only the children it spawned). */
+async function waitForExit(pid: number): Promise<{ code?: number; signal?: number }> {
+  for (;;) {
+    const st = waitPid(pid);
+    if (st !== null) return st;
+    await sleep(20);
+  }
 }
 
 /** runc logs JSON lines or logrus text; the last error message is the useful one. */

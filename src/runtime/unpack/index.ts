@@ -11,13 +11,14 @@ import type { Logger } from '../../lib/log.js';
 import { syncfs } from '../../lib/sys.js';
 import { tapTar, type TarHeader } from './tartap.js';
 import { codeForErrno, LayerWriter } from './writer.js';
+import { createZstdDecoder } from './zstd.js';
 import { crashPoint } from '../../lib/crashpoint.js';
 
 /**
  * The layer unpacker: one pass over a layer blob that verifies it and writes it, as an overlay
  * upper-format tree, into a directory of its own (INVARIANTS.md E1–E9).
  *
- *   source ─▶ sha256 + byte count (descriptor digest, size) ─▶ gunzip ─▶ sha256 + count (diffID)
+ *   source ─▶ sha256 + byte count (descriptor digest, size) ─▶ gunzip | zstd ─▶ sha256 + count (diffID)
  *          ─▶ tar-stream ─▶ LayerWriter (confined, replace-not-follow, whiteouts, metadata)
  *
  * Decisions (documented here, tested in test/unit/unpack.test.ts):
@@ -56,6 +57,8 @@ export interface UnpackLimits {
   maxXattrBytes: number;
   /** Free bytes (for unprivileged users) on dest's filesystem, checked at start and every 256 MiB. */
   minFreeBytes?: number;
+  /** zstd layers: the largest frame window (the decoder's memory) accepted; see ./zstd.ts. */
+  maxZstdWindowBytes?: number;
 }
 
 export const DEFAULT_UNPACK_LIMITS: Readonly<Required<UnpackLimits>> = Object.freeze({
@@ -66,12 +69,13 @@ export const DEFAULT_UNPACK_LIMITS: Readonly<Required<UnpackLimits>> = Object.fr
   maxDepth: 256,
   maxXattrBytes: 64 * 2 ** 10,
   minFreeBytes: 256 * 2 ** 20,
+  maxZstdWindowBytes: 128 * 2 ** 20,
 });
 
 export interface UnpackOptions {
   /** The layer blob as stored (compressed). Read to its end, or until size+1 bytes. */
   source: NodeJS.ReadableStream | Readable;
-  /** OCI/docker layer media type; tar and tar+gzip are supported, +zstd is ERR_UNSUPPORTED. */
+  /** OCI/docker layer media type: tar, tar+gzip or tar+zstd (./zstd.ts). */
   mediaType: string;
   expected: { digest: Digest; size: number; diffId: Digest };
   /** An existing, empty directory private to this unpack (0700 parent); the caller renames it. */
@@ -83,6 +87,12 @@ export interface UnpackOptions {
   allowDevices?: boolean;
   /** syncfs(2) dest's filesystem before returning, so a later rename publishes durable data (E1). Default true. */
   sync?: boolean;
+  /**
+   * The parent layers are still being unpacked (layers in parallel): directories the tar implies
+   * are made with the default mode and returned as `impliedDirs`, for copyImpliedDirMeta once the
+   * parents are ready; `lowerDirs` is then ignored.
+   */
+  deferImpliedDirs?: boolean;
   log?: Logger;
   signal?: AbortSignal;
 }
@@ -95,6 +105,8 @@ export interface UnpackResult {
   entries: number;
   /** A root-level `.wh..wh..opq` was seen: lower layers must not be stacked under this one. */
   opaqueRoot: boolean;
+  /** With deferImpliedDirs: the implied directories (components below dest) no entry replaced. */
+  impliedDirs?: Buffer[][];
 }
 
 /**
@@ -103,7 +115,7 @@ export interface UnpackResult {
  * Errors (all BerthError, naming the layer digest and, where there is one, the entry):
  * ERR_DIGEST_MISMATCH (size, digest or diffID), ERR_UNSAFE_CONTENT (escaping names, bad
  * whiteouts), ERR_INVALID_IMAGE (malformed tar or gzip, hardlink to a lower layer, bad ids),
- * ERR_UNSUPPORTED (zstd, unknown media or entry types), ERR_LIMIT_EXCEEDED (configured limits),
+ * ERR_UNSUPPORTED (unknown media or entry types, zstd dictionaries), ERR_LIMIT_EXCEEDED (configured limits),
  * ERR_RESOURCE_EXHAUSTED (free-space floor, ENOSPC), ERR_PRECONDITION (no addon, not allowed to
  * mknod or set trusted xattrs), ERR_INVALID_ARGUMENT (options). Aborting rejects with `signal.reason`.
  *
@@ -116,14 +128,14 @@ export async function unpackLayer(opts: UnpackOptions): Promise<UnpackResult> {
   const layer = expected.digest;
   const dest = path.resolve(opts.dest);
   let limits: Required<UnpackLimits>;
-  let gzip: boolean;
+  let compression: Compression;
   try {
     signal?.throwIfAborted();
     limits = resolveLimits(opts.limits);
     if (!isDigest(expected.digest) || !isDigest(expected.diffId) || !Number.isSafeInteger(expected.size) || expected.size < 0) {
       throw new BerthError('ERR_INVALID_ARGUMENT', 'unpack layer: expected digest, diffId or size is invalid');
     }
-    gzip = compressionOf(opts.mediaType, layer);
+    compression = compressionOf(opts.mediaType, layer);
     await checkDest(dest, layer);
     await checkFreeSpace(dest, limits.minFreeBytes, layer);
   } catch (err) {
@@ -139,8 +151,9 @@ export async function unpackLayer(opts: UnpackOptions): Promise<UnpackResult> {
     limits,
     allowDevices: opts.allowDevices === true,
     log: opts.log,
+    deferImplied: opts.deferImpliedDirs === true,
   });
-  const tar = startTarStage(writer, { gzip, dest, limits, layer, log: opts.log });
+  const tar = startTarStage(writer, { compression, dest, limits, layer, log: opts.log });
   const blob = await readBlob(opts.source, expected.size, tar, signal);
   if (blob.error === undefined && signal?.aborted !== true && blob.size === expected.size) tar.end();
   else tar.fail(new Error('layer blob rejected'));
@@ -182,6 +195,7 @@ export async function unpackLayer(opts: UnpackOptions): Promise<UnpackResult> {
     uncompressedSize: tar.size(),
     entries: writer.entries,
     opaqueRoot: writer.opaqueRoot,
+    ...(opts.deferImpliedDirs === true ? { impliedDirs: writer.impliedDirs() } : {}),
   };
 }
 
@@ -202,7 +216,7 @@ interface TarStage {
 }
 
 interface TarStageOptions {
-  gzip: boolean;
+  compression: Compression;
   dest: string;
   limits: Required<UnpackLimits>;
   layer: Digest;
@@ -231,7 +245,12 @@ function startTarStage(writer: LayerWriter, o: TarStageOptions): TarStage {
       checkFreeSpace(o.dest, limits.minFreeBytes, layer).then(() => cb(null, chunk), cb);
     },
   });
-  const inflate = o.gzip ? createGunzip({ chunkSize: 64 * 1024 }) : new PassThrough();
+  const inflate =
+    o.compression === 'gzip'
+      ? createGunzip({ chunkSize: 256 * 1024 })
+      : o.compression === 'zstd'
+        ? createZstdDecoder({ maxWindowBytes: limits.maxZstdWindowBytes })
+        : new PassThrough();
   // E9: latin1 maps every byte to one char, so Buffer.from(name, 'latin1') gives the bytes back.
   const extract = tarExtract({ filenameEncoding: 'latin1' } as Parameters<typeof tarExtract>[0]);
   const tap = tapTar(extract, (records) => {
@@ -317,22 +336,29 @@ async function readBlob(
   return { digest: `sha256:${hash.digest('hex')}` as Digest, size, error };
 }
 
-/** OCI and docker layer media types, including the non-distributable/foreign variants. */
-function compressionOf(mediaType: string, layer: Digest): boolean {
+type Compression = 'none' | 'gzip' | 'zstd';
+
+/**
+ * OCI and docker layer media types, including the non-distributable/foreign variants. Docker's
+ * schema2 has no zstd type of its own; `…rootfs.diff.tar.zstd` is the name containerd and moby
+ * give it.
+ */
+function compressionOf(mediaType: string, layer: Digest): Compression {
   switch (mediaType) {
     case 'application/vnd.oci.image.layer.v1.tar':
     case 'application/vnd.oci.image.layer.nondistributable.v1.tar':
     case 'application/vnd.docker.image.rootfs.diff.tar':
-      return false;
+      return 'none';
     case 'application/vnd.oci.image.layer.v1.tar+gzip':
     case 'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip':
     case 'application/vnd.docker.image.rootfs.diff.tar.gzip':
     case 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip':
-      return true;
+      return 'gzip';
+    case 'application/vnd.oci.image.layer.v1.tar+zstd':
+    case 'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd':
+    case 'application/vnd.docker.image.rootfs.diff.tar.zstd':
+      return 'zstd';
     default:
-      if (mediaType.endsWith('+zstd') || mediaType.endsWith('.zstd')) {
-        throw new BerthError('ERR_UNSUPPORTED', `unpack layer ${layer}: zstd-compressed layers are not supported yet (${mediaType})`);
-      }
       throw new BerthError('ERR_UNSUPPORTED', `unpack layer ${layer}: unsupported layer media type ${JSON.stringify(mediaType.slice(0, 200))}`);
   }
 }

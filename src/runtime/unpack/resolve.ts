@@ -1,7 +1,6 @@
 import { isUtf8 } from 'node:buffer';
-import { promises as fsp } from 'node:fs';
+import * as fs from 'node:fs';
 import type { ErrorCode } from '../../lib/errors.js';
-import { errnoCode } from '../../lib/errors.js';
 import { printable } from '../../lib/log.js';
 
 /**
@@ -92,8 +91,18 @@ export function joinPath(root: Buffer, comps: readonly Buffer[]): Buffer {
  * it). Returns the real components (no symlinks among them) or, when a component is missing and
  * `create` is false, undefined. With `create`, missing directories are made with IMPLICIT_DIR_MODE.
  * A component that is neither a directory nor a symlink is an error.
+ *
+ * Synchronous: each step is one metadata syscall on a local directory the unpacker owns, and doing
+ * them on the calling thread avoids a libuv thread-pool round trip (two futex wake-ups, an epoll
+ * wait) per component, which cost more than the lstat itself (bench/README.md, bench/pull).
  */
-export async function resolveDir(root: Buffer, comps: readonly Buffer[], create: boolean, lowers: readonly Buffer[] = []): Promise<Buffer[] | undefined> {
+export function resolveDirSync(
+  root: Buffer,
+  comps: readonly Buffer[],
+  create: boolean,
+  lowers: readonly Buffer[] = [],
+  onImplied?: (real: readonly Buffer[]) => void,
+): Buffer[] | undefined {
   const real: Buffer[] = [];
   const todo = comps.slice().reverse(); // a stack: next component on top
   let hops = 0;
@@ -109,14 +118,12 @@ export async function resolveDir(root: Buffer, comps: readonly Buffer[], create:
       continue;
     }
     const p = joinPath(root, [...real, c]);
-    let st;
-    try {
-      st = await fsp.lstat(p);
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    if (st === undefined) {
       if (!create) return undefined;
-      await makeImplicitDir(p, [...real, c], lowers);
+      makeImplicitDir(p, [...real, c], lowers);
       real.push(c);
+      onImplied?.(real.slice());
       continue;
     }
     if (st.isDirectory()) {
@@ -125,7 +132,7 @@ export async function resolveDir(root: Buffer, comps: readonly Buffer[], create:
       if (++hops > MAX_SYMLINK_HOPS) {
         throw new EntryRejected('ERR_UNSAFE_CONTENT', `more than ${MAX_SYMLINK_HOPS} symlinks in the path`);
       }
-      const target = await fsp.readlink(p, { encoding: 'buffer' });
+      const target = fs.readlinkSync(p, { encoding: 'buffer' });
       if (target[0] === SLASH) real.length = 0;
       const more = splitPath(target);
       for (let i = more.length - 1; i >= 0; i--) todo.push(more[i] as Buffer);
@@ -142,19 +149,58 @@ export async function resolveDir(root: Buffer, comps: readonly Buffer[], create:
  * times from the same path in the parent layers (topmost first, resolved with the same
  * confinement), as a copy-up would; IMPLICIT_DIR_MODE root:root only when no layer has it.
  */
-async function makeImplicitDir(p: Buffer, comps: readonly Buffer[], lowers: readonly Buffer[]): Promise<void> {
-  for (const lower of lowers) {
-    const found = await resolveDir(lower, comps, false).catch(() => undefined);
-    if (found === undefined) continue;
-    const st = await fsp.lstat(joinPath(lower, found)).catch(() => undefined);
-    if (st === undefined || !st.isDirectory()) continue;
-    await fsp.mkdir(p, 0o700);
-    if (process.getuid?.() === 0) await fsp.lchown(p, st.uid, st.gid);
-    await fsp.chmod(p, st.mode & 0o7777); // after chown, which clears setgid; exact, unlike mkdir's umask
-    await fsp.lutimes(p, st.atime, st.mtime);
+function makeImplicitDir(p: Buffer, comps: readonly Buffer[], lowers: readonly Buffer[]): void {
+  const st = lowerDir(comps, lowers);
+  if (st !== undefined) {
+    fs.mkdirSync(p, 0o700);
+    if (process.getuid?.() === 0) fs.lchownSync(p, st.uid, st.gid);
+    fs.chmodSync(p, st.mode & 0o7777); // after chown, which clears setgid; exact, unlike mkdir's umask
+    fs.lutimesSync(p, st.atime, st.mtime);
     return;
   }
-  await fsp.mkdir(p, IMPLICIT_DIR_MODE);
+  fs.mkdirSync(p, IMPLICIT_DIR_MODE);
+}
+
+/** The directory at `comps` in the topmost of `lowers` that has one, resolved confined; else undefined. */
+function lowerDir(comps: readonly Buffer[], lowers: readonly Buffer[]): fs.Stats | undefined {
+  for (const lower of lowers) {
+    let found: Buffer[] | undefined;
+    try {
+      found = resolveDirSync(lower, comps, false);
+    } catch {
+      found = undefined;
+    }
+    if (found === undefined) continue;
+    const st = fs.lstatSync(joinPath(lower, found), { throwIfNoEntry: false });
+    if (st?.isDirectory() === true) return st;
+  }
+  return undefined;
+}
+
+/**
+ * Gives directories made by makeImplicitDir without lowers (a layer unpacked before its parents were
+ * ready) the metadata they would have had: for each, in `root`, the mode, owner and times of the
+ * same path in `lowers` (topmost first, resolved confined). A directory that was replaced since
+ * (any component of it is no longer a real directory) is left alone, as is one no lower has.
+ */
+export function copyImpliedDirMeta(root: Buffer, dirs: readonly (readonly Buffer[])[], lowers: readonly Buffer[]): void {
+  if (lowers.length === 0) return;
+  for (const comps of dirs) {
+    let real = true;
+    for (let i = 1; i <= comps.length && real; i++) real = fs.lstatSync(joinPath(root, comps.slice(0, i)), { throwIfNoEntry: false })?.isDirectory() === true;
+    if (!real) continue;
+    const st = lowerDir(comps, lowers);
+    if (st === undefined) continue;
+    const p = joinPath(root, comps);
+    if (process.getuid?.() === 0) fs.lchownSync(p, st.uid, st.gid);
+    fs.chmodSync(p, st.mode & 0o7777); // after chown, which clears setgid
+    fs.lutimesSync(p, st.atime, st.mtime);
+  }
+}
+
+/** resolveDirSync as a promise, for callers that do not care which thread does the work. */
+export async function resolveDir(root: Buffer, comps: readonly Buffer[], create: boolean, lowers: readonly Buffer[] = []): Promise<Buffer[] | undefined> {
+  return resolveDirSync(root, comps, create, lowers);
 }
 
 /**

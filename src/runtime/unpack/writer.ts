@@ -1,10 +1,11 @@
-import { constants as fsc, promises as fsp } from 'node:fs';
+import * as fs from 'node:fs';
+import { constants as fsc } from 'node:fs';
 import { BerthError, errnoCode, messageOf } from '../../lib/errors.js';
 import type { ErrorCode } from '../../lib/errors.js';
 import type { Digest } from '../../lib/digest.js';
 import type { Logger } from '../../lib/log.js';
 import { lsetxattr, makedev, mknod, MAX_DEV_MAJOR, MAX_DEV_MINOR } from '../../lib/sys.js';
-import { displayName, EntryRejected, joinPath, parseEntryName, resolveDir } from './resolve.js';
+import { displayName, EntryRejected, joinPath, parseEntryName, resolveDirSync } from './resolve.js';
 import type { EntryStream, PaxRecords, TarHeader } from './tartap.js';
 
 /** The limits the writer enforces per entry (the stream-level ones live in index.ts). */
@@ -24,6 +25,11 @@ export interface LayerWriterOptions {
   limits: EntryLimits;
   allowDevices: boolean;
   log: Logger | undefined;
+  /**
+   * The parent layers are not ready yet (layers unpacked in parallel): implied directories are made
+   * with IMPLICIT_DIR_MODE and listed by `impliedDirs()`, for copyImpliedDirMeta once they are.
+   */
+  deferImplied?: boolean;
 }
 
 /** Entry metadata after validation (E5). Times are seconds since the epoch. */
@@ -62,6 +68,12 @@ const DIR_FLAGS = fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW;
  *
  * A failed entry throws a BerthError naming the layer and the entry; what was written stays in
  * `root` for the caller to delete.
+ *
+ * The filesystem calls are synchronous. Each is a short metadata syscall or a write into the page
+ * cache of a directory nobody else uses yet; through fs.promises every one of them was a libuv
+ * thread-pool round trip (futex wake-ups and an epoll wait on both sides), ~10 per entry, which
+ * cost several times the syscalls themselves (bench/README.md, bench/pull). The event loop still
+ * runs between entries: tar-stream hands them over one at a time.
  */
 export class LayerWriter {
   entries = 0;
@@ -73,10 +85,19 @@ export class LayerWriter {
   private readonly dirs = new Map<string, PendingDir>();
 
   private readonly lowers: readonly Buffer[];
+  // deferImplied: implied directories still standing, keyed like `dirs`, by their real components.
+  private readonly implied = new Map<string, Buffer[]>();
+  private readonly onImplied: ((real: readonly Buffer[]) => void) | undefined;
 
   constructor(private readonly opts: LayerWriterOptions) {
-    this.lowers = (opts.lowers ?? []).map((d) => Buffer.from(d));
+    this.lowers = opts.deferImplied === true ? [] : (opts.lowers ?? []).map((d) => Buffer.from(d));
     this.root = Buffer.from(opts.root);
+    this.onImplied = opts.deferImplied === true ? (real) => this.implied.set(joinPath(this.root, real).toString('latin1'), [...real]) : undefined;
+  }
+
+  /** With deferImplied: the implied directories (components below the root) that no entry replaced. */
+  impliedDirs(): Buffer[][] {
+    return [...this.implied.values()];
   }
 
   async entry(header: TarHeader, stream: EntryStream, pax: PaxRecords | undefined): Promise<void> {
@@ -96,14 +117,14 @@ export class LayerWriter {
       try {
         // O_NOFOLLOW|O_DIRECTORY: the final component must still be the directory we made; its
         // ancestors are real directories because every replacement goes through clear().
-        const fh = await fsp.open(d.path, DIR_FLAGS);
+        const fd = fs.openSync(d.path, DIR_FLAGS);
         try {
-          if (this.isRoot) await fh.chown(d.meta.uid, d.meta.gid);
-          await fh.chmod(d.meta.mode);
+          if (this.isRoot) fs.fchownSync(fd, d.meta.uid, d.meta.gid);
+          fs.fchmodSync(fd, d.meta.mode);
           this.setXattrs(d.path, d.meta.xattrs);
-          await fh.utimes(d.meta.atime, d.meta.mtime);
+          fs.futimesSync(fd, d.meta.atime, d.meta.mtime);
         } finally {
-          await fh.close();
+          fs.closeSync(fd);
         }
       } catch (err) {
         throw this.wrap(err, `directory "${displayName(d.path.subarray(this.root.length + 1))}"`);
@@ -150,20 +171,21 @@ export class LayerWriter {
       return this.whiteout(parentComps, base, name);
     }
 
-    const parent = await resolveDir(this.root, parentComps, true, this.lowers);
+    const parent = resolveDirSync(this.root, parentComps, true, this.lowers, this.onImplied);
     if (parent === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
     const real = [...parent, base];
     const path = joinPath(this.root, real);
 
     switch (type) {
       case 'directory': {
-        const st = await lstatOrUndefined(path);
+        const st = lstatOrUndefined(path);
         if (st?.isDirectory() !== true) {
-          if (st !== undefined) await this.clear(path);
-          await fsp.mkdir(path, 0o700);
+          if (st !== undefined) this.clear(path);
+          fs.mkdirSync(path, 0o700);
         }
         // A later entry for the same directory replaces the earlier metadata (dir over dir merges).
         this.dirs.set(path.toString('latin1'), { path, depth: real.length, meta });
+        this.implied.delete(path.toString('latin1'));
         stream.resume();
         return;
       }
@@ -178,10 +200,10 @@ export class LayerWriter {
         }
         await drain(stream, type);
         // The target is stored verbatim; it is confined when later entries resolve through it.
-        await this.replace(path, () => fsp.symlink(target, path));
-        if (this.isRoot) await fsp.lchown(path, meta.uid, meta.gid);
+        this.replace(path, () => fs.symlinkSync(target, path));
+        if (this.isRoot) fs.lchownSync(path, meta.uid, meta.gid);
         this.dropXattrs(meta, 'symlink', name);
-        await fsp.lutimes(path, meta.atime, meta.mtime);
+        fs.lutimesSync(path, meta.atime, meta.mtime);
         return;
       }
       case 'link':
@@ -189,7 +211,7 @@ export class LayerWriter {
         return this.hardlink(path, pax.get('linkpath') ?? Buffer.from(h.linkname ?? '', 'latin1'));
       case 'fifo':
         await drain(stream, type);
-        await this.replace(path, () => mknod(path, fsc.S_IFIFO | 0o600, 0));
+        this.replace(path, () => mknod(path, fsc.S_IFIFO | 0o600, 0));
         return this.special(path, meta, name);
       case 'character-device':
       case 'block-device': {
@@ -207,7 +229,7 @@ export class LayerWriter {
           throw new EntryRejected('ERR_INVALID_IMAGE', `device number ${major}:${minor} out of range`);
         }
         const dev = makedev(major, minor);
-        await this.replace(path, () => mknod(path, (type === 'block-device' ? fsc.S_IFBLK : fsc.S_IFCHR) | 0o600, dev));
+        this.replace(path, () => mknod(path, (type === 'block-device' ? fsc.S_IFBLK : fsc.S_IFCHR) | 0o600, dev));
         return this.special(path, meta, name);
       }
     }
@@ -218,70 +240,71 @@ export class LayerWriter {
    * (O_CREAT|O_EXCL|O_NOFOLLOW, mknod, symlink, link). If it does, whatever is there is removed and
    * `create` runs once more. Trying first saves an lstat per entry in the common case.
    */
-  private async replace<T>(path: Buffer, create: () => Promise<T> | T): Promise<T> {
+  private replace<T>(path: Buffer, create: () => T): T {
     try {
-      return await create();
+      return create();
     } catch (err) {
       if (errnoCode(err) !== 'EEXIST') throw err;
     }
-    await this.clear(path);
-    return await create();
+    this.clear(path);
+    return create();
   }
 
   /** Removes whatever is at `path` (never following it), and forgets directories under it. */
-  private async clear(path: Buffer): Promise<void> {
-    const st = await lstatOrUndefined(path);
+  private clear(path: Buffer): void {
+    const st = lstatOrUndefined(path);
     if (st === undefined) return;
     if (st.isDirectory()) {
-      await fsp.rm(path, { recursive: true, force: true });
+      fs.rmSync(path, { recursive: true, force: true });
       const key = path.toString('latin1');
       for (const k of this.dirs.keys()) {
         if (k === key || k.startsWith(`${key}/`)) this.dirs.delete(k);
       }
+      for (const k of this.implied.keys()) {
+        if (k === key || k.startsWith(`${key}/`)) this.implied.delete(k);
+      }
     } else {
-      await fsp.unlink(path);
+      fs.unlinkSync(path);
     }
   }
 
   private async writeFile(path: Buffer, stream: EntryStream, size: number, meta: Meta): Promise<void> {
-    const fh = await this.replace(path, () => fsp.open(path, CREATE_FLAGS, 0o600));
+    const fd = this.replace(path, () => fs.openSync(path, CREATE_FLAGS, 0o600));
     try {
       let written = 0;
       for await (const chunk of stream) {
         if (!Buffer.isBuffer(chunk)) throw new EntryRejected('ERR_INTERNAL', 'tar-stream yielded a non-Buffer chunk');
-        for (let off = 0; off < chunk.length; ) {
-          const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
-          off += bytesWritten;
-        }
+        // Bytes are counted as the kernel took them: a short write is continued, never assumed.
+        for (let off = 0; off < chunk.length; ) off += fs.writeSync(fd, chunk, off, chunk.length - off);
         written += chunk.length;
       }
       if (written !== size) throw new EntryRejected('ERR_INVALID_IMAGE', `file data is ${written} bytes, header says ${size}`);
       // Data first: the kernel clears setuid/setgid and security.capability on write and chown.
-      if (this.isRoot) await fh.chown(meta.uid, meta.gid);
-      await fh.chmod(meta.mode);
+      if (this.isRoot) fs.fchownSync(fd, meta.uid, meta.gid);
+      fs.fchmodSync(fd, meta.mode);
       this.setXattrs(path, meta.xattrs);
-      await fh.utimes(meta.atime, meta.mtime);
+      fs.futimesSync(fd, meta.atime, meta.mtime);
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
   }
 
   /** Fifos and device nodes: no data, no xattrs (user.* is not allowed on special files). */
-  private async special(path: Buffer, meta: Meta, name: Buffer): Promise<void> {
-    if (this.isRoot) await fsp.lchown(path, meta.uid, meta.gid);
-    await fsp.chmod(path, meta.mode); // the final component is the node just made, not a symlink
+  private special(path: Buffer, meta: Meta, name: Buffer): void {
+    if (this.isRoot) fs.lchownSync(path, meta.uid, meta.gid);
+    fs.chmodSync(path, meta.mode); // the final component is the node just made, not a symlink
     this.dropXattrs(meta, 'special file', name);
-    await fsp.lutimes(path, meta.atime, meta.mtime);
+    fs.lutimesSync(path, meta.atime, meta.mtime);
   }
 
   /** E4: the target must already exist in this layer; metadata is the target's. */
-  private async hardlink(path: Buffer, linkname: Buffer): Promise<void> {
+  private hardlink(path: Buffer, linkname: Buffer): void {
     const comps = parseEntryName(linkname, this.opts.limits, 'hardlink target');
     const base = comps[comps.length - 1];
     if (base === undefined) throw new EntryRejected('ERR_INVALID_IMAGE', 'hardlink to the layer root');
-    const parent = await resolveDir(this.root, comps.slice(0, -1), false);
+    const parent = resolveDirSync(this.root, comps.slice(0, -1), false);
     const target = parent === undefined ? undefined : joinPath(this.root, [...parent, base]);
-    const st = target === undefined ? undefined : await lstatOrUndefined(target);
+    const st = target === undefined ? undefined : lstatOrUndefined(target);
     // A 0:0 char device is a whiteout: the file it hides lives in a lower layer.
     if (target === undefined || st === undefined || (st.isCharacterDevice() && st.rdev === 0)) {
       throw new EntryRejected(
@@ -291,8 +314,12 @@ export class LayerWriter {
     }
     if (st.isDirectory()) throw new EntryRejected('ERR_INVALID_IMAGE', `hardlink target "${displayName(linkname)}" is a directory`);
     if (target.equals(path)) throw new EntryRejected('ERR_INVALID_IMAGE', 'hardlink to itself');
+    // Replacing a directory removes its content: a target under it would be gone before link(2).
+    if (target.length > path.length && target[path.length] === 0x2f && target.subarray(0, path.length).equals(path)) {
+      throw new EntryRejected('ERR_INVALID_IMAGE', `hardlink target "${displayName(linkname)}" is inside the directory the entry replaces`);
+    }
     // link(2) does not follow a symlink target: it links the symlink itself.
-    await this.replace(path, () => fsp.link(target, path));
+    this.replace(path, () => fs.linkSync(target, path));
   }
 
   /**
@@ -301,10 +328,10 @@ export class LayerWriter {
    * to cut the lowerdir stack). A whiteout hides lower layers only: if <name> exists in this layer,
    * the whiteout is dropped rather than deleting it.
    */
-  private async whiteout(parentComps: Buffer[], base: Buffer, name: Buffer): Promise<void> {
+  private whiteout(parentComps: Buffer[], base: Buffer, name: Buffer): void {
     const { log, layer } = this.opts;
     if (base.equals(OPAQUE)) {
-      const dir = await resolveDir(this.root, parentComps, true, this.lowers);
+      const dir = resolveDirSync(this.root, parentComps, true, this.lowers, this.onImplied);
       if (dir === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
       if (dir.length === 0) {
         this.opaqueRoot = true;
@@ -321,10 +348,10 @@ export class LayerWriter {
     if (hidden.length === 0 || hidden.equals(Buffer.from('.')) || hidden.equals(Buffer.from('..'))) {
       throw new EntryRejected('ERR_UNSAFE_CONTENT', `whiteout for "${displayName(hidden)}"`);
     }
-    const dir = await resolveDir(this.root, parentComps, true, this.lowers);
+    const dir = resolveDirSync(this.root, parentComps, true, this.lowers, this.onImplied);
     if (dir === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
     const path = joinPath(this.root, [...dir, hidden]);
-    const st = await lstatOrUndefined(path);
+    const st = lstatOrUndefined(path);
     if (st !== undefined) {
       if (!(st.isCharacterDevice() && st.rdev === 0)) {
         log?.warn({ layer, entry: displayName(name) }, 'unpack: whiteout for an entry of the same layer ignored');
@@ -476,13 +503,8 @@ async function drain(stream: EntryStream, type: string): Promise<void> {
   }
 }
 
-async function lstatOrUndefined(path: Buffer): Promise<import('node:fs').Stats | undefined> {
-  try {
-    return await fsp.lstat(path);
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return undefined;
-    throw err;
-  }
+function lstatOrUndefined(path: Buffer): fs.Stats | undefined {
+  return fs.lstatSync(path, { throwIfNoEntry: false });
 }
 
 function startsWith(b: Buffer, prefix: Buffer): boolean {

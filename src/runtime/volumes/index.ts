@@ -115,6 +115,56 @@ export class VolumeManager {
     return out;
   }
 
+  /**
+   * Disk use of a disk emptyDir as du(1) counts it (allocated blocks; a file with several links
+   * once), for the sizeLimit check. Bounded: the walk stops once the total passes `stopAtBytes`
+   * (the verdict is known) or after `maxEntries` entries (then the count so far is returned and
+   * `complete` is false). Never follows a symlink; entries vanishing mid-walk are skipped.
+   */
+  async usage(podKey: string, name: string, o: { stopAtBytes: number; maxEntries?: number }): Promise<{ bytes: number; complete: boolean }> {
+    const seen = new Set<string>();
+    let bytes = 0;
+    let entries = 0;
+    const max = o.maxEntries ?? 100_000;
+    const stack = [this.volumeDir(podKey, name)];
+    while (stack.length > 0) {
+      const dir = stack.pop() ?? '';
+      const names = await fsp.readdir(dir).catch(() => [] as string[]);
+      for (const n of names) {
+        if (bytes > o.stopAtBytes) return { bytes, complete: true };
+        if (++entries > max) return { bytes, complete: false };
+        const p = path.join(dir, n);
+        const st = await fsp.lstat(p, { bigint: true }).catch(() => undefined);
+        if (st === undefined) continue;
+        if (st.isDirectory()) stack.push(p);
+        const id = `${st.dev}:${st.ino}`;
+        if (st.nlink > 1n) {
+          if (seen.has(id)) continue;
+          seen.add(id);
+        }
+        bytes += Number(st.blocks) * 512;
+      }
+    }
+    return { bytes, complete: true };
+  }
+
+  /**
+   * Empties a disk emptyDir in place (the directory stays: running containers' bind mounts
+   * hold its inode). The children are first renamed into a trash directory beside the volumes
+   * (one rename each, quick), then deleted, so the volume is empty as soon as possible.
+   */
+  async empty(podKey: string, name: string): Promise<void> {
+    const dir = this.volumeDir(podKey, name);
+    const trash = path.join(this.podDir(podKey), `.trash-${name}-${process.pid}-${Date.now()}`);
+    await mkdirp(trash, 0o700);
+    for (const n of await fsp.readdir(dir).catch(() => [] as string[])) {
+      await fsp.rename(path.join(dir, n), path.join(trash, n)).catch((err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      });
+    }
+    await fsp.rm(trash, { recursive: true, force: true });
+  }
+
   /** Unmounts the pod's tmpfs volumes and removes its volume directories (never a hostPath). */
   async remove(podKey: string): Promise<void> {
     const base = path.join(this.podDir(podKey), 'volumes');

@@ -1,0 +1,263 @@
+import { createReadStream } from 'node:fs';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import type { Digest } from '../../lib/digest.js';
+import { BerthError, errnoCode, messageOf, type ErrorCode, type ErrorDetails } from '../../lib/errors.js';
+import type { Logger } from '../../lib/log.js';
+import { syncfs } from '../../lib/sys.js';
+import { unpackLayer, type UnpackLimits, type UnpackResult } from './index.js';
+import { copyImpliedDirMeta } from './resolve.js';
+import { codeForErrno } from './writer.js';
+
+/**
+ * One layer unpacked on a worker thread, so that several layers of a pull are written at once.
+ *
+ * Why threads: the writer's per-entry filesystem calls are synchronous (see writer.ts), so one
+ * thread writes one entry at a time, and on a cold cache a file creation waits for the disk
+ * (inode and block bitmaps). Layers are independent directories (E1: each into its own empty
+ * directory), so writing them on separate threads overlaps those waits and uses every core; the
+ * same unpackLayer runs there with every rule of INVARIANTS.md E1–E9.
+ *
+ * The one dependency between layers — a directory the tar implies copies its metadata from the
+ * parent layers (a copy-up) — is deferred: the worker unpacks with `deferImpliedDirs`, and
+ * `finishLayer` copies that metadata once the parents are ready, then syncs (E1: fsync before
+ * the rename).
+ */
+
+export interface ThreadUnpackOptions {
+  /** The layer blob in the content store (verified again while it is read: digest, size, diffID). */
+  blobPath: string;
+  mediaType: string;
+  expected: { digest: Digest; size: number; diffId: Digest };
+  dest: string;
+  limits?: Partial<UnpackLimits>;
+  allowDevices?: boolean;
+  log?: Logger;
+  signal?: AbortSignal;
+}
+
+interface Job {
+  id: number;
+  blobPath: string;
+  mediaType: string;
+  expected: { digest: Digest; size: number; diffId: Digest };
+  dest: string;
+  limits?: Partial<UnpackLimits>;
+  allowDevices: boolean;
+}
+
+type ToWorker = { type: 'job'; job: Job } | { type: 'abort'; id: number };
+
+type FromWorker =
+  | { type: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; obj: unknown; msg: string }
+  | { type: 'done'; id: number; result: UnpackResult }
+  | { type: 'failed'; id: number; error: { code: ErrorCode | undefined; message: string; details: ErrorDetails | undefined; errno: string | undefined } };
+
+const WORKER_MARK = 'berth-unpack-layer';
+
+/**
+ * Up to `size` worker threads that unpack layers, one layer per thread at a time; a thread is
+ * started on first need and kept for the next layer (each costs its module loading, ~0.1 s of CPU).
+ * `close` ends them; call it when the pull is done, whatever its outcome.
+ */
+export class UnpackThreads {
+  private readonly idle: Worker[] = [];
+  private readonly all = new Set<Worker>();
+  private readonly waiting: ((w: Worker) => void)[] = [];
+  private nextId = 1;
+
+  constructor(private readonly size: number) {}
+
+  /**
+   * Unpacks the layer at `blobPath` into `dest` on one of the threads, without syncing and with
+   * implied directories deferred (`result.impliedDirs`, for finishLayer). Errors are those of
+   * unpackLayer, rebuilt on this thread with the same code, message and details (the cause stays on
+   * the worker). An abort of `signal` stops that unpack; the promise settles only once the thread
+   * has stopped writing into `dest`.
+   */
+  async unpack(opts: ThreadUnpackOptions): Promise<UnpackResult> {
+    opts.signal?.throwIfAborted();
+    const worker = await this.take();
+    try {
+      // Aborted while waiting for a thread: its abort event has fired already.
+      opts.signal?.throwIfAborted();
+      return await this.run(worker, opts);
+    } finally {
+      this.give(worker);
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.all];
+    this.all.clear();
+    this.idle.length = 0;
+    await Promise.all(all.map((w) => w.terminate()));
+  }
+
+  private take(): Promise<Worker> {
+    const w = this.idle.pop();
+    if (w !== undefined) return Promise.resolve(w);
+    if (this.all.size < this.size) return Promise.resolve(this.spawn());
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private spawn(): Worker {
+    const w = new Worker(new URL(import.meta.url), { workerData: WORKER_MARK });
+    this.all.add(w);
+    return w;
+  }
+
+  private give(w: Worker): void {
+    if (!this.all.has(w)) return; // it failed and was dropped, or the set was closed
+    const next = this.waiting.shift();
+    if (next !== undefined) next(w);
+    else this.idle.push(w);
+  }
+
+  private run(worker: Worker, opts: ThreadUnpackOptions): Promise<UnpackResult> {
+    const id = this.nextId++;
+    const layer = opts.expected.digest;
+    const job: Job = {
+      id,
+      blobPath: opts.blobPath,
+      mediaType: opts.mediaType,
+      expected: opts.expected,
+      dest: opts.dest,
+      ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
+      allowDevices: opts.allowDevices === true,
+    };
+    return new Promise<UnpackResult>((resolve, reject) => {
+      const onAbort = (): void => worker.postMessage({ type: 'abort', id } satisfies ToWorker);
+      const onMessage = (m: FromWorker): void => {
+        switch (m.type) {
+          case 'log':
+            opts.log?.[m.level](m.obj as object, m.msg);
+            return;
+          case 'done': {
+            if (m.id !== id) return;
+            const impliedDirs = m.result.impliedDirs?.map((comps) => comps.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength)));
+            done(() => resolve({ ...m.result, ...(impliedDirs !== undefined ? { impliedDirs } : {}) }));
+            return;
+          }
+          case 'failed': {
+            if (m.id !== id) return;
+            const e = m.error;
+            done(() => {
+              if (opts.signal?.aborted === true) reject(opts.signal.reason);
+              else {
+                const code: ErrorCode = e.code ?? (e.errno !== undefined ? codeForErrno(e.errno) : 'ERR_INTERNAL');
+                reject(new BerthError(code, e.code !== undefined ? e.message : `unpack layer ${layer}: ${e.message}`, { details: { ...e.details, layer } }));
+              }
+            });
+            return;
+          }
+        }
+      };
+      const onError = (err: Error): void => {
+        this.drop(worker);
+        done(() => reject(new BerthError('ERR_INTERNAL', `unpack layer ${layer}: worker thread failed: ${messageOf(err)}`, { cause: err, details: { layer } })));
+      };
+      const onExit = (code: number): void => {
+        this.drop(worker);
+        done(() => reject(new BerthError('ERR_INTERNAL', `unpack layer ${layer}: worker thread exited (${code}) without an answer`, { details: { layer } })));
+      };
+      const done = (fn: () => void): void => {
+        opts.signal?.removeEventListener('abort', onAbort);
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+        fn();
+      };
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
+      worker.postMessage({ type: 'job', job } satisfies ToWorker);
+    });
+  }
+
+  /** A thread that failed is ended; a layer waiting for a thread gets a new one instead. */
+  private drop(w: Worker): void {
+    this.all.delete(w);
+    void w.terminate();
+    const next = this.waiting.shift();
+    if (next !== undefined) next(this.spawn());
+  }
+}
+
+/** One layer on a thread of its own (UnpackThreads of one, closed after). */
+export async function unpackLayerOnThread(opts: ThreadUnpackOptions): Promise<UnpackResult> {
+  const threads = new UnpackThreads(1);
+  try {
+    return await threads.unpack(opts);
+  } finally {
+    await threads.close();
+  }
+}
+
+/**
+ * Completes a layer unpacked with deferred implied directories, once its parent layers are ready:
+ * their metadata is copied from `lowerDirs` (topmost first), then dest's filesystem is synced.
+ */
+export async function finishLayer(dest: string, result: UnpackResult, lowerDirs: readonly string[]): Promise<void> {
+  const layer = result.digest;
+  try {
+    copyImpliedDirMeta(Buffer.from(dest), result.impliedDirs ?? [], lowerDirs.map((d) => Buffer.from(d)));
+  } catch (err) {
+    throw new BerthError(codeForErrno(errnoCode(err)), `unpack layer ${layer}: implied directories: ${messageOf(err)}`, { cause: err, details: { layer } });
+  }
+  try {
+    await syncfs(dest);
+  } catch (err) {
+    throw new BerthError(codeForErrno(errnoCode(err)), `unpack layer ${layer}: syncfs: ${messageOf(err)}`, { cause: err, details: { layer } });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- worker side
+
+function runWorker(): void {
+  const port = parentPort;
+  if (port === null) return;
+  const aborts = new Map<number, AbortController>();
+  const send = (level: 'debug' | 'info' | 'warn' | 'error') => (obj: unknown, msg?: string) => {
+    port.postMessage({ type: 'log', level, obj: typeof obj === 'string' ? {} : obj, msg: typeof obj === 'string' ? obj : (msg ?? '') } satisfies FromWorker);
+  };
+  const log = { debug: send('debug'), info: send('info'), warn: send('warn'), error: send('error') } as unknown as Logger;
+  port.on('message', (m: ToWorker) => {
+    if (m.type === 'abort') {
+      aborts.get(m.id)?.abort(new Error('unpack aborted'));
+      return;
+    }
+    const job = m.job;
+    const abort = new AbortController();
+    aborts.set(job.id, abort);
+    unpackLayer({
+      source: createReadStream(job.blobPath, { highWaterMark: 1024 * 1024 }),
+      mediaType: job.mediaType,
+      expected: job.expected,
+      dest: job.dest,
+      ...(job.limits !== undefined ? { limits: job.limits } : {}),
+      allowDevices: job.allowDevices,
+      sync: false,
+      deferImpliedDirs: true,
+      log,
+      signal: abort.signal,
+    })
+      .then(
+        (result) => port.postMessage({ type: 'done', id: job.id, result } satisfies FromWorker),
+        (err: unknown) =>
+          port.postMessage({
+            type: 'failed',
+            id: job.id,
+            error: {
+              code: err instanceof BerthError ? err.code : undefined,
+              message: messageOf(err),
+              details: err instanceof BerthError ? err.details : undefined,
+              errno: errnoCode(err),
+            },
+          } satisfies FromWorker),
+      )
+      .finally(() => aborts.delete(job.id));
+  });
+}
+
+if (!isMainThread && workerData === WORKER_MARK) runWorker();
