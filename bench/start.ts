@@ -83,8 +83,10 @@ async function stopContainerd(c: Ctr): Promise<void> {
   const ids = (runSync('ctr', [...ctrArgs(c), 'containers', 'ls', '-q']).stdout || '').split('\n').filter((x) => x !== '');
   for (const id of ids) {
     runSync('ctr', [...ctrArgs(c), 'tasks', 'kill', '-s', 'SIGKILL', id]);
+    // containerd 1.6 under load: `tasks rm` of a task whose shim is already gone can block for
+    // minutes; a short deadline and another try gets past it.
     for (let i = 0; i < 50; i++) {
-      if (runSync('ctr', [...ctrArgs(c), 'tasks', 'rm', id]).code === 0) break;
+      if (runSync('ctr', [...ctrArgs(c), 'tasks', 'rm', id], undefined, 5_000).code === 0) break;
       await sleep(100);
     }
     runSync('ctr', [...ctrArgs(c), 'containers', 'rm', id]);
@@ -95,8 +97,8 @@ async function stopContainerd(c: Ctr): Promise<void> {
   rmSync(c.base, { recursive: true, force: true });
 }
 
-function runSync(cmd: string, args: string[], env?: NodeJS.ProcessEnv): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000, ...(env !== undefined ? { env } : {}) });
+function runSync(cmd: string, args: string[], env?: NodeJS.ProcessEnv, timeoutMs = 120_000): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs, ...(env !== undefined ? { env } : {}) });
   return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 

@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { BerthError, isBerthError, messageOf, type ErrorCode } from '../lib/errors.js';
+import { BerthError, errorLine, isBerthError, messageOf, type ErrorCode } from '../lib/errors.js';
 import { readLog } from '../lib/logfollow.js';
 import { formatProblem } from '../reconciler/problem.js';
 import type { ApplyResponse, BerthService, ManifestRef } from './service.js';
@@ -55,7 +55,7 @@ function checkRequest(body: unknown): RunRequest {
 async function runOnce(service: BerthService, req: RunRequest, send: (o: unknown) => void): Promise<{ exitCode: number } | { id: string }> {
   const res: ApplyResponse = await service.apply({ input: req.input });
   if (res.invalid !== undefined && res.invalid.problems.length > 0) {
-    send({ err: res.invalid.problems.map((p) => `error: ${formatProblem(p)}\n`).join('') });
+    send({ err: res.invalid.problems.map((p) => errorLine('ERR_INVALID_MANIFEST', formatProblem(p))).join('') });
     throw new BerthError('ERR_INVALID_MANIFEST', `${res.invalid.problems.length} problem(s) in ${res.invalid.badFiles} file(s); nothing was changed`);
   }
   const failed = res.steps.find((r) => r.error !== undefined);

@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import * as path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
+import { errorLine, exitCodeOf, isErrorCode } from './errors.js';
 
 /**
  * The `berth run` fast path (issue 13, "run --rm ≤ 1.5 × ctr run --rm"): with a running `berth
@@ -163,9 +164,9 @@ export function fastRunThroughDaemon(r: FastRun, out: { stdout: (s: string) => v
         if (typeof m.result.id === 'string') out.stdout(`${m.result.id}\n`);
         finish({ taken: true, exitCode: typeof m.result.exitCode === 'number' ? m.result.exitCode : 0 });
       } else if (m.error !== undefined) {
-        out.stderr(`error: ${m.error.message ?? 'run failed'}\n`);
-        const code = m.error.code ?? '';
-        finish({ taken: true, exitCode: code === 'ERR_INVALID_MANIFEST' || code === 'ERR_INVALID_ARGUMENT' ? 2 : 1 });
+        const code = isErrorCode(m.error.code) ? m.error.code : 'ERR_INTERNAL';
+        out.stderr(errorLine(code, m.error.message ?? 'run failed'));
+        finish({ taken: true, exitCode: exitCodeOf(code) });
       }
     };
     s.on('data', (c: Buffer) => {
@@ -187,7 +188,7 @@ export function fastRunThroughDaemon(r: FastRun, out: { stdout: (s: string) => v
     s.on('close', () => {
       if (head !== undefined) return finish({ taken: false, exitCode: 1 });
       onLine(carry + utf8.end());
-      if (done === undefined) out.stderr('error: run: the daemon closed the connection before the container ended\n');
+      if (done === undefined) out.stderr(errorLine('ERR_INTERNAL', 'run: the daemon closed the connection before the container ended'));
       finish({ taken: true, exitCode: 1 });
     });
     // HTTP/1.0: the daemon answers without chunked framing and closes after the last line.

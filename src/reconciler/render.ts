@@ -1,4 +1,5 @@
 import { containerArgv } from '../lib/argv.js';
+import { splitCoded } from '../lib/errors.js';
 import type { FieldChange, Plan, Step } from './plan.js';
 
 /** One line per step, the way `berth diff` and `apply --dry-run` print them. */
@@ -99,6 +100,10 @@ export function planToJson(p: Plan): unknown {
           return { kind: s.kind, pod: s.podKey, reason: s.reason };
       }
     }),
-    blocked: p.blocked,
+    // Each blocked entry carries its code, as its `error ERR_…:` line does (issue 15).
+    blocked: p.blocked.map((b) => {
+      const c = splitCoded(b.reason, 'ERR_PRECONDITION');
+      return { key: b.key, reason: b.reason, code: c.code };
+    }),
   };
 }

@@ -128,6 +128,9 @@ describe('e2e: berth run through the daemon (issue 13 fast path)', { timeout: 30
     const r = await fastRunThroughDaemon(parsed(['--rm', 'UPPER/case', '--', 'true']), bad.out);
     assert.deepEqual(r, { taken: true, exitCode: 2 });
     assert.match(bad.stderr(), /UPPER\/case/);
+    // Its line carries the code, as the commander path's does (regression fast-run-error-line-without-code).
+    assert.match(bad.stderr(), /^error ERR_INVALID_(MANIFEST|ARGUMENT): /m);
+    assert.doesNotMatch(bad.stderr(), /^error: /m);
     assert.deepEqual(await podKeys(), []);
   });
 });

@@ -35,8 +35,10 @@ describe('e2e: container log rotation keeps one previous file (issue 13)', { tim
     demo = await startDemoFixture();
     dir = path.join(env.dir, 'manifests');
     await fsp.mkdir(dir);
-    // Waits for /tmp/go (created by `berth exec` once the follower runs), then writes LINES lines.
-    const script = `while [ ! -e /tmp/go ]; do sleep 0.1; done; i=0; while [ $i -lt ${LINES} ]; do echo "line-$i"; i=$((i+1)); [ $((i % 5)) -eq 0 ] && sleep 0.1; done; echo done; sleep 3600`;
+    // Waits for SIGUSR1 (sent by the test to the container's PID 1 once the follower runs: not
+    // `berth exec`, since under a chroot such as fresh-machine's runc exec does not enter the
+    // container's mount namespace), then writes LINES lines.
+    const script = `go=; trap 'go=1' USR1; while [ -z "$go" ]; do sleep 0.1; done; i=0; while [ $i -lt ${LINES} ]; do echo "line-$i"; i=$((i+1)); [ $((i % 5)) -eq 0 ] && sleep 0.1; done; echo done; sleep 3600`;
     await fsp.writeFile(
       path.join(dir, 'chatty.yaml'),
       `apiVersion: v1
@@ -74,8 +76,12 @@ spec:
     follower.stdout.on('data', (b: Buffer) => (out += b.toString()));
     follower.stderr.on('data', (b: Buffer) => (err += b.toString()));
     try {
-      const go = await berth(env, ['exec', 'chatty', '--', 'touch', '/tmp/go']);
-      assert.equal(go.code, 0, go.stderr);
+      const st = JSON.parse((await berth(env, ['status', '-o', 'json'])).stdout) as { pods: { containers: { pid: number | null }[] }[] };
+      const pid = st.pods[0]?.containers[0]?.pid;
+      assert.ok(typeof pid === 'number' && pid > 0, 'the container has a pid');
+      // The follower is attached once it has printed nothing yet but is running: give it a moment.
+      await new Promise((r) => setTimeout(r, 500));
+      process.kill(pid, 'SIGUSR1');
       const logDir = path.join(env.root, 'logs', 'default_chatty', 'main');
       let rotations = 0;
       let lastFirst = '';

@@ -143,13 +143,16 @@ test('plan: pullPolicy Always with a moved tag pulls first, then replaces', () =
   assert.deepEqual(same.steps, []);
 });
 
-test('plan: pullPolicy Never without the image is blocked, not pulled', () => {
+test('plan: pullPolicy Never without the image is blocked, not pulled', async () => {
   const p = pod('web', [ctr('a', 'h', { pullPolicy: 'Never' })]);
   const r = plan({ desired: [p], observed: [], images: {} });
   // Recorded, so status lists it with the reason; nothing pulled, nothing started.
   assert.deepEqual(r.steps.map((s) => s.kind), ['create-pod']);
   assert.equal(r.blocked.length, 1);
   assert.match(r.blocked[0]?.reason ?? '', /Never/);
+  // diff -o json gives the blocked entry its code, as its stderr line does (issue 15).
+  const { planToJson } = await import('../../src/reconciler/render.js');
+  assert.deepEqual((planToJson(r) as { blocked: unknown[] }).blocked, [{ key: 'default/web/a', reason: r.blocked[0]?.reason, code: 'ERR_PRECONDITION' }]);
   // A pod that exists keeps what runs.
   const running = plan({ desired: [p], observed: [observed(p, [{ name: 'a', hash: 'h-old' }])], images: {} });
   assert.deepEqual(running.steps, []);
