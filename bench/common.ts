@@ -1,14 +1,15 @@
 /**
  * bench/common — set-up shared by the benches (bench/reconcile, bench/cli): temp berth instances and their
- * `berth up` daemons, the private podman store, figures formatting, the machine line, the commit and a build
- * fingerprint, and the cleanup of everything they started. Nothing here times anything.
+ * `berth up` daemons, the private podman store, private containerd instances, figures formatting, the machine
+ * line, the commit and a build fingerprint, and the cleanup of everything they started. Nothing here times
+ * anything.
  *
  * Every berth instance has its own temp --root/--state; podman gets its own temp --root/--runroot/--tmpdir/
  * --network-config-dir and CONTAINERS_CONF=/etc/containers/berth-bench.conf (scripts/bench-deps.sh).
  */
-import { execFile, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, promises as fsp, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, promises as fsp, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -170,6 +171,41 @@ export async function podmanCleanup(): Promise<void> {
   }
   await fsp.rm(podmanStore.base, { recursive: true, force: true });
   podmanStore.base = undefined;
+}
+
+// ---------------------------------------------------------------------------------------------- containerd
+
+/** A private containerd instance: its process, its temp dir (root, state, config) and its socket. */
+export interface PrivateContainerd {
+  proc: ChildProcess;
+  base: string;
+  sock: string;
+}
+
+/**
+ * Starts a private containerd (CRI plugin off) with its own root, state, config and socket in a new temp dir
+ * whose name starts with `prefix`. Returns at once: waiting until it serves, and stopping it, are the caller's.
+ */
+export function spawnContainerd(prefix: string, stdio: StdioOptions): PrivateContainerd {
+  const base = mkdtempSync(path.join(os.tmpdir(), prefix));
+  const sock = path.join(base, 'containerd.sock');
+  const cfg = path.join(base, 'config.toml');
+  writeFileSync(
+    cfg,
+    [
+      'version = 2',
+      `root = "${path.join(base, 'root')}"`,
+      `state = "${path.join(base, 'state')}"`,
+      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+      '[grpc]',
+      `  address = "${sock}"`,
+      '[ttrpc]',
+      `  address = "${sock}.ttrpc"`,
+      '',
+    ].join('\n'),
+  );
+  const proc = spawn('containerd', ['--config', cfg], { stdio });
+  return { proc, base, sock };
 }
 
 // ---------------------------------------------------------------------------------------------- convergence

@@ -24,7 +24,7 @@
  * Wall time is measured around the command; CPU (user+sys) of the command's process tree comes from
  * /usr/bin/time, plus containerd's own CPU (from /proc/<pid>/stat) for ctr, which only asks the daemon.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, promises as fsp, readFileSync, readdirSync, rmSync, symlinkSync, copyFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -36,9 +36,9 @@ import { parseArgs } from 'node:util';
 import { createGzip } from 'node:zlib';
 import { CLI, mountsUnder } from '../test/helpers/berth.js';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
-import { MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST, ociArchitecture, pushImage, type BuiltImage, type BuiltLayer } from '../scripts/fixture-image.js';
+import { MEDIA_TYPE_LAYER_GZIP, ociImageOf, ociArchitecture, pushImage, type BuiltImage, type BuiltLayer } from '../scripts/fixture-image.js';
 import { sha256, type Digest } from '../src/lib/digest.js';
-import { PODMAN_CONF, log, machine, ratio, revision, secs, sleep } from './common.js';
+import { PODMAN_CONF, log, machine, ratio, revision, secs, sleep, spawnContainerd, type PrivateContainerd } from './common.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -155,16 +155,7 @@ async function fixture(spec: FixtureSpec): Promise<{ image: BuiltImage; layers: 
       rootfs: { type: 'layers', diff_ids: built.map((l) => l.diffId) },
     }),
   );
-  const configDigest = sha256(config);
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MEDIA_TYPE_MANIFEST,
-      config: { mediaType: MEDIA_TYPE_CONFIG, digest: configDigest, size: config.length },
-      layers: built.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
-    }),
-  );
-  return { image: { manifest, manifestDigest: sha256(manifest), config, configDigest, layers: built }, layers };
+  return { image: ociImageOf(config, built), layers };
 }
 
 // ---------------------------------------------------------------------------------------------- timing
@@ -209,40 +200,17 @@ async function removeTree(base: string): Promise<void> {
   await fsp.rm(base, { recursive: true, force: true });
 }
 
-interface Containerd {
-  proc: ChildProcess;
-  base: string;
-  sock: string;
-}
-
-async function startContainerd(): Promise<Containerd> {
-  const base = mkdtempSync(path.join(os.tmpdir(), 'berth-bench-pull-ctrd-'));
-  const sock = path.join(base, 'containerd.sock');
-  const cfg = path.join(base, 'config.toml');
-  writeFileSync(
-    cfg,
-    [
-      'version = 2',
-      `root = "${path.join(base, 'root')}"`,
-      `state = "${path.join(base, 'state')}"`,
-      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-      '[grpc]',
-      `  address = "${sock}"`,
-      '[ttrpc]',
-      `  address = "${sock}.ttrpc"`,
-      '',
-    ].join('\n'),
-  );
-  const proc = spawn('containerd', ['--config', cfg], { stdio: ['ignore', 'ignore', 'ignore'] });
+async function startContainerd(): Promise<PrivateContainerd> {
+  const c = spawnContainerd('berth-bench-pull-ctrd-', ['ignore', 'ignore', 'ignore']);
   for (let i = 0; i < 400; i++) {
-    if (existsSync(sock) && spawnSync('ctr', ['-a', sock, 'version'], { stdio: 'ignore' }).status === 0) return { proc, base, sock };
+    if (existsSync(c.sock) && spawnSync('ctr', ['-a', c.sock, 'version'], { stdio: 'ignore' }).status === 0) return c;
     await sleep(25);
   }
-  proc.kill('SIGKILL');
+  c.proc.kill('SIGKILL');
   throw new Error('private containerd did not start');
 }
 
-async function stopContainerd(c: Containerd): Promise<void> {
+async function stopContainerd(c: PrivateContainerd): Promise<void> {
   if (c.proc.exitCode === null) {
     const exited = new Promise((r) => c.proc.once('exit', r));
     c.proc.kill('SIGTERM');

@@ -21,7 +21,7 @@
  * `ctr images pull --plain-http`, podman copies it with skopeo. Nothing leaves 127.0.0.1 or berth's own bridge.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -29,7 +29,7 @@ import { parseArgs } from 'node:util';
 import { CLI, berth, mountsUnder, type BerthEnv } from '../test/helpers/berth.js';
 import { startDemoFixture, type DemoFixture } from '../test/helpers/demo.js';
 import { removeIdleCniChains } from '../test/helpers/cni.js';
-import { PODMAN_CONF, cleanupAll, havePodman, log, machine, must, newEnv, podman, podmanArgs, podmanStore, prePull, preparePodman, revision, sleep, stopUp, waitDaemonSocket } from './common.js';
+import { PODMAN_CONF, cleanupAll, havePodman, log, machine, must, newEnv, podman, podmanArgs, podmanStore, prePull, preparePodman, revision, sleep, spawnContainerd, stopUp, waitDaemonSocket, type PrivateContainerd } from './common.js';
 
 const { values: opt } = parseArgs({ options: { runs: { type: 'string', default: '15' }, pods: { type: 'string', default: '20' }, many: { type: 'string', default: '50' } } });
 const RUNS = Math.max(5, Number(opt.runs));
@@ -42,44 +42,21 @@ const pct = (a: number, b: number): string => (Number.isFinite(a) && Number.isFi
 
 // ---------------------------------------------------------------------------------------------- containerd
 
-interface Ctr {
-  proc: ChildProcess;
-  base: string;
-  sock: string;
-}
-
-function ctrArgs(c: Ctr): string[] {
+function ctrArgs(c: PrivateContainerd): string[] {
   return ['-a', c.sock, '-n', 'berthbench'];
 }
 
-async function startContainerd(fx: DemoFixture, image: string): Promise<Ctr | undefined> {
+async function startContainerd(fx: DemoFixture, image: string): Promise<PrivateContainerd | undefined> {
   if (spawnSync('containerd', ['--version']).status !== 0) return undefined;
-  const base = mkdtempSync(path.join(os.tmpdir(), 'berth-bench-containerd-'));
-  const sock = path.join(base, 'containerd.sock');
-  const cfg = path.join(base, 'config.toml');
-  writeFileSync(
-    cfg,
-    [
-      'version = 2',
-      `root = "${path.join(base, 'root')}"`,
-      `state = "${path.join(base, 'state')}"`,
-      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-      '[grpc]',
-      `  address = "${sock}"`,
-      '[ttrpc]',
-      `  address = "${sock}.ttrpc"`,
-      '',
-    ].join('\n'),
-  );
-  const proc = spawn('containerd', ['--config', cfg], { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
-  for (let i = 0; i < 200 && !existsSync(sock); i++) await sleep(50);
-  const c: Ctr = { proc, base, sock };
+  // stderr ignored: a pipe nobody reads fills up and blocks containerd (its tasks rm then hangs).
+  const c = spawnContainerd('berth-bench-containerd-', ['ignore', 'ignore', 'ignore']);
+  for (let i = 0; i < 200 && !existsSync(c.sock); i++) await sleep(50);
   must(runSync('ctr', [...ctrArgs(c), 'images', 'pull', '--plain-http', `${fx.registry.host}/berth/demo:1.0`]), 'ctr images pull');
   if (image !== `${fx.registry.host}/berth/demo:1.0`) throw new Error('image mismatch');
   return c;
 }
 
-async function stopContainerd(c: Ctr): Promise<void> {
+async function stopContainerd(c: PrivateContainerd): Promise<void> {
   const ids = (runSync('ctr', [...ctrArgs(c), 'containers', 'ls', '-q']).stdout || '').split('\n').filter((x) => x !== '');
   for (const id of ids) {
     runSync('ctr', [...ctrArgs(c), 'tasks', 'kill', '-s', 'SIGKILL', id]);
@@ -189,7 +166,7 @@ async function main(): Promise<void> {
   const fx = await startDemoFixture();
   const image = `${fx.registry.host}/berth/demo:1.0`;
   const { env, dir } = newEnv('berth-bench-start-');
-  let ctr: Ctr | undefined;
+  let ctr: PrivateContainerd | undefined;
   let up: { child: ChildProcess; output: () => string } | undefined;
   try {
     await prePull(env, image);

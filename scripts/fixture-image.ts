@@ -171,6 +171,11 @@ export async function buildBusyboxImage(opts: { page?: string; user?: string } =
       ],
     }),
   );
+  return ociImageOf(config, layers);
+}
+
+/** The OCI image manifest naming `config` and `layers` (in order), with the digests of both documents. */
+export function ociImageOf(config: Buffer, layers: readonly BuiltLayer[]): BuiltImage {
   const configDigest = sha256(config);
   const manifest = Buffer.from(
     JSON.stringify({

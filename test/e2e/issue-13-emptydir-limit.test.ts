@@ -3,10 +3,9 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { EventRecord } from '../../src/runtime/index.js';
-import type { PodStatus } from '../../src/reconciler/status.js';
-import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { berth, cleanupEnv, makeEnv, startDaemon, stopDaemon, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { berth, startDaemon, waitFor } from '../helpers/berth.js';
+import { PodSuite, podStatuses } from '../helpers/pod-suite.js';
 
 /**
  * Issue 13, emptyDir `sizeLimit` on disk: `berth up` measures each limited disk emptyDir (du's
@@ -40,42 +39,24 @@ spec:
 `;
 
 describe('e2e: disk emptyDir sizeLimit evicts the pod (issue 13)', { timeout: 300_000 }, () => {
-  let ok = true;
-  let env: BerthEnv;
-  let demo: DemoFixture | undefined;
-  let dir: string;
-  let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  const suite = new PodSuite();
 
   before(async (t) => {
-    ok = requireE2E(t);
-    if (!ok) return;
-    env = makeEnv('berth-edlimit-');
-    demo = await startDemoFixture();
-    const image = `${demo.registry.host}/berth/demo:1.0`;
-    dir = path.join(env.dir, 'manifests');
-    await fsp.mkdir(dir);
-    await fsp.writeFile(path.join(dir, 'pods.yaml'), [pod('never', image, 'Never', 8), pod('always', image, 'Always', 8), pod('small', image, 'Always', 1)].join('---\n'));
-    daemon = await startDaemon(env, dir);
+    if (!requireE2E(t)) return;
+    await suite.setUp('berth-edlimit-');
+    const { image } = suite;
+    await fsp.writeFile(path.join(suite.dir, 'pods.yaml'), [pod('never', image, 'Never', 8), pod('always', image, 'Always', 8), pod('small', image, 'Always', 1)].join('---\n'));
+    suite.daemon = await startDaemon(suite.env, suite.dir);
   });
 
-  after(async () => {
-    if (!ok) return;
-    if (daemon !== undefined) await stopDaemon(daemon);
-    await berth(env, ['delete', '-f', dir]).catch(() => undefined);
-    await cleanupEnv(env);
-    await demo?.stop();
-  });
+  after(() => suite.tearDown());
 
-  const statusOf = async (): Promise<Map<string, PodStatus>> => {
-    const s = await berth(env, ['status', '-o', 'json']);
-    return new Map((JSON.parse(s.stdout) as { pods: PodStatus[] }).pods.map((p) => [p.name, p]));
-  };
-  const volumeFile = (p: string, v: string, f: string): string => path.join(env.root, 'pods', `default_${p}`, 'volumes', v, f);
+  const volumeFile = (p: string, v: string, f: string): string => path.join(suite.env.root, 'pods', `default_${p}`, 'volumes', v, f);
 
   test('over the limit: Evicted event naming volume and sizes, volume emptied, restartPolicy decides', async (t) => {
-    if (!ok) return t.skip();
+    if (!suite.ok) return t.skip();
     const evicted = await waitFor('two Evicted events', async () => {
-      const r = await berth(env, ['events', '-o', 'json']);
+      const r = await berth(suite.env, ['events', '-o', 'json']);
       const evs = (JSON.parse(r.stdout) as EventRecord[]).filter((e) => e.reason === 'Evicted');
       return evs.length >= 2 ? evs : undefined;
     }, 90_000, 500);
@@ -91,7 +72,7 @@ describe('e2e: disk emptyDir sizeLimit evicts the pod (issue 13)', { timeout: 30
 
     // restartPolicy Never: killed (137), not run again; the volume is empty.
     const never = await waitFor('never pod exited', async () => {
-      const p = (await statusOf()).get('never');
+      const p = (await podStatuses(suite.env)).get('never');
       return p?.containers[0]?.state === 'exited' ? p : undefined;
     }, 30_000);
     assert.equal(never.containers[0]?.exitCode, 137);
@@ -101,12 +82,12 @@ describe('e2e: disk emptyDir sizeLimit evicts the pod (issue 13)', { timeout: 30
     // restartPolicy Always: runs again (second run, per /state/n) on the emptied volume, and stays.
     await waitFor('always pod ran again', async () => {
       const n = await fsp.readFile(volumeFile('always', 'state', 'n'), 'utf8').catch(() => '');
-      const p = (await statusOf()).get('always');
+      const p = (await podStatuses(suite.env)).get('always');
       return n.trim() === '2' && p?.containers[0]?.state === 'running' ? true : undefined;
     }, 60_000);
     await assert.rejects(fsp.access(volumeFile('always', 'cache', 'fill')));
 
-    const small = (await statusOf()).get('small');
+    const small = (await podStatuses(suite.env)).get('small');
     assert.equal(small?.containers[0]?.state, 'running');
     assert.equal(small?.containers[0]?.restarts, 0);
     await fsp.access(volumeFile('small', 'cache', 'fill'));

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
-import { CLI, berth, cleanupEnv, makeEnv, startDaemon, stopDaemon, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { CLI, berth, startDaemon, stopDaemon } from '../helpers/berth.js';
+import { PodSuite, hostPod, waitRunning } from '../helpers/pod-suite.js';
 
 /**
  * Issue 13, `berth exec -t`: runc allocates the pty, berth receives its master over the console
@@ -71,49 +71,22 @@ function underPty(args: string[]): Promise<{ out: string; code: number }> {
 }
 
 describe('e2e: berth exec -t on a real pty (issue 13)', { timeout: 300_000 }, () => {
-  let ok = true;
-  let env: BerthEnv;
-  let demo: DemoFixture | undefined;
-  let dir: string;
+  const suite = new PodSuite();
 
   before(async (t) => {
-    ok = requireE2E(t) && requireTools(t, ['python3']);
-    if (!ok) return;
-    env = makeEnv('berth-exectty-');
-    demo = await startDemoFixture();
-    dir = path.join(env.dir, 'manifests');
-    await fsp.mkdir(dir);
-    await fsp.writeFile(
-      path.join(dir, 'tt.yaml'),
-      `apiVersion: v1
-kind: Pod
-metadata: {name: tt}
-spec:
-  hostNetwork: true
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: main
-      image: ${demo.registry.host}/berth/demo:1.0
-      command: ["sh", "-c", "while true; do sleep 1; done"]
-`,
-    );
+    if (!requireE2E(t) || !requireTools(t, ['python3'])) return;
+    await suite.setUp('berth-exectty-');
+    const { env, dir } = suite;
+    await fsp.writeFile(path.join(dir, 'tt.yaml'), hostPod('tt', suite.image, ['sh', '-c', 'while true; do sleep 1; done']));
     const r = await berth(env, ['apply', '-f', dir]);
     assert.equal(r.code, 0, r.stderr);
-    await waitFor('pod running', async () => {
-      const s = await berth(env, ['status', '-o', 'json']);
-      return (JSON.parse(s.stdout) as { pods: { status: string }[] }).pods[0]?.status === 'Running' ? true : undefined;
-    }, 60_000);
+    await waitRunning(env, 'tt');
   });
 
-  after(async () => {
-    if (!ok) return;
-    await berth(env, ['delete', '-f', dir]).catch(() => undefined);
-    await cleanupEnv(env);
-    await demo?.stop();
-  });
+  after(() => suite.tearDown());
 
   const session = async (): Promise<void> => {
-    const r = await underPty(['--root', env.root, '--state', env.state, 'exec', '-it', 'tt', '--', 'sh']);
+    const r = await underPty(['--root', suite.env.root, '--state', suite.env.state, 'exec', '-it', 'tt', '--', 'sh']);
     assert.match(r.out, /\/dev\/pts\/\d+\r\n/, r.out);
     assert.match(r.out, /^30 100\r$/m, `initial size: ${r.out}`);
     assert.match(r.out, /^40 120\r$/m, `size after SIGWINCH: ${r.out}`);
@@ -121,29 +94,29 @@ spec:
   };
 
   test('exec -it: a pty inside, the window size and its changes, the exit code', async (t) => {
-    if (!ok) return t.skip();
+    if (!suite.ok) return t.skip();
     await session();
   });
 
   test('exec -t without -i and without a local terminal returns the exit code and the output', async (t) => {
-    if (!ok) return t.skip();
-    const r = await berth(env, ['exec', '-t', 'tt', '--', 'sh', '-c', 'tty; exit 5']);
+    if (!suite.ok) return t.skip();
+    const r = await berth(suite.env, ['exec', '-t', 'tt', '--', 'sh', '-c', 'tty; exit 5']);
     assert.equal(r.code, 5, r.stderr);
     assert.match(r.stdout, /^\/dev\/pts\/\d+\r?$/m);
-    const missing = await berth(env, ['exec', '-t', 'tt', '--', '/nope']);
+    const missing = await berth(suite.env, ['exec', '-t', 'tt', '--', '/nope']);
     assert.equal(missing.code, 127, missing.stderr);
   });
 
   test('exec -it with piped stdin: the input reaches the command and its end is an end of file (VEOF)', async (t) => {
-    if (!ok) return t.skip();
-    const r = await berth(env, ['exec', '-it', 'tt', '--', 'sh', '-c', 'wc -l; exit 3'], { input: 'one\ntwo\nthree\n', timeoutMs: 30_000 });
+    if (!suite.ok) return t.skip();
+    const r = await berth(suite.env, ['exec', '-it', 'tt', '--', 'sh', '-c', 'wc -l; exit 3'], { input: 'one\ntwo\nthree\n', timeoutMs: 30_000 });
     assert.equal(r.code, 3, r.stderr);
     assert.match(r.stdout, /^\s*3\r?$/m, r.stdout);
   });
 
   test('exec -it through a running daemon', async (t) => {
-    if (!ok) return t.skip();
-    const daemon = await startDaemon(env, dir);
+    if (!suite.ok) return t.skip();
+    const daemon = await startDaemon(suite.env, suite.dir);
     try {
       await session();
     } finally {

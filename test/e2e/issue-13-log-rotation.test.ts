@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { CLI, berth, cleanupEnv, makeEnv, startDaemon, stopDaemon, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { CLI, berth, startDaemon, waitFor } from '../helpers/berth.js';
+import { PodSuite, hostPod, podStatuses, waitRunning } from '../helpers/pod-suite.js';
 
 /**
  * Issue 13, "log rotation by size keeping the previous file": with --container-log-max-size,
@@ -22,62 +22,32 @@ const MAX = 8192;
 const LINES = 1000;
 
 describe('e2e: container log rotation keeps one previous file (issue 13)', { timeout: 300_000 }, () => {
-  let ok = true;
-  let env: BerthEnv;
-  let demo: DemoFixture | undefined;
-  let dir: string;
-  let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  const suite = new PodSuite();
 
   before(async (t) => {
-    ok = requireE2E(t);
-    if (!ok) return;
-    env = makeEnv('berth-logrot-');
-    demo = await startDemoFixture();
-    dir = path.join(env.dir, 'manifests');
-    await fsp.mkdir(dir);
+    if (!requireE2E(t)) return;
+    await suite.setUp('berth-logrot-');
     // Waits for SIGUSR1 (sent by the test to the container's PID 1 once the follower runs: not
     // `berth exec`, since under a chroot such as fresh-machine's runc exec does not enter the
     // container's mount namespace), then writes LINES lines.
     const script = `go=; trap 'go=1' USR1; while [ -z "$go" ]; do sleep 0.1; done; i=0; while [ $i -lt ${LINES} ]; do echo "line-$i"; i=$((i+1)); [ $((i % 5)) -eq 0 ] && sleep 0.1; done; echo done; sleep 3600`;
-    await fsp.writeFile(
-      path.join(dir, 'chatty.yaml'),
-      `apiVersion: v1
-kind: Pod
-metadata: {name: chatty}
-spec:
-  hostNetwork: true
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: main
-      image: ${demo.registry.host}/berth/demo:1.0
-      command: ["sh", "-c", ${JSON.stringify(script)}]
-`,
-    );
-    daemon = await startDaemon(env, dir, { extra: ['--resync', '30', '--container-log-max-size', String(MAX)] });
-    await waitFor('pod running', async () => {
-      const s = await berth(env, ['status', '-o', 'json']);
-      return (JSON.parse(s.stdout) as { pods: { status: string }[] }).pods[0]?.status === 'Running' ? true : undefined;
-    }, 60_000);
+    await fsp.writeFile(path.join(suite.dir, 'chatty.yaml'), hostPod('chatty', suite.image, ['sh', '-c', script]));
+    suite.daemon = await startDaemon(suite.env, suite.dir, { extra: ['--resync', '30', '--container-log-max-size', String(MAX)] });
+    await waitRunning(suite.env, 'chatty');
   });
 
-  after(async () => {
-    if (!ok) return;
-    if (daemon !== undefined) await stopDaemon(daemon);
-    await berth(env, ['delete', '-f', dir]).catch(() => undefined);
-    await cleanupEnv(env);
-    await demo?.stop();
-  });
+  after(() => suite.tearDown());
 
   test('logs -f across rotations loses and repeats no line (regression: conmon-size-limit-truncates-rotated-log); the directory keeps the current and one previous file', async (t) => {
-    if (!ok) return t.skip();
+    if (!suite.ok) return t.skip();
+    const { env } = suite;
     const follower = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, 'logs', '-f', 'chatty'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     follower.stdout.on('data', (b: Buffer) => (out += b.toString()));
     follower.stderr.on('data', (b: Buffer) => (err += b.toString()));
     try {
-      const st = JSON.parse((await berth(env, ['status', '-o', 'json'])).stdout) as { pods: { containers: { pid: number | null }[] }[] };
-      const pid = st.pods[0]?.containers[0]?.pid;
+      const pid = (await podStatuses(env)).get('chatty')?.containers[0]?.pid;
       assert.ok(typeof pid === 'number' && pid > 0, 'the container has a pid');
       // The follower is attached once it has printed nothing yet but is running: give it a moment.
       await new Promise((r) => setTimeout(r, 500));
@@ -128,8 +98,8 @@ spec:
   });
 
   test('--container-log-max-size below 4096 is refused with exit 2', async (t) => {
-    if (!ok) return t.skip();
-    const r = await berth(env, ['--container-log-max-size', '100', 'status']);
+    if (!suite.ok) return t.skip();
+    const r = await berth(suite.env, ['--container-log-max-size', '100', 'status']);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /--container-log-max-size 100: expected a size of at least 4096 bytes/);
   });

@@ -9,6 +9,7 @@ import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { berth, cleanupEnv, makeEnv, startDaemon, stopDaemon, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { hostPod, podStatuses, waitRunning } from '../helpers/pod-suite.js';
 
 const run = promisify(execFile);
 
@@ -22,18 +23,7 @@ const run = promisify(execFile);
  * daemon restart (the ledger).
  */
 
-const pod = (name: string, image: string): string => `apiVersion: v1
-kind: Pod
-metadata: {name: ${name}}
-spec:
-  hostNetwork: true
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: main
-      image: ${image}
-      imagePullPolicy: IfNotPresent
-      command: ["sh", "-c", "while true; do sleep 1; done"]
-`;
+const pod = (name: string, image: string): string => hostPod(name, image, ['sh', '-c', 'while true; do sleep 1; done'], ['imagePullPolicy: IfNotPresent']);
 
 describe('e2e: the images/ folder is imported automatically (issue 14)', { timeout: 600_000 }, () => {
   let ok = true;
@@ -78,12 +68,7 @@ describe('e2e: the images/ folder is imported automatically (issue 14)', { timeo
     await demo?.stop();
   });
 
-  const statuses = async (env: BerthEnv): Promise<Map<string, string>> => {
-    const s = await berth(env, ['status', '-o', 'json']);
-    return new Map((JSON.parse(s.stdout) as { pods: { name: string; status: string }[] }).pods.map((p) => [p.name, p.status]));
-  };
-  const running = (env: BerthEnv, name: string): Promise<true> =>
-    waitFor(`${name} running`, async () => ((await statuses(env)).get(name) === 'Running' ? true : undefined), 60_000, 250);
+  const running = (env: BerthEnv, name: string): Promise<true> => waitRunning(env, name, 60_000, 250);
 
   test('berth up: archives present at start and written later are imported; a bad tar is a coded problem; no re-import after restart', async (t) => {
     if (!ok) return t.skip();
@@ -117,9 +102,9 @@ describe('e2e: the images/ folder is imported automatically (issue 14)', { timeo
       const ev = JSON.parse((await berth(env, ['events', '-o', 'json'])).stdout) as EventRecord[];
       assert.ok(ev.some((e) => e.key === `source/${bad}` && /image archive not imported: ERR_/.test(e.message)), 'an event names the bad archive');
       await fsp.access(bad);
-      const st = await statuses(env);
-      assert.equal(st.get('one'), 'Running');
-      assert.equal(st.get('two'), 'Running');
+      const st = await podStatuses(env);
+      assert.equal(st.get('one')?.status, 'Running');
+      assert.equal(st.get('two')?.status, 'Running');
 
       // Restart: the ledger says both archives were imported; nothing is imported again.
       assert.match(daemon.output(), /"image archive imported"/, 'the first daemon logged its imports');
@@ -169,6 +154,6 @@ describe('e2e: the images/ folder is imported automatically (issue 14)', { timeo
     const bad = await berth(env, ['apply', '-f', dir]);
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /broken\.tar.*image archive not imported: ERR_[A-Z_]+/);
-    assert.equal((await statuses(env)).get('one'), 'Running');
+    assert.equal((await podStatuses(env)).get('one')?.status, 'Running');
   });
 });

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
 import { sha256, type Digest } from '../../src/lib/digest.js';
-import { MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST, type BuiltImage, type BuiltLayer } from '../../scripts/fixture-image.js';
+import { MEDIA_TYPE_LAYER_GZIP, ociImageOf, type BuiltImage, type BuiltLayer } from '../../scripts/fixture-image.js';
 
 /**
  * Images for the GC tests (issue 14): the busybox fixture plus one layer of `files` files of
@@ -70,17 +70,7 @@ export async function imageWithData(base: BuiltImage, o: { seed: number; files: 
   const cfg = JSON.parse(base.config.toString('utf8')) as { rootfs: { diff_ids: string[] }; history?: unknown[] };
   cfg.rootfs.diff_ids = layers.map((l) => l.diffId);
   cfg.history = [...(cfg.history ?? []), { created: EPOCH.toISOString(), created_by: `gc test data layer seed ${o.seed}` }];
-  const config = Buffer.from(JSON.stringify(cfg));
-  const configDigest = sha256(config);
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MEDIA_TYPE_MANIFEST,
-      config: { mediaType: MEDIA_TYPE_CONFIG, digest: configDigest, size: config.length },
-      layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
-    }),
-  );
-  return { manifest, manifestDigest: sha256(manifest), config, configDigest, layers };
+  return ociImageOf(Buffer.from(JSON.stringify(cfg)), layers);
 }
 
 /**

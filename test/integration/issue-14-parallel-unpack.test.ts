@@ -6,11 +6,11 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { pack } from 'tar-stream';
 import type { Digest } from '../../src/lib/digest.js';
 import { BerthError } from '../../src/lib/errors.js';
 import { unpackLayer, type UnpackResult } from '../../src/runtime/unpack/index.js';
 import { finishLayer, unpackLayerOnThread, UnpackThreads } from '../../src/runtime/unpack/thread.js';
+import { packTar, type PackHeader } from '../helpers/tar-pack.js';
 import { listTree } from '../helpers/tree.js';
 
 /**
@@ -21,29 +21,12 @@ import { listTree } from '../helpers/tree.js';
  * implied directory by a symlink.
  */
 
-type PackHeader = Parameters<ReturnType<typeof pack>['entry']>[0];
 const MTIME = new Date('2021-02-03T04:05:06Z');
 const GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
 const work: string[] = [];
 
-async function tarOf(members: { header: PackHeader; data?: string }[]): Promise<Buffer> {
-  const p = pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of p) chunks.push(c as Buffer);
-  })();
-  for (const m of members) {
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
-      const header: PackHeader = { mtime: MTIME, ...m.header };
-      if (m.data === undefined) p.entry(header, cb);
-      else p.entry(header, m.data, cb);
-    });
-  }
-  p.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
+/** packTar with MTIME as every entry's default mtime. */
+const tarOf = (members: { header: PackHeader; data?: string }[]): Promise<Buffer> => packTar(members.map((m) => ({ ...m, header: { mtime: MTIME, ...m.header } })));
 
 const sha = (b: Buffer): Digest => `sha256:${createHash('sha256').update(b).digest('hex')}` as Digest;
 

@@ -12,6 +12,7 @@ import { createLogger } from '../../src/lib/log.js';
 import { Runtime } from '../../src/runtime/index.js';
 import { dir, END, file, imageOf, MT, pushImageParts, symlink, tarOf, tarHeader, type LayerBlob } from '../helpers/hostile.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
+import { smallSnapshotRuntime } from '../helpers/small-snapshots.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { listTree } from '../helpers/tree.js';
 
@@ -218,12 +219,7 @@ describe('issue 14: zstd layers', { timeout: 600_000 }, () => {
     if (!ok) return t.skip();
     // As the gzip bomb in issue-15-hostile-images: a small tmpfs under snapshots/, whose
     // free-space floor (256 MiB, checked every 256 MiB of uncompressed bytes) stops it.
-    const root = path.join(work, 'bomb', 'root');
-    const snaps = path.join(root, 'snapshots');
-    await fsp.mkdir(snaps, { recursive: true, mode: 0o700 });
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=320m,mode=0700', 'tmpfs', snaps]);
-    mounts.push(snaps);
-    const small = await Runtime.open({ root, state: path.join(work, 'bomb', 'state'), log: createLogger('silent') });
+    const { root, snaps, runtime: small } = await smallSnapshotRuntime(path.join(work, 'bomb'), mounts);
     try {
       const layer = await zstdZeroBomb(512 * 2 ** 20);
       assert.ok(layer.size < 64 * 1024, `the bomb is ${layer.size} bytes of zstd`);

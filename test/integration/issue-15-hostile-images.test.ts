@@ -41,6 +41,7 @@ import {
   type LayerBlob,
 } from '../helpers/hostile.js';
 import { requireE2E } from '../helpers/prereq.js';
+import { smallSnapshotRuntime } from '../helpers/small-snapshots.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { listTree } from '../helpers/tree.js';
 
@@ -268,12 +269,7 @@ describe('issue 15: hostile images pulled from docker-registry', { timeout: 600_
     if (!ok || registry === undefined) return t.skip();
     // The pull path has no way to lower maxUncompressedBytes (64 GiB by default): what stops a
     // bomb there is the free-space floor (256 MiB), checked every 256 MiB of uncompressed bytes.
-    const root = path.join(work, 'bomb', 'root');
-    const snaps = path.join(root, 'snapshots');
-    await fsp.mkdir(snaps, { recursive: true, mode: 0o700 });
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=320m,mode=0700', 'tmpfs', snaps]);
-    mounts.push(snaps);
-    const small = await Runtime.open({ root, state: path.join(work, 'bomb', 'state'), log: createLogger('silent') });
+    const { root, snaps, runtime: small } = await smallSnapshotRuntime(path.join(work, 'bomb'), mounts);
     try {
       const g = await pullGood(small, root, 'berth/good-bomb');
       const used = async (): Promise<number> => {

@@ -8,11 +8,11 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import fc from 'fast-check';
-import { pack } from 'tar-stream';
 import type { Digest } from '../../src/lib/digest.js';
 import { BerthError } from '../../src/lib/errors.js';
 import { unpackLayer, type UnpackLimits } from '../../src/runtime/unpack/index.js';
 import { propertyParams, settlesAsBerth } from '../helpers/property.js';
+import { packTar, type PackHeader } from '../helpers/tar-pack.js';
 import { listDisk, listModel, mergeModel, modelLayer, newDir, type DirNode, type EntrySpec, type EntryType, type ModelLimits } from '../helpers/tar-model.js';
 
 /**
@@ -86,8 +86,6 @@ function deriveNames(entries: readonly GenEntry[]): GenEntry[] {
   return out;
 }
 
-type PackHeader = Parameters<ReturnType<typeof pack>['entry']>[0];
-
 /** The bytes berth reads for a name tar-stream writes as UTF-8, as a latin1 string (one char per byte). */
 const bytes = (s: string): string => Buffer.from(s, 'utf8').toString('latin1');
 
@@ -110,24 +108,6 @@ function asWritten(e: GenEntry, canaryAbs: string): { header: PackHeader; data: 
   if (e.type === 'symlink' || e.type === 'link') spec.target = bytes(target);
   if (data !== undefined) spec.data = e.data;
   return { header, data, spec };
-}
-
-async function tarOf(members: { header: PackHeader; data: Buffer | undefined }[]): Promise<Buffer> {
-  const p = pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of p) chunks.push(c as Buffer);
-  })();
-  for (const m of members) {
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
-      if (m.data === undefined) p.entry(m.header, cb);
-      else p.entry(m.header, m.data, cb);
-    });
-  }
-  p.finalize();
-  await done;
-  return Buffer.concat(chunks);
 }
 
 // ── arbitraries ─────────────────────────────────────────────────────────────────────────────────
@@ -281,7 +261,7 @@ describe('property: layer unpacking against the chroot model', { skip: NEEDS_ROO
           const opaqueRoots: boolean[] = [];
           for (const [i, layer] of layers.entries()) {
             const written = deriveNames(layer.entries).map((e) => asWritten(e, canaryAbs));
-            const tar = await tarOf(written);
+            const tar = await packTar(written);
             const blob = layer.gzip ? gzipSync(tar) : tar;
             const dest = await s.layerDir(i);
             const want = modelLayer(
@@ -395,7 +375,7 @@ describe('property: the layer pipeline takes any bytes', { skip: NEEDS_ROOT }, (
           if (input.kind === 'bytes') {
             blob = input.gzipFirst ? gzipSync(Buffer.from(input.bytes)) : Buffer.from(input.bytes);
           } else {
-            const tar = await tarOf(deriveNames(input.entries).map((e) => asWritten(e, s.canaryDir)));
+            const tar = await packTar(deriveNames(input.entries).map((e) => asWritten(e, s.canaryDir)));
             // Mutating the tar inside valid gzip reaches the tar parser; mutating the gzip, zlib.
             blob = input.gzip ? (input.mutateTar ? gzipSync(mutate(tar, input.mutations)) : mutate(gzipSync(tar), input.mutations)) : mutate(tar, input.mutations);
             // Mostly declared as what it is, so that unmutated layers reach the end.
@@ -460,7 +440,7 @@ describe('regressions found by the properties', { skip: NEEDS_ROOT }, () => {
     // failed with ENOENT and surfaced as ERR_INTERNAL (after deleting the target).
     const s = await scratch();
     try {
-      const tar = await tarOf([
+      const tar = await packTar([
         { header: { name: 'a', type: 'directory', mode: 0o755, mtime: MTIME }, data: undefined },
         { header: { name: 'a/f', type: 'file', mode: 0o644, mtime: MTIME }, data: Buffer.from('x') },
         { header: { name: 'a', type: 'link', linkname: 'a/f', mode: 0o644, mtime: MTIME }, data: undefined },
