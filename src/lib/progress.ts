@@ -94,7 +94,10 @@ export function layerLine(image: string, l: LayerProgress): string {
 }
 
 export function graceLine(w: Extract<StepWait, { kind: 'grace' }>, now: number): string {
-  return `  stopping ${w.container}: ${w.signal} sent, SIGKILL in ${Math.max(0, Math.ceil((w.killAt - now) / 1000))}s`;
+  // Seconds left, rounded up, less 20 ms: a timer set for the one-second notice may fire a
+  // millisecond early by the wall clock (node's timers run on the monotonic one), which showed
+  // "SIGKILL in 5s" a second into a 5 s grace period (regression grace-line-timer-fires-early).
+  return `  stopping ${w.container}: ${w.signal} sent, SIGKILL in ${Math.max(0, Math.ceil((w.killAt - now - 20) / 1000))}s`;
 }
 
 const shortDigest = (d: string): string => d.replace(/^sha256:/, '').slice(0, 12);

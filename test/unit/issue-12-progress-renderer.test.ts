@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeClock } from '../../src/lib/clock.js';
-import { formatBytes, ProgressRenderer, WAIT_NOTICE_MS, type LayerProgress, type StepProgress } from '../../src/lib/progress.js';
+import { formatBytes, graceLine, ProgressRenderer, WAIT_NOTICE_MS, type LayerProgress, type StepProgress } from '../../src/lib/progress.js';
 
 /**
  * Issue 12, live progress as the CLI prints it (lib/progress): a grace period waited out is one
@@ -180,4 +180,14 @@ describe('ProgressRenderer', () => {
   test('formatBytes: decimal units as registries and podman print them', () => {
     assert.deepEqual([0, 999, 1000, 1_234_567, 62_000_000, 5e12].map(formatBytes), ['0 B', '999 B', '1.00 kB', '1.23 MB', '62.0 MB', '5.00 TB']);
   });
+});
+
+test('regression grace-line-timer-fires-early: the notice a second into a 5 s grace period says 4s even when its timer fires a millisecond early', () => {
+  const w = { kind: 'grace' as const, container: 'default/p/c', signal: 'SIGTERM', graceMs: 5000, killAt: 10_000 };
+  assert.match(graceLine(w, 10_000 - 4001), /SIGKILL in 4s$/);
+  assert.match(graceLine(w, 10_000 - 4000), /SIGKILL in 4s$/);
+  assert.match(graceLine(w, 10_000 - 3999), /SIGKILL in 4s$/);
+  assert.match(graceLine(w, 10_000 - 4100), /SIGKILL in 5s$/);
+  assert.match(graceLine(w, 10_000 - 5000), /SIGKILL in 5s$/);
+  assert.match(graceLine(w, 10_000), /SIGKILL in 0s$/);
 });
