@@ -21,7 +21,7 @@ import { parseImageConfig, type ImageConfig } from './images/documents.js';
 import { TaskDriver, type TaskStatus } from './tasks/index.js';
 import type { Finding } from './check/index.js';
 import { listMounts } from './snapshots/index.js';
-import { GarbageCollector, imageInUse, imageUsers, LeaseManager, pruneCandidates, PullGate, type GcReport } from './gc/index.js';
+import { GarbageCollector, imageInUse, imageUsers, LeaseManager, namedRefs, pruneCandidates, PullGate, type GcReport } from './gc/index.js';
 import { diskUsage, fsUsage, type DiskUsage } from './df/index.js';
 import { runImageGc, type ImageGcResult, type ImageGcThresholds } from './gc/auto.js';
 import { readCgroupSample, type CgroupSample } from './stats/index.js';
@@ -437,6 +437,7 @@ export class Runtime {
     const pods = this.state.listPods();
     const containers = this.state.listContainers();
     const images = this.state.listImages();
+    const named = namedRefs(pods, containers);
     return diskUsage({
       root: this.cfg.root,
       images,
@@ -446,7 +447,7 @@ export class Runtime {
       blobs: await this.content.listBlobs(),
       pruneRefs: pruneCandidates(images, pods, containers, false).map((i) => i.ref),
       pruneAllRefs: pruneCandidates(images, pods, containers, true).map((i) => i.ref),
-      inUse: (ref) => imageUsers(ref, pods, containers).length > 0,
+      inUse: (ref) => named.has(ref),
       named: await this.listVolumes(),
       gcDryRun: (forget) => this.collector().collect({ dryRun: true, forget }),
     });
@@ -465,12 +466,14 @@ export class Runtime {
       return runImageGc(
         {
           usage: () => fsUsage(this.cfg.root),
-          images: () => this.state.listImages(),
-          inUse: (img) => {
-            if (keep.has(img.ref)) return true;
-            if (imageUsers(img.ref, this.state.listPods(), this.state.listContainers()).length > 0) return true;
-            if (this.state.listContainers().some((c) => c.imageDigest === img.digest)) return true;
-            return this.state.listLeases().some((l) => l.expiresAt > Date.now() && l.resources.some((r) => r.kind === 'blob' && r.id === img.digest));
+          unused: () => {
+            // One read of pods, containers and leases per round, not per image.
+            const containers = this.state.listContainers();
+            const named = namedRefs(this.state.listPods(), containers);
+            const runDigests = new Set(containers.map((c) => c.imageDigest));
+            const now = Date.now();
+            const leased = new Set(this.state.listLeases().flatMap((l) => (l.expiresAt > now ? l.resources.filter((r) => r.kind === 'blob').map((r) => r.id) : [])));
+            return this.state.listImages().filter((img) => !keep.has(img.ref) && !named.has(img.ref) && !runDigests.has(img.digest) && !leased.has(img.digest));
           },
           forget: (ref) => this.state.deleteImages([ref]),
           collect: () => this.collector().collect({ dryRun: false }),

@@ -22,8 +22,8 @@ export interface ImageGcThresholds {
 
 export interface ImageGcDeps {
   usage: () => Promise<{ capacityBytes: number; usedBytes: number; usedPercent: number }>;
-  images: () => ImageRecord[];
-  inUse: (img: ImageRecord) => boolean;
+  /** The images nothing uses now, read afresh at each call (a pod may start using one meanwhile). */
+  unused: () => ImageRecord[];
   /** Forgets one image row (its files go at the next collect). */
   forget: (ref: string) => void;
   collect: () => Promise<GcReport>;
@@ -66,8 +66,8 @@ export async function runImageGc(d: ImageGcDeps, t: ImageGcThresholds): Promise<
     while (now.usedPercent >= t.lowPercent) {
       // Re-read each round: a pod may have started using an image meanwhile.
       const next = d
-        .images()
-        .filter((i) => !tried.has(i.ref) && !d.inUse(i))
+        .unused()
+        .filter((i) => !tried.has(i.ref))
         .sort((a, b) => (a.lastUsed ?? 0) - (b.lastUsed ?? 0) || (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0))[0];
       if (next === undefined) break;
       tried.add(next.ref);

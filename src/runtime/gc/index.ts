@@ -280,7 +280,16 @@ export function pruneCandidates(
   containers: readonly { podKey: string; imageRef: string }[],
   all: boolean,
 ): ImageRecord[] {
-  return images.filter((i) => (all ? !containers.some((c) => c.imageRef === i.ref) : imageUsers(i.ref, pods, containers).length === 0));
+  const kept = all ? new Set(containers.map((c) => c.imageRef)) : namedRefs(pods, containers);
+  return images.filter((i) => !kept.has(i.ref));
+}
+
+/**
+ * Every image reference a recorded pod's spec names or a container row runs (the refs for which
+ * imageUsers is not empty), each pod spec parsed once.
+ */
+export function namedRefs(pods: readonly { spec: string }[], containers: readonly { imageRef: string }[]): Set<string> {
+  return new Set([...pods.flatMap((p) => podImageRefs(p.spec)), ...containers.map((c) => c.imageRef)]);
 }
 
 /** Who uses an image reference: the pods whose spec names it or whose container rows run it. */
