@@ -20,7 +20,8 @@ export interface FastRead {
   output: TextOutput;
 }
 
-const LOG_LEVELS = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']);
+/** The --log-level values the fast paths accept (the normal path reports others). */
+export const LOG_LEVELS = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']);
 const OUTPUTS = new Set(['table', 'wide', 'json']);
 
 /**
@@ -62,10 +63,15 @@ export function parseFastRead(args: readonly string[]): FastRead | undefined {
   if (names.length > 0 && selector !== undefined) return undefined;
   return {
     method: command,
-    socket: path.join(path.resolve(globals.get('--state') ?? '/run/berth'), 'berth.sock'),
+    socket: daemonSocket(globals.get('--state')),
     query: podQuery(command === 'pods' ? 'ps' : 'status', names, { namespace: local.get('--namespace') ?? 'default', ...(selector !== undefined ? { selector } : {}) }),
     output: output as TextOutput,
   };
+}
+
+/** The daemon's socket under `--state` (default /run/berth), as the fast paths compute it. */
+export function daemonSocket(state: string | undefined): string {
+  return path.join(path.resolve(state ?? '/run/berth'), 'berth.sock');
 }
 
 /**

@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
-import * as path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { errorLine, exitCodeOf, isErrorCode } from './errors.js';
+import { daemonSocket, LOG_LEVELS } from './fast-read.js';
 
 /**
  * The `berth run` fast path (issue 13, "run --rm ≤ 1.5 × ctr run --rm"): with a running `berth
@@ -47,8 +47,6 @@ export function runDocument(f: Omit<RunFlags, 'mode'>): Record<string, unknown> 
 export function randomRunName(): string {
   return `run-${Math.random().toString(36).slice(2, 8)}`;
 }
-
-const LOG_LEVELS = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']);
 
 export interface FastRun {
   socket: string;
@@ -107,7 +105,7 @@ export function parseFastRun(args: readonly string[]): FastRun | undefined {
   const net = local.get('--net') ?? 'pod';
   if ((net !== 'pod' && net !== 'host') || (rm && detach)) return undefined;
   return {
-    socket: path.join(path.resolve(globals.get('--state') ?? '/run/berth'), 'berth.sock'),
+    socket: daemonSocket(globals.get('--state')),
     flags: {
       name: local.get('--name') ?? randomRunName(),
       namespace: local.get('--namespace') ?? 'default',
