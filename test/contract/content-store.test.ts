@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { ContentStore } from '../../src/runtime/content/index.js';
 import { sha256, parseDigest } from '../../src/lib/digest.js';
-import { BerthError } from '../../src/lib/errors.js';
+import { isCode } from '../helpers/codes.js';
 
 /** Contract of the content store (rules C1, C2): verify → fsync → rename; idempotent; nothing partial. */
 
@@ -87,14 +87,6 @@ async function onTmpfs(t: TestContext, size: string): Promise<{ s: ContentStore;
 
 const literally = (s: string): RegExp => new RegExp(s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
 
-function isCode(code: string, ...patterns: RegExp[]): (err: unknown) => boolean {
-  return (err) => {
-    assert.ok(err instanceof BerthError, `a BerthError, not ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    for (const p of patterns) assert.match(err.message, p);
-    return true;
-  };
-}
 
 test('regression: short-write — a blob larger than the free space fails with ERR_RESOURCE_EXHAUSTED naming the path, commits nothing', async (t) => {
   const fs = await onTmpfs(t, '64k');

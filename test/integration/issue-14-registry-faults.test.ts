@@ -19,7 +19,7 @@ import { ContentStore, PARTIAL_KEEP_MS } from '../../src/runtime/content/index.j
 import { RegistryClient, parseReference } from '../../src/runtime/registry/index.js';
 import { createLogger } from '../../src/lib/log.js';
 import { digestHex, sha256, type Digest } from '../../src/lib/digest.js';
-import { BerthError } from '../../src/lib/errors.js';
+import { isCode } from '../helpers/codes.js';
 
 /**
  * Issue 14 / 15 "registry faults": a loopback fault proxy (node http) in front of the real
@@ -206,14 +206,6 @@ async function buildBigImage(): Promise<{ img: BuiltImage; big: BuiltLayer }> {
   return { img: { manifest, manifestDigest: sha256(manifest), config, configDigest: sha256(config), layers }, big };
 }
 
-function isCode(code: string, ...patterns: RegExp[]): (err: unknown) => boolean {
-  return (err) => {
-    assert.ok(err instanceof BerthError, `a BerthError, not ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    for (const p of patterns) assert.match(err.message, p);
-    return true;
-  };
-}
 
 describe('issue 14: registry faults through a loopback proxy in front of docker-registry', { timeout: 600_000 }, () => {
   let registry: TestRegistry | undefined;
