@@ -112,6 +112,12 @@ static int get_args(napi_env env, napi_callback_info info, size_t want, napi_val
   return 0;
 }
 
+/* A file descriptor argument: a non-negative int32, else a TypeError (thrown) and -1. */
+static int get_fd(napi_env env, napi_value v, int32_t *fd) {
+  if (napi_get_value_int32(env, v, fd) != napi_ok || *fd < 0) { throw_type(env, "fd must be a non-negative number"); return -1; }
+  return 0;
+}
+
 /* mknod(path, mode, dev): dev is an encoded dev_t (glibc makedev). */
 static napi_value js_mknod(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -267,7 +273,7 @@ static napi_value js_try_lock_exclusive(napi_env env, napi_callback_info info) {
   napi_value argv[1], out;
   int32_t fd;
   if (get_args(env, info, 1, argv) != 0) return NULL;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return throw_type(env, "fd must be a non-negative number");
+  if (get_fd(env, argv[0], &fd) != 0) return NULL;
   int r;
   do { r = flock(fd, LOCK_EX | LOCK_NB); } while (r != 0 && errno == EINTR);
   if (r != 0 && errno != EWOULDBLOCK) return throw_errno(env, errno, "flock", "");
@@ -310,7 +316,7 @@ static napi_value js_console_receive(napi_env env, napi_callback_info info) {
   napi_value argv[1], out;
   int32_t lfd;
   if (get_args(env, info, 1, argv) != 0) return NULL;
-  if (napi_get_value_int32(env, argv[0], &lfd) != napi_ok || lfd < 0) return throw_type(env, "fd must be a non-negative number");
+  if (get_fd(env, argv[0], &lfd) != 0) return NULL;
   int conn;
   do { conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC); } while (conn < 0 && errno == EINTR);
   if (conn < 0) {
@@ -346,7 +352,7 @@ static napi_value js_set_window_size(napi_env env, napi_callback_info info) {
   int32_t fd;
   uint32_t rows, cols;
   if (get_args(env, info, 3, argv) != 0) return NULL;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return throw_type(env, "fd must be a non-negative number");
+  if (get_fd(env, argv[0], &fd) != 0) return NULL;
   if (napi_get_value_uint32(env, argv[1], &rows) != napi_ok || rows > 0xffff) return throw_type(env, "rows must be 0..65535");
   if (napi_get_value_uint32(env, argv[2], &cols) != napi_ok || cols > 0xffff) return throw_type(env, "cols must be 0..65535");
   struct winsize ws;
@@ -520,7 +526,7 @@ static napi_value js_raw_output(napi_env env, napi_callback_info info) {
   int32_t fd;
   struct termios t;
   if (get_args(env, info, 1, argv) != 0) return NULL;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return throw_type(env, "fd must be a non-negative number");
+  if (get_fd(env, argv[0], &fd) != 0) return NULL;
   if (tcgetattr(fd, &t) != 0) return throw_errno(env, errno, "tcgetattr", "");
   t.c_oflag &= ~(tcflag_t)OPOST;
   if (tcsetattr(fd, TCSANOW, &t) != 0) return throw_errno(env, errno, "tcsetattr", "");
