@@ -6,11 +6,6 @@
 # Needs root. Installs berth's deps and build when absent (scripts/setup.sh); no benchmark peers are needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -f node_modules/.package-lock.json ] || [ ! -f build/Release/berth_sys.node ] || [ ! -f dist/src/cli.js ]; then
-  bash scripts/setup.sh
-fi
-if [ ! -f dist/bench/reliability.js ] || [ bench/reliability.ts -nt dist/bench/reliability.js ]; then
-  npx --no-install tsc -p tsconfig.json || echo "bench/reliability: tsc reported errors (output emitted anyway)" >&2
-  [ -f dist/bench/reliability.js ] || { echo "bench/reliability: dist/bench/reliability.js was not built" >&2; exit 1; }
-fi
+source bench/prepare.sh
+bench_prepare reliability
 exec node dist/bench/reliability.js "$@"

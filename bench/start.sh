@@ -6,12 +6,6 @@
 # (scripts/bench-deps.sh: podman, hyperfine, containerd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -f node_modules/.package-lock.json ] || [ ! -f build/Release/berth_sys.node ] || [ ! -f dist/src/cli.js ]; then
-  bash scripts/setup.sh
-fi
-if [ ! -f dist/bench/start.js ] || [ bench/start.ts -nt dist/bench/start.js ]; then
-  npx --no-install tsc -p tsconfig.json || echo "bench/start: tsc reported errors (output emitted anyway)" >&2
-  [ -f dist/bench/start.js ] || { echo "bench/start: dist/bench/start.js was not built" >&2; exit 1; }
-fi
-bash scripts/bench-deps.sh
+source bench/prepare.sh
+bench_prepare start peers
 exec node dist/bench/start.js "$@"
