@@ -36,6 +36,9 @@ interface SysBinding {
 // Compiled to dist/src/lib/sys.js: the package root is three levels up.
 const ADDON_PATH = fileURLToPath(new URL('../../../build/Release/berth_sys.node', import.meta.url));
 
+/** Every function sys() requires of the addon (an older build lacking one is refused). */
+const BINDING_FUNCTIONS: readonly (keyof SysBinding)[] = ['mknod', 'lsetxattr', 'lgetxattr', 'llistxattr', 'syncfs', 'tryLockExclusive', 'mount', 'umount2', 'consoleListen', 'consoleReceive', 'setWindowSize', 'setChildSubreaper', 'waitPid', 'rawOutput'];
+
 let binding: SysBinding | undefined;
 
 function sys(): SysBinding {
@@ -49,22 +52,7 @@ function sys(): SysBinding {
     });
   }
   const m = mod as Partial<Record<keyof SysBinding, unknown>>;
-  if (
-    typeof m.mknod !== 'function' ||
-    typeof m.lsetxattr !== 'function' ||
-    typeof m.lgetxattr !== 'function' ||
-    typeof m.llistxattr !== 'function' ||
-    typeof m.syncfs !== 'function' ||
-    typeof m.tryLockExclusive !== 'function' ||
-    typeof m.mount !== 'function' ||
-    typeof m.umount2 !== 'function' ||
-    typeof m.consoleListen !== 'function' ||
-    typeof m.consoleReceive !== 'function' ||
-    typeof m.setWindowSize !== 'function' ||
-    typeof m.setChildSubreaper !== 'function' ||
-    typeof m.waitPid !== 'function' ||
-    typeof m.rawOutput !== 'function'
-  ) {
+  if (BINDING_FUNCTIONS.some((f) => typeof m[f] !== 'function')) {
     throw new BerthError('ERR_PRECONDITION', `load native addon ${ADDON_PATH}: missing functions (rebuild it)`);
   }
   binding = mod as SysBinding;
