@@ -28,3 +28,40 @@ export function isSameProcess(pid: number | null, recordedStart: string | null):
   if (pid === null || recordedStart === null || recordedStart === '') return false;
   return startTime(pid) === recordedStart;
 }
+
+/**
+ * Whether the cgroup holding `pid` is frozen (`runc pause`), read the way runc decides between
+ * running and paused: cgroup v1's freezer.state (FROZEN or FREEZING), or v2's cgroup.freeze.
+ * False when the process or its cgroup files are gone.
+ */
+export function isFrozen(pid: number, cgroupRoot = '/sys/fs/cgroup'): boolean {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+  } catch {
+    return false;
+  }
+  const read = (file: string): string | undefined => {
+    try {
+      return readFileSync(file, 'utf8').trim();
+    } catch {
+      return undefined;
+    }
+  };
+  let unified: string | undefined;
+  for (const line of text.split('\n')) {
+    const a = line.indexOf(':');
+    const b = line.indexOf(':', a + 1);
+    if (a < 0 || b < 0) continue;
+    const controllers = line.slice(a + 1, b);
+    const where = line.slice(b + 1);
+    if (controllers.split(',').includes('freezer')) {
+      const s = read(`${cgroupRoot}/freezer${where}/freezer.state`);
+      return s === 'FROZEN' || s === 'FREEZING';
+    }
+    if (line.slice(0, a) === '0' && controllers === '') unified = where;
+  }
+  // No v1 freezer: on a pure v2 host the freezer is cgroup.freeze in the unified tree.
+  if (unified !== undefined) return read(`${cgroupRoot}${unified}/cgroup.freeze`) === '1';
+  return false;
+}

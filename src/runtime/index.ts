@@ -4,7 +4,7 @@ import { BerthError, errnoCode, messageOf } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
 import { mkdirp } from '../lib/fsx.js';
 import { LockFile } from '../lib/lock.js';
-import { isSameProcess, startTime } from '../lib/proc.js';
+import { isFrozen, isSameProcess, startTime } from '../lib/proc.js';
 import type { Logger } from '../lib/log.js';
 import type { StepWait } from '../lib/progress.js';
 import { ContentStore } from './content/index.js';
@@ -234,6 +234,7 @@ export class Runtime {
     await this.content.sweepIngest();
     await this.snapshots.sweep(this.cfg.log);
     await this.sweepOrphanContainers();
+    await this.sandboxes.releaseIdleRules();
   }
 
   /**
@@ -654,6 +655,13 @@ export class Runtime {
   private async taskState(c: ContainerRecord): Promise<TaskStatus | undefined> {
     if (c.state !== 'creating' && c.state !== 'removing' && (await this.tasks.exitCode(c.id)) !== undefined) {
       return { id: c.id, status: 'stopped', pid: 0, bundle: this.bundleOf(c.id).bundle };
+    }
+    // Recorded running, no exit file, and the recorded init still alive (same start time, not a
+    // zombie): what runc state would compute from the same facts (its pid check, then the
+    // freezer), without forking runc — once per container each time a pod is reconciled,
+    // e.g. right after its start. containerd's shim answers from memory likewise.
+    if (c.state === 'running' && c.pid !== null && isSameProcess(c.pid, c.pidStart)) {
+      return { id: c.id, status: isFrozen(c.pid) ? 'paused' : 'running', pid: c.pid, bundle: this.bundleOf(c.id).bundle };
     }
     return this.tasks.state(c.id);
   }

@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, readFileSync, realpathSync } from 'node:fs';
 import * as net from 'node:net';
@@ -11,13 +11,14 @@ import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { berth, cleanupEnv, httpGet, makeEnv, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
 import { freePort } from '../helpers/registry.js';
 import { removeIdleCniChains } from '../helpers/cni.js';
-import { netnsName } from '../../src/runtime/network/index.js';
+import { bridgeChains, netnsName } from '../../src/runtime/network/index.js';
 
 /**
  * Issue 13, pod sandboxes: catatonit infra containers holding the pod's namespaces, CNI
  * networking through the real plugins in /usr/lib/cni (bridge + host-local, portmap,
- * firewall, loopback), hostPort on 127.0.0.1, pod-to-pod by IP, and a delete that leaves no
- * netns, veth, IP allocation or iptables rule. Each run uses its own bridge and subnet and
+ * loopback) with berth's own masquerade and forward rules per bridge, hostPort on 127.0.0.1,
+ * pod-to-pod by IP, egress masqueraded, and a delete that leaves no netns, veth, IP allocation
+ * or iptables rule. Each run uses its own bridge and subnet and
  * removes them (and the CNI chains, when no other pod uses them) in its teardown.
  */
 
@@ -52,7 +53,7 @@ describe('e2e: pod sandboxes with CNI networking (issue 13)', { timeout: 600_000
   before(async (t) => {
     ok = requireE2E(t) && requireTools(t, ['ip', 'iptables-save', 'catatonit']);
     if (!ok) return;
-    for (const plugin of ['bridge', 'host-local', 'portmap', 'firewall', 'loopback']) {
+    for (const plugin of ['bridge', 'host-local', 'portmap', 'loopback']) {
       if (!existsSync(`/usr/lib/cni/${plugin}`)) throw new Error(`CNI plugin /usr/lib/cni/${plugin} is missing (Debian package containernetworking-plugins, scripts/host-deps.sh)`);
     }
     forwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
@@ -155,6 +156,58 @@ spec:
     assert.equal(new Set(ips).size, ips.length, `distinct pod IPs: ${ips.join(', ')}`);
   });
 
+  test('traffic leaving the bridge is masqueraded by the bridge\'s own rules, one set per bridge, none per pod', async (t) => {
+    if (!ok) return t.skip();
+    // An "outside" network of this test's own: a netns behind a veth, with no route back to the pod subnet,
+    // so only a masqueraded connection (source = the host's end of the veth) can be answered.
+    const tag = randomBytes(3).toString('hex');
+    const outNs = `bo${tag}`;
+    const hostEnd = `vo${tag}`;
+    const octet = 1 + ((randomBytes(1)[0] ?? 0) % 250);
+    const hostAddr = `198.18.${octet}.1`;
+    const outAddr = `198.18.${octet}.2`;
+    const port = 9000 + ((randomBytes(1)[0] ?? 0) % 500);
+    let server: ReturnType<typeof spawn> | undefined;
+    try {
+      sh('ip', ['netns', 'add', outNs]);
+      sh('ip', ['link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', `vi${tag}`, 'netns', outNs]);
+      sh('ip', ['addr', 'add', `${hostAddr}/30`, 'dev', hostEnd]);
+      sh('ip', ['link', 'set', hostEnd, 'up']);
+      sh('ip', ['-n', outNs, 'addr', 'add', `${outAddr}/30`, 'dev', `vi${tag}`]);
+      sh('ip', ['-n', outNs, 'link', 'set', `vi${tag}`, 'up']);
+      server = spawn('ip', ['netns', 'exec', outNs, process.execPath, '-e', `require('http').createServer((q, r) => r.end('SEEN=' + q.socket.remoteAddress + '\\n')).listen(${port}, '${outAddr}')`], { stdio: 'ignore' });
+      const podIp = (await status()).find((x) => x.key === 'default/peer')?.ip ?? '';
+      const file = path.join(env.dir, 'egress.yaml');
+      await fsp.writeFile(file, webPod('egress').replace('command: ["httpd", "-f", "-p", "8080", "-h", "/var/www"]', `command: ["sh", "-c", "while :; do wget -qO- http://${outAddr}:${port}/; sleep 1; done"]`));
+      const r = await B(['apply', '-f', file]);
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      const seen = await waitFor('egress reaches the outside netns', async () => /SEEN=(\S+)/.exec(await logs('egress/web'))?.[1]);
+      assert.equal(seen, hostAddr, `the outside saw ${seen}, not the host's address (pod addresses ${podIp}, …): not masqueraded`);
+      // One jump per bridge into berth's chains, whatever the number of pods; no rule names a pod address.
+      const saved = sh('iptables-save', []);
+      const chains = bridgeChains(bridge);
+      assert.equal(saved.split('\n').filter((l) => l.startsWith('-A POSTROUTING') && l.endsWith(`-j ${chains.nat}`)).length, 1, saved);
+      assert.equal(saved.split('\n').filter((l) => l.startsWith('-A FORWARD') && l.endsWith(`-j ${chains.filter}`)).length, 1, saved);
+      for (const p of await status()) if (p.ip !== null) assert.ok(!saved.includes(`${p.ip}/32`), `a rule names ${p.ip}`);
+      const d = await B(['delete', '-f', file]);
+      assert.equal(d.code, 0, d.stderr);
+      // Other pods remain on the bridge: its rules stay.
+      assert.ok(sh('iptables-save', []).includes(`-j ${chains.nat}`));
+    } finally {
+      server?.kill('SIGKILL');
+      try {
+        sh('ip', ['netns', 'delete', outNs]);
+      } catch {
+        // not made
+      }
+      try {
+        sh('ip', ['link', 'del', hostEnd]);
+      } catch {
+        // went with the netns
+      }
+    }
+  });
+
   test('regression netns-name-collides-across-roots: a second berth root runs a pod of the same name beside the first', async (t) => {
     if (!ok) return t.skip();
     const env2 = makeEnv('berth-net2-');
@@ -246,6 +299,9 @@ spec:
     const rules = sh('iptables-save', []);
     for (const ip of ids) assert.ok(!rules.includes(`${ip}/`) && !rules.includes(`${ip} `) && !rules.includes(`${ip}:`), `iptables rule naming ${ip} left:\n${rules.split('\n').filter((l) => l.includes(ip)).join('\n')}`);
     assert.ok(!/default\.(pair|peer)\._sandbox/.test(rules), 'no rule carries a sandbox id');
+    // The last pod took the bridge's own rules with it.
+    const chains = bridgeChains(bridge);
+    assert.ok(!rules.includes(chains.nat) && !rules.includes(chains.filter), `bridge rules left:\n${rules.split('\n').filter((l) => l.includes('BERTH-')).join('\n')}`);
     assert.deepEqual(await fsp.readdir(path.join(env.root, 'sandboxes')), []);
   });
 });

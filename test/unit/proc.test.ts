@@ -1,7 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { isSameProcess, startTime } from '../../src/lib/proc.js';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { isFrozen, isSameProcess, startTime } from '../../src/lib/proc.js';
 
 test('proc: a live process matches its recorded start time; another start time, no pid or a gone process does not', async () => {
   const mine = startTime(process.pid);
@@ -20,4 +23,38 @@ test('regression: empty-start-time-alive — a start time recorded as empty (gon
   // The pid of a process that is gone reads '' too: '' === '' used to make a dead container look alive.
   assert.equal(isSameProcess(2 ** 22 + 12345, ''), false);
   assert.equal(isSameProcess(process.pid, ''), false);
+});
+
+test('proc: isFrozen reads the freezer of the cgroup /proc/PID/cgroup names (v1 freezer.state, else v2 cgroup.freeze)', () => {
+  // This process's own cgroup lines, answered from a cgroup tree the test lays out.
+  const lines = readFileSync(`/proc/${process.pid}/cgroup`, 'utf8').split('\n').filter((l) => l !== '');
+  const freezer = lines.find((l) => l.split(':')[1]?.split(',').includes('freezer'));
+  const unified = lines.find((l) => l.startsWith('0::'));
+  const root = mkdtempSync(path.join(os.tmpdir(), 'berth-freezer-'));
+  try {
+    let file: string;
+    let frozen: string;
+    let thawed: string;
+    if (freezer !== undefined) {
+      file = path.join(root, 'freezer', freezer.split(':').slice(2).join(':'), 'freezer.state');
+      [frozen, thawed] = ['FROZEN\n', 'THAWED\n'];
+    } else {
+      assert.ok(unified !== undefined, 'a cgroup line to test with');
+      file = path.join(root, unified.slice(3), 'cgroup.freeze');
+      [frozen, thawed] = ['1\n', '0\n'];
+    }
+    assert.equal(isFrozen(process.pid, root), false, 'no freezer file: not frozen');
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, frozen);
+    assert.equal(isFrozen(process.pid, root), true);
+    writeFileSync(file, thawed);
+    assert.equal(isFrozen(process.pid, root), false);
+    if (freezer !== undefined) {
+      writeFileSync(file, 'FREEZING\n');
+      assert.equal(isFrozen(process.pid, root), true, 'FREEZING counts as paused, as runc says');
+    }
+    assert.equal(isFrozen(2 ** 22 + 12345, root), false, 'a gone process');
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

@@ -13,10 +13,12 @@ import { runProcess, type ProcessExitError } from '../../lib/exec.js';
  * back for DEL, as the spec requires, together with the cached result.
  *
  * The network: berth's own bridge (default `berth0`, 10.89.0.0/16) with `host-local` IPAM
- * whose data lives under berth's root, `portmap` for hostPort/hostIP, `firewall` so that a
- * host whose FORWARD policy is DROP still passes pod traffic, and `loopback` run on its own
- * (as containerd's CRI does). Every plugin call has a deadline; a wedged plugin is killed
- * with its process group.
+ * whose data lives under berth's root, `portmap` for hostPort/hostIP, and `loopback` run on
+ * its own (as containerd's CRI does). Masquerading and the FORWARD accept rules (so that a
+ * host whose FORWARD policy is DROP still passes pod traffic) are berth's own, once per bridge
+ * instead of once per pod (see bridge rules below): the bridge plugin's ipMasq and the
+ * firewall plugin cost ~18 iptables processes per pod. Every plugin call has a deadline; a
+ * wedged plugin is killed with its process group.
  */
 
 export interface NetworkOptions {
@@ -85,11 +87,52 @@ export class CniNetwork {
     return this.o.bridge;
   }
 
+  private rulesReady = false;
+  private ruleQueue: Promise<void> = Promise.resolve();
+
+  /** One bridge-rules change at a time: an ensure and a release never interleave. */
+  private serial(fn: () => Promise<void>): Promise<void> {
+    const run = this.ruleQueue.then(fn, fn);
+    this.ruleQueue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
   /**
-   * The configuration list berth runs: bridge + host-local, portmap (only for a pod with host
-   * ports: without mappings it has nothing to do, and each plugin is a fork of a Go binary
-   * calling iptables), firewall. The list ADD ran with is kept for DEL, and a change of host
-   * ports rebuilds the sandbox (its hash), so a list without portmap never meets a mapping.
+   * Makes sure the bridge's masquerade and forward rules are in place before a pod is attached:
+   * checked and (re)written once per process, then free. The caller records its sandbox row
+   * first, so a release running at the same time sees it and keeps the rules.
+   */
+  ensureBridgeRules(): Promise<void> {
+    if (this.rulesReady) return Promise.resolve();
+    return this.serial(async () => {
+      if (this.rulesReady) return;
+      await writeBridgeRules(this.o.bridge, this.o.subnet, this.timeoutMs);
+      this.rulesReady = true;
+    });
+  }
+
+  /**
+   * Removes the bridge's rules when `inUse()` (asked inside the lock, after the caller deleted
+   * its sandbox row) says no pod is attached any more, as netavark drops a network's rules with
+   * its last container: deleting every pod leaves no rule behind.
+   */
+  releaseBridgeRules(inUse: () => boolean): Promise<void> {
+    return this.serial(async () => {
+      if (inUse()) return;
+      this.rulesReady = false;
+      await removeBridgeRules(this.o.bridge, this.timeoutMs);
+    });
+  }
+
+  /**
+   * The configuration list berth runs: bridge + host-local, and portmap only for a pod with host
+   * ports (without mappings it has nothing to do, and each plugin is a fork of a Go binary
+   * calling iptables). The list ADD ran with is kept for DEL (a sandbox made by an older berth
+   * with ipMasq and firewall is torn down with those), and a change of host ports rebuilds the
+   * sandbox (its hash), so a list without portmap never meets a mapping.
    */
   conflist(ports: readonly PortMapping[]): ConfList {
     return {
@@ -100,12 +143,11 @@ export class CniNetwork {
           type: 'bridge',
           bridge: this.o.bridge,
           isGateway: true,
-          ipMasq: true,
+          ipMasq: false,
           hairpinMode: true,
           ipam: { type: 'host-local', ranges: [[{ subnet: this.o.subnet }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: this.o.dataDir },
         },
         ...(ports.length > 0 ? [{ type: 'portmap', capabilities: { portMappings: true }, snat: true }] : []),
-        { type: 'firewall' },
       ],
     };
   }
@@ -253,6 +295,121 @@ function parseCidr(s: string): { base: number; bits: number } | undefined {
   const bits = Number(m[5]);
   if (octets.some((o) => o > 255) || bits < 8 || bits > 30) return undefined;
   return { base: octets.reduce((a, o) => a * 256 + o, 0), bits };
+}
+
+// bridge rules ------------------------------------------------------------------------
+
+/**
+ * The two chains berth keeps per bridge, named from a hash of the bridge name (a chain name has
+ * at most 28 characters), and the comment on the jumps into them.
+ */
+export function bridgeChains(bridge: string): { nat: string; filter: string; comment: string } {
+  const h = createHash('sha256').update(bridge).digest('hex').slice(0, 12).toUpperCase();
+  return { nat: `BERTH-MASQ-${h}`, filter: `BERTH-FWD-${h}`, comment: `berth-bridge:${bridge}` };
+}
+
+interface SavedTable {
+  chains: Set<string>;
+  rules: string[];
+}
+
+/** `iptables-save` output by table: the chains declared and the `-A` lines. */
+function parseSave(text: string): Map<string, SavedTable> {
+  const out = new Map<string, SavedTable>();
+  let cur: SavedTable | undefined;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('*')) {
+      cur = { chains: new Set(), rules: [] };
+      out.set(line.slice(1).trim(), cur);
+    } else if (cur !== undefined && line.startsWith(':')) {
+      cur.chains.add(line.slice(1).split(' ')[0] ?? '');
+    } else if (cur !== undefined && line.startsWith('-A ')) {
+      cur.rules.push(line);
+    }
+  }
+  return out;
+}
+
+const unquoted = (s: string): string => s.replace(/"/g, '');
+
+/**
+ * The jumps into `chain` from built-in chains, as iptables-restore `-D` lines, except `keep`
+ * (compared without quotes: iptables-save may quote a comment).
+ */
+function staleJumps(t: SavedTable | undefined, chain: string, keep: string | undefined): string[] {
+  const out: string[] = [];
+  for (const r of t?.rules ?? []) {
+    if (!r.endsWith(` -j ${chain}`) || r.startsWith(`-A ${chain} `)) continue;
+    if (keep !== undefined && unquoted(r) === unquoted(keep)) continue;
+    out.push(`-D ${r.slice(3)}`);
+  }
+  return out;
+}
+
+async function saveAll(timeoutMs: number, what: string): Promise<Map<string, SavedTable>> {
+  const { stdout } = await runProcess('iptables-save', [], { timeoutMs, what: `${what}: iptables-save` });
+  return parseSave(stdout);
+}
+
+async function restore(lines: string[], timeoutMs: number, what: string): Promise<void> {
+  if (lines.length === 0) return;
+  try {
+    await runProcess('iptables-restore', ['--noflush', '--wait'], { timeoutMs, what: `${what}: iptables-restore`, input: `${lines.join('\n')}\n` });
+  } catch (err) {
+    if (err instanceof BerthError) throw err;
+    const e = err as ProcessExitError;
+    throw new BerthError('ERR_RUNTIME', `${what}: iptables-restore: ${(e.stderr ?? '').trim() || messageOf(err)}`, { cause: err });
+  }
+}
+
+/**
+ * Writes the bridge's rules, replacing whatever berth's chains held (an iptables-restore
+ * declaration of a user chain flushes it) and any jump into them that differs from today's
+ * (another subnet): nat POSTROUTING `-s SUBNET → BERTH-MASQ-…` (traffic to the subnet itself is
+ * left alone, multicast too; the rest is masqueraded, what the bridge plugin's ipMasq did per
+ * pod), and filter FORWARD's first rule `→ BERTH-FWD-…` (accept what comes from the bridge and
+ * what answers it, what the firewall plugin did per address). Two processes in all.
+ */
+export async function writeBridgeRules(bridge: string, subnet: string, timeoutMs = 30_000): Promise<void> {
+  const c = bridgeChains(bridge);
+  const what = `network rules of bridge ${bridge}`;
+  const saved = await saveAll(timeoutMs, what);
+  const natJump = `-A POSTROUTING -s ${subnet} -m comment --comment "${c.comment}" -j ${c.nat}`;
+  const fwdJump = `-A FORWARD -m comment --comment "${c.comment}" -j ${c.filter}`;
+  const has = (t: SavedTable | undefined, rule: string): boolean => (t?.rules ?? []).some((r) => unquoted(r) === unquoted(rule));
+  const nat = saved.get('nat');
+  const filter = saved.get('filter');
+  const lines = [
+    '*nat',
+    `:${c.nat} - [0:0]`,
+    ...staleJumps(nat, c.nat, natJump),
+    `-A ${c.nat} -d ${subnet} -j ACCEPT`,
+    `-A ${c.nat} ! -d 224.0.0.0/4 -j MASQUERADE`,
+    ...(has(nat, natJump) ? [] : [natJump]),
+    'COMMIT',
+    '*filter',
+    `:${c.filter} - [0:0]`,
+    ...staleJumps(filter, c.filter, fwdJump),
+    `-A ${c.filter} -o ${bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+    `-A ${c.filter} -i ${bridge} -j ACCEPT`,
+    ...(has(filter, fwdJump) ? [] : [`-I FORWARD 1 -m comment --comment "${c.comment}" -j ${c.filter}`]),
+    'COMMIT',
+  ];
+  await restore(lines, timeoutMs, what);
+}
+
+/** Removes the bridge's jumps and chains; nothing there is success. Exported for clean-ups of tests and benches. */
+export async function removeBridgeRules(bridge: string, timeoutMs = 30_000): Promise<void> {
+  const c = bridgeChains(bridge);
+  const what = `remove network rules of bridge ${bridge}`;
+  const saved = await saveAll(timeoutMs, what);
+  const lines: string[] = [];
+  for (const [table, chain] of [['nat', c.nat], ['filter', c.filter]] as const) {
+    const t = saved.get(table);
+    const body = [...staleJumps(t, chain, undefined), ...(t?.chains.has(chain) === true ? [`:${chain} - [0:0]`, `-X ${chain}`] : [])];
+    if (body.length > 0) lines.push(`*${table}`, ...body, 'COMMIT');
+  }
+  await restore(lines, timeoutMs, what);
 }
 
 // rules left behind ---------------------------------------------------------------

@@ -152,6 +152,8 @@ export class SandboxManager {
       await mkdirp(path.join(dir, 'rootfs'), 0o755);
       await fsp.chmod(dir, 0o711);
       await createNetns(nsName);
+      // After putSandbox: a release running now sees this row and keeps the rules.
+      await this.net.ensureBridgeRules();
       crashPoint('sandbox.before-cni-add');
       const att = await this.net.add(target(rec), spec.ports);
       crashPoint('sandbox.mid-cni-add');
@@ -183,6 +185,7 @@ export class SandboxManager {
     } catch (err) {
       await this.teardown(rec).catch((e: unknown) => this.log.warn({ pod: spec.podKey, err: e }, 'sandbox rollback failed'));
       this.state.deleteSandbox(spec.podKey);
+      await this.releaseRules();
       throw err;
     }
   }
@@ -194,6 +197,23 @@ export class SandboxManager {
     if (r.state !== 'removing') this.state.putSandbox({ ...r, state: 'removing' });
     await this.teardown(r);
     this.state.deleteSandbox(podKey);
+    await this.releaseRules();
+  }
+
+  /**
+   * Crash residue: a kill between the last sandbox's row deletion and its rule removal leaves the
+   * bridge's rules with no pod. Looked at only when the bridge exists (no pod network ever, no cost).
+   */
+  async releaseIdleRules(): Promise<void> {
+    if (this.state.listSandboxes().length > 0 || !existsSync(`/sys/class/net/${this.net.bridge}`)) return;
+    await this.releaseRules();
+  }
+
+  /** The bridge's own rules go with the last sandbox (a failure to remove them is logged, not thrown: the pod is gone). */
+  private async releaseRules(): Promise<void> {
+    await this.net
+      .releaseBridgeRules(() => this.state.listSandboxes().length > 0)
+      .catch((err: unknown) => this.log.warn({ bridge: this.net.bridge, err }, 'removing the bridge rules failed'));
   }
 
   private async teardown(r: SandboxRecord): Promise<void> {
