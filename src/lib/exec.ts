@@ -1,5 +1,9 @@
 import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { constants as osc } from 'node:os';
 import { BerthError } from './errors.js';
+import { nativeSpawn, resolveExecutable, type SpawnBinding } from './spawn.js';
 
 export interface RunProcessOptions {
   /** Wall-clock deadline for the whole run; at expiry the process group is SIGKILLed. */
@@ -42,7 +46,34 @@ const KILL_GRACE_MS = 1000;
  * a non-zero exit. After a kill it settles once the group's pipes have closed, or at most
  * KILL_GRACE_MS later; a descendant that left the group (setsid) is not killed.
  */
+/** How many runs took each path (tests check that the addon is really used). */
+export const spawnCounts = { native: 0, forked: 0 };
+
 export function runProcess(file: string, args: readonly string[], opts: RunProcessOptions): Promise<{ stdout: string; stderr: string }> {
+  const native = nativeSpawn();
+  return native !== undefined ? runSpawned(native, file, args, opts) : runForked(file, args, opts);
+}
+
+/** The exit of a run: resolve with the output, or reject as a non-zero exit (execFile's shape). */
+function finish(opts: RunProcessOptions, code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string): { stdout: string; stderr: string } {
+  if (code === 0) return { stdout, stderr };
+  const why = code === null ? `killed by ${signal ?? 'a signal'}` : `exit status ${code}`;
+  const e = new Error(`${opts.what}: ${why}${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}`) as ProcessExitError;
+  e.stdout = stdout;
+  e.stderr = stderr;
+  e.code = code;
+  e.signal = signal;
+  throw e;
+}
+
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(osc.signals).map(([name, n]) => [n, name as NodeJS.Signals]));
+
+/**
+ * runProcess through posix_spawn (lib/spawn): same contract as the child_process path below —
+ * own process group, deadline and abort kill the group, settled once the exit is known and
+ * both output pipes have closed (or KILL_GRACE_MS after a kill) — without forking the daemon.
+ */
+function runSpawned(native: SpawnBinding, file: string, args: readonly string[], opts: RunProcessOptions): Promise<{ stdout: string; stderr: string }> {
   const maxOut = opts.maxStdoutBytes ?? 4 * 2 ** 20;
   const maxErr = opts.maxStderrBytes ?? 64 * 2 ** 10;
   return new Promise((resolve, reject) => {
@@ -50,6 +81,161 @@ export function runProcess(file: string, args: readonly string[], opts: RunProce
       reject(opts.signal.reason);
       return;
     }
+    const env = opts.env ?? process.env;
+    const exe = resolveExecutable(file, env['PATH']);
+    const cannot = (reason: string, cause?: unknown): void =>
+      reject(new BerthError('ERR_PRECONDITION', `${opts.what}: cannot run ${file}: ${reason}`, cause !== undefined ? { cause } : {}));
+    if (exe === null) {
+      cannot(`spawn ${file} ENOENT`);
+      return;
+    }
+    let pid: number;
+    let stdout: Socket;
+    let stderr: Socket;
+    let stdin: Socket | null;
+    try {
+      const c = startNative(native, exe, [file, ...args], env, opts.cwd, [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe']);
+      if (c === undefined) {
+        runForked(file, args, opts).then(resolve, reject);
+        return;
+      }
+      pid = c.pid;
+      spawnCounts.native++;
+      [stdin, stdout, stderr] = c.pipes as [Socket | null, Socket, Socket];
+    } catch (err) {
+      cannot((err as Error).message, err);
+      return;
+    }
+    const out = capture(maxOut);
+    const errOut = capture(maxErr);
+    let open = 2;
+    let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    let failure: { why: unknown } | undefined;
+    let settled = false;
+    let grace: NodeJS.Timeout | undefined;
+    const settle = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(grace);
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (failure !== undefined) {
+        stdout.destroy();
+        stderr.destroy();
+        reject(failure.why);
+        return;
+      }
+      try {
+        resolve(finish(opts, exit?.code ?? null, exit?.signal ?? null, out.text(), errOut.text()));
+      } catch (e) {
+        reject(e);
+      }
+    };
+    const maybeDone = (): void => {
+      if (exit !== undefined && open === 0) settle();
+    };
+    for (const [sock, sink] of [[stdout, out], [stderr, errOut]] as const) {
+      sock.on('data', sink.push);
+      sock.on('error', () => undefined);
+      sock.on('close', () => {
+        open--;
+        maybeDone();
+      });
+    }
+    if (stdin !== null) {
+      // A child that exits without reading its input makes the write fail with EPIPE; the exit status decides.
+      stdin.on('error', () => undefined);
+      stdin.end(opts.input ?? '');
+    }
+    native.waitExit(pid).then(
+      (r) => {
+        exit = { code: r.code, signal: r.signal === null ? null : (SIGNAL_NAMES.get(r.signal) ?? null) };
+        maybeDone();
+      },
+      (err: unknown) => {
+        failure ??= { why: err };
+        exit = { code: null, signal: null };
+        maybeDone();
+      },
+    );
+    const fail = (why: unknown): void => {
+      if (failure !== undefined) return;
+      failure = { why };
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // the group is already gone
+      }
+      grace = setTimeout(settle, KILL_GRACE_MS);
+    };
+    const timer = setTimeout(() => {
+      const s = opts.timeoutMs / 1000;
+      fail(new BerthError('ERR_TIMEOUT', `${opts.what}: no answer within ${s}s (killed)`, { details: { timeoutMs: opts.timeoutMs } }));
+    }, opts.timeoutMs);
+    const onAbort = (): void => fail(opts.signal?.reason);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * posix_spawn with descriptor i of the child taken from stdio[i]: 'ignore' is /dev/null, 'pipe'
+ * a pipe whose other end comes back as a Socket (writable for 0, readable above). Undefined when
+ * a descriptor node gave us is one of the numbers the child's are moved to (then the caller
+ * forks instead); throws what posix_spawn or pipe2 throw, with nothing left open.
+ */
+function startNative(native: SpawnBinding, exe: string, argv: readonly string[], env: NodeJS.ProcessEnv, cwd: string | undefined, stdio: readonly ('ignore' | 'pipe')[]): { pid: number; pipes: (Socket | null)[] } | undefined {
+  const envp: string[] = [];
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) envp.push(`${k}=${v}`);
+  const opened: number[] = [];
+  const childFds: number[] = [];
+  const ours: (number | null)[] = [];
+  const closeAll = (fds: readonly number[]): void => {
+    for (const fd of fds) {
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed
+      }
+    }
+  };
+  try {
+    for (let i = 0; i < stdio.length; i++) {
+      if (stdio[i] === 'ignore') {
+        const fd = openSync('/dev/null', i === 0 ? 'r' : 'w');
+        opened.push(fd);
+        childFds.push(fd);
+        ours.push(null);
+      } else {
+        const [r, w] = native.pipe();
+        opened.push(r, w);
+        childFds.push(i === 0 ? r : w);
+        ours.push(i === 0 ? w : r);
+      }
+    }
+    if (opened.some((fd) => fd < stdio.length)) {
+      closeAll(opened);
+      return undefined;
+    }
+    const pid = native.spawn(exe, argv, envp, cwd ?? null, childFds, true);
+    // The child has its copies; ours of its ends go, so EOF comes when it (and its group) are done.
+    closeAll(childFds);
+    return { pid, pipes: ours.map((fd, i) => (fd === null ? null : new Socket({ fd, readable: i !== 0, writable: i === 0 }))) };
+  } catch (err) {
+    closeAll(opened);
+    throw err;
+  }
+}
+
+/** runProcess through node's child_process (the addon was not built, or BERTH_NODE_SPAWN=1). */
+function runForked(file: string, args: readonly string[], opts: RunProcessOptions): Promise<{ stdout: string; stderr: string }> {
+  const maxOut = opts.maxStdoutBytes ?? 4 * 2 ** 20;
+  const maxErr = opts.maxStderrBytes ?? 64 * 2 ** 10;
+  return new Promise((resolve, reject) => {
+    if (opts.signal?.aborted) {
+      reject(opts.signal.reason);
+      return;
+    }
+    spawnCounts.forked++;
     const child = spawn(file, args, {
       detached: true,
       stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
@@ -110,19 +296,11 @@ export function runProcess(file: string, args: readonly string[], opts: RunProce
         reject(failure.why);
         return;
       }
-      const stdout = out.text();
-      const stderr = err.text();
-      if (code === 0) {
-        resolve({ stdout, stderr });
-        return;
+      try {
+        resolve(finish(opts, code, signal, out.text(), err.text()));
+      } catch (e) {
+        reject(e);
       }
-      const why = code === null ? `killed by ${signal ?? 'a signal'}` : `exit status ${code}`;
-      const e = new Error(`${opts.what}: ${why}${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}`) as ProcessExitError;
-      e.stdout = stdout;
-      e.stderr = stderr;
-      e.code = code;
-      e.signal = signal;
-      reject(e);
     });
   });
 }

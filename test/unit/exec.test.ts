@@ -1,7 +1,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
-import { runProcess } from '../../src/lib/exec.js';
+import { execFileSync, spawn } from 'node:child_process';
+import { runProcess, spawnCounts, type ProcessExitError } from '../../src/lib/exec.js';
+import { nativeSpawn } from '../../src/lib/spawn.js';
 import { BerthError } from '../../src/lib/errors.js';
 import { sleep } from '../../src/lib/time.js';
 
@@ -128,3 +130,55 @@ describe('lib/exec runProcess', () => {
     });
   });
 });
+
+describe('lib/exec through posix_spawn (the berth_spawn addon)', () => {
+  test('the addon is built and used: runProcess does not fork this process', async () => {
+    // CI builds the addon (npm ci); a missing build would silently fall back to child_process.
+    assert.ok(nativeSpawn() !== undefined, 'build/Release/berth_spawn.node is not built or lacks spawn/waitExit/pipe');
+    const before = spawnCounts.native;
+    await runProcess('true', [], { timeoutMs: 5_000, what: 'true' });
+    assert.equal(spawnCounts.native, before + 1);
+  });
+
+  test('the child gets only the descriptors it is given, an empty signal mask, default handlers and its own process group', async () => {
+    // Programs run directly (no shell in between, whose own signal handling would show instead).
+    const status = (await runProcess('grep', ['-E', '^Sig(Blk|Ign)', '/proc/self/status'], { timeoutMs: 5_000, what: 'status' })).stdout;
+    assert.match(status, /^SigBlk:\s+0+$/m, status);
+    // Nothing of 1–31 ignored (node ignores SIGPIPE itself); glibc's posix_spawn leaves only its internal 32 and 33 ignored.
+    const ign = BigInt(`0x${/^SigIgn:\s+([0-9a-f]+)$/m.exec(status)?.[1] ?? 'x'}`);
+    assert.equal(ign & 0x7fffffffn, 0n, status);
+    const fds = (await runProcess('ls', ['/proc/self/fd'], { timeoutMs: 5_000, what: 'fds' })).stdout.trim().split('\n').map(Number);
+    // What a child_process child gets (descriptors this process inherited without close-on-exec) is the bound.
+    const forked = new Set(execFileSync('ls', ['/proc/self/fd'], { encoding: 'utf8' }).trim().split('\n').map(Number));
+    const leaked = fds.filter((fd) => fd > 3 && !forked.has(fd));
+    assert.deepEqual(leaked, [], `node's descriptors in the child: ${leaked.join(' ')}`);
+    assert.ok([0, 1, 2].every((fd) => fds.includes(fd)));
+    const pg = (await runProcess('ps', ['-o', 'pid=,pgid=', '-p', String(process.pid)], { timeoutMs: 5_000, what: 'ps' })).stdout.trim().split(/\s+/);
+    assert.equal(pg.length, 2);
+    const self = (await runProcess('sh', ['-c', 'ps -o pgid= -p $$; echo $$'], { timeoutMs: 5_000, what: 'pgid' })).stdout.trim().split(/\s+/);
+    assert.equal(self[0], self[1], 'the child leads its own process group');
+  });
+
+  test('a signal death is reported by name, PATH is the child\'s, and BERTH_NODE_SPAWN=1 is the same contract through child_process', async () => {
+    await assert.rejects(runProcess('sh', ['-c', 'kill -TERM $$'], { timeoutMs: 5_000, what: 'term' }), (err: unknown) => {
+      const e = err as ProcessExitError;
+      assert.equal(e.code, null);
+      assert.equal(e.signal, 'SIGTERM');
+      return true;
+    });
+    // A PATH without sh's directory: not found, as execvp in the child would say.
+    await assert.rejects(runProcess('sh', ['-c', 'true'], { timeoutMs: 5_000, what: 'nopath', env: { PATH: '/nonexistent' } }), (err: unknown) => err instanceof BerthError && err.code === 'ERR_PRECONDITION');
+    const r = await runTest(['--test-name-pattern', 'lib/exec runProcess', process.argv[1] ?? ''], { BERTH_NODE_SPAWN: '1' });
+    assert.equal(r.code, 0, r.out);
+  });
+});
+
+function runTest(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, ['--test', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    c.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    c.on('exit', (code) => resolve({ code, out }));
+  });
+}

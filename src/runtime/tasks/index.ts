@@ -163,6 +163,9 @@ export class TaskDriver {
       '--runtime-arg', '--log',
       '--runtime-arg', path.join(persist, 'runc.log'),
     ];
+    // child_process, not lib/exec's posix_spawn: glibc's posix_spawn leaves its two internal
+    // signals (32, 33) ignored in the child, and conmon (which installs no handler for them)
+    // would hand that on through runc to the container's processes.
     const child = spawn(await this.conmonPath(), args, {
       detached: true,
       // conmon writes an `oom` marker into its working directory as well as its persist dir:
