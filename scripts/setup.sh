@@ -9,8 +9,15 @@ bash scripts/host-deps.sh
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
-# The native addon (mknod/xattr for whiteouts) is built by npm's install hook; rebuild if absent.
-[ -f build/Release/berth_sys.node ] || npm run build:native
+# The native addons (native/*.c, one per target of binding.gyp) are built by npm's install hook;
+# rebuilt when one is absent or older than its source or binding.gyp.
+for target in $(grep -o '"target_name": *"[a-z_]*"' binding.gyp | sed 's/.*"\([a-z_]*\)"$/\1/'); do
+  addon="build/Release/$target.node"
+  if [ ! -f "$addon" ] || [ binding.gyp -nt "$addon" ] || [ -n "$(find native -name '*.c' -newer "$addon")" ]; then
+    npm run build:native
+    break
+  fi
+done
 npx --no-install tsc -p tsconfig.json
 # Manifest validators as standalone code: the schemas are compiled once here, not at every command.
 node dist/scripts/compile-schemas.js
