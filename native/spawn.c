@@ -1,18 +1,18 @@
 /*
- * berth_spawn: posix_spawn(3) for the short external calls berth makes (runc, CNI plugins, ip,
- * iptables). Node's child_process forks its whole process (libuv uses fork(2) on Linux): the
- * page tables of a ~100 MB daemon are copied and every page the daemon writes afterwards takes
- * a copy-on-write fault, ~2 ms of the main thread per call, which a pod start pays five to eight
- * times. glibc's posix_spawn uses clone(CLONE_VM|CLONE_VFORK): nothing is copied, and only the
- * calling thread waits until the child has called execve.
+ * berth_spawn: a vfork-style spawn for the external programs berth runs (runc, conmon, CNI
+ * plugins, ip, iptables). Node's child_process forks its whole process (libuv uses fork(2) on
+ * Linux): the page tables of a ~100 MB daemon are copied and every page the daemon writes
+ * afterwards takes a copy-on-write fault, 2–5 ms of the main thread per call, which a pod start
+ * pays seven to nine times. Here the child is made with clone(CLONE_VM|CLONE_VFORK), as glibc's
+ * posix_spawn does: nothing is copied, and only the calling thread waits until the child has
+ * called execve. posix_spawn itself is not used because it leaves glibc's internal signals
+ * (32, 33) ignored in the child, and conmon would hand that on through runc to the container.
  *
  * spawn(path, argv, envp, cwd, fds, newGroup) -> pid
- *   path is used as given (the caller resolves PATH), fds[i] is dup2'ed onto descriptor i (at
- *   most 8); every other descriptor of node's is close-on-exec. Not for conmon: glibc leaves its
- *   internal signals 32 and 33 ignored in a posix_spawned child, which conmon would pass on to the
- *   container (runtime/tasks keeps child_process there). The child
- *   gets default signal dispositions and an empty signal mask (as libuv gives its children),
- *   and its own process group when newGroup is true.
+ *   path is used as given (the caller resolves PATH); fds[i] becomes descriptor i (3 to 8 of
+ *   them, each numbered at least fds.length); every other descriptor of node's is close-on-exec.
+ *   The child gets every signal's default disposition, an empty signal mask (as libuv gives its
+ *   children) and, with newGroup, a session and process group of its own (setsid, like `detached`).
  * waitExit(pid) -> Promise<{ code: number | null, signal: number | null }>
  *   waitpid(2) on a thread of its own (a pool thread would be held for the child's lifetime),
  *   resolved on the event loop; the pending wait keeps the loop alive, as a child handle does.
@@ -28,7 +28,10 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sched.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +122,85 @@ static char **vec_arg(napi_env env, napi_value arr, const char *what) {
   return v;
 }
 
+struct child_args {
+  const char *path;
+  char **argv;
+  char **envp;
+  const char *cwd;
+  const int32_t *fds;
+  int nfds;
+  bool new_group;
+  volatile int err; /* written by the child (shared memory) when it cannot exec */
+};
+
+/* The kernel's struct sigaction for rt_sigaction(2): glibc's wrapper refuses its internal
+ * signals (32, 33), which this child must reset like every other. */
+struct ksigaction {
+  void *handler;
+  unsigned long flags;
+  void *restorer;
+  uint64_t mask;
+};
+
+#define CHILD_STACK (64 * 1024)
+
+/*
+ * Runs in the child, on its own stack, sharing the parent's memory until execve (CLONE_VM |
+ * CLONE_VFORK: the parent's thread is suspended meanwhile). Only raw system calls: no locks, no
+ * allocation, nothing that could meet a state the parent left half-done. Signals arrive blocked
+ * (the parent blocked all before clone); handlers are reset to the default before the mask is
+ * emptied, so no handler of node's ever runs here.
+ */
+static int child_main(void *arg) {
+  struct child_args *c = arg;
+  struct ksigaction dfl = {.handler = SIG_DFL, .flags = 0, .restorer = NULL, .mask = 0};
+  for (long sig = 1; sig <= 64; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
+  }
+  /* A session of its own, as child_process does for `detached`: its own process group (killed as one)
+   * and no controlling terminal of berth's. */
+  if (c->new_group && syscall(SYS_setsid) < 0) goto fail;
+  for (int i = 0; i < c->nfds; i++) {
+    /* fds[i] >= nfds (checked by the caller): never a descriptor moved before it. */
+    if (syscall(SYS_dup3, c->fds[i], i, 0) < 0) goto fail;
+  }
+  if (c->cwd != NULL && syscall(SYS_chdir, c->cwd) != 0) goto fail;
+  uint64_t none = 0;
+  syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
+  syscall(SYS_execve, c->path, c->argv, c->envp);
+fail:
+  c->err = errno != 0 ? errno : EINVAL;
+  syscall(SYS_exit, 127);
+  return 127;
+}
+
+/* clone(CLONE_VM|CLONE_VFORK) + execve, as glibc's posix_spawn does, but with every signal reset
+ * to its default in the child. Returns 0 and the pid, or the errno of what failed. */
+static int vfork_exec(struct child_args *c, pid_t *pid) {
+  char *stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return errno;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int saved = errno;
+  pid_t p = clone(child_main, stack + CHILD_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+  int e = p < 0 ? errno : 0;
+  errno = saved;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  munmap(stack, CHILD_STACK);
+  if (e != 0) return e;
+  if (c->err != 0) {
+    /* It never ran the program: reap it here, its exit tells nothing more. */
+    int st;
+    while (waitpid(p, &st, 0) < 0 && errno == EINTR) {
+    }
+    return c->err;
+  }
+  *pid = p;
+  return 0;
+}
+
 static napi_value js_spawn(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value a[6];
@@ -152,31 +234,12 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-  if (new_group) {
-    flags |= POSIX_SPAWN_SETPGROUP;
-    posix_spawnattr_setpgroup(&attr, 0);
-  }
-  posix_spawnattr_setflags(&attr, flags);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  for (uint32_t i = 0; i < nfds; i++) posix_spawn_file_actions_adddup2(&fa, fds[i], (int)i);
-  if (cwd != NULL) posix_spawn_file_actions_addchdir_np(&fa, cwd);
-
+  struct child_args c = {.path = path, .argv = argv, .envp = envp, .cwd = cwd, .fds = fds, .nfds = (int)nfds, .new_group = new_group, .err = 0};
   pid_t pid = -1;
-  int e = posix_spawn(&pid, path, &fa, &attr, argv, envp);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
+  int e = vfork_exec(&c, &pid);
   napi_value result = NULL;
   if (e != 0) {
-    throw_errno(env, e, "posix_spawn", path);
+    throw_errno(env, e, "spawn", path);
   } else {
     napi_create_int32(env, pid, &result);
   }

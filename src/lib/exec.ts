@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
 import { Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
 import { constants as osc } from 'node:os';
 import { BerthError } from './errors.js';
 import { nativeSpawn, resolveExecutable, type SpawnBinding } from './spawn.js';
@@ -224,6 +226,55 @@ function startNative(native: SpawnBinding, exe: string, argv: readonly string[],
     closeAll(opened);
     throw err;
   }
+}
+
+/** What spawnChild answers: the part of ChildProcess its callers use ('exit' and 'error' events, pid, stdio, unref). */
+export interface SpawnedChild extends EventEmitter {
+  readonly pid: number | undefined;
+  readonly stdio: (Readable | Writable | null)[];
+  unref(): void;
+}
+
+/**
+ * A longer-lived child with more than stdio (conmon's sync pipe on descriptor 3), through the
+ * addon when it is there, else child_process; in its own process group either way (`detached`).
+ * Emits 'exit' (code, signal) and, for a file that cannot be started, 'error' (asynchronously,
+ * as child_process does).
+ */
+export function spawnChild(file: string, args: readonly string[], o: { cwd?: string; env?: NodeJS.ProcessEnv; stdio: readonly ('ignore' | 'pipe')[] }): SpawnedChild {
+  const native = nativeSpawn();
+  const env = o.env ?? process.env;
+  const exe = native !== undefined ? resolveExecutable(file, env['PATH']) : null;
+  let started: { pid: number; pipes: (Socket | null)[] } | Error | undefined;
+  if (native !== undefined && exe !== null) {
+    try {
+      started = startNative(native, exe, [file, ...args], env, o.cwd, o.stdio);
+    } catch (err) {
+      started = err as Error;
+    }
+  }
+  // No addon, a file not on PATH (child_process reports it its usual way), or low descriptors.
+  if (native === undefined || started === undefined) {
+    spawnCounts.forked++;
+    return spawn(file, args, { detached: true, stdio: [...o.stdio], ...(o.cwd !== undefined ? { cwd: o.cwd } : {}), env }) as unknown as SpawnedChild;
+  }
+  const child = new EventEmitter() as EventEmitter & { pid: number | undefined; stdio: (Readable | Writable | null)[]; unref(): void };
+  child.unref = (): void => undefined;
+  if (started instanceof Error) {
+    const err = started;
+    child.pid = undefined;
+    child.stdio = o.stdio.map(() => null);
+    process.nextTick(() => child.emit('error', err));
+    return child;
+  }
+  spawnCounts.native++;
+  child.pid = started.pid;
+  child.stdio = started.pipes;
+  native.waitExit(started.pid).then(
+    (r) => child.emit('exit', r.code, r.signal === null ? null : (SIGNAL_NAMES.get(r.signal) ?? null)),
+    () => child.emit('exit', null, null),
+  );
+  return child;
 }
 
 /** runProcess through node's child_process (the addon was not built, or BERTH_NODE_SPAWN=1). */

@@ -3,7 +3,7 @@ import { promises as fsp, constants as fsc } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BerthError, errnoCode, isBerthError } from '../../lib/errors.js';
-import { runProcess } from '../../lib/exec.js';
+import { runProcess, spawnChild } from '../../lib/exec.js';
 import { mkdirp, readFileIfExists } from '../../lib/fsx.js';
 import type { Logger } from '../../lib/log.js';
 import { sleep } from '../../lib/time.js';
@@ -163,11 +163,8 @@ export class TaskDriver {
       '--runtime-arg', '--log',
       '--runtime-arg', path.join(persist, 'runc.log'),
     ];
-    // child_process, not lib/exec's posix_spawn: glibc's posix_spawn leaves its two internal
-    // signals (32, 33) ignored in the child, and conmon (which installs no handler for them)
-    // would hand that on through runc to the container's processes.
-    const child = spawn(await this.conmonPath(), args, {
-      detached: true,
+    // Through lib/exec's vfork-style spawn when the addon is there: no fork of the daemon per container.
+    const child = spawnChild(await this.conmonPath(), args, {
       // conmon writes an `oom` marker into its working directory as well as its persist dir:
       // the bundle, never whatever directory berth was started from.
       cwd: o.bundle,
