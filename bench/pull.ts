@@ -2,7 +2,7 @@
  * bench/pull — issue 14's pull figures on this machine, peers measured in the same run. Prints figures and
  * ratios; asserts nothing.
  *
- *   bash bench/pull.sh [--runs 5] [--images large,busybox] [--tools berth,ctr,podman,physical] [--rebuild]
+ *   bash bench/pull.sh [--runs 5] [--images large,busybox] [--tools berth,berthd,ctr,podman,physical] [--rebuild]
  *   bash bench/pull.sh --profile DIR     # one cold berth pull under `node --cpu-prof`, one under `strace -c -f`
  *   bash bench/pull.sh --serve           # push the fixtures, print their references, serve until Ctrl-C
  *
@@ -16,13 +16,18 @@
  * then `sync` and `echo 3 > /proc/sys/vm/drop_caches`, so the registry re-reads its blobs from disk. Rounds
  * interleave the tools (the order rotates per round), so slow phases of a noisy machine hit all of them.
  *
- *  - berth:    `berth images pull REF` (resolve, download, verify, unpack into snapshots, record)
+ *  - berth (in-process), tool `berth`: `berth images pull REF` with no daemon (the CLI opens the state
+ *              database, takes the lock, resolves, downloads, verifies, unpacks into snapshots, records)
+ *  - berth (daemon), tool `berthd`: the same command with a `berth up` already running on the fresh
+ *              --root/--state (started before the timed command, as ctr's private containerd is): the CLI
+ *              hands the pull to the daemon (lib/fast-pull) and prints what it streams back
  *  - ctr:      `ctr images pull --plain-http REF` (containerd 1.6 fetches and unpacks into overlayfs)
  *  - podman:   `podman pull --tls-verify=false REF` (private store, overlay driver)
  *  - physical: per layer, in parallel: `curl | tee fifo | gzip -d | tar -x` with `sha256sum < fifo`
  *
  * Wall time is measured around the command; CPU (user+sys) of the command's process tree comes from
- * /usr/bin/time, plus containerd's own CPU (from /proc/<pid>/stat) for ctr, which only asks the daemon.
+ * /usr/bin/time, plus the daemon's own CPU (from /proc/<pid>/stat) for ctr and berth (daemon), which only
+ * ask their daemon.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -34,17 +39,17 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { createGzip } from 'node:zlib';
-import { CLI, mountsUnder } from '../test/helpers/berth.js';
+import { berthUp, CLI, mountsUnder } from '../test/helpers/berth.js';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
 import { MEDIA_TYPE_LAYER_GZIP, ociImageOf, ociArchitecture, pushImage, type BuiltImage, type BuiltLayer } from '../scripts/fixture-image.js';
 import { sha256, type Digest } from '../src/lib/digest.js';
-import { PODMAN_CONF, log, machine, ratio, revision, secs, sleep, spawnContainerd, type PrivateContainerd } from './common.js';
+import { PODMAN_CONF, log, machine, ratio, revision, secs, sleep, spawnContainerd, stopUp, waitDaemonSocket, type PrivateContainerd } from './common.js';
 
 const { values: opt } = parseArgs({
   options: {
     runs: { type: 'string', default: '5' },
     images: { type: 'string', default: 'large,busybox' },
-    tools: { type: 'string', default: 'berth,ctr,podman,physical' },
+    tools: { type: 'string', default: 'berth,berthd,ctr,podman,physical' },
     rebuild: { type: 'boolean', default: false },
     profile: { type: 'string' },
     serve: { type: 'boolean', default: false },
@@ -55,8 +60,10 @@ const CACHE = '/var/tmp/berth-bench-pull';
 const EPOCH = 1704067200; // 2024-01-01: fixed mtimes make the digests a function of the host's files
 const TIME = '/usr/bin/time';
 
-type Tool = 'berth' | 'ctr' | 'podman' | 'physical';
-const ALL_TOOLS: readonly Tool[] = ['berth', 'ctr', 'podman', 'physical'];
+type Tool = 'berth' | 'berthd' | 'ctr' | 'podman' | 'physical';
+const ALL_TOOLS: readonly Tool[] = ['berth', 'berthd', 'ctr', 'podman', 'physical'];
+/** How the figures name each tool. */
+const LABEL: Readonly<Record<Tool, string>> = { berth: 'berth (in-process)', berthd: 'berth (daemon)', ctr: 'ctr', podman: 'podman', physical: 'physical' };
 
 // ---------------------------------------------------------------------------------------------- fixtures
 
@@ -267,6 +274,25 @@ async function runOnce(tool: Tool, t: Target, reg: TestRegistry): Promise<Sample
         await removeTree(base);
       }
     }
+    case 'berthd': {
+      const base = mkdtempSync(path.join(os.tmpdir(), 'berth-bench-pull-berthd-'));
+      const env = { root: path.join(base, 'root'), state: path.join(base, 'state'), dir: base };
+      mkdirSync(path.join(base, 'manifests'));
+      // Not timed: `berth up` on the fresh root and state, serving its socket, as ctr's containerd is started first.
+      const d = berthUp(env, path.join(base, 'manifests'), ['--resync', '3600']);
+      try {
+        await waitDaemonSocket(env, d);
+        dropCaches();
+        const cpu0 = procCpuMs(d.child.pid ?? -1);
+        const r = timed([process.execPath, CLI, '--root', env.root, '--state', env.state, 'images', 'pull', t.ref]);
+        const daemonCpu = procCpuMs(d.child.pid ?? -1) - cpu0;
+        if (r.code !== 0) throw new Error(`berth images pull (daemon): exit ${r.code}\n${r.stderr.slice(-3000)}`);
+        return { wallMs: r.wallMs, cpuMs: r.cpuMs + daemonCpu };
+      } finally {
+        await stopUp(d);
+        await removeTree(base);
+      }
+    }
     case 'ctr': {
       const c = await startContainerd();
       try {
@@ -321,7 +347,7 @@ const median = (xs: readonly number[]): number => {
 };
 
 function toolAvailable(tool: Tool): string | undefined {
-  const need: Record<Tool, string[]> = { berth: [TIME], ctr: ['ctr', 'containerd'], podman: ['podman'], physical: ['curl', 'gzip', 'tar', 'sha256sum'] };
+  const need: Record<Tool, string[]> = { berth: [TIME], berthd: [TIME], ctr: ['ctr', 'containerd'], podman: ['podman'], physical: ['curl', 'gzip', 'tar', 'sha256sum'] };
   for (const cmd of need[tool]) if (spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status !== 0) return `${cmd} not installed (bash scripts/bench-deps.sh)`;
   if (tool === 'podman' && !existsSync(PODMAN_CONF)) return `${PODMAN_CONF} missing (bash scripts/bench-deps.sh)`;
   return undefined;
@@ -451,7 +477,7 @@ async function main(): Promise<void> {
           const s = await runOnce(tool, t, reg);
           const key = `${t.name}/${tool}`;
           results.set(key, [...(results.get(key) ?? []), s]);
-          line.push(`${tool} ${secs(s.wallMs)} (cpu ${secs(s.cpuMs)})`);
+          line.push(`${LABEL[tool]} ${secs(s.wallMs)} (cpu ${secs(s.cpuMs)})`);
         }
         log(`  round ${round + 1}: ${line.join(', ')}`);
       }
@@ -464,7 +490,7 @@ async function main(): Promise<void> {
       for (const tool of usable) {
         const xs = results.get(`${t.name}/${tool}`) ?? [];
         const w = xs.map((s) => s.wallMs);
-        log(`| ${t.name} | ${tool} | ${secs(median(w))} | ${secs(Math.min(...w))}–${secs(Math.max(...w))} | ${secs(median(xs.map((s) => s.cpuMs)))} |`);
+        log(`| ${t.name} | ${LABEL[tool]} | ${secs(median(w))} | ${secs(Math.min(...w))}–${secs(Math.max(...w))} | ${secs(median(xs.map((s) => s.cpuMs)))} |`);
       }
     }
     log('\ntargets (medians):');
@@ -472,14 +498,17 @@ async function main(): Promise<void> {
       const r = a / b;
       log(`  ${label}: ${ratio(a, b)} (target ≤ ${limit}×: ${Number.isFinite(r) ? (r <= limit ? 'met' : 'not met') : 'n/a'})`);
     };
-    if (targets.some((t) => t.name === 'large')) {
-      check('large: berth / podman', med('large/berth'), med('large/podman'), 0.5);
-      check('large: berth / physical', med('large/berth'), med('large/physical'), 1.15);
-      log(`  large: berth / ctr: ${ratio(med('large/berth'), med('large/ctr'))}`);
-    }
-    if (targets.some((t) => t.name === 'busybox')) {
-      check('busybox: berth / podman', med('busybox/berth'), med('busybox/podman'), 0.8);
-      log(`  busybox: berth / ctr: ${ratio(med('busybox/berth'), med('busybox/ctr'))}`);
+    const berths = (['berth', 'berthd'] as const).filter((b) => usable.includes(b));
+    for (const b of berths) {
+      if (targets.some((t) => t.name === 'large')) {
+        check(`large: ${LABEL[b]} / podman`, med(`large/${b}`), med('large/podman'), 0.5);
+        check(`large: ${LABEL[b]} / physical`, med(`large/${b}`), med('large/physical'), 1.15);
+        log(`  large: ${LABEL[b]} / ctr: ${ratio(med(`large/${b}`), med('large/ctr'))}`);
+      }
+      if (targets.some((t) => t.name === 'busybox')) {
+        check(`busybox: ${LABEL[b]} / podman`, med(`busybox/${b}`), med('busybox/podman'), 0.8);
+        log(`  busybox: ${LABEL[b]} / ctr: ${ratio(med(`busybox/${b}`), med('busybox/ctr'))}`);
+      }
     }
   } finally {
     await cleanup();

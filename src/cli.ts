@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { BerthError, codeOf, errorLine, exitCodeOf, isErrorCode, messageOf, splitCoded } from './lib/errors.js';
+import { answerFastPull } from './lib/fast-pull.js';
 import { answerFastRead } from './lib/fast-read.js';
 import { answerFastRun, randomRunName, runDocument } from './lib/fast-run.js';
 import type { Logger } from './lib/log.js';
@@ -891,13 +892,20 @@ export function buildProgram(): Command {
     });
   images
     .command('pull')
-    .description('pull an image into the content store and unpack it')
+    .description('pull an image into the content store and unpack it (through berth up when it runs, with the registry options it was started with)')
     .argument('<ref>', 'image reference')
+    .option('--platform <os/arch[/variant]>', "the platform to pick from a multi-platform image (default: this machine's)")
     .option('-q, --quiet', 'no progress lines: print only the result (ref and digest); errors and the exit code as ever')
-    .action(async (ref: string, o: { quiet?: boolean }, cmd: Command) => {
+    .action(async (ref: string, o: { platform?: string; quiet?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
+      // Who asks: a running berth up refuses a pull whose --root or registry flags differ from its own (daemon/pull.ts).
+      const client = {
+        root: cmd.getOptionValueSourceWithGlobals('root') === 'default' ? null : cfg.root,
+        registryConfig: cfg.registryConfig ?? null,
+        registryHostsDir: cfg.registryHostsDir ?? null,
+      };
       await withBackend(cfg, { write: true, what: 'pull' }, async (b) => {
-        const img = await withProgress(o.quiet === true, (p) => b.call<{ ref: string; digest: string }>('pull', { ref }, p));
+        const img = await withProgress(o.quiet === true, (p) => b.call<{ ref: string; digest: string }>('pull', { ref, ...(o.platform !== undefined ? { platform: o.platform } : {}), client }, p));
         process.stdout.write(`${img.ref} ${img.digest}\n`);
       });
     });
@@ -1194,7 +1202,7 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === realpathSync(process.argv[1])) {
-  // `ps`/`status` and `run` with a running daemon are answered before commander is even loaded.
+  // `ps`/`status`, `run` and `images pull` with a running daemon are answered before commander is even loaded.
   const argv = process.argv.slice(2);
-  if (!(await answerFastRead(argv)) && !(await answerFastRun(argv))) await main();
+  if (!(await answerFastRead(argv)) && !(await answerFastRun(argv)) && !(await answerFastPull(argv))) await main();
 }

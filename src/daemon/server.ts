@@ -4,14 +4,16 @@ import { BerthError, isBerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { EventRecord } from '../runtime/index.js';
 import { dispatch, type BerthService } from './service.js';
+import { streamPull } from './pull.js';
 import { streamRun } from './run.js';
 
 /**
  * The daemon's API: HTTP/1.1 on a unix socket in the state dir, mode 0600 (root only), no
  * TCP. Every route is `POST /v1/<method>` with a JSON body and a JSON answer, except
  * `GET /v1/ping`, `GET /v1/events/follow` (NDJSON, one event per line, until closed),
- * `GET /metrics` (Prometheus text, the same renderer as `--metrics-addr`) and `POST /v1/run` (NDJSON:
- * a one-off container's output and exit code, daemon/run.ts).
+ * `GET /metrics` (Prometheus text, the same renderer as `--metrics-addr`), `POST /v1/run` (NDJSON:
+ * a one-off container's output and exit code, daemon/run.ts) and `POST /v1/images/pull` (NDJSON:
+ * a pull's progress and result, daemon/pull.ts).
  * Errors answer `{ "error": { "code": "ERR_…", "message": "…" } }` so the CLI rethrows
  * the same coded error and exits as the in-process path would.
  */
@@ -46,6 +48,7 @@ export async function serveApi(o: {
       return;
     }
     if (req.method === 'POST' && url.pathname === '/v1/run') return streamRun(o.service, await readJson(req), res);
+    if (req.method === 'POST' && url.pathname === '/v1/images/pull') return streamPull(o.service, await readJson(req), res);
     if (req.method !== 'POST' || !url.pathname.startsWith('/v1/')) throw new BerthError('ERR_NOT_FOUND', `api ${req.method ?? ''} ${url.pathname}: no such route`);
     const body = await readJson(req);
     if ((req.headers['accept'] ?? '').includes('application/x-ndjson')) {

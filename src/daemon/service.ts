@@ -8,13 +8,14 @@ import { parseReference, type DiskUsage, type EventRecord, type GcReport, type I
 import { Controller, type ApplyResult, type ProgressEvent } from '../reconciler/controller.js';
 import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
 import { knownConfigs, recordConfigs } from '../reconciler/configs.js';
-import { ANNOTATION_DEFAULT_CONTAINER, type DesiredConfig, type DesiredPod } from '../reconciler/desired.js';
+import { ANNOTATION_DEFAULT_CONTAINER, type DesiredConfig, type DesiredPlatform, type DesiredPod } from '../reconciler/desired.js';
 import { resolvePods } from '../reconciler/resolve.js';
 import type { ParseCache } from '../reconciler/manifest.js';
 import type { ManifestProblem } from '../reconciler/problem.js';
 import { lastAppliedPod, type Plan, type PruneScope } from '../reconciler/plan.js';
 import { explainPullFailure } from '../reconciler/pull-error.js';
 import { buildStatus, type StatusReport } from '../reconciler/status.js';
+import { asPullClient, pullConflict, type PullClient } from './pull.js';
 
 /**
  * What the CLI asks of berth, as data in and data out: the daemon answers these over its
@@ -292,16 +293,34 @@ export class BerthService {
     return this.o.rt.diskUsage();
   }
 
-  /** `images pull`; `onProgress`: the pull step's start, its layers as they are written, its end. */
-  async pull(ref: string, onProgress?: (e: ProgressEvent) => void): Promise<{ ref: string; digest: string }> {
+  /** Why this daemon must not take a pull `client` asks for (other root or registry options), or undefined. */
+  pullConflict(client: PullClient): string | undefined {
+    return this.o.daemon ? pullConflict({ root: this.o.rt.paths.root, pid: process.pid, ...this.o.rt.registrySettings }, client) : undefined;
+  }
+
+  /**
+   * `images pull`; `onProgress`: the pull step's start, its layers as they are written, its end.
+   * `platform`: `--platform os/arch[/variant]`; `client`: who asks, refused (ERR_CONFLICT) by a
+   * daemon that pulls with another root or other registry options (daemon/pull.ts).
+   */
+  async pull(ref: string, onProgress?: (e: ProgressEvent) => void, o: { platform?: string; client?: PullClient } = {}): Promise<{ ref: string; digest: string }> {
     if (ref === '') throw new BerthError('ERR_INVALID_ARGUMENT', 'pull: no image reference');
+    const conflict = o.client !== undefined ? this.pullConflict(o.client) : undefined;
+    if (conflict !== undefined) throw new BerthError('ERR_CONFLICT', conflict);
+    let platform: DesiredPlatform | undefined;
+    if (o.platform !== undefined) {
+      const { parsePlatform } = await import('../reconciler/manifest.js');
+      const p = parsePlatform(o.platform);
+      if (typeof p === 'string') throw new BerthError('ERR_INVALID_ARGUMENT', `images pull --platform: ${p}`);
+      platform = p;
+    }
     const canonical = parseReference(ref).canonical;
     const step = { kind: 'pull' as const, image: ref, reason: 'requested' };
     const began = Date.now();
     onProgress?.({ key: `image/${ref}`, phase: 'start', step });
     const off = onProgress === undefined ? undefined : this.o.rt.onProgress((w) => (w.kind === 'pull' && w.image === ref ? onProgress({ key: `image/${ref}`, phase: 'wait', step, wait: w }) : undefined));
     const img = await this.o.rt
-      .pullImage(ref)
+      .pullImage(ref, undefined, platform)
       .catch((err: unknown) => {
         // The same words as a pod's failed pull: the registry's answer in short and what to check.
         const e = isBerthError(err) ? new BerthError(err.code, explainPullFailure(canonical, err), { cause: err, details: err.details }) : err;
@@ -520,8 +539,10 @@ export async function dispatch(s: BerthService, method: string, body: unknown, o
       return s.imagesInspect(b as { ref: string });
     case 'imagesTag':
       return s.imagesTag(b as { src: string; dst: string });
-    case 'pull':
-      return s.pull(String(b['ref'] ?? ''), onProgress);
+    case 'pull': {
+      const client = asPullClient(b['client']);
+      return s.pull(String(b['ref'] ?? ''), onProgress, { ...(typeof b['platform'] === 'string' ? { platform: b['platform'] } : {}), ...(client !== undefined ? { client } : {}) });
+    }
     case 'imagesImport':
       return s.imagesImport({ path: String(b['path'] ?? ''), ...(typeof b['ref'] === 'string' ? { ref: b['ref'] } : {}) });
     case 'imagesExport':

@@ -69,6 +69,31 @@ export function parseFastRead(args: readonly string[]): FastRead | undefined {
   };
 }
 
+/**
+ * The global flags the run and pull fast paths take before their command word: `--root`,
+ * `--state`, `--log-level` (a known level), each at most once, as `--flag value` or
+ * `--flag=value`, no value starting with "-". Their values and the index of `command`, or
+ * undefined when anything else comes first or `command` never does.
+ */
+export function fastGlobals(args: readonly string[], command: string): { globals: Map<string, string>; at: number } | undefined {
+  const globals = new Map<string, string>();
+  let i = 0;
+  for (; i < args.length; i++) {
+    const a = args[i] ?? '';
+    if (a === command) break;
+    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    if (!['--root', '--state', '--log-level'].includes(flag) || globals.has(flag)) return undefined;
+    const value = eq > 0 ? a.slice(eq + 1) : args[++i];
+    if (value === undefined || value === '' || value.startsWith('-')) return undefined;
+    globals.set(flag, value);
+  }
+  if (args[i] !== command) return undefined;
+  const level = globals.get('--log-level');
+  if (level !== undefined && !LOG_LEVELS.has(level)) return undefined;
+  return { globals, at: i };
+}
+
 /** The daemon's socket under `--state` (default /run/berth), as the fast paths compute it. */
 export function daemonSocket(state: string | undefined): string {
   return path.join(path.resolve(state ?? '/run/berth'), 'berth.sock');

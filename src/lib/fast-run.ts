@@ -1,7 +1,6 @@
-import { connect } from 'node:net';
-import { StringDecoder } from 'node:string_decoder';
 import { errorLine, exitCodeOf, isErrorCode } from './errors.js';
-import { daemonSocket, LOG_LEVELS } from './fast-read.js';
+import { postNdjson } from './daemon-stream.js';
+import { daemonSocket, fastGlobals } from './fast-read.js';
 
 /**
  * The `berth run` fast path (issue 13, "run --rm ≤ 1.5 × ctr run --rm"): with a running `berth
@@ -55,21 +54,10 @@ export interface FastRun {
 
 /** The run a command line stands for when the fast path may take it, else undefined. `args`: argv after node and the script. */
 export function parseFastRun(args: readonly string[]): FastRun | undefined {
-  const globals = new Map<string, string>();
-  let i = 0;
-  for (; i < args.length; i++) {
-    const a = args[i] ?? '';
-    if (a === 'run') break;
-    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
-    const flag = eq > 0 ? a.slice(0, eq) : a;
-    if (!['--root', '--state', '--log-level'].includes(flag) || globals.has(flag)) return undefined;
-    const value = eq > 0 ? a.slice(eq + 1) : args[++i];
-    if (value === undefined || value === '' || value.startsWith('-')) return undefined;
-    globals.set(flag, value);
-  }
-  if (args[i] !== 'run') return undefined;
-  const level = globals.get('--log-level');
-  if (level !== undefined && !LOG_LEVELS.has(level)) return undefined;
+  const g = fastGlobals(args, 'run');
+  if (g === undefined) return undefined;
+  const { globals } = g;
+  let i = g.at;
   const local = new Map<string, string>();
   const env: RunFlags['env'] = [];
   let rm = false;
@@ -118,80 +106,41 @@ export function parseFastRun(args: readonly string[]): FastRun | undefined {
   };
 }
 
-/** How long the daemon has to answer the request's headers (the run itself has no deadline here). */
-const FIRST_BYTE_MS = 2000;
-
 type Line = { out?: string; err?: string; result?: { exitCode?: number; id?: string }; error?: { code?: string; message?: string } };
 
 /**
  * Runs `r` through the daemon: true once the daemon took it (output printed, process.exitCode
  * set), false when no daemon took it and nothing was printed.
  */
-export function fastRunThroughDaemon(r: FastRun, out: { stdout: (s: string) => void; stderr: (s: string) => void }): Promise<{ taken: boolean; exitCode: number }> {
+export async function fastRunThroughDaemon(r: FastRun, out: { stdout: (s: string) => void; stderr: (s: string) => void }): Promise<{ taken: boolean; exitCode: number }> {
   const { flags } = r;
-  const text = JSON.stringify({
+  const body = {
     input: { path: '-', stdinText: JSON.stringify(runDocument(flags)), display: 'berth run' },
     podKey: `${flags.namespace}/${flags.name}`,
     mode: flags.mode,
+  };
+  let exitCode = 1;
+  const outcome = await postNdjson(r.socket, '/v1/run', body, (v) => {
+    const m = v as Line;
+    if (typeof m.out === 'string') out.stdout(m.out);
+    if (typeof m.err === 'string') out.stderr(m.err);
+    if (m.result !== undefined) {
+      if (typeof m.result.id === 'string') out.stdout(`${m.result.id}\n`);
+      exitCode = typeof m.result.exitCode === 'number' ? m.result.exitCode : 0;
+      return true;
+    }
+    if (m.error !== undefined) {
+      const code = isErrorCode(m.error.code) ? m.error.code : 'ERR_INTERNAL';
+      out.stderr(errorLine(code, m.error.message ?? 'run failed'));
+      exitCode = exitCodeOf(code);
+      return true;
+    }
+    return false;
   });
-  return new Promise((resolve) => {
-    const s = connect(r.socket);
-    let head: Buffer | undefined = Buffer.alloc(0);
-    let carry = '';
-    const utf8 = new StringDecoder('utf8');
-    let done: { taken: boolean; exitCode: number } | undefined;
-    const finish = (v: { taken: boolean; exitCode: number }): void => {
-      if (done !== undefined) return;
-      done = v;
-      clearTimeout(timer);
-      s.destroy();
-      resolve(v);
-    };
-    const timer = setTimeout(() => finish({ taken: false, exitCode: 1 }), FIRST_BYTE_MS);
-    const onLine = (line: string): void => {
-      if (line === '') return;
-      let m: Line;
-      try {
-        m = JSON.parse(line) as Line;
-      } catch {
-        return;
-      }
-      if (typeof m.out === 'string') out.stdout(m.out);
-      if (typeof m.err === 'string') out.stderr(m.err);
-      if (m.result !== undefined) {
-        if (typeof m.result.id === 'string') out.stdout(`${m.result.id}\n`);
-        finish({ taken: true, exitCode: typeof m.result.exitCode === 'number' ? m.result.exitCode : 0 });
-      } else if (m.error !== undefined) {
-        const code = isErrorCode(m.error.code) ? m.error.code : 'ERR_INTERNAL';
-        out.stderr(errorLine(code, m.error.message ?? 'run failed'));
-        finish({ taken: true, exitCode: exitCodeOf(code) });
-      }
-    };
-    s.on('data', (c: Buffer) => {
-      if (head !== undefined) {
-        head = Buffer.concat([head, c]);
-        const end = head.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        clearTimeout(timer);
-        // Another answer than a 200 (an older daemon without the route): nothing ran, the normal path takes over.
-        if (!/^HTTP\/1\.[01] 200 /.test(head.subarray(0, end).toString('latin1'))) return finish({ taken: false, exitCode: 1 });
-        c = head.subarray(end + 4);
-        head = undefined;
-      }
-      const lines = (carry + utf8.write(c)).split('\n');
-      carry = lines.pop() ?? '';
-      for (const l of lines) onLine(l);
-    });
-    s.on('error', () => undefined);
-    s.on('close', () => {
-      if (head !== undefined) return finish({ taken: false, exitCode: 1 });
-      onLine(carry + utf8.end());
-      if (done === undefined) out.stderr(errorLine('ERR_INTERNAL', 'run: the daemon closed the connection before the container ended'));
-      finish({ taken: true, exitCode: 1 });
-    });
-    // HTTP/1.0: the daemon answers without chunked framing and closes after the last line.
-    s.write(`POST /v1/run HTTP/1.0\r\nHost: berth\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
-  });
+  // Another answer than a 200 (no daemon, an older daemon without the route): nothing ran, the normal path takes over.
+  if (outcome === 'declined') return { taken: false, exitCode: 1 };
+  if (outcome === 'cut') out.stderr(errorLine('ERR_INTERNAL', 'run: the daemon closed the connection before the container ended'));
+  return { taken: true, exitCode };
 }
 
 /** Answers `args` on the fast path and returns true, or returns false having printed nothing. */

@@ -1499,8 +1499,8 @@ const ARCHITECTURES: Readonly<Record<string, { variant: RegExp; says: string } |
 /** What other tools (uname, Debian) call them, for the hint. */
 const ARCH_ALIASES: Readonly<Record<string, string>> = { x86_64: 'amd64', 'x86-64': 'amd64', aarch64: 'arm64', armhf: 'arm/v7', armel: 'arm/v6', i386: '386', i686: '386' };
 
-/** `os/arch[/variant]` → platform, or why not. Only linux: berth runs Linux containers. */
-function parsePlatform(s: string): DesiredPlatform | string {
+/** `os/arch[/variant]` → platform, or why not (manifests' `spec.platform`, `images pull --platform`). Only linux: berth runs Linux containers. */
+export function parsePlatform(s: string): DesiredPlatform | string {
   const [os, architecture, variant, ...more] = s.split('/');
   if (os === undefined || architecture === undefined || more.length > 0) return `${JSON.stringify(s)} is not os/architecture[/variant], e.g. linux/arm64 or linux/arm/v7`;
   if (os !== 'linux') return `os ${JSON.stringify(os)}: berth runs Linux containers, so the os must be linux`;

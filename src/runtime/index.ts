@@ -1039,6 +1039,14 @@ export class Runtime {
     return c === undefined ? undefined : this.logPath(c.podKey, c.name, id);
   }
 
+  /** The registry options this runtime pulls with (the daemon refuses a pull asked for with others). */
+  get registrySettings(): Pick<RuntimeConfig, 'registryConfig' | 'registryHostsDir'> {
+    return {
+      ...(this.cfg.registryConfig !== undefined ? { registryConfig: { ...this.cfg.registryConfig } } : {}),
+      ...(this.cfg.registryHostsDir !== undefined ? { registryHostsDir: { ...this.cfg.registryHostsDir } } : {}),
+    };
+  }
+
   /** Paths used by tests, `berth check` and the daemon (exit files, socket). */
   get paths(): { root: string; state: string; runcRoot: string; exitDir: string; socket: string } {
     return {
