@@ -67,5 +67,8 @@ export function explainPullFailure(ref: string, e: PullFailure): string {
     const why = e.message.replace(/^fetch (manifest|blob) \S+: /, '');
     return `pull ${ref}: cannot reach registry ${host}: ${oneLine(why)}; check the registry address (host:port), that the registry runs, and the network`;
   }
-  return `pull ${ref}: ${oneLine(e.message, 300)}`;
+  // A message that already names this pull (the images layer says `pull REF: …`) is not prefixed twice
+  // (regression pull-error-names-ref-twice).
+  const msg = oneLine(e.message, 300);
+  return msg.startsWith(`pull ${ref}: `) ? msg : `pull ${ref}: ${msg}`;
 }

@@ -54,3 +54,9 @@ test('pull errors: the ImagePullBackOff condition names the pod\'s containers an
   assert.equal(wantedBy([{ podKey: 'a/b', containers: ['x', 'y'], source: '/f.yaml', line: 2 }, { podKey: 'a/c', containers: ['z'], source: '/g.yaml', line: 9 }]),
     ' (wanted by a/b containers x, y at /f.yaml:2; a/c container z at /g.yaml:9)');
 });
+
+test('regression pull-error-names-ref-twice: a failure whose message already names the pull keeps one prefix', () => {
+  const msg = explainPullFailure(REF, { code: 'ERR_INVALID_IMAGE', message: `pull ${REF}: image is for linux/arm64, not linux/amd64` });
+  assert.equal(msg, `pull ${REF}: image is for linux/arm64, not linux/amd64`);
+  assert.equal(explainPullFailure(REF, { code: 'ERR_INVALID_IMAGE', message: 'manifest is schema1' }), `pull ${REF}: manifest is schema1`);
+});
