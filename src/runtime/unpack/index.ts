@@ -9,7 +9,7 @@ import { type Digest, isDigest } from '../../lib/digest.js';
 import { BerthError, errnoCode, messageOf } from '../../lib/errors.js';
 import type { Logger } from '../../lib/log.js';
 import { syncfs } from '../../lib/sys.js';
-import { tapTar, type TarHeader } from './tartap.js';
+import { tapTar, type EntryStream, type TarHeader } from './tartap.js';
 import { codeForErrno, LayerWriter } from './writer.js';
 import { createZstdDecoder } from './zstd.js';
 import { crashPoint } from '../../lib/crashpoint.js';
@@ -264,7 +264,7 @@ function startTarStage(writer: LayerWriter, o: TarStageOptions): TarStage {
     // data; the writer may not be listening yet (still resolving the path), and an unheard
     // 'error' would crash the whole process. The failure reaches us through the pipeline.
     stream.on('error', () => undefined);
-    const work = (async () => writer.entry(h, stream, tap.takeEntry(h)))();
+    const work = (async () => writer.entry(h, stream as unknown as EntryStream, tap.takeEntry(h)))();
     inflight = work.catch(() => undefined);
     work.then(
       () => next(),

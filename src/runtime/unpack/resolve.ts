@@ -84,25 +84,28 @@ export function joinPath(root: Buffer, comps: readonly Buffer[]): Buffer {
   return Buffer.concat(parts);
 }
 
+export interface ResolveDirOptions {
+  /** Make missing directories (IMPLICIT_DIR_MODE, or the lowers' metadata). Default false. */
+  create?: boolean;
+  /** Parent layers' roots, topmost first: implied directories copy their metadata from there. */
+  lowers?: readonly Buffer[];
+  /** Called with the real components of each directory made. */
+  onImplied?: (real: readonly Buffer[]) => void;
+}
+
 /**
  * Resolves `comps` as a directory inside `root`, following symlinks with chroot semantics:
  * `..` stops at the root, absolute targets restart at the root, at most MAX_SYMLINK_HOPS hops.
- * Every component is lstat'ed afresh (no caching across entries: an earlier entry may have replaced
- * it). Returns the real components (no symlinks among them) or, when a component is missing and
- * `create` is false, undefined. With `create`, missing directories are made with IMPLICIT_DIR_MODE.
- * A component that is neither a directory nor a symlink is an error.
+ * Every component is lstat'ed afresh (E2: no caching across entries — an earlier entry may have
+ * replaced it). Returns the real components (no symlinks among them) or, when a component is
+ * missing and `create` is false, undefined. With `create`, missing directories are made. A
+ * component that is neither a directory nor a symlink is an error.
  *
  * Synchronous: each step is one metadata syscall on a local directory the unpacker owns, and doing
  * them on the calling thread avoids a libuv thread-pool round trip (two futex wake-ups, an epoll
  * wait) per component, which cost more than the lstat itself (bench/README.md, bench/pull).
  */
-export function resolveDirSync(
-  root: Buffer,
-  comps: readonly Buffer[],
-  create: boolean,
-  lowers: readonly Buffer[] = [],
-  onImplied?: (real: readonly Buffer[]) => void,
-): Buffer[] | undefined {
+export function resolveDirSync(root: Buffer, comps: readonly Buffer[], o: ResolveDirOptions = {}): Buffer[] | undefined {
   const real: Buffer[] = [];
   const todo = comps.slice().reverse(); // a stack: next component on top
   let hops = 0;
@@ -115,29 +118,27 @@ export function resolveDirSync(
     }
     if (isDotDot(c)) {
       real.pop();
-      continue;
-    }
-    const p = joinPath(root, [...real, c]);
-    const st = fs.lstatSync(p, { throwIfNoEntry: false });
-    if (st === undefined) {
-      if (!create) return undefined;
-      makeImplicitDir(p, [...real, c], lowers);
-      real.push(c);
-      onImplied?.(real.slice());
-      continue;
-    }
-    if (st.isDirectory()) {
-      real.push(c);
-    } else if (st.isSymbolicLink()) {
-      if (++hops > MAX_SYMLINK_HOPS) {
-        throw new EntryRejected('ERR_UNSAFE_CONTENT', `more than ${MAX_SYMLINK_HOPS} symlinks in the path`);
-      }
-      const target = fs.readlinkSync(p, { encoding: 'buffer' });
-      if (target[0] === SLASH) real.length = 0;
-      const more = splitPath(target);
-      for (let i = more.length - 1; i >= 0; i--) todo.push(more[i] as Buffer);
     } else {
-      throw new EntryRejected('ERR_INVALID_IMAGE', `path component "${displayName(c)}" is not a directory`);
+      const p = joinPath(root, [...real, c]);
+      const st = fs.lstatSync(p, { throwIfNoEntry: false });
+      if (st === undefined) {
+        if (o.create !== true) return undefined;
+        makeImplicitDir(p, [...real, c], o.lowers ?? []);
+        real.push(c);
+        o.onImplied?.(real.slice());
+      } else if (st.isDirectory()) {
+        real.push(c);
+      } else if (st.isSymbolicLink()) {
+        if (++hops > MAX_SYMLINK_HOPS) {
+          throw new EntryRejected('ERR_UNSAFE_CONTENT', `more than ${MAX_SYMLINK_HOPS} symlinks in the path`);
+        }
+        const target = fs.readlinkSync(p, { encoding: 'buffer' });
+        if (target[0] === SLASH) real.length = 0;
+        const more = splitPath(target);
+        for (let i = more.length - 1; i >= 0; i--) todo.push(more[i] as Buffer);
+      } else {
+        throw new EntryRejected('ERR_INVALID_IMAGE', `path component "${displayName(c)}" is not a directory`);
+      }
     }
   }
   return real;
@@ -166,7 +167,7 @@ function lowerDir(comps: readonly Buffer[], lowers: readonly Buffer[]): fs.Stats
   for (const lower of lowers) {
     let found: Buffer[] | undefined;
     try {
-      found = resolveDirSync(lower, comps, false);
+      found = resolveDirSync(lower, comps);
     } catch {
       found = undefined;
     }
@@ -200,7 +201,7 @@ export function copyImpliedDirMeta(root: Buffer, dirs: readonly (readonly Buffer
 
 /** resolveDirSync as a promise, for callers that do not care which thread does the work. */
 export async function resolveDir(root: Buffer, comps: readonly Buffer[], create: boolean, lowers: readonly Buffer[] = []): Promise<Buffer[] | undefined> {
-  return resolveDirSync(root, comps, create, lowers);
+  return resolveDirSync(root, comps, { create, lowers });
 }
 
 /**

@@ -15,7 +15,12 @@ export type TarHeader = Omit<Header, 'type' | 'pax' | 'linkname'> & {
 };
 
 /** An entry's data stream (a streamx Readable). */
-export type EntryStream = AsyncIterable<unknown> & { resume(): unknown };
+export type EntryStream = AsyncIterable<unknown> & {
+  resume(): unknown;
+  on(event: 'data' | 'end' | 'error' | 'close', listener: (arg: unknown) => void): unknown;
+  off(event: 'data' | 'end' | 'error' | 'close', listener: (arg: unknown) => void): unknown;
+  destroy(err?: Error): unknown;
+};
 
 /** PAX records of one entry: keys decoded as UTF-8 (POSIX), values as the raw bytes. */
 export type PaxRecords = ReadonlyMap<string, Buffer>;

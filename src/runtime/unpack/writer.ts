@@ -56,15 +56,21 @@ export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 const MAX_ID = 2 ** 32 - 2;
 const CREATE_FLAGS = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
 const DIR_FLAGS = fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW;
+/** Most entries have no PAX records, hence no xattrs: one empty map for all of them. */
+const NO_RECORDS: ReadonlyMap<string, Buffer> = new Map();
+/** Not in node's fs.constants. */
+const S_ISGID = 0o2000;
 
 /**
  * Writes the entries of one layer tar into `root`, an empty directory private to this unpack.
  * One instance per layer; entries are fed strictly one at a time (tar-stream's `next`).
  *
- * Rules (INVARIANTS.md): every entry's parent is resolved afresh and confined (E2); an existing
- * final component is removed and recreated, never opened or followed (E3); hardlinks only to this
- * layer (E4); lchown → chmod → xattrs → times, directories last (E5); whiteouts in overlay format,
- * never deleting anything (E6); entry types and xattrs allowlisted (E7); limits before writing (E8).
+ * Rules (INVARIANTS.md): every entry's parent is resolved confined, afresh, component by component
+ * (E2: no caching across entries); an existing final component is removed and
+ * recreated, never opened or followed (E3); hardlinks only to this layer (E4); lchown → chmod →
+ * xattrs → times, directories last (E5; a chown or chmod that would change nothing on a node just
+ * created is skipped); whiteouts in overlay format, never deleting anything (E6); entry types and
+ * xattrs allowlisted (E7); limits before writing (E8).
  *
  * A failed entry throws a BerthError naming the layer and the entry; what was written stays in
  * `root` for the caller to delete.
@@ -88,11 +94,30 @@ export class LayerWriter {
   // deferImplied: implied directories still standing, keyed like `dirs`, by their real components.
   private readonly implied = new Map<string, Buffer[]>();
   private readonly onImplied: ((real: readonly Buffer[]) => void) | undefined;
+  // Who owns a node just created here (see ownedAsIs), when it is certain; else undefined.
+  private readonly createdIds: { uid: number; gid: number } | undefined;
+  // Permission bits a file gets from open(O_CREAT, mode) are mode & ~umask.
+  private readonly umask = process.umask();
 
   constructor(private readonly opts: LayerWriterOptions) {
     this.lowers = opts.deferImplied === true ? [] : (opts.lowers ?? []).map((d) => Buffer.from(d));
     this.root = Buffer.from(opts.root);
     this.onImplied = opts.deferImplied === true ? (real) => this.implied.set(joinPath(this.root, real).toString('latin1'), [...real]) : undefined;
+    // A new node takes our euid and egid, unless a directory above it has S_ISGID (then it takes
+    // that directory's group). While a layer is written only the root itself or an implied
+    // directory copied from a lower layer can have S_ISGID (tar directories get their mode in
+    // finish()), so the ids are certain when the root has none and there are no lowers.
+    const euid = process.geteuid?.();
+    const egid = process.getegid?.();
+    this.createdIds =
+      this.isRoot && euid !== undefined && egid !== undefined && this.lowers.length === 0 && (fs.statSync(this.root).mode & S_ISGID) === 0
+        ? { uid: euid, gid: egid }
+        : undefined;
+  }
+
+  /** E5's lchown would change nothing on a node this writer just created: skip the syscall. */
+  private ownedAsIs(meta: Meta): boolean {
+    return this.createdIds !== undefined && this.createdIds.uid === meta.uid && this.createdIds.gid === meta.gid;
   }
 
   /** With deferImplied: the implied directories (components below the root) that no entry replaced. */
@@ -103,7 +128,7 @@ export class LayerWriter {
   async entry(header: TarHeader, stream: EntryStream, pax: PaxRecords | undefined): Promise<void> {
     const name = pax?.get('path') ?? Buffer.from(header.name, 'latin1');
     try {
-      await this.write(header, name, stream, pax ?? new Map<string, Buffer>());
+      await this.write(header, name, stream, pax ?? NO_RECORDS);
     } catch (err) {
       throw this.wrap(err, `entry "${displayName(name)}"`);
     }
@@ -155,7 +180,7 @@ export class LayerWriter {
     }
     const size = checkSize(h, pax, type, limits.maxFileSize);
     const comps = parseEntryName(name, limits);
-    const meta: Meta = { ...parseMeta(h, pax), xattrs: this.pickXattrs(pax, name) };
+    const meta = parseMeta(h, pax, this.pickXattrs(pax, name));
     const base = comps[comps.length - 1];
     if (base === undefined) {
       log?.debug({ layer: this.opts.layer }, 'unpack: entry for the layer root skipped');
@@ -171,17 +196,22 @@ export class LayerWriter {
       return this.whiteout(parentComps, base, name);
     }
 
-    const parent = resolveDirSync(this.root, parentComps, true, this.lowers, this.onImplied);
-    if (parent === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
+    const parent = this.resolveParent(parentComps);
     const real = [...parent, base];
     const path = joinPath(this.root, real);
 
     switch (type) {
       case 'directory': {
-        const st = lstatOrUndefined(path);
-        if (st?.isDirectory() !== true) {
-          if (st !== undefined) this.clear(path);
+        // mkdir first (E3): it fails with EEXIST on anything at `path`, a dangling symlink
+        // included, and never follows it; only then is it worth an lstat.
+        try {
           fs.mkdirSync(path, 0o700);
+        } catch (err) {
+          if (errnoCode(err) !== 'EEXIST') throw err;
+          if (lstatOrUndefined(path)?.isDirectory() !== true) {
+            this.clear(path);
+            fs.mkdirSync(path, 0o700);
+          }
         }
         // A later entry for the same directory replaces the earlier metadata (dir over dir merges).
         this.dirs.set(path.toString('latin1'), { path, depth: real.length, meta });
@@ -201,7 +231,7 @@ export class LayerWriter {
         await drain(stream, type);
         // The target is stored verbatim; it is confined when later entries resolve through it.
         this.replace(path, () => fs.symlinkSync(target, path));
-        if (this.isRoot) fs.lchownSync(path, meta.uid, meta.gid);
+        if (this.isRoot && !this.ownedAsIs(meta)) fs.lchownSync(path, meta.uid, meta.gid);
         this.dropXattrs(meta, 'symlink', name);
         fs.lutimesSync(path, meta.atime, meta.mtime);
         return;
@@ -250,6 +280,13 @@ export class LayerWriter {
     return create();
   }
 
+  /** E2: the parent directory `comps` inside the root, walked afresh, made if missing. */
+  private resolveParent(comps: readonly Buffer[]): Buffer[] {
+    const dir = resolveDirSync(this.root, comps, { create: true, lowers: this.lowers, ...(this.onImplied ? { onImplied: this.onImplied } : {}) });
+    if (dir === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
+    return dir;
+  }
+
   /** Removes whatever is at `path` (never following it), and forgets directories under it. */
   private clear(path: Buffer): void {
     const st = lstatOrUndefined(path);
@@ -269,19 +306,22 @@ export class LayerWriter {
   }
 
   private async writeFile(path: Buffer, stream: EntryStream, size: number, meta: Meta): Promise<void> {
-    const fd = this.replace(path, () => fs.openSync(path, CREATE_FLAGS, 0o600));
+    // Created with its final permission bits when open's umask leaves them whole (most files), so
+    // the fchmod can go; setuid, setgid and sticky bits always take the fchmod, after the chown.
+    // An fd from the creating open may write whatever the mode says.
+    const exact = (meta.mode & ~0o777) === 0 && (meta.mode & this.umask) === 0;
+    const fd = this.replace(path, () => fs.openSync(path, CREATE_FLAGS, exact ? meta.mode : 0o600));
     try {
       let written = 0;
-      for await (const chunk of stream) {
-        if (!Buffer.isBuffer(chunk)) throw new EntryRejected('ERR_INTERNAL', 'tar-stream yielded a non-Buffer chunk');
+      await consume(stream, (chunk) => {
         // Bytes are counted as the kernel took them: a short write is continued, never assumed.
         for (let off = 0; off < chunk.length; ) off += fs.writeSync(fd, chunk, off, chunk.length - off);
         written += chunk.length;
-      }
+      });
       if (written !== size) throw new EntryRejected('ERR_INVALID_IMAGE', `file data is ${written} bytes, header says ${size}`);
       // Data first: the kernel clears setuid/setgid and security.capability on write and chown.
-      if (this.isRoot) fs.fchownSync(fd, meta.uid, meta.gid);
-      fs.fchmodSync(fd, meta.mode);
+      if (this.isRoot && !this.ownedAsIs(meta)) fs.fchownSync(fd, meta.uid, meta.gid);
+      if (!exact) fs.fchmodSync(fd, meta.mode);
       this.setXattrs(path, meta.xattrs);
       fs.futimesSync(fd, meta.atime, meta.mtime);
     } finally {
@@ -302,7 +342,7 @@ export class LayerWriter {
     const comps = parseEntryName(linkname, this.opts.limits, 'hardlink target');
     const base = comps[comps.length - 1];
     if (base === undefined) throw new EntryRejected('ERR_INVALID_IMAGE', 'hardlink to the layer root');
-    const parent = resolveDirSync(this.root, comps.slice(0, -1), false);
+    const parent = resolveDirSync(this.root, comps.slice(0, -1));
     const target = parent === undefined ? undefined : joinPath(this.root, [...parent, base]);
     const st = target === undefined ? undefined : lstatOrUndefined(target);
     // A 0:0 char device is a whiteout: the file it hides lives in a lower layer.
@@ -331,8 +371,7 @@ export class LayerWriter {
   private whiteout(parentComps: Buffer[], base: Buffer, name: Buffer): void {
     const { log, layer } = this.opts;
     if (base.equals(OPAQUE)) {
-      const dir = resolveDirSync(this.root, parentComps, true, this.lowers, this.onImplied);
-      if (dir === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
+      const dir = this.resolveParent(parentComps);
       if (dir.length === 0) {
         this.opaqueRoot = true;
         return;
@@ -348,8 +387,7 @@ export class LayerWriter {
     if (hidden.length === 0 || hidden.equals(Buffer.from('.')) || hidden.equals(Buffer.from('..'))) {
       throw new EntryRejected('ERR_UNSAFE_CONTENT', `whiteout for "${displayName(hidden)}"`);
     }
-    const dir = resolveDirSync(this.root, parentComps, true, this.lowers, this.onImplied);
-    if (dir === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
+    const dir = this.resolveParent(parentComps);
     const path = joinPath(this.root, [...dir, hidden]);
     const st = lstatOrUndefined(path);
     if (st !== undefined) {
@@ -362,7 +400,8 @@ export class LayerWriter {
   }
 
   /** E7: keeps `user.*` and `security.capability` from SCHILY.xattr.*, within maxXattrBytes. */
-  private pickXattrs(pax: PaxRecords, name: Buffer): Map<string, Buffer> {
+  private pickXattrs(pax: PaxRecords, name: Buffer): ReadonlyMap<string, Buffer> {
+    if (pax.size === 0) return NO_RECORDS;
     const kept = new Map<string, Buffer>();
     let bytes = 0;
     for (const [key, value] of pax) {
@@ -463,7 +502,7 @@ function checkSize(h: TarHeader, pax: PaxRecords, type: string, maxFileSize: num
 }
 
 /** E5: ids from PAX when present, in 0…2^32-2; PAX times keep their fraction. */
-function parseMeta(h: TarHeader, pax: PaxRecords): Omit<Meta, 'xattrs'> {
+function parseMeta(h: TarHeader, pax: PaxRecords, xattrs: ReadonlyMap<string, Buffer>): Meta {
   const id = (key: 'uid' | 'gid', fallback: number | undefined): number => {
     const p = pax.get(key)?.toString('latin1');
     if (p !== undefined && !/^[0-9]{1,20}$/.test(p)) throw new EntryRejected('ERR_INVALID_IMAGE', `pax ${key} is malformed`);
@@ -489,6 +528,7 @@ function parseMeta(h: TarHeader, pax: PaxRecords): Omit<Meta, 'xattrs'> {
     mode: mode & 0o7777,
     mtime,
     atime: time('atime', mtime),
+    xattrs,
   };
 }
 
@@ -498,9 +538,47 @@ async function drain(stream: EntryStream, type: string): Promise<void> {
     stream.resume();
     return;
   }
-  for await (const _ of stream) {
-    // discard
-  }
+  return consume(stream);
+}
+
+/**
+ * Hands each chunk of an entry's data to `onChunk` as it arrives and settles at the end of the
+ * data. Listeners rather than `for await`: an async iterator costs a promise per chunk and per
+ * entry (~18k entries per bench image), and the chunks are written synchronously anyway. If
+ * `onChunk` throws, the promise rejects with that error and no more chunks are handed over; a
+ * stream that errors or closes before its end rejects too.
+ */
+function consume(stream: EntryStream, onChunk?: (chunk: Buffer) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const settle = (err: unknown): void => {
+      if (settled) return;
+      settled = true;
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('error', settle);
+      stream.off('close', onClose);
+      if (err === undefined) resolve();
+      else reject(err instanceof Error ? err : new Error(String(err)));
+    };
+    const onData = (chunk: unknown): void => {
+      if (settled) return;
+      try {
+        if (!Buffer.isBuffer(chunk)) throw new EntryRejected('ERR_INTERNAL', 'tar-stream yielded a non-Buffer chunk');
+        onChunk?.(chunk);
+      } catch (err) {
+        // The caller's next(err) then tears tar-stream down with this error; destroying the entry
+        // stream here would fail the parse first, with a vaguer "premature close".
+        settle(err);
+      }
+    };
+    const onEnd = (): void => settle(undefined);
+    const onClose = (): void => settle(new Error('entry data ended early'));
+    stream.on('error', settle);
+    stream.on('end', onEnd);
+    stream.on('close', onClose);
+    stream.on('data', onData);
+  });
 }
 
 function lstatOrUndefined(path: Buffer): fs.Stats | undefined {
