@@ -566,7 +566,13 @@ export function buildProgram(): Command {
     .option('--image-gc-high-threshold <percent>', "disk use of the root's file system at which unused images are removed, least recently used first (checked after pulls and at each resync; 100 turns it off)", '85')
     .option('--image-gc-low-threshold <percent>', 'disk use image GC brings it below', '80')
     .action(async (dirs: string[], o: { resync: string; metricsAddr?: string; imageGcHighThreshold: string; imageGcLowThreshold: string }, cmd: Command) => {
+      // First, before stdio or anything else is touched: node started with the daemon's memory
+      // flags replaces this process (same pid) when they are missing (daemon/reexec.ts).
+      const { reexecWithDaemonFlags, forgetReexecEnv, idleCollector } = await import('./daemon/reexec.js');
+      const reexec = reexecWithDaemonFlags(process);
+      forgetReexecEnv(process.env);
       const cfg = config(cmd);
+      if (reexec.failed !== undefined) cfg.log.warn(reexec.failed);
       const { statSync } = await import('node:fs');
       for (const dir of dirs) {
         if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new BerthError('ERR_INVALID_ARGUMENT', `up ${dir}: not a directory`);
@@ -598,6 +604,8 @@ export function buildProgram(): Command {
           signal: ac.signal,
           out: (l) => process.stdout.write(`${l}\n`),
           ...(o.metricsAddr !== undefined ? { metricsAddr: o.metricsAddr } : {}),
+          // --expose-gc is one of the daemon's flags: a full GC once the queue is idle.
+          collectGarbage: idleCollector(globalThis.gc),
         });
         process.stdout.write('berth: stopped watching; containers keep running (berth ps)\n');
       } finally {

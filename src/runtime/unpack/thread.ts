@@ -54,18 +54,35 @@ type FromWorker =
 
 const WORKER_MARK = 'berth-unpack-layer';
 
+/** How long a thread may wait for its next layer before it exits (UnpackThreads `idleMs`). */
+export const UNPACK_THREAD_IDLE_MS = 10_000;
+
 /**
  * Up to `size` worker threads that unpack layers, one layer per thread at a time; a thread is
  * started on first need and kept for the next layer (each costs its module loading, ~0.1 s of CPU).
+ * A thread idle for `idleMs` exits (each is a V8 isolate of its own, several MB: a pull whose
+ * last layer still downloads should not hold the others) and is started again on demand.
  * `close` ends them; call it when the pull is done, whatever its outcome.
  */
 export class UnpackThreads {
   private readonly idle: Worker[] = [];
   private readonly all = new Set<Worker>();
   private readonly waiting: ((w: Worker) => void)[] = [];
+  private readonly idleTimers = new Map<Worker, NodeJS.Timeout>();
+  private readonly idleMs: number;
   private nextId = 1;
 
-  constructor(private readonly size: number) {}
+  constructor(
+    private readonly size: number,
+    opts: { idleMs?: number } = {},
+  ) {
+    this.idleMs = opts.idleMs ?? UNPACK_THREAD_IDLE_MS;
+  }
+
+  /** Threads alive now (busy or idle). */
+  threadCount(): number {
+    return this.all.size;
+  }
 
   /**
    * Unpacks the layer at `blobPath` into `dest` on one of the threads, without syncing and with
@@ -90,12 +107,18 @@ export class UnpackThreads {
     const all = [...this.all];
     this.all.clear();
     this.idle.length = 0;
+    for (const t of this.idleTimers.values()) clearTimeout(t);
+    this.idleTimers.clear();
     await Promise.all(all.map((w) => w.terminate()));
   }
 
   private take(): Promise<Worker> {
     const w = this.idle.pop();
-    if (w !== undefined) return Promise.resolve(w);
+    if (w !== undefined) {
+      clearTimeout(this.idleTimers.get(w));
+      this.idleTimers.delete(w);
+      return Promise.resolve(w);
+    }
     if (this.all.size < this.size) return Promise.resolve(this.spawn());
     return new Promise((resolve) => this.waiting.push(resolve));
   }
@@ -110,7 +133,21 @@ export class UnpackThreads {
     if (!this.all.has(w)) return; // it failed and was dropped, or the set was closed
     const next = this.waiting.shift();
     if (next !== undefined) next(w);
-    else this.idle.push(w);
+    else {
+      this.idle.push(w);
+      // unref: an idle thread's timer never keeps the process alive.
+      this.idleTimers.set(w, setTimeout(() => this.retire(w), this.idleMs).unref());
+    }
+  }
+
+  /** An idle thread whose time ran out: ended; the next layer starts a new one. */
+  private retire(w: Worker): void {
+    this.idleTimers.delete(w);
+    const i = this.idle.indexOf(w);
+    if (i < 0) return; // taken meanwhile
+    this.idle.splice(i, 1);
+    this.all.delete(w);
+    void w.terminate();
   }
 
   private run(worker: Worker, opts: ThreadUnpackOptions): Promise<UnpackResult> {
@@ -178,6 +215,8 @@ export class UnpackThreads {
   /** A thread that failed is ended; a layer waiting for a thread gets a new one instead. */
   private drop(w: Worker): void {
     this.all.delete(w);
+    clearTimeout(this.idleTimers.get(w));
+    this.idleTimers.delete(w);
     void w.terminate();
     const next = this.waiting.shift();
     if (next !== undefined) next(this.spawn());
