@@ -29,7 +29,7 @@ import { parseArgs } from 'node:util';
 import { askDaemon, daemonSocket } from '../src/lib/fast-read.js';
 import { CLI, berth, mountsUnder, type BerthEnv } from '../test/helpers/berth.js';
 import { startDemoFixture, type DemoFixture } from '../test/helpers/demo.js';
-import { removeIdleCniChains } from '../test/helpers/cni.js';
+import { removeTestBridge } from '../test/helpers/cni.js';
 import { PODMAN_CONF, cleanupAll, havePodman, log, machine, must, newEnv, podman, podmanArgs, podmanStore, prePull, preparePodman, revision, sleep, spawnContainerd, stopUp, waitDaemonSocket, type PrivateContainerd } from './common.js';
 
 const { values: opt } = parseArgs({ options: { runs: { type: 'string', default: '15' }, pods: { type: 'string', default: '20' }, many: { type: 'string', default: '50' } } });
@@ -252,8 +252,7 @@ async function main(): Promise<void> {
     await berth(env, ['--bridge', BRIDGE, '--pod-subnet', SUBNET, 'delete', '-f', dir], { timeoutMs: 600_000 }).catch(() => undefined);
     if (ctr !== undefined) await stopContainerd(ctr);
     await cleanupAll(fx);
-    spawnSync('ip', ['link', 'del', BRIDGE]);
-    removeIdleCniChains();
+    await removeTestBridge(BRIDGE);
   }
 }
 

@@ -56,6 +56,19 @@ export function runProcess(file: string, args: readonly string[], opts: RunProce
   return native !== undefined ? runSpawned(native, file, args, opts) : runForked(file, args, opts);
 }
 
+/** The run's deadline (ERR_TIMEOUT) and its abort signal, each calling `fail`; returns what clears both. */
+function armDeadline(opts: RunProcessOptions, fail: (why: unknown) => void): () => void {
+  const timer = setTimeout(() => {
+    fail(new BerthError('ERR_TIMEOUT', `${opts.what}: no answer within ${opts.timeoutMs / 1000}s (killed)`, { details: { timeoutMs: opts.timeoutMs } }));
+  }, opts.timeoutMs);
+  const onAbort = (): void => fail(opts.signal?.reason);
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  return () => {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', onAbort);
+  };
+}
+
 /** The exit of a run: resolve with the output, or reject as a non-zero exit (execFile's shape). */
 function finish(opts: RunProcessOptions, code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string): { stdout: string; stderr: string } {
   if (code === 0) return { stdout, stderr };
@@ -118,9 +131,8 @@ function runSpawned(native: SpawnBinding, file: string, args: readonly string[],
     const settle = (): void => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      disarm();
       clearTimeout(grace);
-      opts.signal?.removeEventListener('abort', onAbort);
       if (failure !== undefined) {
         stdout.destroy();
         stderr.destroy();
@@ -170,12 +182,7 @@ function runSpawned(native: SpawnBinding, file: string, args: readonly string[],
       }
       grace = setTimeout(settle, KILL_GRACE_MS);
     };
-    const timer = setTimeout(() => {
-      const s = opts.timeoutMs / 1000;
-      fail(new BerthError('ERR_TIMEOUT', `${opts.what}: no answer within ${s}s (killed)`, { details: { timeoutMs: opts.timeoutMs } }));
-    }, opts.timeoutMs);
-    const onAbort = (): void => fail(opts.signal?.reason);
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const disarm = armDeadline(opts, fail);
   });
 }
 
@@ -306,9 +313,8 @@ function runForked(file: string, args: readonly string[], opts: RunProcessOption
     let failure: { why: unknown } | undefined;
     let grace: NodeJS.Timeout | undefined;
     const settle = (): void => {
-      clearTimeout(timer);
+      disarm();
       clearTimeout(grace);
-      opts.signal?.removeEventListener('abort', onAbort);
     };
     const fail = (why: unknown): void => {
       if (failure !== undefined) return;
@@ -327,12 +333,7 @@ function runForked(file: string, args: readonly string[], opts: RunProcessOption
         reject(why);
       }, KILL_GRACE_MS);
     };
-    const timer = setTimeout(() => {
-      const s = opts.timeoutMs / 1000;
-      fail(new BerthError('ERR_TIMEOUT', `${opts.what}: no answer within ${s}s (killed)`, { details: { timeoutMs: opts.timeoutMs } }));
-    }, opts.timeoutMs);
-    const onAbort = (): void => fail(opts.signal?.reason);
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const disarm = armDeadline(opts, fail);
 
     // Only a failed spawn (ENOENT, EACCES) ends up here: the group is killed with process.kill.
     child.on('error', (e) => {

@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, realpathSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Runtime, type SandboxSpec } from '../../src/runtime/index.js';
@@ -10,6 +10,7 @@ import { netnsName } from '../../src/runtime/network/index.js';
 import { createLogger } from '../../src/lib/log.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { cleanupEnv } from '../helpers/berth.js';
+import { removeTestBridge } from '../helpers/cni.js';
 
 /**
  * Contract of pod sandboxes on the real implementation (critest-style): creating one twice
@@ -55,7 +56,7 @@ describe('contract: pod sandboxes (netns + CNI + catatonit)', { timeout: 120_000
     if (!ok) return;
     await rt.close();
     await cleanupEnv({ root: path.join(base, 'root'), state: path.join(base, 'state'), dir: base });
-    if (existsSync(`/sys/class/net/${bridge}`)) execFileSync('ip', ['link', 'del', bridge]);
+    await removeTestBridge(bridge);
     if (forwardBefore !== '') execFileSync('sysctl', ['-q', '-w', `net.ipv4.ip_forward=${forwardBefore}`]);
   });
 

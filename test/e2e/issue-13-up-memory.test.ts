@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -8,7 +8,7 @@ import { DAEMON_ENV, DAEMON_NODE_FLAGS, REEXEC_MARK } from '../../src/daemon/ree
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { CLI, berth, cleanupEnv, conmonProcesses, makeEnv, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
-import { removeIdleCniChains } from '../helpers/cni.js';
+import { removeTestBridge } from '../helpers/cni.js';
 
 /**
  * Issue 13, daemon memory: `berth up` replaces its own process (execve: same pid, same stdio)
@@ -73,12 +73,7 @@ describe('e2e: berth up memory (issue 13)', { timeout: 300_000 }, () => {
     await B(['delete', '-f', dir], { timeoutMs: 120_000 }).catch(() => undefined);
     await cleanupEnv(env);
     await demo?.stop();
-    try {
-      execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
-    } catch {
-      // never created
-    }
-    removeIdleCniChains();
+    await removeTestBridge(bridge);
   });
 
   test('issue-13 up-memory: the daemon is the process that was started, with the flags, its stdout and a clean environment for its children', async (t) => {

@@ -136,7 +136,7 @@ spec:
       await cleanupEnv(env);
     }
     await demo?.stop();
-    removeTestNetwork({ root: env.root, bridge: bridge, everDeclared, forwardBefore });
+    await removeTestNetwork({ root: env.root, bridge: bridge, everDeclared, forwardBefore });
     printFigures(figures);
     if (trials.length > 0) process.stderr.write(`crash suite: ${trials.length} trial(s)\n${trials.map((x) => `  ${x.point.padEnd(36)} ${x.via.padEnd(28)} ${x.result}`).join('\n')}\n`);
   });

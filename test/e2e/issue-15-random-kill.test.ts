@@ -220,7 +220,7 @@ spec:
       await cleanupEnv(env);
     }
     await demo?.stop();
-    if (env !== undefined) removeTestNetwork({ root: env.root, bridge: BRIDGE, everDeclared, forwardBefore });
+    if (env !== undefined) await removeTestNetwork({ root: env.root, bridge: BRIDGE, everDeclared, forwardBefore });
   });
 
   for (let i = 1; i <= TRIALS; i++) {

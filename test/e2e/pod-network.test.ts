@@ -10,7 +10,7 @@ import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { berth, cleanupEnv, httpGet, makeEnv, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
 import { freePort } from '../helpers/registry.js';
-import { removeIdleCniChains } from '../helpers/cni.js';
+import { removeTestBridge } from '../helpers/cni.js';
 import { bridgeChains, netnsName } from '../../src/runtime/network/index.js';
 
 /**
@@ -69,13 +69,8 @@ describe('e2e: pod sandboxes with CNI networking (issue 13)', { timeout: 600_000
     await B(['delete', '-f', dir], { timeoutMs: 120_000 }).catch(() => undefined);
     await cleanupEnv(env);
     await demo?.stop();
-    // What CNI made for this run and no pod uses any more: the bridge, shared chains, ip_forward.
-    try {
-      execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
-    } catch {
-      // never created
-    }
-    removeIdleCniChains();
+    // What CNI made for this run and no pod uses any more: the bridge, its rules, shared chains, ip_forward.
+    await removeTestBridge(bridge);
     if (forwardBefore !== '') execFileSync('sysctl', ['-q', '-w', `net.ipv4.ip_forward=${forwardBefore}`]);
   });
 

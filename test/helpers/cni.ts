@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { splitRule } from '../../src/runtime/network/index.js';
+import { removeBridgeRules, splitRule } from '../../src/runtime/network/index.js';
 
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -34,4 +34,18 @@ export function removeIdleCniChains(): void {
       }
     }
   }
+}
+
+/**
+ * A test's (or bench's) network, gone: its bridge, berth's masquerade and forward rules for it (left
+ * when a daemon was killed before its last pod was deleted), and the shared CNI chains no pod uses.
+ */
+export async function removeTestBridge(bridge: string): Promise<void> {
+  try {
+    execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
+  } catch {
+    // never created
+  }
+  await removeBridgeRules(bridge).catch(() => undefined);
+  removeIdleCniChains();
 }

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, promises as fsp, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import * as path from 'node:path';
 import type { SuiteContext, TestContext } from 'node:test';
-import { removeIdleCniChains } from './cni.js';
+import { removeTestBridge } from './cni.js';
 import { requireE2E, requireTools } from './prereq.js';
 import { conmonProcesses, mountsUnder, waitFor, type BerthEnv, type RunResult } from './berth.js';
 import { listStore, storeProblems } from './gc-check.js';
@@ -273,9 +273,9 @@ export function printFigures(f: object): void {
 
 /**
  * Removes what a crash suite's network may have left once berth has deleted its pods: the netns of
- * every pod it declared, its bridge, the idle CNI chains, and ip_forward as it was before (`forwardBefore`).
+ * every pod it declared, its bridge and its rules, the idle CNI chains, and ip_forward as it was before (`forwardBefore`).
  */
-export function removeTestNetwork(o: { root: string; bridge: string; everDeclared: ReadonlySet<string>; forwardBefore: string }): void {
+export async function removeTestNetwork(o: { root: string; bridge: string; everDeclared: ReadonlySet<string>; forwardBefore: string }): Promise<void> {
   for (const key of o.everDeclared) {
     try {
       execFileSync('ip', ['netns', 'delete', netnsOf(o.root, key)], { stdio: 'ignore' });
@@ -283,12 +283,7 @@ export function removeTestNetwork(o: { root: string; bridge: string; everDeclare
       // not there
     }
   }
-  try {
-    execFileSync('ip', ['link', 'del', o.bridge], { stdio: 'ignore' });
-  } catch {
-    // never created
-  }
-  removeIdleCniChains();
+  await removeTestBridge(o.bridge);
   if (o.forwardBefore !== '') execFileSync('sysctl', ['-q', '-w', `net.ipv4.ip_forward=${o.forwardBefore}`]);
 }
 
