@@ -19,6 +19,7 @@
  * A separate addon from berth_sys so that it is loaded only by `berth up`.
  * Errors are thrown like Node's system errors: { code: 'ENOENT', errno: -2, syscall: 'execve', path }.
  */
+#define _GNU_SOURCE /* strerrorname_np */
 #define NAPI_VERSION 8
 #include <node_api.h>
 
@@ -30,32 +31,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_ARG_BYTES (128 * 1024)
+#include "errors.h"
 
-static napi_value throw_exec_errno(napi_env env, int e, const char *path) {
-  char msg[4096 + 128];
-  char code[32];
-  switch (e) {
-    case ENOENT: strcpy(code, "ENOENT"); break;
-    case EACCES: strcpy(code, "EACCES"); break;
-    case E2BIG: strcpy(code, "E2BIG"); break;
-    case ENOMEM: strcpy(code, "ENOMEM"); break;
-    case ENOEXEC: strcpy(code, "ENOEXEC"); break;
-    case ETXTBSY: strcpy(code, "ETXTBSY"); break;
-    default: snprintf(code, sizeof code, "E%d", e); break;
-  }
-  snprintf(msg, sizeof msg, "%s: %s, execve '%s'", code, strerror(e), path);
-  napi_value jmsg, jcode, err, v;
-  if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg) != napi_ok) return NULL;
-  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode) != napi_ok) return NULL;
-  if (napi_create_error(env, jcode, jmsg, &err) != napi_ok) return NULL;
-  napi_set_named_property(env, err, "code", jcode);
-  if (napi_create_int32(env, -e, &v) == napi_ok) napi_set_named_property(env, err, "errno", v);
-  if (napi_create_string_utf8(env, "execve", NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_named_property(env, err, "syscall", v);
-  if (napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_named_property(env, err, "path", v);
-  napi_throw(env, err);
-  return NULL;
-}
+#define MAX_ARG_BYTES (128 * 1024)
 
 /* A JS string as a malloc'd NUL-terminated C string; NULL with a pending TypeError (embedded NUL included). */
 static char *dup_string(napi_env env, napi_value v) {
@@ -173,7 +151,7 @@ static napi_value Execve(napi_env env, napi_callback_info info) {
   set_cloexec(keep, nvalid, 1);
   free_vector(argv, nargv);
   free_vector(envp, nenv);
-  napi_value r = throw_exec_errno(env, e, path);
+  napi_value r = throw_errno(env, e, "execve", path);
   free(path);
   return r;
 }

@@ -38,26 +38,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_STRING_BYTES (128 * 1024)
+#include "errors.h"
 
-static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
-  char msg[1024];
-  const char *name = strerrorname_np(e);
-  snprintf(msg, sizeof msg, "%s: %s, %s '%s'", name ? name : "E?", strerror(e), syscall, path);
-  napi_value err, code, errno_v, sys, p, m;
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
-  napi_create_error(env, NULL, m, &err);
-  napi_create_string_utf8(env, name ? name : "UNKNOWN", NAPI_AUTO_LENGTH, &code);
-  napi_create_int32(env, -e, &errno_v);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
-  napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &p);
-  napi_set_named_property(env, err, "code", code);
-  napi_set_named_property(env, err, "errno", errno_v);
-  napi_set_named_property(env, err, "syscall", sys);
-  napi_set_named_property(env, err, "path", p);
-  napi_throw(env, err);
-  return NULL;
-}
+#define MAX_STRING_BYTES (128 * 1024)
 
 static napi_value throw_type(napi_env env, const char *msg) {
   napi_throw_type_error(env, NULL, msg);

@@ -23,6 +23,8 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "errors.h"
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -37,37 +39,6 @@
 
 #define MAX_PATH_BYTES 4096
 #define MAX_NAME_BYTES 256
-
-static const char *errno_name(int e) {
-  switch (e) {
-#define E(x) case x: return #x;
-    E(EPERM) E(ENOENT) E(EINTR) E(EIO) E(ENXIO) E(E2BIG) E(EBADF) E(EAGAIN)
-    E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY) E(EEXIST) E(EXDEV) E(ENODEV)
-    E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE) E(ETXTBSY) E(EFBIG)
-    E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(ERANGE) E(ENAMETOOLONG)
-    E(ENOSYS) E(ENOTEMPTY) E(ELOOP) E(ENODATA) E(EOPNOTSUPP) E(EDQUOT)
-    E(EOVERFLOW) E(ECANCELED)
-#undef E
-    default: return "UNKNOWN";
-  }
-}
-
-/* Throws a system error and returns NULL so callers can `return throw_errno(...)`. */
-static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
-  char msg[MAX_PATH_BYTES + 128];
-  const char *code = errno_name(e);
-  snprintf(msg, sizeof msg, "%s: %s, %s '%s'", code, strerror(e), syscall, path);
-  napi_value jmsg, jcode, err, v;
-  if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg) != napi_ok) return NULL;
-  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode) != napi_ok) return NULL;
-  if (napi_create_error(env, jcode, jmsg, &err) != napi_ok) return NULL;
-  napi_set_named_property(env, err, "code", jcode);
-  if (napi_create_int32(env, -e, &v) == napi_ok) napi_set_named_property(env, err, "errno", v);
-  if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_named_property(env, err, "syscall", v);
-  if (napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_named_property(env, err, "path", v);
-  napi_throw(env, err);
-  return NULL;
-}
 
 static napi_value throw_type(napi_env env, const char *msg) {
   napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);

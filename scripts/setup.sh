@@ -13,7 +13,7 @@ fi
 # rebuilt when one is absent or older than its source or binding.gyp.
 for target in $(grep -o '"target_name": *"[a-z_]*"' binding.gyp | sed 's/.*"\([a-z_]*\)"$/\1/'); do
   addon="build/Release/$target.node"
-  if [ ! -f "$addon" ] || [ binding.gyp -nt "$addon" ] || [ -n "$(find native -name '*.c' -newer "$addon")" ]; then
+  if [ ! -f "$addon" ] || [ binding.gyp -nt "$addon" ] || [ -n "$(find native -type f -newer "$addon")" ]; then
     npm run build:native
     break
   fi
