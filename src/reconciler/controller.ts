@@ -656,19 +656,33 @@ export class Controller {
   }
 
   /**
-   * Waits until every key is Ready (its Ready condition True for the current generation)
-   * or the deadline passes; returns the keys not ready with their reason and message.
+   * Waits until every key is Ready (its Ready condition True for the current generation) in two
+   * polls READY_POLL_MS apart with nothing in between (the same Ready transition, no container of
+   * the pod ended), or the deadline passes; returns the keys not ready with their reason and message.
+   * A container that dies right after its start is observed running by the start's own pod run,
+   * and when its exit is seen the same pod run may restart it at once, so Ready can stay True
+   * through a crash: one Ready reading would report a crash-looping pod ready (regression
+   * wait-ready-on-a-container-that-exits-at-once). The kubelet's 1 s relist hides the same race.
    */
   async waitReady(keys: readonly string[], timeoutMs: number, signal?: AbortSignal): Promise<{ key: string; reason: string; message: string }[]> {
     const until = this.clock.now() + timeoutMs;
+    let seen = new Map<string, string>();
     for (;;) {
       const notReady: { key: string; reason: string; message: string }[] = [];
+      const now = new Map<string, string>();
       for (const key of keys) {
         const ready = this.rt.listConditions(POD + key).find((c) => c.type === 'Ready');
-        if (ready?.status !== 'True') notReady.push({ key, reason: ready?.reason ?? 'Unknown', message: ready?.message ?? 'not reconciled yet' });
+        if (ready?.status !== 'True') {
+          notReady.push({ key, reason: ready?.reason ?? 'Unknown', message: ready?.message ?? 'not reconciled yet' });
+          continue;
+        }
+        const ends = this.rt.listRestarts(key).map((r) => `${r.name}:${r.nextAttempt}:${r.lastFinishedAt ?? ''}`);
+        now.set(key, `${ready.lastTransitionTime} ${ends.sort().join(' ')}`);
       }
-      if (notReady.length === 0 || this.clock.now() >= until || signal?.aborted === true) return notReady;
-      await new Promise((r) => setTimeout(r, 100));
+      const settled = [...now].every(([k, sig]) => seen.get(k) === sig);
+      if ((notReady.length === 0 && settled) || this.clock.now() >= until || signal?.aborted === true) return notReady;
+      seen = now;
+      await new Promise((r) => setTimeout(r, READY_POLL_MS));
     }
   }
 
@@ -680,6 +694,9 @@ export class Controller {
     return this.queue.shutdown(deadlineMs);
   }
 }
+
+/** How often apply --wait looks at the Ready conditions. */
+const READY_POLL_MS = 100;
 
 function asBerthError(err: unknown): BerthError {
   if (err instanceof BerthError) return err;

@@ -173,6 +173,14 @@ ${extra}spec:
     assert.ok(Date.now() - started < 15_000);
     assert.match(w.stderr, /pod default\/failing not ready after 4s: CrashLoopBackOff: default\/failing\/app: exited with code 7/);
     assert.equal((await berth(env, ['delete', '-f', bad])).code, 0);
+    // regression wait-ready-on-a-container-that-exits-at-once: alive when its start is observed (50 ms), dead
+    // by the next look; one Ready reading used to end the wait with exit 0.
+    const late = path.join(env.dir, 'late.yaml');
+    await fsp.writeFile(late, podYaml('late', ['sh', '-c', 'sleep 0.05; exit 7']));
+    const l = await berth(env, ['apply', '-f', late, '--wait', '--timeout', '3s']);
+    assert.equal(l.code, 1, l.stdout);
+    assert.match(l.stderr, /pod default\/late not ready after 3s/);
+    assert.equal((await berth(env, ['delete', '-f', late])).code, 0);
   });
 
   test('a container frozen with runc pause is reported paused and is not replaced', async (t) => {
