@@ -52,8 +52,14 @@ const KILL_GRACE_MS = 1000;
 export const spawnCounts = { native: 0, forked: 0 };
 
 export function runProcess(file: string, args: readonly string[], opts: RunProcessOptions): Promise<{ stdout: string; stderr: string }> {
+  if (opts.signal?.aborted) return Promise.reject(opts.signal.reason);
   const native = nativeSpawn();
   return native !== undefined ? runSpawned(native, file, args, opts) : runForked(file, args, opts);
+}
+
+/** How much of stdout and stderr a run keeps (default 4 MiB and 64 KiB). */
+function captureLimits(opts: RunProcessOptions): { maxOut: number; maxErr: number } {
+  return { maxOut: opts.maxStdoutBytes ?? 4 * 2 ** 20, maxErr: opts.maxStderrBytes ?? 64 * 2 ** 10 };
 }
 
 /** The run's deadline (ERR_TIMEOUT) and its abort signal, each calling `fail`; returns what clears both. */
@@ -89,13 +95,8 @@ const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(osc.signals)
  * both output pipes have closed (or KILL_GRACE_MS after a kill) — without forking the daemon.
  */
 function runSpawned(native: SpawnBinding, file: string, args: readonly string[], opts: RunProcessOptions): Promise<{ stdout: string; stderr: string }> {
-  const maxOut = opts.maxStdoutBytes ?? 4 * 2 ** 20;
-  const maxErr = opts.maxStderrBytes ?? 64 * 2 ** 10;
+  const { maxOut, maxErr } = captureLimits(opts);
   return new Promise((resolve, reject) => {
-    if (opts.signal?.aborted) {
-      reject(opts.signal.reason);
-      return;
-    }
     const env = opts.env ?? process.env;
     const exe = resolveExecutable(file, env['PATH']);
     const cannot = (reason: string, cause?: unknown): void =>
@@ -286,13 +287,8 @@ export function spawnChild(file: string, args: readonly string[], o: { cwd?: str
 
 /** runProcess through node's child_process (the addon was not built, or BERTH_NODE_SPAWN=1). */
 function runForked(file: string, args: readonly string[], opts: RunProcessOptions): Promise<{ stdout: string; stderr: string }> {
-  const maxOut = opts.maxStdoutBytes ?? 4 * 2 ** 20;
-  const maxErr = opts.maxStderrBytes ?? 64 * 2 ** 10;
+  const { maxOut, maxErr } = captureLimits(opts);
   return new Promise((resolve, reject) => {
-    if (opts.signal?.aborted) {
-      reject(opts.signal.reason);
-      return;
-    }
     spawnCounts.forked++;
     const child = spawn(file, args, {
       detached: true,

@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { BerthError, errnoCode, isBerthError } from '../../lib/errors.js';
 import { runProcess, spawnChild } from '../../lib/exec.js';
+import { resolveExecutable } from '../../lib/spawn.js';
 import { mkdirp, readFileIfExists } from '../../lib/fsx.js';
 import type { Logger } from '../../lib/log.js';
 import { sleep } from '../../lib/time.js';
@@ -239,16 +240,14 @@ export class TaskDriver {
     return pid;
   }
 
-  private conmonPathCache: string | undefined;
   private async conmonPath(): Promise<string> {
-    return (this.conmonPathCache ??= (await onPath(this.binaries.conmon)) ?? this.binaries.conmon);
+    return resolveExecutable(this.binaries.conmon, process.env['PATH']) ?? this.binaries.conmon;
   }
 
-  private runcPathCache: string | undefined;
+  /** Found once per name and PATH (lib/spawn's cache, shared with every other external call). */
   private async runcPath(): Promise<string> {
-    if (this.runcPathCache !== undefined) return this.runcPathCache;
-    const found = await onPath(this.binaries.runc);
-    if (found !== undefined) return (this.runcPathCache = found);
+    const found = resolveExecutable(this.binaries.runc, process.env['PATH']);
+    if (found !== null) return found;
     throw new BerthError('ERR_PRECONDITION', `find runc: ${this.binaries.runc} is not on PATH (install the Debian package runc)`);
   }
 
@@ -517,16 +516,6 @@ export class TaskDriver {
       if (errnoCode(err) !== 'ENOENT') throw err;
     });
   }
-}
-
-/** The first executable `name` on PATH (a name with a slash is taken as is); undefined when none is. */
-async function onPath(name: string): Promise<string | undefined> {
-  if (name.includes('/')) return name;
-  for (const dir of (process.env['PATH'] ?? '/usr/sbin:/usr/bin').split(':')) {
-    const p = path.join(dir, name);
-    if (await fsp.access(p, fsc.X_OK).then(() => true, () => false)) return p;
-  }
-  return undefined;
 }
 
 function stderrOf(err: unknown): string {
