@@ -22,6 +22,8 @@ const MAX_BODY = 64 * 1024 * 1024;
 
 export interface ApiServer {
   close(): Promise<void>;
+  /** Requests being answered (a followed event stream counts only while it sends its backlog). */
+  busy(): number;
 }
 
 export async function serveApi(o: {
@@ -31,12 +33,24 @@ export async function serveApi(o: {
   onEvent: (fn: (e: EventRecord) => void) => () => void;
   /** Renders the Prometheus text for `GET /metrics`. */
   metrics: () => Promise<string>;
+  /**
+   * Called when the last request being answered ends, with its path: the daemon's idle collection
+   * waits for this instead of running in the middle of a pull or run handed over the socket.
+   */
+  onIdle?: (path: string) => void;
 }): Promise<ApiServer> {
   // The daemon lock is held: a socket file left here is a dead daemon's.
   await fsp.rm(o.socket, { force: true });
   const followers = new Set<ServerResponse>();
+  let inflight = 0;
   const server: Server = createServer((req, res) => {
-    void route(req, res).catch((err: unknown) => reply(res, err));
+    inflight++;
+    // Until the route's promise settles: a pull whose client went away still runs to its end.
+    void route(req, res)
+      .catch((err: unknown) => reply(res, err))
+      .finally(() => {
+        if (--inflight === 0) o.onIdle?.(new URL(req.url ?? '/', 'http://berth').pathname);
+      });
   });
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://berth');
@@ -94,6 +108,7 @@ export async function serveApi(o: {
   await fsp.chmod(o.socket, 0o600);
   o.log.info({ socket: o.socket }, 'api listening');
   return {
+    busy: () => inflight,
     close: async () => {
       for (const r of followers) r.end();
       await new Promise<void>((resolve) => server.close(() => resolve()));

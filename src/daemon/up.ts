@@ -16,7 +16,8 @@ import { ImageFolder } from '../reconciler/image-folder.js';
 import { ManifestSource } from '../reconciler/source.js';
 import { startHousekeeping } from './housekeeping.js';
 import { Metrics, serveMetrics } from './metrics.js';
-import { serveApi } from './server.js';
+import { IdleGc } from './idle-gc.js';
+import { serveApi, type ApiServer } from './server.js';
 import { BerthService } from './service.js';
 
 export interface UpOptions {
@@ -236,7 +237,28 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   // whose appearance tells clients the daemon sees their writes (regression up-serves-before-watching).
   await Promise.all(watchers.map((w) => new Promise<void>((resolve) => w.once('ready', () => resolve()))));
   await load();
-  const api = await serveApi({ socket: rt.paths.socket, service, log, onEvent: (fn) => rt.onEvent(fn), metrics: () => metrics.render(metricsSource) });
+  let api: ApiServer | undefined;
+  const collect = o.collectGarbage;
+  const idleGc =
+    collect === undefined
+      ? undefined
+      : new IdleGc({
+          collect,
+          // Busy again (a pull, a pod run, a request on the socket): the next idle point asks again.
+          busy: () => controller.queue.active() > 0 || controller.queue.pending() > 0 || (api?.busy() ?? 0) > 0,
+          delayMs: o.idleGcMs ?? 1000,
+          minIntervalMs: IDLE_GC_MIN_INTERVAL_MS,
+          done: (ms) => log.debug({ ms }, 'idle collection'),
+        });
+  api = await serveApi({
+    socket: rt.paths.socket,
+    service,
+    log,
+    onEvent: (fn) => rt.onEvent(fn),
+    metrics: () => metrics.render(metricsSource),
+    // A pull or a run over the socket leaves garbage behind, other requests little.
+    onIdle: (p) => idleGc?.workEnded(p === '/v1/images/pull' || p === '/v1/run'),
+  });
   const metricsServer = o.metricsAddr !== undefined ? await serveMetrics({ addr: o.metricsAddr, metrics, log, source: metricsSource }) : undefined;
   if (metricsServer !== undefined) o.out(`berth: metrics on http://${o.metricsAddr ?? ''}/metrics`);
   const resync = setInterval(() => {
@@ -247,26 +269,6 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
       })
       .catch((err: unknown) => log.error({ err: messageOf(err) }, 'resync failed'));
   }, o.resyncMs ?? 30_000);
-
-  let gcTimer: NodeJS.Timeout | undefined;
-  let lastGc = 0;
-  const collectWhenIdle = (): void => {
-    const collect = o.collectGarbage;
-    if (collect === undefined) return;
-    clearTimeout(gcTimer);
-    gcTimer = setTimeout(
-      () => {
-        gcTimer = undefined;
-        // Busy again (a pull, a pod run): the next idle point asks again.
-        if (controller.queue.active() > 0 || controller.queue.pending() > 0) return;
-        lastGc = Date.now();
-        collect();
-        log.debug({ ms: Date.now() - lastGc }, 'idle collection');
-      },
-      Math.max(o.idleGcMs ?? 1000, lastGc + IDLE_GC_MIN_INTERVAL_MS - Date.now()),
-    );
-    gcTimer.unref();
-  };
 
   const summaries = (async () => {
     while (!o.signal.aborted) {
@@ -281,7 +283,7 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
       first = false;
       steps = 0;
       failed = 0;
-      collectWhenIdle();
+      idleGc?.idle();
       await new Promise<void>((resolve) => {
         wake = resolve;
         o.signal.addEventListener('abort', () => resolve(), { once: true });
@@ -297,7 +299,7 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
     o.signal.addEventListener('abort', () => resolve(), { once: true });
   });
   clearInterval(resync);
-  clearTimeout(gcTimer);
+  idleGc?.stop();
   offPulled();
   await housekeeping.stop();
   if (timer !== undefined) clearTimeout(timer);

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { IdleGc } from '../../src/daemon/idle-gc.js';
+import { serveApi } from '../../src/daemon/server.js';
+import type { BerthService } from '../../src/daemon/service.js';
+import { createLogger } from '../../src/lib/log.js';
+
+/**
+ * Regression idle-gc-runs-during-socket-pull: `berth up` ran its idle collection (a full V8 GC plus
+ * malloc_trim, ~30–40 ms of the main thread) one second after its queue went idle, even while it
+ * was answering a pull or a run handed over its socket, which went through no queue: the
+ * collection landed in the middle of the first pull after a start. Now the API counts the
+ * requests it is answering, and a collection that comes due meanwhile waits for the last one.
+ */
+
+test('regression idle-gc-runs-during-socket-pull: a due collection waits for the busy work, then runs once', async () => {
+  let busy = true;
+  let collected = 0;
+  const gc = new IdleGc({ collect: () => collected++, busy: () => busy, delayMs: 20, minIntervalMs: 0 });
+  try {
+    gc.idle();
+    await sleep(80);
+    assert.equal(collected, 0, 'collected while busy');
+    busy = false;
+    gc.workEnded(false);
+    await sleep(80);
+    assert.equal(collected, 1, 'the deferred collection ran once the work ended');
+    // Light work ending with nothing deferred arms nothing; heavy work (a pull, a run) does.
+    gc.workEnded(false);
+    await sleep(60);
+    assert.equal(collected, 1);
+    gc.workEnded(true);
+    await sleep(60);
+    assert.equal(collected, 2);
+  } finally {
+    gc.stop();
+  }
+});
+
+test('regression idle-gc-runs-during-socket-pull: at most one collection per minimum interval', async () => {
+  let collected = 0;
+  const gc = new IdleGc({ collect: () => collected++, busy: () => false, delayMs: 10, minIntervalMs: 300 });
+  try {
+    gc.idle();
+    await sleep(60);
+    assert.equal(collected, 1);
+    gc.idle();
+    await sleep(100);
+    assert.equal(collected, 1, 'a second collection within the interval');
+    await sleep(250);
+    assert.equal(collected, 2);
+  } finally {
+    gc.stop();
+  }
+});
+
+test('regression idle-gc-runs-during-socket-pull: the API counts a request until its answer is done and then reports idle', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-idle-gc-'));
+  const socket = path.join(dir, 'berth.sock');
+  let release!: (text: string) => void;
+  const idle: string[] = [];
+  const api = await serveApi({
+    socket,
+    service: {} as BerthService,
+    log: createLogger('silent'),
+    onEvent: () => () => undefined,
+    metrics: () => new Promise<string>((resolve) => (release = resolve)),
+    onIdle: (p) => idle.push(p),
+  });
+  try {
+    assert.equal(api.busy(), 0);
+    const answer = new Promise<string>((resolve, reject) => {
+      const req = request({ socketPath: socket, path: '/metrics', method: 'GET' }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => resolve(body)).on('error', reject);
+      });
+      req.on('error', reject).end();
+    });
+    for (let i = 0; i < 100 && api.busy() === 0; i++) await sleep(10);
+    assert.equal(api.busy(), 1, 'the request being answered is not counted');
+    assert.deepEqual(idle, []);
+    release('berth_up 1\n');
+    assert.equal(await answer, 'berth_up 1\n');
+    for (let i = 0; i < 100 && idle.length === 0; i++) await sleep(10);
+    assert.equal(api.busy(), 0);
+    assert.deepEqual(idle, ['/metrics']);
+  } finally {
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
