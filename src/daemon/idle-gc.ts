@@ -46,7 +46,9 @@ export class IdleGc {
   private due(): void {
     this.timer = undefined;
     if (this.o.busy()) {
+      // Asked again when the work that holds it back ends (workEnded) or, at the latest, after delayMs.
       this.deferred = true;
+      this.idle();
       return;
     }
     this.last = Date.now();

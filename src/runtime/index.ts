@@ -1,4 +1,4 @@
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, statSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { BerthError, errnoCode, messageOf } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
@@ -45,6 +45,8 @@ export { thresholdProblem, type ImageGcResult, type ImageGcThresholds } from './
 
 /** How long a postStart hook may take before it counts as failed. */
 const POST_START_TIMEOUT_MS = 30_000;
+/** How long an observation waits for conmon to write the exit file of a container whose init it saw gone. */
+const EXIT_RECORD_WAIT_MS = 2_000;
 
 /** OCI annotations that mark a runc container as berth's (and say whose). */
 export const ANNOTATION_POD = 'dev.berth.pod';
@@ -660,8 +662,13 @@ export class Runtime {
     // zombie): what runc state would compute from the same facts (its pid check, then the
     // freezer), without forking runc — once per container each time a pod is reconciled,
     // e.g. right after its start. containerd's shim answers from memory likewise.
-    if (c.state === 'running' && c.pid !== null && isSameProcess(c.pid, c.pidStart)) {
-      return { id: c.id, status: isFrozen(c.pid) ? 'paused' : 'running', pid: c.pid, bundle: this.bundleOf(c.id).bundle };
+    if (c.state === 'running' && c.pid !== null) {
+      if (isSameProcess(c.pid, c.pidStart)) return { id: c.id, status: isFrozen(c.pid) ? 'paused' : 'running', pid: c.pid, bundle: this.bundleOf(c.id).bundle };
+      // The init is gone and conmon has not written its exit file yet (it does once it has reaped
+      // the init): wait for that rather than read no code and record the exit as 137, vanished
+      // (regression observe-between-init-exit-and-exit-file). A /bin/true ends that close to
+      // its start. A conmon that is gone too leaves it to runc.
+      if (await this.tasks.exitRecorded(c.id, EXIT_RECORD_WAIT_MS)) return { id: c.id, status: 'stopped', pid: 0, bundle: this.bundleOf(c.id).bundle };
     }
     return this.tasks.state(c.id);
   }
@@ -1123,6 +1130,19 @@ export class Runtime {
   /** `berth stats`: one reading of the container's cgroup counters; undefined when it has no cgroup (not running). */
   containerStats(id: string): Promise<CgroupSample | undefined> {
     return readCgroupSample(id);
+  }
+
+  /**
+   * Whether conmon has written container `id`'s exit file (name as it appears in
+   * `paths.exitDir`). conmon creates the file and then writes the code into it, and a watcher
+   * sees the creation first: the exit watch waits for the write's own event.
+   */
+  exitWritten(id: string): boolean {
+    try {
+      return statSync(this.tasks.exitFile(id)).size > 0;
+    } catch {
+      return false;
+    }
   }
 
   /** True while runc reports the container running. */

@@ -495,6 +495,23 @@ export class TaskDriver {
     return Number.isInteger(n) && n > 0 ? n : undefined;
   }
 
+  /**
+   * For a container whose init is gone but whose exit file is not written: waits for conmon,
+   * which writes it once it has reaped the init. True once the file holds the code; false at once
+   * when conmon is gone too (nobody will write it: the container vanished) or after `ms`.
+   */
+  async exitRecorded(id: string, ms: number): Promise<boolean> {
+    const until = Date.now() + ms;
+    let delay = 1;
+    for (;;) {
+      if ((await this.exitCode(id)) !== undefined) return true;
+      if (!(await this.conmonAlive(id))) return (await this.exitCode(id)) !== undefined;
+      if (Date.now() >= until) return false;
+      await sleep(delay);
+      delay = Math.min(delay * 2, 20);
+    }
+  }
+
   async conmonAlive(id: string): Promise<boolean> {
     const pid = await this.conmonPid(id);
     if (pid === undefined) return false;
