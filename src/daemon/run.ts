@@ -70,6 +70,8 @@ async function runOnce(service: BerthService, req: RunRequest, send: (o: unknown
     follow: true,
     pollMs: POLL_MS,
     checkMs: 0,
+    // The exit is recorded with an event: asked then, not at the next poll.
+    wake: (kick) => service.onPodEvent(req.podKey, kick),
     write: (out) => send({ out }),
     // The daemon's rows follow conmon's exit file (the exit watch), so this is a database read, no process.
     running: async () => {

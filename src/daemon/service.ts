@@ -241,6 +241,14 @@ export class BerthService {
     return this.o.rt.listEvents(req);
   }
 
+  /** Calls `fn` for each event recorded from now on about pod `podKey` (an exit among them); returns the unsubscribe. */
+  onPodEvent(podKey: string, fn: (e: EventRecord) => void): () => void {
+    const key = `pod/${podKey}`;
+    return this.o.rt.onEvent((e) => {
+      if (e.key === key) fn(e);
+    });
+  }
+
   images(): ImageSummary[] {
     return this.o.rt.imageSummaries();
   }

@@ -2,7 +2,6 @@ import { promises as fsp, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { criRecordDecoder, type CriMessage } from './crilog.js';
-import { sleep } from './time.js';
 
 /**
  * `berth logs` over conmon's CRI log file: the messages (or with `raw` the record lines),
@@ -32,6 +31,11 @@ export interface FollowOptions {
   /** How often the file is polled (default 200 ms) and `running` asked (default 500 ms). */
   pollMs?: number;
   checkMs?: number;
+  /**
+   * Subscribes a kick that ends the current wait at once (the container's pod changed: it may have
+   * stopped), so `running` is asked then and not only at the next poll; returns the unsubscribe.
+   */
+  wake?: (kick: () => void) => () => void;
 }
 
 export async function readLog(file: string, o: FollowOptions): Promise<void> {
@@ -99,6 +103,26 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
   };
   let lastCheck = Date.now();
   let running = true;
+  let kicked = false;
+  let endWait: (() => void) | undefined;
+  const unsubscribe = o.wake?.(() => {
+    kicked = true;
+    endWait?.();
+  });
+  const wait = (ms: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      if (kicked || o.signal?.aborted === true) return resolve();
+      const t = setTimeout(done, ms);
+      const onAbort = (): void => done();
+      o.signal?.addEventListener('abort', onAbort, { once: true });
+      function done(): void {
+        clearTimeout(t);
+        o.signal?.removeEventListener('abort', onAbort);
+        endWait = undefined;
+        resolve();
+      }
+      endWait = done;
+    });
   try {
     for (;;) {
       const onDisk: Stats | undefined = await fsp.stat(file).catch(() => undefined);
@@ -120,16 +144,20 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
       }
       emit(await readMore());
       if (o.signal?.aborted === true || !running) break;
-      if (Date.now() - lastCheck >= (o.checkMs ?? 500)) {
+      if (kicked || Date.now() - lastCheck >= (o.checkMs ?? 500)) {
+        kicked = false;
         lastCheck = Date.now();
         running = await o.running();
+        // Stopped: once more for what it wrote last, then the end.
+        if (!running) continue;
       }
-      await sleep(o.pollMs ?? 200, o.signal).catch(() => undefined);
+      await wait(o.pollMs ?? 200);
     }
     // The end: an unfinished message is shown.
     const rest = render(text.end(), true);
     if (rest.length > 0) o.write(`${rest.join('\n')}\n`);
   } finally {
+    unsubscribe?.();
     await fh?.close();
   }
 }

@@ -76,3 +76,40 @@ test('logs: --since, --timestamps and --tail', async () => {
   assert.equal(out, 'c\n');
   rmSync(dir, { recursive: true });
 });
+
+test('issue-13 logs: a follow woken by an event of its pod ends at once with the last output, not at the next poll', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-logs-wake-'));
+  const file = path.join(dir, 'c.log');
+  writeFileSync(file, '2026-11-30T00:00:00.000000000Z stdout F first\n');
+  let stopped = false;
+  let kick: (() => void) | undefined;
+  let unsubscribed = false;
+  const out: string[] = [];
+  try {
+    const t0 = Date.now();
+    const done = readLog(file, {
+      raw: false,
+      timestamps: false,
+      follow: true,
+      // Polls so far apart that only the kick can end the follow within the test's bound.
+      pollMs: 30_000,
+      checkMs: 30_000,
+      running: async () => !stopped,
+      write: (s) => out.push(s),
+      wake: (fn) => {
+        kick = fn;
+        return () => (unsubscribed = true);
+      },
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    appendFileSync(file, '2026-11-30T00:00:01.000000000Z stdout F last words\n');
+    stopped = true;
+    kick?.();
+    await done;
+    assert.ok(Date.now() - t0 < 5_000, `the follow ended ${Date.now() - t0} ms after it started`);
+    assert.equal(out.join(''), 'first\nlast words\n');
+    assert.ok(unsubscribed, 'the wake subscription was left behind');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
