@@ -24,9 +24,13 @@ export class IdleGc {
     },
   ) {}
 
-  /** An idle point: collect after delayMs (and not sooner than minIntervalMs after the last one) unless busy by then. */
+  /**
+   * An idle point: collect after delayMs (and not sooner than minIntervalMs after the last one)
+   * unless busy by then. A collection already due keeps its time: a stream of runs, each an idle
+   * point, would otherwise put it off until the stream ends.
+   */
   idle(): void {
-    clearTimeout(this.timer);
+    if (this.timer !== undefined) return;
     this.timer = setTimeout(() => this.due(), Math.max(this.o.delayMs, this.last + this.o.minIntervalMs - Date.now()));
     this.timer.unref();
   }

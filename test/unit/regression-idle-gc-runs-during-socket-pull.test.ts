@@ -42,7 +42,7 @@ test('regression idle-gc-runs-during-socket-pull: a due collection waits for the
   }
 });
 
-test('regression idle-gc-runs-during-socket-pull: at most one collection per minimum interval', async () => {
+test('regression idle-gc-runs-during-socket-pull: at most one collection per minimum interval, and a stream of idle points does not put it off', async () => {
   let collected = 0;
   const gc = new IdleGc({ collect: () => collected++, busy: () => false, delayMs: 10, minIntervalMs: 300 });
   try {
@@ -54,6 +54,13 @@ test('regression idle-gc-runs-during-socket-pull: at most one collection per min
     assert.equal(collected, 1, 'a second collection within the interval');
     await sleep(250);
     assert.equal(collected, 2);
+    // Idle points every 20 ms (one run after another): the collection still comes when due.
+    const t0 = Date.now();
+    while (Date.now() - t0 < 600) {
+      gc.idle();
+      await sleep(20);
+    }
+    assert.ok(collected >= 3, 'idle points put the collection off');
   } finally {
     gc.stop();
   }
