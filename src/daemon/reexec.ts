@@ -21,8 +21,16 @@ import { BerthError, messageOf } from '../lib/errors.js';
  * `--v8-pool-size=1` (~2 MB less, but one V8 helper thread for the unpack threads' GCs too),
  * `--no-opt` (4 MB less: TurboFan's code is never paged in; but unpacking took ~15 % more CPU —
  * unpack threads share the flags), `--lite-mode` (pods took twice as long).
+ *
+ * `--no-wasm-dynamic-tiering --no-wasm-tier-up` keep WebAssembly on Liftoff, V8's baseline
+ * compiler. The only wasm the daemon runs is undici's HTTP parser (llhttp), and on a daemon's first
+ * pull V8 otherwise recompiled its hot parser function with TurboFan on a background thread:
+ * ~110–145 ms of CPU (perf), competing with the pull itself on two cores, for a parser whose work
+ * per response is a few header bytes and one span per body chunk. A cold busybox pull through a
+ * fresh daemon: 291–304 ms → 239–267 ms wall, its CPU 230–270 → 130–160 ms (bench/README.md).
+ * Both are needed: with dynamic tiering on, V8 tiers up hot functions whatever `--wasm-tier-up` says.
  */
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--expose-gc', '--compact-on-every-full-gc'];
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--expose-gc', '--compact-on-every-full-gc', '--no-wasm-dynamic-tiering', '--no-wasm-tier-up'];
 
 /**
  * Environment the daemon's node starts with when the operator set none: glibc makes an arena per
