@@ -1,6 +1,5 @@
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import { BerthError, messageOf } from '../lib/errors.js';
+import { loadAddon } from '../lib/addon.js';
+import { messageOf } from '../lib/errors.js';
 
 /**
  * `berth up` runs node with flags that keep a long-running daemon small. V8 sizes its heap when
@@ -100,9 +99,6 @@ interface DaemonAddon {
   mallocTrim(): boolean;
 }
 
-// Compiled to dist/src/daemon/reexec.js: the package root is three levels up.
-const ADDON_PATH = fileURLToPath(new URL('../../../build/Release/berth_daemon.node', import.meta.url));
-
 let addon: DaemonAddon | undefined;
 
 /**
@@ -111,18 +107,7 @@ let addon: DaemonAddon | undefined;
  * and malloc_trim(3).
  */
 function daemonAddon(): DaemonAddon {
-  if (addon !== undefined) return addon;
-  let mod: Partial<Record<keyof DaemonAddon, unknown>>;
-  try {
-    mod = createRequire(import.meta.url)(ADDON_PATH) as Partial<Record<keyof DaemonAddon, unknown>>;
-  } catch (err) {
-    throw new BerthError('ERR_PRECONDITION', `load native addon ${ADDON_PATH}: not built (run npm run build:native)`, { cause: err });
-  }
-  if (typeof mod.execve !== 'function' || typeof mod.mallocTrim !== 'function') {
-    throw new BerthError('ERR_PRECONDITION', `load native addon ${ADDON_PATH}: missing functions (rebuild it)`);
-  }
-  addon = mod as DaemonAddon;
-  return addon;
+  return (addon ??= loadAddon<DaemonAddon>('berth_daemon', ['execve', 'mallocTrim']));
 }
 
 /**

@@ -1,10 +1,9 @@
 import { accessSync, constants as fsc } from 'node:fs';
-import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadAddon } from './addon.js';
 
 /**
- * The `berth_spawn` addon (native/spawn.c): posix_spawn(3) instead of node's fork(2)-based
+ * The `berth_spawn` addon (native/spawn.c): clone(CLONE_VM|CLONE_VFORK) + execve instead of node's fork(2)-based
  * child_process for short external calls. Loaded on first use; when it was never built,
  * `nativeSpawn()` answers undefined and callers use child_process.
  */
@@ -13,9 +12,6 @@ export interface SpawnBinding {
   waitExit(pid: number): Promise<{ code: number | null; signal: number | null }>;
   pipe(): [number, number];
 }
-
-// Compiled to dist/src/lib/spawn.js: the package root is three levels up.
-const ADDON_PATH = fileURLToPath(new URL('../../../build/Release/berth_spawn.node', import.meta.url));
 
 let binding: SpawnBinding | null | undefined;
 
@@ -26,9 +22,9 @@ export function nativeSpawn(): SpawnBinding | undefined {
     return undefined;
   }
   try {
-    const m = createRequire(import.meta.url)(ADDON_PATH) as Partial<Record<keyof SpawnBinding, unknown>>;
-    binding = typeof m.spawn === 'function' && typeof m.waitExit === 'function' && typeof m.pipe === 'function' ? (m as SpawnBinding) : null;
+    binding = loadAddon<SpawnBinding>('berth_spawn', ['spawn', 'waitExit', 'pipe']);
   } catch {
+    // Not built, or built before a function it needs: child_process does the work.
     binding = null;
   }
   return binding ?? undefined;

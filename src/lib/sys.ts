@@ -1,6 +1,4 @@
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import { BerthError } from './errors.js';
+import { loadAddon } from './addon.js';
 
 /**
  * Typed access to the `berth_sys` N-API addon (native/sys.c): the Linux syscalls Node lacks.
@@ -33,30 +31,13 @@ interface SysBinding {
   rawOutput(fd: number): void;
 }
 
-// Compiled to dist/src/lib/sys.js: the package root is three levels up.
-const ADDON_PATH = fileURLToPath(new URL('../../../build/Release/berth_sys.node', import.meta.url));
-
 /** Every function sys() requires of the addon (an older build lacking one is refused). */
 const BINDING_FUNCTIONS: readonly (keyof SysBinding)[] = ['mknod', 'lsetxattr', 'lgetxattr', 'llistxattr', 'syncfs', 'tryLockExclusive', 'mount', 'umount2', 'consoleListen', 'consoleReceive', 'setWindowSize', 'setChildSubreaper', 'waitPid', 'rawOutput'];
 
 let binding: SysBinding | undefined;
 
 function sys(): SysBinding {
-  if (binding !== undefined) return binding;
-  let mod: unknown;
-  try {
-    mod = createRequire(import.meta.url)(ADDON_PATH);
-  } catch (err) {
-    throw new BerthError('ERR_PRECONDITION', `load native addon ${ADDON_PATH}: not built (run npm run build:native)`, {
-      cause: err,
-    });
-  }
-  const m = mod as Partial<Record<keyof SysBinding, unknown>>;
-  if (BINDING_FUNCTIONS.some((f) => typeof m[f] !== 'function')) {
-    throw new BerthError('ERR_PRECONDITION', `load native addon ${ADDON_PATH}: missing functions (rebuild it)`);
-  }
-  binding = mod as SysBinding;
-  return binding;
+  return (binding ??= loadAddon<SysBinding>('berth_sys', BINDING_FUNCTIONS));
 }
 
 /**
