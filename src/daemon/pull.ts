@@ -1,10 +1,11 @@
 import { realpathSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import * as path from 'node:path';
-import { BerthError, isBerthError, messageOf } from '../lib/errors.js';
+import { BerthError } from '../lib/errors.js';
 import type { ProgressEvent } from '../reconciler/controller.js';
 import { renderStep } from '../reconciler/render.js';
 import type { RuntimeConfig } from '../runtime/index.js';
+import { answerNdjson } from './ndjson.js';
 
 /**
  * `berth images pull` answered by the daemon in one request (`POST /v1/images/pull`,
@@ -118,18 +119,6 @@ export async function streamPull(puller: Puller, body: unknown, res: ServerRespo
   const req = checkPullRequest(body);
   const conflict = puller.pullConflict(req.client);
   if (conflict !== undefined) throw new BerthError('ERR_CONFLICT', conflict);
-  res.on('error', () => undefined);
-  const send = (o: unknown): void => {
-    if (!res.destroyed) res.write(`${JSON.stringify(o)}\n`);
-  };
-  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-  // Headers now: the client's first-byte deadline must not cover the pull.
-  res.flushHeaders();
-  const onProgress = req.quiet ? undefined : (e: ProgressEvent): void => send({ progress: e, line: renderStep(e.step) });
-  try {
-    const result = await puller.pull(req.ref, onProgress, { ...(req.platform !== undefined ? { platform: req.platform } : {}), client: req.client });
-    if (!res.destroyed) res.end(`${JSON.stringify({ result })}\n`);
-  } catch (err) {
-    if (!res.destroyed) res.end(`${JSON.stringify({ error: { code: isBerthError(err) ? err.code : 'ERR_INTERNAL', message: messageOf(err) } })}\n`);
-  }
+  const platform = req.platform !== undefined ? { platform: req.platform } : {};
+  await answerNdjson(res, (send) => puller.pull(req.ref, req.quiet ? undefined : (e) => send({ progress: e, line: renderStep(e.step) }), { ...platform, client: req.client }));
 }

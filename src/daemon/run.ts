@@ -1,7 +1,8 @@
 import type { ServerResponse } from 'node:http';
-import { BerthError, errorLine, isBerthError, messageOf, type ErrorCode } from '../lib/errors.js';
+import { BerthError, errorLine, type ErrorCode } from '../lib/errors.js';
 import { readLog } from '../lib/logfollow.js';
 import { formatProblem } from '../reconciler/problem.js';
+import { answerNdjson } from './ndjson.js';
 import type { ApplyResponse, BerthService, ManifestRef } from './service.js';
 
 /**
@@ -28,20 +29,7 @@ export interface RunRequest {
 const POLL_MS = 10;
 
 export async function streamRun(service: BerthService, body: unknown, res: ServerResponse): Promise<void> {
-  res.on('error', () => undefined);
-  const send = (o: unknown): void => {
-    if (!res.destroyed) res.write(`${JSON.stringify(o)}\n`);
-  };
-  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-  // Headers now: the client's first-byte deadline must not cover the apply (a pull can take minutes).
-  res.flushHeaders();
-  try {
-    const req = checkRequest(body);
-    const result = await runOnce(service, req, send);
-    res.end(`${JSON.stringify({ result })}\n`);
-  } catch (err) {
-    res.end(`${JSON.stringify({ error: { code: isBerthError(err) ? err.code : 'ERR_INTERNAL', message: messageOf(err) } })}\n`);
-  }
+  await answerNdjson(res, (send) => runOnce(service, checkRequest(body), send));
 }
 
 function checkRequest(body: unknown): RunRequest {

@@ -4,6 +4,7 @@ import { BerthError, isBerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import type { EventRecord } from '../runtime/index.js';
 import { dispatch, type BerthService } from './service.js';
+import { answerNdjson } from './ndjson.js';
 import { streamPull } from './pull.js';
 import { streamRun } from './run.js';
 
@@ -67,14 +68,7 @@ export async function serveApi(o: {
     const body = await readJson(req);
     if ((req.headers['accept'] ?? '').includes('application/x-ndjson')) {
       // Streamed: `{"progress": …}` per step start and end, then `{"result": …}` or `{"error": …}`.
-      res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-      try {
-        const result = await dispatch(o.service, url.pathname.slice(4), body, (e) => res.write(`${JSON.stringify({ progress: e })}\n`));
-        res.end(`${JSON.stringify({ result })}\n`);
-      } catch (err) {
-        res.end(`${JSON.stringify({ error: { code: isBerthError(err) ? err.code : 'ERR_INTERNAL', message: messageOf(err) } })}\n`);
-      }
-      return;
+      return answerNdjson(res, (send) => dispatch(o.service, url.pathname.slice(4), body, (e) => send({ progress: e })));
     }
     return json(res, 200, await dispatch(o.service, url.pathname.slice(4), body));
   };
