@@ -45,16 +45,25 @@ export async function serveApi(o: {
   const followers = new Set<ServerResponse>();
   let inflight = 0;
   const server: Server = createServer((req, res) => {
+    // Parsed once, here: a target that is no URL (`GET http://[`) is answered 400 and goes no
+    // further; parsed again after the answer it threw outside any catch and the unhandled
+    // rejection ended the daemon (regression api-request-target-not-a-url-ends-daemon).
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://berth');
+    } catch {
+      reply(res, new BerthError('ERR_INVALID_ARGUMENT', `api: request target ${JSON.stringify(req.url)} is not a path`));
+      return;
+    }
     inflight++;
     // Until the route's promise settles: a pull whose client went away still runs to its end.
-    void route(req, res)
+    void route(req, url, res)
       .catch((err: unknown) => reply(res, err))
       .finally(() => {
-        if (--inflight === 0) o.onIdle?.(new URL(req.url ?? '/', 'http://berth').pathname);
+        if (--inflight === 0) o.onIdle?.(url.pathname);
       });
   });
-  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const url = new URL(req.url ?? '/', 'http://berth');
+  const route = async (req: IncomingMessage, url: URL, res: ServerResponse): Promise<void> => {
     if (req.method === 'GET' && url.pathname === '/v1/ping') return json(res, 200, { pid: process.pid });
     if (req.method === 'GET' && url.pathname === '/v1/events/follow') return follow(url, res);
     if (req.method === 'GET' && url.pathname === '/metrics') {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
@@ -94,6 +95,46 @@ test('regression idle-gc-runs-during-socket-pull: the API counts a request until
     release('berth_up 1\n');
     assert.equal(await answer, 'berth_up 1\n');
     for (let i = 0; i < 100 && idle.length === 0; i++) await sleep(10);
+    assert.equal(api.busy(), 0);
+    assert.deepEqual(idle, ['/metrics']);
+  } finally {
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * Regression api-request-target-not-a-url-ends-daemon: the idle bookkeeping above parsed the
+ * request target a second time after the answer, outside any catch; a target that is no URL
+ * (`GET http://[`, which node's HTTP parser accepts) threw there and the unhandled rejection
+ * ended the process. Now it is answered 400 and the server goes on answering.
+ */
+test('regression api-request-target-not-a-url-ends-daemon: a target that is no URL gets a 400 and the API keeps answering', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-bad-target-'));
+  const socket = path.join(dir, 'berth.sock');
+  const idle: string[] = [];
+  const api = await serveApi({
+    socket,
+    service: {} as BerthService,
+    log: createLogger('silent'),
+    onEvent: () => () => undefined,
+    metrics: async () => 'berth_up 1\n',
+    onIdle: (p) => idle.push(p),
+  });
+  const raw = (target: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const s = connect(socket, () => s.write(`GET ${target} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n`));
+      let text = '';
+      s.setEncoding('utf8').on('data', (c: string) => (text += c)).on('close', () => resolve(text)).on('error', reject);
+    });
+  try {
+    const bad = await raw('http://[');
+    assert.match(bad, /^HTTP\/1\.1 400 /);
+    assert.match(bad, /ERR_INVALID_ARGUMENT/);
+    await sleep(50);
+    const good = await raw('/metrics');
+    assert.match(good, /^HTTP\/1\.1 200 /);
+    assert.match(good, /berth_up 1/);
     assert.equal(api.busy(), 0);
     assert.deepEqual(idle, ['/metrics']);
   } finally {
