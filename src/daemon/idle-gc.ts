@@ -3,12 +3,11 @@
  * collection plus malloc_trim takes tens of milliseconds of the main thread, so it runs only at an
  * idle point — the controller's queue empty and no request on the socket being answered. A
  * timer that comes due while a pull or a run handed over the socket is still going does not
- * collect: it waits for that request to end (regression idle-gc-runs-during-socket-pull).
+ * collect: it asks again delayMs later (regression idle-gc-runs-during-socket-pull).
  */
 export class IdleGc {
   private timer: NodeJS.Timeout | undefined;
   private last = 0;
-  private deferred = false;
 
   constructor(
     private readonly o: {
@@ -35,11 +34,9 @@ export class IdleGc {
     this.timer.unref();
   }
 
-  /** Work that held a collection back has ended; `heavy` (a pull, a run) left garbage worth collecting. */
+  /** A request on the socket has ended; `heavy` (a pull, a run) left garbage worth collecting. */
   workEnded(heavy: boolean): void {
-    if (!this.deferred && !heavy) return;
-    this.deferred = false;
-    this.idle();
+    if (heavy) this.idle();
   }
 
   stop(): void {
@@ -50,8 +47,6 @@ export class IdleGc {
   private due(): void {
     this.timer = undefined;
     if (this.o.busy()) {
-      // Asked again when the work that holds it back ends (workEnded) or, at the latest, after delayMs.
-      this.deferred = true;
       this.idle();
       return;
     }

@@ -74,6 +74,8 @@ export interface DaemonExec {
   path: string;
   argv: string[];
   env: Record<string, string>;
+  /** The daemon flags it adds (those node was not started with). */
+  missing: string[];
 }
 
 /**
@@ -91,7 +93,7 @@ export function daemonExec(p: ProcessView): DaemonExec | undefined {
   const added = Object.keys(DAEMON_ENV).filter((k) => env[k] === undefined);
   for (const k of added) env[k] = DAEMON_ENV[k] ?? '';
   env[REEXEC_MARK] = added.join(',') || '-';
-  return { path: p.execPath, argv: [p.execPath, ...p.execArgv, ...missing, script, ...p.argv.slice(2)], env };
+  return { path: p.execPath, argv: [p.execPath, ...p.execArgv, ...missing, script, ...p.argv.slice(2)], env, missing };
 }
 
 interface DaemonAddon {
@@ -147,7 +149,7 @@ export function reexecWithDaemonFlags(p: ProcessView): { failed?: string } {
       inheritedFds(p.env, p.pid),
     );
   } catch (err) {
-    return { failed: `berth up: could not restart node with ${missingDaemonFlags(p.execArgv, p.env.NODE_OPTIONS).join(' ')} (running without them, using more memory): ${messageOf(err)}` };
+    return { failed: `berth up: could not restart node with ${plan.missing.join(' ')} (running without them, using more memory): ${messageOf(err)}` };
   }
   return {};
 }

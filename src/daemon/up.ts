@@ -38,8 +38,8 @@ export interface UpOptions {
   signal: AbortSignal;
   /**
    * A full garbage collection (node's `gc`, with --expose-gc: one of the daemon's flags,
-   * daemon/reexec.ts), run once the queue has been idle for `idleGcMs` (default 1 s), at most
-   * every 10 s. V8 leaves the garbage of a burst (a reload, 50 pods started: ~8 MB) in the old
+   * daemon/reexec.ts), run once the queue has been idle for `idleGcMs` (default 1 s) and no
+   * request on the socket is being answered, at most every 3 s (daemon/idle-gc.ts). V8 leaves the garbage of a burst (a reload, 50 pods started: ~8 MB) in the old
    * generation until the heap next grows, which a daemon at rest never makes it do.
    */
   collectGarbage?: (() => void) | undefined;

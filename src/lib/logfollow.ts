@@ -2,6 +2,7 @@ import { promises as fsp, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { criRecordDecoder, type CriMessage } from './crilog.js';
+import { sleep } from './time.js';
 
 /**
  * `berth logs` over conmon's CRI log file: the messages (or with `raw` the record lines),
@@ -103,26 +104,11 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
   };
   let lastCheck = Date.now();
   let running = true;
-  let kicked = false;
-  let endWait: (() => void) | undefined;
-  const unsubscribe = o.wake?.(() => {
-    kicked = true;
-    endWait?.();
-  });
-  const wait = (ms: number): Promise<void> =>
-    new Promise<void>((resolve) => {
-      if (kicked || o.signal?.aborted === true) return resolve();
-      const t = setTimeout(done, ms);
-      const onAbort = (): void => done();
-      o.signal?.addEventListener('abort', onAbort, { once: true });
-      function done(): void {
-        clearTimeout(t);
-        o.signal?.removeEventListener('abort', onAbort);
-        endWait = undefined;
-        resolve();
-      }
-      endWait = done;
-    });
+  // Ends the current wait: a kick from `wake`, or the caller's abort. Renewed once a kick is seen.
+  let kick = new AbortController();
+  const onKick = (): void => kick.abort();
+  const unsubscribe = o.wake?.(onKick);
+  o.signal?.addEventListener('abort', onKick, { once: true });
   try {
     for (;;) {
       const onDisk: Stats | undefined = await fsp.stat(file).catch(() => undefined);
@@ -144,20 +130,21 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
       }
       emit(await readMore());
       if (o.signal?.aborted === true || !running) break;
-      if (kicked || Date.now() - lastCheck >= (o.checkMs ?? 500)) {
-        kicked = false;
+      if (kick.signal.aborted || Date.now() - lastCheck >= (o.checkMs ?? 500)) {
+        if (kick.signal.aborted) kick = new AbortController();
         lastCheck = Date.now();
         running = await o.running();
         // Stopped: once more for what it wrote last, then the end.
         if (!running) continue;
       }
-      await wait(o.pollMs ?? 200);
+      await sleep(o.pollMs ?? 200, kick.signal).catch(() => undefined);
     }
     // The end: an unfinished message is shown.
     const rest = render(text.end(), true);
     if (rest.length > 0) o.write(`${rest.join('\n')}\n`);
   } finally {
     unsubscribe?.();
+    o.signal?.removeEventListener('abort', onKick);
     await fh?.close();
   }
 }

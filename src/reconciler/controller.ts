@@ -241,8 +241,12 @@ export class Controller {
     this.exitWatcher = fsWatch(this.rt.paths.exitDir, (_event, file) => {
       if (typeof file !== 'string') return;
       const key = podKeyOfContainerId(file);
+      if (key === undefined) return;
       // Created but not yet written (conmon writes the code after creating the file): the write's own event follows.
-      if (key !== undefined && this.rt.exitWritten(file)) this.queue.add(POD + key);
+      void this.rt.exitWritten(file).then(
+        (written) => written && this.queue.add(POD + key),
+        () => this.queue.add(POD + key),
+      );
     });
     this.exitWatcher.on('error', (err) => this.log.warn({ err: messageOf(err) }, 'exit watcher error'));
   }

@@ -1,4 +1,4 @@
-import { existsSync, statSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { BerthError, errnoCode, messageOf } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
@@ -1137,12 +1137,8 @@ export class Runtime {
    * `paths.exitDir`). conmon creates the file and then writes the code into it, and a watcher
    * sees the creation first: the exit watch waits for the write's own event.
    */
-  exitWritten(id: string): boolean {
-    try {
-      return statSync(this.tasks.exitFile(id)).size > 0;
-    } catch {
-      return false;
-    }
+  async exitWritten(id: string): Promise<boolean> {
+    return (await this.tasks.exitCode(id)) !== undefined;
   }
 
   /** True while runc reports the container running. */
