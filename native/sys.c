@@ -36,6 +36,8 @@
 #include <termios.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
 
 #define MAX_PATH_BYTES 4096
 #define MAX_NAME_BYTES 256
@@ -117,6 +119,50 @@ static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
   if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) return NULL;
   if (lsetxattr(path, name, len > 0 ? data : "", len, 0) != 0) return throw_errno(env, errno, "lsetxattr", path);
   return NULL;
+}
+
+/*
+ * realDirBeneath(root, rel) → true when `rel` names, below the directory `root`, a directory whose
+ * every component is a real directory: one openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
+ * RESOLVE_NO_XDEV), so the kernel walks the components afresh and refuses any symlink, `..` out of
+ * root or mount crossing on the way. false when a component is missing, is a symlink or is not a
+ * directory (the caller then walks the path itself); undefined when the kernel has no openat2
+ * (ENOSYS; EPERM from a seccomp filter; EINVAL for flags it predates), so the caller walks every path
+ * itself. Nothing is kept open.
+ */
+static napi_value js_real_dir_beneath(napi_env env, napi_callback_info info) {
+  napi_value argv[2], out;
+  char root[MAX_PATH_BYTES], rel[MAX_PATH_BYTES];
+  if (get_args(env, info, 2, argv) != 0) return NULL;
+  if (get_path(env, argv[0], root, sizeof root, "openat2") != 0) return NULL;
+  if (get_path(env, argv[1], rel, sizeof rel, "openat2") != 0) return NULL;
+  int rootfd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (rootfd < 0) return throw_errno(env, errno, "open", root);
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+  long fd = syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
+  int e = errno;
+  close(rootfd);
+  if (fd >= 0) {
+    close((int)fd);
+    napi_get_boolean(env, true, &out);
+    return out;
+  }
+  switch (e) {
+    case ENOENT: case ENOTDIR: case ELOOP: case EXDEV: case EACCES:
+      napi_get_boolean(env, false, &out);
+      return out;
+    case ENOSYS: case EPERM: case E2BIG: case EINVAL:
+      napi_get_undefined(env, &out);
+      return out;
+    case EAGAIN: /* a concurrent rename elsewhere on the system: let the caller walk it */
+      napi_get_boolean(env, false, &out);
+      return out;
+    default:
+      return throw_errno(env, e, "openat2", rel);
+  }
 }
 
 /* lgetxattr(path, name) → Buffer, or null when the attribute is absent (ENODATA). */
@@ -520,6 +566,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "setChildSubreaper", NULL, js_set_child_subreaper, NULL, NULL, NULL, napi_enumerable, NULL },
     { "waitPid", NULL, js_wait_pid, NULL, NULL, NULL, napi_enumerable, NULL },
     { "rawOutput", NULL, js_raw_output, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "realDirBeneath", NULL, js_real_dir_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

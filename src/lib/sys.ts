@@ -29,10 +29,11 @@ interface SysBinding {
   setChildSubreaper(): void;
   waitPid(pid: number): { code?: number; signal?: number } | null;
   rawOutput(fd: number): void;
+  realDirBeneath(root: SysPath, rel: SysPath): boolean | undefined;
 }
 
 /** Every function sys() requires of the addon (an older build lacking one is refused). */
-const BINDING_FUNCTIONS: readonly (keyof SysBinding)[] = ['mknod', 'lsetxattr', 'lgetxattr', 'llistxattr', 'syncfs', 'tryLockExclusive', 'mount', 'umount2', 'consoleListen', 'consoleReceive', 'setWindowSize', 'setChildSubreaper', 'waitPid', 'rawOutput'];
+const BINDING_FUNCTIONS: readonly (keyof SysBinding)[] = ['mknod', 'lsetxattr', 'lgetxattr', 'llistxattr', 'syncfs', 'tryLockExclusive', 'mount', 'umount2', 'consoleListen', 'consoleReceive', 'setWindowSize', 'setChildSubreaper', 'waitPid', 'rawOutput', 'realDirBeneath'];
 
 let binding: SysBinding | undefined;
 
@@ -46,6 +47,17 @@ function sys(): SysBinding {
  */
 export function tryLockExclusive(fd: number): boolean {
   return sys().tryLockExclusive(fd);
+}
+
+/**
+ * Whether `rel` names, below the directory `root`, a directory reached through real directories
+ * only: one openat2(2) with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV, which walks every
+ * component in the kernel and fails on any symlink, `..` above `root` or mount point. false when a
+ * component is missing, a symlink or no directory; undefined when this kernel (or a seccomp filter)
+ * does not offer openat2. Opens nothing that stays open.
+ */
+export function realDirBeneath(root: SysPath, rel: SysPath): boolean | undefined {
+  return sys().realDirBeneath(root, rel);
 }
 
 /** mknod(2). `mode` includes the file type bits (fs.constants.S_IFCHR, S_IFBLK, S_IFIFO). */

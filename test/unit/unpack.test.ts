@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { pack } from 'tar-stream';
 import type { Digest } from '../../src/lib/digest.js';
 import { BerthError, type ErrorCode } from '../../src/lib/errors.js';
-import { lgetxattr, llistxattr, lsetxattr, makedev, mknod, syncfs } from '../../src/lib/sys.js';
+import { lgetxattr, llistxattr, lsetxattr, makedev, mknod, realDirBeneath, syncfs } from '../../src/lib/sys.js';
 import { unpackLayer, type UnpackLimits, type UnpackOptions, type UnpackResult } from '../../src/runtime/unpack/index.js';
 
 // ── tar building ────────────────────────────────────────────────────────────────────────────────
@@ -322,6 +322,50 @@ describe('unpackLayer', () => {
     const s = await scratch();
     const tar = await tarOf([file('f', 'f'), file('f/g', 'g')]);
     await rejects(unpack(layerOf(tar), s.dest), 'ERR_INVALID_IMAGE', /not a directory/);
+  });
+
+  test('E2 a directory replaced by a symlink later in the same layer: entries below it follow the link, confined', async () => {
+    // The first entries under d/ are resolved by the kernel's one-call walk (all real directories);
+    // once d/ and d/e/ are symlinks, that walk must say no and the component walk confine them.
+    const s = await scratch();
+    const tar = await tarOf([
+      dir('d/'),
+      dir('d/e/'),
+      file('d/e/before', 'b'),
+      symlink('d', '../../../canary'),
+      file('d/after', 'a'),
+      dir('x/'),
+      dir('x/y/'),
+      file('x/y/one', '1'),
+      symlink('x/y', s.canaryDir),
+      file('x/y/two', '2'),
+    ]);
+    await unpack(layerOf(tar), s.dest);
+    await assertCanaries(s);
+    assert.equal(await fsp.readFile(path.join(s.dest, 'canary/after'), 'utf8'), 'a', 'followed with .. stopping at the root');
+    assert.equal(await fsp.readFile(path.join(s.dest, s.canaryDir, 'two'), 'utf8'), '2', 'absolute target re-rooted');
+    assert.ok((await fsp.lstat(path.join(s.dest, 'x/y'))).isSymbolicLink(), 'the directory was replaced, not followed');
+    assert.ok((await fsp.lstat(path.join(s.dest, 'd'))).isSymbolicLink());
+    assert.deepEqual((await fsp.readdir(path.join(s.dest, 'canary'))).sort(), ['after']);
+  });
+
+  test('E2 realDirBeneath: true only for real directories below the root', async () => {
+    const s = await scratch();
+    await fsp.mkdir(path.join(s.dest, 'a/b/c'), { recursive: true });
+    await fsp.symlink('b', path.join(s.dest, 'a/lb'));
+    await fsp.symlink(s.canaryDir, path.join(s.dest, 'out'));
+    await fsp.writeFile(path.join(s.dest, 'a/f'), '');
+    const root = Buffer.from(s.dest);
+    assert.equal(realDirBeneath(root, Buffer.from('a/b/c')), true);
+    assert.equal(realDirBeneath(root, Buffer.from('a/lb/c')), false, 'a symlink inside the root');
+    assert.equal(realDirBeneath(root, Buffer.from('a/lb')), false, 'a symlink as the last component');
+    assert.equal(realDirBeneath(root, Buffer.from('out')), false, 'a symlink out of the root');
+    assert.equal(realDirBeneath(root, Buffer.from('a/f')), false, 'a file');
+    assert.equal(realDirBeneath(root, Buffer.from('a/f/g')), false, 'below a file');
+    assert.equal(realDirBeneath(root, Buffer.from('a/missing')), false);
+    assert.equal(realDirBeneath(root, Buffer.from('../../../canary')), false, '.. above the root');
+    assert.equal(realDirBeneath(root, Buffer.from(s.canaryDir)), false, 'an absolute path');
+    assert.equal(realDirBeneath(root, Buffer.from('a/b/../b/c')), true, '.. inside the root');
   });
 
   test('E3 a file replacing a symlink does not write through it', async () => {

@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import * as fs from 'node:fs';
 import type { ErrorCode } from '../../lib/errors.js';
 import { printable } from '../../lib/log.js';
+import { realDirBeneath } from '../../lib/sys.js';
 
 /**
  * Confined path handling inside one layer directory (E2, E9).
@@ -75,6 +76,10 @@ export function parseEntryName(name: Buffer, limits: NameLimits, what = 'name'):
   return comps;
 }
 
+/** Whether realDirBeneath can be asked (false once the kernel has said it has no openat2). */
+let kernelWalk = true;
+const EMPTY = Buffer.alloc(0);
+
 /** Components one path resolution may visit, symlink expansions included. */
 export const MAX_RESOLVE_STEPS = 1024;
 
@@ -96,8 +101,9 @@ export interface ResolveDirOptions {
 /**
  * Resolves `comps` as a directory inside `root`, following symlinks with chroot semantics:
  * `..` stops at the root, absolute targets restart at the root, at most MAX_SYMLINK_HOPS hops.
- * Every component is lstat'ed afresh (E2: no caching across entries — an earlier entry may have
- * replaced it). Returns the real components (no symlinks among them) or, when a component is
+ * Every component is looked at afresh (E2: no caching across entries — an earlier entry may have
+ * replaced it): first by the kernel in one openat2 that accepts real directories only, and when that
+ * says no, by an lstat per component here. Returns the real components (no symlinks among them) or, when a component is
  * missing and `create` is false, undefined. With `create`, missing directories are made. A
  * component that is neither a directory nor a symlink is an error.
  *
@@ -106,6 +112,14 @@ export interface ResolveDirOptions {
  * wait) per component, which cost more than the lstat itself (bench/README.md, bench/pull).
  */
 export function resolveDirSync(root: Buffer, comps: readonly Buffer[], o: ResolveDirOptions = {}): Buffer[] | undefined {
+  if (comps.length > 0 && kernelWalk && !comps.some(isDotDot)) {
+    // The common case, every component already a real directory, checked by the kernel in one
+    // openat2 that walks the same components afresh and fails on any symlink (see realDirBeneath).
+    // Anything else (a symlink to follow, a directory to make, no openat2) takes the walk below.
+    const ok = realDirBeneath(root, joinPath(EMPTY, comps).subarray(1));
+    if (ok === true) return comps.slice();
+    if (ok === undefined) kernelWalk = false;
+  }
   const real: Buffer[] = [];
   const todo = comps.slice().reverse(); // a stack: next component on top
   let hops = 0;
