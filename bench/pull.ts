@@ -3,6 +3,7 @@
  * ratios; asserts nothing.
  *
  *   bash bench/pull.sh [--runs 5] [--images large,busybox] [--tools berth,berthd,ctr,podman,physical] [--rebuild]
+ *                      [--delete-between]
  *   bash bench/pull.sh --profile DIR     # one cold berth pull under `node --cpu-prof`, one under `strace -c -f`
  *   bash bench/pull.sh --serve           # push the fixtures, print their references, serve until Ctrl-C
  *
@@ -15,6 +16,8 @@
  * instance with its own root, state and socket; podman: a new private store; physical: a new directory),
  * then `sync` and `echo 3 > /proc/sys/vm/drop_caches`, so the registry re-reads its blobs from disk. Rounds
  * interleave the tools (the order rotates per round), so slow phases of a noisy machine hit all of them.
+ * Destinations are deleted after the last round, not between runs (see `deferred`; --delete-between
+ * deletes each right after its run, as before).
  *
  *  - berth (in-process), tool `berth`: `berth images pull REF` with no daemon (the CLI opens the state
  *              database, takes the lock, resolves, downloads, verifies, unpacks into snapshots, records)
@@ -53,6 +56,7 @@ const { values: opt } = parseArgs({
     rebuild: { type: 'boolean', default: false },
     profile: { type: 'string' },
     serve: { type: 'boolean', default: false },
+    'delete-between': { type: 'boolean', default: false },
   },
 });
 const RUNS = Math.max(1, Number(opt.runs));
@@ -202,9 +206,20 @@ function procCpuMs(pid: number): number {
 
 // ---------------------------------------------------------------------------------------------- tools
 
+/**
+ * Trees of timed runs, deleted after the last round (unless --delete-between). This VM's root file
+ * system is ext4 without a journal: for a while after a delete, creating an inode steps over every
+ * recently freed one (`recently_deleted` in ext4's inode allocator, up to ~45 % of a pull's CPU in
+ * perf), so a run right after the previous tool's 17.8k files were deleted measured that delete more
+ * than itself, and by how many the previous tool had made.
+ */
+const deferred: string[] = [];
+let deferDeletes = false;
+
 async function removeTree(base: string): Promise<void> {
   for (const m of (await mountsUnder(base)).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
-  await fsp.rm(base, { recursive: true, force: true });
+  if (deferDeletes) deferred.push(base);
+  else await fsp.rm(base, { recursive: true, force: true });
 }
 
 async function startContainerd(): Promise<PrivateContainerd> {
@@ -433,6 +448,7 @@ async function main(): Promise<void> {
   const reg = await startRegistry();
   const cleanup = async (): Promise<void> => {
     await reg.stop().catch(() => undefined);
+    for (const d of deferred.splice(0)) await fsp.rm(d, { recursive: true, force: true }).catch(() => undefined);
   };
   if (!opt.serve) process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
   try {
@@ -468,6 +484,8 @@ async function main(): Promise<void> {
     }
 
     const results = new Map<string, Sample[]>();
+    deferDeletes = opt['delete-between'] !== true;
+    log(deferDeletes ? 'destinations are deleted after the last round (--delete-between: after each run)' : 'destinations are deleted after each run');
     for (const t of targets) {
       log(`\n-- ${t.name}: ${RUNS} cold run(s) per tool, interleaved --`);
       for (let round = 0; round < RUNS; round++) {
