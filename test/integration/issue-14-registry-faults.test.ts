@@ -17,7 +17,8 @@ import { file, layerOf, tarOf } from '../helpers/hostile.js';
 import { Runtime } from '../../src/runtime/index.js';
 import { ContentStore, PARTIAL_KEEP_MS } from '../../src/runtime/content/index.js';
 import { RegistryClient, parseReference } from '../../src/runtime/registry/index.js';
-import { createLogger } from '../../src/lib/log.js';
+import { createLogger, type Logger } from '../../src/lib/log.js';
+import { pino } from 'pino';
 import { digestHex, sha256, type Digest } from '../../src/lib/digest.js';
 import { isCode } from '../helpers/codes.js';
 
@@ -32,6 +33,7 @@ import { isCode } from '../helpers/codes.js';
 type Fault =
   | { kind: 'cut'; at: number } // headers and `at` of the body, then the socket is closed
   | { kind: 'stall'; at: number } // headers and `at` of the body, then nothing (the socket stays open)
+  | { kind: 'hold'; at: number; until: Promise<void> } // headers and `at` of the body, the rest once `until` settles
   | { kind: 'status'; status: number; headers?: Record<string, string> } // an error answer, upstream never asked
   | { kind: 'hang' } // no headers, ever
   | { kind: 'corrupt' } // the right length, one byte flipped in the middle
@@ -147,6 +149,15 @@ async function faultProxy(upstream: { host: string; port: number }): Promise<Fau
           });
           return;
         }
+        case 'hold': {
+          const cut = Math.floor(body.length * fault.at);
+          res.writeHead(up.status, h);
+          res.write(body.subarray(0, cut));
+          await fault.until;
+          res.end(body.subarray(cut));
+          s.sent = body.length;
+          return;
+        }
         case 'lie-long':
           res.writeHead(up.status, { ...h, 'content-length': String(body.length + 4096) });
           res.write(body, () => {
@@ -220,9 +231,9 @@ describe('issue 14: registry faults through a loopback proxy in front of docker-
   const partialPath = (root: string, d: Digest): string => path.join(root, 'content/ingest', digestHex(d));
 
   /** A fresh runtime (own root and state) for one case; closed when the test ends. */
-  async function fresh(t: { after: (fn: () => Promise<void>) => void }): Promise<{ rt: Runtime; root: string }> {
+  async function fresh(t: { after: (fn: () => Promise<void>) => void }, log?: Logger): Promise<{ rt: Runtime; root: string }> {
     const root = path.join(work, `root-${++n}`);
-    const rt = await Runtime.open({ root, state: path.join(work, `state-${n}`), log: createLogger('silent') });
+    const rt = await Runtime.open({ root, state: path.join(work, `state-${n}`), log: log ?? createLogger('silent') });
     t.after(() => rt.close());
     return { rt, root };
   }
@@ -265,6 +276,37 @@ describe('issue 14: registry faults through a loopback proxy in front of docker-
     assert.match(second.ifRange ?? '', /^"sha256:[a-f0-9]{64}"$/);
     assert.ok((await fsp.readFile(blobPath(root, big.digest))).equals(big.data), 'the stored blob is byte for byte the layer');
     assert.deepEqual(await fsp.readdir(path.join(root, 'content/ingest')), [], 'nothing left in ingest');
+  });
+
+  test('a layer is extracted while it downloads: with its body held at 50 %, the first half is already unpacked', async (t) => {
+    if (!ok || proxy === undefined) return t.skip();
+    const p = proxy;
+    let release!: () => void;
+    const until = new Promise<void>((r) => (release = r));
+    t.after(() => release());
+    p.arm((d, nth) => (d === big.digest && nth === 1 ? { kind: 'hold', at: 0.5, until } : undefined));
+    const { rt, root } = await fresh(t);
+    const pull = rt.pullImage(ref());
+    pull.catch(() => undefined);
+    // The layer's one file (12 MiB of random bytes) grows in the snapshot's temp directory while
+    // the registry still holds back half of the blob.
+    const snapshots = path.join(root, 'snapshots');
+    let unpacked = 0;
+    for (let i = 0; i < 200 && unpacked < 4 * 1024 * 1024; i++) {
+      await sleep(50);
+      for (const d of await fsp.readdir(snapshots).catch(() => [] as string[])) {
+        if (!d.startsWith('tmp-')) continue;
+        const st = await fsp.stat(path.join(snapshots, d, 'fs/data/random.bin')).catch(() => undefined);
+        if (st !== undefined) unpacked = Math.max(unpacked, st.size);
+      }
+    }
+    assert.equal(existsSync(blobPath(root, big.digest)), false, 'the blob is not committed yet');
+    assert.ok(unpacked >= 4 * 1024 * 1024, `${unpacked} bytes of the layer's file were written before its blob was complete`);
+    release();
+    const local = await pull;
+    assert.equal(local.digest, img.manifestDigest);
+    assert.ok((await fsp.readFile(blobPath(root, big.digest))).equals(big.data), 'the stored blob is byte for byte the layer');
+    assert.equal(p.of(big.digest).length, 1, 'one request: nothing fetched twice');
   });
 
   test('kill -9 of `berth images pull` mid-download, then a new pull: it asks for the rest with Range', async (t) => {
@@ -403,8 +445,12 @@ describe('issue 14: registry faults through a loopback proxy in front of docker-
       if (!ok || proxy === undefined) return t.skip();
       const p = proxy;
       p.arm((d, nth) => (d !== big.digest ? undefined : nth === 1 ? { kind: 'cut', at: 0.6 } : nth === 2 ? fault : undefined));
-      const { rt, root } = await fresh(t);
+      const lines: string[] = [];
+      const { rt, root } = await fresh(t, pino({ level: 'debug' }, { write: (l: string) => void lines.push(l) }) as unknown as Logger);
       assert.equal((await rt.pullImage(ref())).digest, img.manifestDigest);
+      // The layer was being extracted from the partial file when it was emptied: that unpack
+      // stopped and the layer was unpacked again from the committed blob.
+      assert.ok(lines.some((l) => l.includes('layer download restarted during its unpack')), 'the unpack started again from the blob');
       const seen = p.of(big.digest);
       const cut = `bytes=${Math.floor(big.size * 0.6)}-`;
       if (fault.kind === 'no-range') {

@@ -833,3 +833,29 @@ test('regression: implicit-dir-hides-lower-metadata — an implied parent copies
   assert.ok((await fsp.lstat(path.join(s.dest, 'etc-link'))).isDirectory());
   await assertCanaries(s);
 });
+
+test('regression: abort-before-read-hangs — an abort during the checks before the first byte ends an unpack whose source has no data yet', async () => {
+  // A blob still downloading (unpack/thread.ts's growing file) yields nothing until more is
+  // written. An abort that landed before the read loop listened for it was never seen there.
+  const s = await scratch();
+  const layer = layerOf(await tarOf([file('f', 'x')]));
+  let destroyed = false;
+  const stalled = new Readable({
+    read() {},
+    destroy(err, cb) {
+      destroyed = true;
+      cb(err);
+    },
+  });
+  const abort = new AbortController();
+  const p = unpackLayer({ source: stalled, mediaType: layer.mediaType, expected: layer.expected, dest: s.dest, sync: false, signal: abort.signal });
+  abort.abort(new Error('stop'));
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([
+    p.then(() => 'resolved', (err: unknown) => (err instanceof Error ? err.message : String(err))),
+    new Promise<string>((r) => (timer = setTimeout(() => r('still waiting after 5 s'), 5000))),
+  ]);
+  clearTimeout(timer);
+  assert.equal(outcome, 'stop');
+  assert.equal(destroyed, true, 'the source was destroyed');
+});

@@ -13,7 +13,7 @@ import type { LayerRecord, StateStore } from '../state/index.js';
 import type { Lease } from '../gc/leases.js';
 import { crashPoint } from '../../lib/crashpoint.js';
 import { unpackLayer } from '../unpack/index.js';
-import { finishLayer, UnpackThreads } from '../unpack/thread.js';
+import { BlobFeed, finishLayer, UnpackThreads } from '../unpack/thread.js';
 import { hostPlatform, parseImageConfig, parseManifestOrIndex, selectPlatform, type ImageConfig, type ImageManifest, type Platform } from './documents.js';
 
 export { hostPlatform, type ImageConfig, type Platform } from './documents.js';
@@ -156,21 +156,24 @@ export class ImageService {
     const stop = new AbortController();
     const signal = opts.signal !== undefined ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
     const fetched = layers.map(() => settleable());
+    const feeds = layers.map((l) => new BlobFeed(l.size));
     const downloads = eachBounded(
       layers.map((l, i) => ({ l, i })),
       3,
       async ({ l, i }, layerSignal) => {
         try {
-          if (!(this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest)))) await this.fetchLayer(registry, ref, l, layerSignal, report);
+          if (!(this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest)))) await this.fetchLayer(registry, ref, l, layerSignal, report, feeds[i]);
           fetched[i]?.settle();
         } catch (err) {
           fetched[i]?.settle(err);
           throw err;
+        } finally {
+          feeds[i]?.close();
         }
       },
       { signal },
     );
-    const unpacks = this.unpack(img, signal, fetched.map((f) => f.p));
+    const unpacks = this.unpack(img, signal, fetched.map((f) => f.p), feeds);
     const [d, u] = await Promise.allSettled([downloads.catch((err: unknown) => (stop.abort(err), Promise.reject(err))), unpacks.catch((err: unknown) => (stop.abort(err), Promise.reject(err)))]);
     if (d.status === 'rejected') throw d.reason;
     if (u.status === 'rejected') throw u.reason;
@@ -231,7 +234,7 @@ export class ImageService {
    * from the parents just before. The first failure stops the others; the call settles once every
    * started layer has stopped.
    */
-  async unpack(img: PreparedImage, signal?: AbortSignal, blobReady?: readonly Promise<void>[]): Promise<void> {
+  async unpack(img: PreparedImage, signal?: AbortSignal, blobReady?: readonly Promise<void>[], feeds?: readonly BlobFeed[]): Promise<void> {
     const ids = img.chainIds;
     const missing = img.layers.filter((l) => !this.snapshots.isReady(l.chainId)).length;
     if (missing <= 1) {
@@ -263,21 +266,40 @@ export class ImageService {
         img.layers.length, // every layer starts; the threads bound the work, a layer waiting for its parent holds none
         async ({ l, i }, layerSignal) => {
           const parent = i === 0 ? null : (ids[i - 1] as Digest);
-          try {
-            if (!this.snapshots.isReady(l.chainId)) await blobReady?.[i];
-            await this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
+          const commit = (feed: BlobFeed | undefined): Promise<void> =>
+            this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
               const res = await threads.unpack({
                 blobPath: this.content.path(l.digest),
+                ...(feed !== undefined ? { feed } : {}),
                 mediaType: l.mediaType,
                 expected: { digest: l.digest, size: l.size, diffId: l.diffId },
                 dest: dir,
                 log: this.log,
                 signal: layerSignal,
               });
+              // Read while it downloaded: the snapshot waits for the blob's own commit (C2).
+              if (feed !== undefined) await blobReady?.[i];
               if (i > 0) await ready[i - 1]?.p;
               await finishLayer(dir, res, i === 0 ? [] : this.snapshots.lowerDirs(ids.slice(0, i)));
               return { opaqueRoot: res.opaqueRoot, size: res.uncompressedSize };
             });
+          try {
+            if (!this.snapshots.isReady(l.chainId)) {
+              // Extracted from the partial file while it downloads when there is one; otherwise
+              // (the blob is here already, or no download said where it writes) once committed.
+              const feed = feeds?.[i];
+              const streaming = feed !== undefined && (await feed.opened);
+              if (!streaming) await blobReady?.[i];
+              try {
+                await commit(streaming ? feed : undefined);
+              } catch (err) {
+                // The download started again from zero under the unpack: once more from the blob.
+                if (!streaming || feed?.wasReset !== true || layerSignal.aborted) throw err;
+                this.log.debug({ layer: l.digest }, 'layer download restarted during its unpack, unpacking the committed blob');
+                await blobReady?.[i];
+                await commit(undefined);
+              }
+            }
             ready[i]?.settle();
           } catch (err) {
             ready[i]?.settle(err);
@@ -329,13 +351,18 @@ export class ImageService {
    * same disk) but keeps the partial: once space is freed the next pull resumes it with Range
    * (issue 14; the sweep keeps partials < 24 h).
    */
-  private async fetchLayer(registry: RegistryClient, ref: ImageReference, l: LayerRecord, signal: AbortSignal, report?: LayerReporter): Promise<void> {
+  private async fetchLayer(registry: RegistryClient, ref: ImageReference, l: LayerRecord, signal: AbortSignal, report?: LayerReporter, feed?: BlobFeed): Promise<void> {
     const attempts = 3;
     const w = await this.content.partial({ digest: l.digest, size: l.size });
     let keep = false;
     try {
       // A concurrent pull of the same blob may have committed it while we waited for its file.
       if (await this.content.has(l.digest)) return;
+      feed?.open(w.tempPath, w.written);
+      const reset = async (): Promise<void> => {
+        feed?.reset();
+        await w.reset();
+      };
       let etag: string | undefined;
       let fromZeroAgain = false;
       for (let attempt = 1; ; attempt++) {
@@ -344,10 +371,14 @@ export class ImageService {
           signal.throwIfAborted();
           if (from < l.size) {
             const blob = await registry.fetchBlobFrom(ref, l, { from, ifRange: etag, signal });
-            if (blob.offset !== from) await w.reset();
+            if (blob.offset !== from) await reset();
             etag = blob.etag;
             const progress = report?.(l, w.written);
-            await this.content.append(w, countWritten(blob.body, progress), { signal });
+            const written = (bytes: number, done: boolean): void => {
+              progress?.(bytes, done);
+              feed?.advance(w.written);
+            };
+            await this.content.append(w, countWritten(blob.body, written), { signal });
             if (w.written < l.size) {
               throw new BerthError('ERR_NETWORK', `fetch blob ${ref.domain}/${ref.path}@${l.digest}: the body ended after ${w.written} of ${l.size} bytes`);
             }
@@ -362,7 +393,7 @@ export class ImageService {
           if (e.code === 'ERR_DIGEST_MISMATCH' && from > 0 && !fromZeroAgain) {
             fromZeroAgain = true;
             this.log.warn({ digest: l.digest, resumedAt: from, err: e.message }, 'resumed layer does not verify, fetching it from the start');
-            await w.reset();
+            await reset();
             continue;
           }
           keep = e.code === 'ERR_NETWORK' || e.code === 'ERR_RESOURCE_EXHAUSTED';

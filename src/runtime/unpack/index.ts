@@ -318,7 +318,10 @@ async function readBlob(
     // A stalled source would otherwise keep the loop below waiting for its next chunk.
     (source as { destroy?: (e: Error) => void }).destroy?.(new Error('aborted'));
   };
-  signal?.addEventListener('abort', onAbort, { once: true });
+  // Aborted already (during the checks before): no abort event will come, and a source that has
+  // no data yet (a blob still downloading) would keep the loop waiting for good.
+  if (signal?.aborted === true) onAbort();
+  else signal?.addEventListener('abort', onAbort, { once: true });
   try {
     for await (const chunk of source as AsyncIterable<unknown>) {
       if (signal?.aborted === true) break;

@@ -1,4 +1,5 @@
-import { createReadStream } from 'node:fs';
+import { closeSync, constants as fsc, createReadStream, openSync, readSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { Digest } from '../../lib/digest.js';
 import { BerthError, errnoCode, messageOf, type ErrorCode, type ErrorDetails } from '../../lib/errors.js';
@@ -23,9 +24,82 @@ import { codeForErrno } from './writer.js';
  * the rename).
  */
 
+/**
+ * A layer blob while it downloads: the content store's partial file and how many of its bytes are
+ * on disk (counted as write(2) returned, not as received). Given to UnpackThreads.unpack, the layer
+ * is extracted from that file as it grows, so a blob is hashed, stored and extracted while it
+ * downloads instead of after (issue 14). Nothing is trusted early: the unpacker verifies digest,
+ * size and diffID of exactly the bytes it read, as from a committed blob, and the caller commits the
+ * snapshot only once the blob itself is committed (ImageService.unpack).
+ *
+ * The download side calls `open` once it has the partial file, `advance` after each write, `reset`
+ * when the file is emptied to start again from zero (an unpack reading it then fails, and
+ * `wasReset` tells the caller to unpack again from the committed blob) and `close` when it writes
+ * no more, whatever the outcome.
+ */
+export class BlobFeed {
+  private path_: string | undefined;
+  private written_ = 0;
+  private reset_ = false;
+  private closed = false;
+  private readonly listeners = new Set<() => void>();
+  private resolveOpened!: (open: boolean) => void;
+  /** true once the partial file is there to read; false when the download ended without one (the blob was present, or failed first). */
+  readonly opened = new Promise<boolean>((r) => (this.resolveOpened = r));
+
+  constructor(readonly size: number) {}
+
+  get path(): string | undefined {
+    return this.path_;
+  }
+
+  get written(): number {
+    return this.written_;
+  }
+
+  get wasReset(): boolean {
+    return this.reset_;
+  }
+
+  open(path: string, written: number): void {
+    if (this.closed || this.path_ !== undefined) return;
+    this.path_ = path;
+    this.written_ = written;
+    this.resolveOpened(true);
+  }
+
+  advance(written: number): void {
+    if (this.closed || this.reset_ || written <= this.written_) return;
+    this.written_ = written;
+    for (const fn of this.listeners) fn();
+  }
+
+  reset(): void {
+    if (this.closed || this.reset_) return;
+    this.reset_ = true;
+    for (const fn of this.listeners) fn();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.resolveOpened(false);
+  }
+
+  /** Calls `fn` after each advance and at a reset; returns the unsubscribe. */
+  on(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+}
+
+/** Bytes of a growing blob a worker is told about at once (fewer messages; 1 % of a 25 MiB layer). */
+const FEED_STEP = 256 * 1024;
+
 export interface ThreadUnpackOptions {
   /** The layer blob in the content store (verified again while it is read: digest, size, diffID). */
   blobPath: string;
+  /** The blob while it downloads: read from its partial file as it grows (see BlobFeed); else from blobPath. */
+  feed?: BlobFeed;
   mediaType: string;
   expected: { digest: Digest; size: number; diffId: Digest };
   dest: string;
@@ -37,7 +111,8 @@ export interface ThreadUnpackOptions {
 
 interface Job {
   id: number;
-  blobPath: string;
+  /** The committed blob, or an fd (opened by the main thread, which closes it) on a partial file holding `written` bytes so far. */
+  source: { path: string } | { fd: number; written: number };
   mediaType: string;
   expected: { digest: Digest; size: number; diffId: Digest };
   dest: string;
@@ -45,7 +120,7 @@ interface Job {
   allowDevices: boolean;
 }
 
-type ToWorker = { type: 'job'; job: Job } | { type: 'abort'; id: number };
+type ToWorker = { type: 'job'; job: Job } | { type: 'abort'; id: number } | { type: 'feed'; id: number; written: number };
 
 type FromWorker =
   | { type: 'log'; level: 'debug' | 'info' | 'warn' | 'error'; obj: unknown; msg: string }
@@ -150,12 +225,51 @@ export class UnpackThreads {
     void w.terminate();
   }
 
-  private run(worker: Worker, opts: ThreadUnpackOptions): Promise<UnpackResult> {
-    const id = this.nextId++;
+  private async run(worker: Worker, opts: ThreadUnpackOptions): Promise<UnpackResult> {
+    const { feed } = opts;
+    const layer = opts.expected.digest;
+    const wasReset = (): boolean => feed?.wasReset === true; // read again after each await
+    if (wasReset()) throw new BerthError('ERR_INTERNAL', `unpack layer ${layer}: the download started again from zero`, { details: { layer } });
+    let fd: number | undefined;
+    if (feed?.path !== undefined) {
+      try {
+        fd = openSync(feed.path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      } catch (err) {
+        // Renamed meanwhile: the blob is committed, read it where it is now.
+        if (errnoCode(err) !== 'ENOENT') throw new BerthError(codeForErrno(errnoCode(err)), `unpack layer ${layer}: open ${feed.path}: ${messageOf(err)}`, { cause: err, details: { layer } });
+      }
+    }
+    let unsubscribe: (() => void) | undefined;
+    try {
+      const id = this.nextId++;
+      if (fd !== undefined && feed !== undefined) {
+        let told = feed.written;
+        unsubscribe = feed.on(() => {
+          if (feed.wasReset) worker.postMessage({ type: 'abort', id } satisfies ToWorker);
+          else if (feed.written - told >= FEED_STEP || feed.written === feed.size) {
+            told = feed.written;
+            worker.postMessage({ type: 'feed', id, written: told } satisfies ToWorker);
+          }
+        });
+        return await this.post(worker, opts, id, { fd, written: feed.written });
+      }
+      return await this.post(worker, opts, id, { path: opts.blobPath });
+    } catch (err) {
+      if (wasReset() && opts.signal?.aborted !== true) {
+        throw new BerthError('ERR_INTERNAL', `unpack layer ${layer}: the download started again from zero`, { cause: err, details: { layer } });
+      }
+      throw err;
+    } finally {
+      unsubscribe?.();
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+
+  private post(worker: Worker, opts: ThreadUnpackOptions, id: number, source: Job['source']): Promise<UnpackResult> {
     const layer = opts.expected.digest;
     const job: Job = {
       id,
-      blobPath: opts.blobPath,
+      source,
       mediaType: opts.mediaType,
       expected: opts.expected,
       dest: opts.dest,
@@ -261,16 +375,27 @@ function runWorker(): void {
     port.postMessage({ type: 'log', level, obj: typeof obj === 'string' ? {} : obj, msg: typeof obj === 'string' ? obj : (msg ?? '') } satisfies FromWorker);
   };
   const log = { debug: send('debug'), info: send('info'), warn: send('warn'), error: send('error') } as unknown as Logger;
+  const feeds = new Map<number, GrowingFileSource>();
   port.on('message', (m: ToWorker) => {
     if (m.type === 'abort') {
       aborts.get(m.id)?.abort(new Error('unpack aborted'));
       return;
     }
+    if (m.type === 'feed') {
+      feeds.get(m.id)?.grow(m.written);
+      return;
+    }
     const job = m.job;
     const abort = new AbortController();
     aborts.set(job.id, abort);
+    let source: Readable;
+    if ('fd' in job.source) {
+      const g = new GrowingFileSource(job.source.fd, job.expected.size, job.source.written);
+      feeds.set(job.id, g);
+      source = g;
+    } else source = createReadStream(job.source.path, { highWaterMark: 1024 * 1024 });
     unpackLayer({
-      source: createReadStream(job.blobPath, { highWaterMark: 1024 * 1024 }),
+      source,
       mediaType: job.mediaType,
       expected: job.expected,
       dest: job.dest,
@@ -295,8 +420,63 @@ function runWorker(): void {
             },
           } satisfies FromWorker),
       )
-      .finally(() => aborts.delete(job.id));
+      .finally(() => {
+        aborts.delete(job.id);
+        feeds.delete(job.id);
+      });
   });
+}
+
+/**
+ * A blob file that is still being written (BlobFeed): reads up to the bytes said to be written,
+ * waits for `grow` when it gets there, ends after `size` bytes. Synchronous reads: the data was
+ * just written, it is in the page cache, and this thread has nothing else to do meanwhile.
+ */
+class GrowingFileSource extends Readable {
+  private pos = 0;
+  private waiting = false;
+
+  constructor(
+    private readonly fd: number,
+    private readonly size: number,
+    private written: number,
+  ) {
+    super({ highWaterMark: 1024 * 1024 });
+  }
+
+  grow(written: number): void {
+    if (written <= this.written) return;
+    this.written = Math.min(written, this.size);
+    if (this.waiting) {
+      this.waiting = false;
+      this._read();
+    }
+  }
+
+  override _read(): void {
+    if (this.pos >= this.size) {
+      this.push(null);
+      return;
+    }
+    if (this.pos >= this.written) {
+      this.waiting = true;
+      return;
+    }
+    const buf = Buffer.allocUnsafe(Math.min(1024 * 1024, this.written - this.pos));
+    let n: number;
+    try {
+      n = readSync(this.fd, buf, 0, buf.length, this.pos);
+    } catch (err) {
+      this.destroy(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    if (n <= 0) {
+      this.destroy(new Error(`the blob file ends at ${this.pos} bytes, ${this.written} were written`));
+      return;
+    }
+    this.pos += n;
+    this.push(n === buf.length ? buf : buf.subarray(0, n));
+  }
 }
 
 if (!isMainThread && workerData === WORKER_MARK) runWorker();
