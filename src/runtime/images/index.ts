@@ -148,8 +148,8 @@ export class ImageService {
       ]),
     ]);
 
-    // Layers download in parallel (bounded), and each is unpacked as soon as its blob is
-    // committed, while later ones still download (see unpack). The first failure — a download or
+    // Layers download in parallel (bounded), and each is extracted from its partial file while it
+    // downloads (`feeds`, see unpack). The first failure — a download or
     // an unpack — stops the rest, and the pull settles only once everything has stopped: the
     // caller releases the state lock after us.
     const report = this.progressReporter(refString);
@@ -229,7 +229,9 @@ export class ImageService {
    *
    * Several missing layers are unpacked at once, each on a worker thread (unpack/thread.ts), at
    * most UNPACK_THREADS at a time: the writes of one layer wait for the disk on a cold cache, and
-   * the machine has more than one core. Each layer's snapshot is still committed (renamed and
+   * the machine has more than one core. With `feeds` (pull), a layer whose download has begun is
+   * read from its partial file as it grows (BlobFeed) and its snapshot waits for `blobReady`;
+   * without, each layer waits for its blob. Each layer's snapshot is still committed (renamed and
    * recorded) only after its parent's, and the metadata of directories its tar implies is copied
    * from the parents just before. The first failure stops the others; the call settles once every
    * started layer has stopped.
