@@ -565,7 +565,8 @@ export function buildProgram(): Command {
     .option('--metrics-addr <host:port>', 'serve Prometheus metrics on a loopback address, e.g. 127.0.0.1:9464')
     .option('--image-gc-high-threshold <percent>', "disk use of the root's file system at which unused images are removed, least recently used first (checked after pulls and at each resync; 100 turns it off)", '85')
     .option('--image-gc-low-threshold <percent>', 'disk use image GC brings it below', '80')
-    .action(async (dirs: string[], o: { resync: string; metricsAddr?: string; imageGcHighThreshold: string; imageGcLowThreshold: string }, cmd: Command) => {
+    .option('--minimum-image-ttl-duration <duration>', 'image GC keeps an unused image recorded less than this long ago, e.g. one pulled for a pod that has not started (0s: none)', '2m')
+    .action(async (dirs: string[], o: { resync: string; metricsAddr?: string; imageGcHighThreshold: string; imageGcLowThreshold: string; minimumImageTtlDuration: string }, cmd: Command) => {
       // First, before stdio or anything else is touched: node started with the daemon's memory
       // flags replaces this process (same pid) when they are missing (daemon/reexec.ts).
       const { reexecWithDaemonFlags, forgetReexecEnv, idleCollector } = await import('./daemon/reexec.js');
@@ -584,7 +585,11 @@ export function buildProgram(): Command {
       for (const [flag, v] of [['--image-gc-high-threshold', o.imageGcHighThreshold], ['--image-gc-low-threshold', o.imageGcLowThreshold]] as const) {
         if (!/^\d+(\.\d+)?$/.test(v)) throw new BerthError('ERR_INVALID_ARGUMENT', `up ${flag} ${JSON.stringify(v)}: must be a percentage from 0 to 100 (a number, no % sign)`);
       }
-      const imageGc = { highPercent: Number(o.imageGcHighThreshold), lowPercent: Number(o.imageGcLowThreshold) };
+      const minAgeMs = o.minimumImageTtlDuration === '0' ? 0 : parseDuration(o.minimumImageTtlDuration);
+      if (minAgeMs === undefined) {
+        throw new BerthError('ERR_INVALID_ARGUMENT', `up --minimum-image-ttl-duration ${JSON.stringify(o.minimumImageTtlDuration)}: must be a duration such as 2m, 90s or 1h (0s: none)`);
+      }
+      const imageGc = { highPercent: Number(o.imageGcHighThreshold), lowPercent: Number(o.imageGcLowThreshold), minAgeMs };
       const gcProblem = (await import('./runtime/index.js')).thresholdProblem(imageGc);
       if (gcProblem !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `up: ${gcProblem}`);
       const { runUp } = await import('./daemon/up.js');

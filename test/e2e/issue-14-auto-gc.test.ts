@@ -115,24 +115,41 @@ spec:
     const run = await berth(env, ['run', '--rm', '--net', 'host', ref('x1'), '--', 'true']);
     assert.equal(run.code, 0, `${run.stdout}${run.stderr}`);
 
+    // Above the high threshold with the default --minimum-image-ttl-duration (2m, the kubelet's):
+    // x1 and x2 were recorded moments ago, so nothing is removed and the failure says why.
+    const u0 = await used(env.root);
+    const up0 = berthUp(env, watched, ['--image-gc-high-threshold', ((Math.max(0, u0.used - 2 ** 20) / u0.cap) * 100).toFixed(2), '--image-gc-low-threshold', '1']);
+    try {
+      await waitFor('ImageGCFailed for young images', async () => ((await events()).some((e) => e.reason === 'ImageGCFailed') ? true : undefined), 60_000);
+    } finally {
+      up0.child.kill('SIGTERM');
+      await new Promise((r) => up0.child.once('exit', r));
+    }
+    const young = (await events()).filter((e) => e.reason.startsWith('Image'));
+    assert.deepEqual(young.map((e) => `${e.reason} ${e.type}`), ['ImageGCStarted Normal', 'ImageGCFailed Warning'], up0.output());
+    assert.match(young.at(-1)?.message ?? '', /2 unused image\(s\) recorded less than 2m ago are kept: --minimum-image-ttl-duration/);
+    assert.deepEqual(await refs(), [ref('used'), ref('x1'), ref('x2')].sort());
+    const mark0 = young.at(-1)?.id ?? 0;
+    const sinceMark0 = async (): Promise<Ev[]> => (await events()).filter((e) => e.id > mark0);
+
     // Thresholds from the measured use: below high now; one more image (x3) passes it; removing
-    // two images brings use below low.
+    // two images brings use below low. From here on images may go as soon as they are unused.
     const now = await used(env.root);
     const pct = (b: number): string => ((b / now.cap) * 100).toFixed(2);
     const high = pct(now.used + 0.5 * d);
     const low = pct(now.used - 0.5 * d);
-    const up = berthUp(env, watched, ['--resync', '2', '--image-gc-high-threshold', high, '--image-gc-low-threshold', low]);
+    const up = berthUp(env, watched, ['--resync', '2', '--image-gc-high-threshold', high, '--image-gc-low-threshold', low, '--minimum-image-ttl-duration', '0s']);
     let evs: Ev[];
     try {
       await waitFor('daemon socket', async () => (statSync(path.join(env.state, 'berth.sock'), { throwIfNoEntry: false }) !== undefined ? true : undefined), 30_000);
       // Below the high threshold: the checks at start and at resyncs remove nothing.
       await new Promise((r) => setTimeout(r, 4500));
-      assert.deepEqual((await events()).filter((e) => e.reason.startsWith('Image')), [], 'no image GC below the high threshold');
+      assert.deepEqual((await sinceMark0()).filter((e) => e.reason.startsWith('Image')), [], 'no image GC below the high threshold');
       // A pull through the daemon passes it: the check after the pull runs image GC.
       await pull('x3');
-      await waitFor('two images removed by image GC', async () => ((await events()).filter((e) => e.reason === 'ImageRemoved').length >= 2 ? true : undefined), 60_000);
+      await waitFor('two images removed by image GC', async () => ((await sinceMark0()).filter((e) => e.reason === 'ImageRemoved').length >= 2 ? true : undefined), 60_000);
       await waitFor('daemon reports the run', async () => (/image GC: disk/.test(up.output()) ? true : undefined), 10_000);
-      evs = await events();
+      evs = await sinceMark0();
     } finally {
       up.child.kill('SIGTERM');
       await new Promise((r) => up.child.once('exit', r));
@@ -151,7 +168,7 @@ spec:
     // Low threshold out of reach: the last unused image goes, the used one stays, ImageGCFailed.
     const mark = evs.at(-1)?.id ?? 0;
     const cur = await used(env.root);
-    const up2 = berthUp(env, watched, ['--image-gc-high-threshold', pct(cur.used - 2 ** 20), '--image-gc-low-threshold', '1']);
+    const up2 = berthUp(env, watched, ['--image-gc-high-threshold', pct(cur.used - 2 ** 20), '--image-gc-low-threshold', '1', '--minimum-image-ttl-duration', '0s']);
     try {
       await waitFor('ImageGCFailed', async () => ((await events()).some((e) => e.id > mark && e.reason === 'ImageGCFailed') ? true : undefined), 60_000);
     } finally {
@@ -175,5 +192,8 @@ spec:
     const r2 = await berth(env, ['up', watched, '--image-gc-high-threshold', '85%']);
     assert.equal(r2.code, 2, r2.stderr);
     assert.match(r2.stderr, /--image-gc-high-threshold "85%": must be a percentage from 0 to 100/);
+    const r3 = await berth(env, ['up', watched, '--minimum-image-ttl-duration', '2 minutes']);
+    assert.equal(r3.code, 2, r3.stderr);
+    assert.match(r3.stderr, /--minimum-image-ttl-duration "2 minutes": must be a duration such as 2m/);
   });
 });

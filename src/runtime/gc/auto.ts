@@ -1,6 +1,7 @@
 import type { Digest } from '../../lib/digest.js';
 import { messageOf } from '../../lib/errors.js';
 import type { Logger } from '../../lib/log.js';
+import { humanAge } from '../../lib/time.js';
 import type { ImageRecord } from '../state/index.js';
 import type { GcReport } from './index.js';
 
@@ -8,7 +9,8 @@ import type { GcReport } from './index.js';
  * Automatic image GC by disk use (the kubelet's image GC manager): when the file system holding
  * berth's root is used at or above `highPercent`, unused images are forgotten least recently used
  * first, each followed by a GC, until use is below `lowPercent` or no unused image is left. Used
- * = capacity − available, as the kubelet computes it. An image is in use when a recorded pod
+ * = capacity − available, as the kubelet computes it. An unused image recorded less than `minAgeMs`
+ * ago (default 2 min, the kubelet's) is kept too. An image is in use when a recorded pod
  * names it, a container row runs it, the daemon's manifests name it, or a pull holds a lease on
  * its manifest: those are never removed. Garbage no image reaches is collected first.
  * Events: ImageGCStarted, ImageRemoved (one per image), ImageGCFailed (still above the low
@@ -18,7 +20,16 @@ import type { GcReport } from './index.js';
 export interface ImageGcThresholds {
   highPercent: number;
   lowPercent: number;
+  /**
+   * An unused image recorded (pulled or re-tagged) less than this long ago is kept, as the
+   * kubelet's `--minimum-image-ttl-duration` (default 2 min) keeps an image pulled for a pod that
+   * has not started yet. 0 or absent: no minimum.
+   */
+  minAgeMs?: number;
 }
+
+/** The kubelet's default minimum age of an image before image GC may remove it. */
+export const DEFAULT_IMAGE_MIN_GC_AGE_MS = 2 * 60 * 1000;
 
 export interface ImageGcDeps {
   usage: () => Promise<{ capacityBytes: number; usedBytes: number; usedPercent: number }>;
@@ -63,11 +74,14 @@ export async function runImageGc(d: ImageGcDeps, t: ImageGcThresholds): Promise<
     result.bytes += (await d.collect()).bytes;
     let now = await d.usage();
     const tried = new Set<string>();
+    const minAge = t.minAgeMs ?? 0;
+    let young = 0;
     while (now.usedPercent >= t.lowPercent) {
       // Re-read each round: a pod may have started using an image meanwhile.
-      const next = d
-        .unused()
-        .filter((i) => !tried.has(i.ref))
+      const candidates = d.unused().filter((i) => !tried.has(i.ref));
+      const oldEnough = candidates.filter((i) => Date.now() - i.updatedAt >= minAge);
+      young = candidates.length - oldEnough.length;
+      const next = oldEnough
         .sort((a, b) => (a.lastUsed ?? 0) - (b.lastUsed ?? 0) || (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0))[0];
       if (next === undefined) break;
       tried.add(next.ref);
@@ -79,7 +93,8 @@ export async function runImageGc(d: ImageGcDeps, t: ImageGcThresholds): Promise<
     }
     result.usedPercentAfter = now.usedPercent;
     if (now.usedPercent >= t.lowPercent) {
-      result.error = `disk use is ${now.usedPercent}% after removing ${result.removed.length} unused image(s): no unused image is left and the low threshold is ${t.lowPercent}%`;
+      const kept = young > 0 ? ` (${young} unused image(s) recorded less than ${humanAge(minAge)} ago are kept: --minimum-image-ttl-duration)` : '';
+      result.error = `disk use is ${now.usedPercent}% after removing ${result.removed.length} unused image(s): no unused image is left and the low threshold is ${t.lowPercent}%${kept}`;
     }
   } catch (err) {
     result.error = `image GC failed: ${messageOf(err)}`;
