@@ -61,3 +61,36 @@ test('conditions: Running is Ready; an invalid file keeps Running containers but
   assert.equal(bad.conditions.find((c) => c.type === 'InvalidSpec')?.status, 'True');
   assert.equal(bad.conditions.find((c) => c.type === 'Ready')?.status, 'True');
 });
+
+test('regression: events-schema-misses-reasons — every reason and key kind berth records is one schemas/events.json takes', async () => {
+  // SandboxReady, Imported, Evicted, Unhealthy and the hook failures were recorded but missing
+  // from the schema, so `berth events -o json` printed events its own schema refused.
+  const { readdirSync, readFileSync, statSync } = await import('node:fs');
+  const path = await import('node:path');
+  const files: string[] = [];
+  const walk = (d: string): void => {
+    for (const f of readdirSync(d)) {
+      const p = path.join(d, f);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (p.endsWith('.ts')) files.push(p);
+    }
+  };
+  walk(path.resolve(import.meta.dirname, '../../../src'));
+  const reasons = new Set<string>();
+  const kinds = new Set<string>();
+  for (const f of files) {
+    const text = readFileSync(f, 'utf8');
+    for (const m of text.matchAll(/addEvent\(\s*(?:`([a-z]+)\/|[A-Z_]+ \+|key)[^,]*,\s*'([A-Za-z]+)'/g)) {
+      if (m[1] !== undefined) kinds.add(m[1]);
+      reasons.add(m[2] as string);
+    }
+    for (const m of text.matchAll(/d\.event\([^,]+,\s*'([A-Za-z]+)'/g)) reasons.add(m[1] as string);
+  }
+  assert.ok(reasons.size >= 20 && reasons.has('SandboxReady') && reasons.has('ImageRemoved'), [...reasons].join(' '));
+  assert.ok(kinds.has('pod') && kinds.has('network'), [...kinds].join(' '));
+  for (const reason of reasons) {
+    for (const kind of kinds) {
+      assert.deepEqual(validateEvents([{ id: 1, ts: 1, key: `${kind}/x`, type: 'Warning', reason, message: 'x', code: null }]), [], `${kind}/… ${reason}`);
+    }
+  }
+});
