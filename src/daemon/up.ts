@@ -266,6 +266,7 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
       .then(() => {
         void controller.resyncDrifted();
         void imageGc();
+        void rt.repairNetwork().catch((err: unknown) => log.warn({ err: messageOf(err) }, 'checking the network rules failed'));
       })
       .catch((err: unknown) => log.error({ err: messageOf(err) }, 'resync failed'));
   }, o.resyncMs ?? 30_000);

@@ -231,6 +231,27 @@ export class Runtime {
     }
   }
 
+  /**
+   * Puts back network rules something outside berth removed (a firewall reload): the pod bridge's
+   * masquerade and forward rules, and each pod's host-port rules (runtime/pods repairRules). Events:
+   * NetworkRulesRestored (Warning) on `network/<bridge>` and on each pod repaired. The daemon calls
+   * it at each resync; nothing runs but one iptables-save when all is in place, nothing at all
+   * without pods on the bridge.
+   */
+  async repairNetwork(): Promise<{ bridge: boolean; pods: string[] }> {
+    const r = await this.sandboxes.repairRules();
+    const bridge = this.cfg.network?.bridge ?? DEFAULT_BRIDGE;
+    if (r.bridge) {
+      this.cfg.log.warn({ bridge }, 'network rules of the pod bridge were missing, written again');
+      this.addEvent(`network/${bridge}`, 'NetworkRulesRestored', `the masquerade and forward rules of bridge ${bridge} were missing (removed outside berth) and were written again`, { type: 'Warning' });
+    }
+    for (const key of r.pods) {
+      this.cfg.log.warn({ pod: key }, 'host-port rules of the pod were missing, written again');
+      this.addEvent(`pod/${key}`, 'NetworkRulesRestored', `the host-port rules of pod ${key} were missing (removed outside berth) and were written again`, { type: 'Warning' });
+    }
+    return r;
+  }
+
   /** Sweeps crash residue: ingest temp files and interrupted extractions (rule S4). */
   async sweep(): Promise<void> {
     await this.content.sweepIngest();

@@ -8,10 +8,10 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
-import { berth, cleanupEnv, httpGet, makeEnv, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
+import { berth, cleanupEnv, CLI, httpGet, makeEnv, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
 import { freePort } from '../helpers/registry.js';
 import { removeTestBridge } from '../helpers/cni.js';
-import { bridgeChains, netnsName } from '../../src/runtime/network/index.js';
+import { bridgeChains, netnsName, removeBridgeRules, sweepTaggedRules } from '../../src/runtime/network/index.js';
 
 /**
  * Issue 13, pod sandboxes: catatonit infra containers holding the pod's namespaces, CNI
@@ -123,6 +123,42 @@ ${extra}`;
     const runc = JSON.parse(sh('runc', ['--root', path.join(env.state, 'runc'), 'list', '--format', 'json']) || '[]') as { id: string; status: string }[];
     assert.deepEqual(runc.filter((c) => c.id.startsWith('default.pair.')).map((c) => c.id.split('.')[2]).sort(), ['_sandbox', 'client', 'web']);
     assert.deepEqual(pod.containers.map((c) => c.name), ['web', 'client']);
+  });
+
+  test('rules removed from outside (a firewall reload) are written again at the next resync of berth up: hostPort serves again', async (t) => {
+    if (!ok) return t.skip();
+    const infra = (JSON.parse(sh('runc', ['--root', path.join(env.state, 'runc'), 'list', '--format', 'json']) || '[]') as { id: string }[]).find((c) => c.id.startsWith('default.pair._sandbox'));
+    assert.ok(infra !== undefined, 'the pair pod of the test before runs');
+    const restored = async (): Promise<{ key: string; reason: string }[]> => {
+      const r = await B(['events', '-o', 'json']);
+      return (JSON.parse(r.stdout) as { key: string; reason: string }[]).filter((e) => e.reason === 'NetworkRulesRestored');
+    };
+    const up = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, '--bridge', bridge, '--pod-subnet', subnet, 'up', dir, '--resync', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    up.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+    up.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+    try {
+      await waitFor('daemon socket', async () => (existsSync(path.join(env.state, 'berth.sock')) ? true : undefined));
+      // Everything in place: resyncs find nothing to restore.
+      await new Promise((r) => setTimeout(r, 2500));
+      assert.deepEqual(await restored(), [], out);
+      // A firewall reload drops berth's bridge chains and the pod's portmap rules.
+      await removeBridgeRules(bridge);
+      assert.ok((await sweepTaggedRules(infra.id)) > 0, 'the pod had host-port rules to remove');
+      assert.ok(!sh('iptables-save', ['-t', 'nat']).includes(bridgeChains(bridge).nat));
+      await assert.rejects(httpGet(`http://127.0.0.1:${hostPort}/`), 'the hostPort is gone with its rules');
+      const res = await waitFor('hostPort answers again', async () => httpGet(`http://127.0.0.1:${hostPort}/`).catch(() => undefined), 15_000);
+      assert.equal(res.status, 200);
+      assert.ok(sh('iptables-save', ['-t', 'nat']).includes(bridgeChains(bridge).nat), 'the masquerade chain is back');
+      const evs = await waitFor('NetworkRulesRestored events', async () => {
+        const e = await restored();
+        return e.length >= 2 ? e : undefined;
+      });
+      assert.deepEqual(evs.map((e) => e.key).sort(), [`network/${bridge}`, 'pod/default/pair'], out);
+    } finally {
+      up.kill('SIGTERM');
+      await once(up, 'exit');
+    }
   });
 
   test('a pod reaches another pod by its IP', async (t) => {

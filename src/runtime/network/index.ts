@@ -128,6 +128,40 @@ export class CniNetwork {
   }
 
   /**
+   * Finds rules an outside flush removed (a firewall reload, `iptables -F`, an `iptables-restore`
+   * of a saved file), as `podman network reload` would be asked to: the bridge's jumps and chains
+   * are written again at once when any is missing (with pods attached they must be there); the
+   * sandbox ids of `pods` with host ports none of whose rules is left are returned, for
+   * restorePortRules. One iptables-save.
+   */
+  async checkRules(pods: readonly { id: string; ports: readonly PortMapping[] }[]): Promise<{ bridge: boolean; portsMissing: string[] }> {
+    const out = { bridge: false, portsMissing: [] as string[] };
+    if (pods.length === 0) return out;
+    const saved = await saveAll(this.timeoutMs, `check the network rules of bridge ${this.o.bridge}`);
+    if (!bridgeRulesPresent(saved, this.o.bridge, this.o.subnet)) {
+      await this.serial(async () => {
+        await writeBridgeRules(this.o.bridge, this.o.subnet, this.timeoutMs);
+        this.rulesReady = true;
+      });
+      out.bridge = true;
+    }
+    const nat = saved.get('nat')?.rules ?? [];
+    for (const p of pods) {
+      if (p.ports.length > 0 && !nat.some((r) => r.includes(`id: \\"${p.id}\\"`))) out.portsMissing.push(p.id);
+    }
+    return out;
+  }
+
+  /** Runs the portmap ADD of a sandbox's list once more with its cached result (its host-port rules were removed). */
+  async restorePortRules(t: CniTarget, config: string, result: string, ports: readonly PortMapping[]): Promise<boolean> {
+    const list = JSON.parse(config) as ConfList;
+    const portmap = list.plugins.find((x) => x['type'] === 'portmap');
+    if (portmap === undefined) return false;
+    await this.exec('ADD', portmap, list, t, JSON.parse(result) as unknown, runtimeConfig(portmap, ports));
+    return true;
+  }
+
+  /**
    * The configuration list berth runs: bridge + host-local, and portmap only for a pod with host
    * ports (without mappings it has nothing to do, and each plugin is a fork of a Go binary
    * calling iptables). The list ADD ran with is kept for DEL (a sandbox made by an older berth
@@ -396,6 +430,20 @@ export async function writeBridgeRules(bridge: string, subnet: string, timeoutMs
     'COMMIT',
   ];
   await restore(lines, timeoutMs, what);
+}
+
+/** Whether the jumps and the rules writeBridgeRules makes are all in `saved`. */
+function bridgeRulesPresent(saved: Map<string, SavedTable>, bridge: string, subnet: string): boolean {
+  const c = bridgeChains(bridge);
+  const want: [string, string][] = [
+    ['nat', `-A POSTROUTING -s ${subnet} -m comment --comment ${c.comment} -j ${c.nat}`],
+    ['nat', `-A ${c.nat} -d ${subnet} -j ACCEPT`],
+    ['nat', `-A ${c.nat} ! -d 224.0.0.0/4 -j MASQUERADE`],
+    ['filter', `-A FORWARD -m comment --comment ${c.comment} -j ${c.filter}`],
+    ['filter', `-A ${c.filter} -o ${bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`],
+    ['filter', `-A ${c.filter} -i ${bridge} -j ACCEPT`],
+  ];
+  return want.every(([table, rule]) => (saved.get(table)?.rules ?? []).some((r) => unquoted(r) === rule));
 }
 
 /** Removes the bridge's jumps and chains; nothing there is success. Exported for clean-ups of tests and benches. */

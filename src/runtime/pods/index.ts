@@ -70,6 +70,8 @@ export class SandboxManager {
     private readonly catatonit = '/usr/bin/catatonit',
   ) {}
 
+  private readonly ops = new Map<string, Promise<void>>();
+
   dir(id: string): string {
     return path.join(this.root, 'sandboxes', id);
   }
@@ -125,8 +127,12 @@ export class SandboxManager {
    * The caller has removed the pod's containers. On failure nothing is left: no netns, no
    * IP allocation, no port rule, no infra container, no row.
    */
-  async create(spec: SandboxSpec, shareProcessNamespace: boolean): Promise<SandboxRecord> {
-    await this.remove(spec.podKey);
+  create(spec: SandboxSpec, shareProcessNamespace: boolean): Promise<SandboxRecord> {
+    return this.locked(spec.podKey, () => this.createNow(spec, shareProcessNamespace));
+  }
+
+  private async createNow(spec: SandboxSpec, shareProcessNamespace: boolean): Promise<SandboxRecord> {
+    await this.removeNow(spec.podKey);
     await this.checkPorts(spec);
     const id = sandboxId(spec.podKey, spec.hash);
     const nsName = netnsName(this.root, spec.podKey);
@@ -191,7 +197,11 @@ export class SandboxManager {
   }
 
   /** Tears the pod's sandbox down (infra container, CNI DEL, netns, files) and deletes its row. Idempotent. */
-  async remove(podKey: string): Promise<void> {
+  remove(podKey: string): Promise<void> {
+    return this.locked(podKey, () => this.removeNow(podKey));
+  }
+
+  private async removeNow(podKey: string): Promise<void> {
     const r = this.state.getSandbox(podKey);
     if (r === undefined) return;
     if (r.state !== 'removing') this.state.putSandbox({ ...r, state: 'removing' });
@@ -207,6 +217,43 @@ export class SandboxManager {
   async releaseIdleRules(): Promise<void> {
     if (this.state.listSandboxes().length > 0 || !existsSync(`/sys/class/net/${this.net.bridge}`)) return;
     await this.releaseRules();
+  }
+
+  /**
+   * Rules removed from outside (a firewall reload) are put back: the bridge's, and the host-port
+   * rules of each ready sandbox that has host ports (CniNetwork.checkRules, restorePortRules).
+   * Each pod's restore holds that pod's lock and looks at its row again, so a sandbox being torn
+   * down meanwhile never gets rules back. Sandboxes without a CNI result (hostNetwork) take no part.
+   */
+  async repairRules(): Promise<{ bridge: boolean; pods: string[] }> {
+    const rows = this.state.listSandboxes().filter((r) => r.state === 'ready' && r.cniConfig !== null && r.cniResult !== null);
+    const found = await this.net.checkRules(rows.map((r) => ({ id: r.id, ports: JSON.parse(r.ports) as PortMapping[] })));
+    const pods: string[] = [];
+    for (const id of found.portsMissing) {
+      const podKey = rows.find((r) => r.id === id)?.podKey;
+      if (podKey === undefined) continue;
+      await this.locked(podKey, async () => {
+        const r = this.state.getSandbox(podKey);
+        if (r?.id !== id || r.state !== 'ready' || r.cniConfig === null || r.cniResult === null) return;
+        if (await this.net.restorePortRules(target(r), r.cniConfig, r.cniResult, JSON.parse(r.ports) as PortMapping[])) pods.push(podKey);
+      });
+    }
+    return { bridge: found.bridge, pods };
+  }
+
+  /** One sandbox operation per pod at a time (create, remove, rule repair). */
+  private locked<T>(podKey: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.ops.get(podKey) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.ops.set(podKey, tail);
+    void tail.then(() => {
+      if (this.ops.get(podKey) === tail) this.ops.delete(podKey);
+    });
+    return run;
   }
 
   /** The bridge's own rules go with the last sandbox (a failure to remove them is logged, not thrown: the pod is gone). */
