@@ -309,6 +309,44 @@ describe('issue 14: registry faults through a loopback proxy in front of docker-
     assert.equal(p.of(big.digest).length, 1, 'one request: nothing fetched twice');
   });
 
+  test('regression: unstarted-layer-hangs-pull — a layer that fails while later layers have not started downloading ends the pull', async (t) => {
+    // Five layers, three downloads at a time: the first fails at once (404), the next two never
+    // answer, the last two never start. Their unpacks waited for a download that never came.
+    if (!ok || proxy === undefined || registry === undefined) return t.skip();
+    const p = proxy;
+    const base = await buildBusyboxImage();
+    const extra = [1, 2, 3].map((n) => layerOf(tarOf(file(`extra/${n}.bin`, randomBytes(4096)))));
+    const layers: BuiltLayer[] = [...base.layers, ...extra.map((l) => ({ digest: l.digest, size: l.size, diffId: l.diffId, data: l.blob, mediaType: l.mediaType }))];
+    const cfg = JSON.parse(base.config.toString()) as { rootfs: { diff_ids: string[] } };
+    cfg.rootfs.diff_ids = layers.map((l) => l.diffId);
+    const config = Buffer.from(JSON.stringify(cfg));
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+        layers: layers.map((x) => ({ mediaType: x.mediaType, digest: x.digest, size: x.size })),
+      }),
+    );
+    await pushImage(registry.url, 'berth/five', '1.0', { manifest, manifestDigest: sha256(manifest), config, configDigest: sha256(config), layers });
+    const [first, second, third] = layers;
+    assert.ok(first !== undefined && second !== undefined && third !== undefined && layers.length === 5);
+    p.arm((d) => (d === first.digest ? { kind: 'status', status: 404 } : d === second.digest || d === third.digest ? { kind: 'hang' } : undefined));
+    const { rt } = await fresh(t);
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      rt.pullImage(`${p.host}/berth/five:1.0`).then(
+        () => 'pulled',
+        (err: Error & { code?: string }) => `${err.code ?? ''}: ${err.message}`,
+      ),
+      new Promise<string>((r) => (timer = setTimeout(() => r('still pulling after 20 s'), 20_000))),
+    ]);
+    clearTimeout(timer);
+    assert.match(outcome, /^ERR_NOT_FOUND: /);
+    assert.ok(outcome.includes(first.digest), outcome);
+    assert.equal(p.of(layers[3]?.digest ?? '').length + p.of(layers[4]?.digest ?? '').length, 0, 'the last two layers were never asked for');
+  });
+
   test('kill -9 of `berth images pull` mid-download, then a new pull: it asks for the rest with Range', async (t) => {
     if (!ok || proxy === undefined) return t.skip();
     const p = proxy;
