@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { isFrozen, isSameProcess, startTime } from '../../src/lib/proc.js';
+import { isFrozen, isSameProcess, readProcFd, readProcFile, startTime } from '../../src/lib/proc.js';
 
 test('proc: a live process matches its recorded start time; another start time, no pid or a gone process does not', async () => {
   const mine = startTime(process.pid);
@@ -57,4 +58,24 @@ test('proc: isFrozen reads the freezer of the cgroup /proc/PID/cgroup names (v1 
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+test('regression: conmon-exit-esrch — a /proc file whose process ends between open and read reads as gone, not as an error', async () => {
+  // The exit watch asks whether conmon is alive while conmon is exiting: its cmdline was opened,
+  // conmon was reaped, and the read failed with ESRCH, which ended a pod's run as ERR_INTERNAL.
+  const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+  await once(child, 'spawn');
+  const pid = child.pid ?? 0;
+  assert.match(readProcFile(`/proc/${pid}/cmdline`) ?? '', /^sleep\0/);
+  const fd = openSync(`/proc/${pid}/cmdline`, 'r');
+  try {
+    child.kill('SIGKILL');
+    await once(child, 'exit'); // reaped by node: the task is released
+    // What the kernel does to a read now (the case readProcFd exists for):
+    assert.throws(() => readSync(fd, Buffer.alloc(16), 0, 16, 0), (err: NodeJS.ErrnoException) => err.code === 'ESRCH');
+    assert.equal(readProcFd(fd), undefined);
+  } finally {
+    closeSync(fd);
+  }
+  assert.equal(readProcFile(`/proc/${pid}/cmdline`), undefined, 'gone at the open');
 });

@@ -8,6 +8,7 @@ import { resolveExecutable } from '../../lib/spawn.js';
 import { mkdirp, readFileIfExists } from '../../lib/fsx.js';
 import type { Logger } from '../../lib/log.js';
 import { sleep } from '../../lib/time.js';
+import { readProcFile } from '../../lib/proc.js';
 import { setChildSubreaper, waitPid } from '../../lib/sys.js';
 import { ExecTerminal } from './terminal.js';
 
@@ -515,7 +516,8 @@ export class TaskDriver {
   async conmonAlive(id: string): Promise<boolean> {
     const pid = await this.conmonPid(id);
     if (pid === undefined) return false;
-    const cmd = await readFileIfExists(`/proc/${pid}/cmdline`);
+    // Read as conmon may be exiting: gone at the open or at the read is not alive (regression conmon-exit-esrch).
+    const cmd = readProcFile(`/proc/${pid}/cmdline`);
     return cmd !== undefined && cmd.includes(id);
   }
 
