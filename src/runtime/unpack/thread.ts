@@ -445,7 +445,8 @@ class GrowingFileSource extends Readable {
   }
 
   grow(written: number): void {
-    if (written <= this.written) return;
+    // Destroyed (an abort) while it waited: its fd may be closed and reused by now, never read it.
+    if (this.destroyed || written <= this.written) return;
     this.written = Math.min(written, this.size);
     if (this.waiting) {
       this.waiting = false;
@@ -454,6 +455,7 @@ class GrowingFileSource extends Readable {
   }
 
   override _read(): void {
+    if (this.destroyed) return;
     if (this.pos >= this.size) {
       this.push(null);
       return;
