@@ -152,13 +152,11 @@ static napi_value js_real_dir_beneath(napi_env env, napi_callback_info info) {
   }
   switch (e) {
     case ENOENT: case ENOTDIR: case ELOOP: case EXDEV: case EACCES:
+    case EAGAIN: /* a concurrent rename elsewhere on the system: let the caller walk it */
       napi_get_boolean(env, false, &out);
       return out;
     case ENOSYS: case EPERM: case E2BIG: case EINVAL:
       napi_get_undefined(env, &out);
-      return out;
-    case EAGAIN: /* a concurrent rename elsewhere on the system: let the caller walk it */
-      napi_get_boolean(env, false, &out);
       return out;
     default:
       return throw_errno(env, e, "openat2", rel);

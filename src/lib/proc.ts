@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { errnoCode } from './errors.js';
 
 /**
@@ -68,40 +68,16 @@ export function isFrozen(pid: number, cgroupRoot = '/sys/fs/cgroup'): boolean {
 }
 
 /**
- * The text of a /proc file of a process, or undefined when the process is gone: ENOENT at the
- * open, or ESRCH at a read (it exited between the open and the read, which a process ending just
- * then makes likely). Synchronous, as above.
+ * The text of a /proc file of a process (a path, or an fd opened earlier), or undefined when the
+ * process is gone: ENOENT at the open, or ESRCH at a read (it exited between the open and the
+ * read, which a process ending just then makes likely). Synchronous, as above.
  */
-export function readProcFile(path: string): string | undefined {
-  let fd: number;
+export function readProcFile(file: string | number): string | undefined {
   try {
-    fd = openSync(path, 'r');
+    return readFileSync(file, 'utf8');
   } catch (err) {
     const code = errnoCode(err);
     if (code === 'ENOENT' || code === 'ESRCH') return undefined;
     throw err;
   }
-  try {
-    return readProcFd(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Reads an open /proc file to its end; undefined when its process has gone since it was opened (ESRCH). */
-export function readProcFd(fd: number): string | undefined {
-  const chunks: Buffer[] = [];
-  const buf = Buffer.allocUnsafe(4096);
-  for (;;) {
-    let n: number;
-    try {
-      n = readSync(fd, buf, 0, buf.length, null);
-    } catch (err) {
-      if (errnoCode(err) === 'ESRCH') return undefined;
-      throw err;
-    }
-    if (n === 0) break;
-    chunks.push(Buffer.from(buf.subarray(0, n)));
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildBusyboxImage, pushImage, type BuiltImage, type BuiltLayer } from '../../scripts/fixture-image.js';
+import { buildBusyboxImage, ociImageOf, pushImage, type BuiltImage, type BuiltLayer } from '../../scripts/fixture-image.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { requireE2E } from '../helpers/prereq.js';
 import { berth, CLI, type BerthEnv } from '../helpers/berth.js';
@@ -196,25 +196,22 @@ async function faultProxy(upstream: { host: string; port: number }): Promise<Fau
   return proxy;
 }
 
+/** A hostile.ts layer as fixture-image's BuiltLayer. */
+const built = (l: ReturnType<typeof layerOf>): BuiltLayer => ({ digest: l.digest, size: l.size, diffId: l.diffId, data: l.blob, mediaType: l.mediaType });
+
+/** busybox (two small layers) with `extra` layers on top, its config's diff_ids (and history, when given) extended. */
+async function busyboxWith(extra: readonly BuiltLayer[], history?: string): Promise<BuiltImage> {
+  const base = await buildBusyboxImage();
+  const cfg = JSON.parse(base.config.toString()) as { rootfs: { diff_ids: string[] }; history?: unknown[] };
+  cfg.rootfs.diff_ids.push(...extra.map((l) => l.diffId));
+  if (history !== undefined) cfg.history?.push({ created: '2024-01-01T00:00:00Z', created_by: history });
+  return ociImageOf(Buffer.from(JSON.stringify(cfg)), [...base.layers, ...extra]);
+}
+
 /** busybox (two small layers) plus a 12 MiB layer of random bytes (gzip cannot shrink it): a cut is mid-body. */
 async function buildBigImage(): Promise<{ img: BuiltImage; big: BuiltLayer }> {
-  const base = await buildBusyboxImage();
-  const l = layerOf(tarOf(file('data/random.bin', randomBytes(12 * 1024 * 1024))));
-  const big: BuiltLayer = { digest: l.digest, size: l.size, diffId: l.diffId, data: l.blob, mediaType: l.mediaType };
-  const cfg = JSON.parse(base.config.toString()) as { rootfs: { diff_ids: string[] }; history?: unknown[] };
-  cfg.rootfs.diff_ids.push(big.diffId);
-  cfg.history?.push({ created: '2024-01-01T00:00:00Z', created_by: 'issue-14 fault suite: 12 MiB of random bytes' });
-  const config = Buffer.from(JSON.stringify(cfg));
-  const layers = [...base.layers, big];
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
-      layers: layers.map((x) => ({ mediaType: x.mediaType, digest: x.digest, size: x.size })),
-    }),
-  );
-  return { img: { manifest, manifestDigest: sha256(manifest), config, configDigest: sha256(config), layers }, big };
+  const big = built(layerOf(tarOf(file('data/random.bin', randomBytes(12 * 1024 * 1024)))));
+  return { img: await busyboxWith([big], 'issue-14 fault suite: 12 MiB of random bytes'), big };
 }
 
 
@@ -314,21 +311,9 @@ describe('issue 14: registry faults through a loopback proxy in front of docker-
     // answer, the last two never start. Their unpacks waited for a download that never came.
     if (!ok || proxy === undefined || registry === undefined) return t.skip();
     const p = proxy;
-    const base = await buildBusyboxImage();
-    const extra = [1, 2, 3].map((n) => layerOf(tarOf(file(`extra/${n}.bin`, randomBytes(4096)))));
-    const layers: BuiltLayer[] = [...base.layers, ...extra.map((l) => ({ digest: l.digest, size: l.size, diffId: l.diffId, data: l.blob, mediaType: l.mediaType }))];
-    const cfg = JSON.parse(base.config.toString()) as { rootfs: { diff_ids: string[] } };
-    cfg.rootfs.diff_ids = layers.map((l) => l.diffId);
-    const config = Buffer.from(JSON.stringify(cfg));
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
-        layers: layers.map((x) => ({ mediaType: x.mediaType, digest: x.digest, size: x.size })),
-      }),
-    );
-    await pushImage(registry.url, 'berth/five', '1.0', { manifest, manifestDigest: sha256(manifest), config, configDigest: sha256(config), layers });
+    const five = await busyboxWith([1, 2, 3].map((n) => built(layerOf(tarOf(file(`extra/${n}.bin`, randomBytes(4096)))))));
+    await pushImage(registry.url, 'berth/five', '1.0', five);
+    const { layers } = five;
     const [first, second, third] = layers;
     assert.ok(first !== undefined && second !== undefined && third !== undefined && layers.length === 5);
     p.arm((d) => (d === first.digest ? { kind: 'status', status: 404 } : d === second.digest || d === third.digest ? { kind: 'hang' } : undefined));

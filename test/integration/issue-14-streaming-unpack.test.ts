@@ -24,14 +24,19 @@ function layer(): ReturnType<typeof layerOf> {
 }
 
 /** A partial file and its feed, opened the way ImageService.fetchLayer does. */
-async function partial(size: number): Promise<{ feed: BlobFeed; fd: number; file: string; dest: string }> {
+async function partial(size: number): Promise<{ feed: BlobFeed; fd: number; dest: string }> {
   const dir = path.join(base, `t${++n}`);
   await fsp.mkdir(path.join(dir, 'dest'), { recursive: true });
   const f = path.join(dir, 'partial');
   const fd = openSync(f, 'w');
   const feed = new BlobFeed(size);
   feed.open(f, 0);
-  return { feed, fd, file: f, dest: path.join(dir, 'dest') };
+  return { feed, fd, dest: path.join(dir, 'dest') };
+}
+
+/** The layer unpacked on `threads` from the partial file behind `p.feed`; no committed blob exists to fall back on. */
+function unpackFed(threads: UnpackThreads, l: ReturnType<typeof layerOf>, p: { feed: BlobFeed; dest: string }, signal?: AbortSignal): ReturnType<UnpackThreads['unpack']> {
+  return threads.unpack({ blobPath: path.join(base, 'never-there'), feed: p.feed, mediaType: l.mediaType, expected: { digest: l.digest, size: l.size, diffId: l.diffId }, dest: p.dest, ...(signal !== undefined ? { signal } : {}) });
 }
 
 test('a layer fed while its file grows is unpacked and verified like the whole blob', { timeout: 30_000 }, async () => {
@@ -39,7 +44,7 @@ test('a layer fed while its file grows is unpacked and verified like the whole b
   const p = await partial(l.size);
   const threads = new UnpackThreads(1);
   try {
-    const job = threads.unpack({ blobPath: path.join(base, 'never-there'), feed: p.feed, mediaType: l.mediaType, expected: { digest: l.digest, size: l.size, diffId: l.diffId }, dest: p.dest });
+    const job = unpackFed(threads, l, p);
     for (let off = 0; off < l.size; ) {
       const len = Math.min(64 * 1024 + 17, l.size - off);
       off += writeSync(p.fd, l.blob, off, len, off);
@@ -67,7 +72,7 @@ test('an abort while the thread waits for more bytes ends the unpack; later feed
     const third = Math.floor(l.size / 3);
     writeSync(p.fd, l.blob, 0, third, 0);
     p.feed.advance(third);
-    const job = threads.unpack({ blobPath: p.file, feed: p.feed, mediaType: l.mediaType, expected: { digest: l.digest, size: l.size, diffId: l.diffId }, dest: p.dest, signal: ac.signal });
+    const job = unpackFed(threads, l, p, ac.signal);
     job.catch(() => undefined);
     await sleep(200); // the thread has read the third and waits
     ac.abort(new Error('stopped by the test'));
@@ -81,7 +86,7 @@ test('an abort while the thread waits for more bytes ends the unpack; later feed
     const p2 = await partial(l2.size);
     writeSync(p2.fd, l2.blob, 0, l2.size, 0);
     p2.feed.advance(l2.size);
-    const res = await threads.unpack({ blobPath: p2.file, feed: p2.feed, mediaType: l2.mediaType, expected: { digest: l2.digest, size: l2.size, diffId: l2.diffId }, dest: p2.dest });
+    const res = await unpackFed(threads, l2, p2);
     assert.equal(res.diffId, l2.diffId);
     assert.equal(threads.threadCount(), 1);
     closeSync(p2.fd);
@@ -99,7 +104,7 @@ test('a restart from zero (reset) while the thread reads ends the unpack and say
     const half = Math.floor(l.size / 2);
     writeSync(p.fd, l.blob, 0, half, 0);
     p.feed.advance(half);
-    const job = threads.unpack({ blobPath: p.file, feed: p.feed, mediaType: l.mediaType, expected: { digest: l.digest, size: l.size, diffId: l.diffId }, dest: p.dest });
+    const job = unpackFed(threads, l, p);
     job.catch(() => undefined);
     await sleep(200);
     p.feed.reset();

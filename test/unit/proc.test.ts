@@ -5,7 +5,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rm
 import { once } from 'node:events';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { isFrozen, isSameProcess, readProcFd, readProcFile, startTime } from '../../src/lib/proc.js';
+import { isFrozen, isSameProcess, readProcFile, startTime } from '../../src/lib/proc.js';
 
 test('proc: a live process matches its recorded start time; another start time, no pid or a gone process does not', async () => {
   const mine = startTime(process.pid);
@@ -71,9 +71,9 @@ test('regression: conmon-exit-esrch — a /proc file whose process ends between 
   try {
     child.kill('SIGKILL');
     await once(child, 'exit'); // reaped by node: the task is released
-    // What the kernel does to a read now (the case readProcFd exists for):
+    // What the kernel does to a read now (the case readProcFile answers undefined for):
     assert.throws(() => readSync(fd, Buffer.alloc(16), 0, 16, 0), (err: NodeJS.ErrnoException) => err.code === 'ESRCH');
-    assert.equal(readProcFd(fd), undefined);
+    assert.equal(readProcFile(fd), undefined);
   } finally {
     closeSync(fd);
   }

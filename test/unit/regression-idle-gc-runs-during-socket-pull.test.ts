@@ -67,19 +67,26 @@ test('regression idle-gc-runs-during-socket-pull: at most one collection per min
   }
 });
 
-test('regression idle-gc-runs-during-socket-pull: the API counts a request until its answer is done and then reports idle', async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-idle-gc-'));
+/** The daemon's API on a socket of its own, with `metrics` as its only answer, recording what it reports idle. */
+async function apiWith(metrics: () => Promise<string>): Promise<{ api: Awaited<ReturnType<typeof serveApi>>; socket: string; idle: string[]; close: () => Promise<void> }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-api-idle-'));
   const socket = path.join(dir, 'berth.sock');
-  let release!: (text: string) => void;
   const idle: string[] = [];
-  const api = await serveApi({
+  const api = await serveApi({ socket, service: {} as BerthService, log: createLogger('silent'), onEvent: () => () => undefined, metrics, onIdle: (p) => idle.push(p) });
+  return {
+    api,
     socket,
-    service: {} as BerthService,
-    log: createLogger('silent'),
-    onEvent: () => () => undefined,
-    metrics: () => new Promise<string>((resolve) => (release = resolve)),
-    onIdle: (p) => idle.push(p),
-  });
+    idle,
+    close: async () => {
+      await api.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+test('regression idle-gc-runs-during-socket-pull: the API counts a request until its answer is done and then reports idle', async () => {
+  let release!: (text: string) => void;
+  const { api, socket, idle, close } = await apiWith(() => new Promise<string>((resolve) => (release = resolve)));
   try {
     assert.equal(api.busy(), 0);
     const answer = new Promise<string>((resolve, reject) => {
@@ -98,8 +105,7 @@ test('regression idle-gc-runs-during-socket-pull: the API counts a request until
     assert.equal(api.busy(), 0);
     assert.deepEqual(idle, ['/metrics']);
   } finally {
-    await api.close();
-    rmSync(dir, { recursive: true, force: true });
+    await close();
   }
 });
 
@@ -110,17 +116,7 @@ test('regression idle-gc-runs-during-socket-pull: the API counts a request until
  * ended the process. Now it is answered 400 and the server goes on answering.
  */
 test('regression api-request-target-not-a-url-ends-daemon: a target that is no URL gets a 400 and the API keeps answering', async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-bad-target-'));
-  const socket = path.join(dir, 'berth.sock');
-  const idle: string[] = [];
-  const api = await serveApi({
-    socket,
-    service: {} as BerthService,
-    log: createLogger('silent'),
-    onEvent: () => () => undefined,
-    metrics: async () => 'berth_up 1\n',
-    onIdle: (p) => idle.push(p),
-  });
+  const { api, socket, idle, close } = await apiWith(async () => 'berth_up 1\n');
   const raw = (target: string): Promise<string> =>
     new Promise((resolve, reject) => {
       const s = connect(socket, () => s.write(`GET ${target} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n`));
@@ -138,7 +134,6 @@ test('regression api-request-target-not-a-url-ends-daemon: a target that is no U
     assert.equal(api.busy(), 0);
     assert.deepEqual(idle, ['/metrics']);
   } finally {
-    await api.close();
-    rmSync(dir, { recursive: true, force: true });
+    await close();
   }
 });

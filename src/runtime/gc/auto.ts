@@ -28,9 +28,6 @@ export interface ImageGcThresholds {
   minAgeMs?: number;
 }
 
-/** The kubelet's default minimum age of an image before image GC may remove it. */
-export const DEFAULT_IMAGE_MIN_GC_AGE_MS = 2 * 60 * 1000;
-
 export interface ImageGcDeps {
   usage: () => Promise<{ capacityBytes: number; usedBytes: number; usedPercent: number }>;
   /** The images nothing uses now, read afresh at each call (a pod may start using one meanwhile). */

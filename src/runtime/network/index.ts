@@ -108,10 +108,14 @@ export class CniNetwork {
   ensureBridgeRules(): Promise<void> {
     if (this.rulesReady) return Promise.resolve();
     return this.serial(async () => {
-      if (this.rulesReady) return;
-      await writeBridgeRules(this.o.bridge, this.o.subnet, this.timeoutMs);
-      this.rulesReady = true;
+      if (!this.rulesReady) await this.writeRules();
     });
+  }
+
+  /** Writes the bridge's rules (inside `serial`). */
+  private async writeRules(): Promise<void> {
+    await writeBridgeRules(this.o.bridge, this.o.subnet, this.timeoutMs);
+    this.rulesReady = true;
   }
 
   /**
@@ -139,10 +143,7 @@ export class CniNetwork {
     if (pods.length === 0) return out;
     const saved = await saveAll(this.timeoutMs, `check the network rules of bridge ${this.o.bridge}`);
     if (!bridgeRulesPresent(saved, this.o.bridge, this.o.subnet)) {
-      await this.serial(async () => {
-        await writeBridgeRules(this.o.bridge, this.o.subnet, this.timeoutMs);
-        this.rulesReady = true;
-      });
+      await this.serial(() => this.writeRules());
       out.bridge = true;
     }
     const nat = saved.get('nat')?.rules ?? [];

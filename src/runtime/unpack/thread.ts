@@ -229,7 +229,9 @@ export class UnpackThreads {
     const { feed } = opts;
     const layer = opts.expected.digest;
     const wasReset = (): boolean => feed?.wasReset === true; // read again after each await
-    if (wasReset()) throw new BerthError('ERR_INTERNAL', `unpack layer ${layer}: the download started again from zero`, { details: { layer } });
+    const restarted = (cause?: unknown): BerthError =>
+      new BerthError('ERR_INTERNAL', `unpack layer ${layer}: the download started again from zero`, { ...(cause !== undefined ? { cause } : {}), details: { layer } });
+    if (wasReset()) throw restarted();
     let fd: number | undefined;
     if (feed?.path !== undefined) {
       try {
@@ -255,10 +257,7 @@ export class UnpackThreads {
       }
       return await this.post(worker, opts, id, { path: opts.blobPath });
     } catch (err) {
-      if (wasReset() && opts.signal?.aborted !== true) {
-        throw new BerthError('ERR_INTERNAL', `unpack layer ${layer}: the download started again from zero`, { cause: err, details: { layer } });
-      }
-      throw err;
+      throw wasReset() && opts.signal?.aborted !== true ? restarted(err) : err;
     } finally {
       unsubscribe?.();
       if (fd !== undefined) closeSync(fd);
