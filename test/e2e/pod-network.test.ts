@@ -11,7 +11,7 @@ import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { berth, cleanupEnv, CLI, httpGet, makeEnv, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
 import { freePort } from '../helpers/registry.js';
 import { removeTestBridge } from '../helpers/cni.js';
-import { bridgeChains, netnsName, removeBridgeRules, sweepTaggedRules } from '../../src/runtime/network/index.js';
+import { bridgeChains, CniNetwork, netnsName, removeBridgeRules, sweepTaggedRules } from '../../src/runtime/network/index.js';
 
 /**
  * Issue 13, pod sandboxes: catatonit infra containers holding the pod's namespaces, CNI
@@ -334,6 +334,18 @@ spec:
     const chains = bridgeChains(bridge);
     assert.ok(!rules.includes(chains.nat) && !rules.includes(chains.filter), `bridge rules left:\n${rules.split('\n').filter((l) => l.includes('BERTH-')).join('\n')}`);
     assert.deepEqual(await fsp.readdir(path.join(env.root, 'sandboxes')), []);
+  });
+
+  test('regression repair-rewrites-released-rules: a rule check that saw a pod which is gone by the write leaves the bridge without rules', async (t) => {
+    if (!ok) return t.skip();
+    // berth up's resync read a ready sandbox, then its pod was deleted and took the bridge's rules
+    // with it before the check wrote them back: the write must not bring them back for no pod.
+    const cni = new CniNetwork({ bridge, subnet, pluginDir: '/usr/lib/cni', dataDir: path.join(env.root, 'cni', 'networks') });
+    const r = await cni.checkRules([{ id: 'default.gone._sandbox-0', ports: [] }], () => false);
+    assert.deepEqual(r, { bridge: false, portsMissing: [] });
+    const rules = sh('iptables-save', []);
+    const chains = bridgeChains(bridge);
+    assert.ok(!rules.includes(chains.nat) && !rules.includes(chains.filter), 'no bridge rule written for a pod that is gone');
   });
 });
 

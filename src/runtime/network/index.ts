@@ -136,15 +136,20 @@ export class CniNetwork {
    * of a saved file), as `podman network reload` would be asked to: the bridge's jumps and chains
    * are written again at once when any is missing (with pods attached they must be there); the
    * sandbox ids of `pods` with host ports none of whose rules is left are returned, for
-   * restorePortRules. One iptables-save.
+   * restorePortRules. One iptables-save. `inUse()` is asked again just before the bridge's rules are
+   * written (inside the lock releaseBridgeRules takes): if the last pod went meanwhile, its release
+   * removed them on purpose and they stay removed.
    */
-  async checkRules(pods: readonly { id: string; ports: readonly PortMapping[] }[]): Promise<{ bridge: boolean; portsMissing: string[] }> {
+  async checkRules(pods: readonly { id: string; ports: readonly PortMapping[] }[], inUse: () => boolean): Promise<{ bridge: boolean; portsMissing: string[] }> {
     const out = { bridge: false, portsMissing: [] as string[] };
     if (pods.length === 0) return out;
     const saved = await saveAll(this.timeoutMs, `check the network rules of bridge ${this.o.bridge}`);
     if (!bridgeRulesPresent(saved, this.o.bridge, this.o.subnet)) {
-      await this.serial(() => this.writeRules());
-      out.bridge = true;
+      await this.serial(async () => {
+        if (!inUse()) return;
+        await this.writeRules();
+        out.bridge = true;
+      });
     }
     const nat = saved.get('nat')?.rules ?? [];
     for (const p of pods) {

@@ -227,7 +227,10 @@ export class SandboxManager {
    */
   async repairRules(): Promise<{ bridge: boolean; pods: string[] }> {
     const rows = this.state.listSandboxes().filter((r) => r.state === 'ready' && r.cniConfig !== null && r.cniResult !== null);
-    const found = await this.net.checkRules(rows.map((r) => ({ id: r.id, ports: JSON.parse(r.ports) as PortMapping[] })));
+    const found = await this.net.checkRules(
+      rows.map((r) => ({ id: r.id, ports: JSON.parse(r.ports) as PortMapping[] })),
+      () => this.state.listSandboxes().length > 0,
+    );
     const pods: string[] = [];
     for (const id of found.portsMissing) {
       const podKey = rows.find((r) => r.id === id)?.podKey;
