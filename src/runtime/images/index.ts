@@ -175,13 +175,10 @@ export class ImageService {
     );
     // A failure stops the downloads not yet started too: their layers' unpacks, waiting for a
     // blob or a partial file that will never come, are told so (regression unstarted-layer-hangs-pull).
-    void downloads.then(
-      () => feeds.forEach((f) => f.close()),
-      (err: unknown) => {
-        for (const f of fetched) f.settle(err);
-        for (const f of feeds) f.close();
-      },
-    );
+    void downloads.catch((err: unknown) => {
+      for (const f of fetched) f.settle(err);
+      for (const f of feeds) f.close();
+    });
     const unpacks = this.unpack(img, signal, fetched.map((f) => f.p), feeds);
     const [d, u] = await Promise.allSettled([downloads.catch((err: unknown) => (stop.abort(err), Promise.reject(err))), unpacks.catch((err: unknown) => (stop.abort(err), Promise.reject(err)))]);
     if (d.status === 'rejected') throw d.reason;

@@ -153,7 +153,7 @@ export class CniNetwork {
     }
     const nat = saved.get('nat')?.rules ?? [];
     for (const p of pods) {
-      if (p.ports.length > 0 && !nat.some((r) => r.includes(`id: \\"${p.id}\\"`))) out.portsMissing.push(p.id);
+      if (p.ports.length > 0 && !nat.some((r) => r.includes(cniTag(p.id)))) out.portsMissing.push(p.id);
     }
     return out;
   }
@@ -468,6 +468,11 @@ export async function removeBridgeRules(bridge: string, timeoutMs = 30_000): Pro
 
 // rules left behind ---------------------------------------------------------------
 
+/** How the comment of a rule the CNI plugins made for sandbox `id` shows in iptables-save (`… id: \\"<id>\\"`). */
+function cniTag(id: string): string {
+  return `id: \\"${id}\\"`;
+}
+
 /**
  * Removes the iptables rules CNI tagged with this sandbox id (bridge's ipMasq and portmap
  * comment their rules `name: "berth" id: "<id>"`) and the per-sandbox chains they jump to.
@@ -477,7 +482,7 @@ export async function removeBridgeRules(bridge: string, timeoutMs = 30_000): Pro
  * id are touched.
  */
 export async function sweepTaggedRules(id: string): Promise<number> {
-  const tag = `id: \\"${id}\\"`;
+  const tag = cniTag(id);
   let removed = 0;
   for (const table of ['nat', 'filter']) {
     const { stdout } = await runProcess('iptables-save', ['-t', table], { timeoutMs: 10_000, what: `sweep rules of ${id}: iptables-save` });
