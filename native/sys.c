@@ -163,6 +163,33 @@ static napi_value js_real_dir_beneath(napi_env env, napi_callback_info info) {
   }
 }
 
+/*
+ * x32Served() → whether this kernel runs x32-ABI system calls: one getpid through the x32 entry
+ * (the syscall number with __X32_SYSCALL_BIT set). true when it answers this process's pid, false
+ * on ENOSYS (built without CONFIG_X86_X32_ABI, or x32 switched off at boot), undefined for
+ * anything else and on any other architecture than x86_64. The caller makes sure no seccomp filter
+ * of its own could answer in the kernel's place (a filter may kill the caller for it).
+ */
+static napi_value js_x32_served(napi_env env, napi_callback_info info) {
+  napi_value out;
+  (void)info;
+#if defined(__x86_64__)
+  errno = 0;
+  long r = syscall(0x40000000L | 39L /* getpid: common to the x86_64 and x32 tables */);
+  int e = errno;
+  if (r == (long)getpid()) {
+    napi_get_boolean(env, true, &out);
+    return out;
+  }
+  if (r == -1 && e == ENOSYS) {
+    napi_get_boolean(env, false, &out);
+    return out;
+  }
+#endif
+  napi_get_undefined(env, &out);
+  return out;
+}
+
 /* lgetxattr(path, name) → Buffer, or null when the attribute is absent (ENODATA). */
 static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
   napi_value argv[2], out;
@@ -565,6 +592,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "waitPid", NULL, js_wait_pid, NULL, NULL, NULL, napi_enumerable, NULL },
     { "rawOutput", NULL, js_raw_output, NULL, NULL, NULL, napi_enumerable, NULL },
     { "realDirBeneath", NULL, js_real_dir_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "x32Served", NULL, js_x32_served, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { loadAddon } from './addon.js';
 
 /**
@@ -30,10 +31,11 @@ interface SysBinding {
   waitPid(pid: number): { code?: number; signal?: number } | null;
   rawOutput(fd: number): void;
   realDirBeneath(root: SysPath, rel: SysPath): boolean | undefined;
+  x32Served(): boolean | undefined;
 }
 
 /** Every function sys() requires of the addon (an older build lacking one is refused). */
-const BINDING_FUNCTIONS: readonly (keyof SysBinding)[] = ['mknod', 'lsetxattr', 'lgetxattr', 'llistxattr', 'syncfs', 'tryLockExclusive', 'mount', 'umount2', 'consoleListen', 'consoleReceive', 'setWindowSize', 'setChildSubreaper', 'waitPid', 'rawOutput', 'realDirBeneath'];
+const BINDING_FUNCTIONS: readonly (keyof SysBinding)[] = ['mknod', 'lsetxattr', 'lgetxattr', 'llistxattr', 'syncfs', 'tryLockExclusive', 'mount', 'umount2', 'consoleListen', 'consoleReceive', 'setWindowSize', 'setChildSubreaper', 'waitPid', 'rawOutput', 'realDirBeneath', 'x32Served'];
 
 let binding: SysBinding | undefined;
 
@@ -58,6 +60,24 @@ export function tryLockExclusive(fd: number): boolean {
  */
 export function realDirBeneath(root: SysPath, rel: SysPath): boolean | undefined {
   return sys().realDirBeneath(root, rel);
+}
+
+/**
+ * Whether the kernel runs x32-ABI system calls (x86_64 only): true or false as the kernel answers
+ * one getpid through the x32 entry; undefined on other architectures, when the answer was neither,
+ * or when this process is itself under a seccomp filter (/proc/self/status `Seccomp:` not 0),
+ * since a filter, not the kernel, would answer and might kill the process for asking.
+ */
+export function x32Served(): boolean | undefined {
+  if (process.arch !== 'x64') return undefined;
+  let status: string;
+  try {
+    status = readFileSync('/proc/self/status', 'utf8');
+  } catch {
+    return undefined;
+  }
+  if (/^Seccomp:\s*0$/m.exec(status) === null) return undefined;
+  return sys().x32Served();
 }
 
 /** mknod(2). `mode` includes the file type bits (fs.constants.S_IFCHR, S_IFBLK, S_IFIFO). */

@@ -3,8 +3,9 @@ import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 /**
- * A static C probe for seccomp tests: `probe vmsplice|personality-bsd|personality-query|chroot`
+ * A static C probe for seccomp tests: `probe vmsplice|personality-bsd|personality-query|chroot|x32-getpid`
  * prints "<probe> ok" (exit 0) or "<probe> errno=<n>" (exit 1). Static, so it runs in any rootfs.
+ * x32-getpid is getpid through the x32 entry (x86_64 only; elsewhere exit 2).
  */
 export const PROBE_C = String.raw`
 #define _GNU_SOURCE
@@ -27,7 +28,7 @@ static int report(const char *probe, long rc) {
 
 int main(int argc, char **argv) {
   if (argc != 2) {
-    fprintf(stderr, "usage: probe vmsplice|personality-bsd|personality-query|chroot\n");
+    fprintf(stderr, "usage: probe vmsplice|personality-bsd|personality-query|chroot|x32-getpid\n");
     return 2;
   }
   const char *p = argv[1];
@@ -45,6 +46,14 @@ int main(int argc, char **argv) {
   if (strcmp(p, "personality-bsd") == 0) return report(p, syscall(SYS_personality, 0x0006UL));
   if (strcmp(p, "personality-query") == 0) return report(p, syscall(SYS_personality, 0xffffffffUL));
   if (strcmp(p, "chroot") == 0) return report(p, syscall(SYS_chroot, "/"));
+  if (strcmp(p, "x32-getpid") == 0) {
+#if defined(__x86_64__)
+    return report(p, syscall(0x40000000L | SYS_getpid));
+#else
+    fprintf(stderr, "x32-getpid: not x86_64\n");
+    return 2;
+#endif
+  }
   fprintf(stderr, "unknown probe %s\n", p);
   return 2;
 }

@@ -54,7 +54,7 @@ after(() => {
   if (tmp !== undefined) rmSync(tmp, { recursive: true, force: true });
 });
 
-const X64 = { arch: 'x64', kernel: '6.1.0-18-amd64' } as const;
+const X64 = { arch: 'x64', kernel: '6.1.0-18-amd64', x32: true } as const;
 
 describe('issue-13 seccomp: the distribution profile', () => {
   test('the profile file is installed (Debian golang-github-containers-common)', () => {
@@ -106,12 +106,24 @@ describe('issue-13 seccomp: the distribution profile', () => {
   });
 
   test('arm64: its own arches and rules, none of x86', () => {
-    const s = seccomp(DEFAULT_CAPS, { arch: 'arm64', kernel: '6.1.0' });
+    const s = seccomp(DEFAULT_CAPS, { arch: 'arm64', kernel: '6.1.0', x32: false });
     assert.deepEqual(s.architectures, ['SCMP_ARCH_AARCH64', 'SCMP_ARCH_ARM']);
     assert.equal(rulesFor(s, 'arm_fadvise64_64').length, 1);
     assert.equal(rulesFor(s, 'arch_prctl').length, 0);
     assert.equal(rulesFor(s, 'modify_ldt').length, 0);
     validateRuntimeConfig(configWith(s as unknown as Record<string, unknown>));
+  });
+
+  test('a kernel that does not run x32 calls: SCMP_ARCH_X32 left out, the rules and the other arches as before', () => {
+    const withX32 = seccomp(DEFAULT_CAPS, X64);
+    const without = seccomp(DEFAULT_CAPS, { ...X64, x32: false });
+    assert.deepEqual(without.architectures, ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86']);
+    assert.deepEqual(without.syscalls, withX32.syscalls);
+    validateRuntimeConfig(configWith(without as unknown as Record<string, unknown>));
+    // The older flat `architectures` list is filtered the same way.
+    const file = profileFile({ defaultAction: 'SCMP_ACT_ERRNO', architectures: ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X32', 'SCMP_ARCH_X86'], syscalls: [] });
+    assert.deepEqual(seccomp([], { ...X64, x32: false, profilePath: file }).architectures, ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86']);
+    assert.deepEqual(seccomp([], { ...X64, profilePath: file }).architectures, ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X32', 'SCMP_ARCH_X86']);
   });
 
   test('the default arch and kernel are the running host', () => {
