@@ -27,7 +27,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { CLI, berth, type BerthEnv } from '../test/helpers/berth.js';
+import { CLI, LAUNCHER, berth, type BerthEnv } from '../test/helpers/berth.js';
 import { startDemoFixture, type DemoFixture } from '../test/helpers/demo.js';
 import {
   PODMAN_CONF,
@@ -83,7 +83,7 @@ interface Result {
   codes: number[]; // distinct exit codes over the timed runs
 }
 
-const berthCmd = (env: BerthEnv, name: string, args: string[]): Cmd => ({ name, argv: [process.execPath, CLI, '--root', env.root, '--state', env.state, ...args] });
+const berthCmd = (env: BerthEnv, name: string, args: string[]): Cmd => ({ name, argv: [LAUNCHER, '--root', env.root, '--state', env.state, ...args] });
 const podmanCmd = (name: string, args: string[]): Cmd => ({ name, argv: ['podman', ...podmanArgs(), ...args] });
 
 /** Environment of every timed command: podman's CONTAINERS_CONF (berth does not read it). */

@@ -275,6 +275,9 @@ export function machine(): string {
     `${cpus.length} × ${cpus[0]?.model ?? '?'}, ${memGiB} GiB RAM, Linux ${os.release()}, node ${process.version}`,
     `${ver('runc', ['--version'])}; ${ver('conmon', ['--version'])}; ${ver('podman', ['--version']) || 'podman absent'}; ${ver('hyperfine', ['--version']) || 'hyperfine absent'}`,
     `load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`,
+    process.env.NODE_EXTRA_CA_CERTS !== undefined
+      ? `NODE_EXTRA_CA_CERTS=${process.env.NODE_EXTRA_CA_CERTS} is set here: node parses it at every start; berth's commands run through bin/berth, which leaves it to the registry client`
+      : 'NODE_EXTRA_CA_CERTS is not set',
   ].join('\n');
 }
 

@@ -42,7 +42,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { createGzip } from 'node:zlib';
-import { berthUp, CLI, mountsUnder } from '../test/helpers/berth.js';
+import { berthUp, CLI, LAUNCHER, mountsUnder } from '../test/helpers/berth.js';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
 import { MEDIA_TYPE_LAYER_GZIP, ociImageOf, ociArchitecture, pushImage, type BuiltImage, type BuiltLayer } from '../scripts/fixture-image.js';
 import { sha256, type Digest } from '../src/lib/digest.js';
@@ -282,7 +282,7 @@ async function runOnce(tool: Tool, t: Target, reg: TestRegistry): Promise<Sample
       const base = mkdtempSync(path.join(os.tmpdir(), 'berth-bench-pull-berth-'));
       try {
         dropCaches();
-        const r = timed([process.execPath, CLI, '--root', path.join(base, 'root'), '--state', path.join(base, 'state'), 'images', 'pull', t.ref]);
+        const r = timed([LAUNCHER, '--root', path.join(base, 'root'), '--state', path.join(base, 'state'), 'images', 'pull', t.ref]);
         if (r.code !== 0) throw new Error(`berth images pull: exit ${r.code}\n${r.stderr.slice(-3000)}`);
         return r;
       } finally {
@@ -299,7 +299,7 @@ async function runOnce(tool: Tool, t: Target, reg: TestRegistry): Promise<Sample
         await waitDaemonSocket(env, d);
         dropCaches();
         const cpu0 = procCpuMs(d.child.pid ?? -1);
-        const r = timed([process.execPath, CLI, '--root', env.root, '--state', env.state, 'images', 'pull', t.ref]);
+        const r = timed([LAUNCHER, '--root', env.root, '--state', env.state, 'images', 'pull', t.ref]);
         const daemonCpu = procCpuMs(d.child.pid ?? -1) - cpu0;
         if (r.code !== 0) throw new Error(`berth images pull (daemon): exit ${r.code}\n${r.stderr.slice(-3000)}`);
         return { wallMs: r.wallMs, cpuMs: r.cpuMs + daemonCpu };

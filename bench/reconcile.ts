@@ -21,7 +21,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { CLI, berth, type BerthEnv } from '../test/helpers/berth.js';
+import { CLI, LAUNCHER, berth, type BerthEnv } from '../test/helpers/berth.js';
 import { startDemoFixture, type DemoFixture } from '../test/helpers/demo.js';
 import { freePort } from '../test/helpers/registry.js';
 import {
@@ -396,7 +396,7 @@ async function timeCommand(label: string, env: BerthEnv, args: string[], jsonDir
   // exit code once, outside the timing (diff: 0 = no changes, 1 = changes pending, 2 = error)
   const once = await berth(env, args, { timeoutMs: 120_000 });
   if (once.code !== 0) log(`  note: berth ${args.join(' ')} exits ${once.code}: ${(once.stdout + once.stderr).split('\n').slice(0, 4).join(' | ')}`);
-  const argv = [process.execPath, CLI, '--root', env.root, '--state', env.state, ...args];
+  const argv = [LAUNCHER, '--root', env.root, '--state', env.state, ...args];
   if (spawnSync('hyperfine', ['--version']).status === 0) {
     const out = path.join(jsonDir, `${label.replace(/[^a-z0-9]+/gi, '-')}.json`);
     const r = spawnSync('hyperfine', ['-N', '-i', '--warmup', '1', '--runs', '10', '--style', 'none', '--export-json', out, argv.join(' ')], { encoding: 'utf8' });

@@ -27,7 +27,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { askDaemon, daemonSocket } from '../src/lib/fast-read.js';
-import { CLI, berth, mountsUnder, type BerthEnv } from '../test/helpers/berth.js';
+import { LAUNCHER, berth, mountsUnder, type BerthEnv } from '../test/helpers/berth.js';
 import { startDemoFixture, type DemoFixture } from '../test/helpers/demo.js';
 import { removeTestBridge } from '../test/helpers/cni.js';
 import { PODMAN_CONF, cleanupAll, havePodman, log, machine, must, newEnv, podman, podmanArgs, podmanStore, prePull, preparePodman, revision, sleep, spawnContainerd, stopUp, waitDaemonSocket, type PrivateContainerd } from './common.js';
@@ -183,7 +183,7 @@ async function main(): Promise<void> {
 
     // A. run --rm ------------------------------------------------------------------------------------------
     const berthG = ['--root', env.root, '--state', env.state];
-    const cmds = [{ name: 'berth run --rm', argv: [process.execPath, CLI, ...berthG, 'run', '--rm', '--net', 'host', '--name', 'bench-rm', image, '--', '/bin/true'] }];
+    const cmds = [{ name: 'berth run --rm', argv: [LAUNCHER, ...berthG, 'run', '--rm', '--net', 'host', '--name', 'bench-rm', image, '--', '/bin/true'] }];
     if (ctr !== undefined) cmds.push({ name: 'ctr run --rm', argv: ['ctr', ...ctrArgs(ctr), 'run', '--rm', image, 'bench-rm', '/bin/true'] });
     if (noPodman === undefined) cmds.push({ name: 'podman run --rm', argv: ['podman', ...podmanArgs(), 'run', '--rm', '--network', 'none', image, '/bin/true'] });
     const a = hyperfine('run --rm', cmds);
@@ -193,7 +193,7 @@ async function main(): Promise<void> {
 
     // B. 20 networked pods by berth up -----------------------------------------------------------------------
     // berth up with berth's own bridge for the bench (global options before the command).
-    const child = spawn(process.execPath, [CLI, ...berthG, '--bridge', BRIDGE, '--pod-subnet', SUBNET, '--log-level', 'warn', 'up', dir, '--resync', '30'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(LAUNCHER, [...berthG, '--bridge', BRIDGE, '--pod-subnet', SUBNET, '--log-level', 'warn', 'up', dir, '--resync', '30'], { stdio: ['ignore', 'ignore', 'pipe'] });
     up = { child, output: () => '' };
     await waitDaemonSocket(env, up);
     // A with the daemon running: `berth run` is one request on its socket (lib/fast-run).

@@ -42,9 +42,9 @@ else
   curl -fsS "http://127.0.0.1:$REG_PORT/v2/" >/dev/null || { echo "demo: registry did not start, see $REG_DIR/registry.log" >&2; exit 1; }
 fi
 
-# `berth` on PATH, as `npm install -g .` would do it (idempotent).
-chmod +x dist/src/cli.js
-ln -sfn "$PWD/dist/src/cli.js" /usr/local/bin/berth
+# `berth` on PATH, as `npm install -g .` would do it (idempotent): the launcher bin/berth.
+chmod +x dist/src/cli.js bin/berth
+ln -sfn "$PWD/bin/berth" /usr/local/bin/berth
 
 node dist/scripts/fixture-image.js push --registry "127.0.0.1:$REG_PORT" --repo berth/demo --tag 1.0
 echo "demo: open http://127.0.0.1:8080/ once berth reports converged; in another shell: berth ps, berth logs web"

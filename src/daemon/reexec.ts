@@ -1,5 +1,6 @@
 import { loadAddon } from '../lib/addon.js';
 import { messageOf } from '../lib/errors.js';
+import { EXTRA_CA_ENV } from '../lib/extra-ca.js';
 
 /**
  * `berth up` runs node with flags that keep a long-running daemon small. V8 sizes its heap when
@@ -92,6 +93,11 @@ export function daemonExec(p: ProcessView): DaemonExec | undefined {
   for (const [k, v] of Object.entries(p.env)) if (v !== undefined) env[k] = v;
   const added = Object.keys(DAEMON_ENV).filter((k) => env[k] === undefined);
   for (const k of added) env[k] = DAEMON_ENV[k] ?? '';
+  // As bin/berth does: node would parse the extra CAs at its start; the registry client reads them when it connects.
+  if (env.NODE_EXTRA_CA_CERTS !== undefined) {
+    env[EXTRA_CA_ENV] ??= env.NODE_EXTRA_CA_CERTS;
+    delete env.NODE_EXTRA_CA_CERTS;
+  }
   env[REEXEC_MARK] = added.join(',') || '-';
   return { path: p.execPath, argv: [p.execPath, ...p.execArgv, ...missing, script, ...p.argv.slice(2)], env, missing };
 }

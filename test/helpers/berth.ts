@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 /** Path of the compiled CLI: dist/test/helpers → dist/src/cli.js */
 export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli.js');
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+/** The command users run (bin/berth: node on dist/src/cli.js, NODE_EXTRA_CA_CERTS left to the registry client). */
+export const LAUNCHER = path.join(REPO, 'bin', 'berth');
 
 export interface BerthEnv {
   root: string;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { promises as fsp } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -11,7 +11,7 @@ import { BerthError, messageOf, type ErrorCode } from '../../src/lib/errors.js';
 import { createLogger } from '../../src/lib/log.js';
 import { Runtime } from '../../src/runtime/index.js';
 import { dir, file, imageOf, layerOf, pushImageParts, tarOf, type ImageParts } from '../helpers/hostile.js';
-import { berth, cleanupEnv, makeEnv } from '../helpers/berth.js';
+import { CLI, berth, cleanupEnv, makeEnv } from '../helpers/berth.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { freePort, startRegistry, type TestRegistry } from '../helpers/registry.js';
 
@@ -216,6 +216,56 @@ describe('issue 14: registry hosts.toml (mirrors, CAs, client certificates)', { 
     assert.equal((await caMirror.pullImage(`${upstream}/berth/tls:1`)).digest, img.manifestDigest);
     const skip = await runtimeWith({ [`${portDir(r.host)}/hosts.toml`]: `server = "https://${r.host}"\nskip_verify = true\n` });
     assert.equal((await skip.pullImage(ref)).digest, img.manifestDigest);
+  });
+
+  test('NODE_EXTRA_CA_CERTS is honoured for registries, though bin/berth keeps node from parsing it at start (regression extra-ca-certs-parsed-at-every-start)', async (t) => {
+    if (!ok) return t.skip();
+    const r = tlsRegistry as TestRegistry;
+    const ref = `${r.host}/berth/tls:1`;
+    const launcher = path.resolve(path.dirname(CLI), '../../bin/berth');
+    const base: NodeJS.ProcessEnv = { ...process.env };
+    delete base['NODE_EXTRA_CA_CERTS'];
+    delete base['BERTH_EXTRA_CA_CERTS'];
+    /** `args` run as `bin/berth` or `node dist/src/cli.js`, in a fresh root (a present image would not be pulled again). */
+    const run = async (how: 'launcher' | 'node', extra: NodeJS.ProcessEnv, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> => {
+      const env = makeEnv('berth-issue14-extra-ca-');
+      try {
+        const hostsDir = path.join(env.dir, 'certs.d');
+        await fsp.mkdir(path.join(hostsDir, portDir(r.host)), { recursive: true });
+        await fsp.writeFile(path.join(hostsDir, portDir(r.host), 'hosts.toml'), `server = "https://${r.host}"\n`);
+        const argv = ['--root', env.root, '--state', env.state, '--registry-hosts-dir', hostsDir, ...args];
+        const [cmd, cmdArgs] = how === 'launcher' ? [launcher, argv] : [process.execPath, [CLI, ...argv]];
+        const out = spawnSync(cmd, cmdArgs, { encoding: 'utf8', env: { ...base, ...extra }, timeout: 60_000 });
+        return { code: out.status, stdout: out.stdout, stderr: out.stderr };
+      } finally {
+        await cleanupEnv(env);
+      }
+    };
+    const pull = ['images', 'pull', ref];
+    const ca = { NODE_EXTRA_CA_CERTS: pki('ca.pem') };
+    for (const how of ['launcher', 'node'] as const) {
+      const pulled = await run(how, ca, pull);
+      assert.equal(pulled.code, 0, `${how}: ${pulled.stderr}`);
+      assert.match(pulled.stdout, new RegExp(img.manifestDigest), how);
+    }
+    const untrusted = await run('launcher', {}, pull);
+    assert.notEqual(untrusted.code, 0, 'without the extra CA the registry is not trusted');
+    assert.match(untrusted.stderr, /certificate/i);
+    // berth's own name for it works without the launcher too.
+    const own = await run('node', { BERTH_EXTRA_CA_CERTS: pki('ca.pem') }, pull);
+    assert.equal(own.code, 0, own.stderr);
+    // Where the file is read shows in the warning for one that cannot be: node warns at its start,
+    // berth (through the launcher) only once a registry connection needs it, and the pull is refused.
+    const missing = { NODE_EXTRA_CA_CERTS: path.join(work, 'no-such-ca.pem') };
+    const nodeStart = await run('node', missing, ['--version']);
+    assert.match(nodeStart.stderr, /Ignoring extra certs from/, 'node itself parses the variable at start');
+    const launcherStart = await run('launcher', missing, ['--version']);
+    assert.equal(launcherStart.code, 0, launcherStart.stderr);
+    assert.equal(launcherStart.stderr, '', 'through bin/berth node never reads the file');
+    const launcherPull = await run('launcher', missing, pull);
+    assert.notEqual(launcherPull.code, 0);
+    assert.match(launcherPull.stderr, /Ignoring extra certs from `[^`]*no-such-ca\.pem` \(BERTH_EXTRA_CA_CERTS\), load failed/);
+    assert.match(launcherPull.stderr, /certificate/i);
   });
 
   test('client certificates from hosts.toml are presented to a registry that requires them', async (t) => {

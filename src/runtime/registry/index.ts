@@ -22,6 +22,7 @@ import {
 } from './auth.js';
 import { MAX_TOKEN_RESPONSE_BYTES, TokenCache, parseTokenResponse } from './token.js';
 import { RegistryHosts, type HostCapability, type RegistryEndpoint } from './hosts.js';
+import { defaultCaList, defaultTlsConnect } from '../../lib/extra-ca.js';
 
 export { parseReference, isLoopbackHost, type ImageReference } from './reference.js';
 export { RegistryHosts, type RegistryEndpoint, type HostCapability } from './hosts.js';
@@ -235,7 +236,7 @@ export class RegistryClient {
   private client(): Promise<Http> {
     this.shared.http ??= Promise.resolve().then(() => {
       const u = loadUndici();
-      return { ...u, dispatcher: new u.Agent(this.agentOptions()) };
+      return { ...u, dispatcher: new u.Agent({ ...this.agentOptions(), connect: defaultTlsConnect() }) };
     });
     return this.shared.http;
   }
@@ -252,7 +253,7 @@ export class RegistryClient {
   private hopDispatcher(http: Http, policy: HopPolicy): Dispatcher {
     let d = this.shared.hopDispatchers.get(policy.key);
     if (d === undefined) {
-      d = new http.Agent({ ...this.agentOptions(), connect: { lookup: checkedLookup(policy.allowed) } });
+      d = new http.Agent({ ...this.agentOptions(), connect: { ...defaultTlsConnect(), lookup: checkedLookup(policy.allowed) } });
       this.shared.hopDispatchers.set(policy.key, d);
     }
     return d;
@@ -264,9 +265,10 @@ export class RegistryClient {
     if (tls === undefined) return http.dispatcher;
     let d = this.shared.tlsDispatchers.get(tls.id);
     if (d === undefined) {
+      const ca = tls.ca ?? defaultCaList();
       d = new http.Agent({
         ...this.agentOptions(),
-        connect: { rejectUnauthorized: tls.rejectUnauthorized, ...(tls.ca !== undefined ? { ca: tls.ca } : {}), ...(tls.cert !== undefined ? { cert: tls.cert, key: tls.key } : {}) },
+        connect: { rejectUnauthorized: tls.rejectUnauthorized, ...(ca !== undefined ? { ca } : {}), ...(tls.cert !== undefined ? { cert: tls.cert, key: tls.key } : {}) },
       });
       this.shared.tlsDispatchers.set(tls.id, d);
     }
