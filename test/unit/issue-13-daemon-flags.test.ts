@@ -76,3 +76,15 @@ test('issue-13 daemon-flags: a failed execve leaves the process as it was and sa
   // stdio's close-on-exec flags, cleared just before the execve, are set again.
   assert.deepEqual(fdFlags(), before);
 });
+
+test('issue-13 daemon-flags: the re-executed daemon gets NODE_EXTRA_CA_CERTS as BERTH_EXTRA_CA_CERTS, so node does not parse it at its start (regression extra-ca-certs-parsed-at-every-start)', () => {
+  const moved = daemonExec(view({ env: { PATH: '/usr/bin', NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt' } }));
+  assert.ok(moved !== undefined);
+  assert.equal(moved.env['NODE_EXTRA_CA_CERTS'], undefined);
+  assert.equal(moved.env['BERTH_EXTRA_CA_CERTS'], '/etc/ssl/certs/ca-certificates.crt');
+  // One set by the launcher already wins; node's copy still goes.
+  const both = daemonExec(view({ env: { NODE_EXTRA_CA_CERTS: '/a.pem', BERTH_EXTRA_CA_CERTS: '/b.pem' } }));
+  assert.equal(both?.env['BERTH_EXTRA_CA_CERTS'], '/b.pem');
+  assert.equal(both?.env['NODE_EXTRA_CA_CERTS'], undefined);
+  assert.equal(daemonExec(view({ env: { PATH: '/usr/bin' } }))?.env['BERTH_EXTRA_CA_CERTS'], undefined);
+});
