@@ -50,8 +50,22 @@ export const MEDIA = {
 interface Http {
   request: typeof import('undici').request;
   Agent: typeof import('undici').Agent;
+  buildConnector: typeof import('undici').buildConnector;
   /** The registry's own pool. */
   dispatcher: Dispatcher;
+}
+
+/**
+ * A connector that builds the TLS side (with the extra CAs' secure context, lib/extra-ca) on the
+ * first https connection only: a registry on plain HTTP never reads or parses a certificate.
+ */
+function lazyTlsConnector(build: Http['buildConnector'], base: import('undici').buildConnector.BuildOptions): import('undici').buildConnector.connector {
+  let plain: import('undici').buildConnector.connector | undefined;
+  let tls: import('undici').buildConnector.connector | undefined;
+  return (opts, callback) => {
+    const c = opts.protocol === 'https:' ? (tls ??= build({ ...base, ...defaultTlsConnect() })) : (plain ??= build(base));
+    return c(opts, callback);
+  };
 }
 
 /**
@@ -62,19 +76,20 @@ interface Http {
  * what undici's index makes of the API: the URL split into origin and path for the dispatcher.
  * undici declares no `exports` map, so these paths are public to require; a test loads them.
  */
-export function loadUndici(): Pick<Http, 'request' | 'Agent'> {
+export function loadUndici(): Pick<Http, 'request' | 'Agent' | 'buildConnector'> {
   const req = createRequire(import.meta.url);
   const Agent = req('undici/lib/dispatcher/agent') as typeof import('undici').Agent;
+  const buildConnector = req('undici/lib/core/connect') as typeof import('undici').buildConnector;
   const apiRequest = req('undici/lib/api/api-request') as (this: Dispatcher, opts: Record<string, unknown>) => Promise<Dispatcher.ResponseData<unknown>>;
-  if (typeof Agent !== 'function' || typeof apiRequest !== 'function') {
-    throw new BerthError('ERR_INTERNAL', 'registry client: undici/lib/dispatcher/agent or undici/lib/api/api-request is not what undici 7 has (npm ci)');
+  if (typeof Agent !== 'function' || typeof apiRequest !== 'function' || typeof buildConnector !== 'function') {
+    throw new BerthError('ERR_INTERNAL', 'registry client: undici/lib/dispatcher/agent, lib/api/api-request or lib/core/connect is not what undici 7 has (npm ci)');
   }
   const request = ((url: string, opts: Record<string, unknown> & { dispatcher: Dispatcher }) => {
     const u = new URL(url);
     const { dispatcher, ...rest } = opts;
     return apiRequest.call(dispatcher, { ...rest, origin: u.origin, path: `${u.pathname}${u.search}`, method: rest['method'] ?? 'GET' });
   }) as unknown as typeof import('undici').request;
-  return { Agent, request };
+  return { Agent, request, buildConnector };
 }
 
 const MANIFEST_ACCEPT = [MEDIA.ociIndex, MEDIA.ociManifest, MEDIA.dockerList, MEDIA.dockerManifest].join(', ');
@@ -236,7 +251,7 @@ export class RegistryClient {
   private client(): Promise<Http> {
     this.shared.http ??= Promise.resolve().then(() => {
       const u = loadUndici();
-      return { ...u, dispatcher: new u.Agent({ ...this.agentOptions(), connect: defaultTlsConnect() }) };
+      return { ...u, dispatcher: new u.Agent({ ...this.agentOptions(), connect: lazyTlsConnector(u.buildConnector, {}) }) };
     });
     return this.shared.http;
   }
@@ -253,7 +268,7 @@ export class RegistryClient {
   private hopDispatcher(http: Http, policy: HopPolicy): Dispatcher {
     let d = this.shared.hopDispatchers.get(policy.key);
     if (d === undefined) {
-      d = new http.Agent({ ...this.agentOptions(), connect: { ...defaultTlsConnect(), lookup: checkedLookup(policy.allowed) } });
+      d = new http.Agent({ ...this.agentOptions(), connect: lazyTlsConnector(http.buildConnector, { lookup: checkedLookup(policy.allowed) }) });
       this.shared.hopDispatchers.set(policy.key, d);
     }
     return d;
