@@ -122,7 +122,8 @@ static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
 }
 
 /*
- * realDirBeneath(root, rel) → true when `rel` names, below the directory `root`, a directory whose
+ * realDirBeneath(root, rel) → true when `rel` names, below the directory `root` (a path, or an open
+ * directory fd the caller keeps), a directory whose
  * every component is a real directory: one openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
  * RESOLVE_NO_XDEV), so the kernel walks the components afresh and refuses any symlink, `..` out of
  * root or mount crossing on the way. false when a component is missing, is a symlink or is not a
@@ -134,9 +135,20 @@ static napi_value js_real_dir_beneath(napi_env env, napi_callback_info info) {
   napi_value argv[2], out;
   char root[MAX_PATH_BYTES], rel[MAX_PATH_BYTES];
   if (get_args(env, info, 2, argv) != 0) return NULL;
-  if (get_path(env, argv[0], root, sizeof root, "openat2") != 0) return NULL;
+  napi_valuetype rt;
+  if (napi_typeof(env, argv[0], &rt) != napi_ok) return NULL;
+  /* The root as an fd the caller keeps open (a layer's writer, for all its entries), or a path. */
+  bool own_root = rt != napi_number;
+  int32_t given = -1;
+  if (own_root) {
+    if (get_path(env, argv[0], root, sizeof root, "openat2") != 0) return NULL;
+  } else if (get_fd(env, argv[0], &given) != 0) {
+    return NULL;
+  } else {
+    snprintf(root, sizeof root, "fd %d", given);
+  }
   if (get_path(env, argv[1], rel, sizeof rel, "openat2") != 0) return NULL;
-  int rootfd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  int rootfd = own_root ? open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : given;
   if (rootfd < 0) return throw_errno(env, errno, "open", root);
   struct open_how how;
   memset(&how, 0, sizeof how);
@@ -144,7 +156,7 @@ static napi_value js_real_dir_beneath(napi_env env, napi_callback_info info) {
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
   long fd = syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
   int e = errno;
-  close(rootfd);
+  if (own_root) close(rootfd);
   if (fd >= 0) {
     close((int)fd);
     napi_get_boolean(env, true, &out);

@@ -30,7 +30,7 @@ interface SysBinding {
   setChildSubreaper(): void;
   waitPid(pid: number): { code?: number; signal?: number } | null;
   rawOutput(fd: number): void;
-  realDirBeneath(root: SysPath, rel: SysPath): boolean | undefined;
+  realDirBeneath(root: SysPath | number, rel: SysPath): boolean | undefined;
   x32Served(): boolean | undefined;
 }
 
@@ -56,9 +56,10 @@ export function tryLockExclusive(fd: number): boolean {
  * only: one openat2(2) with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV, which walks every
  * component in the kernel and fails on any symlink, `..` above `root` or mount point. false when a
  * component is missing, a symlink or no directory; undefined when this kernel (or a seccomp filter)
- * does not offer openat2. Opens nothing that stays open.
+ * does not offer openat2. Opens nothing that stays open. `root` may be an open directory fd instead of
+ * a path (a layer's writer keeps one for all its entries: no path walk to the root per entry).
  */
-export function realDirBeneath(root: SysPath, rel: SysPath): boolean | undefined {
+export function realDirBeneath(root: SysPath | number, rel: SysPath): boolean | undefined {
   return sys().realDirBeneath(root, rel);
 }
 

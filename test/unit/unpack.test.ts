@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, openSync, promises as fsp, readdirSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -366,6 +366,39 @@ describe('unpackLayer', () => {
     assert.equal(realDirBeneath(root, Buffer.from('../../../canary')), false, '.. above the root');
     assert.equal(realDirBeneath(root, Buffer.from(s.canaryDir)), false, 'an absolute path');
     assert.equal(realDirBeneath(root, Buffer.from('a/b/../b/c')), true, '.. inside the root');
+  });
+
+  test('E2 realDirBeneath through a root fd the caller keeps: the same answers, and the fd stays open', async () => {
+    const s = await scratch();
+    await fsp.mkdir(path.join(s.dest, 'a/b/c'), { recursive: true });
+    await fsp.symlink('b', path.join(s.dest, 'a/lb'));
+    await fsp.symlink(s.canaryDir, path.join(s.dest, 'out'));
+    const fd = openSync(s.dest, fsc.O_RDONLY | fsc.O_DIRECTORY);
+    try {
+      assert.equal(realDirBeneath(fd, Buffer.from('a/b/c')), true);
+      assert.equal(realDirBeneath(fd, Buffer.from('a/lb/c')), false, 'a symlink inside the root');
+      assert.equal(realDirBeneath(fd, Buffer.from('out')), false, 'a symlink out of the root');
+      assert.equal(realDirBeneath(fd, Buffer.from('../../../canary')), false, '.. above the root');
+      assert.equal(realDirBeneath(fd, Buffer.from(s.canaryDir)), false, 'an absolute path');
+      assert.ok(fstatSync(fd).isDirectory(), 'the caller\'s fd is not closed by the call');
+      assert.throws(() => realDirBeneath(-1, Buffer.from('a')), TypeError);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  test('the writer keeps one fd of the root per layer and closes it, after a success and after a refused entry (regression root-fd-per-writer)', async () => {
+    const fds = (): number => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    const ok = await scratch();
+    const deep = Array.from({ length: 40 }, (_, i) => file(`d${i % 4}/e${i % 3}/f${i}`, 'x'));
+    await unpack(layerOf(await tarOf([dir('d0'), dir('d1'), ...deep])), ok.dest);
+    assert.equal(await fsp.readFile(path.join(ok.dest, 'd3/e1/f7'), 'utf8'), 'x');
+    assert.equal(fds(), before, 'no fd left after a success');
+    const bad = await scratch();
+    await rejects(unpack(layerOf(await tarOf([file('a/ok', 'x'), file('../escape', 'x')])), bad.dest), 'ERR_UNSAFE_CONTENT');
+    assert.equal(fds(), before, 'no fd left after a failure');
+    await assertCanaries(bad);
   });
 
   test('E3 a file replacing a symlink does not write through it', async () => {

@@ -144,59 +144,70 @@ export async function unpackLayer(opts: UnpackOptions): Promise<UnpackResult> {
     throw err;
   }
 
-  const writer = new LayerWriter({
-    root: dest,
-    ...(opts.lowerDirs !== undefined ? { lowers: opts.lowerDirs } : {}),
-    layer,
-    limits,
-    allowDevices: opts.allowDevices === true,
-    log: opts.log,
-    deferImplied: opts.deferImpliedDirs === true,
-  });
-  const tar = startTarStage(writer, { compression, dest, limits, layer, log: opts.log });
-  const blob = await readBlob(opts.source, expected.size, tar, signal);
-  if (blob.error === undefined && signal?.aborted !== true && blob.size === expected.size) tar.end();
-  else tar.fail(new Error('layer blob rejected'));
-  await tar.settled;
+  let writer: LayerWriter;
+  try {
+    writer = new LayerWriter({
+      root: dest,
+      ...(opts.lowerDirs !== undefined ? { lowers: opts.lowerDirs } : {}),
+      layer,
+      limits,
+      allowDevices: opts.allowDevices === true,
+      log: opts.log,
+      deferImplied: opts.deferImpliedDirs === true,
+    });
+  } catch (err) {
+    (opts.source as { destroy?: () => void }).destroy?.();
+    throw err;
+  }
+  try {
+    const tar = startTarStage(writer, { compression, dest, limits, layer, log: opts.log });
+    const blob = await readBlob(opts.source, expected.size, tar, signal);
+    if (blob.error === undefined && signal?.aborted !== true && blob.size === expected.size) tar.end();
+    else tar.fail(new Error('layer blob rejected'));
+    await tar.settled;
 
-  signal?.throwIfAborted();
-  if (blob.error !== undefined) {
-    if (blob.error instanceof BerthError) throw blob.error;
-    throw new BerthError('ERR_INTERNAL', `unpack layer ${layer}: read blob: ${messageOf(blob.error)}`, { cause: blob.error });
+    signal?.throwIfAborted();
+    if (blob.error !== undefined) {
+      if (blob.error instanceof BerthError) throw blob.error;
+      throw new BerthError('ERR_INTERNAL', `unpack layer ${layer}: read blob: ${messageOf(blob.error)}`, { cause: blob.error });
+    }
+    if (blob.size !== expected.size) {
+      throw new BerthError(
+        'ERR_DIGEST_MISMATCH',
+        `unpack layer ${layer}: blob is ${blob.size > expected.size ? 'longer' : 'shorter'} than the descriptor size ${expected.size}`,
+        { details: { layer, expectedSize: expected.size, size: blob.size } },
+      );
+    }
+    const tarError = tar.error();
+    if (blob.digest !== expected.digest) {
+      throw new BerthError('ERR_DIGEST_MISMATCH', `unpack layer ${layer}: blob hashes to ${blob.digest}`, {
+        details: { layer, actual: blob.digest },
+        ...(tarError === undefined ? {} : { cause: tarError }),
+      });
+    }
+    if (tarError !== undefined) throw asLayerError(tarError, layer);
+    const diffId = tar.diffId();
+    if (diffId !== expected.diffId) {
+      throw new BerthError('ERR_DIGEST_MISMATCH', `unpack layer ${layer}: uncompressed tar hashes to ${diffId}, config says ${expected.diffId}`, {
+        details: { layer, expectedDiffId: expected.diffId, actual: diffId },
+      });
+    }
+    await writer.finish();
+    if (opts.sync !== false) await syncDir(dest, layer);
+    opts.log?.debug({ layer, diffId, entries: writer.entries, uncompressedSize: tar.size() }, 'unpack: layer extracted');
+    return {
+      digest: blob.digest,
+      diffId,
+      compressedSize: blob.size,
+      uncompressedSize: tar.size(),
+      entries: writer.entries,
+      opaqueRoot: writer.opaqueRoot,
+      ...(opts.deferImpliedDirs === true ? { impliedDirs: writer.impliedDirs() } : {}),
+    };
+  } finally {
+    // Every entry has stopped (tar.settled): the root's fd can go, on success and failure alike.
+    writer.close();
   }
-  if (blob.size !== expected.size) {
-    throw new BerthError(
-      'ERR_DIGEST_MISMATCH',
-      `unpack layer ${layer}: blob is ${blob.size > expected.size ? 'longer' : 'shorter'} than the descriptor size ${expected.size}`,
-      { details: { layer, expectedSize: expected.size, size: blob.size } },
-    );
-  }
-  const tarError = tar.error();
-  if (blob.digest !== expected.digest) {
-    throw new BerthError('ERR_DIGEST_MISMATCH', `unpack layer ${layer}: blob hashes to ${blob.digest}`, {
-      details: { layer, actual: blob.digest },
-      ...(tarError === undefined ? {} : { cause: tarError }),
-    });
-  }
-  if (tarError !== undefined) throw asLayerError(tarError, layer);
-  const diffId = tar.diffId();
-  if (diffId !== expected.diffId) {
-    throw new BerthError('ERR_DIGEST_MISMATCH', `unpack layer ${layer}: uncompressed tar hashes to ${diffId}, config says ${expected.diffId}`, {
-      details: { layer, expectedDiffId: expected.diffId, actual: diffId },
-    });
-  }
-  await writer.finish();
-  if (opts.sync !== false) await syncDir(dest, layer);
-  opts.log?.debug({ layer, diffId, entries: writer.entries, uncompressedSize: tar.size() }, 'unpack: layer extracted');
-  return {
-    digest: blob.digest,
-    diffId,
-    compressedSize: blob.size,
-    uncompressedSize: tar.size(),
-    entries: writer.entries,
-    opaqueRoot: writer.opaqueRoot,
-    ...(opts.deferImpliedDirs === true ? { impliedDirs: writer.impliedDirs() } : {}),
-  };
 }
 
 const SPACE_CHECK_EVERY = 256 * 2 ** 20;

@@ -96,6 +96,8 @@ export interface ResolveDirOptions {
   lowers?: readonly Buffer[];
   /** Called with the real components of each directory made. */
   onImplied?: (real: readonly Buffer[]) => void;
+  /** An open fd of `root` itself, for the kernel walk (saves opening the root by path each time). */
+  rootFd?: number;
 }
 
 /**
@@ -116,7 +118,7 @@ export function resolveDirSync(root: Buffer, comps: readonly Buffer[], o: Resolv
     // The common case, every component already a real directory, checked by the kernel in one
     // openat2 that walks the same components afresh and fails on any symlink (see realDirBeneath).
     // Anything else (a symlink to follow, a directory to make, no openat2) takes the walk below.
-    const ok = realDirBeneath(root, joinPath(EMPTY, comps).subarray(1));
+    const ok = realDirBeneath(o.rootFd ?? root, joinPath(EMPTY, comps).subarray(1));
     if (ok === true) return comps.slice();
     if (ok === undefined) kernelWalk = false;
   }

@@ -99,9 +99,13 @@ export class LayerWriter {
   // Permission bits a file gets from open(O_CREAT, mode) are mode & ~umask.
   private readonly umask = process.umask();
 
+  // The root, open for the kernel walk of every entry's parent (resolveDirSync's rootFd); close() ends it.
+  private rootFd: number | undefined;
+
   constructor(private readonly opts: LayerWriterOptions) {
     this.lowers = opts.deferImplied === true ? [] : (opts.lowers ?? []).map((d) => Buffer.from(d));
     this.root = Buffer.from(opts.root);
+    this.rootFd = fs.openSync(this.root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW);
     this.onImplied = opts.deferImplied === true ? (real) => this.implied.set(joinPath(this.root, real).toString('latin1'), [...real]) : undefined;
     // A new node takes our euid and egid, unless a directory above it has S_ISGID (then it takes
     // that directory's group). While a layer is written only the root itself or an implied
@@ -113,6 +117,14 @@ export class LayerWriter {
       this.isRoot && euid !== undefined && egid !== undefined && this.lowers.length === 0 && (fs.statSync(this.root).mode & S_ISGID) === 0
         ? { uid: euid, gid: egid }
         : undefined;
+  }
+
+  /** Releases the root's fd. Call once no entry is being written any more, after a failure too; idempotent. */
+  close(): void {
+    if (this.rootFd === undefined) return;
+    const fd = this.rootFd;
+    this.rootFd = undefined;
+    fs.closeSync(fd);
   }
 
   /** E5's lchown would change nothing on a node this writer just created: skip the syscall. */
@@ -282,7 +294,12 @@ export class LayerWriter {
 
   /** E2: the parent directory `comps` inside the root, walked afresh, made if missing. */
   private resolveParent(comps: readonly Buffer[]): Buffer[] {
-    const dir = resolveDirSync(this.root, comps, { create: true, lowers: this.lowers, ...(this.onImplied ? { onImplied: this.onImplied } : {}) });
+    const dir = resolveDirSync(this.root, comps, {
+      create: true,
+      lowers: this.lowers,
+      ...(this.onImplied ? { onImplied: this.onImplied } : {}),
+      ...(this.rootFd !== undefined ? { rootFd: this.rootFd } : {}),
+    });
     if (dir === undefined) throw new EntryRejected('ERR_INTERNAL', 'parent vanished');
     return dir;
   }
@@ -342,7 +359,7 @@ export class LayerWriter {
     const comps = parseEntryName(linkname, this.opts.limits, 'hardlink target');
     const base = comps[comps.length - 1];
     if (base === undefined) throw new EntryRejected('ERR_INVALID_IMAGE', 'hardlink to the layer root');
-    const parent = resolveDirSync(this.root, comps.slice(0, -1));
+    const parent = resolveDirSync(this.root, comps.slice(0, -1), this.rootFd !== undefined ? { rootFd: this.rootFd } : {});
     const target = parent === undefined ? undefined : joinPath(this.root, [...parent, base]);
     const st = target === undefined ? undefined : lstatOrUndefined(target);
     // A 0:0 char device is a whiteout: the file it hides lives in a lower layer.
