@@ -202,6 +202,38 @@ static napi_value js_x32_served(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * createBeneath(rootFd, rel, mode) → an fd open for writing on a regular file just made at `rel`
+ * below the directory open as rootFd: one openat2(O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC)
+ * with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS|RESOLVE_NO_XDEV, so the kernel walks
+ * every parent component afresh, refuses any symlink, `..` above the root or mount crossing, and
+ * never follows or opens what is already at `rel` (O_EXCL). undefined on any failure: the caller
+ * then takes its own way (a parent to make or to follow with chroot semantics, something to
+ * replace, no openat2 here), which meets the same error again if there is one to report.
+ */
+static napi_value js_create_beneath(napi_env env, napi_callback_info info) {
+  napi_value argv[3], out;
+  char rel[MAX_PATH_BYTES];
+  int32_t rootfd;
+  uint32_t mode;
+  if (get_args(env, info, 3, argv) != 0) return NULL;
+  if (get_fd(env, argv[0], &rootfd) != 0) return NULL;
+  if (get_path(env, argv[1], rel, sizeof rel, "openat2") != 0) return NULL;
+  if (napi_get_value_uint32(env, argv[2], &mode) != napi_ok || mode > 07777) return throw_type(env, "mode must be a permission mode");
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  how.mode = mode;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+  long fd = syscall(SYS_openat2, rootfd, rel, &how, sizeof how);
+  if (fd < 0) {
+    napi_get_undefined(env, &out);
+    return out;
+  }
+  napi_create_int32(env, (int32_t)fd, &out);
+  return out;
+}
+
 /* lgetxattr(path, name) → Buffer, or null when the attribute is absent (ENODATA). */
 static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
   napi_value argv[2], out;
@@ -605,6 +637,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "rawOutput", NULL, js_raw_output, NULL, NULL, NULL, napi_enumerable, NULL },
     { "realDirBeneath", NULL, js_real_dir_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
     { "x32Served", NULL, js_x32_served, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "createBeneath", NULL, js_create_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

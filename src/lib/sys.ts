@@ -32,10 +32,11 @@ interface SysBinding {
   rawOutput(fd: number): void;
   realDirBeneath(root: SysPath | number, rel: SysPath): boolean | undefined;
   x32Served(): boolean | undefined;
+  createBeneath(rootFd: number, rel: SysPath, mode: number): number | undefined;
 }
 
 /** Every function sys() requires of the addon (an older build lacking one is refused). */
-const BINDING_FUNCTIONS: readonly (keyof SysBinding)[] = ['mknod', 'lsetxattr', 'lgetxattr', 'llistxattr', 'syncfs', 'tryLockExclusive', 'mount', 'umount2', 'consoleListen', 'consoleReceive', 'setWindowSize', 'setChildSubreaper', 'waitPid', 'rawOutput', 'realDirBeneath', 'x32Served'];
+const BINDING_FUNCTIONS: readonly (keyof SysBinding)[] = ['mknod', 'lsetxattr', 'lgetxattr', 'llistxattr', 'syncfs', 'tryLockExclusive', 'mount', 'umount2', 'consoleListen', 'consoleReceive', 'setWindowSize', 'setChildSubreaper', 'waitPid', 'rawOutput', 'realDirBeneath', 'x32Served', 'createBeneath'];
 
 let binding: SysBinding | undefined;
 
@@ -79,6 +80,16 @@ export function x32Served(): boolean | undefined {
   }
   if (/^Seccomp:\s*0$/m.exec(status) === null) return undefined;
   return sys().x32Served();
+}
+
+/**
+ * A new regular file at `rel` below the directory open as `rootFd`, open for writing (mode as given,
+ * less the umask), made by one openat2(O_CREAT|O_EXCL|O_NOFOLLOW) that walks every parent afresh
+ * and accepts real directories only (RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV). undefined
+ * when it could not be made that way, for any reason: the caller then resolves the parent itself.
+ */
+export function createBeneath(rootFd: number, rel: SysPath, mode: number): number | undefined {
+  return sys().createBeneath(rootFd, rel, mode);
 }
 
 /** mknod(2). `mode` includes the file type bits (fs.constants.S_IFCHR, S_IFBLK, S_IFIFO). */

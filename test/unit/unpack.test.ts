@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { closeSync, constants as fsc, fstatSync, openSync, promises as fsp, readdirSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, fstatSync, openSync, promises as fsp, readdirSync, writeSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { pack } from 'tar-stream';
 import type { Digest } from '../../src/lib/digest.js';
 import { BerthError, type ErrorCode } from '../../src/lib/errors.js';
-import { lgetxattr, llistxattr, lsetxattr, makedev, mknod, realDirBeneath, syncfs } from '../../src/lib/sys.js';
+import { createBeneath, lgetxattr, llistxattr, lsetxattr, makedev, mknod, realDirBeneath, syncfs } from '../../src/lib/sys.js';
 import { unpackLayer, type UnpackLimits, type UnpackOptions, type UnpackResult } from '../../src/runtime/unpack/index.js';
 
 // ── tar building ────────────────────────────────────────────────────────────────────────────────
@@ -384,6 +384,40 @@ describe('unpackLayer', () => {
       assert.throws(() => realDirBeneath(-1, Buffer.from('a')), TypeError);
     } finally {
       closeSync(fd);
+    }
+  });
+
+  test('E2/E3 createBeneath: a new file under real directories only, never through a symlink, never over anything', async () => {
+    const s = await scratch();
+    await fsp.mkdir(path.join(s.dest, 'a/b'), { recursive: true });
+    await fsp.symlink('b', path.join(s.dest, 'a/lb'));
+    await fsp.symlink(s.canaryDir, path.join(s.dest, 'out'));
+    await fsp.symlink(s.canaryFile, path.join(s.dest, 'a/b/dangling-to-canary'));
+    await fsp.writeFile(path.join(s.dest, 'a/b/there'), 'old');
+    const root = openSync(s.dest, fsc.O_RDONLY | fsc.O_DIRECTORY);
+    try {
+      const fd = createBeneath(root, Buffer.from('a/b/new'), 0o640);
+      assert.equal(typeof fd, 'number');
+      writeSync(fd as number, 'fresh');
+      closeSync(fd as number);
+      assert.equal(await fsp.readFile(path.join(s.dest, 'a/b/new'), 'utf8'), 'fresh');
+      assert.equal((await fsp.stat(path.join(s.dest, 'a/b/new'))).mode & 0o777, 0o640 & ~process.umask());
+      for (const [rel, why] of [
+        ['a/b/there', 'an existing file'],
+        ['a/b/dangling-to-canary', 'a symlink as the name: not followed'],
+        ['a/lb/x', 'a symlink among the parents'],
+        ['out/x', 'a symlink out of the root'],
+        ['a/missing/x', 'a missing parent'],
+        ['../canary/x', '.. above the root'],
+        [path.join(s.canaryDir, 'x'), 'an absolute path'],
+      ] as const) {
+        assert.equal(createBeneath(root, Buffer.from(rel), 0o644), undefined, why);
+      }
+      assert.equal(await fsp.readFile(path.join(s.dest, 'a/b/there'), 'utf8'), 'old');
+      assert.ok(!existsSync(path.join(s.dest, 'a/b/x')), 'nothing made through a/lb');
+      await assertCanaries(s);
+    } finally {
+      closeSync(root);
     }
   });
 

@@ -4,7 +4,7 @@ import { BerthError, errnoCode, messageOf } from '../../lib/errors.js';
 import type { ErrorCode } from '../../lib/errors.js';
 import type { Digest } from '../../lib/digest.js';
 import type { Logger } from '../../lib/log.js';
-import { lsetxattr, makedev, mknod, MAX_DEV_MAJOR, MAX_DEV_MINOR } from '../../lib/sys.js';
+import { createBeneath, lsetxattr, makedev, mknod, MAX_DEV_MAJOR, MAX_DEV_MINOR } from '../../lib/sys.js';
 import { displayName, EntryRejected, joinPath, parseEntryName, resolveDirSync } from './resolve.js';
 import type { EntryStream, PaxRecords, TarHeader } from './tartap.js';
 
@@ -55,6 +55,7 @@ export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 /** uid/gid 2^32-1 is (uid_t)-1, "no change" to chown; anything above does not fit. */
 const MAX_ID = 2 ** 32 - 2;
 const CREATE_FLAGS = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+const EMPTY = Buffer.alloc(0);
 const DIR_FLAGS = fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW;
 /** Most entries have no PAX records, hence no xattrs: one empty map for all of them. */
 const NO_RECORDS: ReadonlyMap<string, Buffer> = new Map();
@@ -208,6 +209,12 @@ export class LayerWriter {
       return this.whiteout(parentComps, base, name);
     }
 
+    // A regular file under real directories only (most entries): made in one openat2 from the root.
+    if (type === 'file' && this.rootFd !== undefined) {
+      const fd = createBeneath(this.rootFd, joinPath(EMPTY, comps).subarray(1), this.createMode(meta));
+      if (fd !== undefined) return this.writeFile(joinPath(this.root, comps), stream, size, meta, fd);
+    }
+
     const parent = this.resolveParent(parentComps);
     const real = [...parent, base];
     const path = joinPath(this.root, real);
@@ -322,12 +329,23 @@ export class LayerWriter {
     }
   }
 
-  private async writeFile(path: Buffer, stream: EntryStream, size: number, meta: Meta): Promise<void> {
-    // Created with its final permission bits when open's umask leaves them whole (most files), so
-    // the fchmod can go; setuid, setgid and sticky bits always take the fchmod, after the chown.
-    // An fd from the creating open may write whatever the mode says.
-    const exact = (meta.mode & ~0o777) === 0 && (meta.mode & this.umask) === 0;
-    const fd = this.replace(path, () => fs.openSync(path, CREATE_FLAGS, exact ? meta.mode : 0o600));
+  /**
+   * The mode a file is created with: its final permission bits when open's umask leaves them whole
+   * (most files), so the fchmod can go; else 0600, and the fchmod after the chown (setuid, setgid
+   * and sticky bits always take that way). An fd from the creating open may write whatever the mode says.
+   */
+  private createMode(meta: Meta): number {
+    return this.exactMode(meta) ? meta.mode : 0o600;
+  }
+
+  private exactMode(meta: Meta): boolean {
+    return (meta.mode & ~0o777) === 0 && (meta.mode & this.umask) === 0;
+  }
+
+  /** `created`: an fd of the file just made at `path` (createBeneath); otherwise it is made here. */
+  private async writeFile(path: Buffer, stream: EntryStream, size: number, meta: Meta, created?: number): Promise<void> {
+    const exact = this.exactMode(meta);
+    const fd = created ?? this.replace(path, () => fs.openSync(path, CREATE_FLAGS, this.createMode(meta)));
     try {
       let written = 0;
       await consume(stream, (chunk) => {
