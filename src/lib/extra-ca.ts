@@ -18,21 +18,21 @@ import { messageOf } from './errors.js';
  */
 export const EXTRA_CA_ENV = 'BERTH_EXTRA_CA_CERTS';
 
-let loaded: { file: string; ca: string[] | undefined; context: SecureContext | undefined } | undefined;
+let loaded: { file: string; extra: string | undefined; context: SecureContext | undefined } | undefined;
 
-function load(): { ca: string[] | undefined; context: SecureContext | undefined } {
+function load(): { extra: string | undefined; context: SecureContext | undefined } {
   const file = process.env[EXTRA_CA_ENV] ?? '';
   if (loaded !== undefined && loaded.file === file) return loaded;
-  let ca: string[] | undefined;
+  let extra: string | undefined;
   if (file !== '') {
     try {
-      ca = [...rootCertificates, readFileSync(file, 'utf8')];
+      extra = readFileSync(file, 'utf8');
     } catch (err) {
       process.emitWarning(`Ignoring extra certs from \`${file}\` (${EXTRA_CA_ENV}), load failed: ${messageOf(err)}`);
     }
   }
   // One context, built once: a `ca` list in each connection's options would parse every root again per connection.
-  loaded = { file, ca, context: ca === undefined ? undefined : createSecureContext({ ca }) };
+  loaded = { file, extra, context: extra === undefined ? undefined : extendedContext(extra) };
   return loaded;
 }
 
@@ -44,5 +44,20 @@ export function defaultTlsConnect(): { secureContext?: SecureContext } {
 
 /** The CA list for a connection with a client certificate but no CA of its own: node's roots plus the extra ones, or undefined for node's defaults. */
 export function defaultCaList(): string[] | undefined {
-  return load().ca;
+  const { extra } = load();
+  return extra === undefined ? undefined : [...rootCertificates, extra];
+}
+
+/**
+ * node's default root store (whichever this node uses: its bundled roots, or OpenSSL's store with
+ * --use-openssl-ca) plus the extra certificates, as NODE_EXTRA_CA_CERTS would make it: a context
+ * made without `ca` loads the default store, and its native handle takes more CAs (what node itself
+ * does for a `ca` option). Where that handle is not there, the bundled roots plus the extra ones.
+ */
+function extendedContext(extra: string): SecureContext {
+  const ctx = createSecureContext({});
+  const native = (ctx as unknown as { context?: { addCACert?: (pem: string) => void } }).context;
+  if (typeof native?.addCACert !== 'function') return createSecureContext({ ca: [...rootCertificates, extra] });
+  native.addCACert(extra);
+  return ctx;
 }

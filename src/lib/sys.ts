@@ -33,10 +33,11 @@ interface SysBinding {
   realDirBeneath(root: SysPath | number, rel: SysPath): boolean | undefined;
   x32Served(): boolean | undefined;
   createBeneath(rootFd: number, rel: SysPath, mode: number): number | undefined;
+  closeFd(fd: number): void;
 }
 
 /** Every function sys() requires of the addon (an older build lacking one is refused). */
-const BINDING_FUNCTIONS: readonly (keyof SysBinding)[] = ['mknod', 'lsetxattr', 'lgetxattr', 'llistxattr', 'syncfs', 'tryLockExclusive', 'mount', 'umount2', 'consoleListen', 'consoleReceive', 'setWindowSize', 'setChildSubreaper', 'waitPid', 'rawOutput', 'realDirBeneath', 'x32Served', 'createBeneath'];
+const BINDING_FUNCTIONS: readonly (keyof SysBinding)[] = ['mknod', 'lsetxattr', 'lgetxattr', 'llistxattr', 'syncfs', 'tryLockExclusive', 'mount', 'umount2', 'consoleListen', 'consoleReceive', 'setWindowSize', 'setChildSubreaper', 'waitPid', 'rawOutput', 'realDirBeneath', 'x32Served', 'createBeneath', 'closeFd'];
 
 let binding: SysBinding | undefined;
 
@@ -87,9 +88,16 @@ export function x32Served(): boolean | undefined {
  * less the umask), made by one openat2(O_CREAT|O_EXCL|O_NOFOLLOW) that walks every parent afresh
  * and accepts real directories only (RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV). undefined
  * when it could not be made that way, for any reason: the caller then resolves the parent itself.
+ * Close the fd with closeFd, not fs.closeSync: in a worker thread node warns about every fd fs
+ * closes that fs did not open (regression native-fd-closed-by-fs-warns).
  */
 export function createBeneath(rootFd: number, rel: SysPath, mode: number): number | undefined {
   return sys().createBeneath(rootFd, rel, mode);
+}
+
+/** close(2) of an fd the addon opened (createBeneath). */
+export function closeFd(fd: number): void {
+  sys().closeFd(fd);
 }
 
 /** mknod(2). `mode` includes the file type bits (fs.constants.S_IFCHR, S_IFBLK, S_IFIFO). */

@@ -180,3 +180,31 @@ test('issue-14 parallel unpack: two threads take five layers in turn; a layer ab
     await threads.close();
   }
 });
+
+test('issue-14 parallel unpack: a layer unpacked on a thread writes nothing to stderr, one warning per file closed included (regression native-fd-closed-by-fs-warns)', async () => {
+  // Files made in one openat2 by the addon were closed through fs, and node warned for each in a
+  // worker ("File descriptor N closed but not opened in unmanaged mode"): 17.8k lines for the large
+  // bench image, which filled a daemon's stderr pipe that nobody drained and failed the pull.
+  const members = [{ header: { name: 'd/', type: 'directory' as const, mode: 0o755 } }];
+  for (let i = 0; i < 50; i++) members.push({ header: { name: `d/f${i}`, type: 'file', mode: 0o644 }, data: `file ${i}\n` } as never);
+  const blob = await blobOf(await tarOf(members));
+  const dest = await emptyDir();
+  const written: string[] = [];
+  const original = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    written.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString());
+    return (original as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest);
+  }) as typeof process.stderr.write;
+  const threads = new UnpackThreads(1);
+  try {
+    const res = await threads.unpack({ blobPath: blob.path, mediaType: GZIP, expected: blob.expected, dest });
+    assert.equal(res.entries, 51);
+    assert.equal(await fsp.readFile(path.join(dest, 'd/f49'), 'utf8'), 'file 49\n');
+    await threads.close(); // the worker's stderr reaches this thread before its exit completes
+    await new Promise((r) => setTimeout(r, 100));
+  } finally {
+    process.stderr.write = original;
+    await threads.close();
+  }
+  assert.deepEqual(written.filter((l) => /Warning|closed but not opened/.test(l)), []);
+});

@@ -4,7 +4,7 @@ import { BerthError, errnoCode, messageOf } from '../../lib/errors.js';
 import type { ErrorCode } from '../../lib/errors.js';
 import type { Digest } from '../../lib/digest.js';
 import type { Logger } from '../../lib/log.js';
-import { createBeneath, lsetxattr, makedev, mknod, MAX_DEV_MAJOR, MAX_DEV_MINOR } from '../../lib/sys.js';
+import { closeFd, createBeneath, lsetxattr, makedev, mknod, MAX_DEV_MAJOR, MAX_DEV_MINOR } from '../../lib/sys.js';
 import { displayName, EntryRejected, joinPath, parseEntryName, resolveDirSync } from './resolve.js';
 import type { EntryStream, PaxRecords, TarHeader } from './tartap.js';
 
@@ -360,7 +360,9 @@ export class LayerWriter {
       this.setXattrs(path, meta.xattrs);
       fs.futimesSync(fd, meta.atime, meta.mtime);
     } finally {
-      fs.closeSync(fd);
+      // An fd the addon made is closed by the addon (node warns when fs closes an fd it did not open).
+      if (created !== undefined) closeFd(fd);
+      else fs.closeSync(fd);
     }
   }
 
