@@ -9,12 +9,12 @@
  */
 import { execFile, spawn, spawnSync, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, promises as fsp, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, promises as fsp, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
-import { CLI, REPO, berth, berthUp, cleanupEnv, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../test/helpers/berth.js';
+import { CLI, LAUNCHER, REPO, berth, berthUp, cleanupEnv, makeEnv, mountsUnder, waitFor, type BerthEnv } from '../test/helpers/berth.js';
 import type { DemoFixture } from '../test/helpers/demo.js';
 
 const execFileP = promisify(execFile);
@@ -70,6 +70,21 @@ export function startUp(env: BerthEnv, dir: string, resyncS: number): Daemon {
   const d = berthUp(env, dir, ['--resync', String(resyncS)]);
   daemons.add(d);
   return d;
+}
+
+/**
+ * `bin/berth [global…] up DIR [extra…]` with its stdout and stderr in `logFile`, not a pipe: the
+ * benches time commands with spawnSync, which stops this process from draining a pipe, and a daemon
+ * writing into a full pipe is not what is being measured.
+ */
+export function spawnUpLogged(global: string[], dir: string, extra: string[], logFile: string): Daemon {
+  const fd = openSync(logFile, 'a');
+  try {
+    const child = spawn(LAUNCHER, [...global, 'up', dir, ...extra], { stdio: ['ignore', fd, fd] });
+    return { child, output: () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '') };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export async function stopUp(d: Daemon, graceMs = 20_000): Promise<void> {

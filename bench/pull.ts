@@ -42,11 +42,11 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { createGzip } from 'node:zlib';
-import { berthUp, CLI, LAUNCHER, mountsUnder } from '../test/helpers/berth.js';
+import { CLI, LAUNCHER, mountsUnder } from '../test/helpers/berth.js';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
 import { MEDIA_TYPE_LAYER_GZIP, ociImageOf, ociArchitecture, pushImage, type BuiltImage, type BuiltLayer } from '../scripts/fixture-image.js';
 import { sha256, type Digest } from '../src/lib/digest.js';
-import { PODMAN_CONF, log, machine, ratio, revision, secs, sleep, spawnContainerd, stopUp, waitDaemonSocket, type PrivateContainerd } from './common.js';
+import { PODMAN_CONF, log, machine, ratio, revision, secs, sleep, spawnContainerd, spawnUpLogged, stopUp, waitDaemonSocket, type PrivateContainerd } from './common.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -294,14 +294,14 @@ async function runOnce(tool: Tool, t: Target, reg: TestRegistry): Promise<Sample
       const env = { root: path.join(base, 'root'), state: path.join(base, 'state'), dir: base };
       mkdirSync(path.join(base, 'manifests'));
       // Not timed: `berth up` on the fresh root and state, serving its socket, as ctr's containerd is started first.
-      const d = berthUp(env, path.join(base, 'manifests'), ['--resync', '3600']);
+      const d = spawnUpLogged(['--root', env.root, '--state', env.state, '--log-level', 'info'], path.join(base, 'manifests'), ['--resync', '3600'], path.join(base, 'up.log'));
       try {
         await waitDaemonSocket(env, d);
         dropCaches();
         const cpu0 = procCpuMs(d.child.pid ?? -1);
         const r = timed([LAUNCHER, '--root', env.root, '--state', env.state, 'images', 'pull', t.ref]);
         const daemonCpu = procCpuMs(d.child.pid ?? -1) - cpu0;
-        if (r.code !== 0) throw new Error(`berth images pull (daemon): exit ${r.code}\n${r.stderr.slice(-3000)}`);
+        if (r.code !== 0) throw new Error(`berth images pull (daemon): exit ${r.code}\n${r.stderr.slice(-3000)}\nberth up's output:\n${d.output().slice(-3000)}`);
         return { wallMs: r.wallMs, cpuMs: r.cpuMs + daemonCpu };
       } finally {
         await stopUp(d);

@@ -20,7 +20,7 @@
  * Set-up (not timed): the fixture image in a loopback registry; berth pulls it with `berth images pull`, ctr with
  * `ctr images pull --plain-http`, podman copies it with skopeo. Nothing leaves 127.0.0.1 or berth's own bridge.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -30,7 +30,7 @@ import { askDaemon, daemonSocket } from '../src/lib/fast-read.js';
 import { LAUNCHER, berth, mountsUnder, type BerthEnv } from '../test/helpers/berth.js';
 import { startDemoFixture, type DemoFixture } from '../test/helpers/demo.js';
 import { removeTestBridge } from '../test/helpers/cni.js';
-import { PODMAN_CONF, cleanupAll, havePodman, log, machine, must, newEnv, podman, podmanArgs, podmanStore, prePull, preparePodman, revision, sleep, spawnContainerd, stopUp, waitDaemonSocket, type PrivateContainerd } from './common.js';
+import { PODMAN_CONF, cleanupAll, havePodman, log, machine, must, newEnv, podman, podmanArgs, podmanStore, prePull, preparePodman, revision, sleep, spawnContainerd, spawnUpLogged, stopUp, waitDaemonSocket, type PrivateContainerd } from './common.js';
 
 const { values: opt } = parseArgs({ options: { runs: { type: 'string', default: '15' }, pods: { type: 'string', default: '20' }, many: { type: 'string', default: '50' } } });
 const RUNS = Math.max(5, Number(opt.runs));
@@ -193,8 +193,8 @@ async function main(): Promise<void> {
 
     // B. 20 networked pods by berth up -----------------------------------------------------------------------
     // berth up with berth's own bridge for the bench (global options before the command).
-    const child = spawn(LAUNCHER, [...berthG, '--bridge', BRIDGE, '--pod-subnet', SUBNET, '--log-level', 'warn', 'up', dir, '--resync', '30'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    up = { child, output: () => '' };
+    up = spawnUpLogged([...berthG, '--bridge', BRIDGE, '--pod-subnet', SUBNET, '--log-level', 'warn'], dir, ['--resync', '30'], path.join(env.dir, 'up.log'));
+    const child = up.child;
     await waitDaemonSocket(env, up);
     // A with the daemon running: `berth run` is one request on its socket (lib/fast-run).
     const ad = hyperfine('run --rm, berth up running', cmds.map((c) => (c.name === 'berth run --rm' ? { ...c, name: 'berth run --rm (daemon)' } : c)));
