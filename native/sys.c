@@ -140,16 +140,10 @@ static napi_value js_real_dir_beneath(napi_env env, napi_callback_info info) {
   /* The root as an fd the caller keeps open (a layer's writer, for all its entries), or a path. */
   bool own_root = rt != napi_number;
   int32_t given = -1;
-  if (own_root) {
-    if (get_path(env, argv[0], root, sizeof root, "openat2") != 0) return NULL;
-  } else if (get_fd(env, argv[0], &given) != 0) {
-    return NULL;
-  } else {
-    snprintf(root, sizeof root, "fd %d", given);
-  }
+  if (own_root ? get_path(env, argv[0], root, sizeof root, "openat2") != 0 : get_fd(env, argv[0], &given) != 0) return NULL;
   if (get_path(env, argv[1], rel, sizeof rel, "openat2") != 0) return NULL;
   int rootfd = own_root ? open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : given;
-  if (rootfd < 0) return throw_errno(env, errno, "open", root);
+  if (rootfd < 0) return throw_errno(env, errno, "open", root); /* only an open of a path fails here */
   struct open_how how;
   memset(&how, 0, sizeof how);
   how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;

@@ -89,6 +89,11 @@ export function joinPath(root: Buffer, comps: readonly Buffer[]): Buffer {
   return Buffer.concat(parts);
 }
 
+/** `comps` as a path relative to the root (`a/b/c`), for the *at and openat2 calls that start from the root. */
+export function relativePath(comps: readonly Buffer[]): Buffer {
+  return joinPath(EMPTY, comps).subarray(1);
+}
+
 export interface ResolveDirOptions {
   /** Make missing directories (IMPLICIT_DIR_MODE, or the lowers' metadata). Default false. */
   create?: boolean;
@@ -118,7 +123,7 @@ export function resolveDirSync(root: Buffer, comps: readonly Buffer[], o: Resolv
     // The common case, every component already a real directory, checked by the kernel in one
     // openat2 that walks the same components afresh and fails on any symlink (see realDirBeneath).
     // Anything else (a symlink to follow, a directory to make, no openat2) takes the walk below.
-    const ok = realDirBeneath(o.rootFd ?? root, joinPath(EMPTY, comps).subarray(1));
+    const ok = realDirBeneath(o.rootFd ?? root, relativePath(comps));
     if (ok === true) return comps.slice();
     if (ok === undefined) kernelWalk = false;
   }

@@ -5,7 +5,7 @@ import type { ErrorCode } from '../../lib/errors.js';
 import type { Digest } from '../../lib/digest.js';
 import type { Logger } from '../../lib/log.js';
 import { closeFd, createBeneath, lsetxattr, makedev, mknod, MAX_DEV_MAJOR, MAX_DEV_MINOR } from '../../lib/sys.js';
-import { displayName, EntryRejected, joinPath, parseEntryName, resolveDirSync } from './resolve.js';
+import { displayName, EntryRejected, joinPath, parseEntryName, relativePath, resolveDirSync } from './resolve.js';
 import type { EntryStream, PaxRecords, TarHeader } from './tartap.js';
 
 /** The limits the writer enforces per entry (the stream-level ones live in index.ts). */
@@ -55,7 +55,6 @@ export const OVERLAY_OPAQUE_XATTR = 'trusted.overlay.opaque';
 /** uid/gid 2^32-1 is (uid_t)-1, "no change" to chown; anything above does not fit. */
 const MAX_ID = 2 ** 32 - 2;
 const CREATE_FLAGS = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
-const EMPTY = Buffer.alloc(0);
 const DIR_FLAGS = fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW;
 /** Most entries have no PAX records, hence no xattrs: one empty map for all of them. */
 const NO_RECORDS: ReadonlyMap<string, Buffer> = new Map();
@@ -211,7 +210,7 @@ export class LayerWriter {
 
     // A regular file under real directories only (most entries): made in one openat2 from the root.
     if (type === 'file' && this.rootFd !== undefined) {
-      const fd = createBeneath(this.rootFd, joinPath(EMPTY, comps).subarray(1), this.createMode(meta));
+      const fd = createBeneath(this.rootFd, relativePath(comps), this.createMode(meta));
       if (fd !== undefined) return this.writeFile(joinPath(this.root, comps), stream, size, meta, fd);
     }
 
