@@ -211,9 +211,11 @@ function procCpuMs(pid: number): number {
  * system is ext4 without a journal: for a while after a delete, creating an inode steps over every
  * recently freed one (`recently_deleted` in ext4's inode allocator, up to ~45 % of a pull's CPU in
  * perf), so a run right after the previous tool's 17.8k files were deleted measured that delete more
- * than itself, and by how many the previous tool had made.
+ * than itself, and by how many the previous tool had made. podman's store is emptied by `podman
+ * system reset`, a delete of its own: that waits for the end too (`deferredResets`).
  */
 const deferred: string[] = [];
+const deferredResets: string[] = [];
 let deferDeletes = false;
 
 async function removeTree(base: string): Promise<void> {
@@ -241,6 +243,13 @@ async function stopContainerd(c: PrivateContainerd): Promise<void> {
     clearTimeout(t);
   }
   await removeTree(c.base);
+}
+
+const podmanEnv = { ...process.env, CONTAINERS_CONF: PODMAN_CONF };
+
+/** Empties a podman store made by a run (its images, layers and locks) before its tree is deleted. */
+function podmanReset(base: string): void {
+  spawnSync('podman', [...podmanBase(base), 'system', 'reset', '--force'], { env: podmanEnv, stdio: 'ignore', timeout: 120_000 });
 }
 
 const podmanBase = (base: string): string[] => [
@@ -276,7 +285,6 @@ interface Target {
 
 /** One cold run of `tool` on `t`: prepare (not timed), drop caches, the timed command, check, clean up. */
 async function runOnce(tool: Tool, t: Target, reg: TestRegistry): Promise<Sample> {
-  const podmanEnv = { ...process.env, CONTAINERS_CONF: PODMAN_CONF };
   switch (tool) {
     case 'berth': {
       const base = mkdtempSync(path.join(os.tmpdir(), 'berth-bench-pull-berth-'));
@@ -330,7 +338,8 @@ async function runOnce(tool: Tool, t: Target, reg: TestRegistry): Promise<Sample
         if (r.code !== 0) throw new Error(`podman pull: exit ${r.code}\n${r.stderr.slice(-3000)}`);
         return r;
       } finally {
-        spawnSync('podman', [...podmanBase(base), 'system', 'reset', '--force'], { env: podmanEnv, stdio: 'ignore', timeout: 120_000 });
+        if (deferDeletes) deferredResets.push(base);
+        else podmanReset(base);
         await removeTree(base);
       }
     }
@@ -448,6 +457,7 @@ async function main(): Promise<void> {
   const reg = await startRegistry();
   const cleanup = async (): Promise<void> => {
     await reg.stop().catch(() => undefined);
+    for (const b of deferredResets.splice(0)) podmanReset(b);
     for (const d of deferred.splice(0)) await fsp.rm(d, { recursive: true, force: true }).catch(() => undefined);
   };
   if (!opt.serve) process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));

@@ -1,15 +1,14 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { extract as tarExtract } from 'tar-stream';
 import { type Digest, isDigest } from '../../lib/digest.js';
 import { BerthError, errnoCode, messageOf } from '../../lib/errors.js';
 import type { Logger } from '../../lib/log.js';
 import { syncfs } from '../../lib/sys.js';
-import { tapTar, type EntryStream, type TarHeader } from './tartap.js';
+import { TarReader } from './tarread.js';
 import { codeForErrno, LayerWriter } from './writer.js';
 import { createZstdDecoder } from './zstd.js';
 import { crashPoint } from '../../lib/crashpoint.js';
@@ -212,11 +211,11 @@ export async function unpackLayer(opts: UnpackOptions): Promise<UnpackResult> {
 
 const SPACE_CHECK_EVERY = 256 * 2 ** 20;
 
-/** inflate → hash, count, limit → tar-stream → LayerWriter. */
+/** inflate → hash, count, limit → TarReader → LayerWriter. */
 interface TarStage {
   /** Where the compressed bytes go; destroyed once the stage has failed. */
   readonly input: NodeJS.WritableStream & { readonly destroyed: boolean };
-  /** Resolves (never rejects) when tar-stream and the last entry are done, or failed. */
+  /** Resolves (never rejects) when the tar is read to its end and the last entry written, or failed. */
   readonly settled: Promise<void>;
   end(): void;
   /** Records `err` unless an earlier error is known, and tears the stage down. */
@@ -240,20 +239,53 @@ function startTarStage(writer: LayerWriter, o: TarStageOptions): TarStage {
   let size = 0;
   let nextSpaceCheck = SPACE_CHECK_EVERY;
   let firstError: unknown;
-  const meter = new Transform({
-    transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+  const reader = new TarReader({
+    entry: (header, pax) => {
+      crashPoint('unpack.mid-layer');
+      return writer.entry(header, pax);
+    },
+    globalHeader: (records) => o.log?.debug({ layer, keys: [...records.keys()].slice(0, 16) }, 'unpack: pax global header ignored'),
+  });
+  // Each inflated chunk is counted, hashed (the diffID), checked against the limits and read as
+  // tar synchronously: the entries in it are written before the next chunk is taken.
+  const tar = new Writable({
+    highWaterMark: 256 * 1024,
+    write(chunk: Buffer, _enc, cb): void {
       size += chunk.length;
       if (size > limits.maxUncompressedBytes) {
         cb(limitError(layer, 'maxUncompressedBytes', `uncompressed layer exceeds ${limits.maxUncompressedBytes} bytes`));
         return;
       }
       hash.update(chunk);
+      const read = (): void => {
+        try {
+          reader.push(chunk);
+        } catch (err) {
+          cb(err instanceof Error ? err : new Error(String(err)));
+          return;
+        }
+        cb();
+      };
       if (size < nextSpaceCheck) {
-        cb(null, chunk);
+        read();
         return;
       }
       nextSpaceCheck = size + SPACE_CHECK_EVERY;
-      checkFreeSpace(o.dest, limits.minFreeBytes, layer).then(() => cb(null, chunk), cb);
+      checkFreeSpace(o.dest, limits.minFreeBytes, layer).then(read, cb);
+    },
+    final(cb): void {
+      try {
+        reader.end();
+      } catch (err) {
+        cb(err instanceof Error ? err : new Error(String(err)));
+        return;
+      }
+      cb();
+    },
+    destroy(err, cb): void {
+      // A file still open for its data is closed: nothing writes into dest once this stage settles.
+      reader.fail();
+      cb(err);
     },
   });
   const inflate =
@@ -262,34 +294,12 @@ function startTarStage(writer: LayerWriter, o: TarStageOptions): TarStage {
       : o.compression === 'zstd'
         ? createZstdDecoder({ maxWindowBytes: limits.maxZstdWindowBytes })
         : new PassThrough();
-  // E9: latin1 maps every byte to one char, so Buffer.from(name, 'latin1') gives the bytes back.
-  const extract = tarExtract({ filenameEncoding: 'latin1' } as Parameters<typeof tarExtract>[0]);
-  const tap = tapTar(extract, (records) => {
-    o.log?.debug({ layer, keys: [...records.keys()].slice(0, 16) }, 'unpack: pax global header ignored');
-  });
-  let inflight: Promise<unknown> = Promise.resolve();
-  extract.on('entry', (header, stream, next) => {
-    crashPoint('unpack.mid-layer');
-    const h = header as unknown as TarHeader;
-    // tar-stream destroys the entry stream with an error when the archive ends inside its
-    // data; the writer may not be listening yet (still resolving the path), and an unheard
-    // 'error' would crash the whole process. The failure reaches us through the pipeline.
-    stream.on('error', () => undefined);
-    const work = (async () => writer.entry(h, stream as unknown as EntryStream, tap.takeEntry(h)))();
-    inflight = work.catch(() => undefined);
-    work.then(
-      () => next(),
-      (err: unknown) => next(err instanceof Error ? err : new Error(String(err))),
-    );
-  });
-  const done = pipeline(inflate, meter, extract).catch((err: unknown) => {
+  const done = pipeline(inflate, tar).catch((err: unknown) => {
     firstError ??= err;
   });
   return {
     input: inflate,
-    // After a failure the entry in progress may still be unwinding: wait for it too, so that
-    // nothing writes into dest once unpackLayer has settled.
-    settled: done.then(() => inflight).then(() => undefined),
+    settled: done,
     end: () => {
       if (!inflate.destroyed) inflate.end();
     },
@@ -423,7 +433,7 @@ function limitError(layer: Digest, limit: string, reason: string): BerthError {
   return new BerthError('ERR_LIMIT_EXCEEDED', `unpack layer ${layer}: ${reason}`, { details: { layer, limit } });
 }
 
-/** zlib and tar-stream errors are plain Errors: a malformed blob. */
+/** zlib and zstd errors are plain Errors: a malformed blob. */
 function asLayerError(err: unknown, layer: Digest): BerthError {
   if (err instanceof BerthError) {
     return err.message.startsWith(`unpack layer ${layer}`)

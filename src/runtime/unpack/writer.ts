@@ -6,7 +6,7 @@ import type { Digest } from '../../lib/digest.js';
 import type { Logger } from '../../lib/log.js';
 import { closeFd, createBeneath, lsetxattr, makedev, mknod, MAX_DEV_MAJOR, MAX_DEV_MINOR } from '../../lib/sys.js';
 import { displayName, EntryRejected, joinPath, parseEntryName, relativePath, resolveDirSync } from './resolve.js';
-import type { EntryStream, PaxRecords, TarHeader } from './tartap.js';
+import type { EntrySink, PaxRecords, TarHeader } from './tarread.js';
 
 /** The limits the writer enforces per entry (the stream-level ones live in index.ts). */
 export interface EntryLimits {
@@ -63,7 +63,7 @@ const S_ISGID = 0o2000;
 
 /**
  * Writes the entries of one layer tar into `root`, an empty directory private to this unpack.
- * One instance per layer; entries are fed strictly one at a time (tar-stream's `next`).
+ * One instance per layer; entries are fed strictly one at a time, in archive order (TarReader).
  *
  * Rules (INVARIANTS.md): every entry's parent is resolved confined, afresh, component by component
  * (E2: no caching across entries); an existing final component is removed and
@@ -79,7 +79,7 @@ const S_ISGID = 0o2000;
  * cache of a directory nobody else uses yet; through fs.promises every one of them was a libuv
  * thread-pool round trip (futex wake-ups and an epoll wait on both sides), ~10 per entry, which
  * cost several times the syscalls themselves (bench/README.md, bench/pull). The event loop still
- * runs between entries: tar-stream hands them over one at a time.
+ * runs between the chunks of the tar (one inflated chunk, up to 256 KiB, is written at a time).
  */
 export class LayerWriter {
   entries = 0;
@@ -137,10 +137,15 @@ export class LayerWriter {
     return [...this.implied.values()];
   }
 
-  async entry(header: TarHeader, stream: EntryStream, pax: PaxRecords | undefined): Promise<void> {
+  /**
+   * Writes one entry as its header arrives: everything but a regular file's data. Returns where that
+   * data goes (the file stays open until the sink's end or abort), or undefined when the entry has
+   * no data to keep (the reader skips it).
+   */
+  entry(header: TarHeader, pax: PaxRecords | undefined): EntrySink | undefined {
     const name = pax?.get('path') ?? Buffer.from(header.name, 'latin1');
     try {
-      await this.write(header, name, stream, pax ?? NO_RECORDS);
+      return this.write(header, name, pax ?? NO_RECORDS);
     } catch (err) {
       throw this.wrap(err, `entry "${displayName(name)}"`);
     }
@@ -169,7 +174,7 @@ export class LayerWriter {
     }
   }
 
-  private async write(h: TarHeader, name: Buffer, stream: EntryStream, pax: PaxRecords): Promise<void> {
+  private write(h: TarHeader, name: Buffer, pax: PaxRecords): EntrySink | undefined {
     const { limits, log } = this.opts;
     if (++this.entries > limits.maxEntries) {
       throw new EntryRejected('ERR_LIMIT_EXCEEDED', `more than ${limits.maxEntries} entries`, 'maxEntries');
@@ -196,7 +201,7 @@ export class LayerWriter {
     const base = comps[comps.length - 1];
     if (base === undefined) {
       log?.debug({ layer: this.opts.layer }, 'unpack: entry for the layer root skipped');
-      return drain(stream, type);
+      return undefined;
     }
     const parentComps = comps.slice(0, -1);
     if (parentComps.some((c) => startsWith(c, WHITEOUT_PREFIX))) {
@@ -204,14 +209,14 @@ export class LayerWriter {
     }
 
     if (startsWith(base, WHITEOUT_PREFIX)) {
-      await drain(stream, type);
-      return this.whiteout(parentComps, base, name);
+      this.whiteout(parentComps, base, name);
+      return undefined;
     }
 
     // A regular file under real directories only (most entries): made in one openat2 from the root.
     if (type === 'file' && this.rootFd !== undefined) {
       const fd = createBeneath(this.rootFd, relativePath(comps), this.createMode(meta));
-      if (fd !== undefined) return this.writeFile(joinPath(this.root, comps), stream, size, meta, fd);
+      if (fd !== undefined) return this.fileSink(joinPath(this.root, comps), name, size, meta, fd);
     }
 
     const parent = this.resolveParent(parentComps);
@@ -234,11 +239,10 @@ export class LayerWriter {
         // A later entry for the same directory replaces the earlier metadata (dir over dir merges).
         this.dirs.set(path.toString('latin1'), { path, depth: real.length, meta });
         this.implied.delete(path.toString('latin1'));
-        stream.resume();
-        return;
+        return undefined;
       }
       case 'file':
-        return this.writeFile(path, stream, size, meta);
+        return this.fileSink(path, name, size, meta);
       case 'symlink': {
         const target = pax.get('linkpath') ?? Buffer.from(h.linkname ?? '', 'latin1');
         if (target.length === 0) throw new EntryRejected('ERR_INVALID_IMAGE', 'symlink with an empty target');
@@ -246,30 +250,28 @@ export class LayerWriter {
         if (target.length > limits.maxPathBytes) {
           throw new EntryRejected('ERR_LIMIT_EXCEEDED', `symlink target is ${target.length} bytes, limit is ${limits.maxPathBytes}`, 'maxPathBytes');
         }
-        await drain(stream, type);
         // The target is stored verbatim; it is confined when later entries resolve through it.
         this.replace(path, () => fs.symlinkSync(target, path));
         if (this.isRoot && !this.ownedAsIs(meta)) fs.lchownSync(path, meta.uid, meta.gid);
         this.dropXattrs(meta, 'symlink', name);
         fs.lutimesSync(path, meta.atime, meta.mtime);
-        return;
+        return undefined;
       }
       case 'link':
-        await drain(stream, type);
-        return this.hardlink(path, pax.get('linkpath') ?? Buffer.from(h.linkname ?? '', 'latin1'));
+        this.hardlink(path, pax.get('linkpath') ?? Buffer.from(h.linkname ?? '', 'latin1'));
+        return undefined;
       case 'fifo':
-        await drain(stream, type);
         this.replace(path, () => mknod(path, fsc.S_IFIFO | 0o600, 0));
-        return this.special(path, meta, name);
+        this.special(path, meta, name);
+        return undefined;
       case 'character-device':
       case 'block-device': {
-        await drain(stream, type);
         if (!this.opts.allowDevices || !this.isRoot) {
           log?.warn(
             { layer: this.opts.layer, entry: displayName(name), allowDevices: this.opts.allowDevices },
             'unpack: device node skipped',
           );
-          return;
+          return undefined;
         }
         const major = h.devmajor ?? 0;
         const minor = h.devminor ?? 0;
@@ -278,7 +280,8 @@ export class LayerWriter {
         }
         const dev = makedev(major, minor);
         this.replace(path, () => mknod(path, (type === 'block-device' ? fsc.S_IFBLK : fsc.S_IFCHR) | 0o600, dev));
-        return this.special(path, meta, name);
+        this.special(path, meta, name);
+        return undefined;
       }
     }
   }
@@ -341,28 +344,54 @@ export class LayerWriter {
     return (meta.mode & ~0o777) === 0 && (meta.mode & this.umask) === 0;
   }
 
-  /** `created`: an fd of the file just made at `path` (createBeneath); otherwise it is made here. */
-  private async writeFile(path: Buffer, stream: EntryStream, size: number, meta: Meta, created?: number): Promise<void> {
+  /**
+   * A regular file, open for its data: `created` is an fd of the file just made at `path`
+   * (createBeneath); otherwise it is made here. The sink writes each chunk as it comes, and at the
+   * end checks the size and applies the metadata; the fd is closed at end or abort, once.
+   */
+  private fileSink(path: Buffer, name: Buffer, size: number, meta: Meta, created?: number): EntrySink {
     const exact = this.exactMode(meta);
-    const fd = created ?? this.replace(path, () => fs.openSync(path, CREATE_FLAGS, this.createMode(meta)));
-    try {
-      let written = 0;
-      await consume(stream, (chunk) => {
-        // Bytes are counted as the kernel took them: a short write is continued, never assumed.
-        for (let off = 0; off < chunk.length; ) off += fs.writeSync(fd, chunk, off, chunk.length - off);
-        written += chunk.length;
-      });
-      if (written !== size) throw new EntryRejected('ERR_INVALID_IMAGE', `file data is ${written} bytes, header says ${size}`);
-      // Data first: the kernel clears setuid/setgid and security.capability on write and chown.
-      if (this.isRoot && !this.ownedAsIs(meta)) fs.fchownSync(fd, meta.uid, meta.gid);
-      if (!exact) fs.fchmodSync(fd, meta.mode);
-      this.setXattrs(path, meta.xattrs);
-      fs.futimesSync(fd, meta.atime, meta.mtime);
-    } finally {
+    let fd: number | undefined = created ?? this.replace(path, () => fs.openSync(path, CREATE_FLAGS, this.createMode(meta)));
+    let written = 0;
+    const close = (): void => {
+      if (fd === undefined) return;
+      const f = fd;
+      fd = undefined;
       // An fd the addon made is closed by the addon (node warns when fs closes an fd it did not open).
-      if (created !== undefined) closeFd(fd);
-      else fs.closeSync(fd);
-    }
+      if (created !== undefined) closeFd(f);
+      else fs.closeSync(f);
+    };
+    const fail = (err: unknown): never => {
+      close();
+      throw this.wrap(err, `entry "${displayName(name)}"`);
+    };
+    return {
+      data: (chunk) => {
+        if (fd === undefined) return;
+        try {
+          // Bytes are counted as the kernel took them: a short write is continued, never assumed.
+          for (let off = 0; off < chunk.length; ) off += fs.writeSync(fd, chunk, off, chunk.length - off);
+          written += chunk.length;
+        } catch (err) {
+          fail(err);
+        }
+      },
+      end: () => {
+        if (fd === undefined) return;
+        try {
+          if (written !== size) throw new EntryRejected('ERR_INVALID_IMAGE', `file data is ${written} bytes, header says ${size}`);
+          // Data first: the kernel clears setuid/setgid and security.capability on write and chown.
+          if (this.isRoot && !this.ownedAsIs(meta)) fs.fchownSync(fd, meta.uid, meta.gid);
+          if (!exact) fs.fchmodSync(fd, meta.mode);
+          this.setXattrs(path, meta.xattrs);
+          fs.futimesSync(fd, meta.atime, meta.mtime);
+        } catch (err) {
+          fail(err);
+        }
+        close();
+      },
+      abort: close,
+    };
   }
 
   /** Fifos and device nodes: no data, no xattrs (user.* is not allowed on special files). */
@@ -528,9 +557,9 @@ function checkSize(h: TarHeader, pax: PaxRecords, type: string, maxFileSize: num
     throw new EntryRejected('ERR_INVALID_IMAGE', 'pax size is malformed');
   }
   if (!Number.isSafeInteger(size) || size < 0) throw new EntryRejected('ERR_INVALID_IMAGE', `invalid size ${size}`);
-  if (type === 'directory') return 0; // tar-stream, like Go, skips no data after a directory header
+  if (type === 'directory') return 0; // like Go, the reader skips no data after a directory header
   if (type !== 'file' && size !== 0) {
-    // Go's archive/tar reads no data for these types while tar-stream does: refuse the ambiguity.
+    // Go's archive/tar reads no data for these types while tar-stream did: refuse the ambiguity.
     throw new EntryRejected('ERR_INVALID_IMAGE', `${type} entry with ${size} bytes of data`);
   }
   if (size > maxFileSize) throw new EntryRejected('ERR_LIMIT_EXCEEDED', `file is ${size} bytes, limit is ${maxFileSize}`, 'maxFileSize');
@@ -557,7 +586,7 @@ function parseMeta(h: TarHeader, pax: PaxRecords, xattrs: ReadonlyMap<string, Bu
   };
   const mode = h.mode ?? 0;
   if (!Number.isInteger(mode) || mode < 0) throw new EntryRejected('ERR_INVALID_IMAGE', `invalid mode ${mode}`);
-  const mtime = time('mtime', h.mtime === undefined ? 0 : h.mtime.getTime() / 1000);
+  const mtime = time('mtime', h.mtime);
   return {
     uid: id('uid', h.uid ?? 0),
     gid: id('gid', h.gid ?? 0),
@@ -566,55 +595,6 @@ function parseMeta(h: TarHeader, pax: PaxRecords, xattrs: ReadonlyMap<string, Bu
     atime: time('atime', mtime),
     xattrs,
   };
-}
-
-/** Consumes an entry's data so tar-stream can move on. Directory streams never end: don't wait. */
-async function drain(stream: EntryStream, type: string): Promise<void> {
-  if (type === 'directory') {
-    stream.resume();
-    return;
-  }
-  return consume(stream);
-}
-
-/**
- * Hands each chunk of an entry's data to `onChunk` as it arrives and settles at the end of the
- * data. Listeners rather than `for await`: an async iterator costs a promise per chunk and per
- * entry (~18k entries per bench image), and the chunks are written synchronously anyway. If
- * `onChunk` throws, the promise rejects with that error and no more chunks are handed over; a
- * stream that errors or closes before its end rejects too.
- */
-function consume(stream: EntryStream, onChunk?: (chunk: Buffer) => void): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const settle = (err: unknown): void => {
-      if (settled) return;
-      settled = true;
-      stream.off('data', onData);
-      stream.off('end', onEnd);
-      stream.off('error', settle);
-      stream.off('close', onClose);
-      if (err === undefined) resolve();
-      else reject(err instanceof Error ? err : new Error(String(err)));
-    };
-    const onData = (chunk: unknown): void => {
-      if (settled) return;
-      try {
-        if (!Buffer.isBuffer(chunk)) throw new EntryRejected('ERR_INTERNAL', 'tar-stream yielded a non-Buffer chunk');
-        onChunk?.(chunk);
-      } catch (err) {
-        // The caller's next(err) then tears tar-stream down with this error; destroying the entry
-        // stream here would fail the parse first, with a vaguer "premature close".
-        settle(err);
-      }
-    };
-    const onEnd = (): void => settle(undefined);
-    const onClose = (): void => settle(new Error('entry data ended early'));
-    stream.on('error', settle);
-    stream.on('end', onEnd);
-    stream.on('close', onClose);
-    stream.on('data', onData);
-  });
 }
 
 function lstatOrUndefined(path: Buffer): fs.Stats | undefined {
