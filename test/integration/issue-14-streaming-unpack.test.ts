@@ -5,7 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BlobFeed, UnpackThreads } from '../../src/runtime/unpack/thread.js';
+import { unpackLayer } from '../../src/runtime/unpack/index.js';
+import { BlobFeed, feedSource, UnpackThreads } from '../../src/runtime/unpack/thread.js';
 import { file, layerOf, tarOf } from '../helpers/hostile.js';
 
 /**
@@ -113,5 +114,62 @@ test('a restart from zero (reset) while the thread reads ends the unpack and say
   } finally {
     closeSync(p.fd);
     await threads.close();
+  }
+});
+
+// A single missing layer (a one-layer image, or a new top layer) is unpacked on the pulling thread,
+// from the same partial file (feedSource), while it downloads.
+
+test('one layer on this thread: fed while its file grows, unpacked and verified like the whole blob', { timeout: 30_000 }, async () => {
+  const l = layer();
+  const p = await partial(l.size);
+  try {
+    const source = feedSource(p.feed, l.digest);
+    assert.ok(source !== undefined);
+    const job = unpackLayer({ source, mediaType: l.mediaType, expected: { digest: l.digest, size: l.size, diffId: l.diffId }, dest: p.dest, sync: false });
+    // The first 70 %: the first file (300 KiB of the ~800 KiB) is written before the rest exists.
+    const seventy = Math.floor(l.size * 0.7);
+    for (let off = 0; off < l.size; ) {
+      const len = Math.min(64 * 1024 + 17, l.size - off);
+      off += writeSync(p.fd, l.blob, off, len, off);
+      p.feed.advance(off);
+      await sleep(2);
+      if (off >= seventy && off - len < seventy) {
+        await sleep(100);
+        assert.equal((await fsp.stat(path.join(p.dest, 'a/one.bin'))).size, 300 * 1024, 'extracted while the blob was still growing');
+      }
+    }
+    const res = await job;
+    assert.equal(res.digest, l.digest);
+    assert.equal(res.diffId, l.diffId);
+    assert.equal((await fsp.stat(path.join(p.dest, 'a/b/two.bin'))).size, 500 * 1024);
+    assert.equal(await fsp.readFile(path.join(p.dest, 'three.txt'), 'utf8'), 'three');
+  } finally {
+    closeSync(p.fd);
+  }
+});
+
+test('one layer on this thread: a restart from zero ends the read and says so; a committed blob gives no feed source', { timeout: 30_000 }, async () => {
+  const l = layer();
+  const p = await partial(l.size);
+  try {
+    const half = Math.floor(l.size / 2);
+    writeSync(p.fd, l.blob, 0, half, 0);
+    p.feed.advance(half);
+    const source = feedSource(p.feed, l.digest);
+    assert.ok(source !== undefined);
+    const job = unpackLayer({ source, mediaType: l.mediaType, expected: { digest: l.digest, size: l.size, diffId: l.diffId }, dest: p.dest, sync: false });
+    job.catch(() => undefined);
+    await sleep(100);
+    p.feed.reset();
+    await assert.rejects(job, /the download started again from zero/);
+    assert.equal(feedSource(p.feed, l.digest), undefined, 'no source once reset');
+    // The partial file renamed away (committed): nothing to follow, the caller reads the blob.
+    const q = await partial(l.size);
+    closeSync(q.fd);
+    await fsp.rename(q.feed.path as string, `${q.feed.path as string}.committed`);
+    assert.equal(feedSource(q.feed, l.digest), undefined);
+  } finally {
+    closeSync(p.fd);
   }
 });

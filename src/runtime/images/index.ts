@@ -13,7 +13,7 @@ import type { LayerRecord, StateStore } from '../state/index.js';
 import type { Lease } from '../gc/leases.js';
 import { crashPoint } from '../../lib/crashpoint.js';
 import { unpackLayer } from '../unpack/index.js';
-import { BlobFeed, finishLayer, UnpackThreads } from '../unpack/thread.js';
+import { BlobFeed, feedSource, finishLayer, UnpackThreads } from '../unpack/thread.js';
 import { hostPlatform, parseImageConfig, parseManifestOrIndex, selectPlatform, type ImageConfig, type ImageManifest, type Platform } from './documents.js';
 
 export { hostPlatform, type ImageConfig, type Platform } from './documents.js';
@@ -246,22 +246,45 @@ export class ImageService {
     const ids = img.chainIds;
     const missing = img.layers.filter((l) => !this.snapshots.isReady(l.chainId)).length;
     if (missing <= 1) {
+      // One layer to make (a one-layer image, or an update of the top one): on this thread, no
+      // worker to start, and like the threads' layers extracted from the partial file while it
+      // downloads when there is one.
       for (const [i, l] of img.layers.entries()) {
         const parent = i === 0 ? null : (ids[i - 1] as Digest);
         if (this.snapshots.isReady(l.chainId)) continue;
-        await blobReady?.[i];
-        await this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
-          const res = await unpackLayer({
-            source: this.content.open(l.digest),
-            mediaType: l.mediaType,
-            expected: { digest: l.digest, size: l.size, diffId: l.diffId },
-            dest: dir,
-            lowerDirs: i === 0 ? [] : this.snapshots.lowerDirs(ids.slice(0, i)),
-            log: this.log,
-            ...(signal !== undefined ? { signal } : {}),
+        const feed = feeds?.[i];
+        const streaming = feed !== undefined && (await feed.opened);
+        if (!streaming) await blobReady?.[i];
+        const commit = (source: Readable): Promise<void> =>
+          this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
+            const res = await unpackLayer({
+              source,
+              mediaType: l.mediaType,
+              expected: { digest: l.digest, size: l.size, diffId: l.diffId },
+              dest: dir,
+              lowerDirs: i === 0 ? [] : this.snapshots.lowerDirs(ids.slice(0, i)),
+              log: this.log,
+              ...(signal !== undefined ? { signal } : {}),
+            });
+            // Read while it downloaded: the snapshot waits for the blob's own commit (C2).
+            await blobReady?.[i];
+            return { opaqueRoot: res.opaqueRoot, size: res.uncompressedSize };
           });
-          return { opaqueRoot: res.opaqueRoot, size: res.uncompressedSize };
-        });
+        const growing = streaming ? feedSource(feed, l.digest) : undefined;
+        if (growing === undefined) {
+          await blobReady?.[i];
+          await commit(this.content.open(l.digest));
+          continue;
+        }
+        try {
+          await commit(growing);
+        } catch (err) {
+          // The download started again from zero under the unpack: once more from the blob.
+          if (feed?.wasReset !== true || signal?.aborted === true) throw err;
+          this.log.debug({ layer: l.digest }, 'layer download restarted during its unpack, unpacking the committed blob');
+          await blobReady?.[i];
+          await commit(this.content.open(l.digest));
+        }
       }
       return;
     }

@@ -92,6 +92,34 @@ export class BlobFeed {
   }
 }
 
+/**
+ * The blob of `feed` as a stream read on this thread while it downloads (see BlobFeed), for a
+ * layer unpacked here rather than on a worker: the partial file is read as it grows and the stream
+ * ends after `feed.size` bytes. It fails if the download starts again from zero (`feed.wasReset`;
+ * the caller unpacks the committed blob instead). Undefined when there is no partial file to read
+ * any more (committed meanwhile: read `blobPath`).
+ */
+export function feedSource(feed: BlobFeed, layer: Digest): Readable | undefined {
+  if (feed.path === undefined || feed.wasReset) return undefined;
+  let fd: number;
+  try {
+    fd = openSync(feed.path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw new BerthError(codeForErrno(errnoCode(err)), `unpack layer ${layer}: open ${feed.path}: ${messageOf(err)}`, { cause: err, details: { layer } });
+  }
+  const source = new GrowingFileSource(fd, feed.size, feed.written);
+  const unsubscribe = feed.on(() => {
+    if (feed.wasReset) source.destroy(new BerthError('ERR_INTERNAL', `unpack layer ${layer}: the download started again from zero`, { details: { layer } }));
+    else source.grow(feed.written);
+  });
+  source.once('close', () => {
+    unsubscribe();
+    closeSync(fd);
+  });
+  return source;
+}
+
 /** Bytes of a growing blob a worker is told about at once (fewer messages; 1 % of a 25 MiB layer). */
 const FEED_STEP = 256 * 1024;
 
