@@ -457,7 +457,8 @@ function runWorker(): void {
 /**
  * A blob file that is still being written (BlobFeed): reads up to the bytes said to be written,
  * waits for `grow` when it gets there, ends after `size` bytes. Synchronous reads: the data was
- * just written, it is in the page cache, and this thread has nothing else to do meanwhile.
+ * just written and is in the page cache (at most 1 MiB, a copy from memory, on the pulling thread
+ * too: feedSource).
  */
 class GrowingFileSource extends Readable {
   private pos = 0;
