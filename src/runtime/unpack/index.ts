@@ -247,7 +247,12 @@ function startTarStage(writer: LayerWriter, o: TarStageOptions): TarStage {
     globalHeader: (records) => o.log?.debug({ layer, keys: [...records.keys()].slice(0, 16) }, 'unpack: pax global header ignored'),
   });
   // Each inflated chunk is counted, hashed (the diffID), checked against the limits and read as
-  // tar synchronously: the entries in it are written before the next chunk is taken.
+  // tar: the entries in it are written before the next chunk is taken. The reading runs in a
+  // microtask, not inside write(): zlib hands a chunk over from its thread-pool callback and queues
+  // the inflate of the next one only once that hand-over returns, so reading inside it made inflate
+  // and extraction take turns on one core. Deferred, the next chunk inflates on the pool while this
+  // one is written (six large layers unpacked one after the other into tmpfs: 1.85–2.12 → 1.51–1.79 s).
+  // One chunk of look-ahead at most: the writable's buffer (one chunk) pauses zlib's output.
   const tar = new Writable({
     highWaterMark: 256 * 1024,
     write(chunk: Buffer, _enc, cb): void {
@@ -267,7 +272,7 @@ function startTarStage(writer: LayerWriter, o: TarStageOptions): TarStage {
         cb();
       };
       if (size < nextSpaceCheck) {
-        read();
+        queueMicrotask(read);
         return;
       }
       nextSpaceCheck = size + SPACE_CHECK_EVERY;
