@@ -18,11 +18,11 @@ import { crashPoint } from '../../lib/crashpoint.js';
  * upper-format tree, into a directory of its own (INVARIANTS.md E1–E9).
  *
  *   source ─▶ sha256 + byte count (descriptor digest, size) ─▶ gunzip | zstd ─▶ sha256 + count (diffID)
- *          ─▶ tar-stream ─▶ LayerWriter (confined, replace-not-follow, whiteouts, metadata)
+ *          ─▶ TarReader ─▶ LayerWriter (confined, replace-not-follow, whiteouts, metadata)
  *
  * Decisions (documented here, tested in test/unit/unpack.test.ts):
  * - Entry names: a leading "./", empty and "." components are ignored; absolute names and `..`
- *   components are rejected (ERR_UNSAFE_CONTENT). Names are bytes (latin1 from tar-stream, raw PAX
+ *   components are rejected (ERR_UNSAFE_CONTENT). Names are bytes (latin1 from TarReader, raw PAX
  *   bytes) and never normalised. An entry naming the root itself ("./") is skipped, so `dest` keeps
  *   the caller's mode.
  * - Symlink targets are stored verbatim and confined when resolved (chroot semantics).

@@ -7,7 +7,7 @@ import { realDirBeneath } from '../../lib/sys.js';
 /**
  * Confined path handling inside one layer directory (E2, E9).
  *
- * Names are byte strings (Buffers): tar names are latin1-decoded by tar-stream, which maps bytes
+ * Names are byte strings (Buffers): tar names are latin1-decoded by TarReader, which maps bytes
  * 1:1, so `Buffer.from(name, 'latin1')` recovers them exactly; nothing is normalised.
  */
 
