@@ -252,11 +252,14 @@ export class ImageService {
       for (const [i, l] of img.layers.entries()) {
         const parent = i === 0 ? null : (ids[i - 1] as Digest);
         if (this.snapshots.isReady(l.chainId)) continue;
-        const feed = feeds?.[i];
-        const streaming = feed !== undefined && (await feed.opened);
-        if (!streaming) await blobReady?.[i];
-        const commit = (source: Readable): Promise<void> =>
+        await this.fromFeedOrBlob(l, feeds?.[i], blobReady?.[i], signal, (feed) =>
           this.snapshots.commitLayer({ chainId: l.chainId, parent, diffId: l.diffId }, async (dir) => {
+            // The partial file while it grows; else (none, or committed meanwhile) the committed blob.
+            let source = feed !== undefined ? feedSource(feed, l.digest) : undefined;
+            if (source === undefined) {
+              await blobReady?.[i];
+              source = this.content.open(l.digest);
+            }
             const res = await unpackLayer({
               source,
               mediaType: l.mediaType,
@@ -269,22 +272,8 @@ export class ImageService {
             // Read while it downloaded: the snapshot waits for the blob's own commit (C2).
             await blobReady?.[i];
             return { opaqueRoot: res.opaqueRoot, size: res.uncompressedSize };
-          });
-        const growing = streaming ? feedSource(feed, l.digest) : undefined;
-        if (growing === undefined) {
-          await blobReady?.[i];
-          await commit(this.content.open(l.digest));
-          continue;
-        }
-        try {
-          await commit(growing);
-        } catch (err) {
-          // The download started again from zero under the unpack: once more from the blob.
-          if (feed?.wasReset !== true || signal?.aborted === true) throw err;
-          this.log.debug({ layer: l.digest }, 'layer download restarted during its unpack, unpacking the committed blob');
-          await blobReady?.[i];
-          await commit(this.content.open(l.digest));
-        }
+          }),
+        );
       }
       return;
     }
@@ -315,22 +304,7 @@ export class ImageService {
               return { opaqueRoot: res.opaqueRoot, size: res.uncompressedSize };
             });
           try {
-            if (!this.snapshots.isReady(l.chainId)) {
-              // Extracted from the partial file while it downloads when there is one; otherwise
-              // (the blob is here already, or no download said where it writes) once committed.
-              const feed = feeds?.[i];
-              const streaming = feed !== undefined && (await feed.opened);
-              if (!streaming) await blobReady?.[i];
-              try {
-                await commit(streaming ? feed : undefined);
-              } catch (err) {
-                // The download started again from zero under the unpack: once more from the blob.
-                if (!streaming || feed?.wasReset !== true || layerSignal.aborted) throw err;
-                this.log.debug({ layer: l.digest }, 'layer download restarted during its unpack, unpacking the committed blob');
-                await blobReady?.[i];
-                await commit(undefined);
-              }
-            }
+            if (!this.snapshots.isReady(l.chainId)) await this.fromFeedOrBlob(l, feeds?.[i], blobReady?.[i], layerSignal, commit);
             ready[i]?.settle();
           } catch (err) {
             ready[i]?.settle(err);
@@ -341,6 +315,31 @@ export class ImageService {
       );
     } finally {
       await threads.close();
+    }
+  }
+
+  /**
+   * Runs `commit` for one layer: with its download's feed when the download wrote a partial file
+   * (extracted while it grows), else once the blob is committed (already here, or no download said
+   * where it writes). If the download started again from zero under that unpack, once more from the
+   * committed blob. The one policy for the layers unpacked here and on the threads.
+   */
+  private async fromFeedOrBlob(
+    l: LayerRecord,
+    feed: BlobFeed | undefined,
+    blobReady: Promise<void> | undefined,
+    signal: AbortSignal | undefined,
+    commit: (feed: BlobFeed | undefined) => Promise<void>,
+  ): Promise<void> {
+    const streaming = feed !== undefined && (await feed.opened);
+    if (!streaming) await blobReady;
+    try {
+      await commit(streaming ? feed : undefined);
+    } catch (err) {
+      if (!streaming || feed?.wasReset !== true || signal?.aborted === true) throw err;
+      this.log.debug({ layer: l.digest }, 'layer download restarted during its unpack, unpacking the committed blob');
+      await blobReady;
+      await commit(undefined);
     }
   }
 

@@ -158,11 +158,12 @@ export class TarReader {
         const rest = chunk.subarray(off);
         const bad = rest.findIndex((b) => b !== 0);
         if (bad >= 0) {
-          throw new BerthError('ERR_INVALID_IMAGE', `read tar: data at offset ${this.offset + bad} follows a zero block at ${this.endAt}: entries after an end-of-archive marker are not allowed`,
+          throw new BerthError(
+            'ERR_INVALID_IMAGE',
+            `read tar: data at offset ${this.offset + bad} follows a zero block at ${this.endAt}: entries after an end-of-archive marker are not allowed`,
           );
         }
-        this.offset += rest.length;
-        this.blockFill = (this.blockFill + rest.length) % BLOCK;
+        this.offset += rest.length; // a partial block of zeros at the very end is fine
         return;
       }
       // A header: whole in the chunk (the common case) or assembled across chunks.
@@ -170,22 +171,18 @@ export class TarReader {
       if (this.blockFill === 0 && n - off >= BLOCK) {
         header = chunk.subarray(off, off + BLOCK);
         off += BLOCK;
+        this.offset += BLOCK;
       } else {
         const take = Math.min(BLOCK - this.blockFill, n - off);
         chunk.copy(this.block, this.blockFill, off, off + take);
         this.blockFill += take;
         off += take;
-        if (this.blockFill < BLOCK) {
-          this.offset += take;
-          return;
-        }
+        this.offset += take;
+        if (this.blockFill < BLOCK) return;
         this.blockFill = 0;
         header = this.block;
-        this.offset -= BLOCK - take; // counted below as a whole block
       }
-      const at = this.offset;
-      this.offset += BLOCK;
-      this.header(header, at);
+      this.header(header, this.offset - BLOCK);
     }
   }
 

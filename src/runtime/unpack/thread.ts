@@ -100,17 +100,12 @@ export class BlobFeed {
  * any more (committed meanwhile: read `blobPath`).
  */
 export function feedSource(feed: BlobFeed, layer: Digest): Readable | undefined {
-  if (feed.path === undefined || feed.wasReset) return undefined;
-  let fd: number;
-  try {
-    fd = openSync(feed.path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return undefined;
-    throw new BerthError(codeForErrno(errnoCode(err)), `unpack layer ${layer}: open ${feed.path}: ${messageOf(err)}`, { cause: err, details: { layer } });
-  }
+  if (feed.wasReset) return undefined;
+  const fd = openPartial(feed, layer);
+  if (fd === undefined) return undefined;
   const source = new GrowingFileSource(fd, feed.size, feed.written);
   const unsubscribe = feed.on(() => {
-    if (feed.wasReset) source.destroy(new BerthError('ERR_INTERNAL', `unpack layer ${layer}: the download started again from zero`, { details: { layer } }));
+    if (feed.wasReset) source.destroy(restartedError(layer));
     else source.grow(feed.written);
   });
   source.once('close', () => {
@@ -118,6 +113,21 @@ export function feedSource(feed: BlobFeed, layer: Digest): Readable | undefined 
     closeSync(fd);
   });
   return source;
+}
+
+/** The partial file of `feed`, open for reading; undefined when there is none (renamed: the blob is committed, read it where it is now). */
+function openPartial(feed: BlobFeed, layer: Digest): number | undefined {
+  if (feed.path === undefined) return undefined;
+  try {
+    return openSync(feed.path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw new BerthError(codeForErrno(errnoCode(err)), `unpack layer ${layer}: open ${feed.path}: ${messageOf(err)}`, { cause: err, details: { layer } });
+  }
+}
+
+function restartedError(layer: Digest, cause?: unknown): BerthError {
+  return new BerthError('ERR_INTERNAL', `unpack layer ${layer}: the download started again from zero`, { ...(cause !== undefined ? { cause } : {}), details: { layer } });
 }
 
 /** Bytes of a growing blob a worker is told about at once (fewer messages; 1 % of a 25 MiB layer). */
@@ -257,18 +267,8 @@ export class UnpackThreads {
     const { feed } = opts;
     const layer = opts.expected.digest;
     const wasReset = (): boolean => feed?.wasReset === true; // read again after each await
-    const restarted = (cause?: unknown): BerthError =>
-      new BerthError('ERR_INTERNAL', `unpack layer ${layer}: the download started again from zero`, { ...(cause !== undefined ? { cause } : {}), details: { layer } });
-    if (wasReset()) throw restarted();
-    let fd: number | undefined;
-    if (feed?.path !== undefined) {
-      try {
-        fd = openSync(feed.path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-      } catch (err) {
-        // Renamed meanwhile: the blob is committed, read it where it is now.
-        if (errnoCode(err) !== 'ENOENT') throw new BerthError(codeForErrno(errnoCode(err)), `unpack layer ${layer}: open ${feed.path}: ${messageOf(err)}`, { cause: err, details: { layer } });
-      }
-    }
+    if (wasReset()) throw restartedError(layer);
+    const fd = feed !== undefined ? openPartial(feed, layer) : undefined;
     let unsubscribe: (() => void) | undefined;
     try {
       const id = this.nextId++;
@@ -285,7 +285,7 @@ export class UnpackThreads {
       }
       return await this.post(worker, opts, id, { path: opts.blobPath });
     } catch (err) {
-      throw wasReset() && opts.signal?.aborted !== true ? restarted(err) : err;
+      throw wasReset() && opts.signal?.aborted !== true ? restartedError(layer, err) : err;
     } finally {
       unsubscribe?.();
       if (fd !== undefined) closeSync(fd);

@@ -273,8 +273,8 @@ export class LayerWriter {
           );
           return undefined;
         }
-        const major = h.devmajor ?? 0;
-        const minor = h.devminor ?? 0;
+        const major = h.devmajor;
+        const minor = h.devminor;
         if (!(Number.isInteger(major) && major >= 0 && major <= MAX_DEV_MAJOR && Number.isInteger(minor) && minor >= 0 && minor <= MAX_DEV_MINOR)) {
           throw new EntryRejected('ERR_INVALID_IMAGE', `device number ${major}:${minor} out of range`);
         }
@@ -551,7 +551,7 @@ export function codeForErrno(code: string | undefined): ErrorCode {
 
 /** E8: the data size from the header, checked before any byte is written. */
 function checkSize(h: TarHeader, pax: PaxRecords, type: string, maxFileSize: number): number {
-  const size = h.size ?? 0;
+  const size = h.size;
   const paxSize = pax.get('size');
   if (paxSize !== undefined && !(/^[0-9]{1,20}$/.test(paxSize.toString('latin1')) && Number(paxSize.toString('latin1')) === size)) {
     throw new EntryRejected('ERR_INVALID_IMAGE', 'pax size is malformed');
@@ -568,28 +568,28 @@ function checkSize(h: TarHeader, pax: PaxRecords, type: string, maxFileSize: num
 
 /** E5: ids from PAX when present, in 0…2^32-2; PAX times keep their fraction. */
 function parseMeta(h: TarHeader, pax: PaxRecords, xattrs: ReadonlyMap<string, Buffer>): Meta {
-  const id = (key: 'uid' | 'gid', fallback: number | undefined): number => {
+  const id = (key: 'uid' | 'gid', fallback: number): number => {
     const p = pax.get(key)?.toString('latin1');
     if (p !== undefined && !/^[0-9]{1,20}$/.test(p)) throw new EntryRejected('ERR_INVALID_IMAGE', `pax ${key} is malformed`);
     const v = p === undefined ? fallback : Number(p);
-    if (v === undefined || !Number.isSafeInteger(v) || v < 0 || v > MAX_ID) {
+    if (!Number.isSafeInteger(v) || v < 0 || v > MAX_ID) {
       throw new EntryRejected('ERR_INVALID_IMAGE', `${key} ${String(v)} outside 0…${MAX_ID}`);
     }
     return v;
   };
-  const time = (key: 'mtime' | 'atime', fallback: number | undefined): number => {
+  const time = (key: 'mtime' | 'atime', fallback: number): number => {
     const p = pax.get(key)?.toString('latin1');
     if (p !== undefined && !/^-?[0-9]{1,20}(\.[0-9]{0,9})?$/.test(p)) throw new EntryRejected('ERR_INVALID_IMAGE', `pax ${key} is malformed`);
     const v = p === undefined ? fallback : Number(p);
-    if (v === undefined || !Number.isFinite(v)) throw new EntryRejected('ERR_INVALID_IMAGE', `invalid ${key}`);
+    if (!Number.isFinite(v)) throw new EntryRejected('ERR_INVALID_IMAGE', `invalid ${key}`);
     return v;
   };
-  const mode = h.mode ?? 0;
+  const { mode } = h;
   if (!Number.isInteger(mode) || mode < 0) throw new EntryRejected('ERR_INVALID_IMAGE', `invalid mode ${mode}`);
   const mtime = time('mtime', h.mtime);
   return {
-    uid: id('uid', h.uid ?? 0),
-    gid: id('gid', h.gid ?? 0),
+    uid: id('uid', h.uid),
+    gid: id('gid', h.gid),
     mode: mode & 0o7777,
     mtime,
     atime: time('atime', mtime),
