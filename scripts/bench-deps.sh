@@ -5,6 +5,8 @@
 #     CONTAINERS_CONF: this machine has no CAP_SYS_RESOURCE, so podman's default ulimits (raising
 #     nofile/nproc) make every container fail to start; cgroupfs and file events because there is
 #     no systemd; runc because crun refuses this host's hybrid cgroup layout (DESIGN.md §3).
+#   - the packages whose files bench/pull's large fixture is built from (/usr/lib/python3.11, /usr/share/vim,
+#     …, /usr/share/fish: LARGE in bench/pull.ts), so that it holds the same trees on every machine.
 # Pods started by the benches use host networking bound to 127.0.0.1 or --network none.
 set -euo pipefail
 
@@ -13,7 +15,9 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(podman hyperfine catatonit runc skopeo containerd)
+packages=(podman hyperfine catatonit runc skopeo containerd
+  libpython3.11-stdlib vim-runtime adwaita-icon-theme perl-modules-5.36 zsh-common locales cmake-data fish-common
+  fonts-dejavu-core fonts-dejavu-extra java-common)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

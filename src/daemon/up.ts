@@ -237,6 +237,8 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   // whose appearance tells clients the daemon sees their writes (regression up-serves-before-watching).
   await Promise.all(watchers.map((w) => new Promise<void>((resolve) => w.once('ready', () => resolve()))));
   await load();
+  // A daemon pulls: undici is loaded before the socket is served, not by the first pull.
+  rt.warmRegistry();
   let api: ApiServer | undefined;
   const collect = o.collectGarbage;
   const idleGc =

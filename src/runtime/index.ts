@@ -201,6 +201,11 @@ export class Runtime {
     return new Runtime(cfg, state, content, snapshots, tasks, registry);
   }
 
+  /** Readies the registry client (undici and its pool) ahead of the first pull; see RegistryClient.warm. */
+  warmRegistry(): void {
+    this.registry.warm();
+  }
+
   async close(): Promise<void> {
     await this.lock.release();
     await this.registry.close();
