@@ -950,6 +950,48 @@ export const LAYER_CASES: readonly LayerCase[] = [
         { path: 'canary.txt', is: 'absent' },
       ]),
   },
+  // Go's framing (docker, containerd, scanners): what Go reads as a file's data is never extracted as entries.
+  {
+    id: 'smuggle-nul-type-final-name',
+    title: "typeflag NUL named x/ with PAX path f: a file whose data hides a member, not a directory",
+    rule: 'E1',
+    outcome: 'confined',
+    build: () =>
+      gz([pax([['path', 'f']]), member({ name: 'x/', type: '\0' }, file('smuggled', PWNED))], [
+        { path: 'f', is: 'file' },
+        { path: 'smuggled', is: 'absent' },
+        { path: 'x', is: 'absent' },
+      ]),
+  },
+  {
+    id: 'smuggle-octal-leading-nul',
+    title: 'size field "\\0 0000002000" (Go: 1024) over data that hides a member',
+    rule: 'E1',
+    outcome: 'confined',
+    build: () =>
+      gz([member({ name: 'f', type: '0', sizeField: Buffer.from('\0 0000002000', 'latin1') }), file('smuggled', PWNED)], [
+        { path: 'f', is: 'file' },
+        { path: 'smuggled', is: 'absent' },
+      ]),
+  },
+  {
+    id: 'smuggle-global-drops-pax',
+    title: 'PAX path=smuggled, then a global header, then a file: the path is dropped as Go drops it',
+    rule: 'E9',
+    outcome: 'confined',
+    build: () =>
+      gz([pax([['path', 'smuggled']]), pax([['comment', 'g']], { type: 'g' }), file('benign', PWNED)], [
+        { path: 'benign', is: 'file', content: PWNED },
+        { path: 'smuggled', is: 'absent' },
+      ]),
+  },
+  {
+    id: 'smuggle-old-gnu-n',
+    title: "an 'N' member naming the next file: not a long name for Go, an unsupported entry here",
+    rule: 'E9',
+    outcome: 'ERR_UNSUPPORTED',
+    build: () => gz([member({ name: 'n', type: 'N' }, 'smuggled\0'), file('benign', PWNED)]),
+  },
   {
     id: 'pax-xattr-flood',
     title: '70 user.* xattrs of 1 KiB each (maxXattrBytes 64 KiB)',

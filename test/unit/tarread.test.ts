@@ -86,7 +86,8 @@ describe('TarReader', () => {
         ['a/one', 'file', 700, true],
         ['a/link', 'symlink', 0, true],
         [longName, 'file', 4, true],
-        ['short', 'file', 0, true],
+        [Buffer.from('p/ä').toString('latin1'), 'file', 0, true], // the PAX path's bytes, one char each
+
         ['empty', 'file', 0, true],
       ],
     );
@@ -128,13 +129,16 @@ describe('TarReader', () => {
     assert.equal(seen.entries[0]?.type, 'directory');
   });
 
-  test('the PAX size frames the data; a PAX path wins over a GNU long name', () => {
+  test('the PAX size frames the data; a GNU long name wins over a PAX path, as in Go (regression tar-name-precedence-as-go)', () => {
     const tar = Buffer.concat([gnuLong('gnu-name'), pax([['path', 'pax-name'], ['size', '3']]), member({ name: 'hdr', type: '0', size: 0 }), Buffer.from('abc'.padEnd(512, '\0')), END]);
     const seen = read(tar);
     assert.equal(seen.entries.length, 1);
-    assert.equal(seen.entries[0]?.name, 'gnu-name'); // the header's name; the writer takes the PAX path from the records
-    assert.equal(seen.entries[0]?.pax?.path, 'pax-name');
+    assert.equal(seen.entries[0]?.name, 'gnu-name');
     assert.equal(seen.entries[0]?.data, 'abc');
+    const paxOnly = read(Buffer.concat([pax([['path', 'pax-name'], ['linkpath', 'pax-target']]), symlink('hdr', 'hdr-target'), END]));
+    assert.deepEqual([paxOnly.entries[0]?.name, paxOnly.entries[0]?.linkname], ['pax-name', 'pax-target']);
+    const both = read(Buffer.concat([gnuLong('gnu-target', 'K'), pax([['linkpath', 'pax-target']]), symlink('l', 'hdr-target'), END]));
+    assert.equal(both.entries[0]?.linkname, 'gnu-target');
   });
 
   test('a PAX global header is reported and never applied', () => {
@@ -215,5 +219,93 @@ describe('TarReader', () => {
   test('a malformed PAX record is refused (strict, unlike tar-stream)', () => {
     refused(() => read(Buffer.concat([pax([], { body: Buffer.from('999 path=x\n') }), file('f', 'x'), END])), /parse pax header: bad record length/);
     refused(() => read(Buffer.concat([pax([], { body: Buffer.from('9 =value\n') }), file('f', 'x'), END])), /parse pax header: missing keyword/);
+  });
+
+  // Parser differences with Go's archive/tar (what docker, containerd and image scanners read) are
+  // places to hide content: an entry one reader extracts and the other reads as file data.
+  describe('read as Go reads it', () => {
+    /** `h` with the bytes at each offset replaced and its checksum made right again. */
+    const patched = (h: Buffer, edits: readonly (readonly [number, string | Buffer])[]): Buffer => {
+      const b = Buffer.from(h);
+      for (const [off, v] of edits) (typeof v === 'string' ? Buffer.from(v, 'latin1') : v).copy(b, off);
+      b.fill(0x20, 148, 156);
+      let sum = 0;
+      for (const x of b) sum += x;
+      b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+      return b;
+    };
+    /** Two blocks that are a whole member to a reader that takes them for headers. */
+    const SMUGGLED = file('smuggled', 'evil'.padEnd(512, '!'));
+    const names = (seen: Seen): string[] => seen.entries.map((e) => e.name);
+
+    test('typeflag NUL: a directory only when the final name (PAX path, GNU long name) ends in / (regression tar-nul-type-by-final-name)', () => {
+      const asFile = read(Buffer.concat([pax([['path', 'f']]), member({ name: 'x/', type: '\0' }, SMUGGLED), END]));
+      assert.deepEqual(asFile.entries.map((e) => [e.name, e.type, e.data.length]), [['f', 'file', SMUGGLED.length]]);
+      const viaGnu = read(Buffer.concat([gnuLong('g'), member({ name: 'x/', type: '\0' }, SMUGGLED), END]));
+      assert.deepEqual(viaGnu.entries.map((e) => [e.name, e.type, e.data.length]), [['g', 'file', SMUGGLED.length]]);
+      const asDir = read(Buffer.concat([pax([['path', 'd/']]), tarHeader({ name: 'x', type: '\0', size: 1024 }, 0), SMUGGLED, END]));
+      assert.deepEqual(asDir.entries.map((e) => [e.name, e.type, e.data.length]), [['d/', 'directory', 0], ['smuggled', 'file', 512]]);
+    });
+
+    test("typeflag '0' stays a file whatever its name ends with (regression tar-typeflag-0-slash)", () => {
+      const seen = read(Buffer.concat([member({ name: 'a/', type: '0' }, SMUGGLED), END]));
+      assert.deepEqual(seen.entries.map((e) => [e.name, e.type, e.data.length]), [['a/', 'file', SMUGGLED.length]]);
+    });
+
+    test('links, symlinks, devices and FIFOs read no data whatever their size says (regression tar-header-only-types)', () => {
+      for (const type of ['1', '2', '3', '4', '6']) {
+        const seen = read(Buffer.concat([tarHeader({ name: `t${type}`, type, linkname: 'x', size: 1024 }, 0), SMUGGLED, END]));
+        assert.deepEqual(names(seen), [`t${type}`, 'smuggled'], `type ${type}`);
+      }
+    });
+
+    test('octal fields: spaces and NULs trimmed at both ends, cut at a NUL, anything else refused (regression tar-octal-as-go)', () => {
+      const lead = read(Buffer.concat([tarHeader({ name: 'f', type: '0', sizeField: Buffer.from('\0 0000002000', 'latin1') }, 0), SMUGGLED, END]));
+      assert.deepEqual(lead.entries.map((e) => [e.name, e.data.length]), [['f', 1024]]);
+      const cut = read(Buffer.concat([tarHeader({ name: 'f', type: '0', sizeField: Buffer.from('00000000003\0x', 'latin1').subarray(0, 12) }, 0), Buffer.from('abc'.padEnd(512, '\0')), END]));
+      assert.equal(cut.entries[0]?.data, 'abc');
+      refused(() => read(Buffer.concat([tarHeader({ name: 'f', type: '0', sizeField: Buffer.from('0000 000003\0', 'latin1') }, 0), END])), /invalid size field/);
+      refused(() => read(Buffer.concat([patched(tarHeader({ name: 'f', type: '0' }, 0), [[100, '0000648\0']]), END])), /invalid mode field/);
+      refused(() => read(Buffer.concat([patched(tarHeader({ name: 'f', type: '0' }, 0), [[136, '0000000001x\0']]), END])), /invalid mtime field/);
+      // Base-256 as Go: the bits after the marker bit of the first byte count.
+      const b256 = read(Buffer.concat([tarHeader({ name: 'f', type: '0', sizeField: Buffer.from([0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]) }, 0), Buffer.from('abc'.padEnd(512, '\0')), END]));
+      assert.equal(b256.entries[0]?.data, 'abc');
+    });
+
+    test('a PAX global header drops pending x, L and K headers (regression tar-global-drops-pending)', () => {
+      const seen = read(Buffer.concat([pax([['path', 'evil']]), gnuLong('evil2'), gnuLong('evil3', 'K'), pax([['comment', 'c']], { type: 'g' }), symlink('benign', 'target'), END]));
+      assert.deepEqual(seen.entries.map((e) => [e.name, e.linkname, e.pax]), [['benign', 'target', undefined]]);
+      assert.deepEqual(seen.globals, [{ comment: 'c' }]);
+    });
+
+    test("'N' is not a long-name header (regression tar-old-gnu-n)", () => {
+      const seen = read(Buffer.concat([member({ name: 'n', type: 'N' }, 'evil-name\0'), file('benign', 'x'), END]));
+      assert.deepEqual(seen.entries.map((e) => [e.name, e.type]), [['n', null], ['benign', 'file']]);
+    });
+
+    test("empty GNU long names and empty PAX values leave the header's fields (regression tar-empty-values)", () => {
+      const seen = read(Buffer.concat([gnuLong(''), file('hdr', 'x'), pax([['path', ''], ['size', ''], ['mtime', '']]), file('hdr2', 'abc'), END]));
+      assert.deepEqual(seen.entries.map((e) => [e.name, e.data, e.pax]), [['hdr', 'x', undefined], ['hdr2', 'abc', {}]]);
+      refused(() => read(Buffer.concat([pax([['size', '3x']]), file('f', 'abc'), END])), /pax size is malformed/);
+      const signed = read(Buffer.concat([pax([['size', '+3']]), member({ name: 'f', type: '0', size: 0 }), Buffer.from('abc'.padEnd(512, '\0')), END]));
+      assert.equal(signed.entries[0]?.data, 'abc');
+    });
+
+    test('ustar prefix: 131 bytes under a star trailer; GNU only by the pre-1.8 fallback (regression tar-prefix-as-go)', () => {
+      const star = patched(tarHeader({ name: 'leaf', type: '0', size: 0 }, 0), [[345, 'p'.repeat(131)], [476, 'q'.repeat(24)], [508, 'tar\0']]);
+      assert.deepEqual(names(read(Buffer.concat([star, END]))), [`${'p'.repeat(131)}/leaf`]);
+      const ustar = patched(tarHeader({ name: 'leaf', type: '0', size: 0 }, 0), [[345, 'p'.repeat(131)], [476, 'q'.repeat(24)]]);
+      assert.deepEqual(names(read(Buffer.concat([ustar, END]))), [`${'p'.repeat(131)}${'q'.repeat(24)}/leaf`]);
+      const gnu = (atime: string): Buffer => patched(tarHeader({ name: 'leaf', type: '0', size: 0 }, 0), [[257, 'ustar  \0'], [345, atime]]);
+      assert.deepEqual(names(read(Buffer.concat([gnu('dir\0'), END]))), ['dir/leaf']); // atime "dir" does not parse: Go reads a prefix
+      assert.deepEqual(names(read(Buffer.concat([gnu('00000000017\0'), END]))), ['leaf']); // a real atime
+      assert.deepEqual(names(read(Buffer.concat([gnu('\u00e9t\u00e9\0'), END]))), ['leaf']); // not ASCII: no prefix
+    });
+
+    test('only an all-zero block ends the archive (regression tar-zero-block-exact)', () => {
+      const block = Buffer.alloc(512);
+      block.write('0000400\0', 148, 'latin1'); // the checksum of an otherwise empty header
+      refused(() => read(Buffer.concat([file('f', 'x'), block, END])), /unknown format/);
+    });
   });
 });

@@ -14,23 +14,34 @@ import { BerthError } from '../../lib/errors.js';
  * merged into later entries, and headers after an end-of-archive marker. Here they are closed by
  * construction:
  *
- * - **Framing as Go's archive/tar** (what docker, containerd and scanners read): a member is a
- *   512-byte header and its data padded to 512; a directory has no data whatever its size says; the
- *   first zero block ends the archive, after which only zero bytes may follow (entries hidden there
- *   would be extracted by nobody else). The stream must end on a block boundary, outside a member.
- * - **Headers** decoded as tar-stream decodes them (octal or base-256 numbers, leading spaces,
- *   ustar prefix, an old-style trailing `/` for directories; formats other than ustar and GNU
- *   refused); the checksum is the unsigned sum, or the signed one as Go also accepts.
+ * - **Framing and fields as Go's archive/tar** (what docker, containerd and image scanners read;
+ *   any difference is a place to hide content from them): a member is a 512-byte header and its
+ *   data padded to 512; directories, links, symlinks, devices and FIFOs have no data whatever their
+ *   size says (Go's header-only types); an all-zero block ends the archive, after which only zero
+ *   bytes may follow (stricter than Go, which stops reading there). The stream must end on a block
+ *   boundary, outside a member.
+ * - **Headers** as Go reads them: the checksum (octal, unsigned or signed sum); numbers octal
+ *   (spaces and NULs trimmed at both ends, cut at a NUL, digits 0-7 only) or base-256, a malformed
+ *   one failing the archive as it fails Go's; the ustar prefix (131 bytes under a star trailer; for
+ *   GNU headers only where Go's pre-1.8 fallback reads one). Formats other than ustar and GNU are
+ *   refused. Typeflag NUL is a directory when the member's final name ends in `/`, else a file.
+ * - **Names in Go's order**: a GNU long name (`L`) or link name (`K`) over a PAX path or linkpath
+ *   over the header's fields; an empty value counts as absent, as do empty PAX values for the
+ *   fields Go merges (path, linkpath, size, uid, gid, uname, gname, atime, mtime, ctime). A global
+ *   header drops what pending `x`, `L` and `K` headers said (Go returns it as an entry of its own).
+ *   `N` (old GNU) is no long-name header for Go, so it is none here either.
  * - **PAX records raw** (E9): values stay bytes (`SCHILY.xattr.*`, non-UTF-8 paths), parsed
- *   strictly; PAX `size` frames the data; global headers are reported and otherwise ignored.
- *   GNU long names (`L`, `N`) and long link names (`K`) replace the header's; a PAX path or
- *   linkpath takes precedence over both (the writer reads those from the records).
+ *   strictly; PAX `size` (decimal, as Go parses it) frames the data; global headers are reported
+ *   and otherwise ignored.
  * - **Long headers bounded** at 4 MiB, as tar-stream did.
  */
 
 /** One member's header, with GNU long names applied and the PAX size as its size. */
 export interface TarHeader {
-  /** The name as bytes mapped one byte per char (latin1), as the writer reads it back. */
+  /**
+   * The member's final name (GNU long name, else PAX path, else the header's), as bytes mapped one
+   * byte per char (latin1), as the writer reads it back.
+   */
   name: string;
   mode: number;
   uid: number;
@@ -39,7 +50,7 @@ export interface TarHeader {
   /** Seconds since the epoch. */
   mtime: number;
   type: TarEntryType | null;
-  /** latin1 like `name`; null when the field is empty. */
+  /** The final link name (GNU `K`, else PAX linkpath, else the header's), latin1 like `name`; null when empty. */
   linkname: string | null;
   devmajor: number;
   devminor: number;
@@ -72,6 +83,9 @@ const MAX_LONG_HEADER = 4 * 1024 * 1024;
 const USTAR_MAGIC = Buffer.from('ustar\0', 'latin1');
 const GNU_MAGIC = Buffer.from('ustar ', 'latin1');
 const GNU_VERSION = Buffer.from(' \0', 'latin1');
+const STAR_TRAILER = Buffer.from('tar\0', 'latin1');
+/** The PAX keys Go merges into a header's fields: an empty value leaves the field as it was. */
+const MERGED_KEYS = ['path', 'linkpath', 'size', 'uid', 'gid', 'uname', 'gname', 'atime', 'mtime', 'ctime'] as const;
 
 type LongKind = 'pax' | 'pax-global' | 'gnu-name' | 'gnu-link';
 
@@ -187,24 +201,42 @@ export class TarReader {
   }
 
   private header(buf: Buffer, at: number): void {
-    const sum = checksums(buf);
-    if (sum.unsigned === 8 * 32) {
-      // A zero block (checksum field aside): the end of the archive.
+    if (isZeroBlock(buf)) {
       this.endAt = at;
       return;
     }
-    const stored = decodeNumber(buf, 148, 8);
-    if (stored !== sum.unsigned && stored !== sum.signed) {
+    const sum = checksums(buf);
+    const stored = parseOctal(buf, 148, 8);
+    if (stored === undefined || (stored !== sum.unsigned && stored !== sum.signed)) {
       throw new BerthError('ERR_INVALID_IMAGE', `read tar: header at offset ${at}: checksum mismatch (corrupt tar, or still compressed?)`);
     }
-    const flag = buf[156] === 0 ? 0 : (buf[156] as number) - 48;
-    let name = decodeString(buf, 0, 100);
+    let prefix = '';
     if (buf.subarray(257, 263).equals(USTAR_MAGIC)) {
-      if (buf[345] !== 0) name = `${decodeString(buf, 345, 155)}/${name}`;
-    } else if (!(buf.subarray(257, 263).equals(GNU_MAGIC) && buf.subarray(263, 265).equals(GNU_VERSION))) {
+      prefix = decodeString(buf, 345, buf.subarray(508, 512).equals(STAR_TRAILER) ? 131 : 155);
+    } else if (buf.subarray(257, 263).equals(GNU_MAGIC) && buf.subarray(263, 265).equals(GNU_VERSION)) {
+      // GNU has atime and ctime where ustar has its prefix. Go reads the field as a prefix when a
+      // time does not parse and the field is ASCII (archives of Go's writer before 1.8).
+      if ((buf[345] !== 0 && parseNumeric(buf, 345, 12) === undefined) || (buf[357] !== 0 && parseNumeric(buf, 357, 12) === undefined)) {
+        const p = decodeString(buf, 345, 155);
+        if (isAscii(p)) prefix = p;
+      }
+    } else {
       throw new BerthError('ERR_INVALID_IMAGE', `read tar: header at offset ${at}: unknown format (neither ustar nor GNU)`);
     }
-    const size = decodeNumber(buf, 124, 12);
+    // Go parses these in every header, long ones too, and a malformed one fails the archive.
+    const num = (off: number, len: number, what: string): number => {
+      const v = parseNumeric(buf, off, len);
+      if (v === undefined) throw new BerthError('ERR_INVALID_IMAGE', `read tar: header at offset ${at}: invalid ${what} field`);
+      return v;
+    };
+    const mode = num(100, 8, 'mode');
+    const uid = num(108, 8, 'uid');
+    const gid = num(116, 8, 'gid');
+    const size = num(124, 12, 'size');
+    const mtime = num(136, 12, 'mtime');
+    const devmajor = num(329, 8, 'devmajor');
+    const devminor = num(337, 8, 'devminor');
+    const flag = buf[156] as number;
     const long = longKind(flag);
     if (long !== undefined) {
       if (!Number.isSafeInteger(size) || size < 0) throw new BerthError('ERR_INVALID_IMAGE', `read tar: header at offset ${at}: invalid size`);
@@ -215,33 +247,42 @@ export class TarReader {
       this.startData(size);
       return;
     }
-    const type = entryType(flag === 0 && name.endsWith('/') ? 5 : flag);
+    const headerName = decodeString(buf, 0, 100);
     const pax = this.pax;
-    const h: TarHeader = {
-      name: this.gnuName ?? name,
-      mode: decodeNumber(buf, 100, 8),
-      uid: decodeNumber(buf, 108, 8),
-      gid: decodeNumber(buf, 116, 8),
-      size,
-      mtime: decodeNumber(buf, 136, 12),
-      type,
-      linkname: this.gnuLink ?? (buf[157] === 0 ? null : decodeString(buf, 157, 100)),
-      devmajor: decodeNumber(buf, 329, 8),
-      devminor: decodeNumber(buf, 337, 8),
-    };
+    const gnuName = this.gnuName;
+    const gnuLink = this.gnuLink;
     this.pax = undefined;
     this.gnuName = undefined;
     this.gnuLink = undefined;
-    const paxSize = pax?.get('size')?.toString('latin1');
-    if (paxSize !== undefined && /^[0-9]{1,20}$/.test(paxSize)) h.size = Number(paxSize);
-    // The visitor checks the entry (and its size) before any of its data is read.
-    const sink = this.visitor.entry(h, pax);
-    const dataBytes = type === 'directory' ? 0 : h.size;
+    const paxPath = pax?.get('path');
+    const paxLink = pax?.get('linkpath');
+    const name = gnuName ?? (paxPath !== undefined ? paxPath.toString('latin1') : prefix !== '' ? `${prefix}/${headerName}` : headerName);
+    const headerLink = buf[157] === 0 ? null : decodeString(buf, 157, 100);
+    const type = flag === 0 ? (name.endsWith('/') ? 'directory' : 'file') : entryType(flag);
+    const h: TarHeader = {
+      name,
+      mode,
+      uid,
+      gid,
+      size,
+      mtime,
+      type,
+      linkname: gnuLink ?? (paxLink !== undefined ? paxLink.toString('latin1') : headerLink),
+      devmajor,
+      devminor,
+    };
+    const paxSize = pax?.get('size');
+    if (paxSize !== undefined) {
+      const v = parseDecimal(paxSize.toString('latin1'));
+      if (v === undefined) throw new BerthError('ERR_INVALID_IMAGE', `read tar: header at offset ${at}: pax size is malformed`);
+      h.size = v;
+    }
+    const dataBytes = type !== null && HEADER_ONLY.has(type) ? 0 : h.size;
     if (!Number.isSafeInteger(dataBytes) || dataBytes < 0) {
-      sink?.abort();
       throw new BerthError('ERR_INVALID_IMAGE', `read tar: header at offset ${at}: invalid size ${String(h.size)}`);
     }
-    this.sink = sink;
+    // The visitor checks the entry (and its size) before any of its data is read.
+    this.sink = this.visitor.entry(h, pax);
     this.startData(dataBytes);
   }
 
@@ -261,16 +302,21 @@ export class TarReader {
       const data = long.parts.length === 1 ? (long.parts[0] as Buffer) : Buffer.concat(long.parts);
       switch (long.kind) {
         case 'pax':
-          this.pax = parsePax(data);
+          this.pax = withoutEmptyMerged(parsePax(data));
           break;
         case 'pax-global':
+          // Go hands a global header back as an entry of its own: what pending x, L and K headers
+          // said is gone by the next member.
+          this.pax = undefined;
+          this.gnuName = undefined;
+          this.gnuLink = undefined;
           this.visitor.globalHeader?.(parsePax(data));
           break;
         case 'gnu-name':
-          this.gnuName = decodeString(data, 0, data.length);
+          this.gnuName = nonEmpty(decodeString(data, 0, data.length));
           break;
         case 'gnu-link':
-          this.gnuLink = decodeString(data, 0, data.length);
+          this.gnuLink = nonEmpty(decodeString(data, 0, data.length));
           break;
       }
       return;
@@ -286,43 +332,81 @@ function padding(bytes: number): number {
   return r === 0 ? 0 : BLOCK - r;
 }
 
+/** The meta headers Go reads (its TypeXHeader, TypeXGlobalHeader, TypeGNULongName, TypeGNULongLink). */
 function longKind(flag: number): LongKind | undefined {
   switch (flag) {
-    case 72: // 'x'
+    case 0x78: // 'x'
       return 'pax';
-    case 55: // 'g'
+    case 0x67: // 'g'
       return 'pax-global';
-    case 28: // 'L'
-    case 30: // 'N', old GNU
+    case 0x4c: // 'L'
       return 'gnu-name';
-    case 27: // 'K'
+    case 0x4b: // 'K'
       return 'gnu-link';
     default:
       return undefined;
   }
 }
 
+/** A typeflag byte other than NUL (which depends on the name) and the meta headers. */
 function entryType(flag: number): TarEntryType | null {
   switch (flag) {
-    case 0:
+    case 0x30: // '0'
       return 'file';
-    case 1:
+    case 0x31:
       return 'link';
-    case 2:
+    case 0x32:
       return 'symlink';
-    case 3:
+    case 0x33:
       return 'character-device';
-    case 4:
+    case 0x34:
       return 'block-device';
-    case 5:
+    case 0x35:
       return 'directory';
-    case 6:
+    case 0x36:
       return 'fifo';
-    case 7:
+    case 0x37:
       return 'contiguous-file';
     default:
       return null;
   }
+}
+
+/** Go's isHeaderOnlyType: members that carry no data whatever their size field says. */
+const HEADER_ONLY: ReadonlySet<TarEntryType> = new Set(['link', 'symlink', 'character-device', 'block-device', 'directory', 'fifo']);
+
+function isZeroBlock(buf: Buffer): boolean {
+  for (let i = 0; i < BLOCK; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return false;
+  return true;
+}
+
+function nonEmpty(s: string): string | undefined {
+  return s === '' ? undefined : s;
+}
+
+/** An x header's records minus the empty values of the fields Go merges (it keeps the header's field then). */
+function withoutEmptyMerged(records: PaxRecords): PaxRecords | undefined {
+  let out: Map<string, Buffer> | undefined;
+  for (const k of MERGED_KEYS) {
+    if (records.get(k)?.length === 0) {
+      out ??= new Map(records);
+      out.delete(k);
+    }
+  }
+  return out ?? records;
+}
+
+/** Go's strconv.ParseInt(s, 10, 64) for a PAX size: optional sign, decimal digits, within int64. */
+function parseDecimal(s: string): number | undefined {
+  if (!/^[+-]?[0-9]+$/.test(s)) return undefined;
+  const v = BigInt(s);
+  if (v > 0x7fffffffffffffffn || v < -0x8000000000000000n) return undefined;
+  return Number(v);
 }
 
 /** The header's checksum both ways: bytes as unsigned (POSIX) and as signed (old tars; Go accepts both). */
@@ -338,27 +422,43 @@ function checksums(buf: Buffer): { unsigned: number; signed: number } {
   return { unsigned, signed };
 }
 
-/** A numeric field: base-256 when its first byte has the high bit, else octal text (tar-stream's reading). */
-function decodeNumber(buf: Buffer, off: number, len: number): number {
+/**
+ * A numeric field as Go's parser reads it: base-256 when the first byte has its high bit (two's
+ * complement, the next bit the sign), else octal. undefined where Go fails: an overflow of int64,
+ * or anything but digits 0-7 once spaces and NULs are trimmed at both ends and the text is cut at
+ * its first NUL (an empty field is 0). Values beyond 2^53 come back inexact; sizes are checked.
+ */
+function parseNumeric(buf: Buffer, off: number, len: number): number | undefined {
   const first = buf[off] as number;
-  if ((first & 0x80) !== 0) {
-    if (first !== 0x80 && first !== 0xff) return Number.NaN;
-    const positive = first === 0x80;
-    let v = 0;
-    for (let i = off + 1; i < off + len; i++) {
-      const b = buf[i] as number;
-      v = v * 256 + (positive ? b : 0xff - b);
-    }
-    return positive ? v : -1 - v;
+  if ((first & 0x80) === 0) return parseOctal(buf, off, len);
+  const inv = (first & 0x40) !== 0 ? 0xff : 0;
+  let x = 0n;
+  for (let i = off; i < off + len; i++) {
+    let c = (buf[i] as number) ^ inv;
+    if (i === off) c &= 0x7f;
+    if (x >> 56n > 0n) return undefined;
+    x = (x << 8n) | BigInt(c);
   }
+  if (x >> 63n > 0n) return undefined;
+  return Number(inv === 0xff ? -x - 1n : x);
+}
+
+function parseOctal(buf: Buffer, off: number, len: number): number | undefined {
   let i = off;
-  const end0 = off + len;
-  while (i < end0 && buf[i] === 0x20) i++;
-  let end = i;
-  while (end < end0 && buf[end] !== 0x20) end++;
-  while (i < end && buf[i] === 0) i++;
+  let end = off + len;
+  while (i < end && (buf[i] === 0x20 || buf[i] === 0)) i++;
+  while (end > i && (buf[end - 1] === 0x20 || buf[end - 1] === 0)) end--;
   if (i === end) return 0;
-  return parseInt(buf.toString('latin1', i, end), 8);
+  // The trimmed text starts with a byte that is neither space nor NUL. Fields are at most 12
+  // bytes: no overflow of ParseUint's 64 bits is possible.
+  let v = 0;
+  for (let j = i; j < end; j++) {
+    const b = buf[j] as number;
+    if (b === 0) break; // cut at the first NUL, as Go's parseString
+    if (b < 0x30 || b > 0x37) return undefined;
+    v = v * 8 + (b - 0x30);
+  }
+  return v;
 }
 
 /** A NUL-terminated field as latin1 (one char per byte: Buffer.from(s, 'latin1') gives the bytes back, E9). */

@@ -143,7 +143,7 @@ export class LayerWriter {
    * no data to keep (the reader skips it).
    */
   entry(header: TarHeader, pax: PaxRecords | undefined): EntrySink | undefined {
-    const name = pax?.get('path') ?? Buffer.from(header.name, 'latin1');
+    const name = Buffer.from(header.name, 'latin1'); // the reader applied the PAX path and GNU long name
     try {
       return this.write(header, name, pax ?? NO_RECORDS);
     } catch (err) {
@@ -195,7 +195,7 @@ export class LayerWriter {
       default:
         throw new EntryRejected('ERR_UNSUPPORTED', `unsupported entry type ${String(type)}`);
     }
-    const size = checkSize(h, pax, type, limits.maxFileSize);
+    const size = checkSize(h, type, limits.maxFileSize);
     const comps = parseEntryName(name, limits);
     const meta = parseMeta(h, pax, this.pickXattrs(pax, name));
     const base = comps[comps.length - 1];
@@ -244,7 +244,7 @@ export class LayerWriter {
       case 'file':
         return this.fileSink(path, name, size, meta);
       case 'symlink': {
-        const target = pax.get('linkpath') ?? Buffer.from(h.linkname ?? '', 'latin1');
+        const target = Buffer.from(h.linkname ?? '', 'latin1');
         if (target.length === 0) throw new EntryRejected('ERR_INVALID_IMAGE', 'symlink with an empty target');
         if (target.includes(0)) throw new EntryRejected('ERR_UNSAFE_CONTENT', 'symlink target contains a NUL byte');
         if (target.length > limits.maxPathBytes) {
@@ -258,7 +258,7 @@ export class LayerWriter {
         return undefined;
       }
       case 'link':
-        this.hardlink(path, pax.get('linkpath') ?? Buffer.from(h.linkname ?? '', 'latin1'));
+        this.hardlink(path, Buffer.from(h.linkname ?? '', 'latin1'));
         return undefined;
       case 'fifo':
         this.replace(path, () => mknod(path, fsc.S_IFIFO | 0o600, 0));
@@ -549,17 +549,13 @@ export function codeForErrno(code: string | undefined): ErrorCode {
   }
 }
 
-/** E8: the data size from the header, checked before any byte is written. */
-function checkSize(h: TarHeader, pax: PaxRecords, type: string, maxFileSize: number): number {
+/** E8: the data size (the reader applied a PAX size), checked before any byte is written. */
+function checkSize(h: TarHeader, type: string, maxFileSize: number): number {
   const size = h.size;
-  const paxSize = pax.get('size');
-  if (paxSize !== undefined && !(/^[0-9]{1,20}$/.test(paxSize.toString('latin1')) && Number(paxSize.toString('latin1')) === size)) {
-    throw new EntryRejected('ERR_INVALID_IMAGE', 'pax size is malformed');
-  }
   if (!Number.isSafeInteger(size) || size < 0) throw new EntryRejected('ERR_INVALID_IMAGE', `invalid size ${size}`);
   if (type === 'directory') return 0; // like Go, the reader skips no data after a directory header
   if (type !== 'file' && size !== 0) {
-    // Go's archive/tar reads no data for these types while tar-stream did: refuse the ambiguity.
+    // Go's archive/tar (and the reader) read no data for these types: a size there is refused as ambiguous.
     throw new EntryRejected('ERR_INVALID_IMAGE', `${type} entry with ${size} bytes of data`);
   }
   if (size > maxFileSize) throw new EntryRejected('ERR_LIMIT_EXCEEDED', `file is ${size} bytes, limit is ${maxFileSize}`, 'maxFileSize');
