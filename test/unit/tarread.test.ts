@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { pack } from 'tar-stream';
 import { BerthError } from '../../src/lib/errors.js';
 import { TarReader, type EntrySink, type PaxRecords, type TarHeader } from '../../src/runtime/unpack/tarread.js';
-import { END, dir, file, gnuLong, member, pax, symlink, tarHeader, tarOf } from '../helpers/hostile.js';
+import { END, dir, file, gnuLong, member, pax, paxBody, symlink, tarHeader, tarOf } from '../helpers/hostile.js';
 
 /** What a reader saw: each entry with its data, the global headers, and the sinks aborted. */
 interface Seen {
@@ -172,7 +172,7 @@ describe('TarReader', () => {
     assert.equal(seen.entries[0]?.mtime, 0o1234567);
   });
 
-  test('a bad checksum, an unknown format and a long header over 4 MiB are refused', () => {
+  test('a bad checksum, an unknown format and a long header over 1 MiB (as Go) are refused', () => {
     refused(() => read(Buffer.concat([member({ name: 'f', type: '0', badChecksum: true }, 'x'), END])), /checksum mismatch/);
     const v7 = tarHeader({ name: 'f', type: '0' }, 0);
     v7.fill(0, 257, 265);
@@ -181,7 +181,10 @@ describe('TarReader', () => {
     for (const x of v7) sum += x;
     v7.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
     refused(() => read(Buffer.concat([v7, END])), /unknown format/);
-    refused(() => read(Buffer.concat([tarHeader({ name: 'PaxHeaders/x', type: 'x', size: 4 * 2 ** 20 + 1 }, 0), END])), /exceeds 4194304/);
+    refused(() => read(Buffer.concat([tarHeader({ name: 'PaxHeaders/x', type: 'x', size: 2 ** 20 + 1 }, 0), END])), /exceeds 1048576/);
+    const atLimit = paxBody([['comment', 'c'.repeat(2 ** 20 - 20)]]);
+    assert.ok(atLimit.length <= 2 ** 20);
+    assert.equal(read(Buffer.concat([pax([], { body: atLimit }), file('f', 'x'), END])).entries[0]?.name, 'f');
   });
 
   test('the first zero block ends the archive: zeros may follow, nothing else', () => {

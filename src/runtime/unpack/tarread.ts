@@ -33,7 +33,7 @@ import { BerthError } from '../../lib/errors.js';
  * - **PAX records raw** (E9): values stay bytes (`SCHILY.xattr.*`, non-UTF-8 paths), parsed
  *   strictly; PAX `size` (decimal, as Go parses it) frames the data; global headers are reported
  *   and otherwise ignored.
- * - **Long headers bounded** at 4 MiB, as tar-stream did.
+ * - **Long headers bounded** at 1 MiB, Go's maxSpecialFileSize.
  */
 
 /** One member's header, with GNU long names applied and the PAX size as its size. */
@@ -79,7 +79,7 @@ export interface TarVisitor {
 }
 
 const BLOCK = 512;
-const MAX_LONG_HEADER = 4 * 1024 * 1024;
+const MAX_LONG_HEADER = 1024 * 1024; // Go's maxSpecialFileSize
 const USTAR_MAGIC = Buffer.from('ustar\0', 'latin1');
 const GNU_MAGIC = Buffer.from('ustar ', 'latin1');
 const GNU_VERSION = Buffer.from(' \0', 'latin1');
