@@ -14,6 +14,7 @@ import { berth, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/b
 import { Runtime } from '../../src/runtime/index.js';
 import { createLogger } from '../../src/lib/log.js';
 import { isBerthError } from '../../src/lib/errors.js';
+import { file as hostileFile, tarHeader as hostileHeader } from '../helpers/hostile.js';
 
 const run = promisify(execFile);
 
@@ -185,6 +186,32 @@ spec:
     const again = await berth(dst, ['images', 'import', archive]);
     assert.equal(again.code, 0, again.stderr);
     assert.deepEqual(await lsRefs(dst), [{ ref: image, digest }]);
+  });
+
+  test('regression archive-tar-framing-as-go: a member Go reads as file data is not imported as a member of its own', async (t) => {
+    if (!ok) return t.skip();
+    let tar = await fsp.readFile(archive);
+    const gz = tar[0] === 0x1f && tar[1] === 0x8b;
+    if (gz) tar = gunzipSync(tar);
+    // A member notes.txt whose size field is "\0 0000002000": 1024 for Go (docker load, skopeo,
+    // umoci, scanners: NULs and spaces trimmed), so its data is a member "index.json" that nothing
+    // imports; 0 for tar-stream, which read that member as the archive's own index.json (and then
+    // refused the real one as a duplicate).
+    const bogus = Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${'0'.repeat(64)}`, size: 2 }] }));
+    const hidden = hostileFile('index.json', bogus);
+    assert.equal(hidden.length, 1024);
+    const smuggling = Buffer.concat([hostileHeader({ name: 'notes.txt', type: '0', sizeField: Buffer.from('\0 0000002000', 'latin1') }, 0), hidden]);
+    const crafted = path.join(src.dir, 'smuggling.oci.tar');
+    const body = Buffer.concat([smuggling, tar]);
+    await fsp.writeFile(crafted, gz ? gzipSync(body) : body);
+    const fresh = makeEnv('berth-import-smuggle-');
+    try {
+      const i = await berth(fresh, ['images', 'import', crafted]);
+      assert.equal(i.code, 0, i.stderr);
+      assert.equal(i.stdout.trim(), `${image} ${digest}`);
+    } finally {
+      await cleanupEnv(fresh);
+    }
   });
 
   test('import of an OCI layout directory: a tag-only ref.name needs --ref; digest-equal', async (t) => {

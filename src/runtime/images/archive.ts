@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
-import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { PassThrough, Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { extract as tarExtract, pack as tarPack } from 'tar-stream';
+import { pack as tarPack } from 'tar-stream';
 import { BerthError, errnoCode, isBerthError, messageOf } from '../../lib/errors.js';
 import { digestHex, parseDigest, sha256, type Digest } from '../../lib/digest.js';
 import { fsyncDir } from '../../lib/fsx.js';
@@ -15,6 +15,7 @@ import type { ContentStore } from '../content/index.js';
 import { MEDIA } from '../registry/index.js';
 import type { StateStore } from '../state/index.js';
 import { isZstdMagic } from '../unpack/zstd.js';
+import { TarReader, type EntrySink, type TarHeader } from '../unpack/tarread.js';
 import { hostPlatform, parseManifestOrIndex, selectPlatform, type Descriptor, type ImageManifest } from './documents.js';
 import type { ImageService, PreparedImage } from './index.js';
 
@@ -136,60 +137,114 @@ async function readTar(file: string, scratch: string, limits: ArchiveLimits, wha
     await fh.read(magic, 0, 2, 0);
     await fh.close();
     const gzip = magic[0] === 0x1f && magic[1] === 0x8b;
-    const ex = tarExtract({ filenameEncoding: 'utf-8', allowUnknownFormat: false } as Parameters<typeof tarExtract>[0]);
     let members = 0;
     let total = 0;
-    const consume = (async () => {
-      for await (const entry of ex) {
-        const h = entry.header;
-        members++;
-        if (members > limits.maxMembers) throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: more than ${limits.maxMembers} members`, { details: { limit: 'maxMembers' } });
-        const name = cleanMemberName(h.name, what);
-        if (h.type === 'directory') {
-          entry.resume();
-          continue;
-        }
-        if (h.type !== 'file' && h.type !== 'contiguous-file') {
-          const kind = h.type === 'symlink' || h.type === 'link' ? `a ${h.type === 'link' ? 'hardlink' : 'symlink'} to ${JSON.stringify(h.linkname ?? '')}` : `of type ${String(h.type)}`;
-          throw new BerthError('ERR_UNSAFE_CONTENT', `${what}: member ${JSON.stringify(h.name)} is ${kind}; an image archive holds regular files only`);
-        }
-        if (name === '') throw new BerthError('ERR_INVALID_IMAGE', `${what}: a file member names the archive root`);
-        const size = h.size ?? 0;
-        if (!Number.isSafeInteger(size) || size > limits.maxMemberBytes) {
-          throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: member ${JSON.stringify(name)} is ${size} bytes, over the ${limits.maxMemberBytes} byte limit`, { details: { limit: 'maxMemberBytes' } });
-        }
-        total += size;
-        if (total > limits.maxTotalBytes) throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: members add up to more than ${limits.maxTotalBytes} bytes`, { details: { limit: 'maxTotalBytes' } });
-        if (files.has(name)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: member ${JSON.stringify(name)} appears twice`);
-        const dest = path.join(scratch, String(files.size));
-        const hash = createHash('sha256');
-        let count = 0;
-        let head = Buffer.alloc(0);
-        const out = await fsp.open(dest, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+    // Members are read by berth's own tar reader, as Go's archive/tar reads them (docker load,
+    // skopeo, umoci and the scanners that vet an archive before it is imported): another framing
+    // could import members those tools never saw. Its sinks are synchronous, so each member's
+    // bytes are written in order on a promise chain, and the next chunk is taken only once the
+    // chain has caught up.
+    let writes: Promise<void> = Promise.resolve();
+    let refusal: unknown; // an error of ours, thrown out of the reader: reported as it is
+    const refuse = (err: unknown): never => {
+      refusal = err;
+      throw err;
+    };
+    const reader = new TarReader({
+      entry: (h: TarHeader): EntrySink | undefined => {
         try {
-          for await (const chunk of entry as AsyncIterable<Buffer>) {
-            count += chunk.length;
-            if (count > size) throw new BerthError('ERR_INVALID_IMAGE', `${what}: member ${JSON.stringify(name)} is longer than its header says`);
-            hash.update(chunk);
-            if (head.length < 8) head = Buffer.concat([head, chunk.subarray(0, 8 - head.length)]);
-            for (let off = 0; off < chunk.length; ) off += (await out.write(chunk, off, chunk.length - off)).bytesWritten;
+          members++;
+          if (members > limits.maxMembers) throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: more than ${limits.maxMembers} members`, { details: { limit: 'maxMembers' } });
+          const raw = Buffer.from(h.name, 'latin1').toString('utf8');
+          const name = cleanMemberName(raw, what);
+          if (h.type === 'directory') return undefined;
+          if (h.type !== 'file' && h.type !== 'contiguous-file') {
+            const link = Buffer.from(h.linkname ?? '', 'latin1').toString('utf8');
+            const kind = h.type === 'symlink' || h.type === 'link' ? `a ${h.type === 'link' ? 'hardlink' : 'symlink'} to ${JSON.stringify(link)}` : `of type ${String(h.type)}`;
+            throw new BerthError('ERR_UNSAFE_CONTENT', `${what}: member ${JSON.stringify(raw)} is ${kind}; an image archive holds regular files only`);
           }
+          if (name === '') throw new BerthError('ERR_INVALID_IMAGE', `${what}: a file member names the archive root`);
+          const size = h.size;
+          if (!Number.isSafeInteger(size) || size > limits.maxMemberBytes) {
+            throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: member ${JSON.stringify(name)} is ${size} bytes, over the ${limits.maxMemberBytes} byte limit`, { details: { limit: 'maxMemberBytes' } });
+          }
+          total += size;
+          if (total > limits.maxTotalBytes) throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: members add up to more than ${limits.maxTotalBytes} bytes`, { details: { limit: 'maxTotalBytes' } });
+          if (files.has(name)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: member ${JSON.stringify(name)} appears twice`);
+          const dest = path.join(scratch, String(files.size));
+          // Taken now, so that a second member of the same name is refused even before this one is written.
+          const entry: ArchiveFile = { size: 0, file: dest, head: Buffer.alloc(0) };
+          files.set(name, entry);
+          const hash = createHash('sha256');
+          const opened = fsp.open(dest, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+          opened.catch(() => undefined); // reported through `writes`
+          const ioError = (err: unknown): unknown => (isBerthError(err) ? err : localIoError(err, `${what}: member ${JSON.stringify(name)}`, dest));
+          let count = 0;
+          return {
+            data: (chunk: Buffer): void => {
+              count += chunk.length;
+              hash.update(chunk);
+              if (entry.head.length < 8) entry.head = Buffer.concat([entry.head, chunk.subarray(0, 8 - entry.head.length)]);
+              writes = writes
+                .then(async () => {
+                  const fh = await opened;
+                  for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+                })
+                .catch((err: unknown) => {
+                  throw ioError(err);
+                });
+            },
+            end: (): void => {
+              entry.size = count;
+              entry.digest = `sha256:${hash.digest('hex')}` as Digest;
+              writes = writes.then(async () => (await opened).close()).catch((err: unknown) => {
+                throw ioError(err);
+              });
+            },
+            abort: (): void => {
+              writes = writes.then(
+                async () => (await opened).close(),
+                async (err: unknown) => {
+                  await (await opened.catch(() => undefined))?.close().catch(() => undefined);
+                  throw err;
+                },
+              );
+            },
+          };
         } catch (err) {
-          throw isBerthError(err) ? err : localIoError(err, `${what}: member ${JSON.stringify(name)}`, dest);
-        } finally {
-          await out.close();
+          return refuse(err);
         }
-        files.set(name, { size: count, digest: `sha256:${hash.digest('hex')}` as Digest, file: dest, head });
-      }
-    })();
+      },
+    });
+    const sink = new Writable({
+      highWaterMark: 1024 * 1024,
+      write(chunk: Buffer, _enc, cb): void {
+        try {
+          reader.push(chunk);
+        } catch (err) {
+          cb(err as Error);
+          return;
+        }
+        writes.then(() => cb(), (err: unknown) => cb(err as Error));
+      },
+      final(cb): void {
+        try {
+          reader.end();
+        } catch (err) {
+          cb(err as Error);
+          return;
+        }
+        writes.then(() => cb(), (err: unknown) => cb(err as Error));
+      },
+    });
     const src = createReadStream(file, { highWaterMark: 1024 * 1024 });
-    const feed = gzip ? pipeline(src, createGunzip(), ex) : pipeline(src, ex);
-    const results = await Promise.allSettled([consume, feed]);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed !== undefined) {
-      // The consumer's error (the entry that was refused) explains more than the stream it broke.
-      const first = results[0].status === 'rejected' ? results[0].reason : failed.reason;
-      if (isBerthError(first)) throw first;
+    try {
+      await (gzip ? pipeline(src, createGunzip(), sink) : pipeline(src, sink));
+    } catch (err) {
+      reader.fail();
+      await writes.catch(() => undefined);
+      const first = refusal ?? err;
+      if (isBerthError(first) && (first === refusal || first.code !== 'ERR_INVALID_IMAGE' || !first.message.startsWith('read tar:'))) throw first;
       throw new BerthError('ERR_INVALID_IMAGE', `${what}: not a readable tar${gzip ? ' (gzip)' : ''}: ${messageOf(first)}`, { cause: first });
     }
     return { files, close };

@@ -3,8 +3,8 @@ import { BerthError } from '../../lib/errors.js';
 
 /**
  * A layer tar read as it arrives: bytes are pushed in, headers and data slices come out,
- * synchronously, in order. It replaces tar-stream's extract in the unpacker (tar-stream still
- * writes and reads the image archives of `images import|export`).
+ * synchronously, in order. It reads layers (the unpacker) and the archives of `images import`;
+ * tar-stream only writes those of `images export`.
  *
  * Why our own: tar-stream makes a stream per entry and hands its data over through events and
  * callbacks, which cost more than the syscalls that write the entry (bench/README.md, bench/pull:
