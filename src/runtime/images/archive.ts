@@ -8,6 +8,7 @@ import { pack as tarPack } from 'tar-stream';
 import { BerthError, errnoCode, isBerthError, messageOf } from '../../lib/errors.js';
 import { digestHex, parseDigest, sha256, type Digest } from '../../lib/digest.js';
 import { fsyncDir } from '../../lib/fsx.js';
+import { goField } from '../../lib/gojson.js';
 import { localIoError } from '../../lib/local-io.js';
 import { parseReference } from '../../lib/reference.js';
 import type { Logger } from '../../lib/log.js';
@@ -396,11 +397,14 @@ async function findOciImages(r: ArchiveReader, what: string): Promise<FoundImage
   const indexBytes = await r.doc(OCI_INDEX, 'the OCI index');
   const index = parseManifestOrIndex(indexBytes, MEDIA.ociIndex, `${what} index.json`);
   if (index.kind !== 'index') throw new BerthError('ERR_INVALID_IMAGE', `${what}: index.json is not an image index`);
-  const raw = (JSON.parse(indexBytes.toString('utf8')) as { manifests: unknown[] }).manifests;
+  const top = JSON.parse(indexBytes.toString('utf8')) as Record<string, unknown>;
+  const raw = goField(top, 'manifests', `${what} index.json`) as unknown[];
   const out: FoundImage[] = [];
   for (const [i, desc] of index.manifests.entries()) {
-    const ann = isObject(raw[i]) && isObject((raw[i] as Record<string, unknown>)['annotations']) ? ((raw[i] as Record<string, unknown>)['annotations'] as Record<string, unknown>) : {};
     const where = `${what} index.json manifests[${i}]`;
+    const entry = raw[i];
+    const rawAnn = isObject(entry) ? goField(entry, 'annotations', where) : undefined;
+    const ann = isObject(rawAnn) ? rawAnn : {};
     const names: string[] = [];
     const full = ann[CONTAINERD_NAME_ANNOTATION];
     const short = ann[NAME_ANNOTATION];
@@ -438,12 +442,15 @@ async function findDockerImages(r: ArchiveReader, what: string): Promise<FoundIm
   const out: FoundImage[] = [];
   for (const [i, e] of list.entries()) {
     const where = `${what} manifest.json[${i}]`;
-    if (!isObject(e) || typeof e['Config'] !== 'string' || !Array.isArray(e['Layers']) || !e['Layers'].every((l) => typeof l === 'string')) {
+    // docker's manifest.json struct has no JSON tags: its fields take their keys in any case (lib/gojson).
+    const config = isObject(e) ? goField(e, 'Config', where) : undefined;
+    const layerNames = isObject(e) ? goField(e, 'Layers', where) : undefined;
+    if (typeof config !== 'string' || !Array.isArray(layerNames) || !layerNames.every((l) => typeof l === 'string')) {
       throw new BerthError('ERR_INVALID_IMAGE', `${where}: needs Config (a file name) and Layers (file names)`);
     }
-    const tags = e['RepoTags'] ?? [];
+    const tags = goField(e as Record<string, unknown>, 'RepoTags', where) ?? [];
     if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string')) throw new BerthError('ERR_INVALID_IMAGE', `${where}: RepoTags is not an array of strings`);
-    const configName = cleanMemberName(e['Config'], where);
+    const configName = cleanMemberName(config, where);
     const configBytes = await r.doc(configName, 'config');
     const configDigest = sha256(configBytes);
     // The file name names the digest in both layouts ("<hex>.json", "blobs/sha256/<hex>").
@@ -451,18 +458,20 @@ async function findDockerImages(r: ArchiveReader, what: string): Promise<FoundIm
     if (named !== undefined && `sha256:${named}` !== configDigest) {
       throw new BerthError('ERR_DIGEST_MISMATCH', `${where}: config ${configName} hashes to ${configDigest}`, { details: { digest: `sha256:${named}`, actual: configDigest } });
     }
-    let diffIds: unknown;
+    let cfg: unknown;
     try {
-      diffIds = ((JSON.parse(configBytes.toString('utf8')) as Record<string, unknown>)['rootfs'] as Record<string, unknown> | undefined)?.['diff_ids'];
+      cfg = JSON.parse(configBytes.toString('utf8')) as unknown;
     } catch (err) {
       throw new BerthError('ERR_INVALID_IMAGE', `${where}: config ${configName} is not JSON: ${messageOf(err)}`);
     }
-    if (!Array.isArray(diffIds) || diffIds.length !== e['Layers'].length) {
-      throw new BerthError('ERR_INVALID_IMAGE', `${where}: the config's rootfs.diff_ids do not match the ${e['Layers'].length} layers`);
+    const rootfs = isObject(cfg) ? goField(cfg, 'rootfs', `${where} config`) : undefined;
+    const diffIds = isObject(rootfs) ? goField(rootfs, 'diff_ids', `${where} config rootfs`) : undefined;
+    if (!Array.isArray(diffIds) || diffIds.length !== layerNames.length) {
+      throw new BerthError('ERR_INVALID_IMAGE', `${where}: the config's rootfs.diff_ids do not match the ${layerNames.length} layers`);
     }
     const layerFiles: string[] = [];
     const layers: Descriptor[] = [];
-    for (const [j, l] of (e['Layers'] as string[]).entries()) {
+    for (const [j, l] of (layerNames as string[]).entries()) {
       const name = cleanMemberName(l, where);
       const f = r.get(name, 'layer');
       const digest = await r.digestOf(name);

@@ -1,4 +1,5 @@
 import { BerthError } from '../../lib/errors.js';
+import { goField, goHas } from '../../lib/gojson.js';
 import { parseDigest, type Digest } from '../../lib/digest.js';
 import { MEDIA } from '../registry/index.js';
 
@@ -76,33 +77,50 @@ function parseJsonObject(bytes: Buffer, what: string): Record<string, unknown> {
 
 function descriptor(v: unknown, where: string): Descriptor {
   if (!isObject(v)) throw new BerthError('ERR_INVALID_IMAGE', `${where}: descriptor is not an object`);
-  const { mediaType, digest, size, urls, platform } = v;
+  const f = (name: string): unknown => goField(v, name, where);
+  const mediaType = f('mediaType');
+  const digest = f('digest');
+  const size = f('size');
+  const urls = f('urls');
+  const platform = f('platform');
   if (typeof mediaType !== 'string' || mediaType === '') throw new BerthError('ERR_INVALID_IMAGE', `${where}: descriptor has no mediaType`);
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
     throw new BerthError('ERR_INVALID_IMAGE', `${where}: descriptor size ${String(size)} is not a non-negative integer`);
   }
-  if (urls !== undefined) {
+  if (urls !== undefined && urls !== null) {
     // Foreign layers (rule P3): berth never contacts hosts named by an image.
     throw new BerthError('ERR_UNSUPPORTED', `${where}: descriptor ${String(digest)} has foreign urls, which berth does not fetch`);
   }
   const d: Descriptor = { mediaType, digest: parseDigest(digest, `${where} digest`), size };
-  if (isObject(platform) && typeof platform['os'] === 'string' && typeof platform['architecture'] === 'string') {
-    d.platform = { os: platform['os'], architecture: platform['architecture'] };
-    if (typeof platform['variant'] === 'string') d.platform.variant = platform['variant'];
+  if (isObject(platform)) {
+    const os = goField(platform, 'os', `${where} platform`);
+    const architecture = goField(platform, 'architecture', `${where} platform`);
+    const variant = goField(platform, 'variant', `${where} platform`);
+    if (typeof os === 'string' && typeof architecture === 'string') {
+      d.platform = { os, architecture };
+      if (typeof variant === 'string') d.platform.variant = variant;
+    }
   }
   return d;
 }
 
 /**
  * Parses the exact bytes that were hashed (P2). `declared` is the media type from the
- * descriptor or Content-Type; it must agree with the document's own `mediaType`.
+ * descriptor or Content-Type; it must agree with the document's own `mediaType`. Fields are read
+ * as Go reads them (lib/gojson): keys that differ only in case are one field.
  */
 export function parseManifestOrIndex(bytes: Buffer, declared: string, what: string): ImageManifest | ImageIndex {
   const doc = parseJsonObject(bytes, what);
-  if (doc['schemaVersion'] !== 2) throw new BerthError('ERR_UNSUPPORTED', `${what}: schemaVersion ${String(doc['schemaVersion'])} is not supported (only 2)`);
-  const embedded = typeof doc['mediaType'] === 'string' ? doc['mediaType'] : undefined;
-  const hasManifests = 'manifests' in doc;
-  const hasLayers = 'layers' in doc || 'config' in doc;
+  const f = (name: string): unknown => goField(doc, name, what);
+  const schemaVersion = f('schemaVersion');
+  if (schemaVersion !== 2) throw new BerthError('ERR_UNSUPPORTED', `${what}: schemaVersion ${String(schemaVersion)} is not supported (only 2)`);
+  const embeddedRaw = f('mediaType');
+  const embedded = typeof embeddedRaw === 'string' ? embeddedRaw : undefined;
+  const manifestsRaw = f('manifests');
+  const layersRaw = f('layers');
+  const configRaw = f('config');
+  const hasManifests = goHas(doc, 'manifests', what);
+  const hasLayers = goHas(doc, 'layers', what) || goHas(doc, 'config', what);
   if (hasManifests && hasLayers) throw new BerthError('ERR_INVALID_IMAGE', `${what}: ambiguous document with both manifests and layers`);
   let mediaType = embedded ?? (declared !== '' && declared !== 'application/json' ? declared : undefined);
   if (mediaType === undefined) mediaType = hasManifests ? MEDIA.ociIndex : MEDIA.ociManifest;
@@ -110,16 +128,16 @@ export function parseManifestOrIndex(bytes: Buffer, declared: string, what: stri
     throw new BerthError('ERR_INVALID_IMAGE', `${what}: declared media type ${declared} differs from the document's ${embedded}`);
   }
   if (mediaType === MEDIA.ociIndex || mediaType === MEDIA.dockerList) {
-    if (!hasManifests || !Array.isArray(doc['manifests'])) throw new BerthError('ERR_INVALID_IMAGE', `${what}: index without a manifests array`);
-    const manifests = doc['manifests'].map((m, i) => descriptor(m, `${what} manifests[${i}]`));
+    if (!hasManifests || !Array.isArray(manifestsRaw)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: index without a manifests array`);
+    const manifests = manifestsRaw.map((m, i) => descriptor(m, `${what} manifests[${i}]`));
     return { kind: 'index', mediaType, manifests };
   }
   if (mediaType === MEDIA.ociManifest || mediaType === MEDIA.dockerManifest) {
     if (hasManifests) throw new BerthError('ERR_INVALID_IMAGE', `${what}: manifest media type but the document has manifests`);
-    const config = descriptor(doc['config'], `${what} config`);
-    if (!Array.isArray(doc['layers'])) throw new BerthError('ERR_INVALID_IMAGE', `${what}: manifest without a layers array`);
-    if (doc['layers'].length > MAX_LAYERS) throw new BerthError('ERR_INVALID_IMAGE', `${what}: ${doc['layers'].length} layers exceed the limit of ${MAX_LAYERS}`);
-    const layers = doc['layers'].map((l, i) => descriptor(l, `${what} layers[${i}]`));
+    const config = descriptor(configRaw, `${what} config`);
+    if (!Array.isArray(layersRaw)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: manifest without a layers array`);
+    if (layersRaw.length > MAX_LAYERS) throw new BerthError('ERR_INVALID_IMAGE', `${what}: ${layersRaw.length} layers exceed the limit of ${MAX_LAYERS}`);
+    const layers = layersRaw.map((l, i) => descriptor(l, `${what} layers[${i}]`));
     for (const [i, l] of layers.entries()) {
       if (!LAYER_TYPES.has(l.mediaType)) throw new BerthError('ERR_UNSUPPORTED', `${what} layers[${i}]: media type ${l.mediaType} is not a supported layer type`);
     }
@@ -137,27 +155,37 @@ function stringArray(v: unknown, where: string): string[] | undefined {
   return v as string[];
 }
 
+/** The image config, its fields read as Go reads them (lib/gojson). */
 export function parseImageConfig(bytes: Buffer, what: string): ImageConfig {
   const doc = parseJsonObject(bytes, what);
-  const rootfs = doc['rootfs'];
-  if (!isObject(rootfs) || rootfs['type'] !== 'layers' || !Array.isArray(rootfs['diff_ids'])) {
+  const rootfs = goField(doc, 'rootfs', what);
+  const type = isObject(rootfs) ? goField(rootfs, 'type', `${what} rootfs`) : undefined;
+  const rawDiffIds = isObject(rootfs) ? goField(rootfs, 'diff_ids', `${what} rootfs`) : undefined;
+  if (type !== 'layers' || !Array.isArray(rawDiffIds)) {
     throw new BerthError('ERR_INVALID_IMAGE', `${what}: rootfs.type must be "layers" with diff_ids`);
   }
-  const diffIds = rootfs['diff_ids'].map((d, i) => parseDigest(d, `${what} rootfs.diff_ids[${i}]`));
-  const c = isObject(doc['config']) ? doc['config'] : {};
+  const diffIds = rawDiffIds.map((d, i) => parseDigest(d, `${what} rootfs.diff_ids[${i}]`));
+  const rawConfig = goField(doc, 'config', what);
+  const c = isObject(rawConfig) ? rawConfig : {};
+  const cf = (name: string): unknown => goField(c, name, `${what} config`);
   const config: ImageConfig['config'] = {};
-  if (typeof c['User'] === 'string') config.User = c['User'];
-  const env = stringArray(c['Env'], `${what} config.Env`);
+  const user = cf('User');
+  if (typeof user === 'string') config.User = user;
+  const env = stringArray(cf('Env'), `${what} config.Env`);
   if (env !== undefined) config.Env = env;
-  const ep = stringArray(c['Entrypoint'], `${what} config.Entrypoint`);
+  const ep = stringArray(cf('Entrypoint'), `${what} config.Entrypoint`);
   if (ep !== undefined) config.Entrypoint = ep;
-  const cmd = stringArray(c['Cmd'], `${what} config.Cmd`);
+  const cmd = stringArray(cf('Cmd'), `${what} config.Cmd`);
   if (cmd !== undefined) config.Cmd = cmd;
-  if (typeof c['WorkingDir'] === 'string') config.WorkingDir = c['WorkingDir'];
-  if (typeof c['StopSignal'] === 'string') config.StopSignal = c['StopSignal'];
+  const workdir = cf('WorkingDir');
+  if (typeof workdir === 'string') config.WorkingDir = workdir;
+  const stop = cf('StopSignal');
+  if (typeof stop === 'string') config.StopSignal = stop;
+  const architecture = goField(doc, 'architecture', what);
+  const os = goField(doc, 'os', what);
   return {
-    architecture: typeof doc['architecture'] === 'string' ? doc['architecture'] : '',
-    os: typeof doc['os'] === 'string' ? doc['os'] : '',
+    architecture: typeof architecture === 'string' ? architecture : '',
+    os: typeof os === 'string' ? os : '',
     config,
     rootfs: { type: 'layers', diff_ids: diffIds },
   };
