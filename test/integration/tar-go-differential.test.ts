@@ -17,9 +17,9 @@ import { dir, file, gnuLong, member, pax, symlink } from '../helpers/hostile.js'
 /**
  * berth's layer unpacker against umoci, a reader built on Go's archive/tar (as docker, containerd and
  * the image scanners are), on tars whose headers are mutated where the tar formats leave room for
- * two readings: the typeflag, the size field's encodings, a trailing `/`, the magic and version, the
- * prefix and GNU time fields, a star trailer, and the PAX, GNU long-name and global headers before
- * a member. One member's data is itself a whole tar member ("smuggled"): a reader that frames the
+ * two readings: the typeflag, the size and mode fields' encodings, a trailing `/`, the link name,
+ * the magic and version, the prefix and GNU time fields, a star trailer, and the PAX, GNU long-name
+ * and global headers before a member. One member's data is itself a whole tar member ("smuggled"): a reader that frames the
  * archive differently from Go extracts it where Go reads file data, or the other way round.
  *
  * Property: when both extract the layer, the trees are the same (paths, types, file contents,
@@ -63,7 +63,9 @@ type FieldEdit =
   | { kind: 'slash'; add: boolean }
   | { kind: 'magic'; value: 'ustar' | 'gnu' | 'ustar-bad-version' | 'v7' }
   | { kind: 'prefix'; value: string }
-  | { kind: 'star' };
+  | { kind: 'star' }
+  | { kind: 'linkname'; value: string }
+  | { kind: 'mode'; value: string };
 
 interface Plan {
   /** Which member's header is edited (index into the base members). */
@@ -100,6 +102,8 @@ const planArb: fc.Arbitrary<Plan> = fc.record({
       fc.record({ kind: fc.constant('magic' as const), value: fc.constantFrom('ustar' as const, 'gnu' as const, 'ustar-bad-version' as const, 'v7' as const) }),
       fc.record({ kind: fc.constant('prefix' as const), value: fc.constantFrom('pfx\0', 'pfx', '00000000017\0', 'q'.repeat(140)) }),
       fc.record({ kind: fc.constant('star' as const) }),
+      fc.record({ kind: fc.constant('linkname' as const), value: fc.constantFrom('d/a', 'z', 'carrier', '', 'd/', 'missing') }),
+      fc.record({ kind: fc.constant('mode' as const), value: fc.constantFrom('0000755\0', '\0 000644', '   644 \0', '0000-44\0', '\u0080\0\0\0\0\0\u0001\u00ed') }),
     ),
     { minLength: 1, maxLength: 3 },
   ),
@@ -133,6 +137,13 @@ function editHeader(h: Buffer, edits: readonly FieldEdit[]): Buffer {
         break;
       case 'star':
         b.write('tar\0', 508, 'latin1');
+        break;
+      case 'linkname':
+        b.fill(0, 157, 257);
+        b.write(e.value, 157, 'latin1');
+        break;
+      case 'mode':
+        Buffer.from(e.value, 'latin1').copy(b, 100, 0, 8);
         break;
     }
   }
