@@ -31,7 +31,10 @@ function keysFor(obj: Record<string, unknown>, name: string): string[] {
   return Object.keys(obj).filter((k) => k === name || (k.length === name.length && fold(k) === want));
 }
 
-/** The value Go would put in field `name` of `obj` (undefined when no key fills it); see the module comment. */
+/**
+ * The value Go would put in field `name` of `obj`, undefined when no key fills it (JSON has no
+ * undefined values, so that also answers whether the field is present); see the module comment.
+ */
 export function goField(obj: Record<string, unknown>, name: string, where: string): unknown {
   const keys = keysFor(obj, name);
   if (keys.length === 0) return undefined;
@@ -39,9 +42,4 @@ export function goField(obj: Record<string, unknown>, name: string, where: strin
     throw new BerthError('ERR_INVALID_IMAGE', `${where}: keys ${keys.map((k) => JSON.stringify(k)).join(' and ')} name one field ${JSON.stringify(name)} for Go's JSON readers; refused as ambiguous`);
   }
   return obj[keys[0] as string];
-}
-
-/** Whether some key fills field `name` (and only one does). */
-export function goHas(obj: Record<string, unknown>, name: string, where: string): boolean {
-  return goField(obj, name, where) !== undefined || keysFor(obj, name).length === 1;
 }

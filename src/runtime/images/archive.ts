@@ -146,97 +146,82 @@ async function readTar(file: string, scratch: string, limits: ArchiveLimits, wha
     // bytes are written in order on a promise chain, and the next chunk is taken only once the
     // chain has caught up.
     let writes: Promise<void> = Promise.resolve();
-    let refusal: unknown; // an error of ours, thrown out of the reader: reported as it is
-    const refuse = (err: unknown): never => {
-      refusal = err;
-      throw err;
-    };
     const reader = new TarReader({
       entry: (h: TarHeader): EntrySink | undefined => {
-        try {
-          members++;
-          if (members > limits.maxMembers) throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: more than ${limits.maxMembers} members`, { details: { limit: 'maxMembers' } });
-          const raw = Buffer.from(h.name, 'latin1').toString('utf8');
-          const name = cleanMemberName(raw, what);
-          if (h.type === 'directory') return undefined;
-          if (h.type !== 'file' && h.type !== 'contiguous-file') {
-            const link = Buffer.from(h.linkname ?? '', 'latin1').toString('utf8');
-            const kind = h.type === 'symlink' || h.type === 'link' ? `a ${h.type === 'link' ? 'hardlink' : 'symlink'} to ${JSON.stringify(link)}` : `of type ${String(h.type)}`;
-            throw new BerthError('ERR_UNSAFE_CONTENT', `${what}: member ${JSON.stringify(raw)} is ${kind}; an image archive holds regular files only`);
-          }
-          if (name === '') throw new BerthError('ERR_INVALID_IMAGE', `${what}: a file member names the archive root`);
-          const size = h.size;
-          if (!Number.isSafeInteger(size) || size > limits.maxMemberBytes) {
-            throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: member ${JSON.stringify(name)} is ${size} bytes, over the ${limits.maxMemberBytes} byte limit`, { details: { limit: 'maxMemberBytes' } });
-          }
-          total += size;
-          if (total > limits.maxTotalBytes) throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: members add up to more than ${limits.maxTotalBytes} bytes`, { details: { limit: 'maxTotalBytes' } });
-          if (files.has(name)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: member ${JSON.stringify(name)} appears twice`);
-          const dest = path.join(scratch, String(files.size));
-          // Taken now, so that a second member of the same name is refused even before this one is written.
-          const entry: ArchiveFile = { size: 0, file: dest, head: Buffer.alloc(0) };
-          files.set(name, entry);
-          const hash = createHash('sha256');
-          const opened = fsp.open(dest, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-          opened.catch(() => undefined); // reported through `writes`
-          const ioError = (err: unknown): unknown => (isBerthError(err) ? err : localIoError(err, `${what}: member ${JSON.stringify(name)}`, dest));
-          let count = 0;
-          return {
-            data: (chunk: Buffer): void => {
-              count += chunk.length;
-              hash.update(chunk);
-              if (entry.head.length < 8) entry.head = Buffer.concat([entry.head, chunk.subarray(0, 8 - entry.head.length)]);
-              writes = writes
-                .then(async () => {
-                  const fh = await opened;
-                  for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
-                })
-                .catch((err: unknown) => {
-                  throw ioError(err);
-                });
-            },
-            end: (): void => {
-              entry.size = count;
-              entry.digest = `sha256:${hash.digest('hex')}` as Digest;
-              writes = writes.then(async () => (await opened).close()).catch((err: unknown) => {
+        members++;
+        if (members > limits.maxMembers) throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: more than ${limits.maxMembers} members`, { details: { limit: 'maxMembers' } });
+        const raw = Buffer.from(h.name, 'latin1').toString('utf8');
+        const name = cleanMemberName(raw, what);
+        if (h.type === 'directory') return undefined;
+        if (h.type !== 'file' && h.type !== 'contiguous-file') {
+          const link = Buffer.from(h.linkname ?? '', 'latin1').toString('utf8');
+          const kind = h.type === 'symlink' || h.type === 'link' ? `a ${h.type === 'link' ? 'hardlink' : 'symlink'} to ${JSON.stringify(link)}` : `of type ${String(h.type)}`;
+          throw new BerthError('ERR_UNSAFE_CONTENT', `${what}: member ${JSON.stringify(raw)} is ${kind}; an image archive holds regular files only`);
+        }
+        if (name === '') throw new BerthError('ERR_INVALID_IMAGE', `${what}: a file member names the archive root`);
+        const size = h.size;
+        if (!Number.isSafeInteger(size) || size > limits.maxMemberBytes) {
+          throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: member ${JSON.stringify(name)} is ${size} bytes, over the ${limits.maxMemberBytes} byte limit`, { details: { limit: 'maxMemberBytes' } });
+        }
+        total += size;
+        if (total > limits.maxTotalBytes) throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: members add up to more than ${limits.maxTotalBytes} bytes`, { details: { limit: 'maxTotalBytes' } });
+        if (files.has(name)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: member ${JSON.stringify(name)} appears twice`);
+        const dest = path.join(scratch, String(files.size));
+        // Taken now, so that a second member of the same name is refused even before this one is written.
+        const entry: ArchiveFile = { size: 0, file: dest, head: Buffer.alloc(0) };
+        files.set(name, entry);
+        const hash = createHash('sha256');
+        const opened = fsp.open(dest, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+        opened.catch(() => undefined); // reported through `writes`
+        const ioError = (err: unknown): unknown => (isBerthError(err) ? err : localIoError(err, `${what}: member ${JSON.stringify(name)}`, dest));
+        let count = 0;
+        return {
+          data: (chunk: Buffer): void => {
+            count += chunk.length;
+            hash.update(chunk);
+            if (entry.head.length < 8) entry.head = Buffer.concat([entry.head, chunk.subarray(0, 8 - entry.head.length)]);
+            writes = writes
+              .then(async () => {
+                const fh = await opened;
+                for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+              })
+              .catch((err: unknown) => {
                 throw ioError(err);
               });
-            },
-            abort: (): void => {
-              writes = writes.then(
-                async () => (await opened).close(),
-                async (err: unknown) => {
-                  await (await opened.catch(() => undefined))?.close().catch(() => undefined);
-                  throw err;
-                },
-              );
-            },
-          };
-        } catch (err) {
-          return refuse(err);
-        }
+          },
+          end: (): void => {
+            entry.size = count;
+            entry.digest = `sha256:${hash.digest('hex')}` as Digest;
+            writes = writes.then(async () => (await opened).close()).catch((err: unknown) => {
+              throw ioError(err);
+            });
+          },
+          abort: (): void => {
+            writes = writes.then(
+              async () => (await opened).close(),
+              async (err: unknown) => {
+                await (await opened.catch(() => undefined))?.close().catch(() => undefined);
+                throw err;
+              },
+            );
+          },
+        };
       },
     });
+    // One step of the reader, then the callback once the writes it queued are done.
+    const step = (work: () => void, cb: (err?: Error | null) => void): void => {
+      try {
+        work();
+      } catch (err) {
+        cb(err as Error);
+        return;
+      }
+      writes.then(() => cb(), (err: unknown) => cb(err as Error));
+    };
     const sink = new Writable({
       highWaterMark: 1024 * 1024,
-      write(chunk: Buffer, _enc, cb): void {
-        try {
-          reader.push(chunk);
-        } catch (err) {
-          cb(err as Error);
-          return;
-        }
-        writes.then(() => cb(), (err: unknown) => cb(err as Error));
-      },
-      final(cb): void {
-        try {
-          reader.end();
-        } catch (err) {
-          cb(err as Error);
-          return;
-        }
-        writes.then(() => cb(), (err: unknown) => cb(err as Error));
-      },
+      write: (chunk: Buffer, _enc, cb) => step(() => reader.push(chunk), cb),
+      final: (cb) => step(() => reader.end(), cb),
     });
     const src = createReadStream(file, { highWaterMark: 1024 * 1024 });
     try {
@@ -244,9 +229,10 @@ async function readTar(file: string, scratch: string, limits: ArchiveLimits, wha
     } catch (err) {
       reader.fail();
       await writes.catch(() => undefined);
-      const first = refusal ?? err;
-      if (isBerthError(first) && (first === refusal || first.code !== 'ERR_INVALID_IMAGE' || !first.message.startsWith('read tar:'))) throw first;
-      throw new BerthError('ERR_INVALID_IMAGE', `${what}: not a readable tar${gzip ? ' (gzip)' : ''}: ${messageOf(first)}`, { cause: first });
+      // The visitor's refusals and local I/O errors name the member already; the reader's own
+      // ("read tar: …") and gunzip's say what is wrong with the archive.
+      if (isBerthError(err) && !err.message.startsWith('read tar:')) throw err;
+      throw new BerthError('ERR_INVALID_IMAGE', `${what}: not a readable tar${gzip ? ' (gzip)' : ''}: ${messageOf(err)}`, { cause: err });
     }
     return { files, close };
   } catch (err) {

@@ -1,5 +1,5 @@
 import { BerthError } from '../../lib/errors.js';
-import { goField, goHas } from '../../lib/gojson.js';
+import { goField } from '../../lib/gojson.js';
 import { parseDigest, type Digest } from '../../lib/digest.js';
 import { MEDIA } from '../registry/index.js';
 
@@ -119,8 +119,8 @@ export function parseManifestOrIndex(bytes: Buffer, declared: string, what: stri
   const manifestsRaw = f('manifests');
   const layersRaw = f('layers');
   const configRaw = f('config');
-  const hasManifests = goHas(doc, 'manifests', what);
-  const hasLayers = goHas(doc, 'layers', what) || goHas(doc, 'config', what);
+  const hasManifests = manifestsRaw !== undefined;
+  const hasLayers = layersRaw !== undefined || configRaw !== undefined;
   if (hasManifests && hasLayers) throw new BerthError('ERR_INVALID_IMAGE', `${what}: ambiguous document with both manifests and layers`);
   let mediaType = embedded ?? (declared !== '' && declared !== 'application/json' ? declared : undefined);
   if (mediaType === undefined) mediaType = hasManifests ? MEDIA.ociIndex : MEDIA.ociManifest;

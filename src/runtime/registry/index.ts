@@ -277,11 +277,6 @@ export class RegistryClient {
   }
 
   /**
-   * undici and its connection pool, loaded on the first request: most commands (diff, ps,
-   * status, an apply whose images are present) never talk to a registry, and loading undici
-   * was a sixth of their start-up.
-   */
-  /**
    * Loads undici and makes the pool now rather than on the first request. `berth up` calls this
    * before it serves its socket: a daemon's first pull then starts at once (loading undici's ~25
    * files cost ~30 ms of CPU, ~60 ms with a cold page cache), for ~0.6 MB of resident memory.
@@ -291,6 +286,11 @@ export class RegistryClient {
     this.client().catch(() => undefined);
   }
 
+  /**
+   * undici and its connection pool, loaded on the first request: most commands (diff, ps,
+   * status, an apply whose images are present) never talk to a registry, and loading undici
+   * was a sixth of their start-up.
+   */
   private client(): Promise<Http> {
     this.shared.http ??= Promise.resolve().then(() => {
       const u = loadUndici();

@@ -390,7 +390,7 @@ function nonEmpty(s: string): string | undefined {
 }
 
 /** An x header's records minus the empty values of the fields Go merges (it keeps the header's field then). */
-function withoutEmptyMerged(records: PaxRecords): PaxRecords | undefined {
+function withoutEmptyMerged(records: PaxRecords): PaxRecords {
   let out: Map<string, Buffer> | undefined;
   for (const k of MERGED_KEYS) {
     if (records.get(k)?.length === 0) {
