@@ -94,10 +94,18 @@ export function tarHeader(h: TarFields, dataLength: number): Buffer {
   b.write('ustar\u000000', 257, 'latin1');
   oct(h.devmajor ?? 0, 329, 8, 'devmajor');
   oct(h.devminor ?? 0, 337, 8, 'devminor');
+  return setChecksum(b, { offBy: h.badChecksum === true ? 1 : 0 });
+}
+
+/**
+ * Writes the checksum of header block `b` into its field, in place, and returns `b`: the sum of
+ * its bytes with the field counted as spaces, unsigned (POSIX) or signed (old tars), plus `offBy`
+ * (a wrong checksum on purpose).
+ */
+export function setChecksum(b: Buffer, opts: { signed?: boolean; offBy?: number } = {}): Buffer {
   b.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const x of b) sum += x;
-  if (h.badChecksum === true) sum += 1;
+  let sum = opts.offBy ?? 0;
+  for (const x of b) sum += opts.signed === true && x >= 128 ? x - 256 : x;
   b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
   return b;
 }

@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import type { Digest } from '../../src/lib/digest.js';
 import { unpackLayer } from '../../src/runtime/unpack/index.js';
 import { propertyParams, settlesAsBerth } from '../helpers/property.js';
-import { dir, file, gnuLong, member, pax, symlink } from '../helpers/hostile.js';
+import { dir, file, gnuLong, member, pax, setChecksum, symlink } from '../helpers/hostile.js';
 
 /**
  * berth's layer unpacker against umoci, a reader built on Go's archive/tar (as docker, containerd and
@@ -147,11 +147,7 @@ function editHeader(h: Buffer, edits: readonly FieldEdit[]): Buffer {
         break;
     }
   }
-  b.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const x of b) sum += x;
-  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
-  return b;
+  return setChecksum(b);
 }
 
 function layerOfPlan(p: Plan): Buffer {

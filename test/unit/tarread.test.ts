@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { pack } from 'tar-stream';
 import { BerthError } from '../../src/lib/errors.js';
 import { TarReader, type EntrySink, type PaxRecords, type TarHeader } from '../../src/runtime/unpack/tarread.js';
-import { END, dir, file, gnuLong, member, pax, paxBody, symlink, tarHeader, tarOf } from '../helpers/hostile.js';
+import { END, dir, file, gnuLong, member, pax, paxBody, setChecksum, symlink, tarHeader, tarOf } from '../helpers/hostile.js';
 
 /** What a reader saw: each entry with its data, the global headers, and the sinks aborted. */
 interface Seen {
@@ -161,10 +161,7 @@ describe('TarReader', () => {
       [h, false],
       [withHighByte, true],
     ] as const) {
-      b.fill(0x20, 148, 156);
-      let sum = 0;
-      for (const x of b) sum += signed ? (x < 128 ? x : x - 256) : x;
-      b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+      setChecksum(b, { signed });
       const seen = read(Buffer.concat([b, END]));
       assert.equal(seen.entries.length, 1);
     }
@@ -176,10 +173,7 @@ describe('TarReader', () => {
     refused(() => read(Buffer.concat([member({ name: 'f', type: '0', badChecksum: true }, 'x'), END])), /checksum mismatch/);
     const v7 = tarHeader({ name: 'f', type: '0' }, 0);
     v7.fill(0, 257, 265);
-    v7.fill(0x20, 148, 156);
-    let sum = 0;
-    for (const x of v7) sum += x;
-    v7.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    setChecksum(v7);
     refused(() => read(Buffer.concat([v7, END])), /unknown format/);
     refused(() => read(Buffer.concat([tarHeader({ name: 'PaxHeaders/x', type: 'x', size: 2 ** 20 + 1 }, 0), END])), /exceeds 1048576/);
     const atLimit = paxBody([['comment', 'c'.repeat(2 ** 20 - 20)]]);
@@ -231,11 +225,7 @@ describe('TarReader', () => {
     const patched = (h: Buffer, edits: readonly (readonly [number, string | Buffer])[]): Buffer => {
       const b = Buffer.from(h);
       for (const [off, v] of edits) (typeof v === 'string' ? Buffer.from(v, 'latin1') : v).copy(b, off);
-      b.fill(0x20, 148, 156);
-      let sum = 0;
-      for (const x of b) sum += x;
-      b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
-      return b;
+      return setChecksum(b);
     };
     /** Two blocks that are a whole member to a reader that takes them for headers. */
     const SMUGGLED = file('smuggled', 'evil'.padEnd(512, '!'));

@@ -12,6 +12,7 @@ import type { Digest } from '../../src/lib/digest.js';
 import { BerthError, type ErrorCode } from '../../src/lib/errors.js';
 import { createBeneath, lgetxattr, llistxattr, lsetxattr, makedev, mknod, realDirBeneath, syncfs } from '../../src/lib/sys.js';
 import { unpackLayer, type UnpackLimits, type UnpackOptions, type UnpackResult } from '../../src/runtime/unpack/index.js';
+import { setChecksum } from '../helpers/hostile.js';
 
 // ── tar building ────────────────────────────────────────────────────────────────────────────────
 
@@ -64,11 +65,7 @@ function rawHeader(h: { name: Buffer | string; type: string; size?: number; mode
   b.write(h.type, 156, 'latin1');
   if (h.linkname !== undefined) b.write(h.linkname, 157, 'latin1');
   b.write('ustar\u000000', 257, 'latin1');
-  b.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const x of b) sum += x;
-  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
-  return b;
+  return setChecksum(b);
 }
 
 const pad = (data: Buffer): Buffer => Buffer.concat([data, Buffer.alloc((512 - (data.length % 512)) % 512)]);
