@@ -1117,7 +1117,7 @@ export function buildProgram(): Command {
           follow: true,
           pollMs: 20,
           checkMs: 20,
-          write: (out) => process.stdout.write(out),
+          write: (out, stream) => (stream === 'stderr' ? process.stderr : process.stdout).write(out),
           running: async () => {
             if (!running) return false;
             const now = await b.call<Target>('logs', { podKey }).catch(() => undefined);

@@ -60,7 +60,8 @@ async function runOnce(service: BerthService, req: RunRequest, send: (o: unknown
     checkMs: 0,
     // The exit is recorded with an event: asked then, not at the next poll.
     wake: (kick) => service.onPodEvent(req.podKey, kick),
-    write: (out) => send({ out }),
+    // The container's stderr stays stderr at the CLI (as podman run keeps it): `err` lines.
+    write: (text, stream) => send(stream === 'stderr' ? { err: text } : { out: text }),
     // The daemon's rows follow conmon's exit file (the exit watch), so this is a database read, no process.
     running: async () => {
       if (!running) return false;

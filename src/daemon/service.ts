@@ -420,8 +420,11 @@ export class BerthService {
     const r = restarts.find((x) => x.name === name);
     let id: string | undefined;
     if (req.previous === true) {
-      // The attempt before the current one: its row is gone, its log is kept (the kubelet's --previous).
-      id = r?.lastId !== null && r?.lastId !== current?.id ? (r?.lastId ?? undefined) : undefined;
+      // The attempt before the current one: its row is gone, its log is kept (the kubelet's --previous,
+      // lastState.terminated). In a back-off the exited row is still the current one, but the kubelet
+      // shows the container as waiting and the attempt that crashed as its last state: that one.
+      const backingOff = current?.state === 'exited' && r?.lastId === current.id && r.lastFinishedAt !== null && r.lastFinishedAt + r.backoffMs > Date.now();
+      id = r !== undefined && r.lastId !== null && (r.lastId !== current?.id || backingOff) ? r.lastId : undefined;
       if (id === undefined) throw new BerthError('ERR_NOT_FOUND', `logs --previous ${req.podKey}/${name}: no previous attempt (restarts: ${r?.restarts ?? 0})`);
     } else {
       id = current?.id ?? r?.lastId ?? undefined;

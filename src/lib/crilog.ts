@@ -33,7 +33,10 @@ export function criRecordDecoder(): CriRecordDecoder {
       const lines = (carry + chunk).split('\n');
       carry = lines.pop() ?? '';
       for (const l of lines) {
-        const m = /^(\S+) (stdout|stderr) ([PF]) ?(.*)$/.exec(l);
+        // The content is everything after the tag, as the kubelet's parseCRILog takes it: `[^]`,
+        // not `.`, which stops at \r, U+2028 and U+2029 and dropped such lines (CRLF output,
+        // progress bars). A tag may carry more flags after a colon (`F:x`); the first decides.
+        const m = /^(\S+) (stdout|stderr) ([PF])(?::\S*)? ?([^]*)$/.exec(l);
         if (m === null) continue;
         const text = m[4] ?? '';
         if (partial === undefined) partial = { time: m[1] ?? '', stream: m[2] === 'stderr' ? 'stderr' : 'stdout', message: text };

@@ -28,7 +28,12 @@ export interface FollowOptions {
   /** Asked every ~500 ms while following: false ends the follow (the container stopped). */
   running: () => Promise<boolean>;
   signal?: AbortSignal;
-  write: (text: string) => void;
+  /**
+   * Output, whole lines: `stream` says which of the container's streams they came from (`berth
+   * run` keeps them apart as podman run does; `berth logs` merges them, as kubectl logs does).
+   * Raw record lines come as stdout.
+   */
+  write: (text: string, stream: 'stdout' | 'stderr') => void;
   /** How often the file is polled (default 200 ms) and `running` asked (default 500 ms). */
   pollMs?: number;
   checkMs?: number;
@@ -39,18 +44,35 @@ export interface FollowOptions {
   wake?: (kick: () => void) => () => void;
 }
 
+interface Line {
+  text: string;
+  stream: 'stdout' | 'stderr';
+}
+
 export async function readLog(file: string, o: FollowOptions): Promise<void> {
   const records = criRecordDecoder();
   let text = new StringDecoder('utf8');
   let carryRaw = '';
-  const render = (chunk: string, final: boolean): string[] => {
+  const render = (chunk: string, final: boolean): Line[] => {
     if (o.raw) {
       const lines = (carryRaw + chunk).split('\n');
       carryRaw = final ? '' : (lines.pop() ?? '');
-      return lines.filter((l) => l !== '' && (o.sinceMs === undefined || Date.parse(l.split(' ')[0] ?? '') >= o.sinceMs));
+      return lines.filter((l) => l !== '' && (o.sinceMs === undefined || Date.parse(l.split(' ')[0] ?? '') >= o.sinceMs)).map((text) => ({ text, stream: 'stdout' }));
     }
     const msgs: CriMessage[] = [...records.push(chunk), ...(final ? records.flush() : [])];
-    return msgs.filter((m) => o.sinceMs === undefined || Date.parse(m.time) >= o.sinceMs).map((m) => (o.timestamps ? `${m.time} ${m.message}` : m.message));
+    return msgs
+      .filter((m) => o.sinceMs === undefined || Date.parse(m.time) >= o.sinceMs)
+      .map((m) => ({ text: o.timestamps ? `${m.time} ${m.message}` : m.message, stream: m.stream }));
+  };
+  // Consecutive lines of one stream go out in one write.
+  const writeLines = (lines: readonly Line[]): void => {
+    for (let i = 0; i < lines.length; ) {
+      const stream = lines[i]?.stream ?? 'stdout';
+      let j = i;
+      while (j < lines.length && lines[j]?.stream === stream) j++;
+      o.write(`${lines.slice(i, j).map((l) => l.text).join('\n')}\n`, stream);
+      i = j;
+    }
   };
   // Inodes already read (whole or through fh), so no file is shown twice.
   const seen = new Set<number>();
@@ -93,14 +115,13 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
   // What is there now; without -f an unfinished last message is shown too.
   let lines = render(previous + (await readMore()), !o.follow);
   if (o.tail !== undefined) lines = o.tail === 0 ? [] : lines.slice(-o.tail);
-  if (lines.length > 0) o.write(`${lines.join('\n')}\n`);
+  writeLines(lines);
   if (!o.follow) {
     await fh?.close();
     return;
   }
   const emit = (chunk: string): void => {
-    const out = render(chunk, false);
-    if (out.length > 0) o.write(`${out.join('\n')}\n`);
+    writeLines(render(chunk, false));
   };
   let lastCheck = Date.now();
   let running = true;
@@ -140,8 +161,7 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
       await sleep(o.pollMs ?? 200, kick.signal).catch(() => undefined);
     }
     // The end: an unfinished message is shown.
-    const rest = render(text.end(), true);
-    if (rest.length > 0) o.write(`${rest.join('\n')}\n`);
+    writeLines(render(text.end(), true));
   } finally {
     unsubscribe?.();
     o.signal?.removeEventListener('abort', onKick);

@@ -113,6 +113,11 @@ ${extra}spec:
     assert.ok(looping.conditions.some((x) => x.type === 'Stalled' && x.status === 'True' && x.reason === 'CrashLoopBackOff'));
     const table = await berth(env, ['status']);
     assert.match(table.stdout, /default\/crash\s+0\/1\s+CrashLoopBackOff \(next try in \d+s\)\s+3\s/);
+    // Regression logs-previous-during-crashloopbackoff: in the back-off the attempt that crashed is
+    // the previous one (the kubelet's lastState.terminated), as `kubectl logs --previous` shows it.
+    const backingOff = await berth(env, ['logs', '--previous', 'crash']);
+    assert.equal(backingOff.code, 0, backingOff.stderr);
+    assert.equal(backingOff.stdout, 'attempt\n');
 
     // kill -9 of the daemon, a new one: the back-off continues where it was (no restart before it is due).
     await killUp(up);

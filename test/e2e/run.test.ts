@@ -35,8 +35,9 @@ describe('e2e: berth run (issue 13)', { timeout: 300_000 }, () => {
     if (!ok) return t.skip();
     const r = await berth(env, ['run', '--rm', '--net', 'host', '--name', 'once', '-e', 'WHO=berth', image, '--', 'sh', '-c', 'echo hello $WHO; echo oops >&2; exit 3']);
     assert.equal(r.code, 3, r.stderr);
-    assert.match(r.stdout, /^hello berth$/m);
-    assert.match(r.stdout, /^oops$/m);
+    assert.equal(r.stdout, 'hello berth\n');
+    // Regression run-stderr-to-stdout: the container's stderr stays stderr, as with podman run.
+    assert.match(r.stderr, /^oops$/m);
     assert.deepEqual(await pods(), []);
     assert.deepEqual((await mountsUnder(env.dir)).filter((m) => m.includes('/containers/')), []);
     const zero = await berth(env, ['run', '--rm', '--net', 'host', image, '--', 'true']);
@@ -58,9 +59,10 @@ describe('e2e: berth run (issue 13)', { timeout: 300_000 }, () => {
     if (!ok) return t.skip();
     const up = await startDaemon(env, env.dir);
     try {
-      const r = await berth(env, ['run', '--rm', '--net', 'host', image, '--', 'sh', '-c', 'echo via-daemon; exit 5']);
+      const r = await berth(env, ['run', '--rm', '--net', 'host', image, '--', 'sh', '-c', 'echo via-daemon; echo oops >&2; exit 5']);
       assert.equal(r.code, 5, r.stderr);
-      assert.match(r.stdout, /^via-daemon$/m);
+      assert.equal(r.stdout, 'via-daemon\n');
+      assert.match(r.stderr, /^oops$/m, 'regression run-stderr-to-stdout, through the daemon');
     } finally {
       await stopDaemon(up, 'SIGTERM');
     }
