@@ -307,7 +307,7 @@ type StepResult = import('./reconciler/controller.js').StepResult;
 type ProgressEvent = import('./reconciler/controller.js').ProgressEvent;
 
 /** Steps that can take a while (a pull, a stop waiting out its grace period) also print when they start. */
-const SLOW_STEPS = new Set(['pull', 'replace', 'remove', 'delete-pod']);
+const SLOW_STEPS = new Set(['pull', 'replace', 'remove', 'kill', 'delete-pod']);
 
 /**
  * Runs `fn` with live progress of apply/delete/images pull, the same for the daemon and the

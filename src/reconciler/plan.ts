@@ -124,6 +124,8 @@ export type Step =
       restart?: RestartInfo;
     }
   | { kind: 'remove'; podKey: string; id: string; name: string; graceMs: number; reason: string }
+  /** Stop a running container and keep it exited (a liveness or startup probe gave up); the restart policy and back-off take it from there. */
+  | { kind: 'kill'; podKey: string; id: string; name: string; graceMs: number; reason: string }
   /**
    * (Re)create the pod's sandbox: its containers (`removeIds`) stop first, each with the pod's
    * grace period, since they live in the old namespaces; start steps for them follow.
@@ -326,12 +328,11 @@ export function plan(input: PlanInput): Plan {
         // key, or for another pod): the container still runs the old digest.
         podSteps.push({ kind: 'replace', pod, container: c, oldId: current.id, reason: 'image moved', changes: ['image digest'], details: [change('image digest', current.imageDigest, input.images[c.image]?.local)], attempt });
       } else if (current.state === 'running' && current.unhealthy !== undefined) {
-        // The kubelet kills a container whose liveness (or startup) probe gave up; the restart counts as one.
-        const delay = r?.backoffMs ?? 0;
-        podSteps.push({
-          kind: 'replace', pod, container: c, oldId: current.id, attempt, reason: current.unhealthy, changes: [], details: [],
-          restart: { count: (r?.restarts ?? 0) + 1, nextBackoffMs: delay === 0 ? CRASH_BACKOFF_INITIAL_MS : Math.min(delay * 2, CRASH_BACKOFF_MAX_MS) },
-        });
+        // The kubelet kills a container whose liveness (or startup) probe gave up. Whether and when
+        // it runs again is then the exit's business: the restart policy (Never: it stays exited)
+        // and the crash-loop back-off, as for any other exit (regressions liveness-kill-honours-
+        // restart-policy, liveness-restart-backs-off).
+        podSteps.push({ kind: 'kill', podKey: pod.key, id: current.id, name: c.name, graceMs: pod.gracePeriodMs, reason: current.unhealthy });
       } else if (current.state === 'exited') {
         if (shouldRestart(pod.restartPolicy, current.exitCode)) {
           const finished = current.finishedAt ?? now;

@@ -23,7 +23,8 @@ export interface ProbeState {
 interface Worker {
   podKey: string;
   name: string;
-  timers: NodeJS.Timeout[];
+  /** The pending timer of each probe: one at a time, so a long-lived container does not pile them up (regression prober-keeps-every-timer). */
+  timers: Map<'liveness' | 'readiness' | 'startup', NodeJS.Timeout>;
   started: boolean;
   state: ProbeState;
   counts: Record<'liveness' | 'readiness' | 'startup', { ok: number; fail: number }>;
@@ -45,13 +46,13 @@ export class Prober {
   }
 
   /** Starts workers for the pod's running containers that have probes; stops the others of the pod. */
-  sync(pod: DesiredPod, running: readonly { id: string; name: string }[]): void {
+  sync(pod: DesiredPod, running: readonly { id: string; name: string; startedAt?: number | null }[]): void {
     const live = new Set<string>();
     for (const r of running) {
       const c = pod.containers.find((x) => x.name === r.name);
       if (c?.probes === undefined) continue;
       live.add(r.id);
-      if (!this.workers.has(r.id)) this.start(pod, c, r.id);
+      if (!this.workers.has(r.id)) this.start(pod, c, r.id, r.startedAt ?? Date.now());
     }
     for (const [id, w] of this.workers) if (w.podKey === pod.key && !live.has(id)) this.stop(id);
   }
@@ -65,16 +66,18 @@ export class Prober {
     const w = this.workers.get(id);
     if (w === undefined) return;
     w.stopped = true;
-    for (const t of w.timers) clearTimeout(t);
+    for (const t of w.timers.values()) clearTimeout(t);
+    w.timers.clear();
     this.workers.delete(id);
   }
 
-  private start(pod: DesiredPod, c: DesiredContainer, id: string): void {
+  /** Each probe's initialDelaySeconds counts from the container's start, as the kubelet's worker counts it (not from when the startup probe passed or the daemon started). */
+  private start(pod: DesiredPod, c: DesiredContainer, id: string, startedAt: number): void {
     const probes = c.probes ?? {};
     const w: Worker = {
       podKey: pod.key,
       name: c.name,
-      timers: [],
+      timers: new Map(),
       started: probes.startup === undefined,
       // Without a readiness probe a started container is ready; with one, not until it passes.
       state: probes.readiness === undefined && probes.startup === undefined ? { ready: true } : { ready: false },
@@ -89,15 +92,16 @@ export class Prober {
         });
       }, delay);
       t.unref();
-      w.timers.push(t);
+      w.timers.set(kind, t);
     };
+    const left = (p: DesiredProbe): number => Math.max(0, p.initialDelayMs - (Date.now() - startedAt));
     const afterStart = (): void => {
-      if (probes.liveness !== undefined) loop('liveness', probes.liveness, probes.liveness.initialDelayMs);
-      if (probes.readiness !== undefined) loop('readiness', probes.readiness, probes.readiness.initialDelayMs);
+      if (probes.liveness !== undefined) loop('liveness', probes.liveness, left(probes.liveness));
+      if (probes.readiness !== undefined) loop('readiness', probes.readiness, left(probes.readiness));
     };
     if (probes.startup !== undefined) {
       (w as Worker & { afterStart?: () => void }).afterStart = afterStart;
-      loop('startup', probes.startup, probes.startup.initialDelayMs);
+      loop('startup', probes.startup, left(probes.startup));
     } else {
       afterStart();
     }

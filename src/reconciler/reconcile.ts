@@ -198,6 +198,9 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
     case 'remove':
       await rt.destroyContainer(step.id, step.graceMs, hooksOf(rt, step.podKey, step.name));
       return;
+    case 'kill':
+      await rt.killContainer(step.id, step.graceMs, step.reason, hooksOf(rt, step.podKey, step.name));
+      return;
     case 'sandbox': {
       const pod = step.pod;
       const sb = pod.sandbox;

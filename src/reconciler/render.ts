@@ -19,6 +19,8 @@ export function renderStep(s: Step): string {
       return `~ container ${s.pod.key}/${s.container.name}: replace ${s.oldId} (${s.reason}${s.changes.length > 0 ? `: ${s.changes.join(', ')}` : ''})`;
     case 'remove':
       return `- container ${s.podKey}/${s.name}: remove ${s.id} (${s.reason})`;
+    case 'kill':
+      return `~ container ${s.podKey}/${s.name}: kill ${s.id} (${s.reason})`;
     case 'delete-pod':
       return `- pod ${s.podKey}: delete (${s.reason})`;
     case 'sandbox':
@@ -91,6 +93,7 @@ export function planToJson(p: Plan): unknown {
         case 'replace':
           return { kind: s.kind, pod: s.pod.key, container: s.container.name, oldId: s.oldId, reason: s.reason, changes: s.changes, details: detailsToJson(s.details) };
         case 'remove':
+        case 'kill':
           return { kind: s.kind, pod: s.podKey, container: s.name, id: s.id, reason: s.reason };
         case 'delete-pod':
           return { kind: s.kind, pod: s.podKey, reason: s.reason };

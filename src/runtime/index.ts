@@ -47,6 +47,8 @@ export { thresholdProblem, type ImageGcResult, type ImageGcThresholds } from './
 const POST_START_TIMEOUT_MS = 30_000;
 /** How long an observation waits for conmon to write the exit file of a container whose init it saw gone. */
 const EXIT_RECORD_WAIT_MS = 2_000;
+/** The kubelet's minimumGracePeriodInSeconds: what a container still gets after its preStop hook. */
+const MIN_GRACE_AFTER_PRESTOP_MS = 2_000;
 
 /** OCI annotations that mark a runc container as berth's (and say whose). */
 export const ANNOTATION_POD = 'dev.berth.pod';
@@ -962,19 +964,45 @@ export class Runtime {
   }
 
   /**
+   * The kubelet's killContainer before the signal: the preStop hook, only when there is a grace
+   * period to run it in, counted against it; once it ran, the container still gets at least
+   * MIN_GRACE_AFTER_PRESTOP_MS to stop after the signal (the kubelet's minimal shutdown window),
+   * however long the hook took. Returns the grace left for the signal.
+   */
+  private async preStop(rec: ContainerRecord | undefined, id: string, graceMs: number, hooks: { preStop?: Handler; hostNetwork?: boolean }): Promise<number> {
+    if (hooks.preStop === undefined || graceMs <= 0 || rec?.state !== 'running' || !(await this.isRunning(id))) return graceMs;
+    const began = Date.now();
+    const r = await this.runHandler(rec.podKey, id, hooks.preStop, graceMs, hooks.hostNetwork ?? false);
+    if (!r.ok) this.addEvent(`pod/${rec.podKey}`, 'FailedPreStopHook', `container ${rec.name} (${id}): preStop hook failed: ${r.message}`, { type: 'Warning' });
+    return Math.max(MIN_GRACE_AFTER_PRESTOP_MS, graceMs - (Date.now() - began));
+  }
+
+  /**
+   * Stops a running container and keeps it: preStop, its stop signal, SIGKILL after the grace
+   * period; the exit is then recorded as any exit is (code, reason, restart record), and the
+   * pod's restart policy and back-off decide what follows. What the kubelet does to a container
+   * whose liveness or startup probe gave up. Nothing to do for a container not running.
+   */
+  async killContainer(id: string, graceMs: number, why: string, hooks: { preStop?: Handler; hostNetwork?: boolean } = {}): Promise<void> {
+    const rec = this.state.getContainer(id);
+    if (rec === undefined || rec.state !== 'running') return;
+    this.addEvent(`pod/${rec.podKey}`, 'Killing', `container ${rec.name} (${id}): ${why}, will be stopped`);
+    const grace = await this.preStop(rec, id, graceMs, hooks);
+    await this.tasks.stop(id, grace, this.stopSignalOf(id));
+    // The exit is recorded now (conmon has written its exit file), not at the next observation:
+    // the plan that follows must see it exited, never running and unhealthy again.
+    const now = this.state.getContainer(id);
+    if (now !== undefined) await this.observeContainer(now, true);
+  }
+
+  /**
    * Stops (SIGTERM, SIGKILL after graceMs) and deletes a container: runc state, conmon
    * files, rootfs mount, writable layer, row. Idempotent.
    */
   async destroyContainer(id: string, graceMs: number, hooks: { preStop?: Handler; hostNetwork?: boolean } = {}): Promise<void> {
     const rec = this.state.getContainer(id);
-    let grace = graceMs;
-    if (hooks.preStop !== undefined && rec?.state === 'running' && (await this.isRunning(id))) {
-      // preStop runs first and counts against the grace period, as on Kubernetes.
-      const began = Date.now();
-      const r = await this.runHandler(rec.podKey, id, hooks.preStop, Math.max(1000, graceMs), hooks.hostNetwork ?? false);
-      if (!r.ok) this.addEvent(`pod/${rec.podKey}`, 'FailedPreStopHook', `container ${rec.name} (${id}): preStop hook failed: ${r.message}`, { type: 'Warning' });
-      grace = Math.max(0, graceMs - (Date.now() - began));
-    }
+    // preStop runs first and counts against the grace period, as on Kubernetes.
+    const grace = await this.preStop(rec, id, graceMs, hooks);
     if (rec !== undefined && rec.state !== 'removing') this.state.updateContainer(id, { state: 'removing' });
     const code = await this.removeContainerFiles(id, grace);
     this.state.transaction(() => {

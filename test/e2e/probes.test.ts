@@ -16,7 +16,7 @@ import { freePort } from '../helpers/registry.js';
 interface StatusPod {
   key: string;
   status: string;
-  containers: { name: string; state: string; id: string | null; pid: number | null; restarts: number }[];
+  containers: { name: string; state: string; id: string | null; pid: number | null; restarts: number; exitCode?: number | null }[];
 }
 
 describe('e2e: probes and lifecycle hooks (issue 13)', { timeout: 300_000 }, () => {
@@ -120,7 +120,45 @@ spec:
     assert.equal(restarted.containers.find((c) => c.name === 'other')?.pid, otherPid, 'the other container keeps running');
     const events = (await berth(env, ['events', '--for', 'live'])).stdout;
     assert.match(events, /Liveness probe failed: exit code 1/);
-    assert.match(events, /container probed restarted \(restart 1; liveness probe failed 2 times/);
+    // Killed and kept (its exit recorded: Last State), then restarted by the policy.
+    assert.match(events, /Killing\s+pod\/default\/live\s+container probed \(\S+\): liveness probe failed 2 times.*, will be stopped/);
+    assert.match(events, /container probed restarted \(restart 1; exited with code 1(37|43), restartPolicy Always/);
+  });
+
+  test('regression liveness-kill-honours-restart-policy: restartPolicy Never kills the container and leaves it exited', async (t) => {
+    if (!ok) return t.skip();
+    await fsp.writeFile(
+      path.join(dir, 'never.yaml'),
+      `apiVersion: v1
+kind: Pod
+metadata: {name: never}
+spec:
+  hostNetwork: true
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: probed
+      image: ${image}
+      command: ["sleep", "3600"]
+      livenessProbe:
+        exec: {command: ["false"]}
+        periodSeconds: 1
+        failureThreshold: 1
+`,
+    );
+    const killed = await waitFor('probed killed', async () => {
+      const p = await pod('never');
+      const c = p?.containers.find((x) => x.name === 'probed');
+      return c?.state === 'exited' ? c : undefined;
+    }, 30_000);
+    assert.ok(killed.exitCode === 137 || killed.exitCode === 143, `exit code ${killed.exitCode}`);
+    // A few probe periods later: still the same exited container, never restarted.
+    await new Promise((r) => setTimeout(r, 3000));
+    const later = (await pod('never'))?.containers.find((x) => x.name === 'probed');
+    assert.equal(later?.id, killed.id);
+    assert.equal(later?.state, 'exited');
+    assert.equal(later?.restarts, 0);
+    await fsp.rm(path.join(dir, 'never.yaml'));
   });
 
   test('preStop runs before the stop signal', async (t) => {
@@ -157,5 +195,45 @@ spec:
     assert.equal(d.code, 0, d.stderr);
     const events = (await berth(env, ['events', '--for', 'hook'])).stdout;
     assert.equal((await fsp.readFile(path.join(hostDir, 'log'), 'utf8')).trim(), 'PRESTOP\nTERM', `events:\n${events}\ndelete:\n${d.stdout}${d.stderr}`);
+  });
+
+  test('regression prestop-grace: no preStop without a grace period; a preStop that uses up the grace period still leaves 2 s after the signal', async (t) => {
+    if (!ok) return t.skip();
+    if (up !== undefined) await stopDaemon(up, 'SIGTERM');
+    up = undefined;
+    const args = ['--allow-host-path', hostDir];
+    const run = async (name: string, grace: number, hook: string, onTerm: string): Promise<string> => {
+      const log = path.join(hostDir, `${name}.log`);
+      const file = path.join(env.dir, `${name}.yaml`);
+      await fsp.writeFile(
+        file,
+        `apiVersion: v1
+kind: Pod
+metadata: {name: ${name}}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: ${grace}
+  volumes: [{name: h, hostPath: {path: ${hostDir}, type: Directory}}]
+  containers:
+    - name: c
+      image: ${image}
+      command: ["sh", "-c", "trap '${onTerm}' TERM; while :; do sleep 0.2; done"]
+      volumeMounts: [{name: h, mountPath: /h}]
+      lifecycle:
+        preStop:
+          exec: {command: [sh, -c, "${hook}"]}
+`,
+      );
+      const a = await berth(env, [...args, 'apply', '-f', file]);
+      assert.equal(a.code, 0, `${a.stdout}\n${a.stderr}`);
+      const d = await berth(env, [...args, 'delete', '-f', file]);
+      assert.equal(d.code, 0, d.stderr);
+      return (await fsp.readFile(log, 'utf8').catch(() => '')).trim();
+    };
+    // terminationGracePeriodSeconds: 0 — the kubelet runs no preStop hook.
+    const noGrace = await run('nograce', 0, 'echo PRESTOP >> /h/nograce.log', 'echo TERM >> /h/nograce.log; exit 0');
+    assert.ok(!noGrace.includes('PRESTOP'), noGrace);
+    // The hook outlives the 1 s grace period; the container still gets 2 s to finish on SIGTERM.
+    assert.equal(await run('slowhook', 1, 'echo PRESTOP >> /h/slowhook.log; sleep 5', 'sleep 1; echo DRAINED >> /h/slowhook.log; exit 0'), 'PRESTOP\nDRAINED');
   });
 });

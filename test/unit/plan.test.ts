@@ -362,3 +362,40 @@ test('issue 13: plan — a failed init container is restarted with back-off, or 
   assert.deepEqual(dead.steps, []);
   assert.match(dead.blocked[0]?.reason ?? '', /init container first failed with exit code 3 and restartPolicy is Never/);
 });
+
+test('regression liveness-kill-honours-restart-policy: an unhealthy container is killed and kept; Never does not restart it', () => {
+  for (const restartPolicy of ['Always', 'OnFailure', 'Never'] as const) {
+    const p = pod('live', [ctr('app', 'h1')], { restartPolicy });
+    const o = observed(p, [{ name: 'app', hash: 'h1', id: 'c1' }]);
+    const c0 = o.containers[0];
+    assert.ok(c0 !== undefined);
+    c0.unhealthy = 'liveness probe failed 3 times';
+    const r = plan({ desired: [p], observed: [o], images: present, now: 1_000_000 });
+    assert.deepEqual(
+      r.steps.map((s) => s.kind),
+      ['kill'],
+      `${restartPolicy}: the container is stopped, not replaced`,
+    );
+    // Once its exit is recorded (137 after SIGKILL), the policy decides: Never leaves it exited.
+    const exited = observed(p, [{ name: 'app', hash: 'h1', id: 'c1', state: 'exited', exitCode: 137, startedAt: 990_000, finishedAt: 1_000_000 }], [{ name: 'app', restarts: 0, nextAttempt: 1, backoffMs: 0 }]);
+    const after = plan({ desired: [p], observed: [exited], images: present, now: 1_000_001 });
+    assert.deepEqual(after.steps.map((s) => s.kind), restartPolicy === 'Never' ? [] : ['replace'], restartPolicy);
+  }
+});
+
+test('regression liveness-restart-backs-off: the restart after a liveness kill waits out the crash-loop back-off', () => {
+  const p = pod('live', [ctr('app', 'h1')]);
+  // Before: an unhealthy container was replaced at once, whatever the back-off said.
+  const sick = observed(p, [{ name: 'app', hash: 'h1', id: 'c4', startedAt: 1_000_000 }], [{ name: 'app', restarts: 3, nextAttempt: 4, backoffMs: 80_000 }]);
+  const s0 = sick.containers[0];
+  assert.ok(s0 !== undefined);
+  s0.unhealthy = 'liveness probe failed 3 times';
+  assert.deepEqual(plan({ desired: [p], observed: [sick], images: present, now: 1_030_000 }).steps.map((s) => s.kind), ['kill']);
+  // The fourth kill in a short life: back-off 80 s, counted from the exit.
+  const exited = observed(p, [{ name: 'app', hash: 'h1', id: 'c4', state: 'exited', exitCode: 137, startedAt: 1_000_000, finishedAt: 1_030_000 }], [{ name: 'app', restarts: 3, nextAttempt: 4, backoffMs: 80_000 }]);
+  const early = plan({ desired: [p], observed: [exited], images: present, now: 1_040_000 });
+  assert.deepEqual(early.steps, []);
+  assert.equal(early.waiting?.[0]?.reason, 'CrashLoopBackOff');
+  const due = plan({ desired: [p], observed: [exited], images: present, now: 1_110_000 });
+  assert.deepEqual(due.steps.map((s) => s.kind), ['replace']);
+});
