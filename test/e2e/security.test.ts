@@ -89,6 +89,17 @@ ${spec.container ?? ''}`,
     assert.match(over.out, /^U=1000 G=2000 GS=2000 3000$/m);
   });
 
+  test('regression emptydir-root-only: a non-root container writes to its emptyDir volumes, on disk and on tmpfs', async (t) => {
+    if (!ok) return t.skip();
+    const r = await run('scratch', {
+      command: 'echo disk > /scratch/f && echo mem > /mem/f && cat /scratch/f /mem/f && id -u',
+      pod: '  securityContext: {runAsUser: 1000, runAsGroup: 1000}\n  volumes: [{name: scratch, emptyDir: {}}, {name: mem, emptyDir: {medium: Memory, sizeLimit: 1Mi}}]\n',
+      container: '      volumeMounts: [{name: scratch, mountPath: /scratch}, {name: mem, mountPath: /mem}]\n',
+    });
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.out, 'disk\nmem\n1000\n');
+  });
+
   test('runAsNonRoot refuses an image that runs as root, naming why, and starts nothing', async (t) => {
     if (!ok) return t.skip();
     const r = await run('nonroot', { command: 'echo ran', container: '      securityContext: {runAsNonRoot: true}\n' });

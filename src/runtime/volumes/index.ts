@@ -86,7 +86,13 @@ export class VolumeManager {
         continue;
       }
       if (v.kind === 'named') {
-        await mkdirp(this.namedDir(v.claim), 0o755);
+        // Writable by any user, as a provisioner makes a claim's directory (local-path: 0777);
+        // only when made: a mode the operator set later stays.
+        const dir = this.namedDir(v.claim);
+        if (!(await fsp.stat(dir).then(() => true, () => false))) {
+          await mkdirp(dir, 0o755);
+          await fsp.chmod(dir, 0o777);
+        }
         continue;
       }
       const dir = this.volumeDir(podKey, v.name);
@@ -94,8 +100,14 @@ export class VolumeManager {
       if ((v.kind === 'emptyDir' && v.medium === 'Memory') || (v.kind === 'projected' && v.secret)) {
         if (!(await isMountPoint(dir))) {
           const size = v.kind === 'emptyDir' ? v.sizeLimitBytes : SECRET_TMPFS_BYTES;
-          await this.mount(['-t', 'tmpfs', '-o', `nosuid,nodev,mode=0755${size !== undefined ? `,size=${size}` : ''}`, 'tmpfs', dir], `mount tmpfs for volume ${v.name} of pod ${podKey}`);
+          // An emptyDir on tmpfs is the kubelet's: the tmpfs root's default 1777, so any user of the pod can write.
+          const mode = v.kind === 'emptyDir' ? '1777' : '0755';
+          await this.mount(['-t', 'tmpfs', '-o', `nosuid,nodev,mode=${mode}${size !== undefined ? `,size=${size}` : ''}`, 'tmpfs', dir], `mount tmpfs for volume ${v.name} of pod ${podKey}`);
         }
+      } else if (v.kind === 'emptyDir' && ((await fsp.stat(dir)).mode & 0o7777) !== 0o777) {
+        // The kubelet's setupDir: an emptyDir is 0777 (chmod: the umask cut the mkdir's mode), so a
+        // container running as a non-root user can write to it (regression emptydir-root-only).
+        await fsp.chmod(dir, 0o777);
       }
       if (v.kind === 'projected') await writeProjection(dir, v);
     }
