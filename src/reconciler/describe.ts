@@ -155,7 +155,7 @@ export function buildDescription(o: DescribeInput): PodDescription {
       imageCmd: img.cmd,
       effectiveCommand: img.effective,
       workingDir: spec?.workingDir ?? null,
-      env: (spec?.env ?? []).map((e) => ({ name: e.name, value: e.secret === true ? '<set from a Secret>' : e.from !== undefined ? `<${e.from}>` : e.value })),
+      env: (spec?.env ?? []).filter((e) => e.overridden !== true).map((e) => ({ name: e.name, value: e.secret === true ? '<set from a Secret>' : e.from !== undefined ? `<${e.from}>` : e.value })),
       ports: spec?.ports ?? [],
       limits: { memoryBytes: spec?.memoryBytes ?? null, cpuMillis: spec?.cpuMillis ?? null },
       state,

@@ -39,7 +39,7 @@ export interface DesiredContainer {
    * value came from a Secret and is never printed. `from`: a fieldRef resolved when the
    * container starts (status.podIP…), value empty until then.
    */
-  env: { name: string; value: string; secret?: true; from?: string }[];
+  env: { name: string; value: string; secret?: true; from?: string; verbatim?: true; overridden?: true }[];
   /** As written: the references `env` was resolved from (kept so a ConfigMap edit is re-resolved). */
   envRefs?: { name: string; valueFrom: EnvSource }[];
   /** `env` as written (references with empty values), when it has references: what resolution starts from. */
@@ -161,6 +161,8 @@ export interface DesiredConfig {
   name: string;
   type?: string;
   data: Record<string, string>;
+  /** ConfigMap keys that came from binaryData (files only: env never reads them). */
+  binaryKeys?: string[];
   source: string;
   line: number;
 }

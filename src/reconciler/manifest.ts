@@ -1434,6 +1434,7 @@ const MAX_CONFIG_BYTES = 1024 * 1024;
 function toDesiredConfig(kind: 'ConfigMap' | 'Secret', o: Record<string, unknown>, file: string, line: number, problem: Report): DesiredConfig {
   const { name, namespace } = checkNames(readMeta(o['metadata']), problem);
   const data: Record<string, string> = {};
+  const binaryKeys: string[] = [];
   let total = 0;
   const put = (field: string, key: string, b64: string): void => {
     if (!CONFIG_KEY.test(key) || key === '.' || key === '..' || key.startsWith('..')) {
@@ -1442,6 +1443,7 @@ function toDesiredConfig(kind: 'ConfigMap' | 'Secret', o: Record<string, unknown
     if (field !== 'stringData' && Object.hasOwn(data, key) && kind === 'ConfigMap') problem([field, key], `key ${JSON.stringify(key)} is in both data and binaryData`, true);
     total += Math.floor((b64.length * 3) / 4);
     data[key] = b64;
+    if (field === 'binaryData') binaryKeys.push(key);
   };
   const strings = (field: string): void => {
     for (const [k, v] of Object.entries(stringMapOf(o[field]))) put(field, k, Buffer.from(v, 'utf8').toString('base64'));
@@ -1462,7 +1464,7 @@ function toDesiredConfig(kind: 'ConfigMap' | 'Secret', o: Record<string, unknown
   if (total > MAX_CONFIG_BYTES) problem([], `${kind} ${namespace}/${name} holds ${total} bytes; at most ${MAX_CONFIG_BYTES} (as Kubernetes)`);
   const type = stringOf(o['type']);
   const lower = kind === 'ConfigMap' ? 'configmap' : 'secret';
-  return { key: `${lower}/${namespace}/${name}`, kind, namespace, name, ...(type !== undefined ? { type } : {}), data, source: file, line };
+  return { key: `${lower}/${namespace}/${name}`, kind, namespace, name, ...(type !== undefined ? { type } : {}), data, ...(binaryKeys.length > 0 ? { binaryKeys } : {}), source: file, line };
 }
 
 function toDesiredImage(o: ImageShape, file: string, line: number, problem: Report): DesiredImage {

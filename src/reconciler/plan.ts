@@ -189,8 +189,15 @@ export function changedFields(before: Record<string, unknown> | undefined, after
   const out: FieldChange[] = [];
   for (const k of [...keys].sort()) {
     if (JSON.stringify(before[k]) === JSON.stringify(after[k])) continue;
-    const vars = k === 'env' ? envChanges(before[k], after[k]) : [];
-    out.push(...(vars.length > 0 ? vars : [change(k, before[k], after[k])]));
+    if (k === 'env') {
+      const vars = envChanges(before[k], after[k]);
+      // Only the order (or bookkeeping) changed: the names, never the values — one may be a
+      // Secret's (regression env-order-diff-shows-secret).
+      const names = (v: unknown): string[] => (Array.isArray(v) ? (v as { name: string; overridden?: boolean }[]).filter((e) => e.overridden !== true).map((e) => e.name) : []);
+      out.push(...(vars.length > 0 ? vars : [change(k, names(before[k]), names(after[k]))]));
+      continue;
+    }
+    out.push(change(k, before[k], after[k]));
   }
   return out;
 }

@@ -1,7 +1,7 @@
 import * as os from 'node:os';
 import { BerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import type { Handler, ObservedPod, PodVolume, RestartRecord, Runtime } from '../runtime/index.js';
+import type { EnvEntry, Handler, ObservedPod, PodVolume, RestartRecord, Runtime } from '../runtime/index.js';
 import type { DesiredContainer, DesiredPod } from './desired.js';
 import { lastAppliedPod, plan, type ImageView, type ObservedPodView, type Plan, type PruneScope, type Step } from './plan.js';
 
@@ -258,12 +258,13 @@ export function podVolumes(pod: DesiredPod): PodVolume[] {
 }
 
 /** The container's env with the downward-API fields only the host knows filled in (status.podIP…). */
-function runtimeEnv(rt: Runtime, pod: DesiredPod, c: DesiredContainer): { name: string; value: string }[] {
-  if (!c.env.some((e) => e.from !== undefined)) return c.env.map((e) => ({ name: e.name, value: e.value }));
+function runtimeEnv(rt: Runtime, pod: DesiredPod, c: DesiredContainer): EnvEntry[] {
+  const flags = (e: DesiredContainer['env'][number]): { verbatim?: boolean; overridden?: boolean } => ({ ...(e.verbatim === true ? { verbatim: true } : {}), ...(e.overridden === true ? { overridden: true } : {}) });
+  if (!c.env.some((e) => e.from !== undefined)) return c.env.map((e) => ({ name: e.name, value: e.value, ...flags(e) }));
   const hostIP = Object.values(os.networkInterfaces()).flat().find((a) => a !== undefined && a.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1';
   const podIP = pod.hostNetwork ? hostIP : (rt.podIP(pod.key) ?? '');
   const fields: Record<string, string> = { 'status.podIP': podIP, 'status.podIPs': podIP, 'status.hostIP': hostIP, 'status.hostIPs': hostIP, 'spec.nodeName': os.hostname() };
-  return c.env.map((e) => ({ name: e.name, value: e.from !== undefined ? (fields[e.from] ?? '') : e.value }));
+  return c.env.map((e) => (e.from !== undefined ? { name: e.name, value: fields[e.from] ?? '', verbatim: true, ...(e.overridden === true ? { overridden: true } : {}) } : { name: e.name, value: e.value, ...flags(e) }));
 }
 
 export function recordPod(rt: Runtime, pod: DesiredPod): void {

@@ -16,6 +16,30 @@ import { canonicalJson, type DesiredConfig, type DesiredContainer, type DesiredP
  * which the planner reports instead of starting it.
  */
 
+/**
+ * The env a container gets, from its entries in the kubelet's order (`seq`; a name may repeat,
+ * the last wins). Without a literal that references variables the order of first appearance is
+ * kept and replaced entries are dropped. With one, the sequence is kept as it is, and an entry a
+ * later one replaces stays, marked `overridden`: an expansion before the replacement still reads
+ * its value, as the kubelet's does (regression env-expansion-order).
+ */
+export function envSequence(seq: readonly DesiredContainer['env'][number][]): DesiredContainer['env'] {
+  const references = seq.some((e) => e.verbatim !== true && e.from === undefined && e.value.includes('$('));
+  if (!references) {
+    const at = new Map<string, number>();
+    const out: DesiredContainer['env'] = [];
+    for (const e of seq) {
+      const i = at.get(e.name);
+      if (i === undefined) {
+        at.set(e.name, out.length);
+        out.push(e);
+      } else out[i] = e;
+    }
+    return out;
+  }
+  return seq.map((e, i) => (seq.slice(i + 1).some((x) => x.name === e.name) ? { ...e, overridden: true } : e));
+}
+
 export function configKey(kind: 'ConfigMap' | 'Secret', namespace: string, name: string): string {
   return `${kind === 'ConfigMap' ? 'configmap' : 'secret'}/${namespace}/${name}`;
 }
@@ -103,12 +127,15 @@ function projection(volume: string, secret: boolean, files: Projection['files'])
 function resolveContainer(pod: DesiredPod, c: DesiredContainer, find: (kind: 'ConfigMap' | 'Secret', name: string) => DesiredConfig | undefined): DesiredContainer {
   if (c.envRefs === undefined && c.envFrom === undefined) return c;
   const errors: string[] = [];
-  const order: string[] = [];
-  const values = new Map<string, DesiredContainer['env'][number]>();
-  const set = (e: DesiredContainer['env'][number]): void => {
-    if (!values.has(e.name)) order.push(e.name);
-    values.set(e.name, e);
-  };
+  type Entry = DesiredContainer['env'][number];
+  // The kubelet's makeEnvironmentVariables: envFrom first (a later source wins), then env in the
+  // order written, each literal value expanded ($(VAR), $$) against what is defined so far — the
+  // envFrom values included, even one a later env entry replaces. Values from ConfigMaps,
+  // Secrets and fields are taken as they are: never expanded (`verbatim`, only set where the
+  // value has a `$`, the only case where it matters). The expansion itself runs when the
+  // container starts (runtime/tasks/spec.ts expandEnv), when status.podIP is known.
+  const seq: Entry[] = [];
+  const verbatim = (e: Entry): Entry => (e.value.includes('$') ? { ...e, verbatim: true } : e);
   const text = (b64: string): string => Buffer.from(b64, 'base64').toString('utf8');
   for (const f of c.envFrom ?? []) {
     const ref = f.configMapRef ?? f.secretRef;
@@ -120,10 +147,12 @@ function resolveContainer(pod: DesiredPod, c: DesiredContainer, find: (kind: 'Co
       continue;
     }
     for (const [k, v] of Object.entries(cfg.data).sort(([a], [b]) => (a < b ? -1 : 1))) {
+      // The kubelet reads a ConfigMap's data only, never its binaryData (regression binarydata-in-env).
+      if (cfg.binaryKeys?.includes(k) === true) continue;
       const name = `${f.prefix ?? ''}${k}`;
       // As the kubelet: keys that are not valid variable names are skipped.
       if (!/^[-._a-zA-Z][-._a-zA-Z0-9]*$/.test(name)) continue;
-      set(kind === 'Secret' ? { name, value: text(v), secret: true } : { name, value: text(v) });
+      seq.push(verbatim(kind === 'Secret' ? { name, value: text(v), secret: true } : { name, value: text(v) }));
     }
   }
   const refs = new Map((c.envRefs ?? []).map((r) => [r.name, r.valueFrom]));
@@ -131,26 +160,26 @@ function resolveContainer(pod: DesiredPod, c: DesiredContainer, find: (kind: 'Co
   for (const e of c.envWritten ?? c.env) {
     const from = refs.get(e.name);
     if (from === undefined) {
-      set({ name: e.name, value: e.value });
+      seq.push({ name: e.name, value: e.value });
       continue;
     }
     if ('fieldRef' in from) {
       const fp = from.fieldRef.fieldPath;
       const meta = metadataField(pod, fp);
-      set(meta !== undefined ? { name: e.name, value: meta } : { name: e.name, value: '', from: fp });
+      seq.push(meta !== undefined ? verbatim({ name: e.name, value: meta }) : { name: e.name, value: '', from: fp });
       continue;
     }
     const kind = 'configMapKeyRef' in from ? 'ConfigMap' : 'Secret';
     const ref = 'configMapKeyRef' in from ? from.configMapKeyRef : from.secretKeyRef;
     const cfg = find(kind, ref.name);
-    const data = cfg?.data[ref.key];
+    const data = cfg?.binaryKeys?.includes(ref.key) === true ? undefined : cfg?.data[ref.key];
     if (data === undefined) {
       if (!ref.optional) errors.push(`env ${e.name}: ${cfg === undefined ? `${kind} ${pod.namespace}/${ref.name} not found` : `${kind} ${pod.namespace}/${ref.name} has no key ${JSON.stringify(ref.key)}`}`);
       continue;
     }
-    set(kind === 'Secret' ? { name: e.name, value: text(data), secret: true } : { name: e.name, value: text(data) });
+    seq.push(verbatim(kind === 'Secret' ? { name: e.name, value: text(data), secret: true } : { name: e.name, value: text(data) }));
   }
-  const env = order.map((n) => values.get(n)).filter((x): x is DesiredContainer['env'][number] => x !== undefined);
+  const env = envSequence(seq);
   const out: DesiredContainer = { ...c, env };
   if (errors.length > 0) out.configError = errors.join('; ');
   // The hash covers the resolved values (a Secret's too: it never leaves the host), so a

@@ -31,7 +31,7 @@ export type { LocalImage } from './images/index.js';
 export type { ImportedImage } from './images/archive.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState, RestartRecord, ConditionRecord, ImageRecord } from './state/index.js';
 export { parseReference, defaultDockerConfigPath, credentialsFromDockerConfig, type CredentialSource } from './registry/index.js';
-export type { ContainerRunSpec } from './tasks/spec.js';
+export type { ContainerRunSpec, EnvEntry } from './tasks/spec.js';
 export type { CgroupSample } from './stats/index.js';
 export type { SandboxSpec, SandboxView, DnsSpec } from './pods/index.js';
 export type { PortMapping } from './network/index.js';

@@ -86,10 +86,14 @@ spec:
           valueFrom: {configMapKeyRef: {name: app-config, key: greeting}}
         - name: POD_NAME
           valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        - name: POD_IP
+          valueFrom: {fieldRef: {fieldPath: status.podIP}}
+        - name: URL
+          value: "http://$(POD_IP)/$(POD_NAME)/$(GREETING)"
       envFrom:
         - prefix: CFG_
           configMapRef: {name: app-env}
-      command: ["sh", "-c", "echo G=$GREETING N=$POD_NAME F=$CFG_mode; echo up > /scratch/seen; while :; do echo CONF=$(cat /etc/conf/app.conf); sleep 1; done"]
+      command: ["sh", "-c", "echo G=$GREETING N=$POD_NAME F=$CFG_mode; echo URL=$URL IP=$POD_IP; echo up > /scratch/seen; while :; do echo CONF=$(cat /etc/conf/app.conf); sleep 1; done"]
       volumeMounts:
         - {name: conf, mountPath: /etc/conf}
         - {name: scratch, mountPath: /scratch}
@@ -135,6 +139,10 @@ spec:
       return l.includes('CONF=a=1') ? l : undefined;
     });
     assert.match(out, /^G=hello N=cfg F=fast$/m);
+    // A literal expands the variables before it, a runtime field (status.podIP) included.
+    const url = /^URL=(\S+) IP=(\S+)$/m.exec(out);
+    assert.ok(url !== null, out);
+    assert.equal(url[1], `http://${url[2] ?? ''}/cfg/hello`);
     const other = await waitFor('other output', async () => {
       const l = await logs('cfg/other');
       return l.includes('LEN=') ? l : undefined;

@@ -120,3 +120,82 @@ test('issue 13: manifest checks — volumes, mounts, subPath, env sources, keys,
   assert.match(problems(CM('a', 'b').replace('blob: AAEC', 'greeting: AAEC'))[0] ?? '', /key "greeting" is in both data and binaryData/);
   assert.match(problems(CM('a', 'b').replace('app.conf:', '"..bad":'))[0] ?? '', /data/);
 });
+
+import { expandEnv } from '../../src/runtime/tasks/spec.js';
+import { changedFields } from '../../src/reconciler/plan.js';
+
+/** The env a container of the loaded pod gets: resolved, then expanded as at its start (no podIP here). */
+function envOf(docs: string[], container = 'c'): Record<string, string> {
+  const { pods, configs } = load(...docs);
+  const c = resolvePods(pods, configs)[0]?.containers.find((x) => x.name === container);
+  assert.ok(c !== undefined);
+  assert.equal(c.configError, undefined);
+  return Object.fromEntries(expandEnv(c.env.map((e) => ({ name: e.name, value: e.value, ...(e.verbatim === true ? { verbatim: true } : {}), ...(e.overridden === true ? { overridden: true } : {}) }))).map((e) => [e.name, e.value]));
+}
+
+const podEnv = (env: string, envFrom = ''): string => `apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  hostNetwork: true
+  containers:
+    - name: c
+      image: busybox
+${env}${envFrom}`;
+
+test('regression env-expansion-of-references: values from Secrets, ConfigMaps and envFrom are never expanded', () => {
+  const secret = `apiVersion: v1
+kind: Secret
+metadata: {name: s}
+stringData: {pw: "pa$$w(rd)$(HOME)", other: "x$$y"}
+`;
+  const cm = `apiVersion: v1
+kind: ConfigMap
+metadata: {name: m}
+data: {tpl: "$(HOME)/$$"}
+`;
+  const env = envOf([secret, cm, podEnv(
+    '      env:\n        - {name: HOME, value: /root}\n        - {name: PW, valueFrom: {secretKeyRef: {name: s, key: pw}}}\n        - {name: TPL, valueFrom: {configMapKeyRef: {name: m, key: tpl}}}\n        - {name: LIT, value: "$(HOME)/$$x"}\n',
+    '      envFrom: [{secretRef: {name: s}}]\n',
+  )]);
+  assert.equal(env['PW'], 'pa$$w(rd)$(HOME)');
+  assert.equal(env['pw'], 'pa$$w(rd)$(HOME)');
+  assert.equal(env['other'], 'x$$y');
+  assert.equal(env['TPL'], '$(HOME)/$$');
+  // A literal value is expanded: $(VAR) and $$.
+  assert.equal(env['LIT'], '/root/$x');
+});
+
+test('regression env-expansion-order: a literal sees envFrom values and the env entries before it, as the kubelet expands', () => {
+  const cm = `apiVersion: v1
+kind: ConfigMap
+metadata: {name: m}
+data: {A: "1", B: "2"}
+`;
+  // env replaces B before A reads it: 3.
+  assert.deepEqual(envOf([cm, podEnv('      env:\n        - {name: B, value: "3"}\n        - {name: A, value: "$(B)"}\n', '      envFrom: [{configMapRef: {name: m}}]\n')]), { A: '3', B: '3' });
+  // A reads B before env replaces it: envFrom's 2.
+  assert.deepEqual(envOf([cm, podEnv('      env:\n        - {name: A, value: "$(B)"}\n        - {name: B, value: "3"}\n', '      envFrom: [{configMapRef: {name: m}}]\n')]), { A: '2', B: '3' });
+  // An unknown reference and an unclosed one stay as written; $$ after them is still unescaped.
+  assert.deepEqual(envOf([podEnv('      env:\n        - {name: X, value: "$(NOPE) $(x $$y"}\n')]), { X: '$(NOPE) $(x $y' });
+});
+
+test('regression binarydata-in-env: binaryData keys are files only — envFrom skips them, a configMapKeyRef to one fails', () => {
+  const cm = `apiVersion: v1
+kind: ConfigMap
+metadata: {name: m}
+data: {text: hello}
+binaryData: {blob: AAEC}
+`;
+  assert.deepEqual(envOf([cm, podEnv('', '      envFrom: [{configMapRef: {name: m}}]\n')]), { text: 'hello' });
+  const { pods, configs } = load(cm, podEnv('      env:\n        - {name: B, valueFrom: {configMapKeyRef: {name: m, key: blob}}}\n'));
+  assert.match(resolvePods(pods, configs)[0]?.containers[0]?.configError ?? '', /ConfigMap default\/m has no key "blob"/);
+});
+
+test('regression env-order-diff-shows-secret: an env list that only changed order is shown without its values', () => {
+  const before = { env: [{ name: 'A', value: '1' }, { name: 'S', value: 'hunter2', secret: true }] };
+  const after = { env: [{ name: 'S', value: 'hunter2', secret: true }, { name: 'A', value: '1' }] };
+  const out = JSON.stringify(changedFields(before, after));
+  assert.ok(!out.includes('hunter2'), out);
+  assert.match(out, /"field":"env"/);
+});

@@ -19,7 +19,7 @@ export interface ContainerRunSpec {
   /** Kubernetes semantics: command replaces Entrypoint, args replaces Cmd. */
   command?: readonly string[];
   args?: readonly string[];
-  env?: readonly { name: string; value: string }[];
+  env?: readonly EnvEntry[];
   workingDir?: string;
   /** Where the container's namespaces come from: the host's network, or its pod's sandbox. */
   sandbox: SandboxRef;
@@ -201,8 +201,10 @@ export function expandRefs(s: string, vars: ReadonlyMap<string, string>): string
     } else if (next === '(') {
       const end = s.indexOf(')', i + 2);
       if (end === -1) {
-        out += s.slice(i);
-        break;
+        // An unclosed reference stays as written and the scan goes on after it (`$$` further on is still unescaped), as the kubelet's expansion does.
+        out += '$(';
+        i++;
+        continue;
       }
       const name = s.slice(i + 2, end);
       const value = vars.get(name);
@@ -215,14 +217,27 @@ export function expandRefs(s: string, vars: ReadonlyMap<string, string>): string
   return out;
 }
 
-/** The manifest's env with references expanded in order (each sees the ones before it), as the kubelet does. */
-export function expandEnv(env: readonly { name: string; value: string }[]): { name: string; value: string }[] {
+/** One env entry as the reconciler hands it over (reconciler/resolve.ts envSequence). */
+export interface EnvEntry {
+  name: string;
+  value: string;
+  /** From a ConfigMap, Secret or field: taken as it is, never expanded. */
+  verbatim?: boolean;
+  /** Replaced by a later entry of the same name: read by expansions before it, not in the result. */
+  overridden?: boolean;
+}
+
+/**
+ * The manifest's env, literal values expanded in order against what is defined so far (each
+ * sees the ones before it, a replaced value until it is replaced), as the kubelet's
+ * makeEnvironmentVariables does; values from references are never expanded.
+ */
+export function expandEnv(env: readonly EnvEntry[]): { name: string; value: string }[] {
   const vars = new Map<string, string>();
-  return env.map((e) => {
-    const value = expandRefs(e.value, vars);
-    vars.set(e.name, value);
-    return { name: e.name, value };
-  });
+  for (const e of env) vars.set(e.name, e.verbatim === true ? e.value : expandRefs(e.value, vars));
+  const out: { name: string; value: string }[] = [];
+  for (const e of env) if (e.overridden !== true) out.push({ name: e.name, value: vars.get(e.name) ?? e.value });
+  return out;
 }
 
 /**
