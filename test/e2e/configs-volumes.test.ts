@@ -260,6 +260,45 @@ spec:
     assert.ok((await fsp.stat(path.join(allowed, 'data', 'written'))).isFile(), 'deleting the pod never removes a hostPath');
   });
 
+  test('regression hostpath-symlink-escapes-allow-list: a symlink inside an allowed directory cannot lead a hostPath out; regression hostpath-untyped-missing: an untyped missing path is made', async (t) => {
+    if (!ok) return t.skip();
+    if (up !== undefined) await stopDaemon(up, 'SIGTERM');
+    up = undefined;
+    const canary = path.join(env.dir, 'host-canary');
+    await fsp.mkdir(canary);
+    // What a container with the allowed directory mounted could do: a link from inside it to elsewhere.
+    await fsp.symlink(canary, path.join(allowed, 'escape'));
+    const file = path.join(env.dir, 'escape.yaml');
+    const hostPod = (name: string, p: string, type: string): string => `apiVersion: v1
+kind: Pod
+metadata: {name: ${name}}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: h, hostPath: {path: ${p}${type !== '' ? `, type: ${type}` : ''}}}]
+  containers:
+    - name: c
+      image: ${demo?.registry.host ?? ''}/berth/demo:1.0
+      command: ["sh", "-c", "echo from-pod > /h/written; sleep 3600"]
+      volumeMounts: [{name: h, mountPath: /h}]
+`;
+    for (const [type, sub] of [['Directory', ''], ['', ''], ['DirectoryOrCreate', '/made']] as const) {
+      await fsp.writeFile(file, hostPod('escape', path.join(allowed, 'escape') + sub, type));
+      const r = await berth(env, ['--allow-host-path', allowed, 'apply', '-f', file]);
+      assert.notEqual(r.code, 0, `type ${type || '(none)'}${sub}: ${r.stdout}`);
+      assert.match(r.stderr + r.stdout, /resolves to \S*host-canary\S*, outside the allowed host paths/);
+      assert.deepEqual(await fsp.readdir(canary), [], 'nothing made or written outside the allow-list');
+      await berth(env, ['--allow-host-path', allowed, 'delete', '-f', file]);
+    }
+    // Untyped and missing: made as a directory (containerd's CRI makes a missing bind source), then used.
+    await fsp.writeFile(file, hostPod('untyped', path.join(allowed, 'new', 'dir'), ''));
+    const made = await berth(env, ['--allow-host-path', allowed, 'apply', '-f', file]);
+    assert.equal(made.code, 0, `${made.stdout}\n${made.stderr}`);
+    await waitFor('pod wrote into the made path', async () => ((await fsp.readFile(path.join(allowed, 'new', 'dir', 'written'), 'utf8').catch(() => '')).includes('from-pod') ? true : undefined));
+    const d = await berth(env, ['--allow-host-path', allowed, 'delete', '-f', file]);
+    assert.equal(d.code, 0, d.stderr);
+  });
+
   test('regression: subpath-symlink-escape — a subPath whose symlink leaves the volume is refused, the canary untouched', async (t) => {
     if (!ok) return t.skip();
     // A container (or anyone) planted a symlink in the emptyDir that points out of the volume.

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { BerthError, errnoCode, messageOf } from '../../lib/errors.js';
 import { runProcess } from '../../lib/exec.js';
 import { mkdirp } from '../../lib/fsx.js';
+import { hostPathAllowList, hostPathAllowedReal } from '../../lib/policy.js';
 import type { Logger } from '../../lib/log.js';
 import { isMountPoint } from '../snapshots/index.js';
 
@@ -82,6 +83,7 @@ export class VolumeManager {
   async sync(podKey: string, volumes: readonly PodVolume[]): Promise<void> {
     for (const v of volumes) {
       if (v.kind === 'hostPath') {
+        await realHostPath(v);
         await checkHostPath(v);
         continue;
       }
@@ -119,7 +121,8 @@ export class VolumeManager {
     for (const r of requests) {
       const v = volumes.find((x) => x.name === r.volume);
       if (v === undefined) throw new BerthError('ERR_INVALID_MANIFEST', `mount ${r.mountPath}: pod ${podKey} has no volume ${r.volume}`);
-      const base = v.kind === 'hostPath' ? v.path : v.kind === 'named' ? this.namedDir(v.claim) : this.volumeDir(podKey, v.name);
+      // A hostPath is bound from what it is now, symlinks resolved and checked against the allow-list.
+      const base = v.kind === 'hostPath' ? await realHostPath(v) : v.kind === 'named' ? this.namedDir(v.claim) : this.volumeDir(podKey, v.name);
       const source = r.subPath === undefined ? base : await confinedSubPath(base, r.subPath, `volume ${v.name} of pod ${podKey}`);
       // Projected volumes are read-only whatever the manifest says, as on Kubernetes.
       out.push({ destination: r.mountPath, source, readOnly: r.readOnly || v.kind === 'projected' || (v.kind === 'named' && v.readOnly) });
@@ -272,6 +275,32 @@ async function confinedSubPath(base: string, sub: string, what: string): Promise
   return cur;
 }
 
+/**
+ * The host path with its symlinks resolved, refused (ERR_PRECONDITION) when that leaves the
+ * operator's allowed prefixes; the manifest's check saw only the path as written.
+ */
+async function realHostPath(v: Extract<PodVolume, { kind: 'hostPath' }>): Promise<string> {
+  // What exists of it resolved, the rest appended: also checked before a missing path is made,
+  // so a symlinked parent cannot have it made outside the allowed prefixes.
+  let existing = v.path;
+  const rest: string[] = [];
+  let real: string | undefined;
+  for (;;) {
+    real = await fsp.realpath(existing).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT' && errnoCode(err) !== 'ENOTDIR') throw new BerthError('ERR_PRECONDITION', `hostPath volume ${v.name}: ${v.path}: ${messageOf(err)}`);
+      return undefined;
+    });
+    if (real !== undefined || existing === '/') break;
+    rest.unshift(path.basename(existing));
+    existing = path.dirname(existing);
+  }
+  real = path.join(real ?? '/', ...rest);
+  if (!(await hostPathAllowedReal(real))) {
+    throw new BerthError('ERR_PRECONDITION', `hostPath volume ${v.name}: ${v.path} resolves to ${real}, outside the allowed host paths (${hostPathAllowList().join(', ') || 'none'})`);
+  }
+  return real;
+}
+
 /** hostPath `type` checks (the kubelet's): *OrCreate makes it, the others must already be that kind. */
 async function checkHostPath(v: Extract<PodVolume, { kind: 'hostPath' }>): Promise<void> {
   const st = await fsp.stat(v.path).catch((err: unknown) => {
@@ -283,6 +312,9 @@ async function checkHostPath(v: Extract<PodVolume, { kind: 'hostPath' }>): Promi
   };
   switch (v.type) {
     case '':
+      // No check, as the kubelet; a missing path is made as a directory, as containerd's CRI
+      // does for a bind source (regression hostpath-untyped-missing).
+      if (st === undefined) await fsp.mkdir(v.path, { recursive: true, mode: 0o755 });
       return;
     case 'DirectoryOrCreate':
       if (st === undefined) await fsp.mkdir(v.path, { recursive: true, mode: 0o755 });
