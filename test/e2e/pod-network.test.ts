@@ -239,6 +239,54 @@ spec:
     }
   });
 
+  test('regression hostport-forward-drop: a hostPort answers a client on another network while FORWARD\'s policy is DROP', async (t) => {
+    if (!ok) return t.skip();
+    // The client is a netns of this test's own behind a veth (another machine, as far as the host can tell):
+    // its connection to the host's address is DNATed by portmap and crosses FORWARD, where docker or ufw
+    // leave a DROP policy. Only berth's forward chain can let it through.
+    const tag = randomBytes(3).toString('hex');
+    const outNs = `bf${tag}`;
+    const hostEnd = `vf${tag}`;
+    const octet = 1 + ((randomBytes(1)[0] ?? 0) % 250);
+    const hostAddr = `198.19.${octet}.1`;
+    const outAddr = `198.19.${octet}.2`;
+    const port = await freePort();
+    const policyBefore = /^-P FORWARD (\S+)/m.exec(sh('iptables', ['-S', 'FORWARD']))?.[1] ?? 'ACCEPT';
+    const file = path.join(env.dir, 'fwd.yaml');
+    try {
+      sh('ip', ['netns', 'add', outNs]);
+      sh('ip', ['link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', `vg${tag}`, 'netns', outNs]);
+      sh('ip', ['addr', 'add', `${hostAddr}/30`, 'dev', hostEnd]);
+      sh('ip', ['link', 'set', hostEnd, 'up']);
+      sh('ip', ['-n', outNs, 'addr', 'add', `${outAddr}/30`, 'dev', `vg${tag}`]);
+      sh('ip', ['-n', outNs, 'link', 'set', `vg${tag}`, 'up']);
+      await fsp.writeFile(file, webPod('fwd', `      ports: [{containerPort: 8080, hostPort: ${port}}]\n`));
+      const r = await B(['apply', '-f', file]);
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      await waitFor('hostPort answers on the host', async () => httpGet(`http://127.0.0.1:${port}/`).catch(() => undefined));
+      sh('iptables', ['-P', 'FORWARD', 'DROP']);
+      const fetch = `require('http').get('http://${hostAddr}:${port}/', { timeout: 3000 }, (r) => { console.log('STATUS=' + r.statusCode); r.resume(); }).on('error', (e) => console.log('ERR=' + e.message)).on('timeout', function () { console.log('ERR=timeout'); this.destroy(); })`;
+      const got = await waitFor('the outside client is answered', async () => {
+        const out = execFileSync('ip', ['netns', 'exec', outNs, process.execPath, '-e', fetch], { encoding: 'utf8', timeout: 10_000 });
+        return out.includes('STATUS=200') ? out : undefined;
+      }, 15_000);
+      assert.match(got, /STATUS=200/);
+    } finally {
+      sh('iptables', ['-P', 'FORWARD', policyBefore]);
+      await B(['delete', '-f', file]).catch(() => undefined);
+      try {
+        sh('ip', ['netns', 'delete', outNs]);
+      } catch {
+        // not made
+      }
+      try {
+        sh('ip', ['link', 'del', hostEnd]);
+      } catch {
+        // went with the netns
+      }
+    }
+  });
+
   test('regression netns-name-collides-across-roots: a second berth root runs a pod of the same name beside the first', async (t) => {
     if (!ok) return t.skip();
     const env2 = makeEnv('berth-net2-');

@@ -431,6 +431,10 @@ export async function writeBridgeRules(bridge: string, subnet: string, timeoutMs
     `:${c.filter} - [0:0]`,
     ...staleJumps(filter, c.filter, fwdJump),
     `-A ${c.filter} -o ${bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+    // A connection portmap DNATed to a pod (a hostPort reached from another machine) is new
+    // when it crosses FORWARD: accepted too, or a DROP policy (docker, ufw) drops it
+    // (regression hostport-forward-drop; netavark accepts it the same way).
+    `-A ${c.filter} -o ${bridge} -m conntrack --ctstate DNAT -j ACCEPT`,
     `-A ${c.filter} -i ${bridge} -j ACCEPT`,
     ...(has(filter, fwdJump) ? [] : [`-I FORWARD 1 -m comment --comment "${c.comment}" -j ${c.filter}`]),
     'COMMIT',
@@ -447,6 +451,7 @@ function bridgeRulesPresent(saved: Map<string, SavedTable>, bridge: string, subn
     ['nat', `-A ${c.nat} ! -d 224.0.0.0/4 -j MASQUERADE`],
     ['filter', `-A FORWARD -m comment --comment ${c.comment} -j ${c.filter}`],
     ['filter', `-A ${c.filter} -o ${bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`],
+    ['filter', `-A ${c.filter} -o ${bridge} -m conntrack --ctstate DNAT -j ACCEPT`],
     ['filter', `-A ${c.filter} -i ${bridge} -j ACCEPT`],
   ];
   return want.every(([table, rule]) => (saved.get(table)?.rules ?? []).some((r) => unquoted(r) === rule));
