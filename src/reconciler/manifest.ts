@@ -1138,6 +1138,9 @@ function readSandbox(o: PodShape, name: string, problem: Report): DesiredSandbox
       const protocol = (p.protocol ?? 'TCP').toLowerCase() as DesiredPortMapping['protocol'];
       const where = dotted([...cpath, 'ports', j, 'hostPort']);
       if (p.hostIP !== undefined && !isIP(p.hostIP)) problem([...cpath, 'ports', j, 'hostIP'], `${JSON.stringify(p.hostIP)} is not an IP address`);
+      // Pods get an IPv4 address only: portmap skips an IPv6 host address for them and the pod
+      // would run with the port unmapped (regression ipv6-hostip-silently-unmapped).
+      else if (p.hostIP !== undefined && p.hostIP.includes(':')) problem([...cpath, 'ports', j, 'hostIP'], `${p.hostIP} is an IPv6 address; pods on berth's bridge have IPv4 addresses only, so only an IPv4 hostIP can be mapped`);
       const clash = [...used].find(([k]) => k.startsWith(`${protocol}/${p.hostPort}/`) && hostIPsOverlap(k.split('/')[2], p.hostIP));
       if (clash !== undefined) problem([...cpath, 'ports', j, 'hostPort'], `hostPort ${p.hostPort}/${protocol} is already used in this pod at ${clash[1]}`);
       used.set(`${protocol}/${p.hostPort}/${p.hostIP ?? ''}`, where);

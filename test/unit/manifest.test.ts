@@ -117,6 +117,8 @@ test('issue 13: sandbox fields are checked — DNS labels, dnsPolicy None withou
   // Another protocol or another address is another port.
   assert.deepEqual(problemsOf(twice.replace('containerPort: 81, hostPort: 8080', 'containerPort: 81, hostPort: 8080, protocol: UDP')), []);
   assert.deepEqual(problemsOf(twice.replace('{containerPort: 80, hostPort: 8080}', '{containerPort: 80, hostPort: 8080, hostIP: 127.0.0.1}').replace('containerPort: 81, hostPort: 8080', 'containerPort: 81, hostPort: 8080, hostIP: 127.0.0.2')), []);
+  // Regression ipv6-hostip-silently-unmapped: an IPv6 hostIP is refused (portmap would skip it for an IPv4 pod).
+  assert.match(problemsOf(plain.replace('      command:', '      ports: [{containerPort: 80, hostPort: 8080, hostIP: "::"}]\n      command:'))[0] ?? '', /ports\[0\]\.hostIP: :: is an IPv6 address; pods on berth's bridge have IPv4 addresses only/);
 });
 
 test('issue 13: a hostPort mapped by two pods in two files names both files and lines', async () => {
