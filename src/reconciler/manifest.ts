@@ -1169,8 +1169,17 @@ function isIP(s: string): boolean {
 export function hostPortClashes(pods: readonly DesiredPod[]): ManifestProblem[] {
   const taken: { pod: DesiredPod; p: DesiredPortMapping }[] = [];
   const problems: ManifestProblem[] = [];
+  // A hostNetwork pod's container ports are host ports (Kubernetes defaults hostPort to
+  // containerPort there): they clash with another pod's mapping of the same port as much as two
+  // mappings do (regression hostnetwork-ports-unchecked).
+  const hostPorts = (pod: DesiredPod): DesiredPortMapping[] =>
+    pod.hostNetwork
+      ? pod.containers.flatMap((c) =>
+          c.ports.map((p) => ({ hostPort: p.hostPort ?? p.containerPort, containerPort: p.containerPort, protocol: p.protocol.toLowerCase() as DesiredPortMapping['protocol'], ...(p.hostIP !== undefined ? { hostIP: p.hostIP } : {}) })),
+        )
+      : (pod.sandbox?.ports ?? []);
   for (const pod of pods) {
-    for (const p of pod.sandbox?.ports ?? []) {
+    for (const p of hostPorts(pod)) {
       const prev = taken.find((t) => t.pod.key !== pod.key && t.p.protocol === p.protocol && t.p.hostPort === p.hostPort && hostIPsOverlap(t.p.hostIP, p.hostIP));
       if (prev !== undefined) {
         problems.push({
@@ -1182,7 +1191,7 @@ export function hostPortClashes(pods: readonly DesiredPod[]): ManifestProblem[] 
         });
       }
     }
-    for (const p of pod.sandbox?.ports ?? []) taken.push({ pod, p });
+    for (const p of hostPorts(pod)) taken.push({ pod, p });
   }
   return problems;
 }

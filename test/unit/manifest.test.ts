@@ -326,3 +326,14 @@ test('regression: symlink-swapped-after-listing — a file is re-checked against
   await assert.rejects(readManifestFile(nodePath.join(root, 'link.yaml'), realpathSync(root)), /resolves to .*secret\.yaml, outside the manifest directory/);
   assert.equal(await readManifestFile(nodePath.join(root, 'real.yaml'), realpathSync(root)), 'kind: Pod\n');
 });
+
+test('regression hostnetwork-ports-unchecked: a hostNetwork pod\'s containerPort clashes with another pod\'s hostPort', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-ports-'));
+  writeFileSync(path.join(dir, 'a.yaml'), 'apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  hostNetwork: true\n  containers: [{name: a, image: busybox, ports: [{containerPort: 8080}]}]\n');
+  writeFileSync(path.join(dir, 'b.yaml'), 'apiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec:\n  containers: [{name: b, image: busybox, ports: [{containerPort: 80, hostPort: 8080}]}]\n');
+  // Another protocol is another port.
+  writeFileSync(path.join(dir, 'c.yaml'), 'apiVersion: v1\nkind: Pod\nmetadata: {name: c}\nspec:\n  hostNetwork: true\n  containers: [{name: c, image: busybox, ports: [{containerPort: 8080, protocol: UDP}]}]\n');
+  const res = await loadManifests(dir);
+  assert.deepEqual(res.problems.map(formatProblem), [`${dir}/b.yaml:1:1: hostPort: pod default/b maps hostPort 8080/tcp, which pod default/a (${dir}/a.yaml:1) maps too`]);
+  rmSync(dir, { recursive: true, force: true });
+});
