@@ -60,6 +60,41 @@ describe('contract: pod sandboxes (netns + CNI + catatonit)', { timeout: 120_000
     if (forwardBefore !== '') execFileSync('sysctl', ['-q', '-w', `net.ipv4.ip_forward=${forwardBefore}`]);
   });
 
+  test('regression sandbox-rollback-forgets-failed-teardown: a failed create whose rollback fails keeps its row; the next removal frees everything', async (t) => {
+    if (!ok) return t.skip();
+    // Faults injected into the real task driver: the infra container does not start, and the
+    // rollback's first `runc delete` fails (a wedged runc). CNI, netns and runc are real.
+    const tasks = (rt as unknown as { sandboxes: { tasks: { start: (id: string) => Promise<void>; delete: (id: string) => Promise<void> } } }).sandboxes.tasks;
+    const start = tasks.start;
+    const del = tasks.delete;
+    let failDelete = true;
+    tasks.start = async () => {
+      throw new Error('injected: start failed');
+    };
+    tasks.delete = async (id: string) => {
+      if (failDelete) {
+        failDelete = false;
+        throw new Error('injected: delete failed');
+      }
+      return del.call(tasks, id);
+    };
+    try {
+      await assert.rejects(rt.createSandbox(spec('rollback'), false), /injected: start failed/);
+    } finally {
+      tasks.start = start;
+      tasks.delete = del;
+    }
+    // The network was released by the rollback's DEL all the same; the infra container is still there.
+    const ipam = (): string[] => execFileSync('ls', [path.join(base, 'root', 'cni', 'networks', 'berth')], { encoding: 'utf8' }).split('\n').filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
+    assert.deepEqual(ipam(), []);
+    const runcIds = (): string[] => ((JSON.parse(execFileSync('runc', ['--root', path.join(base, 'state', 'runc'), 'list', '--format', 'json'], { encoding: 'utf8' }) || '[]') as { id: string }[] | null) ?? []).map((c) => c.id).filter((id) => id.startsWith('default.rollback.'));
+    assert.equal(runcIds().length, 1, 'the infra container runc could not delete');
+    // The row says so; removing the pod's sandbox (the next create, delete or repair) finishes the job.
+    await rt.removeSandbox('default/rollback');
+    assert.deepEqual(runcIds(), []);
+    assert.ok(!execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(mine('rollback')));
+  });
+
   test('an unknown pod has no sandbox and no IP; removing it is success', async (t) => {
     if (!ok) return t.skip();
     assert.equal(rt.podIP('default/never'), null);

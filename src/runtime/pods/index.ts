@@ -189,9 +189,22 @@ export class SandboxManager {
       this.log.info({ pod: spec.podKey, id, ip: att.ip, pid }, 'sandbox ready');
       return rec;
     } catch (err) {
-      await this.teardown(rec).catch((e: unknown) => this.log.warn({ pod: spec.podKey, err: e }, 'sandbox rollback failed'));
-      this.state.deleteSandbox(spec.podKey);
-      await this.releaseRules();
+      const undone = await this.teardown(rec).then(
+        () => true,
+        (e: unknown) => {
+          this.log.warn({ pod: spec.podKey, err: e }, 'sandbox rollback failed; the row stays for the next removal or repair');
+          return false;
+        },
+      );
+      if (undone) {
+        this.state.deleteSandbox(spec.podKey);
+        await this.releaseRules();
+      } else {
+        // The row is what lets a later DEL find the network (CNI: an ADD must eventually be
+        // followed by a DEL): kept as `removing`, so the next create, removal or repair tears
+        // down what is left (regression sandbox-rollback-forgets-failed-teardown).
+        this.state.putSandbox({ ...rec, state: 'removing' });
+      }
       throw err;
     }
   }
@@ -266,21 +279,40 @@ export class SandboxManager {
       .catch((err: unknown) => this.log.warn({ bridge: this.net.bridge, err }, 'removing the bridge rules failed'));
   }
 
+  /**
+   * Every step is tried, whatever failed before it (an infra container runc cannot delete must not
+   * keep the IP allocation, veth and port rules), and the first failure is thrown at the end: the
+   * row then stays and a later removal tries again; each step is idempotent.
+   */
   private async teardown(r: SandboxRecord): Promise<void> {
-    await this.tasks.delete(r.id);
+    let first: unknown;
+    const step = async (f: () => Promise<unknown>): Promise<boolean> => {
+      try {
+        await f();
+        return true;
+      } catch (err) {
+        first ??= err;
+        return false;
+      }
+    };
+    await step(() => this.tasks.delete(r.id));
     const ports = JSON.parse(r.ports) as PortMapping[];
     const gone = !(await netnsExists(r.netns));
-    try {
-      await this.net.del(target(r), r.cniConfig, r.cniResult, ports);
-    } catch (err) {
-      // A rule the plugin could not remove (a chain still referenced) is swept, then DEL is asked once more.
-      if ((await sweepTaggedRules(r.id)) === 0) throw err;
-      await this.net.del(target(r), r.cniConfig, r.cniResult, ports);
-    }
+    const deleted = await step(async () => {
+      try {
+        await this.net.del(target(r), r.cniConfig, r.cniResult, ports);
+      } catch (err) {
+        // A rule the plugin could not remove (a chain still referenced) is swept, then DEL is asked once more.
+        if ((await sweepTaggedRules(r.id)) === 0) throw err;
+        await this.net.del(target(r), r.cniConfig, r.cniResult, ports);
+      }
+    });
     // Without its netns the bridge plugin cannot see the pod's address and skips its masquerade rule.
-    if (gone) await sweepTaggedRules(r.id);
-    await deleteNetns(path.basename(r.netns));
-    await fsp.rm(this.dir(r.id), { recursive: true, force: true });
+    if (gone) await step(() => sweepTaggedRules(r.id));
+    // The netns stays while DEL has not succeeded: the next DEL needs it to find the pod's interface.
+    if (deleted) await step(() => deleteNetns(path.basename(r.netns)));
+    await step(() => fsp.rm(this.dir(r.id), { recursive: true, force: true }));
+    if (first !== undefined) throw first;
   }
 
   /**
