@@ -784,9 +784,18 @@ export function buildProgram(): Command {
         if (t.defaulted !== undefined) process.stderr.write(`Defaulted container "${t.defaulted.container}" out of: ${t.defaulted.all.join(', ')}\n`);
         id = t.id;
       });
+      // kubectl's SetupTTY: a terminal only with -i and a stdin that is one; without -i no
+      // terminal at all (nothing would ever write to it), with a piped stdin a warning and none
+      // (a terminal would echo the input, turn newlines into CRLF and read control bytes as
+      // signals): regression exec-tty-without-terminal.
+      let tty = o.tty === true && o.stdin === true;
+      if (tty && !process.stdin.isTTY) {
+        process.stderr.write('Unable to use a TTY - input is not a terminal or the right kind of file\n');
+        tty = false;
+      }
       // runc exec changes no state: run in-process, daemon or not (Runtime.execInContainer).
       await withRuntime(cfg, async (rt) => {
-        const res = await rt.execInContainer(id, argv, { stdin: o.stdin === true, tty: o.tty === true });
+        const res = await rt.execInContainer(id, argv, { stdin: o.stdin === true, tty });
         process.exitCode = res.code;
       });
     });
