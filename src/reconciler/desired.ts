@@ -148,6 +148,11 @@ export interface Projection {
   files: { path: string; data: string; mode: number }[];
   /** sha256 of the files: a change is written into the mounted volume without a restart. */
   hash: string;
+  /**
+   * Its required source (the object, or a key `items` names) is missing: the kubelet's volume
+   * setup fails before it writes, so a running container keeps the files it has.
+   */
+  failed?: true;
 }
 
 /**

@@ -253,7 +253,7 @@ export function podVolumes(pod: DesiredPod): PodVolume[] {
     if ('hostPath' in v) return { name: v.name, kind: 'hostPath', path: v.hostPath.path, type: v.hostPath.type };
     if ('persistentVolumeClaim' in v) return { name: v.name, kind: 'named', claim: v.persistentVolumeClaim.claimName, readOnly: v.persistentVolumeClaim.readOnly };
     const p = pod.projections?.find((x) => x.volume === v.name);
-    return { name: v.name, kind: 'projected', secret: 'secret' in v, files: p?.files ?? [], hash: p?.hash ?? '' };
+    return { name: v.name, kind: 'projected', secret: 'secret' in v, files: p?.files ?? [], hash: p?.hash ?? '', ...(p?.failed === true ? { failed: true } : {}) };
   });
 }
 

@@ -76,15 +76,19 @@ function resolvePod(pod: DesiredPod, configs: ReadonlyMap<string, DesiredConfig>
     const cfg = find(src.kind, src.name);
     if (cfg === undefined) {
       if (!src.spec.optional) volumeErrors.push(`volume ${v.name}: ${src.kind} ${pod.namespace}/${src.name} not found`);
-      projections.push(projection(v.name, src.kind === 'Secret', []));
+      projections.push(projection(v.name, src.kind === 'Secret', [], !src.spec.optional));
       continue;
     }
     const files: Projection['files'] = [];
+    let failed = false;
     if (src.spec.items !== undefined) {
       for (const it of src.spec.items) {
         const data = cfg.data[it.key];
         if (data === undefined) {
-          if (!src.spec.optional) volumeErrors.push(`volume ${v.name}: ${src.kind} ${pod.namespace}/${src.name} has no key ${JSON.stringify(it.key)}`);
+          if (!src.spec.optional) {
+            volumeErrors.push(`volume ${v.name}: ${src.kind} ${pod.namespace}/${src.name} has no key ${JSON.stringify(it.key)}`);
+            failed = true;
+          }
           continue;
         }
         files.push({ path: it.path, data, mode: it.mode ?? src.spec.defaultMode });
@@ -92,7 +96,7 @@ function resolvePod(pod: DesiredPod, configs: ReadonlyMap<string, DesiredConfig>
     } else {
       for (const [k, data] of Object.entries(cfg.data).sort(([a], [b]) => (a < b ? -1 : 1))) files.push({ path: k, data, mode: src.spec.defaultMode });
     }
-    projections.push(projection(v.name, src.kind === 'Secret', files));
+    projections.push(projection(v.name, src.kind === 'Secret', files, failed));
   }
   // A container that mounts a volume whose source is missing cannot be configured either.
   const withVolumeErrors = (c: DesiredContainer): DesiredContainer => {
@@ -120,8 +124,8 @@ function resolvePod(pod: DesiredPod, configs: ReadonlyMap<string, DesiredConfig>
   };
 }
 
-function projection(volume: string, secret: boolean, files: Projection['files']): Projection {
-  return { volume, secret, files, hash: sha256hex(canonicalJson(files)) };
+function projection(volume: string, secret: boolean, files: Projection['files'], failed = false): Projection {
+  return { volume, secret, files, hash: sha256hex(canonicalJson(files)), ...(failed ? { failed: true } : {}) };
 }
 
 function resolveContainer(pod: DesiredPod, c: DesiredContainer, find: (kind: 'ConfigMap' | 'Secret', name: string) => DesiredConfig | undefined): DesiredContainer {

@@ -22,7 +22,8 @@ export type PodVolume =
   | { name: string; kind: 'hostPath'; path: string; type: string }
   /** A named volume (persistentVolumeClaim): <root>/volumes/<claim>, kept when the pod goes. */
   | { name: string; kind: 'named'; claim: string; readOnly: boolean }
-  | { name: string; kind: 'projected'; secret: boolean; files: { path: string; data: string; mode: number }[]; hash: string };
+  /** `failed`: its required source is missing; files already written stay as they are. */
+  | { name: string; kind: 'projected'; secret: boolean; files: { path: string; data: string; mode: number }[]; hash: string; failed?: boolean };
 
 export interface MountRequest {
   volume: string;
@@ -111,7 +112,9 @@ export class VolumeManager {
         // container running as a non-root user can write to it (regression emptydir-root-only).
         await fsp.chmod(dir, 0o777);
       }
-      if (v.kind === 'projected') await writeProjection(dir, v);
+      // A source that went missing leaves what the containers read as it was, as the kubelet's
+      // setup fails before its atomic writer runs (regression deleted-configmap-empties-volume).
+      if (v.kind === 'projected' && !(v.failed === true && (await fsp.lstat(path.join(dir, '..data')).then(() => true, () => false)))) await writeProjection(dir, v);
     }
   }
 

@@ -1,0 +1,32 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, promises as fsp, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createHash } from 'node:crypto';
+import { VolumeManager, type PodVolume } from '../../src/runtime/volumes/index.js';
+import { createLogger } from '../../src/lib/log.js';
+
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+const conf = (files: { path: string; data: string; mode: number }[], failed?: boolean): PodVolume => ({ name: 'conf', kind: 'projected', secret: false, files, hash: createHash('sha256').update(JSON.stringify(files)).digest('hex'), ...(failed === true ? { failed: true } : {}) });
+
+test('regression deleted-configmap-empties-volume: a projection whose required source is gone keeps the files it has', async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'berth-vol-'));
+  try {
+    const vm = new VolumeManager(root, createLogger('silent'));
+    const dir = vm.volumeDir('default/p', 'conf');
+    await vm.sync('default/p', [conf([{ path: 'app.conf', data: b64('a=1'), mode: 0o644 }])]);
+    assert.equal(await fsp.readFile(path.join(dir, 'app.conf'), 'utf8'), 'a=1');
+    // The ConfigMap was deleted (not optional): resolution says failed, with no files.
+    await vm.sync('default/p', [conf([], true)]);
+    assert.equal(await fsp.readFile(path.join(dir, 'app.conf'), 'utf8'), 'a=1', 'the running container still reads its last content');
+    // It comes back with new data: written as usual.
+    await vm.sync('default/p', [conf([{ path: 'app.conf', data: b64('a=2'), mode: 0o644 }])]);
+    assert.equal(await fsp.readFile(path.join(dir, 'app.conf'), 'utf8'), 'a=2');
+    // optional: true and gone: not failed, the volume is emptied, as the kubelet does.
+    await vm.sync('default/p', [conf([])]);
+    await assert.rejects(fsp.readFile(path.join(dir, 'app.conf'), 'utf8'), /ENOENT/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
