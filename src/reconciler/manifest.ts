@@ -512,7 +512,9 @@ export function parseManifestText(text: string, file: string): { pods: DesiredPo
     const before = problems.length;
     visit(doc, {
       Pair(_k, pair) {
-        if (!isScalar(pair.key) || (pair.key.value !== 'defaultMode' && pair.key.value !== 'mode') || !isScalar(pair.value)) return;
+        // Plain scalars only: a quoted "0644" is a string to every reader (a ConfigMap value, a
+        // label), nothing ambiguous (regression quoted-mode-string-refused).
+        if (!isScalar(pair.key) || (pair.key.value !== 'defaultMode' && pair.key.value !== 'mode') || !isScalar(pair.value) || pair.value.type !== 'PLAIN') return;
         const src = pair.value.source;
         if (typeof src === 'string' && /^0[0-7]+$/.test(src)) {
           problems.push({ file, ...at(pair.value.range?.[0]), field: String(pair.key.value), message: `${src} is ambiguous: YAML 1.2 reads it as decimal ${Number(src)}, kubectl as octal ${parseInt(src, 8)}; write ${parseInt(src, 8)} or 0o${src.slice(1)}` });

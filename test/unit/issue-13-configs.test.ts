@@ -110,6 +110,9 @@ test('issue 13: a missing ConfigMap, Secret or key is CreateContainerConfigError
 test('issue 13: manifest checks — volumes, mounts, subPath, env sources, keys, base64, ambiguous octal modes', () => {
   const problems = (text: string): string[] => parseManifestText(text, '/m/x.yaml').problems.map(formatProblem);
   assert.deepEqual(problems(POD.replace('mode: 0o600', 'mode: 0400')), ['/m/x.yaml:7:93: mode: 0400 is ambiguous: YAML 1.2 reads it as decimal 400, kubectl as octal 256; write 256 or 0o400']);
+  // Regression quoted-mode-string-refused: a quoted "0644" is a string, under a key named mode or not.
+  assert.deepEqual(problems(CM('a=1', 'hi').replace('  greeting: hi\n', '  greeting: hi\n  mode: "0644"\n')), []);
+  assert.deepEqual(problems(POD.replace('labels: {tier: front}', 'labels: {tier: front, mode: "0700"}')), []);
   assert.match(problems(POD.replace('mountPath: /conf}', 'mountPath: /conf, subPath: ../x}'))[0] ?? '', /subPath: "\.\.\/x" must be a relative path without \.\. components/);
   assert.match(problems(POD.replace('{name: conf, mountPath: /conf}', '{name: cnof, mountPath: /conf}'))[0] ?? '', /volumeMounts\[0\]\.name: no volume named "cnof" in spec\.volumes \(volumes: conf\)/);
   assert.match(problems(POD.replace('mountPath: /conf}', 'mountPath: /proc/x}'))[0] ?? '', /is under \/proc, \/sys or \/dev/);
