@@ -120,8 +120,31 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
     await fh?.close();
     return;
   }
+  // Following, records go out as they come: a partial (P) record's text at once, without a
+  // newline, as the kubelet writes it, so a prompt or a progress line shows before its newline
+  // (regression partial-line-held-while-following); the message's F record ends the line.
+  // The message the first read left unfinished is written first.
+  let inMessage = false;
+  let showing = true;
+  const shown = (time: string): boolean => o.sinceMs === undefined || Date.parse(time) >= o.sinceMs;
+  const pending = o.raw ? undefined : records.takePartial();
+  if (pending !== undefined) {
+    inMessage = true;
+    showing = shown(pending.time);
+    if (showing) o.write(`${o.timestamps ? `${pending.time} ` : ''}${pending.message}`, pending.stream);
+  }
   const emit = (chunk: string): void => {
-    writeLines(render(chunk, false));
+    if (o.raw) {
+      writeLines(render(chunk, false));
+      return;
+    }
+    for (const r of records.records(chunk)) {
+      if (!inMessage) {
+        showing = shown(r.time);
+        if (showing) o.write(`${o.timestamps ? `${r.time} ` : ''}${r.text}${r.partial ? '' : '\n'}`, r.stream);
+      } else if (showing) o.write(`${r.text}${r.partial ? '' : '\n'}`, r.stream);
+      inMessage = r.partial;
+    }
   };
   let lastCheck = Date.now();
   let running = true;
@@ -160,8 +183,9 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
       }
       await sleep(o.pollMs ?? 200, kick.signal).catch(() => undefined);
     }
-    // The end: an unfinished message is shown.
-    writeLines(render(text.end(), true));
+    // The end: what is left of the last read (an unfinished message was shown as it came).
+    if (o.raw) writeLines(render(text.end(), true));
+    else emit(text.end());
   } finally {
     unsubscribe?.();
     o.signal?.removeEventListener('abort', onKick);

@@ -113,3 +113,43 @@ test('issue-13 logs: a follow woken by an event of its pod ends at once with the
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('regression partial-line-held-while-following: a partial record is shown at once, its line ended by the F record', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-logs-'));
+  const file = path.join(dir, 'c.log');
+  // The first read ends inside a message: its text so far comes right after the complete lines.
+  writeFileSync(file, rec('01', 'one') + rec('02', 'Pass', 'P'));
+  const seen: string[] = [];
+  let out = '';
+  let done = false;
+  const reading = readLog(file, { raw: false, timestamps: false, follow: true, running: async () => !done, write: (s) => (out += s), pollMs: 10 });
+  const wait = (): Promise<void> => new Promise((r) => setTimeout(r, 80));
+  await wait();
+  seen.push(out);
+  appendFileSync(file, rec('03', 'word: ', 'P'));
+  await wait();
+  seen.push(out);
+  appendFileSync(file, rec('04', 'secret typed') + rec('05', 'two'));
+  await wait();
+  done = true;
+  await reading;
+  assert.deepEqual(seen, ['one\nPass', 'one\nPassword: ']);
+  assert.equal(out, 'one\nPassword: secret typed\ntwo\n');
+  rmSync(dir, { recursive: true });
+});
+
+test('partial records while following keep --timestamps (the first record\'s time, once) and --since (decided by the first record)', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-logs-'));
+  const file = path.join(dir, 'c.log');
+  writeFileSync(file, '');
+  const ts = await follow(file, async () => {
+    appendFileSync(file, rec('01', 'a', 'P') + rec('02', 'b'));
+  }, { timestamps: true });
+  assert.equal(ts, '2026-11-30T10:00:01.000000000Z ab\n');
+  writeFileSync(file, '');
+  const since = await follow(file, async () => {
+    appendFileSync(file, rec('01', 'old-', 'P') + rec('09', 'tail') + rec('10', 'new'));
+  }, { sinceMs: Date.parse('2026-11-30T10:00:05Z') });
+  assert.equal(since, 'new\n');
+  rmSync(dir, { recursive: true });
+});
