@@ -117,6 +117,13 @@ export function podVerdict(s: PodSituation): PodVerdict {
     phase = 'Paused';
     reason = 'Paused';
     message = 'paused by the berth.dev/paused annotation';
+  } else if (s.blocked.length > 0 && s.blocked.every((b) => b.failed === true)) {
+    // The kubelet's Init:Error under restartPolicy Never: the pod has failed for good, nothing
+    // more will run (regression init-failure-shown-pending).
+    phase = 'Error';
+    reason = 'InitContainerFailed';
+    message = s.blocked.map((b) => `${b.key}: ${b.reason}`).join('; ');
+    stalled = true;
   } else if (s.blocked.length > 0) {
     phase = 'Pending';
     reason = 'Blocked';

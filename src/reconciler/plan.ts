@@ -137,7 +137,8 @@ export type Step =
 export interface Plan {
   steps: Step[];
   /** Desired objects that cannot be planned (e.g. pullPolicy Never and no image). */
-  blocked: { key: string; reason: string }[];
+  /** `failed`: the pod's own verdict, for good (an init container failed under restartPolicy Never), not a wait. */
+  blocked: { key: string; reason: string; failed?: true }[];
   /** Containers waiting out their crash-loop backoff: restart due at `until`. */
   waiting?: { key: string; reason: 'CrashLoopBackOff'; until: number; message: string }[];
 }
@@ -439,7 +440,7 @@ function initContainersDone(
     }
     if (current.exitCode === 0) continue;
     if (pod.restartPolicy === 'Never') {
-      blocked.push({ key: `${pod.key}/${c.name}`, reason: `init container ${c.name} failed with exit code ${current.exitCode ?? '?'} and restartPolicy is Never` });
+      blocked.push({ key: `${pod.key}/${c.name}`, reason: `init container ${c.name} failed with exit code ${current.exitCode ?? '?'} and restartPolicy is Never`, failed: true });
       return false;
     }
     const finished = current.finishedAt ?? now;

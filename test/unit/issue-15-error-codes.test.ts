@@ -104,6 +104,7 @@ test('conditions carry the code of the failure they report; status -o json has i
     ['blocked by policy', { blocked: [{ key: 'default/web/app', reason: 'image r/x:1 is not present and imagePullPolicy is Never' }] }, 'ERR_PRECONDITION'],
     ['owned elsewhere', { conflict: 'pod default/web is owned by /w/web.yaml' }, 'ERR_CONFLICT'],
     ['invalid file', { invalid: ['/m/web.yaml:3:1: spec: bogus'] }, 'ERR_INVALID_MANIFEST'],
+    ['an init container failed under restartPolicy Never: the workload\'s verdict, no berth error', { blocked: [{ key: 'default/web/init', reason: 'init container init failed with exit code 3 and restartPolicy is Never', failed: true }] }, null],
     ['crash loop: the container\'s exit, no berth error', { waiting: [{ key: 'default/web/app', reason: 'CrashLoopBackOff', until: 9_000, message: 'exited with code 1' }] }, null],
   ];
   for (const [what, s, code] of cases) {
@@ -116,6 +117,8 @@ test('conditions carry the code of the failure they report; status -o json has i
       daemon: null,
     });
     assert.deepEqual(validateStatus(report), [], what);
+    // Regression init-failure-shown-pending: a failed init container under Never is the pod's end.
+    if (what.startsWith('an init container failed')) assert.equal(report.pods[0]?.status, 'Error', what);
     const p = report.pods[0];
     assert.equal(p?.lastErrorCode, code, `${what}: lastErrorCode (${p?.lastError})`);
     if (code !== null) assert.ok(p?.conditions.some((c) => c.code === code && c.message === p.lastError), `${what}: a condition has the code beside the message`);
