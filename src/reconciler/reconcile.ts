@@ -176,7 +176,7 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
           attempt: step.attempt,
           image,
           run,
-          ...(c.lifecycle?.postStart !== undefined ? { postStart: c.lifecycle.postStart } : {}),
+          ...(c.lifecycle?.postStart !== undefined ? { postStart: c.lifecycle.postStart, stop: { graceMs: step.pod.gracePeriodMs, ...(c.lifecycle.preStop !== undefined ? { preStop: c.lifecycle.preStop } : {}) } } : {}),
           ...(stopping !== undefined ? { startAfter: stopping } : {}),
         });
       } finally {

@@ -120,8 +120,10 @@ export interface RunContainerOptions {
   specHash: string;
   /** Restart attempt (0 = first run): part of the id, so each attempt has its own log. */
   attempt: number;
-  /** Run once the container started; a failure kills it (FailedPostStartHook). */
+  /** Run once the container started; a failure kills it (FailedPostStartHook) as `stop` says. */
   postStart?: Handler;
+  /** How the container is stopped when its postStart hook fails: the pod's grace period and the container's preStop hook. */
+  stop?: { graceMs: number; preStop?: Handler };
   /** Created (mounted, `runc create`) at once, started only when this settles; a rejection rolls the new container back. */
   startAfter?: Promise<void>;
   image: LocalImage;
@@ -894,7 +896,10 @@ export class Runtime {
         const r = await this.runHandler(o.podKey, id, o.postStart, POST_START_TIMEOUT_MS, o.run.pod.hostNetwork);
         if (!r.ok) {
           this.addEvent(`pod/${o.podKey}`, 'FailedPostStartHook', `container ${o.name} (${id}): postStart hook failed: ${r.message}`, { type: 'Warning' });
-          await this.tasks.kill(id, 'SIGKILL');
+          // The kubelet's killContainer, as for any stop: preStop, the stop signal, SIGKILL after the
+          // grace period (regression poststart-failure-sigkills).
+          const hooks = { hostNetwork: o.run.pod.hostNetwork, ...(o.stop?.preStop !== undefined ? { preStop: o.stop.preStop } : {}) };
+          await this.killContainer(id, o.stop?.graceMs ?? 0, 'postStart hook failed', hooks);
         }
       }
       return { ...rec, state: 'running', pid, pidStart, startedAt };

@@ -197,6 +197,45 @@ spec:
     assert.equal((await fsp.readFile(path.join(hostDir, 'log'), 'utf8')).trim(), 'PRESTOP\nTERM', `events:\n${events}\ndelete:\n${d.stdout}${d.stderr}`);
   });
 
+  test('regression poststart-failure-sigkills: a failed postStart hook stops the container as any stop does — preStop, then the stop signal', async (t) => {
+    if (!ok) return t.skip();
+    if (up !== undefined) await stopDaemon(up, 'SIGTERM');
+    up = undefined;
+    const args = ['--allow-host-path', hostDir];
+    const file = path.join(env.dir, 'poststart.yaml');
+    await fsp.writeFile(
+      file,
+      `apiVersion: v1
+kind: Pod
+metadata: {name: poststart}
+spec:
+  hostNetwork: true
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  volumes: [{name: h, hostPath: {path: ${hostDir}, type: Directory}}]
+  containers:
+    - name: c
+      image: ${image}
+      command: ["sh", "-c", "trap 'echo TERM >> /h/poststart.log; exit 0' TERM; while :; do sleep 0.2; done"]
+      volumeMounts: [{name: h, mountPath: /h}]
+      lifecycle:
+        postStart:
+          exec: {command: [sh, -c, "echo POSTSTART >> /h/poststart.log; exit 1"]}
+        preStop:
+          exec: {command: [sh, -c, "echo PRESTOP >> /h/poststart.log"]}
+`,
+    );
+    const a = await berth(env, [...args, 'apply', '-f', file]);
+    const events = (await berth(env, ['events', '--for', 'poststart'])).stdout;
+    assert.match(events, /FailedPostStartHook/, `${a.stdout}\n${a.stderr}`);
+    const log = await waitFor('the container stopped', async () => {
+      const l = (await fsp.readFile(path.join(hostDir, 'poststart.log'), 'utf8').catch(() => '')).trim();
+      return l.endsWith('TERM') ? l : undefined;
+    }, 30_000);
+    assert.equal(log, 'POSTSTART\nPRESTOP\nTERM', events);
+    await berth(env, [...args, 'delete', '-f', file]);
+  });
+
   test('regression prestop-grace: no preStop without a grace period; a preStop that uses up the grace period still leaves 2 s after the signal', async (t) => {
     if (!ok) return t.skip();
     if (up !== undefined) await stopDaemon(up, 'SIGTERM');
