@@ -13,6 +13,7 @@ import { exportArchive, importArchive, type ImportedImage, type ImportOptions } 
 import { chainCredentials, credentialsFromDockerConfig, dockerConfigFile, parseReference, RegistryClient } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
 import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type PodRecord, type RestartRecord } from './state/index.js';
+import { httpCheck } from '../lib/httpprobe.js';
 import { generateSpec, stopSignal, type ContainerRunSpec, type SandboxRef } from './tasks/spec.js';
 import { CniNetwork, DEFAULT_BRIDGE, DEFAULT_PLUGIN_DIR, DEFAULT_SUBNET } from './network/index.js';
 import { SandboxManager, type SandboxSpec, type SandboxView } from './pods/index.js';
@@ -1256,19 +1257,3 @@ async function tcpCheck(host: string, port: number, timeoutMs: number): Promise<
   });
 }
 
-async function httpCheck(host: string, port: number, pathname: string, headers: readonly { name: string; value: string }[], timeoutMs: number): Promise<{ ok: boolean; message: string }> {
-  const http = await import('node:http');
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}${pathname}`;
-  return new Promise((resolve) => {
-    const req = http.get(url, { headers: { 'User-Agent': 'berth-probe', ...Object.fromEntries(headers.map((x) => [x.name, x.value])) }, timeout: timeoutMs }, (res) => {
-      res.resume();
-      const status = res.statusCode ?? 0;
-      resolve({ ok: status >= 200 && status < 400, message: `GET ${url}: HTTP ${status}` });
-    });
-    req.on('timeout', () => {
-      req.destroy();
-      resolve({ ok: false, message: `GET ${url}: timeout after ${timeoutMs} ms` });
-    });
-    req.on('error', (e) => resolve({ ok: false, message: `GET ${url}: ${e.message}` }));
-  });
-}
