@@ -98,11 +98,13 @@ function resolvePod(pod: DesiredPod, configs: ReadonlyMap<string, DesiredConfig>
     }
     projections.push(projection(v.name, src.kind === 'Secret', files, failed));
   }
-  // A container that mounts a volume whose source is missing cannot be configured either.
+  // A volume whose source is missing fails the kubelet's mount step for the whole pod
+  // (FailedMount): no container of it starts, init containers included, whether it mounts that
+  // volume or not (regression failed-volume-blocks-only-its-users).
   const withVolumeErrors = (c: DesiredContainer): DesiredContainer => {
-    if (c.configError !== undefined || volumeErrors.length === 0) return c;
-    const mine = volumeErrors.filter((e) => c.volumeMounts?.some((m) => e.startsWith(`volume ${m.name}:`)) === true);
-    return mine.length > 0 ? { ...c, configError: mine.join('; ') } : c;
+    if (volumeErrors.length === 0) return c;
+    const mounts = volumeErrors.join('; ');
+    return { ...c, configError: c.configError !== undefined ? `${c.configError}; ${mounts}` : mounts };
   };
   // Pull secrets: kubernetes.io/dockerconfigjson Secrets by name; a missing one is skipped (the kubelet warns and
   // pulls anonymously), so the pull's own error says what is wrong.

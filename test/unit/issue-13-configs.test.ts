@@ -95,8 +95,12 @@ test('issue 13: a missing ConfigMap, Secret or key is CreateContainerConfigError
   const { pods } = load(POD);
   const [pod] = resolvePods(pods, load(SECRET).configs);
   assert.match(pod?.containers[0]?.configError ?? '', /env GREETING: ConfigMap default\/app not found/);
-  // b mounts the volume whose ConfigMap is missing.
+  // b mounts the volume whose ConfigMap is missing; a needs it for its env — and a volume that
+  // cannot be set up stops every container of the pod (regression failed-volume-blocks-only-its-users).
   assert.match(pod?.containers[1]?.configError ?? '', /volume conf: ConfigMap default\/app not found/);
+  assert.match(pod?.containers[0]?.configError ?? '', /volume conf: ConfigMap default\/app not found/);
+  const sidecar = load(POD.replace("      volumeMounts: [{name: conf, mountPath: /conf}]\n", '')).pods;
+  assert.match(resolvePods(sidecar, load(SECRET).configs)[0]?.containers[1]?.configError ?? '', /volume conf: ConfigMap default\/app not found/, 'b mounts nothing now and still waits');
   const p = plan({ desired: pod !== undefined ? [pod] : [], observed: [], images: { 'docker.io/library/busybox:latest': { local: 'sha256:aa', localTop: 'sha256:aa' } } });
   assert.deepEqual(p.steps.map((s) => s.kind), ['create-pod']);
   assert.deepEqual(p.blocked.map((b) => b.key), ['default/web/a', 'default/web/b']);
