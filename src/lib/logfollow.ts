@@ -42,7 +42,11 @@ export interface FollowOptions {
    * stopped), so `running` is asked then and not only at the next poll; returns the unsubscribe.
    */
   wake?: (kick: () => void) => () => void;
+  /** Largest piece read at once (default CHUNK; tests make it small to cross boundaries). */
+  chunkBytes?: number;
 }
+
+const CHUNK = 1024 * 1024;
 
 interface Line {
   text: string;
@@ -76,15 +80,30 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
   };
   // Inodes already read (whole or through fh), so no file is shown twice.
   const seen = new Set<number>();
-  const readWhole = async (f: string): Promise<string> => {
+  // Files are read in pieces of at most CHUNK bytes, never whole: a log can be larger than a
+  // string may be (regression logs-read-whole-file), and `--tail` keeps only its last lines.
+  const chunkBytes = o.chunkBytes ?? CHUNK;
+  const readRange = async (h: FileHandle, from: number, to: number, dec: StringDecoder, consume: (s: string) => void): Promise<number> => {
+    let off = from;
+    while (off < to) {
+      const buf = Buffer.allocUnsafe(Math.min(chunkBytes, to - off));
+      const { bytesRead } = await h.read(buf, 0, buf.length, off);
+      if (bytesRead === 0) break;
+      off += bytesRead;
+      consume(dec.write(buf.subarray(0, bytesRead)));
+    }
+    return off;
+  };
+  const readWhole = async (f: string, consume: (s: string) => void): Promise<void> => {
     const h = await fsp.open(f, 'r').catch(() => undefined);
-    if (h === undefined) return '';
+    if (h === undefined) return;
     try {
-      const { ino } = await h.stat();
-      if (seen.has(ino)) return '';
+      const { ino, size } = await h.stat();
+      if (seen.has(ino)) return;
       seen.add(ino);
       const dec = new StringDecoder('utf8');
-      return dec.write(await h.readFile()) + dec.end();
+      await readRange(h, 0, size, dec, consume);
+      consume(dec.end());
     } finally {
       await h.close();
     }
@@ -96,26 +115,33 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
     return h;
   };
   let fh = await openTracked(file);
+  let offset = 0;
+  const readMore = async (consume: (s: string) => void): Promise<void> => {
+    if (fh === undefined) return;
+    const { size } = await fh.stat();
+    if (size <= offset) return;
+    offset = await readRange(fh, offset, size, text, consume);
+  };
+  // What is there now; without -f an unfinished last message is shown too. Without --tail the
+  // lines go out as they are read; with it only the last ones are kept.
+  let kept: Line[] = [];
+  const take = (chunk: string, final: boolean): void => {
+    const lines = render(chunk, final);
+    if (o.tail === undefined) {
+      writeLines(lines);
+      return;
+    }
+    for (const l of lines) kept.push(l);
+    if (kept.length > 2 * o.tail + 1024) kept = kept.slice(-o.tail);
+  };
   // No current file mid-rotation (renamed, conmon not yet reopened): the rotated file is the one
   // still written to, so it is followed; else it is the previous file, read first (opened after
   // the current one: a rotation in between makes it the same inode, read once).
-  let previous = '';
   if (fh === undefined) fh = await openTracked(`${file}.1`);
-  else previous = await readWhole(`${file}.1`);
-  let offset = 0;
-  const readMore = async (): Promise<string> => {
-    if (fh === undefined) return '';
-    const { size } = await fh.stat();
-    if (size <= offset) return '';
-    const buf = Buffer.alloc(size - offset);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-    offset += bytesRead;
-    return text.write(buf.subarray(0, bytesRead));
-  };
-  // What is there now; without -f an unfinished last message is shown too.
-  let lines = render(previous + (await readMore()), !o.follow);
-  if (o.tail !== undefined) lines = o.tail === 0 ? [] : lines.slice(-o.tail);
-  writeLines(lines);
+  else await readWhole(`${file}.1`, (s) => take(s, false));
+  await readMore((s) => take(s, false));
+  if (!o.follow) take('', true);
+  if (o.tail !== undefined) writeLines(o.tail === 0 ? [] : kept.slice(-o.tail));
   if (!o.follow) {
     await fh?.close();
     return;
@@ -159,8 +185,8 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
       const mine = fh === undefined ? undefined : await fh.stat().catch(() => undefined);
       if (onDisk !== undefined && (mine === undefined || onDisk.ino !== mine.ino)) {
         // Replaced under the same path: finish the old file, then any rotated file never opened, then the new one from its start.
-        emit(await readMore());
-        emit(await readWhole(`${file}.1`));
+        await readMore(emit);
+        await readWhole(`${file}.1`, emit);
         await fh?.close();
         fh = await openTracked(file);
         offset = 0;
@@ -172,7 +198,7 @@ export async function readLog(file: string, o: FollowOptions): Promise<void> {
         records.reset();
         carryRaw = '';
       }
-      emit(await readMore());
+      await readMore(emit);
       if (o.signal?.aborted === true || !running) break;
       if (kick.signal.aborted || Date.now() - lastCheck >= (o.checkMs ?? 500)) {
         if (kick.signal.aborted) kick = new AbortController();

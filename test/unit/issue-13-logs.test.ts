@@ -153,3 +153,22 @@ test('partial records while following keep --timestamps (the first record\'s tim
   assert.equal(since, 'new\n');
   rmSync(dir, { recursive: true });
 });
+
+test('regression logs-read-whole-file: logs are read in pieces — any piece size gives the same output, with --tail, --since and the previous file', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'berth-logs-'));
+  const file = path.join(dir, 'c.log');
+  writeFileSync(`${file}.1`, rec('01', 'old één') + rec('02', 'old two'));
+  writeFileSync(file, rec('03', 'héllo wörld ✓') + rec('04', 'part ', 'P') + rec('05', 'whole') + rec('06', 'last'));
+  const read = async (chunkBytes: number | undefined, extra: { tail?: number; sinceMs?: number }): Promise<string> => {
+    let out = '';
+    await readLog(file, { raw: false, timestamps: false, follow: false, running: async () => false, write: (s) => (out += s), ...extra, ...(chunkBytes !== undefined ? { chunkBytes } : {}) });
+    return out;
+  };
+  for (const extra of [{}, { tail: 2 }, { tail: 0 }, { sinceMs: Date.parse('2026-11-30T10:00:04Z') }]) {
+    const whole = await read(undefined, extra);
+    for (const n of [1, 2, 3, 7, 64]) assert.equal(await read(n, extra), whole, `pieces of ${n}, ${JSON.stringify(extra)}`);
+  }
+  assert.equal(await read(5, {}), 'old één\nold two\nhéllo wörld ✓\npart whole\nlast\n');
+  assert.equal(await read(5, { tail: 2 }), 'part whole\nlast\n');
+  rmSync(dir, { recursive: true });
+});
