@@ -167,3 +167,17 @@ test('issue 13: every securityContext variant gives a config.json the runtime-sp
     v.check(spec);
   }
 });
+
+test('regression device-hostpath-nodev: a CharDevice/BlockDevice hostPath is bound without nodev; other volumes keep nosuid,nodev', () => {
+  const spec = generateSpec(image(), {
+    id: 'x',
+    sandbox: HOST,
+    rootfs: ROOTFS,
+    mounts: [
+      { destination: '/dev/fuse', source: '/dev/fuse', readOnly: false, device: true },
+      { destination: '/data', source: '/srv/data', readOnly: true },
+    ],
+  }) as { mounts: { destination: string; options: string[] }[] };
+  assert.deepEqual(spec.mounts.find((m) => m.destination === '/dev/fuse')?.options, ['rbind', 'rprivate', 'rw', 'nosuid']);
+  assert.deepEqual(spec.mounts.find((m) => m.destination === '/data')?.options, ['rbind', 'rprivate', 'ro', 'nosuid', 'nodev']);
+});

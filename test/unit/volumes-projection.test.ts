@@ -30,3 +30,22 @@ test('regression deleted-configmap-empties-volume: a projection whose required s
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('regression device-hostpath-nodev: a hostPath of type CharDevice is mounted as a device; a directory one is not', async () => {
+  const { setHostPathAllowList } = await import('../../src/lib/policy.js');
+  const root = mkdtempSync(path.join(os.tmpdir(), 'berth-vol-'));
+  setHostPathAllowList(['/dev', root]);
+  try {
+    const vm = new VolumeManager(root, createLogger('silent'));
+    const vols: PodVolume[] = [
+      { name: 'null', kind: 'hostPath', path: '/dev/null', type: 'CharDevice' },
+      { name: 'dir', kind: 'hostPath', path: root, type: 'Directory' },
+    ];
+    await vm.sync('default/p', vols);
+    const m = await vm.mounts('default/p', vols, [{ volume: 'null', mountPath: '/dev/x', readOnly: false }, { volume: 'dir', mountPath: '/d', readOnly: false }]);
+    assert.deepEqual(m.map((x) => x.device === true), [true, false]);
+  } finally {
+    setHostPathAllowList([]);
+    rmSync(root, { recursive: true, force: true });
+  }
+});

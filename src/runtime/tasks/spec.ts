@@ -30,7 +30,8 @@ export interface ContainerRunSpec {
   pidsLimit?: number;
   annotations?: Record<string, string>;
   /** Pod volumes bind-mounted into the container (sources already resolved and confined). */
-  mounts?: readonly { destination: string; source: string; readOnly: boolean }[];
+  /** `device`: a hostPath of type CharDevice or BlockDevice, bound without nodev (else it could not be opened). */
+  mounts?: readonly { destination: string; source: string; readOnly: boolean; device?: boolean }[];
   security?: SecuritySpec;
 }
 
@@ -299,7 +300,7 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
     mounts.push({ destination: f.destination, type: 'bind', source: f.source, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] });
   }
   for (const m of c.mounts ?? []) {
-    mounts.push({ destination: m.destination, type: 'bind', source: m.source, options: ['rbind', 'rprivate', m.readOnly ? 'ro' : 'rw', 'nosuid', 'nodev'] });
+    mounts.push({ destination: m.destination, type: 'bind', source: m.source, options: ['rbind', 'rprivate', m.readOnly ? 'ro' : 'rw', 'nosuid', ...(m.device === true ? [] : ['nodev'])] });
   }
 
   const resources: Record<string, unknown> = {

@@ -36,6 +36,8 @@ export interface BindMount {
   destination: string;
   source: string;
   readOnly: boolean;
+  /** A hostPath of type CharDevice or BlockDevice: mounted without nodev (the devices cgroup still decides who may open it). */
+  device?: boolean;
 }
 
 /** tmpfs size for a secret volume: secrets are at most 1 MiB each (Kubernetes' limit). */
@@ -128,7 +130,8 @@ export class VolumeManager {
       const base = v.kind === 'hostPath' ? await realHostPath(v) : v.kind === 'named' ? this.namedDir(v.claim) : this.volumeDir(podKey, v.name);
       const source = r.subPath === undefined ? base : await confinedSubPath(base, r.subPath, `volume ${v.name} of pod ${podKey}`);
       // Projected volumes are read-only whatever the manifest says, as on Kubernetes.
-      out.push({ destination: r.mountPath, source, readOnly: r.readOnly || v.kind === 'projected' || (v.kind === 'named' && v.readOnly) });
+      const device = v.kind === 'hostPath' && (v.type === 'CharDevice' || v.type === 'BlockDevice');
+      out.push({ destination: r.mountPath, source, readOnly: r.readOnly || v.kind === 'projected' || (v.kind === 'named' && v.readOnly), ...(device ? { device: true } : {}) });
     }
     return out;
   }
