@@ -95,6 +95,22 @@ describe('contract: pod sandboxes (netns + CNI + catatonit)', { timeout: 120_000
     assert.ok(!execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(mine('rollback')));
   });
 
+  test('regression pod-subnet-changed-under-running-pods: another --pod-subnet for a bridge with pods is refused, naming the one in use', async (t) => {
+    if (!ok) return t.skip();
+    t.after(() => rt.removeSandbox('default/first'));
+    await rt.createSandbox(spec('first'), false);
+    const other = `10.${200 + ((randomBytes(1)[0] ?? 0) % 50)}.${randomBytes(1)[0] ?? 0}.0/24`;
+    assert.notEqual(other, subnet);
+    const rt2 = await Runtime.open({ root: path.join(base, 'root'), state: path.join(base, 'state'), log: createLogger('silent'), network: { bridge, subnet: other } });
+    try {
+      await assert.rejects(rt2.createSandbox(spec('second'), false), (e: Error) => e.message.includes(`bridge ${bridge} carries pods in ${subnet}`) && e.message.includes(`--pod-subnet ${subnet}`));
+    } finally {
+      await rt2.close();
+    }
+    // The first pod's masquerade jump is still the one for its subnet.
+    assert.ok(execFileSync('iptables-save', ['-t', 'nat'], { encoding: 'utf8' }).includes(`-A POSTROUTING -s ${subnet}`));
+  });
+
   test('an unknown pod has no sandbox and no IP; removing it is success', async (t) => {
     if (!ok) return t.skip();
     assert.equal(rt.podIP('default/never'), null);

@@ -73,6 +73,23 @@ export interface CniTarget {
 export class CniNetwork {
   private readonly timeoutMs: number;
 
+  /** The subnet this network was configured with (the command line's). */
+  get subnet(): string {
+    return this.o.subnet;
+  }
+
+  /** The bridge and subnet a recorded configuration list (a sandbox's cniConfig) was made for, if it says. */
+  static networkOf(conflist: string): { bridge?: string; subnet?: string } {
+    try {
+      const c = JSON.parse(conflist) as { plugins?: { type?: string; bridge?: string; ipam?: { ranges?: { subnet?: string }[][] } }[] };
+      const b = c.plugins?.find((p) => p.type === 'bridge');
+      const subnet = b?.ipam?.ranges?.[0]?.[0]?.subnet;
+      return { ...(b?.bridge !== undefined ? { bridge: b.bridge } : {}), ...(subnet !== undefined ? { subnet } : {}) };
+    } catch {
+      return {};
+    }
+  }
+
   constructor(private readonly o: NetworkOptions) {
     this.timeoutMs = o.timeoutMs ?? 30_000;
     if (!/^[A-Za-z0-9_.-]{1,15}$/.test(o.bridge)) {

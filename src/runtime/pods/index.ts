@@ -6,7 +6,7 @@ import type { Logger } from '../../lib/log.js';
 import { crashPoint } from '../../lib/crashpoint.js';
 import { hostIPsOverlap } from '../../lib/netaddr.js';
 import { isSameProcess, startTime } from '../../lib/proc.js';
-import { boundHostPorts, createNetns, deleteNetns, netnsExists, netnsName, netnsPath, sweepTaggedRules, type CniNetwork, type CniTarget, type PortMapping } from '../network/index.js';
+import { boundHostPorts, createNetns, deleteNetns, netnsExists, netnsName, netnsPath, sweepTaggedRules, CniNetwork, type CniTarget, type PortMapping } from '../network/index.js';
 import type { SandboxRecord, StateStore } from '../state/index.js';
 import type { TaskDriver } from '../tasks/index.js';
 import { generateSandboxSpec, type SandboxRef } from '../tasks/spec.js';
@@ -133,6 +133,7 @@ export class SandboxManager {
 
   private async createNow(spec: SandboxSpec, shareProcessNamespace: boolean): Promise<SandboxRecord> {
     await this.removeNow(spec.podKey);
+    this.checkSubnet(spec.podKey);
     await this.checkPorts(spec);
     const id = sandboxId(spec.podKey, spec.hash);
     const nsName = netnsName(this.root, spec.podKey);
@@ -313,6 +314,25 @@ export class SandboxManager {
     if (deleted) await step(() => deleteNetns(path.basename(r.netns)));
     await step(() => fsp.rm(this.dir(r.id), { recursive: true, force: true }));
     if (first !== undefined) throw first;
+  }
+
+  /**
+   * The bridge's pods all live in one subnet: a command run with another --pod-subnet for the same
+   * bridge would add a second range to it and rewrite its masquerade rules for the new subnet
+   * only, cutting the running pods off (regression pod-subnet-changed-under-running-pods).
+   * Refused, naming what runs and how to go on.
+   */
+  private checkSubnet(podKey: string): void {
+    const others = this.state.listSandboxes().filter((r) => r.podKey !== podKey);
+    for (const r of others) {
+      const n = CniNetwork.networkOf(r.cniConfig ?? '');
+      if (n.bridge === this.net.bridge && n.subnet !== undefined && n.subnet !== this.net.subnet) {
+        throw new BerthError(
+          'ERR_CONFLICT',
+          `pod ${podKey}: bridge ${this.net.bridge} carries pods in ${n.subnet} (pod ${r.podKey} among them), not ${this.net.subnet}: run with --pod-subnet ${n.subnet}, or delete those pods first`,
+        );
+      }
+    }
   }
 
   /**
