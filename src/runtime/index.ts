@@ -390,7 +390,11 @@ export class Runtime {
   /** `images tag SRC DST`: DST names the same local image as SRC (a new images row). */
   tagImage(src: string, dst: string): { ref: string; digest: string } {
     const from = parseReference(src).canonical;
-    const to = parseReference(dst).canonical;
+    const target = parseReference(dst);
+    // As docker and podman: a name with a digest names that content, it cannot be given to other
+    // content (regression tag-to-digest-name: a pod pinned to it would run something else).
+    if (target.digest !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `tag ${dst}: refusing to tag with a digest reference; give a name or name:tag`);
+    const to = target.canonical;
     const img = this.state.getImage(from);
     if (img === undefined) throw new BerthError('ERR_NOT_FOUND', `tag ${from}: no such local image (berth images ls)`);
     this.state.putImage({ ref: to, digest: img.digest, indexDigest: img.indexDigest, updatedAt: Date.now() });

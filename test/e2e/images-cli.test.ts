@@ -52,6 +52,11 @@ describe('e2e: images ls, inspect, tag (issue 14)', { timeout: 300_000 }, () => 
     const tag = await berth(env, ['images', 'tag', image, 'example.test/mine:v1']);
     assert.equal(tag.code, 0, tag.stderr);
     assert.equal(tag.stdout.trim(), `example.test/mine:v1 ${img?.digest ?? ''}`);
+    // Regression tag-to-digest-name: a digest name is that content's, never a name to give away.
+    const pinned = await berth(env, ['images', 'tag', image, `example.test/other@sha256:${'a'.repeat(64)}`]);
+    assert.equal(pinned.code, 2, pinned.stderr);
+    assert.match(pinned.stderr, /refusing to tag with a digest reference/);
+    assert.equal((JSON.parse((await berth(env, ['images', 'ls', '-o', 'json'])).stdout) as { ref: string }[]).some((x) => x.ref.includes('@')), false);
     const rm = await berth(env, ['images', 'rm', image]);
     assert.equal(rm.code, 0, rm.stderr);
     assert.equal((await berth(env, ['gc'])).code, 0);

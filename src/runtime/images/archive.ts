@@ -520,7 +520,9 @@ export async function importArchive(
 ): Promise<ImportedImage[]> {
   const what = `import ${source}`;
   const limits = { ...DEFAULT_ARCHIVE_LIMITS, ...opts.limits };
-  const ref = opts.ref === undefined ? undefined : parseReference(opts.ref).canonical;
+  const wanted = opts.ref === undefined ? undefined : parseReference(opts.ref);
+  if (wanted?.digest !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `${what}: --ref ${opts.ref ?? ''}: give a name or name:tag, not a digest reference`);
+  const ref = wanted?.canonical;
   const st = await fsp.stat(source).catch((err: unknown) => {
     if (errnoCode(err) === 'ENOENT') throw new BerthError('ERR_NOT_FOUND', `${what}: no such file or directory`);
     throw localIoError(err, what, source);

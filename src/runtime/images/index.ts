@@ -87,6 +87,9 @@ export class ImageService {
     const ref = parseReference(refString);
     const rec = this.state.getImage(ref.canonical);
     if (rec === undefined) return undefined;
+    // A pinned name is only ever the content it pins: a row that says otherwise (written by an
+    // older `images tag` to a digest name) is not that image (regression tag-to-digest-name).
+    if (ref.digest !== undefined && rec.digest !== ref.digest && rec.indexDigest !== ref.digest) return undefined;
     const m = this.state.getManifest(rec.digest);
     if (m === undefined) return undefined;
     const ids = m.layers.map((l) => l.chainId);
