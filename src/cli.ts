@@ -181,6 +181,16 @@ function blockedLine(b: { key: string; reason: string }): string {
 }
 
 /** What -f names, for the service: an absolute path, or stdin's text (read once, with the limit). */
+/**
+ * `-f` given once: kubectl takes several, berth reads one file or directory per command, so a
+ * second `-f` is refused rather than replacing the first (regression repeated-f-keeps-last).
+ */
+function oneFilename(v: string, prev: string | undefined): string {
+  if (prev !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `-f ${prev} -f ${v}: give one -f (a file, a directory or -); to use several files, put them in one directory`);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) throw new BerthError('ERR_INVALID_ARGUMENT', `-f ${v}: berth reads local files and directories only; download it first`);
+  return v;
+}
+
 async function manifestRef(filename: string): Promise<import('./daemon/service.js').ManifestRef> {
   return filename === '-' ? { path: '-', stdinText: await readStdin(), display: '-' } : { path: path.resolve(filename), display: filename };
 }
@@ -411,7 +421,7 @@ export function buildProgram(): Command {
   program
     .command('apply')
     .description('make this machine match the manifests in a file or directory (through berth up when it runs)')
-    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin')
+    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin', oneFilename)
     .option('--prune', 'delete pods previously applied from this path that it no longer declares')
     .option('--dry-run', 'print the plan and change nothing')
     .option('--force', 'take over pods that a directory watched by berth up owns')
@@ -421,6 +431,9 @@ export function buildProgram(): Command {
     .action(async (o: { filename: string; prune?: boolean; dryRun?: boolean; force?: boolean; wait?: boolean; timeout?: string; quiet?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       const timeoutMs = parseTimeout('apply --timeout', o.timeout, 60_000);
+      // Every stdin apply (and every `berth run`) shares the source `-`: pruning against it would
+      // delete pods this input never named (regression prune-stdin-deletes-others).
+      if (o.prune === true && o.filename === '-') throw new BerthError('ERR_INVALID_ARGUMENT', 'apply --prune -f -: stdin names no set of pods to prune against; give the file or directory');
       const input = await manifestRef(o.filename);
       const req = {
         input,
@@ -460,11 +473,12 @@ export function buildProgram(): Command {
   program
     .command('diff')
     .description('print what apply would do; exit 0 no changes, 1 changes pending, 2 error')
-    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin')
+    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin', oneFilename)
     .option('--prune', 'include deletions that apply --prune would make')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
     .action(async (o: { filename: string; prune?: boolean; output: string }, cmd: Command) => {
       const cfg = config(cmd);
+      if (o.prune === true && o.filename === '-') throw new BerthError('ERR_INVALID_ARGUMENT', 'diff --prune -f -: stdin names no set of pods to prune against; give the file or directory');
       const input = await manifestRef(o.filename);
       const req = { input, ...(o.prune === true ? { prune: true } : {}) };
       await withBackend(cfg, { write: false, what: 'diff' }, async (b) => {
@@ -481,7 +495,7 @@ export function buildProgram(): Command {
   program
     .command('validate')
     .description('check manifests and list every problem with file:line:col, field and what is allowed; exit 0 valid, 2 not (needs no root, state or registry)')
-    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin')
+    .requiredOption('-f, --filename <path>', 'manifest file or directory (recursive), or - for stdin', oneFilename)
     .addOption(new Option('-o, --output <format>', 'output format (json: schemas/validate.json)').choices(['text', 'json']).default('text'))
     .action(async (o: { filename: string; output: string }, cmd: Command) => {
       // Manifests only: no runtime, so --root and --state are neither read nor created.
@@ -520,7 +534,7 @@ export function buildProgram(): Command {
     .description('stop and delete pods: those a file or directory names (-f), or one by name (delete pod NAME)')
     .argument('[kind]', 'pod (with NAME)')
     .argument('[name]', 'pod name')
-    .option('-f, --filename <path>', 'manifest file or directory, or - for stdin; only kind and name are read, so a file that no longer validates still works')
+    .option('-f, --filename <path>', 'manifest file or directory, or - for stdin; only kind and name are read, so a file that no longer validates still works', oneFilename)
     .option('-n, --namespace <ns>', 'namespace for delete pod NAME', 'default')
     .option('--force', 'delete pods that a directory watched by berth up owns (it recreates them while its files declare them)')
     .option('-q, --quiet', 'no progress lines (step starts and ends, grace-period countdowns); errors and the exit code as ever')
