@@ -661,9 +661,9 @@ export class Controller {
   }
 
   /**
-   * Waits until every key is Ready (its Ready condition True for the current generation) in two
-   * polls READY_POLL_MS apart with nothing in between (the same Ready transition, no container of
-   * the pod ended), or the deadline passes; returns the keys not ready with their reason and message.
+   * Waits until every key is Ready (its Ready condition True for the current generation) and has
+   * stayed so for READY_STABLE_MS, polled every READY_POLL_MS, with nothing in between (the same
+   * Ready transition, no container of the pod ended), or the deadline passes; returns the keys not ready with their reason and message.
    * A container that dies right after its start is observed running by the start's own pod run,
    * and when its exit is seen the same pod run may restart it at once, so Ready can stay True
    * through a crash: one Ready reading would report a crash-looping pod ready (regression
@@ -672,6 +672,7 @@ export class Controller {
   async waitReady(keys: readonly string[], timeoutMs: number, signal?: AbortSignal): Promise<{ key: string; reason: string; message: string }[]> {
     const until = this.clock.now() + timeoutMs;
     let seen = new Map<string, string>();
+    let since = this.clock.now();
     for (;;) {
       const notReady: { key: string; reason: string; message: string }[] = [];
       const now = new Map<string, string>();
@@ -684,7 +685,11 @@ export class Controller {
         const ends = this.rt.listRestarts(key).map((r) => `${r.name}:${r.nextAttempt}:${r.lastFinishedAt ?? ''}`);
         now.set(key, `${ready.lastTransitionTime} ${ends.sort().join(' ')}`);
       }
-      const settled = [...now].every(([k, sig]) => seen.get(k) === sig);
+      const same = [...now].every(([k, sig]) => seen.get(k) === sig);
+      if (!same) since = this.clock.now();
+      // The same Ready for READY_STABLE_MS: a container that dies just after its start has had time
+      // to be seen dead even on a loaded machine (two readings 100 ms apart were not always enough).
+      const settled = same && this.clock.now() - since >= READY_STABLE_MS;
       if ((notReady.length === 0 && settled) || this.clock.now() >= until || signal?.aborted === true) return notReady;
       seen = now;
       await new Promise((r) => setTimeout(r, READY_POLL_MS));
@@ -700,8 +705,9 @@ export class Controller {
   }
 }
 
-/** How often apply --wait looks at the Ready conditions. */
+/** How often apply --wait looks at the Ready conditions, and how long Ready must hold unchanged. */
 const READY_POLL_MS = 100;
+const READY_STABLE_MS = 500;
 
 function asBerthError(err: unknown): BerthError {
   if (err instanceof BerthError) return err;

@@ -272,7 +272,7 @@ spec:
     // terminationGracePeriodSeconds: 0 — the kubelet runs no preStop hook.
     const noGrace = await run('nograce', 0, 'echo PRESTOP >> /h/nograce.log', 'echo TERM >> /h/nograce.log; exit 0');
     assert.ok(!noGrace.includes('PRESTOP'), noGrace);
-    // The hook outlives the 1 s grace period; the container still gets 2 s to finish on SIGTERM.
-    assert.equal(await run('slowhook', 1, 'echo PRESTOP >> /h/slowhook.log; sleep 5', 'sleep 1; echo DRAINED >> /h/slowhook.log; exit 0'), 'PRESTOP\nDRAINED');
+    // The hook outlives the 3 s grace period; the container still gets 2 s to finish on SIGTERM.
+    assert.equal(await run('slowhook', 3, 'echo PRESTOP >> /h/slowhook.log; sleep 10', 'sleep 1; echo DRAINED >> /h/slowhook.log; exit 0'), 'PRESTOP\nDRAINED');
   });
 });
