@@ -95,7 +95,11 @@ export async function imageViews(
             // Bounded: the answer only decides whether a running container is replaced, so
             // a silent registry must not hold the key long.
             const signals = [AbortSignal.timeout(RESOLVE_TIMEOUT_MS), ...(o.signal !== undefined ? [o.signal] : [])];
-            view.remote = await rt.resolveImage(c.image, AbortSignal.any(signals));
+            // With the pull secrets of the pods that use it, as the pull would be (a private image
+            // reachable only through them was otherwise never checked: a 401 each time).
+            const secrets = new Map<string, { secret: string; configJson: string }>();
+            for (const p of desired) if ([...(p.initContainers ?? []), ...p.containers].some((x) => x.image === c.image)) for (const s of p.pullCredentials ?? []) secrets.set(s.secret, s);
+            view.remote = await rt.resolveImage(c.image, AbortSignal.any(signals), [...secrets.values()]);
             o.cache?.set(c.image, view.remote, Date.now());
           } catch (err) {
             // An unreachable registry must not stop running workloads: keep the local image.

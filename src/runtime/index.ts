@@ -415,8 +415,13 @@ export class Runtime {
     return this.pullGate.shared(() => exportArchive({ content: this.content, state: this.state }, refs, file));
   }
 
-  resolveImage(ref: string, signal?: AbortSignal): Promise<Digest> {
-    return this.images.resolve(ref, signal);
+  /**
+   * The digest the registry gives `ref` now, asked with the pods' pull secrets before the node's
+   * credentials, as the pull itself is (regression always-check-without-pull-secrets).
+   */
+  resolveImage(ref: string, signal?: AbortSignal, pullSecrets: readonly { secret: string; configJson: string }[] = []): Promise<Digest> {
+    const credentials = pullSecrets.length === 0 ? undefined : chainCredentials(...pullSecrets.map((p) => credentialsFromDockerConfig(p.configJson, `imagePullSecret ${p.secret}`)));
+    return this.images.resolve(ref, signal, credentials);
   }
 
   /**

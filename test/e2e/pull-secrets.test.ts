@@ -90,4 +90,34 @@ stringData:
       assert.ok(!out.stdout.includes(Buffer.from(`puller:${PASSWORD}`).toString('base64')), `${args.join(' ')} shows the encoded credentials`);
     }
   });
+
+  test('regression always-check-without-pull-secrets: a moved tag of a private image with pullPolicy Always is seen through the pod\'s Secret and replaces the container', async (t) => {
+    if (!ok) return t.skip();
+    const m = path.join(dir, 'always');
+    mkdirSync(m);
+    writeFileSync(path.join(m, 'secret.yaml'), secret());
+    writeFileSync(path.join(m, 'pod.yaml'), pod(true).replace('name: private', 'name: always').replace('      command:', '      imagePullPolicy: Always\n      command:'));
+    const r = await berth(env, ['apply', '-f', m], { env: childEnv });
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    const ids = async (): Promise<(string | null)[]> => (JSON.parse((await berth(env, ['status', '-o', 'json'], { env: childEnv })).stdout) as { pods: { key: string; containers: { id: string | null; state: string }[] }[] }).pods.find((p) => p.key === 'default/always')?.containers.map((c) => (c.state === 'running' ? c.id : null)) ?? [];
+    const first = await waitFor('always running', async () => ((await ids())[0] ?? undefined) ?? undefined);
+    // The tag moves: another image pushed under it (through an open registry on the same storage).
+    const open = await startRegistry({ storageDir: path.join(dir, 'storage') });
+    try {
+      await pushImage(open.url, 'berth/private', '1.0', await buildBusyboxImage({ user: 'nobody' }));
+    } finally {
+      await open.stop();
+    }
+    const d = await berth(env, ['diff', '-f', m], { env: childEnv });
+    assert.equal(d.code, 1, `${d.stdout}\n${d.stderr}`);
+    assert.match(d.stdout, /image moved/);
+    const again = await berth(env, ['apply', '-f', m], { env: childEnv });
+    assert.equal(again.code, 0, `${again.stdout}\n${again.stderr}`);
+    const second = await waitFor('always replaced', async () => {
+      const id = (await ids())[0];
+      return id !== null && id !== undefined && id !== first ? id : undefined;
+    });
+    assert.notEqual(second, first);
+    await berth(env, ['delete', '-f', m], { env: childEnv });
+  });
 });

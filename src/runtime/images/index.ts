@@ -105,10 +105,11 @@ export class ImageService {
   }
 
   /** Asks the registry which digest `ref` names now (the top-level document: index or manifest). */
-  async resolve(refString: string, signal?: AbortSignal): Promise<Digest> {
+  async resolve(refString: string, signal?: AbortSignal, credentials?: CredentialSource): Promise<Digest> {
     const ref = parseReference(refString);
     if (ref.digest !== undefined) return ref.digest;
-    const top = await this.registry.fetchManifest(ref, ref.tag ?? 'latest', signal);
+    const registry: RegistryClient = credentials !== undefined ? this.registry.withCredentials(credentials) : this.registry;
+    const top = await registry.fetchManifest(ref, ref.tag ?? 'latest', signal);
     return top.digest;
   }
 
