@@ -48,7 +48,9 @@ export function parseReference(s: string): ImageReference {
       throw new BerthError('ERR_INVALID_ARGUMENT', `parse image reference ${JSON.stringify(s)}: repository names must be lowercase`);
     }
   }
-  if (domain === undefined) {
+  // Docker's legacy name for its hub is the hub (distribution/reference splitDockerDomain), so
+  // index.docker.io/busybox is docker.io/library/busybox (regression index-docker-io-not-normalised).
+  if (domain === undefined || domain === 'index.docker.io') {
     domain = DEFAULT_DOMAIN;
   }
   if (domain === DEFAULT_DOMAIN && !repoPath.includes('/')) repoPath = `library/${repoPath}`;

@@ -387,3 +387,9 @@ describe('unit: isLoopbackHost', () => {
     }
   });
 });
+
+test('regression index-docker-io-not-normalised: index.docker.io is Docker Hub, as docker reads it', () => {
+  assert.equal(parseReference('index.docker.io/busybox').canonical, 'docker.io/library/busybox:latest');
+  assert.equal(parseReference('index.docker.io/foo/bar:1').canonical, 'docker.io/foo/bar:1');
+  assert.equal(parseReference('busybox').canonical, 'docker.io/library/busybox:latest');
+});
