@@ -159,6 +159,7 @@ export function podVerdict(s: PodSituation): PodVerdict {
   } else if (running === declared && readyCount < declared) {
     phase = 'NotReady';
     reason = 'ContainersNotReady';
+    // status.ts reads the count back for the READY column: keep this form.
     message = `${readyCount}/${declared} containers ready (readiness probe)`;
   } else if (running === declared) {
     phase = 'Running';

@@ -103,6 +103,8 @@ export function buildStatus(o: {
     // Rows are newer than conditions when a container exited after the last reconcile.
     if (status === 'Unknown') status = running === containers.length && containers.length > 0 ? 'Running' : 'Pending';
     const ready = conds.find((c) => c.type === 'Ready');
+    const probed = ready?.status === 'False' && ready.reason === 'NotReady' ? /^(\d+)\/\d+ containers ready/.exec(ready.message)?.[1] : undefined;
+    const probeReady = probed !== undefined ? Math.min(Number(probed), running) : undefined;
     const stalled = conds.find((c) => c.type === 'Stalled' && c.status === 'True');
     const invalid = conds.find((c) => c.type === 'InvalidSpec' && c.status === 'True');
     const next = containers.map((c) => c.nextRestartAt).filter((x): x is string => x !== null).sort()[0] ?? null;
@@ -115,7 +117,10 @@ export function buildStatus(o: {
       ...(desired?.line !== undefined ? { line: desired.line } : {}),
       ...(desired?.labels !== undefined ? { labels: desired.labels } : {}),
       status,
-      ready: `${running}/${containers.length}`,
+      // kubectl's READY counts containers that are ready, not running: while a readiness probe has
+      // not passed, the NotReady verdict (conditions.ts) carries the count of those that have
+      // (regression ready-counts-running).
+      ready: `${probeReady ?? running}/${containers.length}`,
       restarts: containers.reduce((n, c) => n + c.restarts, 0),
       createdAt: iso(p.createdAt) ?? '',
       generation: p.generation ?? 1,

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { BerthError, ERROR_CODES, RETRYABLE, codeOf, errorLine, exitCodeOf, isErrorCode, splitCoded, type ErrorCode } from '../../src/lib/errors.js';
 import { podVerdict, type PodSituation } from '../../src/reconciler/conditions.js';
+import type { Digest } from '../../src/lib/digest.js';
 import type { DesiredPod } from '../../src/reconciler/desired.js';
 import { buildStatus } from '../../src/reconciler/status.js';
 import { StateStore } from '../../src/runtime/state/index.js';
@@ -155,4 +156,21 @@ test('the state database keeps the code of conditions and events (and null where
     state.close();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('regression ready-counts-running: READY counts the containers whose readiness passed, as kubectl', () => {
+  const container = { id: 'c1', podKey: 'default/web', name: 'app', specHash: 'h', imageRef: 'r/x:1', imageDigest: 'sha256:aa' as Digest, state: 'running' as const, pid: 1, pidStart: '1', exitCode: null, createdAt: 1, startedAt: 1, finishedAt: null, attempt: 0, reason: null, live: true };
+  const v = podVerdict({ ...situation, observed: undefined });
+  const status = (conds: typeof v.conditions): string | undefined =>
+    buildStatus({
+      pods: [{ key: 'default/web', namespace: 'default', name: 'web', source: '/m/web.yaml', podHash: 'p', spec: JSON.stringify(pod), createdAt: 500, generation: 1, containers: [container] }],
+      restarts: [],
+      conditions: conds.map((c) => ({ ...c, key: 'pod/default/web', lastTransitionTime: 4000 })),
+      now: 5000,
+      daemon: null,
+    }).pods[0]?.ready;
+  const notReady = v.conditions.map((c) => (c.type === 'Ready' ? { ...c, status: 'False' as const, reason: 'NotReady', message: '0/1 containers ready (readiness probe)' } : c));
+  assert.equal(status(notReady), '0/1');
+  const running = v.conditions.map((c) => (c.type === 'Ready' ? { ...c, status: 'True' as const, reason: 'Running', message: '1/1 containers running' } : c));
+  assert.equal(status(running), '1/1');
 });
