@@ -152,6 +152,9 @@ test('the state database keeps the code of conditions and events (and null where
     const events = state.listEvents();
     assert.deepEqual(events.map((x) => [x.reason, x.code]), [['Failed', 'ERR_UNSAFE_CONTENT'], ['Pulled', null]]);
     assert.deepEqual(validateEvents(events), []);
+    // Regression events-for-prefix: the events of pod/default/web are not those of web2 or webapp.
+    for (const k of ['pod/default/web', 'pod/default/web2', 'pod/default/webapp']) state.addEvent(k, 'Created', k);
+    assert.deepEqual(state.listEvents({ keyPrefix: 'pod/default/web' }).map((x) => x.key), ['pod/default/web']);
   } finally {
     state.close();
     rmSync(dir, { recursive: true, force: true });

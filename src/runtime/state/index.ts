@@ -869,12 +869,18 @@ export class StateStore {
 
   /**
    * Events in order: the newest `limit` (default 100) after `afterId`, since `sinceTs`,
-   * optionally only those of keys starting with `keyPrefix`.
+   * optionally only those of the key `keyPrefix` and the keys under it (`keyPrefix/…`): the
+   * events of pod/default/web, not those of pod/default/web2 (regression events-for-prefix).
    */
   listEvents(o: { limit?: number; afterId?: number; sinceTs?: number; keyPrefix?: string } = {}): EventRecord[] {
-    const rows = this.db
-      .prepare('SELECT * FROM events WHERE id > ? AND ts >= ? AND substr(key, 1, ?) = ? ORDER BY id DESC LIMIT ?')
-      .all(o.afterId ?? 0, o.sinceTs ?? 0, (o.keyPrefix ?? '').length, o.keyPrefix ?? '', o.limit ?? 100) as EventRecord[];
+    const k = o.keyPrefix ?? '';
+    const rows = (
+      k === ''
+        ? this.db.prepare('SELECT * FROM events WHERE id > ? AND ts >= ? ORDER BY id DESC LIMIT ?').all(o.afterId ?? 0, o.sinceTs ?? 0, o.limit ?? 100)
+        : this.db
+            .prepare('SELECT * FROM events WHERE id > ? AND ts >= ? AND (key = ? OR substr(key, 1, ?) = ?) ORDER BY id DESC LIMIT ?')
+            .all(o.afterId ?? 0, o.sinceTs ?? 0, k, k.length + 1, `${k}/`, o.limit ?? 100)
+    ) as EventRecord[];
     return rows.reverse();
   }
 
