@@ -367,8 +367,8 @@ function parseTimeout(flag: string, v: string | undefined, def: number): number 
 }
 
 /** A `ps`/`status` query; a selector that does not parse is exit 2 before anything is opened. */
-async function podQuery(what: string, names: readonly string[], o: { namespace: string; selector?: string }): Promise<import('./daemon/service.js').PodQuery> {
-  const q = podQueryOf(what, names, o);
+async function podQuery(what: string, names: readonly string[], o: { namespace: string; selector?: string }, cmd?: Command): Promise<import('./daemon/service.js').PodQuery> {
+  const q = podQueryOf(what, names, { ...o, namespaceGiven: cmd?.getOptionValueSource('namespace') === 'cli' });
   if (o.selector !== undefined) (await import('./lib/selector.js')).parseSelector(o.selector);
   return q;
 }
@@ -642,7 +642,7 @@ export function buildProgram(): Command {
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'wide', 'json', 'yaml']).default('table'))
     .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
       const cfg = config(cmd);
-      const query = await podQuery('ps', names, o);
+      const query = await podQuery('ps', names, o, cmd);
       await withBackend(cfg, { write: false, what: 'ps' }, async (b) => {
         // Read-only: in-process it takes no lock (it must not wait behind a long pull).
         const pods = await b.call<import('./daemon/service.js').PodListing[]>('pods', query);
@@ -659,7 +659,7 @@ export function buildProgram(): Command {
     .addOption(new Option('-o, --output <format>', 'output format (wide: containers, source file:line, next try)').choices(['table', 'wide', 'json', 'yaml']).default('table'))
     .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
       const cfg = config(cmd);
-      const query = await podQuery('status', names, o);
+      const query = await podQuery('status', names, o, cmd);
       await withBackend(cfg, { write: false, what: 'status' }, async (b) => {
         const report = await b.call<import('./reconciler/status.js').StatusReport>('status', query);
         await printRead(statusOutput(report, query, { output: o.output as TextOutput | 'yaml', now: Date.now() }));
@@ -823,7 +823,7 @@ export function buildProgram(): Command {
     .addOption(new Option('-o, --output <format>', 'output format (json: an array of {pod, container, id, cpu: {seconds, percent}, memory: {bytes, limitBytes}, pids: {current, limit}}; limits null when unset)').choices(['table', 'json']).default('table'))
     .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
       const cfg = config(cmd);
-      const query = await podQuery('stats', names, o);
+      const query = await podQuery('stats', names, o, cmd);
       await withBackend(cfg, { write: false, what: 'stats' }, async (b) => {
         const stats = await b.call<import('./daemon/service.js').ContainerStats[]>('stats', query);
         const found = new Set(stats.map((s) => s.pod));

@@ -110,6 +110,8 @@ export interface PodQuery {
   keys?: string[];
   /** A label selector (`-l`) over metadata.labels as applied: k=v, k!=v, k, !k, comma = AND. */
   selector?: string;
+  /** Only this namespace (an explicit -n without names). */
+  namespace?: string;
 }
 
 /** A pod as `ps` lists it: its observation and the restart count of each container name. */
@@ -218,7 +220,7 @@ export class BerthService {
     const sel = q.selector !== undefined ? parseSelector(q.selector) : undefined;
     const keys = q.keys !== undefined ? new Set(q.keys) : undefined;
     const all = this.o.daemon ? this.o.rt.recordedPods() : await this.o.rt.observe({ repair: false });
-    return all.filter((p) => (keys === undefined || keys.has(p.key)) && (sel === undefined || matchesSelector(sel, lastAppliedPod(p.spec)?.labels ?? {})));
+    return all.filter((p) => (keys === undefined || keys.has(p.key)) && (q.namespace === undefined || p.namespace === q.namespace) && (sel === undefined || matchesSelector(sel, lastAppliedPod(p.spec)?.labels ?? {})));
   }
 
   async pods(q: PodQuery = {}): Promise<PodListing[]> {

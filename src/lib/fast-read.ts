@@ -64,7 +64,7 @@ export function parseFastRead(args: readonly string[]): FastRead | undefined {
   return {
     method: command,
     socket: daemonSocket(globals.get('--state')),
-    query: podQuery(command === 'pods' ? 'ps' : 'status', names, { namespace: local.get('--namespace') ?? 'default', ...(selector !== undefined ? { selector } : {}) }),
+    query: podQuery(command === 'pods' ? 'ps' : 'status', names, { namespace: local.get('--namespace') ?? 'default', namespaceGiven: local.has('--namespace'), ...(selector !== undefined ? { selector } : {}) }),
     output: output as TextOutput,
   };
 }

@@ -74,11 +74,15 @@ export function table(rows: readonly (readonly string[])[]): string {
  * `ps`/`status` NAME... and -l as a service query. Names and a selector exclude each other, as in
  * kubectl. The selector's syntax is checked by the caller or by the service.
  */
-export function podQuery(what: string, names: readonly string[], o: { namespace: string; selector?: string }): PodQuery {
+export function podQuery(what: string, names: readonly string[], o: { namespace: string; selector?: string; namespaceGiven?: boolean }): PodQuery {
   if (names.length > 0 && o.selector !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `${what}: give pod names or -l SELECTOR, not both`);
   return {
     ...(names.length > 0 ? { keys: names.map((n) => (n.includes('/') ? n : `${o.namespace}/${n}`)) } : {}),
     ...(o.selector !== undefined ? { selector: o.selector } : {}),
+    // An explicit -n without names lists that namespace only, as kubectl get -n does; without -n
+    // every namespace is listed (berth's default: one machine's pods, kubectl get -A)
+    // (regression namespace-flag-ignored-by-listings).
+    ...(names.length === 0 && o.namespaceGiven === true ? { namespace: o.namespace } : {}),
   };
 }
 

@@ -98,3 +98,13 @@ describe('the ps/status fast path', () => {
     assert.deepEqual(responseBody(Buffer.from('HTTP/1.1 200 OK\r\ncontent-length:  2 \r\n\r\n[]')), { body: '[]' });
   });
 });
+
+test('regression namespace-flag-ignored-by-listings: an explicit -n without names lists that namespace only; no -n lists all', async () => {
+  const { podQuery } = await import('../../src/lib/pod-views.js');
+  assert.deepEqual(parseFastRead(['ps', '-n', 'prod'])?.query, { namespace: 'prod' });
+  assert.deepEqual(parseFastRead(['status', '--namespace=prod'])?.query, { namespace: 'prod' });
+  assert.deepEqual(parseFastRead(['ps'])?.query, {});
+  assert.deepEqual(parseFastRead(['ps', '-n', 'prod', 'web'])?.query, { keys: ['prod/web'] });
+  assert.deepEqual(podQuery('ps', [], { namespace: 'default', namespaceGiven: false }), {});
+  assert.deepEqual(podQuery('ps', [], { namespace: 'default', namespaceGiven: true }), { namespace: 'default' });
+});
