@@ -297,6 +297,30 @@ describe('unit: selectPlatform and hostPlatform', () => {
     assert.equal(selectPlatform(i, { os: 'linux', architecture: 'arm64' }, 'idx').digest, D3);
   });
 
+  test('regression platform-variants: normalised and with containerd\'s fallbacks — never a newer variant than the host\'s', () => {
+    const D5 = sha256('five');
+    // amd64/v3 listed first: a plain amd64 host takes the baseline, never v3 (SIGILL without its instructions).
+    const amd = idx(entry(D1, { os: 'linux', architecture: 'amd64', variant: 'v3' }), entry(D2, { os: 'linux', architecture: 'amd64' }));
+    assert.equal(selectPlatform(amd, { os: 'linux', architecture: 'amd64' }, 'idx').digest, D2);
+    assert.equal(selectPlatform(amd, { os: 'linux', architecture: 'amd64', variant: 'v3' }, 'idx').digest, D1);
+    // v3 wanted, only v2 and the baseline listed: v2.
+    const amd2 = idx(entry(D2, { os: 'linux', architecture: 'amd64' }), entry(D3, { os: 'linux', architecture: 'amd64', variant: 'v2' }));
+    assert.equal(selectPlatform(amd2, { os: 'linux', architecture: 'amd64', variant: 'v3' }, 'idx').digest, D3);
+    // An ARMv6 board does not take arm/v7 listed first; arm/v7 falls back to v6; arm without a variant is v7.
+    const arm = idx(entry(D1, { os: 'linux', architecture: 'arm', variant: 'v7' }), entry(D2, { os: 'linux', architecture: 'arm', variant: 'v6' }));
+    assert.equal(selectPlatform(arm, { os: 'linux', architecture: 'arm', variant: 'v6' }, 'idx').digest, D2);
+    assert.equal(selectPlatform(idx(entry(D2, { os: 'linux', architecture: 'arm', variant: 'v6' })), { os: 'linux', architecture: 'arm', variant: 'v7' }, 'idx').digest, D2);
+    throwsCode(() => selectPlatform(idx(entry(D3, { os: 'linux', architecture: 'arm' })), { os: 'linux', architecture: 'arm', variant: 'v6' }, 'idx'), 'ERR_NOT_FOUND');
+    assert.equal(selectPlatform(idx(entry(D3, { os: 'linux', architecture: 'arm' })), { os: 'linux', architecture: 'arm', variant: 'v7' }, 'idx').digest, D3);
+    // Aliases: aarch64 is arm64, x86_64 is amd64; arm64 falls back to 32-bit arm, amd64 to 386.
+    assert.equal(selectPlatform(idx(entry(D4, { os: 'linux', architecture: 'aarch64' })), { os: 'linux', architecture: 'arm64' }, 'idx').digest, D4);
+    assert.equal(selectPlatform(idx(entry(D4, { os: 'linux', architecture: 'x86_64' })), { os: 'linux', architecture: 'amd64' }, 'idx').digest, D4);
+    assert.equal(selectPlatform(idx(entry(D5, { os: 'linux', architecture: 'arm', variant: 'v7' })), { os: 'linux', architecture: 'arm64' }, 'idx').digest, D5);
+    assert.equal(selectPlatform(idx(entry(D5, { os: 'linux', architecture: '386' })), { os: 'linux', architecture: 'amd64' }, 'idx').digest, D5);
+    // The host's own platform is preferred over a fallback listed first.
+    assert.equal(selectPlatform(idx(entry(D5, { os: 'linux', architecture: '386' }), entry(D2, { os: 'linux', architecture: 'amd64' })), { os: 'linux', architecture: 'amd64' }, 'idx').digest, D2);
+  });
+
   test('skips entries without a platform, other OSes and nested indexes', () => {
     const i = idx(
       entry(D1, undefined),

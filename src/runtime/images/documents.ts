@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { BerthError } from '../../lib/errors.js';
 import { goField } from '../../lib/gojson.js';
 import { parseDigest, type Digest } from '../../lib/digest.js';
@@ -193,32 +194,115 @@ export function parseImageConfig(bytes: Buffer, what: string): ImageConfig {
 
 export function hostPlatform(): Platform {
   const arch: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
-  return { os: 'linux', architecture: arch[process.arch] ?? process.arch };
+  const architecture = arch[process.arch] ?? process.arch;
+  // As containerd's cpuVariant: only a 32-bit ARM host names its variant (from /proc/cpuinfo);
+  // others leave it empty, which matches only an image's baseline (never amd64/v3 on a host that
+  // may not have those instructions).
+  if (architecture === 'arm') {
+    const v = armCpuVariant();
+    if (v !== undefined) return { os: 'linux', architecture, variant: v };
+  }
+  return { os: 'linux', architecture };
+}
+
+function armCpuVariant(): string | undefined {
+  try {
+    const m = /^CPU architecture\s*:\s*(\d+)/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    const n = Number(m?.[1] ?? NaN);
+    if (n >= 8) return 'v8';
+    if (n >= 5 && n <= 7) return `v${n}`;
+  } catch {
+    // not Linux, or no /proc: the default (arm/v7) applies
+  }
+  return undefined;
 }
 
 /**
- * Picks the manifest for `want` from an index: exact os/arch (and variant when both name one).
- * Entries that are indexes themselves are skipped (P1: berth reads one index level). When only such
- * entries match, the image is refused as nested (ERR_INVALID_IMAGE, as a manifest entry that turns
- * out to be an index is) rather than reported as missing a platform that the index does list.
+ * containerd's normalisation (platforms.Normalize): architecture aliases, and each
+ * architecture's default variant written one way — amd64 v1 and arm64 v8 are no variant, arm
+ * without one is v7 — so that equal platforms compare equal.
+ */
+export function normalizePlatform(p: Platform): Platform {
+  let arch = p.architecture.toLowerCase();
+  let variant = (p.variant ?? '').toLowerCase();
+  switch (arch) {
+    case 'i386':
+      arch = '386';
+      variant = '';
+      break;
+    case 'x86_64':
+    case 'x86-64':
+    case 'amd64':
+      arch = 'amd64';
+      if (variant === 'v1') variant = '';
+      break;
+    case 'aarch64':
+    case 'arm64':
+      arch = 'arm64';
+      if (variant === '8' || variant === 'v8' || variant === 'v8.0') variant = '';
+      break;
+    case 'armhf':
+      arch = 'arm';
+      variant = 'v7';
+      break;
+    case 'armel':
+      arch = 'arm';
+      variant = 'v6';
+      break;
+    case 'arm':
+      if (variant === '') variant = 'v7';
+      else if (/^[5-8]$/.test(variant)) variant = `v${variant}`;
+      break;
+    default:
+      break;
+  }
+  return { os: p.os.toLowerCase(), architecture: arch, ...(variant !== '' ? { variant } : {}) };
+}
+
+/**
+ * The platforms a host of `want` runs, best first (containerd's platformVector): its own, then
+ * the older variants of its architecture, then the 32-bit ones it also runs — amd64/v3 → v2 →
+ * amd64 → 386; arm/v7 → v6 → v5; arm64 → arm/v8 → arm/v7 → v6 → v5.
+ */
+function platformVector(want: Platform): Platform[] {
+  const w = normalizePlatform(want);
+  const out: Platform[] = [w];
+  const num = (v: string | undefined, dflt: number): number => (v === undefined ? dflt : Number(/^v(\d+)/.exec(v)?.[1] ?? NaN));
+  if (w.architecture === 'amd64') {
+    for (let n = num(w.variant, 1) - 1; n >= 1; n--) out.push({ os: w.os, architecture: 'amd64', ...(n > 1 ? { variant: `v${n}` } : {}) });
+    out.push({ os: w.os, architecture: '386' });
+  } else if (w.architecture === 'arm') {
+    for (let n = num(w.variant, 7) - 1; n >= 5; n--) out.push({ os: w.os, architecture: 'arm', variant: `v${n}` });
+  } else if (w.architecture === 'arm64') {
+    if (w.variant !== undefined) out.push({ os: w.os, architecture: 'arm64' });
+    for (let n = 8; n >= 5; n--) out.push({ os: w.os, architecture: 'arm', variant: `v${n}` });
+  }
+  return out;
+}
+
+/**
+ * Picks the manifest for `want` from an index as containerd does: both sides normalised, the
+ * platforms `want` runs tried best first (platformVector), the first entry of the best one taken.
+ * An entry for a newer variant than the host's is never taken (amd64/v3 for a plain amd64 host:
+ * SIGILL on a CPU without those instructions). Entries that are indexes themselves are skipped
+ * (P1: berth reads one index level). When only such entries match, the image is refused as
+ * nested (ERR_INVALID_IMAGE, as a manifest entry that turns out to be an index is) rather than
+ * reported as missing a platform that the index does list.
  */
 export function selectPlatform(index: ImageIndex, want: Platform, what: string): Descriptor {
-  const matches = index.manifests.filter(
-    (m) =>
-      m.platform !== undefined &&
-      m.platform.os === want.os &&
-      m.platform.architecture === want.architecture &&
-      (want.variant === undefined || m.platform.variant === undefined || m.platform.variant === want.variant),
-  );
-  const candidates = matches.filter((m) => m.mediaType === MEDIA.ociManifest || m.mediaType === MEDIA.dockerManifest);
-  const pick = candidates[0];
-  const nested = matches.find((m) => m.mediaType === MEDIA.ociIndex || m.mediaType === MEDIA.dockerList);
-  if (pick === undefined && nested !== undefined) {
+  const same = (a: Platform, b: Platform): boolean => a.os === b.os && a.architecture === b.architecture && (a.variant ?? '') === (b.variant ?? '');
+  const entries = index.manifests.filter((m) => m.platform !== undefined).map((m) => ({ m, p: normalizePlatform(m.platform as Platform) }));
+  let nested: Descriptor | undefined;
+  for (const p of platformVector(want)) {
+    const matches = entries.filter((e) => same(e.p, p)).map((e) => e.m);
+    const pick = matches.find((m) => m.mediaType === MEDIA.ociManifest || m.mediaType === MEDIA.dockerManifest);
+    if (pick !== undefined) return pick;
+    nested ??= matches.find((m) => m.mediaType === MEDIA.ociIndex || m.mediaType === MEDIA.dockerList);
+  }
+  if (nested !== undefined) {
     throw new BerthError('ERR_INVALID_IMAGE', `${what}: the entry for ${want.os}/${want.architecture} is another index ${nested.digest} (nested indexes are not supported)`);
   }
-  if (pick === undefined) {
-    const have = index.manifests.map((m) => (m.platform ? `${m.platform.os}/${m.platform.architecture}` : 'unknown')).join(', ');
-    throw new BerthError('ERR_NOT_FOUND', `${what}: no manifest for ${want.os}/${want.architecture} in the index (has ${have || 'none'})`);
-  }
-  return pick;
+  const name = (p: Platform): string => `${p.os}/${p.architecture}${p.variant !== undefined ? `/${p.variant}` : ''}`;
+  const have = index.manifests.map((m) => (m.platform ? name(m.platform) : 'unknown')).join(', ');
+  throw new BerthError('ERR_NOT_FOUND', `${what}: no manifest for ${name(want)} in the index (has ${have || 'none'})`);
 }
