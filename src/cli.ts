@@ -453,13 +453,16 @@ export function buildProgram(): Command {
           process.exitCode = EXIT_FAILURE;
           return;
         }
+        const { renderConfigChanges } = await import('./reconciler/configs.js');
+        const configLines = renderConfigChanges(res.configs ?? []);
         if (res.plan !== undefined) {
           const { renderPlan } = await import('./reconciler/render.js');
-          process.stdout.write(renderPlan(res.plan) || 'no changes\n');
+          process.stdout.write(configLines + renderPlan(res.plan) || 'no changes\n');
           return;
         }
+        process.stdout.write(configLines);
         const failed = printResults(res.steps);
-        if (res.steps.length === 0) process.stdout.write('no changes\n');
+        if (res.steps.length === 0 && configLines === '') process.stdout.write('no changes\n');
         for (const bl of res.blocked) process.stderr.write(blockedLine(bl));
         if (failed > 0 || res.blocked.length > 0) process.exitCode = EXIT_FAILURE;
         if (res.notReady !== undefined) {
@@ -487,8 +490,10 @@ export function buildProgram(): Command {
         const plan = res.plan;
         if (plan === undefined) throw new BerthError('ERR_INTERNAL', 'diff: no plan in the answer');
         const { renderPlan, planToJson } = await import('./reconciler/render.js');
-        process.stdout.write(o.output === 'json' ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : renderPlan(plan));
-        process.exitCode = plan.steps.length > 0 || plan.blocked.length > 0 ? 1 : 0;
+        const { renderConfigChanges } = await import('./reconciler/configs.js');
+        const configs = res.configs ?? [];
+        process.stdout.write(o.output === 'json' ? `${JSON.stringify({ ...(planToJson(plan) as Record<string, unknown>), configs }, null, 2)}\n` : renderConfigChanges(configs) + renderPlan(plan));
+        process.exitCode = plan.steps.length > 0 || plan.blocked.length > 0 || configs.length > 0 ? 1 : 0;
       });
     });
 

@@ -7,7 +7,7 @@ import { matchesSelector, parseSelector } from '../lib/selector.js';
 import { parseReference, type DiskUsage, type EventRecord, type GcReport, type ImageSummary, type ImportedImage, type ObservedPod, type Runtime } from '../runtime/index.js';
 import { Controller, type ApplyResult, type ProgressEvent } from '../reconciler/controller.js';
 import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
-import { knownConfigs, recordConfigs } from '../reconciler/configs.js';
+import { configChanges, knownConfigs, recordConfigs, type ConfigChange } from '../reconciler/configs.js';
 import { ANNOTATION_DEFAULT_CONTAINER, type DesiredConfig, type DesiredPlatform, type DesiredPod } from '../reconciler/desired.js';
 import { resolvePods } from '../reconciler/resolve.js';
 import type { ParseCache } from '../reconciler/manifest.js';
@@ -65,6 +65,8 @@ export interface ApplyResponse extends ApplyResult {
   invalid?: InvalidManifests;
   /** The pods the manifests declare (for --wait's message). */
   declared?: string[];
+  /** The ConfigMaps and Secrets recorded, changed or forgotten (with dryRun: that would be). */
+  configs?: ConfigChange[];
 }
 
 export interface DiffRequest {
@@ -77,6 +79,8 @@ export interface DiffRequest {
 
 export interface DiffResponse {
   plan?: Plan;
+  /** The ConfigMaps and Secrets the apply would create, change or delete (names only). */
+  configs?: ConfigChange[];
   invalid?: InvalidManifests;
 }
 
@@ -181,25 +185,26 @@ export class BerthService {
     if (pods.length === 0 && loaded.configs.length === 0 && !pruneDir) throw new BerthError('ERR_INVALID_MANIFEST', `apply ${req.input.display}: no objects passed to apply`);
     const prune: PruneScope | undefined = req.prune === true ? { sources: [req.input.path] } : undefined;
     const force = req.force !== undefined ? { force: req.force } : {};
+    const configs = configChanges(this.o.rt, loaded.configs, prune);
     if (req.dryRun === true) {
       const refused = c.ownershipProblems({ pods, ...force }, req.input.path);
       const plan = await c.diff(pods, prune, { fromRows: this.o.daemon });
-      return { steps: [], blocked: plan.blocked, refused, keys: [], plan };
+      return { steps: [], blocked: plan.blocked, refused, keys: [], plan, configs };
     }
     // ConfigMaps and Secrets first: the pods resolved against them are applied next.
     if (recordConfigs(this.o.rt, loaded.configs, prune)) this.o.onConfigsChanged?.();
     const res = await c.apply({ pods, ...(prune !== undefined ? { prune } : {}), ...force }, req.input.path, onProgress);
     const declared = pods.map((p) => p.key);
-    if (req.wait !== true || res.refused.length > 0) return { ...res, declared };
+    if (req.wait !== true || res.refused.length > 0) return { ...res, declared, configs };
     const notReady = await c.waitReady(res.keys.filter((k) => declared.includes(k)), req.timeoutMs ?? 60_000);
-    return { ...res, notReady, declared };
+    return { ...res, notReady, declared, configs };
   }
 
   async diff(req: DiffRequest): Promise<DiffResponse> {
     const loaded = await this.load(req.input, req.pods, req.configs);
     if ('invalid' in loaded) return { invalid: loaded.invalid };
     const prune: PruneScope | undefined = req.prune === true ? { sources: [req.input.path] } : undefined;
-    return { plan: await this.o.controller.diff(loaded.pods, prune, { fromRows: this.o.daemon }) };
+    return { plan: await this.o.controller.diff(loaded.pods, prune, { fromRows: this.o.daemon }), configs: configChanges(this.o.rt, loaded.configs, prune) };
   }
 
   /** `delete`: the planner's delete-pod steps for recorded pods among `keys`. */

@@ -37,3 +37,59 @@ export function recordConfigs(rt: Runtime, loaded: readonly DesiredConfig[], pru
   rt.updateConfigs(put, remove);
   return put.length + remove.length > 0;
 }
+
+/** A ConfigMap or Secret that an apply of `loaded` would create, change or (pruning) delete. */
+export interface ConfigChange {
+  op: 'create' | 'update' | 'delete';
+  /** `configmap/<ns>/<name>` or `secret/<ns>/<name>`. */
+  key: string;
+  source: string;
+  line?: number;
+  /** update: the data keys added, removed or changed (names only: a Secret's values are never shown). */
+  keys?: string[];
+}
+
+/**
+ * What recording `loaded` (and, within `prune`, forgetting the others) changes, for `diff` and
+ * `apply` to show as kubectl shows ConfigMaps and Secrets (regression config-changes-invisible).
+ * Values are never part of it, only the names of the keys that differ.
+ */
+export function configChanges(rt: Runtime, loaded: readonly DesiredConfig[], prune?: PruneScope): ConfigChange[] {
+  const rows = new Map(rt.listConfigs().map((r) => [r.key, r]));
+  const out: ConfigChange[] = [];
+  for (const c of loaded) {
+    const row = rows.get(c.key);
+    if (row === undefined) {
+      out.push({ op: 'create', key: c.key, source: c.source, line: c.line });
+      continue;
+    }
+    let before: DesiredConfig | undefined;
+    try {
+      before = JSON.parse(row.object) as DesiredConfig;
+    } catch {
+      before = undefined;
+    }
+    const a = before?.data ?? {};
+    const keys = [...new Set([...Object.keys(a), ...Object.keys(c.data)])].filter((k) => a[k] !== c.data[k]).sort();
+    const other = before === undefined || before.type !== c.type || JSON.stringify(before.binaryKeys ?? []) !== JSON.stringify(c.binaryKeys ?? []);
+    if (keys.length > 0 || other) out.push({ op: 'update', key: c.key, source: c.source, line: c.line, keys });
+  }
+  if (prune !== undefined) {
+    const declared = new Set(loaded.map((c) => c.key));
+    for (const r of rows.values()) if (!declared.has(r.key) && (inScope(r.source, prune) || prune.keys?.includes(r.key) === true)) out.push({ op: 'delete', key: r.key, source: r.source });
+  }
+  return out;
+}
+
+/** One line per change, as the plan's lines read: `+ configmap default/app (file:line)`. */
+export function renderConfigChanges(changes: readonly ConfigChange[]): string {
+  return changes
+    .map((c) => {
+      const [kind, ns, name] = c.key.split('/');
+      const what = `${kind ?? ''} ${ns ?? ''}/${name ?? ''}`;
+      if (c.op === 'create') return `+ ${what} (${c.source}${c.line !== undefined ? `:${c.line}` : ''})\n`;
+      if (c.op === 'delete') return `- ${what}: delete (no longer declared in ${c.source})\n`;
+      return `~ ${what}: update${(c.keys ?? []).length > 0 ? ` (data: ${(c.keys ?? []).join(', ')})` : ''}\n`;
+    })
+    .join('');
+}

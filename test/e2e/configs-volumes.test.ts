@@ -218,6 +218,8 @@ spec:
     const d = await berth(env, ['diff', '-f', copy]);
     assert.equal(d.code, 1, d.stderr);
     assert.match(d.stdout, /env\.PASSWORD: \*\*\* \(before\) → \*\*\* \(after\)/);
+    // Regression config-changes-invisible: the Secret itself is a change too, by key name only.
+    assert.match(d.stdout, /^~ secret default\/creds: update \(data: password\)$/m);
     assert.ok(!d.stdout.includes('another-value-99') && !d.stdout.includes(SECRET2));
   });
 

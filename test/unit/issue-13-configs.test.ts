@@ -206,3 +206,21 @@ test('regression env-order-diff-shows-secret: an env list that only changed orde
   assert.ok(!out.includes('hunter2'), out);
   assert.match(out, /"field":"env"/);
 });
+
+test('regression config-changes-invisible: diff and apply list the ConfigMaps and Secrets they create, change or delete — key names, never values', async () => {
+  const { configChanges, renderConfigChanges } = await import('../../src/reconciler/configs.js');
+  const { configs } = load(CM('a=1', 'hi'), SECRET);
+  const rows = (cs: DesiredConfig[]): { key: string; source: string; object: string }[] => cs.map((c) => ({ key: c.key, source: c.source, object: JSON.stringify(c) }));
+  const rt = (cs: DesiredConfig[]): never => ({ listConfigs: () => rows(cs) }) as never;
+  assert.deepEqual(configChanges(rt([]), configs).map((c) => [c.op, c.key]), [['create', 'configmap/default/app'], ['create', 'secret/default/creds']]);
+  assert.deepEqual(configChanges(rt(configs), configs), []);
+  const changed = load(CM('a=2', 'hi'), SECRET.replace('new-pw', 'newer-pw')).configs;
+  const upd = configChanges(rt(configs), changed);
+  assert.deepEqual(upd.map((c) => [c.op, c.key, c.keys]), [['update', 'configmap/default/app', ['app.conf']], ['update', 'secret/default/creds', ['password']]]);
+  const text = renderConfigChanges(upd);
+  assert.equal(text, '~ configmap default/app: update (data: app.conf)\n~ secret default/creds: update (data: password)\n');
+  assert.ok(!text.includes('newer-pw') && !JSON.stringify(upd).includes(Buffer.from('newer-pw').toString('base64')));
+  // Pruned: a recorded config the path no longer declares.
+  const del = configChanges(rt(configs), configs.filter((c) => c.kind === 'Secret'), { sources: ['/m/x.yaml'] });
+  assert.deepEqual(del.map((c) => [c.op, c.key]), [['delete', 'configmap/default/app']]);
+});
