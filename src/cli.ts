@@ -640,7 +640,7 @@ export function buildProgram(): Command {
   program
     .command('ps')
     .alias('pods')
-    .description('list pods and containers with state, PID, restarts, image digest and age (-o wide: restarts, last exit, container id)')
+    .description('list pods and containers with state, PID, attempt, image digest and age (-o wide: restarts, last exit, container id)')
     .argument('[pod...]', 'only these pods (namespace default unless -n)')
     .option('-n, --namespace <ns>', 'namespace for POD', 'default')
     .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k; comma = and')
@@ -731,7 +731,7 @@ export function buildProgram(): Command {
     .argument('<target>', 'POD or POD/CONTAINER (namespace default unless -n); without CONTAINER the one the kubectl.kubernetes.io/default-container annotation names, else the first, as kubectl')
     .option('-n, --namespace <ns>', 'namespace', 'default')
     .option('-c, --container <name>', 'container name')
-    .option('--tail <n>', 'only the last N lines')
+    .option('--tail <n>', 'only the last N lines (-1: all)')
     .option('--raw', 'print CRI log lines unchanged')
     .option('-p, --previous', 'the attempt before the current one (after a restart)')
     .option('-f, --follow', 'keep printing new output until the container stops or Ctrl-C (survives conmon\'s log rotation)')
@@ -746,7 +746,9 @@ export function buildProgram(): Command {
       let tail: number | undefined;
       if (o.tail !== undefined) {
         tail = Number(o.tail);
-        if (!Number.isSafeInteger(tail) || tail < 0) throw new BerthError('ERR_INVALID_ARGUMENT', `logs --tail ${JSON.stringify(o.tail)}: must be a whole number, 0 or more`);
+        if (!Number.isSafeInteger(tail) || tail < -1) throw new BerthError('ERR_INVALID_ARGUMENT', `logs --tail ${JSON.stringify(o.tail)}: must be a whole number, 0 or more (-1: all, as kubectl)`);
+        // kubectl's default, -1: every line.
+        if (tail === -1) tail = undefined;
       }
       const sinceMs = o.since === undefined ? undefined : Date.now() - parseTimeout('logs --since', o.since, 0);
       const req = { podKey: `${o.namespace}/${podName ?? ''}`, ...(ctrName !== undefined ? { container: ctrName } : {}), ...(o.previous === true ? { previous: true } : {}) };
@@ -873,7 +875,9 @@ export function buildProgram(): Command {
           return;
         }
         const { humanAge } = await import('./lib/time.js');
-        const size = (n: number): string => (n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)}MB` : `${(n / 1024).toFixed(1)}kB`);
+        const { formatBytes } = await import('./lib/progress.js');
+        // Decimal units, as podman images and berth df print them (the same image, the same figure).
+        const size = (n: number): string => formatBytes(n);
         const rows = [['REF', 'DIGEST', 'PLATFORM', 'SIZE', 'UNPACKED', 'CREATED']];
         for (const i of list) {
           const created = i.created === null ? '<unknown>' : humanAge(Date.now() - Date.parse(i.created));

@@ -108,6 +108,10 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     assert.equal(none.code, 0);
     assert.equal(none.stdout, '');
     for (const bad of [['--tail', 'abc'], ['--tail', '-3']]) assert.equal((await berth(env, ['logs', 'web', ...bad])).code, 2, bad.join(' '));
+    // kubectl's --tail=-1: every line.
+    const all = await berth(env, ['logs', 'web', '--tail=-1']);
+    assert.equal(all.code, 0, all.stderr);
+    assert.equal(all.stdout, (await berth(env, ['logs', 'web'])).stdout);
     assert.equal((await berth(env, ['logs', 'web/httpd/x'])).code, 2);
     const raw = await berth(env, ['logs', 'web/httpd', '--raw', '--tail', '1']);
     assert.match(raw.stdout, /^\S+ stderr F .*response:200\n$/);
