@@ -216,13 +216,15 @@ spec:
   containers:
     - name: c
       image: ${image}
-      command: ["sh", "-c", "trap 'echo TERM >> /h/poststart.log; exit 0' TERM; while :; do sleep 0.2; done"]
+      command: ["sh", "-c", "trap 'echo POSTSTART >> /h/poststart.log' USR2; trap 'echo PRESTOP >> /h/poststart.log' USR1; trap 'echo TERM >> /h/poststart.log; exit 0' TERM; while :; do sleep 0.2; done"]
       volumeMounts: [{name: h, mountPath: /h}]
       lifecycle:
+        # Each hook signals the container's PID 1, whose trap writes the line (as in the preStop test:
+        # the order of the lines is the order in which the container saw the hooks and the signal).
         postStart:
-          exec: {command: [sh, -c, "echo POSTSTART >> /h/poststart.log; exit 1"]}
+          exec: {command: [sh, -c, "kill -USR2 1; sleep 1; exit 1"]}
         preStop:
-          exec: {command: [sh, -c, "echo PRESTOP >> /h/poststart.log"]}
+          exec: {command: [sh, -c, "kill -USR1 1; sleep 1"]}
 `,
     );
     const a = await berth(env, [...args, 'apply', '-f', file]);
@@ -256,7 +258,7 @@ spec:
   containers:
     - name: c
       image: ${image}
-      command: ["sh", "-c", "trap '${onTerm}' TERM; while :; do sleep 0.2; done"]
+      command: ["sh", "-c", "trap 'echo PRESTOP >> /h/${name}.log' USR1; trap '${onTerm}' TERM; while :; do sleep 0.2; done"]
       volumeMounts: [{name: h, mountPath: /h}]
       lifecycle:
         preStop:
@@ -270,9 +272,11 @@ spec:
       return (await fsp.readFile(log, 'utf8').catch(() => '')).trim();
     };
     // terminationGracePeriodSeconds: 0 — the kubelet runs no preStop hook.
-    const noGrace = await run('nograce', 0, 'echo PRESTOP >> /h/nograce.log', 'echo TERM >> /h/nograce.log; exit 0');
+    // The hooks signal PID 1 (its USR1 trap writes PRESTOP) rather than write themselves: an exec'd
+    // process under a chrooted runc (the CI's fresh root) does not see the container's mounts.
+    const noGrace = await run('nograce', 0, 'kill -USR1 1', 'echo TERM >> /h/nograce.log; exit 0');
     assert.ok(!noGrace.includes('PRESTOP'), noGrace);
     // The hook outlives the 3 s grace period; the container still gets 2 s to finish on SIGTERM.
-    assert.equal(await run('slowhook', 3, 'echo PRESTOP >> /h/slowhook.log; sleep 10', 'sleep 1; echo DRAINED >> /h/slowhook.log; exit 0'), 'PRESTOP\nDRAINED');
+    assert.equal(await run('slowhook', 3, 'kill -USR1 1; sleep 10', 'sleep 1; echo DRAINED >> /h/slowhook.log; exit 0'), 'PRESTOP\nDRAINED');
   });
 });
