@@ -207,6 +207,13 @@ describe('integration: registry client against a fault-injecting loopback server
     assert.equal(srv.seen.length, 2);
   });
 
+  test('regression retry-after-cut-short: a 429 asking for an hour is not retried within the call; the error says so', { timeout: 10_000 }, async () => {
+    srv.script(reply(429, 'slow down', { 'retry-after': '3600' }), ok());
+    const err = await rejectsWith(client.fetchManifest(ref(), 'tag'), 'ERR_REGISTRY', /Retry-After 3600 s/);
+    assert.equal(err.details['retryAfterMs'], 3_600_000);
+    assert.equal(srv.seen.length, 1);
+  });
+
   test('a permanent 500 is ERR_REGISTRY after the retry budget (retries: 2 = 3 requests)', { timeout: 10_000 }, async () => {
     srv.fallback = reply(500, 'internal error');
     const err = await rejectsWith(client.fetchManifest(ref(), 'tag'), 'ERR_REGISTRY', /500/);

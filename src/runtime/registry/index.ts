@@ -474,11 +474,16 @@ export class RegistryClient {
             continue;
           }
           if (res.statusCode === 429 || res.statusCode >= 500) {
-            retryAfterMs = Math.min(parseRetryAfter(res.headers['retry-after'], Date.now()) ?? 0, MAX_RETRY_AFTER_MS);
+            const asked = parseRetryAfter(res.headers['retry-after'], Date.now()) ?? 0;
             const body = await errorBody(res.body);
-            lastErr = new BerthError('ERR_REGISTRY', `${what}: ${res.statusCode} from ${redactUrl(current.toString())}: ${body.slice(0, 200)}`, {
-              details: { status: res.statusCode, body: body.slice(0, 200) },
+            const err = new BerthError('ERR_REGISTRY', `${what}: ${res.statusCode} from ${redactUrl(current.toString())}: ${body.slice(0, 200)}${asked > MAX_RETRY_AFTER_MS ? ` (Retry-After ${Math.round(asked / 1000)} s)` : ''}`, {
+              details: { status: res.statusCode, body: body.slice(0, 200), ...(asked > 0 ? { retryAfterMs: asked } : {}) },
             });
+            // Longer than this call waits: no retry before the time the registry asked for (RFC 9110
+            // 10.2.3); the caller's back-off takes over (regression retry-after-cut-short).
+            if (asked > MAX_RETRY_AFTER_MS) throw err;
+            retryAfterMs = asked;
+            lastErr = err;
             break;
           }
           if (res.statusCode !== 200 && !(opts.pass ?? []).includes(res.statusCode)) {
