@@ -543,7 +543,8 @@ export function buildProgram(): Command {
     .option('-n, --namespace <ns>', 'namespace for delete pod NAME', 'default')
     .option('--force', 'delete pods that a directory watched by berth up owns (it recreates them while its files declare them)')
     .option('-q, --quiet', 'no progress lines (step starts and ends, grace-period countdowns); errors and the exit code as ever')
-    .action(async (kind: string | undefined, name: string | undefined, o: { filename?: string; namespace: string; force?: boolean; quiet?: boolean }, cmd: Command) => {
+    .option('--ignore-not-found', 'a pod that does not exist is not an error (exit 0), as kubectl')
+    .action(async (kind: string | undefined, name: string | undefined, o: { filename?: string; namespace: string; force?: boolean; quiet?: boolean; ignoreNotFound?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       let keys: string[];
       let problems = 0;
@@ -569,9 +570,16 @@ export function buildProgram(): Command {
           return;
         }
         const failed = printResults(res.steps);
-        if (o.filename === undefined && res.steps.length === 0) throw new BerthError('ERR_NOT_FOUND', `delete pod ${keys[0] ?? ''}: not found`);
-        if (res.steps.length === 0) process.stdout.write('nothing to delete\n');
-        if (failed > 0) process.exitCode = EXIT_FAILURE;
+        // As kubectl: each pod the file names that does not exist is an error (exit 1) unless
+        // --ignore-not-found (regression delete-missing-silent).
+        const missing = o.ignoreNotFound === true ? [] : (res.missing ?? []);
+        if (o.filename === undefined && res.steps.length === 0) {
+          if (o.ignoreNotFound === true) return;
+          throw new BerthError('ERR_NOT_FOUND', `delete pod ${keys[0] ?? ''}: not found`);
+        }
+        for (const k of missing) process.stderr.write(errorLine('ERR_NOT_FOUND', `delete pod ${k}: not found`));
+        if (res.steps.length === 0 && missing.length === 0) process.stdout.write('nothing to delete\n');
+        if (failed > 0 || missing.length > 0) process.exitCode = EXIT_FAILURE;
         else if (problems > 0) process.exitCode = EXIT_INVALID;
       });
     });
