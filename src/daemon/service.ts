@@ -7,7 +7,7 @@ import { matchesSelector, parseSelector } from '../lib/selector.js';
 import { parseReference, type DiskUsage, type EventRecord, type GcReport, type ImageSummary, type ImportedImage, type ObservedPod, type Runtime } from '../runtime/index.js';
 import { Controller, type ApplyResult, type ProgressEvent } from '../reconciler/controller.js';
 import { buildDescription, type ImageProcess, type PodDescription } from '../reconciler/describe.js';
-import { configChanges, knownConfigs, recordConfigs, type ConfigChange } from '../reconciler/configs.js';
+import { configChanges, enforceImmutable, knownConfigs, recordConfigs, type ConfigChange } from '../reconciler/configs.js';
 import { ANNOTATION_DEFAULT_CONTAINER, type DesiredConfig, type DesiredPlatform, type DesiredPod } from '../reconciler/desired.js';
 import { resolvePods } from '../reconciler/resolve.js';
 import type { ParseCache } from '../reconciler/manifest.js';
@@ -153,8 +153,13 @@ export class BerthService {
    * The manifests of `input` with their pods resolved against the ConfigMaps and Secrets they
    * name (loaded now, over the ones recorded by earlier applies); `configs` are the ones loaded.
    */
-  private async load(input: ManifestRef, pods?: DesiredPod[], configs: DesiredConfig[] = []): Promise<{ pods: DesiredPod[]; configs: DesiredConfig[] } | { invalid: InvalidManifests }> {
-    if (pods !== undefined) return { pods: resolvePods(pods, knownConfigs(this.o.rt, configs)), configs };
+  private async load(input: ManifestRef, pods?: DesiredPod[], given: DesiredConfig[] = []): Promise<{ pods: DesiredPod[]; configs: DesiredConfig[] } | { invalid: InvalidManifests }> {
+    if (pods !== undefined) {
+      // An immutable ConfigMap or Secret whose data changed refuses the apply, naming the file.
+      const imm = enforceImmutable(this.o.rt, given);
+      if (imm.problems.length > 0) return { invalid: { problems: imm.problems, badFiles: new Set(imm.problems.map((p) => p.file)).size } };
+      return { pods: resolvePods(pods, knownConfigs(this.o.rt, given)), configs: given };
+    }
     const { loadManifests } = await import('../reconciler/manifest.js');
     let cache = this.caches.get(input.path);
     this.caches.delete(input.path);
@@ -163,6 +168,8 @@ export class BerthService {
     for (const k of [...this.caches.keys()].slice(0, Math.max(0, this.caches.size - 8))) this.caches.delete(k);
     const res = await loadManifests(input.stdinText !== undefined ? { path: '-', stdinText: input.stdinText } : { path: input.path }, input.stdinText !== undefined ? {} : { cache });
     if (res.problems.length > 0) return { invalid: { problems: res.problems, badFiles: res.badFiles.length } };
+    const imm = enforceImmutable(this.o.rt, res.configs);
+    if (imm.problems.length > 0) return { invalid: { problems: imm.problems, badFiles: new Set(imm.problems.map((p) => p.file)).size } };
     return { pods: resolvePods(res.pods, knownConfigs(this.o.rt, res.configs)), configs: res.configs };
   }
 

@@ -6,7 +6,7 @@ import { LockFile } from '../lib/lock.js';
 import type { Logger } from '../lib/log.js';
 import { parseReference, type ImageGcThresholds, type Runtime } from '../runtime/index.js';
 import { Controller, type KeyReport } from '../reconciler/controller.js';
-import { knownConfigs, recordConfigs, recordedConfigs } from '../reconciler/configs.js';
+import { enforceImmutable, knownConfigs, recordConfigs, recordedConfigs } from '../reconciler/configs.js';
 import type { DesiredConfig, DesiredImage, DesiredPod } from '../reconciler/desired.js';
 import { resolvePods } from '../reconciler/resolve.js';
 import { formatProblem, type ManifestProblem } from '../reconciler/manifest.js';
@@ -152,6 +152,8 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
     wake();
   });
 
+  // The immutable-config problems already reported (each is printed once, not at every resync).
+  let immutableSeen = new Set<string>();
   const load = async (): Promise<void> => {
     let all: DesiredPod[] = [];
     const images: DesiredImage[] = [];
@@ -180,9 +182,18 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
       if (problems.length === 0 && lastInvalid !== '') o.out('berth: all manifests valid again');
       lastInvalid = invalidNow;
     }
+    // An immutable ConfigMap or Secret whose data changed keeps its record (what pods read), with a warning.
+    const imm = enforceImmutable(rt, configs);
+    const immNow = new Set(imm.problems.map(formatProblem));
+    for (const text of immNow) {
+      if (immutableSeen.has(text)) continue;
+      o.out(`! invalid manifest (last good objects kept): ${text}`);
+      rt.addEvent(`source/${imm.problems.find((p) => formatProblem(p) === text)?.file ?? ''}`, 'Invalid', text, { type: 'Warning' });
+    }
+    immutableSeen = immNow;
     // The watched directories own their ConfigMaps and Secrets: recorded as declared, forgotten when gone.
-    recordConfigs(rt, configs, { sources: roots });
-    all = resolvePods(all, knownConfigs(rt, configs));
+    recordConfigs(rt, imm.configs, { sources: roots });
+    all = resolvePods(all, knownConfigs(rt, imm.configs));
     desiredRefs = [...images.map((i) => i.ref), ...folders.flatMap((f) => f.images().map((i) => i.ref)), ...all.flatMap((p) => [...(p.initContainers ?? []), ...p.containers].map((c) => c.image))].flatMap((ref) => {
       try {
         return [parseReference(ref).canonical];

@@ -1,5 +1,6 @@
 import type { Runtime } from '../runtime/index.js';
 import type { DesiredConfig } from './desired.js';
+import type { ManifestProblem } from './problem.js';
 import { inScope, type PruneScope } from './plan.js';
 import { mergeConfigs } from './resolve.js';
 
@@ -92,4 +93,25 @@ export function renderConfigChanges(changes: readonly ConfigChange[]): string {
       return `~ ${what}: update${(c.keys ?? []).length > 0 ? ` (data: ${(c.keys ?? []).join(', ')})` : ''}\n`;
     })
     .join('');
+}
+
+/**
+ * The API server's rule for `immutable: true`: a recorded immutable ConfigMap or Secret keeps
+ * its data, type and immutability; a loaded one that changes them is a problem naming its file
+ * and line, and the recorded one stays what pods read (regression immutable-ignored). Returns
+ * the configs to use: the loaded ones, with each violating one replaced by its record.
+ */
+export function enforceImmutable(rt: Runtime, loaded: readonly DesiredConfig[]): { configs: DesiredConfig[]; problems: ManifestProblem[] } {
+  const recorded = new Map(recordedConfigs(rt).map((c) => [c.key, c]));
+  const problems: ManifestProblem[] = [];
+  const configs = loaded.map((c) => {
+    const before = recorded.get(c.key);
+    if (before?.immutable !== true) return c;
+    const same = c.immutable === true && c.type === before.type && JSON.stringify(Object.entries(c.data).sort()) === JSON.stringify(Object.entries(before.data).sort());
+    if (same) return c;
+    const [kind, ns, name] = c.key.split('/');
+    problems.push({ file: c.source, line: c.line, col: 1, field: 'immutable', message: `${kind === 'secret' ? 'Secret' : 'ConfigMap'} ${ns ?? ''}/${name ?? ''} is immutable: its data cannot change (delete it, then apply it again)` });
+    return { ...before, source: c.source, line: c.line };
+  });
+  return { configs, problems };
 }

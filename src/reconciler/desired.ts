@@ -168,6 +168,8 @@ export interface DesiredConfig {
   data: Record<string, string>;
   /** ConfigMap keys that came from binaryData (files only: env never reads them). */
   binaryKeys?: string[];
+  /** `immutable: true`: once recorded its data, type and immutability cannot change (delete it first), as the API server enforces. */
+  immutable?: true;
   source: string;
   line: number;
 }

@@ -1478,7 +1478,7 @@ function toDesiredConfig(kind: 'ConfigMap' | 'Secret', o: Record<string, unknown
   if (total > MAX_CONFIG_BYTES) problem([], `${kind} ${namespace}/${name} holds ${total} bytes; at most ${MAX_CONFIG_BYTES} (as Kubernetes)`);
   const type = stringOf(o['type']);
   const lower = kind === 'ConfigMap' ? 'configmap' : 'secret';
-  return { key: `${lower}/${namespace}/${name}`, kind, namespace, name, ...(type !== undefined ? { type } : {}), data, ...(binaryKeys.length > 0 ? { binaryKeys } : {}), source: file, line };
+  return { key: `${lower}/${namespace}/${name}`, kind, namespace, name, ...(type !== undefined ? { type } : {}), data, ...(binaryKeys.length > 0 ? { binaryKeys } : {}), ...(o['immutable'] === true ? { immutable: true } : {}), source: file, line };
 }
 
 function toDesiredImage(o: ImageShape, file: string, line: number, problem: Report): DesiredImage {

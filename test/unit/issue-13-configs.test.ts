@@ -224,3 +224,23 @@ test('regression config-changes-invisible: diff and apply list the ConfigMaps an
   const del = configChanges(rt(configs), configs.filter((c) => c.kind === 'Secret'), { sources: ['/m/x.yaml'] });
   assert.deepEqual(del.map((c) => [c.op, c.key]), [['delete', 'configmap/default/app']]);
 });
+
+test('regression immutable-ignored: an immutable ConfigMap keeps its recorded data; a changed one is a problem naming its file', async () => {
+  const { enforceImmutable } = await import('../../src/reconciler/configs.js');
+  const imm = (greeting: string, immutable = true): DesiredConfig[] => load(CM('a=1', greeting).replace('binaryData:', `${immutable ? 'immutable: true\n' : ''}binaryData:`)).configs;
+  const recorded = imm('hi');
+  assert.equal(recorded[0]?.immutable, true);
+  const rt = { listConfigs: () => recorded.map((c) => ({ key: c.key, source: c.source, object: JSON.stringify(c) })) } as never;
+  // The same data again: fine.
+  assert.deepEqual(enforceImmutable(rt, imm('hi')).problems, []);
+  // Changed data, or immutable dropped: refused, the record kept.
+  for (const changed of [imm('bye'), imm('hi', false)]) {
+    const r = enforceImmutable(rt, changed);
+    assert.equal(r.problems.length, 1);
+    assert.match(formatProblem(r.problems[0] as never), /^\/m\/x\.yaml:1:1: immutable: ConfigMap default\/app is immutable: its data cannot change \(delete it, then apply it again\)$/);
+    assert.equal(Buffer.from(r.configs[0]?.data['greeting'] ?? '', 'base64').toString(), 'hi');
+  }
+  // Not recorded as immutable: any change goes.
+  const mutable = { listConfigs: () => imm('hi', false).map((c) => ({ key: c.key, source: c.source, object: JSON.stringify(c) })) } as never;
+  assert.deepEqual(enforceImmutable(mutable, imm('bye')).problems, []);
+});
