@@ -111,6 +111,20 @@ describe('contract: pod sandboxes (netns + CNI + catatonit)', { timeout: 120_000
     assert.ok(execFileSync('iptables-save', ['-t', 'nat'], { encoding: 'utf8' }).includes(`-A POSTROUTING -s ${subnet}`));
   });
 
+  test('regression hostport-check-race: two pods mapping one hostPort, created at once: one gets it, the other ERR_CONFLICT', async (t) => {
+    if (!ok) return t.skip();
+    t.after(async () => {
+      await rt.removeSandbox('default/racea');
+      await rt.removeSandbox('default/raceb');
+    });
+    const port = 20000 + ((randomBytes(2).readUInt16BE(0) ?? 0) % 20000);
+    const withPort = (name: string): SandboxSpec => ({ ...spec(name), ports: [{ hostPort: port, containerPort: 80, protocol: 'tcp' }] });
+    const results = await Promise.allSettled([rt.createSandbox(withPort('racea'), false), rt.createSandbox(withPort('raceb'), false)]);
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, JSON.stringify(results.map((r) => r.status)));
+    const refused = results.find((r) => r.status === 'rejected');
+    assert.match(String((refused as PromiseRejectedResult | undefined)?.reason), new RegExp(`${port}`));
+  });
+
   test('an unknown pod has no sandbox and no IP; removing it is success', async (t) => {
     if (!ok) return t.skip();
     assert.equal(rt.podIP('default/never'), null);

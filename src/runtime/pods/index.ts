@@ -71,6 +71,20 @@ export class SandboxManager {
   ) {}
 
   private readonly ops = new Map<string, Promise<void>>();
+  private claims: Promise<void> = Promise.resolve();
+
+  /** Runs `f` after every earlier claim has finished (a one-slot queue across all pods). */
+  private async claimGate(f: () => Promise<void>): Promise<void> {
+    const before = this.claims;
+    let done!: () => void;
+    this.claims = new Promise((r) => (done = r));
+    try {
+      await before;
+      await f();
+    } finally {
+      done();
+    }
+  }
 
   dir(id: string): string {
     return path.join(this.root, 'sandboxes', id);
@@ -133,8 +147,6 @@ export class SandboxManager {
 
   private async createNow(spec: SandboxSpec, shareProcessNamespace: boolean): Promise<SandboxRecord> {
     await this.removeNow(spec.podKey);
-    this.checkSubnet(spec.podKey);
-    await this.checkPorts(spec);
     const id = sandboxId(spec.podKey, spec.hash);
     const nsName = netnsName(this.root, spec.podKey);
     const rec: SandboxRecord = {
@@ -152,7 +164,14 @@ export class SandboxManager {
       cniResult: null,
       createdAt: Date.now(),
     };
-    this.state.putSandbox(rec);
+    // The checks and the row that claims the ports are one step across pods: two pods mapping one
+    // hostPort, created at once (locks are per pod), cannot both pass the check before either row
+    // is written (regression hostport-check-race).
+    await this.claimGate(async () => {
+      this.checkSubnet(spec.podKey);
+      await this.checkPorts(spec);
+      this.state.putSandbox(rec);
+    });
     const dir = this.dir(id);
     try {
       await fsp.rm(dir, { recursive: true, force: true });
