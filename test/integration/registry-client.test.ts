@@ -200,6 +200,20 @@ describe('integration: registry client against a fault-injecting loopback server
     assert.equal(srv.seen.length, 3);
   });
 
+  test('regression tag-check-downloads-manifest: resolving a tag is one HEAD read by its Docker-Content-Digest; GET only without it or when HEAD is refused', { timeout: 10_000 }, async () => {
+    srv.script(reply(200, '', { 'docker-content-digest': MANIFEST_DIGEST, 'content-type': MEDIA.ociManifest }));
+    assert.equal(await client.resolveDigest(ref(), 'tag'), MANIFEST_DIGEST);
+    assert.deepEqual(srv.seen.map((r) => r.method), ['HEAD']);
+    srv.seen.length = 0;
+    srv.script(reply(200, ''), ok());
+    assert.equal(await client.resolveDigest(ref(), 'tag'), MANIFEST_DIGEST);
+    assert.deepEqual(srv.seen.map((r) => r.method), ['HEAD', 'GET']);
+    srv.seen.length = 0;
+    srv.script(reply(405, ''), ok());
+    assert.equal(await client.resolveDigest(ref(), 'tag'), MANIFEST_DIGEST);
+    assert.deepEqual(srv.seen.map((r) => r.method), ['HEAD', 'GET']);
+  });
+
   test('429 then 200: retried and succeeds', { timeout: 10_000 }, async () => {
     srv.script(reply(429, 'slow down', { 'retry-after': '0' }), ok());
     const m = await client.fetchManifest(ref(), 'tag');

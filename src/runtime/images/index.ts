@@ -109,8 +109,7 @@ export class ImageService {
     const ref = parseReference(refString);
     if (ref.digest !== undefined) return ref.digest;
     const registry: RegistryClient = credentials !== undefined ? this.registry.withCredentials(credentials) : this.registry;
-    const top = await registry.fetchManifest(ref, ref.tag ?? 'latest', signal);
-    return top.digest;
+    return registry.resolveDigest(ref, ref.tag ?? 'latest', signal);
   }
 
   async pull(refString: string, opts: PullOptions = {}): Promise<LocalImage> {

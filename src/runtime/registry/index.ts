@@ -395,7 +395,7 @@ export class RegistryClient {
     target: Target,
     headers: Record<string, string>,
     what: string,
-    opts: { signal?: AbortSignal | undefined; pass?: readonly number[]; retries?: number | undefined } = {},
+    opts: { signal?: AbortSignal | undefined; pass?: readonly number[]; retries?: number | undefined; method?: 'GET' | 'HEAD' } = {},
   ): Promise<Dispatcher.ResponseData<unknown>> {
     const callSignal = opts.signal;
     const signal =
@@ -434,7 +434,7 @@ export class RegistryClient {
           let res: Dispatcher.ResponseData<unknown>;
           try {
             res = await http.request(current.toString(), {
-              method: 'GET',
+              method: opts.method ?? 'GET',
               headers: hopHeaders(sendHeaders, current, registry.host),
               dispatcher: policy === undefined ? this.originDispatcher(http, target.endpoint) : this.hopDispatcher(http, policy),
               maxRedirections: 0,
@@ -669,6 +669,25 @@ export class RegistryClient {
     const what = `fetch manifest ${ref.domain}/${ref.path}:${reference}`;
     const targets = await this.targets(ref, `manifests/${reference}`, reference.startsWith('sha256:') ? 'pull' : 'resolve', what);
     return this.eachTarget(targets, signal, (t, retries) => this.fetchManifestFrom(t, reference, what, { signal, retries }));
+  }
+
+  /**
+   * The digest a tag names now, as containerd's resolver asks: HEAD with the manifest Accept
+   * headers, the answer's Docker-Content-Digest; GET (and hash) only when a registry sends no such
+   * header. A HEAD is not counted as a pull by Docker Hub's rate limit, and no document is
+   * downloaded to learn that nothing changed (regression tag-check-downloads-manifest).
+   */
+  async resolveDigest(ref: ImageReference, tag: string, signal?: AbortSignal): Promise<Digest> {
+    const what = `resolve ${ref.domain}/${ref.path}:${tag}`;
+    const targets = await this.targets(ref, `manifests/${tag}`, 'resolve', what);
+    return this.eachTarget(targets, signal, async (t, retries) => {
+      // A registry that does not take HEAD on manifests (405, 400, 501) is asked with GET.
+      const res = await this.get(t, { accept: MANIFEST_ACCEPT }, what, { signal, retries, method: 'HEAD', pass: [400, 405, 501] });
+      await (res.body as { dump?: () => Promise<void> }).dump?.().catch(() => undefined);
+      const header = res.headers['docker-content-digest'];
+      if (res.statusCode === 200 && typeof header === 'string' && /^sha256:[a-f0-9]{64}$/.test(header)) return header as Digest;
+      return (await this.fetchManifestFrom(t, tag, what, { signal, retries })).digest;
+    });
   }
 
   private async fetchManifestFrom(
