@@ -767,9 +767,13 @@ export class Runtime {
   /** Removes named volumes; one a recorded pod names is refused (ERR_PRECONDITION, naming the pod). */
   async removeVolumes(names: readonly string[]): Promise<void> {
     const used = await this.listVolumes();
+    // All or nothing, as images rm: every name is checked before anything is removed, so a typo
+    // in the list does not leave the others half done (regression volumes-rm-partial).
     for (const n of names) {
+      if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(n) || n.length > 63) throw new BerthError('ERR_INVALID_ARGUMENT', `volume ${JSON.stringify(n)}: not a volume name (a DNS label)`);
       const u = used.find((v) => v.name === n);
-      if (u !== undefined && u.usedBy.length > 0) throw new BerthError('ERR_PRECONDITION', `volume ${n}: used by pod ${u.usedBy.join(', ')} (delete the pod first)`);
+      if (u === undefined) throw new BerthError('ERR_NOT_FOUND', `volume ${n}: no such volume (berth volumes ls); nothing was removed`);
+      if (u.usedBy.length > 0) throw new BerthError('ERR_PRECONDITION', `volume ${n}: used by pod ${u.usedBy.join(', ')} (delete the pod first)`);
     }
     for (const n of names) await this.volumes.removeNamed(n);
   }

@@ -73,6 +73,11 @@ spec:
     assert.match(again, /^kept$/m);
     assert.match(again, /^RC=1$/m);
     assert.equal((await berth(env, ['delete', '-f', file])).code, 0);
+    // Regression volumes-rm-partial: a missing name removes nothing, the others included.
+    const partial = await berth(env, ['volumes', 'rm', 'keep-me', 'no-such-volume']);
+    assert.equal(partial.code, 1, partial.stderr);
+    assert.match(partial.stderr, /volume no-such-volume: no such volume/);
+    assert.equal(await fsp.readFile(path.join(env.root, 'volumes', 'keep-me', 'file'), 'utf8'), 'kept\n');
     const rm = await berth(env, ['volumes', 'rm', 'keep-me']);
     assert.equal(rm.code, 0, rm.stderr);
     await assert.rejects(fsp.stat(path.join(env.root, 'volumes', 'keep-me')));
