@@ -121,7 +121,7 @@ describe('e2e: demo pod (manifests/demo-web.yaml)', { timeout: 600_000 }, () => 
     const quota = await cgroupValue(pid, ['cpu', 'cpu.cfs_quota_us'], 'cpu.max');
     assert.ok(quota === '50000' || quota.startsWith('50000 '), `cpu quota ${quota}`);
     const images = await berth(env, ['images', 'ls']);
-    assert.match(images.stdout, new RegExp(`${registryHost()}/berth/demo:1\\.0\\s+sha256:[a-f0-9]{12}\\s+linux/\\w+\\s+[\\d.]+[kM]B\\s+[\\d.]+[kM]B\\s`));
+    assert.match(images.stdout, new RegExp(`${registryHost()}/berth/demo:1\\.0\\s+sha256:[a-f0-9]{12}\\s+linux/\\w+\\s+[\\d.]+ (?:kB|MB)\\s+[\\d.]+ (?:kB|MB)\\s`));
     const pulled = await berth(env, ['images', 'pull', `${registryHost()}/berth/demo:1.0`]);
     assert.equal(pulled.code, 0, pulled.stderr);
     const check = await berth(env, ['check']);
