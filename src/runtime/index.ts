@@ -10,14 +10,14 @@ import type { StepWait } from '../lib/progress.js';
 import { ContentStore } from './content/index.js';
 import { ImageService, type LocalImage } from './images/index.js';
 import { exportArchive, importArchive, type ImportedImage, type ImportOptions } from './images/archive.js';
-import { chainCredentials, credentialsFromDockerConfig, dockerConfigFile, parseReference, RegistryClient } from './registry/index.js';
+import { chainCredentials, credentialsFromDockerConfig, dockerConfigFile, parseReference, RegistryClient, type CredentialSource } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
 import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type PodRecord, type RestartRecord } from './state/index.js';
 import { httpCheck } from '../lib/httpprobe.js';
 import { generateSpec, stopSignal, type ContainerRunSpec, type SandboxRef } from './tasks/spec.js';
 import { CniNetwork, DEFAULT_BRIDGE, DEFAULT_PLUGIN_DIR, DEFAULT_SUBNET } from './network/index.js';
 import { SandboxManager, type SandboxSpec, type SandboxView } from './pods/index.js';
-import { VolumeManager, type MountRequest, type PodVolume } from './volumes/index.js';
+import { checkVolumeName, VolumeManager, type MountRequest, type PodVolume } from './volumes/index.js';
 import { parseImageConfig, type ImageConfig } from './images/documents.js';
 import { TaskDriver, type TaskStatus } from './tasks/index.js';
 import type { Finding } from './check/index.js';
@@ -323,7 +323,7 @@ export class Runtime {
     platform?: { os: string; architecture: string; variant?: string },
     pullSecrets: readonly { secret: string; configJson: string }[] = [],
   ): Promise<LocalImage> {
-    const credentials = pullSecrets.length === 0 ? undefined : chainCredentials(...pullSecrets.map((p) => credentialsFromDockerConfig(p.configJson, `imagePullSecret ${p.secret}`)));
+    const credentials = secretCredentials(pullSecrets);
     // No PullGate: the lease protects what the pull writes from a GC running meanwhile (issue 14).
     const lease = this.leases.create('pull');
     return this.images
@@ -420,7 +420,7 @@ export class Runtime {
    * credentials, as the pull itself is (regression always-check-without-pull-secrets).
    */
   resolveImage(ref: string, signal?: AbortSignal, pullSecrets: readonly { secret: string; configJson: string }[] = []): Promise<Digest> {
-    const credentials = pullSecrets.length === 0 ? undefined : chainCredentials(...pullSecrets.map((p) => credentialsFromDockerConfig(p.configJson, `imagePullSecret ${p.secret}`)));
+    const credentials = secretCredentials(pullSecrets);
     return this.images.resolve(ref, signal, credentials);
   }
 
@@ -770,7 +770,7 @@ export class Runtime {
     // All or nothing, as images rm: every name is checked before anything is removed, so a typo
     // in the list does not leave the others half done (regression volumes-rm-partial).
     for (const n of names) {
-      if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(n) || n.length > 63) throw new BerthError('ERR_INVALID_ARGUMENT', `volume ${JSON.stringify(n)}: not a volume name (a DNS label)`);
+      checkVolumeName(n);
       const u = used.find((v) => v.name === n);
       if (u === undefined) throw new BerthError('ERR_NOT_FOUND', `volume ${n}: no such volume (berth volumes ls); nothing was removed`);
       if (u.usedBy.length > 0) throw new BerthError('ERR_PRECONDITION', `volume ${n}: used by pod ${u.usedBy.join(', ')} (delete the pod first)`);
@@ -1254,6 +1254,11 @@ function exitReason(code: number, oom: boolean): string {
   if (code === 0) return 'Completed';
   if (code > 128 && code < 160) return SIGNALS[code - 128] ?? `signal ${code - 128}`;
   return 'Error';
+}
+
+/** The credentials of a pod's imagePullSecrets (dockerconfigjson), tried in order; none: undefined. */
+function secretCredentials(pullSecrets: readonly { secret: string; configJson: string }[]): CredentialSource | undefined {
+  return pullSecrets.length === 0 ? undefined : chainCredentials(...pullSecrets.map((p) => credentialsFromDockerConfig(p.configJson, `imagePullSecret ${p.secret}`)));
 }
 
 async function tcpCheck(host: string, port: number, timeoutMs: number): Promise<{ ok: boolean; message: string }> {

@@ -32,6 +32,41 @@ interface StatusPod {
 
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8' });
 
+/**
+ * Another network of a test's own: a netns behind a veth, the host's end `hostAddr`, the netns's
+ * `outAddr` (a /30 in `net`, a benchmarking range). `remove` deletes both; nothing made is success.
+ */
+function outsideNetwork(prefix: string, net: string): { ns: string; hostAddr: string; outAddr: string; remove: () => void } {
+  const tag = randomBytes(3).toString('hex');
+  const ns = `b${prefix}${tag}`;
+  const hostEnd = `v${prefix}${tag}`;
+  const inner = `w${prefix}${tag}`;
+  const octet = 1 + ((randomBytes(1)[0] ?? 0) % 250);
+  const hostAddr = `${net}.${octet}.1`;
+  const outAddr = `${net}.${octet}.2`;
+  const remove = (): void => {
+    for (const args of [['netns', 'delete', ns], ['link', 'del', hostEnd]]) {
+      try {
+        sh('ip', args);
+      } catch {
+        // not made, or went with the netns
+      }
+    }
+  };
+  try {
+    sh('ip', ['netns', 'add', ns]);
+    sh('ip', ['link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', inner, 'netns', ns]);
+    sh('ip', ['addr', 'add', `${hostAddr}/30`, 'dev', hostEnd]);
+    sh('ip', ['link', 'set', hostEnd, 'up']);
+    sh('ip', ['-n', ns, 'addr', 'add', `${outAddr}/30`, 'dev', inner]);
+    sh('ip', ['-n', ns, 'link', 'set', inner, 'up']);
+  } catch (err) {
+    remove();
+    throw err;
+  }
+  return { ns, hostAddr, outAddr, remove };
+}
+
 describe('e2e: pod sandboxes with CNI networking (issue 13)', { timeout: 600_000 }, () => {
   let ok = true;
   let env: BerthEnv;
@@ -191,21 +226,12 @@ spec:
     if (!ok) return t.skip();
     // An "outside" network of this test's own: a netns behind a veth, with no route back to the pod subnet,
     // so only a masqueraded connection (source = the host's end of the veth) can be answered.
-    const tag = randomBytes(3).toString('hex');
-    const outNs = `bo${tag}`;
-    const hostEnd = `vo${tag}`;
-    const octet = 1 + ((randomBytes(1)[0] ?? 0) % 250);
-    const hostAddr = `198.18.${octet}.1`;
-    const outAddr = `198.18.${octet}.2`;
     const port = 9000 + ((randomBytes(1)[0] ?? 0) % 500);
+    const out = outsideNetwork('o', '198.18');
+    const { hostAddr, outAddr } = out;
+    const outNs = out.ns;
     let server: ReturnType<typeof spawn> | undefined;
     try {
-      sh('ip', ['netns', 'add', outNs]);
-      sh('ip', ['link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', `vi${tag}`, 'netns', outNs]);
-      sh('ip', ['addr', 'add', `${hostAddr}/30`, 'dev', hostEnd]);
-      sh('ip', ['link', 'set', hostEnd, 'up']);
-      sh('ip', ['-n', outNs, 'addr', 'add', `${outAddr}/30`, 'dev', `vi${tag}`]);
-      sh('ip', ['-n', outNs, 'link', 'set', `vi${tag}`, 'up']);
       server = spawn('ip', ['netns', 'exec', outNs, process.execPath, '-e', `require('http').createServer((q, r) => r.end('SEEN=' + q.socket.remoteAddress + '\\n')).listen(${port}, '${outAddr}')`], { stdio: 'ignore' });
       const podIp = (await status()).find((x) => x.key === 'default/peer')?.ip ?? '';
       const file = path.join(env.dir, 'egress.yaml');
@@ -226,16 +252,7 @@ spec:
       assert.ok(sh('iptables-save', []).includes(`-j ${chains.nat}`));
     } finally {
       server?.kill('SIGKILL');
-      try {
-        sh('ip', ['netns', 'delete', outNs]);
-      } catch {
-        // not made
-      }
-      try {
-        sh('ip', ['link', 'del', hostEnd]);
-      } catch {
-        // went with the netns
-      }
+      out.remove();
     }
   });
 
@@ -244,22 +261,13 @@ spec:
     // The client is a netns of this test's own behind a veth (another machine, as far as the host can tell):
     // its connection to the host's address is DNATed by portmap and crosses FORWARD, where docker or ufw
     // leave a DROP policy. Only berth's forward chain can let it through.
-    const tag = randomBytes(3).toString('hex');
-    const outNs = `bf${tag}`;
-    const hostEnd = `vf${tag}`;
-    const octet = 1 + ((randomBytes(1)[0] ?? 0) % 250);
-    const hostAddr = `198.19.${octet}.1`;
-    const outAddr = `198.19.${octet}.2`;
     const port = await freePort();
     const policyBefore = /^-P FORWARD (\S+)/m.exec(sh('iptables', ['-S', 'FORWARD']))?.[1] ?? 'ACCEPT';
     const file = path.join(env.dir, 'fwd.yaml');
+    const out = outsideNetwork('f', '198.19');
+    const { hostAddr } = out;
+    const outNs = out.ns;
     try {
-      sh('ip', ['netns', 'add', outNs]);
-      sh('ip', ['link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', `vg${tag}`, 'netns', outNs]);
-      sh('ip', ['addr', 'add', `${hostAddr}/30`, 'dev', hostEnd]);
-      sh('ip', ['link', 'set', hostEnd, 'up']);
-      sh('ip', ['-n', outNs, 'addr', 'add', `${outAddr}/30`, 'dev', `vg${tag}`]);
-      sh('ip', ['-n', outNs, 'link', 'set', `vg${tag}`, 'up']);
       await fsp.writeFile(file, webPod('fwd', `      ports: [{containerPort: 8080, hostPort: ${port}}]\n`));
       const r = await B(['apply', '-f', file]);
       assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
@@ -274,16 +282,7 @@ spec:
     } finally {
       sh('iptables', ['-P', 'FORWARD', policyBefore]);
       await B(['delete', '-f', file]).catch(() => undefined);
-      try {
-        sh('ip', ['netns', 'delete', outNs]);
-      } catch {
-        // not made
-      }
-      try {
-        sh('ip', ['link', 'del', hostEnd]);
-      } catch {
-        // went with the netns
-      }
+      out.remove();
     }
   });
 

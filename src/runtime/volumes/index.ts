@@ -43,6 +43,11 @@ export interface BindMount {
 /** tmpfs size for a secret volume: secrets are at most 1 MiB each (Kubernetes' limit). */
 const SECRET_TMPFS_BYTES = 4 * 1024 * 1024;
 
+/** A named volume's name must be a DNS label (the claim names it): ERR_INVALID_ARGUMENT otherwise. */
+export function checkVolumeName(name: string): void {
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name) || name.length > 63) throw new BerthError('ERR_INVALID_ARGUMENT', `volume ${JSON.stringify(name)}: not a volume name (a DNS label)`);
+}
+
 export class VolumeManager {
   constructor(
     private readonly root: string,
@@ -69,7 +74,7 @@ export class VolumeManager {
 
   /** Removes a named volume (the caller checked that no pod uses it). Missing is ERR_NOT_FOUND. */
   async removeNamed(name: string): Promise<void> {
-    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name) || name.length > 63) throw new BerthError('ERR_INVALID_ARGUMENT', `volume ${JSON.stringify(name)}: not a volume name (a DNS label)`);
+    checkVolumeName(name);
     const dir = this.namedDir(name);
     if (!(await fsp.stat(dir).then(() => true, () => false))) throw new BerthError('ERR_NOT_FOUND', `volume ${name}: no such volume`);
     await fsp.rm(dir, { recursive: true, force: true });
