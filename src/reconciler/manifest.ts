@@ -905,7 +905,9 @@ function readContainer(v: unknown): ContainerFields {
     raw: c,
     volumeMounts: listOf(c['volumeMounts']).map((m) => {
       const r = recordOf(m) ?? {};
-      return { name: stringOf(r['name']), mountPath: stringOf(r['mountPath']), readOnly: r['readOnly'] === true, subPath: stringOf(r['subPath']) };
+      // subPath "" is the whole volume, as in Kubernetes (regression empty-subpath-refused).
+      const subPath = stringOf(r['subPath']);
+      return { name: stringOf(r['name']), mountPath: stringOf(r['mountPath']), readOnly: r['readOnly'] === true, subPath: subPath === '' ? undefined : subPath };
     }),
     ports: listOf(c['ports']).map((x) => {
       const p = recordOf(x) ?? {};
@@ -1396,7 +1398,9 @@ function readVolumes(list: readonly unknown[], problem: Report): DesiredVolume[]
         const key = stringOf(r['key']);
         const p = stringOf(r['path']);
         if (key === undefined || p === undefined) return [];
-        if (!cleanRelative(p) || p.split('/').some((c) => c.startsWith('..'))) problem([...where, j, 'path'], `${JSON.stringify(p)} must be a relative path without .. components`);
+        // As the API server: no '..' component and no leading '..' (the projection's own `..data`
+        // and `..<timestamp>` live at the top); `a/..b` is an ordinary name (regression items-dotdot-prefix).
+        if (!cleanRelative(p) || p.startsWith('..')) problem([...where, j, 'path'], `${JSON.stringify(p)} must be a relative path without .. components, not starting with '..'`);
         const mode = integerOf(r['mode']);
         return [{ key, path: p, ...(mode !== undefined ? { mode } : {}) }];
       });

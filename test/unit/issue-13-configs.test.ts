@@ -244,3 +244,17 @@ test('regression immutable-ignored: an immutable ConfigMap keeps its recorded da
   const mutable = { listConfigs: () => imm('hi', false).map((c) => ({ key: c.key, source: c.source, object: JSON.stringify(c) })) } as never;
   assert.deepEqual(enforceImmutable(mutable, imm('bye')).problems, []);
 });
+
+test('regression items-dotdot-prefix: an items path with a component like "..b" below the top is a name; a leading ".." is refused', () => {
+  const problems = (text: string): string[] => parseManifestText(text, '/m/x.yaml').problems.map(formatProblem);
+  assert.deepEqual(problems(POD.replace('path: etc/app.conf', 'path: etc/..app.conf')), []);
+  assert.match(problems(POD.replace('path: etc/app.conf', 'path: ..data/app.conf'))[0] ?? '', /items\[0\]\.path: "\.\.data\/app\.conf" must be a relative path without \.\. components, not starting with '\.\.'/);
+  assert.match(problems(POD.replace('path: etc/app.conf', 'path: etc/../app.conf'))[0] ?? '', /items\[0\]\.path/);
+});
+
+test('regression empty-subpath-refused: subPath "" mounts the whole volume, as in Kubernetes', () => {
+  const r = parseManifestText(POD.replace('mountPath: /conf}', 'mountPath: /conf, subPath: ""}'), '/m/x.yaml');
+  assert.deepEqual(r.problems.map(formatProblem), []);
+  const mount = r.pods[0]?.containers[0]?.volumeMounts?.[0];
+  assert.equal(mount?.subPath, undefined);
+});
