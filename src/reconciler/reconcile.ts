@@ -1,7 +1,10 @@
 import * as os from 'node:os';
 import { BerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import type { EnvEntry, Handler, ObservedPod, PodVolume, RestartRecord, Runtime } from '../runtime/index.js';
+import type { EnvEntry, ObservedPod, PodVolume, RestartRecord, Runtime, StopHooks } from '../runtime/index.js';
+
+/** The kubelet's minimumGracePeriodInSeconds: a pod's container gets at least this long after its stop signal. */
+const MIN_STOP_WINDOW_MS = 2_000;
 import type { DesiredContainer, DesiredPod } from './desired.js';
 import { lastAppliedPod, plan, type ImageView, type ObservedPodView, type Plan, type PruneScope, type Step } from './plan.js';
 
@@ -180,7 +183,7 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
           attempt: step.attempt,
           image,
           run,
-          ...(c.lifecycle?.postStart !== undefined ? { postStart: c.lifecycle.postStart, stop: { graceMs: step.pod.gracePeriodMs, ...(c.lifecycle.preStop !== undefined ? { preStop: c.lifecycle.preStop } : {}) } } : {}),
+          ...(c.lifecycle?.postStart !== undefined ? { postStart: c.lifecycle.postStart, stop: { graceMs: step.pod.gracePeriodMs, minWindowMs: MIN_STOP_WINDOW_MS, ...(c.lifecycle.preStop !== undefined ? { preStop: c.lifecycle.preStop } : {}) } } : {}),
           ...(stopping !== undefined ? { startAfter: stopping } : {}),
         });
       } finally {
@@ -243,11 +246,11 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
 }
 
 /** The preStop hook of a container as its pod was last applied (the one that runs now). */
-function hooksOf(rt: Runtime, podKey: string, name: string): { preStop?: Handler; hostNetwork: boolean } {
+function hooksOf(rt: Runtime, podKey: string, name: string): StopHooks {
   const rec = rt.getPod(podKey);
   const pod = rec === undefined ? undefined : lastAppliedPod(rec.spec);
   const preStop = [...(pod?.initContainers ?? []), ...(pod?.containers ?? [])].find((c) => c.name === name)?.lifecycle?.preStop;
-  return { ...(preStop !== undefined ? { preStop } : {}), hostNetwork: pod?.hostNetwork ?? false };
+  return { ...(preStop !== undefined ? { preStop } : {}), hostNetwork: pod?.hostNetwork ?? false, minWindowMs: MIN_STOP_WINDOW_MS };
 }
 
 /** The pod's volumes as the runtime makes them, with the projected files resolution found. */

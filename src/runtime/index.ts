@@ -51,6 +51,14 @@ const EXIT_RECORD_WAIT_MS = 2_000;
 /** The kubelet's minimumGracePeriodInSeconds: what a container still gets after its preStop hook. */
 const MIN_GRACE_AFTER_PRESTOP_MS = 2_000;
 
+/** What a stop of a pod's container takes from its pod: the preStop hook and the kubelet's minimal window. */
+export interface StopHooks {
+  preStop?: Handler;
+  hostNetwork?: boolean;
+  /** The least time between the stop signal and SIGKILL (the kubelet's 2 s); 0 when unset (berth's own clean-ups). */
+  minWindowMs?: number;
+}
+
 /** OCI annotations that mark a runc container as berth's (and say whose). */
 export const ANNOTATION_POD = 'dev.berth.pod';
 export const ANNOTATION_CONTAINER = 'dev.berth.container';
@@ -124,7 +132,7 @@ export interface RunContainerOptions {
   /** Run once the container started; a failure kills it (FailedPostStartHook) as `stop` says. */
   postStart?: Handler;
   /** How the container is stopped when its postStart hook fails: the pod's grace period and the container's preStop hook. */
-  stop?: { graceMs: number; preStop?: Handler };
+  stop?: { graceMs: number; preStop?: Handler; minWindowMs?: number };
   /** Created (mounted, `runc create`) at once, started only when this settles; a rejection rolls the new container back. */
   startAfter?: Promise<void>;
   image: LocalImage;
@@ -912,7 +920,7 @@ export class Runtime {
           this.addEvent(`pod/${o.podKey}`, 'FailedPostStartHook', `container ${o.name} (${id}): postStart hook failed: ${r.message}`, { type: 'Warning' });
           // The kubelet's killContainer, as for any stop: preStop, the stop signal, SIGKILL after the
           // grace period (regression poststart-failure-sigkills).
-          const hooks = { hostNetwork: o.run.pod.hostNetwork, ...(o.stop?.preStop !== undefined ? { preStop: o.stop.preStop } : {}) };
+          const hooks: StopHooks = { hostNetwork: o.run.pod.hostNetwork, ...(o.stop?.minWindowMs !== undefined ? { minWindowMs: o.stop.minWindowMs } : {}), ...(o.stop?.preStop !== undefined ? { preStop: o.stop.preStop } : {}) };
           await this.killContainer(id, o.stop?.graceMs ?? 0, 'postStart hook failed', hooks);
         }
       }
@@ -986,10 +994,12 @@ export class Runtime {
    * The kubelet's killContainer before the signal: the preStop hook, only when there is a grace
    * period to run it in, counted against it; once it ran, the container still gets at least
    * MIN_GRACE_AFTER_PRESTOP_MS to stop after the signal (the kubelet's minimal shutdown window),
-   * however long the hook took. Returns the grace left for the signal.
+   * however long the hook took; without a hook, at least `hooks.minWindowMs` (the same 2 s for a
+   * pod's containers, so terminationGracePeriodSeconds 0 is SIGTERM and 2 s, not SIGKILL at once,
+   * as the kubelet: regression grace-zero-sigkills). Returns the grace left for the signal.
    */
-  private async preStop(rec: ContainerRecord | undefined, id: string, graceMs: number, hooks: { preStop?: Handler; hostNetwork?: boolean }): Promise<number> {
-    if (hooks.preStop === undefined || graceMs <= 0 || rec?.state !== 'running' || !(await this.isRunning(id))) return graceMs;
+  private async preStop(rec: ContainerRecord | undefined, id: string, graceMs: number, hooks: StopHooks): Promise<number> {
+    if (hooks.preStop === undefined || graceMs <= 0 || rec?.state !== 'running' || !(await this.isRunning(id))) return Math.max(hooks.minWindowMs ?? 0, graceMs);
     const began = Date.now();
     const r = await this.runHandler(rec.podKey, id, hooks.preStop, graceMs, hooks.hostNetwork ?? false);
     if (!r.ok) this.addEvent(`pod/${rec.podKey}`, 'FailedPreStopHook', `container ${rec.name} (${id}): preStop hook failed: ${r.message}`, { type: 'Warning' });
@@ -1002,7 +1012,7 @@ export class Runtime {
    * pod's restart policy and back-off decide what follows. What the kubelet does to a container
    * whose liveness or startup probe gave up. Nothing to do for a container not running.
    */
-  async killContainer(id: string, graceMs: number, why: string, hooks: { preStop?: Handler; hostNetwork?: boolean } = {}): Promise<void> {
+  async killContainer(id: string, graceMs: number, why: string, hooks: StopHooks = {}): Promise<void> {
     const rec = this.state.getContainer(id);
     if (rec === undefined || rec.state !== 'running') return;
     this.addEvent(`pod/${rec.podKey}`, 'Killing', `container ${rec.name} (${id}): ${why}, will be stopped`);
@@ -1018,7 +1028,7 @@ export class Runtime {
    * Stops (SIGTERM, SIGKILL after graceMs) and deletes a container: runc state, conmon
    * files, rootfs mount, writable layer, row. Idempotent.
    */
-  async destroyContainer(id: string, graceMs: number, hooks: { preStop?: Handler; hostNetwork?: boolean } = {}): Promise<void> {
+  async destroyContainer(id: string, graceMs: number, hooks: StopHooks = {}): Promise<void> {
     const rec = this.state.getContainer(id);
     // preStop runs first and counts against the grace period, as on Kubernetes.
     const grace = await this.preStop(rec, id, graceMs, hooks);
