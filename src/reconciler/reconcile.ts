@@ -253,10 +253,25 @@ function hooksOf(rt: Runtime, podKey: string, name: string): StopHooks {
   return { ...(preStop !== undefined ? { preStop } : {}), hostNetwork: pod?.hostNetwork ?? false, minWindowMs: MIN_STOP_WINDOW_MS };
 }
 
+/**
+ * The pod's memory limit as the kubelet's pod cgroup has it: when every container has a memory
+ * limit, the larger of the app containers' sum and the largest init container's; otherwise none.
+ */
+export function podMemoryLimit(pod: DesiredPod): number | undefined {
+  const apps = pod.containers.map((c) => c.memoryBytes);
+  const inits = (pod.initContainers ?? []).map((c) => c.memoryBytes);
+  if ([...apps, ...inits].some((b) => b === undefined)) return undefined;
+  const sum = apps.reduce((a: number, b) => a + (b ?? 0), 0);
+  return Math.max(sum, ...inits.map((b) => b ?? 0));
+}
+
 /** The pod's volumes as the runtime makes them, with the projected files resolution found. */
 export function podVolumes(pod: DesiredPod): PodVolume[] {
   return (pod.volumes ?? []).map((v): PodVolume => {
-    if ('emptyDir' in v) return { name: v.name, kind: 'emptyDir', medium: v.emptyDir.medium, ...(v.emptyDir.sizeLimitBytes !== undefined ? { sizeLimitBytes: v.emptyDir.sizeLimitBytes } : {}) };
+    if ('emptyDir' in v) {
+      const podLimit = v.emptyDir.medium === 'Memory' ? podMemoryLimit(pod) : undefined;
+      return { name: v.name, kind: 'emptyDir', medium: v.emptyDir.medium, ...(v.emptyDir.sizeLimitBytes !== undefined ? { sizeLimitBytes: v.emptyDir.sizeLimitBytes } : {}), ...(podLimit !== undefined ? { podMemoryLimitBytes: podLimit } : {}) };
+    }
     if ('hostPath' in v) return { name: v.name, kind: 'hostPath', path: v.hostPath.path, type: v.hostPath.type };
     if ('persistentVolumeClaim' in v) return { name: v.name, kind: 'named', claim: v.persistentVolumeClaim.claimName, readOnly: v.persistentVolumeClaim.readOnly };
     const p = pod.projections?.find((x) => x.volume === v.name);

@@ -100,6 +100,17 @@ ${spec.container ?? ''}`,
     assert.equal(r.out, 'disk\nmem\n1000\n');
   });
 
+  test('regression memory-emptydir-unsized: a Memory emptyDir without sizeLimit is as large as the pod memory limit, not half the RAM', async (t) => {
+    if (!ok) return t.skip();
+    const r = await run('memsize', {
+      command: "df -k /mem | tail -1 | awk '{print $2}'",
+      pod: '  volumes: [{name: mem, emptyDir: {medium: Memory}}]\n',
+      container: '      resources: {limits: {memory: 24Mi}}\n      volumeMounts: [{name: mem, mountPath: /mem}]\n',
+    });
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.out.trim(), String(24 * 1024));
+  });
+
   test('runAsNonRoot refuses an image that runs as root, naming why, and starts nothing', async (t) => {
     if (!ok) return t.skip();
     const r = await run('nonroot', { command: 'echo ran', container: '      securityContext: {runAsNonRoot: true}\n' });

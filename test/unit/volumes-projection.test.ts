@@ -49,3 +49,21 @@ test('regression device-hostpath-nodev: a hostPath of type CharDevice is mounted
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('regression memory-emptydir-unsized: a Memory emptyDir is sized as the kubelet sizes it — the least of node memory, pod limit and sizeLimit', async () => {
+  const { memoryVolumeBytes } = await import('../../src/runtime/volumes/index.js');
+  const { podMemoryLimit } = await import('../../src/reconciler/reconcile.js');
+  const GiB = 1024 ** 3;
+  assert.equal(memoryVolumeBytes({}, 8 * GiB), 8 * GiB);
+  assert.equal(memoryVolumeBytes({ podMemoryLimitBytes: GiB }, 8 * GiB), GiB);
+  assert.equal(memoryVolumeBytes({ podMemoryLimitBytes: GiB, sizeLimitBytes: 2 * GiB }, 8 * GiB), GiB);
+  assert.equal(memoryVolumeBytes({ podMemoryLimitBytes: GiB, sizeLimitBytes: GiB / 2 }, 8 * GiB), GiB / 2);
+  assert.equal(memoryVolumeBytes({ sizeLimitBytes: 16 * GiB }, 8 * GiB), 8 * GiB);
+  const c = (memoryBytes?: number) => ({ name: 'c', image: 'x', env: [], ports: [], ...(memoryBytes !== undefined ? { memoryBytes } : {}) });
+  const pod = (apps: (number | undefined)[], inits: (number | undefined)[] = []) =>
+    ({ containers: apps.map(c), initContainers: inits.map(c) }) as unknown as Parameters<typeof podMemoryLimit>[0];
+  assert.equal(podMemoryLimit(pod([100, 200])), 300);
+  assert.equal(podMemoryLimit(pod([100, undefined])), undefined);
+  assert.equal(podMemoryLimit(pod([100, 200], [500])), 500);
+  assert.equal(podMemoryLimit(pod([100], [undefined])), undefined);
+});

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { promises as fsp, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import { BerthError, errnoCode, messageOf } from '../../lib/errors.js';
@@ -18,7 +19,7 @@ import { isMountPoint } from '../snapshots/index.js';
  */
 
 export type PodVolume =
-  | { name: string; kind: 'emptyDir'; medium: '' | 'Memory'; sizeLimitBytes?: number }
+  | { name: string; kind: 'emptyDir'; medium: '' | 'Memory'; sizeLimitBytes?: number; podMemoryLimitBytes?: number }
   | { name: string; kind: 'hostPath'; path: string; type: string }
   /** A named volume (persistentVolumeClaim): <root>/volumes/<claim>, kept when the pod goes. */
   | { name: string; kind: 'named'; claim: string; readOnly: boolean }
@@ -38,6 +39,18 @@ export interface BindMount {
   readOnly: boolean;
   /** A hostPath of type CharDevice or BlockDevice: mounted without nodev (the devices cgroup still decides who may open it). */
   device?: boolean;
+}
+
+/**
+ * The size of a Memory emptyDir's tmpfs, as the kubelet's calculateEmptyDirMemorySize: the node's
+ * memory, else the pod's memory limit when every container has one, else the volume's sizeLimit,
+ * whichever is least — not tmpfs's default of half the RAM (regression memory-emptydir-unsized).
+ */
+export function memoryVolumeBytes(v: { sizeLimitBytes?: number; podMemoryLimitBytes?: number }, nodeBytes = os.totalmem()): number {
+  let size = nodeBytes;
+  if (v.podMemoryLimitBytes !== undefined && v.podMemoryLimitBytes > 0 && v.podMemoryLimitBytes <= size) size = v.podMemoryLimitBytes;
+  if (v.sizeLimitBytes !== undefined && v.sizeLimitBytes > 0 && v.sizeLimitBytes <= size) size = v.sizeLimitBytes;
+  return size;
 }
 
 /** tmpfs size for a secret volume: secrets are at most 1 MiB each (Kubernetes' limit). */
@@ -109,7 +122,7 @@ export class VolumeManager {
       await mkdirp(dir, 0o755);
       if ((v.kind === 'emptyDir' && v.medium === 'Memory') || (v.kind === 'projected' && v.secret)) {
         if (!(await isMountPoint(dir))) {
-          const size = v.kind === 'emptyDir' ? v.sizeLimitBytes : SECRET_TMPFS_BYTES;
+          const size = v.kind === 'emptyDir' ? memoryVolumeBytes(v) : SECRET_TMPFS_BYTES;
           // An emptyDir on tmpfs is the kubelet's: the tmpfs root's default 1777, so any user of the pod can write.
           const mode = v.kind === 'emptyDir' ? '1777' : '0755';
           await this.mount(['-t', 'tmpfs', '-o', `nosuid,nodev,mode=${mode}${size !== undefined ? `,size=${size}` : ''}`, 'tmpfs', dir], `mount tmpfs for volume ${v.name} of pod ${podKey}`);
