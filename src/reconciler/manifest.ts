@@ -1323,8 +1323,12 @@ function readSecurity(pod: Record<string, unknown> | undefined, ctr: Record<stri
     const names: string[] = [];
     for (const [i, raw] of list.entries()) {
       const up = raw.toUpperCase();
-      const name = up === 'ALL' ? 'ALL' : up.startsWith('CAP_') ? up : `CAP_${up}`;
-      if (name !== 'ALL' && !CAPABILITIES.has(name)) {
+      const name = up === 'ALL' ? 'ALL' : `CAP_${up}`;
+      if (up.startsWith('CAP_')) {
+        // Kubernetes puts CAP_ in front of every name itself: CAP_NET_ADMIN becomes the unknown
+        // CAP_CAP_NET_ADMIN, which runc ignores (regression cap-prefix-means-nothing-on-kubernetes).
+        problem([...cpath, 'securityContext', 'capabilities', k, i], `${JSON.stringify(raw)}: write ${JSON.stringify(raw.slice(4))} — Kubernetes adds the CAP_ prefix itself, so this name would do nothing there`);
+      } else if (name !== 'ALL' && !CAPABILITIES.has(name)) {
         const near = closest(name, [...CAPABILITIES]);
         problem([...cpath, 'securityContext', 'capabilities', k, i], `${JSON.stringify(raw)} is not a Linux capability${near !== undefined ? `; did you mean ${JSON.stringify(near.replace(/^CAP_/, ''))}?` : ''}`);
       }

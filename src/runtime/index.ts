@@ -1,4 +1,5 @@
 import { existsSync, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { BerthError, errnoCode, messageOf } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
@@ -755,7 +756,7 @@ export class Runtime {
   private sandboxRef(podKey: string, pod: PodNetworking): SandboxRef {
     if (pod.hostNetwork) {
       // With the host network the pod sees the host's names and resolvers, as on Kubernetes.
-      return { kind: 'host', files: ['/etc/hosts', '/etc/resolv.conf'].filter((f) => existsSync(f)).map((f) => ({ destination: f, source: f })) };
+      return { kind: 'host', hostname: os.hostname(), files: ['/etc/hosts', '/etc/resolv.conf', '/etc/hostname'].filter((f) => existsSync(f)).map((f) => ({ destination: f, source: f })) };
     }
     return this.sandboxes.ref(podKey, pod.shareProcessNamespace);
   }

@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
@@ -109,6 +110,23 @@ ${spec.container ?? ''}`,
     });
     assert.equal(r.code, 0, r.err);
     assert.equal(r.out.trim(), String(24 * 1024));
+  });
+
+  test('regression mounts-unordered, hostname-env-missing, nofile-1024, no-cgroup-namespace: what containerd gives a container', async (t) => {
+    if (!ok) return t.skip();
+    const r = await run('ctrd', {
+      command: "echo H=$HOSTNAME; echo N=$(ulimit -n); echo CG=$(cat /proc/self/cgroup); echo CACHE=$(df -P /data/cache | tail -1 | awk '{print $1}')",
+      pod: '  volumes: [{name: cache, emptyDir: {medium: Memory}}, {name: data, emptyDir: {}}]\n',
+      container: '      volumeMounts: [{name: cache, mountPath: /data/cache}, {name: data, mountPath: /data}]\n',
+    });
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, new RegExp(`^H=${os.hostname()}$`, 'm'));
+    assert.match(r.out, /^N=(\d+)$/m);
+    // 1048576 where berth may raise its hard limit; this process's hard limit where it may not (a sandbox without CAP_SYS_RESOURCE).
+    const hard = Number(/^Max open files\s+\S+\s+(\d+)/m.exec(await fsp.readFile('/proc/self/limits', 'utf8'))?.[1] ?? 65536);
+    assert.ok(Number(/^N=(\d+)$/m.exec(r.out)?.[1]) >= Math.min(65536, hard), r.out);
+    if (existsSync('/sys/fs/cgroup/cgroup.controllers')) assert.match(r.out, /^CG=0::\/$/m);
+    assert.match(r.out, /^CACHE=tmpfs$/m);
   });
 
   test('runAsNonRoot refuses an image that runs as root, naming why, and starts nothing', async (t) => {

@@ -254,3 +254,12 @@ spec: {image: busybox:1, hostNetwork: true, env: [{name: X, value: "1"}], ports:
   assert.deepEqual(r.pods[0]?.labels, { a: 'b' });
   assert.deepEqual(r.pods[0]?.annotations, { x: 'y' });
 });
+
+test('regression cap-prefix-means-nothing-on-kubernetes: a capability written with CAP_ is a problem that says what to write', () => {
+  const withCaps = (caps: string): string => POD.replace('      command: ["httpd", "-f"]\n', `      command: ["httpd", "-f"]\n      securityContext: {capabilities: ${caps}}\n`);
+  assert.ok(withCaps('x').includes('capabilities'), 'the POD template has the image line the test edits');
+  assert.deepEqual(problemsOf(withCaps('{add: [NET_ADMIN], drop: [ALL]}')), []);
+  const p = problemsOf(withCaps('{add: [CAP_NET_ADMIN]}'));
+  assert.equal(p.length, 1, p.join('\n'));
+  assert.match(p[0] ?? '', /capabilities\.add\[0\]: "CAP_NET_ADMIN": write "NET_ADMIN" — Kubernetes adds the CAP_ prefix itself/);
+});

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { checkWorkingDir, expandEnv, expandRefs, generateSandboxSpec, generateSpec, processArgs, stopSignal, DEFAULT_CAPS, type SandboxRef } from '../../src/runtime/tasks/spec.js';
 import type { ImageConfig } from '../../src/runtime/images/documents.js';
 import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -168,16 +168,77 @@ test('issue 13: every securityContext variant gives a config.json the runtime-sp
   }
 });
 
-test('regression device-hostpath-nodev: a CharDevice/BlockDevice hostPath is bound without nodev; other volumes keep nosuid,nodev', () => {
+test('regression device-hostpath-nodev, mounts-unordered: volumes are bound as containerd binds them (rbind, rprivate, ro/rw), shallowest first', () => {
   const spec = generateSpec(image(), {
     id: 'x',
-    sandbox: HOST,
+    sandbox: POD,
     rootfs: ROOTFS,
     mounts: [
+      { destination: '/data/cache', source: '/srv/cache', readOnly: false },
       { destination: '/dev/fuse', source: '/dev/fuse', readOnly: false, device: true },
       { destination: '/data', source: '/srv/data', readOnly: true },
     ],
   }) as { mounts: { destination: string; options: string[] }[] };
-  assert.deepEqual(spec.mounts.find((m) => m.destination === '/dev/fuse')?.options, ['rbind', 'rprivate', 'rw', 'nosuid']);
-  assert.deepEqual(spec.mounts.find((m) => m.destination === '/data')?.options, ['rbind', 'rprivate', 'ro', 'nosuid', 'nodev']);
+  assert.deepEqual(spec.mounts.find((m) => m.destination === '/dev/fuse')?.options, ['rbind', 'rprivate', 'rw']);
+  assert.deepEqual(spec.mounts.find((m) => m.destination === '/data')?.options, ['rbind', 'rprivate', 'ro']);
+  const order = spec.mounts.map((m) => m.destination);
+  assert.ok(order.indexOf('/data') < order.indexOf('/data/cache'), order.join(' '));
+});
+
+test('regression etc-hosts-read-only: a pod container may write /etc/hosts; resolv.conf and hostname are read-only only with readOnlyRootFilesystem; a volume there replaces the file', () => {
+  const files = [
+    { destination: '/etc/hosts', source: '/sb/hosts' },
+    { destination: '/etc/resolv.conf', source: '/sb/resolv.conf' },
+    { destination: '/etc/hostname', source: '/sb/hostname' },
+  ];
+  const opts = (security: Parameters<typeof generateSpec>[1]['security'], sandbox: SandboxRef = { ...POD, files }, mounts: { destination: string; source: string; readOnly: boolean }[] = []): Record<string, string[]> => {
+    const spec = generateSpec(image(), { id: 'x', sandbox, rootfs: ROOTFS, ...(security !== undefined ? { security } : {}), mounts }) as { mounts: { destination: string; source: string; options: string[] }[] };
+    return Object.fromEntries(spec.mounts.filter((m) => m.destination.startsWith('/etc/')).map((m) => [`${m.destination}<-${m.source}`, m.options]));
+  };
+  const rw = opts(undefined);
+  assert.ok(rw['/etc/hosts<-/sb/hosts']?.includes('rw'));
+  assert.ok(rw['/etc/resolv.conf<-/sb/resolv.conf']?.includes('rw'));
+  const ro = opts({ readOnlyRootFilesystem: true });
+  assert.ok(ro['/etc/hosts<-/sb/hosts']?.includes('rw'));
+  assert.ok(ro['/etc/resolv.conf<-/sb/resolv.conf']?.includes('ro'));
+  assert.ok(ro['/etc/hostname<-/sb/hostname']?.includes('ro'));
+  // The host's own files (hostNetwork) stay read-only.
+  assert.ok(opts(undefined, { kind: 'host', files: [{ destination: '/etc/hosts', source: '/etc/hosts' }] })['/etc/hosts<-/etc/hosts']?.includes('ro'));
+  const replaced = opts(undefined, { ...POD, files }, [{ destination: '/etc/hosts', source: '/v/hosts', readOnly: false }]);
+  assert.deepEqual(Object.keys(replaced).filter((k) => k.startsWith('/etc/hosts')), ['/etc/hosts</v/hosts'.replace('</', '<-/')]);
+});
+
+test('regression cap-add-beats-drop: capabilities as containerd applies them — add ALL, drop ALL, each add, each drop', () => {
+  const caps = (security: NonNullable<Parameters<typeof generateSpec>[1]['security']>): string[] =>
+    (generateSpec(image(), { id: 'x', sandbox: POD, rootfs: ROOTFS, security }) as { process: { capabilities: { bounding: string[] } } }).process.capabilities.bounding;
+  const all = caps({ capAdd: ['ALL'] });
+  assert.ok(all.length > DEFAULT_CAPS.length && all.includes('CAP_SYS_ADMIN'));
+  assert.deepEqual(caps({ capAdd: ['ALL'], capDrop: ['CAP_CHOWN'] }), all.filter((c) => c !== 'CAP_CHOWN'));
+  assert.deepEqual(caps({ capAdd: ['ALL'], capDrop: ['ALL'] }), []);
+  assert.ok(!caps({ capAdd: ['CAP_NET_ADMIN'], capDrop: ['CAP_NET_ADMIN'] }).includes('CAP_NET_ADMIN'));
+  assert.deepEqual(caps({ capDrop: ['ALL'], capAdd: ['CAP_NET_BIND_SERVICE'] }), ['CAP_NET_BIND_SERVICE']);
+});
+
+test('regression hostname-env-missing, nofile-1024, no-cgroup-namespace: HOSTNAME is set, RLIMIT_NOFILE is large, a cgroup namespace on v2', () => {
+  const spec = generateSpec(image(), { id: 'x', sandbox: { ...POD, hostname: 'web-0' }, rootfs: ROOTFS }) as {
+    process: { env: string[]; rlimits: { type: string; soft: number; hard: number }[] };
+    linux: { namespaces: { type: string }[] };
+  };
+  assert.equal(spec.process.env[0], 'HOSTNAME=web-0');
+  const over = generateSpec(image({ Env: ['HOSTNAME=img'] }), { id: 'x', sandbox: { ...POD, hostname: 'web-0' }, rootfs: ROOTFS }) as { process: { env: string[] } };
+  assert.deepEqual(over.process.env.filter((e) => e.startsWith('HOSTNAME=')), ['HOSTNAME=img']);
+  const nofile = spec.process.rlimits.find((r) => r.type === 'RLIMIT_NOFILE');
+  assert.ok(nofile !== undefined && nofile.soft > 1024 && nofile.hard === nofile.soft, JSON.stringify(nofile));
+  const v2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
+  assert.equal(spec.linux.namespaces.some((n) => n.type === 'cgroup'), v2);
+  const priv = generateSpec(image(), { id: 'x', sandbox: POD, rootfs: ROOTFS, security: { privileged: true } }) as { linux: { namespaces: { type: string }[] } };
+  assert.ok(!priv.linux.namespaces.some((n) => n.type === 'cgroup'));
+});
+
+test('regression empty-command-args: an empty command or args list is none, and an Entrypoint of [""] is no Entrypoint, as containerd', () => {
+  assert.deepEqual(processArgs(image(), [], undefined), ['/entry', '--serve']);
+  assert.deepEqual(processArgs(image(), undefined, []), ['/entry', '--serve']);
+  assert.deepEqual(processArgs(image(), ['/bin/sh'], []), ['/bin/sh']);
+  assert.deepEqual(processArgs(image({ Entrypoint: [''] }), undefined, ['x']), ['x']);
+  assert.deepEqual(processArgs(image({ Entrypoint: [''], Cmd: ['/bin/app'] }), undefined, undefined), ['/bin/app']);
 });

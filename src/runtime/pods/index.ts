@@ -1,4 +1,4 @@
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { BerthError } from '../../lib/errors.js';
 import { mkdirp } from '../../lib/fsx.js';
@@ -119,6 +119,7 @@ export class SandboxManager {
     const ns = (t: string): string => `/proc/${r.pid ?? 0}/ns/${t}`;
     return {
       kind: 'pod',
+      hostname: readHostname(path.join(dir, 'hostname')),
       netns: r.netns,
       ipc: ns('ipc'),
       uts: ns('uts'),
@@ -394,6 +395,15 @@ export function sandboxId(podKey: string, hash: string): string {
 function target(r: SandboxRecord): CniTarget {
   const [namespace = '', name = ''] = r.podKey.split('/');
   return { id: r.id, netns: r.netns, namespace, name };
+}
+
+/** The pod's hostname as its sandbox wrote it (for HOSTNAME); empty if the file is gone. */
+function readHostname(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
+  }
 }
 
 /** The kubelet's managed hosts file: loopback names, then the pod's address with its FQDN and hostname. */

@@ -1,6 +1,7 @@
 import { containerArgv } from '../../lib/argv.js';
 import { BerthError } from '../../lib/errors.js';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { checkWorkingDir, quoteShort } from '../../lib/workdir.js';
 import { runtimeDefaultSeccomp } from './seccomp.js';
 import { checkRunAsNonRoot, imageUserForPolicy, resolveUser } from './users.js';
@@ -98,14 +99,18 @@ export function checkUserSyntax(user: string | undefined, where: string): void {
   }
 }
 
-/** containerd's default set, then drop, then add (ALL on either side as Kubernetes means it); privileged: all. */
+/**
+ * containerd's WithCapabilities: the default set; add ALL, then drop ALL, then each added name,
+ * then each dropped name — so {add: [ALL], drop: [CHOWN]} is all but CHOWN, and a name both added
+ * and dropped is dropped (regression cap-add-beats-drop). Privileged: all.
+ */
 export function effectiveCaps(sec: SecuritySpec | undefined): string[] {
   if (sec?.privileged === true) return allCapabilities();
   let caps = new Set(DEFAULT_CAPS);
-  if (sec?.capDrop?.includes('ALL') === true) caps = new Set();
-  for (const d of sec?.capDrop ?? []) caps.delete(d);
   if (sec?.capAdd?.includes('ALL') === true) caps = new Set(allCapabilities());
+  if (sec?.capDrop?.includes('ALL') === true) caps = new Set();
   for (const a of sec?.capAdd ?? []) if (a !== 'ALL') caps.add(a);
+  for (const d of sec?.capDrop ?? []) caps.delete(d);
   return [...caps];
 }
 
@@ -114,11 +119,13 @@ export function effectiveCaps(sec: SecuritySpec | undefined): string[] {
  * namespaces (hostNetwork: true), private IPC/PID/mount. `pod`: it joins the sandbox's
  * namespaces by path — the pinned netns, and the infra container's IPC and UTS (and PID with
  * shareProcessNamespace) — so containers of one pod share localhost, hostname and IPC.
- * `files` are bind-mounted read-only (/etc/hosts, /etc/resolv.conf, /etc/hostname).
+ * `files` are bind-mounted (/etc/hosts, /etc/resolv.conf, /etc/hostname): the host's read-only; a
+ * pod's as the kubelet and containerd mount them — /etc/hosts writable, the other two read-only only
+ * with readOnlyRootFilesystem. `hostname` becomes HOSTNAME in the environment, as containerd sets it.
  */
 export type SandboxRef =
-  | { kind: 'host'; files: readonly { destination: string; source: string }[] }
-  | { kind: 'pod'; netns: string; ipc: string; uts: string; pid?: string; files: readonly { destination: string; source: string }[] };
+  | { kind: 'host'; hostname?: string; files: readonly { destination: string; source: string }[] }
+  | { kind: 'pod'; hostname?: string; netns: string; ipc: string; uts: string; pid?: string; files: readonly { destination: string; source: string }[] };
 
 /** containerd's default capability set. */
 export const DEFAULT_CAPS = [
@@ -155,6 +162,35 @@ const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/pro
 
 export const DEFAULT_PIDS_LIMIT = 4096;
 
+let v2: boolean | undefined;
+/** A unified (cgroup v2) host: /sys/fs/cgroup/cgroup.controllers exists. */
+function cgroupV2(): boolean {
+  return (v2 ??= existsSync('/sys/fs/cgroup/cgroup.controllers'));
+}
+
+let nofile: number | undefined;
+/**
+ * RLIMIT_NOFILE for containers: 1048576, or less when the kernel's fs.nr_open is lower or berth
+ * may not raise its own hard limit (no CAP_SYS_RESOURCE: runc's prlimit could not either).
+ */
+function nofileLimit(): number {
+  if (nofile !== undefined) return nofile;
+  let max = 1_048_576;
+  try {
+    const n = Number(readFileSync('/proc/sys/fs/nr_open', 'utf8').trim());
+    if (Number.isSafeInteger(n) && n > 0) max = Math.min(max, n);
+    const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    const CAP_SYS_RESOURCE = 24n;
+    if (eff !== undefined && ((BigInt(`0x${eff}`) >> CAP_SYS_RESOURCE) & 1n) === 0n) {
+      const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
+      if (hard !== undefined && /^\d+$/.test(hard)) max = Math.min(max, Number(hard));
+    }
+  } catch {
+    // no /proc: the default
+  }
+  return (nofile = max);
+}
+
 function checkEnv(entry: string, where: string): string {
   const eq = entry.indexOf('=');
   if (eq <= 0 || entry.includes('\0')) throw new BerthError('ERR_INVALID_IMAGE', `${where}: env entry ${JSON.stringify(entry.slice(0, 80))} is not KEY=VALUE`);
@@ -162,13 +198,16 @@ function checkEnv(entry: string, where: string): string {
 }
 
 /** Image Env, then the manifest's env: a later name replaces an earlier one in place. */
-function mergeEnv(image: readonly string[], extra: readonly { name: string; value: string }[], where: string): string[] {
+function mergeEnv(image: readonly string[], extra: readonly { name: string; value: string }[], where: string, hostname?: string): string[] {
   const order: string[] = [];
   const values = new Map<string, string>();
   const set = (k: string, v: string): void => {
     if (!values.has(k)) order.push(k);
     values.set(k, v);
   };
+  // containerd's CRI puts HOSTNAME first; the image's Env and the manifest's may replace it
+  // (regression hostname-env-missing).
+  if (hostname !== undefined && hostname !== '') set('HOSTNAME', hostname);
   for (const e of image) {
     const s = checkEnv(e, where);
     const eq = s.indexOf('=');
@@ -270,7 +309,7 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
     mode === 'run'
       ? resolveUser(c.rootfs, imageUser, overrides)
       : { uid: sec?.runAsUser ?? imageUserForPolicy(imageUser).uid ?? 0, gid: sec?.runAsGroup ?? 0, additionalGids: [sec?.runAsGroup ?? 0] };
-  const env = mergeEnv(image.config.Env ?? [], manifestEnv, where);
+  const env = mergeEnv(image.config.Env ?? [], manifestEnv, where, c.sandbox.hostname);
   const privileged = sec?.privileged === true;
   const caps = effectiveCaps(sec);
 
@@ -286,6 +325,9 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
           { type: 'mount' },
           { type: 'network', path: sb.netns },
         ];
+  // containerd on a unified (v2) host: a private cgroup namespace unless privileged, so the
+  // container's /sys/fs/cgroup is its own cgroup, not the host's tree (regression no-cgroup-namespace).
+  if (!privileged && cgroupV2()) namespaces.push({ type: 'cgroup' });
 
   const mounts: Record<string, unknown>[] = [
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
@@ -296,12 +338,25 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
     { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
   ];
+  // The pod's files and its volumes, as containerd's WithMounts orders them: by the depth of the
+  // destination, so /data is mounted before /data/cache and does not hide it (regression
+  // mounts-unordered). A volume at /etc/hosts (or the other two) replaces the pod's file. Volumes
+  // get only rbind, rprivate and ro/rw, as containerd gives them (no nosuid/nodev: a setuid tool
+  // or a device node in a hostPath works as on Kubernetes).
+  const binds: { destination: string; source: string; options: string[] }[] = [];
+  const volumeDests = new Set((c.mounts ?? []).map((m) => path.posix.normalize(m.destination)));
+  const roRoot = sec?.readOnlyRootFilesystem === true;
   for (const f of sb.files) {
-    mounts.push({ destination: f.destination, type: 'bind', source: f.source, options: ['rbind', 'ro', 'nosuid', 'nodev', 'noexec'] });
+    if (volumeDests.has(f.destination)) continue;
+    const ro = sb.kind === 'host' || (f.destination !== '/etc/hosts' && roRoot);
+    binds.push({ destination: f.destination, source: f.source, options: ['rbind', 'rprivate', ro ? 'ro' : 'rw', 'nosuid', 'nodev', 'noexec'] });
   }
   for (const m of c.mounts ?? []) {
-    mounts.push({ destination: m.destination, type: 'bind', source: m.source, options: ['rbind', 'rprivate', m.readOnly ? 'ro' : 'rw', 'nosuid', ...(m.device === true ? [] : ['nodev'])] });
+    binds.push({ destination: m.destination, source: m.source, options: ['rbind', 'rprivate', m.readOnly ? 'ro' : 'rw'] });
   }
+  const depth = (d: string): number => path.posix.normalize(d).split('/').filter((x) => x !== '').length;
+  binds.sort((a, b) => depth(a.destination) - depth(b.destination));
+  for (const b of binds) mounts.push({ destination: b.destination, type: 'bind', source: b.source, options: b.options });
 
   const resources: Record<string, unknown> = {
     devices: [{ allow: privileged, access: 'rwm' }],
@@ -328,7 +383,9 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
         inheritable: [],
         ambient: [],
       },
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+      // What containerd's unit gives every Kubernetes container (LimitNOFILE=infinity, which is
+      // nr_open): 1024 broke databases and search engines that check for 65536 (regression nofile-1024).
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: nofileLimit(), soft: nofileLimit() }],
       // Safer than Kubernetes' default: no-new-privileges unless allowPrivilegeEscalation says otherwise.
       noNewPrivileges: !privileged && sec?.allowPrivilegeEscalation !== true,
     },
@@ -376,7 +433,9 @@ export function generateSandboxSpec(s: SandboxRunSpec): Record<string, unknown> 
       env: ['PATH=/'],
       cwd: '/',
       capabilities: { bounding: [], effective: [], permitted: [], inheritable: [], ambient: [] },
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+      // What containerd's unit gives every Kubernetes container (LimitNOFILE=infinity, which is
+      // nr_open): 1024 broke databases and search engines that check for 65536 (regression nofile-1024).
+      rlimits: [{ type: 'RLIMIT_NOFILE', hard: nofileLimit(), soft: nofileLimit() }],
       noNewPrivileges: true,
     },
     root: { path: s.rootfs, readonly: true },
