@@ -67,6 +67,26 @@ describe('contract: task driver (conmon + runc)', { timeout: 120_000 }, () => {
     assert.equal((await conmonProcesses(path.join(base, 'state', 'conmon', 'c1'))).length, 1);
   });
 
+  test('regression exec-timeout-leaks-command: an exec past its deadline is ERR_TIMEOUT and its command is killed, not left in the container', async (t) => {
+    if (!ok) return t.skip();
+    const pid = await running(t, 'cx', ['sleep', '1000']);
+    assert.ok(pid > 0);
+    const ok0 = await tasks.exec('cx', ['echo', 'hi'], 10_000);
+    assert.deepEqual(ok0, { code: 0, stdout: 'hi\n', stderr: '' });
+    await assert.rejects(tasks.exec('cx', ['sh', '-c', 'sleep 4243 & exec sleep 4242'], 700), (e: Error & { code?: string }) => e.code === 'ERR_TIMEOUT');
+    const left = async (): Promise<string> => {
+      const out: string[] = [];
+      for (const p of await fsp.readdir('/proc')) {
+        if (!/^\d+$/.test(p)) continue;
+        const cmd = await fsp.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+        if (/^sleep\x00424[23]\x00/.test(cmd)) out.push(`${p}: ${cmd.replace(/\0/g, ' ')}`);
+      }
+      return out.join('\n');
+    };
+    for (let i = 0; i < 40 && (await left()) !== ''; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await left(), '', 'the timed-out command and what it started are gone');
+  });
+
   test('create of an existing id fails with ERR_ALREADY_EXISTS and leaves it running', async (t) => {
     if (!ok) return t.skip();
     await running(t, 'dup', ['sleep', '1000']);

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp, constants as fsc } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -263,18 +264,25 @@ export class TaskDriver {
    * ERR_RUNTIME with runc's words; the deadline is ERR_TIMEOUT (the exec is killed).
    */
   async exec(id: string, argv: readonly string[], timeoutMs: number): Promise<{ code: number; stdout: string; stderr: string }> {
+    // runc's child calls setsid(): killing runc's process group at the deadline leaves the command
+    // running in the container. Its pid file says whom to kill (regression exec-timeout-leaks-command).
+    const pidFile = path.join(this.persistDir(id), `exec-${randomBytes(6).toString('hex')}.pid`);
     try {
-      const { stdout, stderr } = await runProcess(this.binaries.runc, ['--root', this.paths.runcRoot, 'exec', id, ...argv], {
+      await mkdirp(this.persistDir(id));
+      const { stdout, stderr } = await runProcess(this.binaries.runc, ['--root', this.paths.runcRoot, 'exec', '--pid-file', pidFile, id, ...argv], {
         timeoutMs,
         what: `exec in ${id}: runc`,
         maxStdoutBytes: 64 * 1024,
       });
       return { code: 0, stdout, stderr };
     } catch (err) {
+      if (err instanceof BerthError && err.code === 'ERR_TIMEOUT') await killExecCommand(pidFile);
       if (err instanceof BerthError) throw err;
       const e = err as { code?: number | null; stdout?: string; stderr?: string };
       if (typeof e.code === 'number' && e.code !== 255) return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
       throw new BerthError('ERR_RUNTIME', `exec in ${id}: ${stderrOf(err)}`, { cause: err, details: { id } });
+    } finally {
+      await fsp.rm(pidFile, { force: true }).catch(() => undefined);
     }
   }
 
@@ -567,4 +575,22 @@ function lastRuncError(log: string): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * Kills a timed-out `runc exec` command and what it started: its process group (runc's child is
+ * a session leader), then the process itself. The pid comes from runc's --pid-file; none yet
+ * means runc never started the command.
+ */
+async function killExecCommand(pidFile: string): Promise<void> {
+  const text = await fsp.readFile(pidFile, 'utf8').catch(() => '');
+  const pid = Number(text.trim());
+  if (!Number.isSafeInteger(pid) || pid <= 1) return;
+  for (const target of [-pid, pid]) {
+    try {
+      process.kill(target, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
 }
