@@ -100,7 +100,9 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   const sources = roots.map((r, i) => new ManifestSource(r, log, recorded, owners, configsOf, folders[i]));
   const controller = new Controller({ rt, log, retry: true });
   // A ConfigMap or Secret applied through the socket may change what watched pods resolve to.
-  const service = new BerthService({ rt, log, controller, daemon: true, onConfigsChanged: () => void load() });
+  // A reload that fails (a watched directory gone) is logged, as the watcher's and resync's are:
+  // an unhandled rejection would end the daemon (regression up-dies-on-config-apply).
+  const service = new BerthService({ rt, log, controller, daemon: true, onConfigsChanged: () => void load().catch((err: unknown) => log.error({ err: messageOf(err) }, 'reading manifests failed')) });
 
   // Human output: steps as they happen, a summary each time the queue goes idle.
   let steps = 0;
@@ -298,9 +300,15 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
       steps = 0;
       failed = 0;
       idleGc?.idle();
+      // One abort listener per wait, removed when woken: adding one per wake grew without bound
+      // (MaxListenersExceededWarning within a minute of edits; regression up-abort-listener-leak).
       await new Promise<void>((resolve) => {
-        wake = resolve;
-        o.signal.addEventListener('abort', () => resolve(), { once: true });
+        const onAbort = (): void => resolve();
+        wake = () => {
+          o.signal.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        o.signal.addEventListener('abort', onAbort, { once: true });
       });
       wake = () => undefined;
       // Let the key that woke us get into the queue before asking whether it is idle.

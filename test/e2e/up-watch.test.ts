@@ -113,6 +113,36 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
     }
   });
 
+  test('regression up-dies-on-config-apply, up-abort-listener-leak: berth up outlives a ConfigMap applied while its directory is gone, and many reloads', async (t) => {
+    if (!ok) return t.skip();
+    const watched = path.join(env.dir, 'leak');
+    await fsp.mkdir(watched);
+    const cm = path.join(env.dir, 'cm.yaml');
+    const up = berthUp(env, watched, ['--resync', '3600']);
+    try {
+      await waitFor('socket', async () => ((await berth(env, ['status'])).code === 0 ? true : undefined), 30_000);
+      // Reloads: each wakes the summary loop once.
+      for (let i = 0; i < 15; i++) {
+        await fsp.writeFile(cm, `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: leak}\ndata: {n: "${i}"}\n`);
+        const a = await berth(env, ['apply', '-f', cm]);
+        assert.equal(a.code, 0, a.stderr);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      assert.doesNotMatch(up.output(), /MaxListenersExceededWarning/);
+      // The watched directory disappears; an apply of a ConfigMap reloads it and fails to read it.
+      await fsp.rename(watched, `${watched}.away`);
+      await fsp.writeFile(cm, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: leak}\ndata: {n: "last"}\n');
+      await berth(env, ['apply', '-f', cm]);
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal(up.child.exitCode, null, up.output().slice(-2000));
+      assert.equal((await berth(env, ['status'])).code, 0);
+    } finally {
+      up.child.kill('SIGTERM');
+      await new Promise((r) => (up.child.exitCode !== null ? r(undefined) : up.child.once('exit', r)));
+      await fsp.rename(`${watched}.away`, watched).catch(() => undefined);
+    }
+  });
+
   test('apply --prune deletes what this path applied and no longer declares; plain apply does not', async (t) => {
     if (!ok) return t.skip();
     const file = path.join(dir, 'web.yaml');
