@@ -388,6 +388,17 @@ export async function loadManifests(input: string | ManifestInput, opts: { owner
     }
   }
   for (const file of opts.cache?.keys() ?? []) if (!seen.has(file)) opts.cache?.delete(file);
+  // A pod whose owning file is still here but does not parse now stays that file's (its last
+  // good objects are kept): another file declaring it is a duplicate, not the new owner — else
+  // a typo in the owner handed the pod over and replaced the container (regression
+  // broken-owner-hands-pod-over).
+  const broken = new Set(result.badFiles);
+  for (const pod of result.pods) {
+    const owner = opts.owners?.get(pod.key);
+    if (owner === undefined || owner === pod.source || !broken.has(owner)) continue;
+    result.problems.push({ file: pod.source, line: pod.line, col: 1, field: 'metadata.name', message: `pod ${pod.key} is also declared in ${owner}, which owns it (that file does not parse now; fix it, or remove the pod from it, to move the pod)` });
+    result.badFiles.push(pod.source);
+  }
   const configDups = duplicates(result.configs, undefined, (c, prev) => `${c.kind} ${c.namespace}/${c.name} is also declared in ${prev.source}:${prev.line}`);
   for (const p of [...duplicatePods(result.pods, opts.owners), ...duplicateImages(result.images), ...configDups, ...hostPortClashes(result.pods)]) {
     result.problems.push(p);
