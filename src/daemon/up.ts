@@ -9,7 +9,7 @@ import { Controller, type KeyReport } from '../reconciler/controller.js';
 import { enforceImmutable, knownConfigs, recordConfigs, recordedConfigs } from '../reconciler/configs.js';
 import type { DesiredConfig, DesiredImage, DesiredPod } from '../reconciler/desired.js';
 import { resolvePods } from '../reconciler/resolve.js';
-import { formatProblem, type ManifestProblem } from '../reconciler/manifest.js';
+import { duplicatePods, formatProblem, type ManifestProblem } from '../reconciler/manifest.js';
 import { lastAppliedPod } from '../reconciler/plan.js';
 import { renderStep } from '../reconciler/render.js';
 import { ImageFolder } from '../reconciler/image-folder.js';
@@ -162,16 +162,23 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
     const configs: DesiredConfig[] = [];
     const seen = new Set<string>();
     problems = [];
+    const declared: DesiredPod[] = [];
     for (const s of sources) {
       const res = await s.load();
       problems.push(...res.problems);
       images.push(...res.images);
       configs.push(...res.configs);
-      for (const p of res.desired) {
-        if (seen.has(p.key)) continue;
-        seen.add(p.key);
-        all.push(p);
-      }
+      declared.push(...res.desired);
+    }
+    // A pod declared in two watched directories is a duplicate as within one: the recorded
+    // owner (else the first) keeps it and the other is named (regression pod-in-two-roots-silent).
+    const dups = duplicatePods(declared, owners());
+    const dropped = new Set(dups.map((d) => `${d.file}\0${d.line}`));
+    problems.push(...dups);
+    for (const p of declared) {
+      if (dropped.has(`${p.source}\0${p.line}`) || seen.has(p.key)) continue;
+      seen.add(p.key);
+      all.push(p);
     }
     const invalidNow = problems.map(formatProblem).join('\n');
     if (invalidNow !== lastInvalid) {

@@ -143,6 +143,26 @@ describe('e2e: berth up and prune', { timeout: 600_000 }, () => {
     }
   });
 
+  test('regression pod-in-two-roots-silent: a pod declared in two watched directories is a problem naming both files; the first keeps it', async (t) => {
+    if (!ok) return t.skip();
+    const d1 = path.join(env.dir, 'root1');
+    const d2 = path.join(env.dir, 'root2');
+    await fsp.mkdir(d1);
+    await fsp.mkdir(d2);
+    await fsp.writeFile(path.join(d1, 'web.yaml'), text);
+    await fsp.writeFile(path.join(d2, 'web.yaml'), text);
+    const up = berthUp(env, d1, [d2, '--resync', '3600']);
+    try {
+      await waitFor('duplicate named', async () => (new RegExp(`invalid manifest.*${d2}/web\\.yaml:\\d+:\\d+: .*pod default/web is also declared in ${d1}/web\\.yaml`).test(up.output()) ? true : undefined), 60_000);
+      const st = JSON.parse((await berth(env, ['status', '-o', 'json'])).stdout) as { pods: { key: string; source?: string }[] };
+      assert.equal(st.pods.filter((p) => p.key === 'default/web').length, 1);
+    } finally {
+      up.child.kill('SIGTERM');
+      await new Promise((r) => (up.child.exitCode !== null ? r(undefined) : up.child.once('exit', r)));
+      await berth(env, ['delete', '--force', '-f', path.join(d1, 'web.yaml')]);
+    }
+  });
+
   test('apply --prune deletes what this path applied and no longer declares; plain apply does not', async (t) => {
     if (!ok) return t.skip();
     const file = path.join(dir, 'web.yaml');
