@@ -186,6 +186,12 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
           ...(c.lifecycle?.postStart !== undefined ? { postStart: c.lifecycle.postStart, stop: { graceMs: step.pod.gracePeriodMs, minWindowMs: MIN_STOP_WINDOW_MS, ...(c.lifecycle.preStop !== undefined ? { preStop: c.lifecycle.preStop } : {}) } } : {}),
           ...(stopping !== undefined ? { startAfter: stopping } : {}),
         });
+      } catch (err) {
+        // A restart that could not start its process (runc's StartError: the row stays exited
+        // with code 128) still counts, and its back-off grows, as the kubelet counts it —
+        // else each retry restarted at once (regression start-failure-ignores-restart-policy).
+        if (step.kind === 'replace' && step.restart !== undefined) rt.updateRestart(step.pod.key, c.name, { restarts: step.restart.count, backoffMs: step.restart.nextBackoffMs });
+        throw err;
       } finally {
         // Never leave the stop running unobserved (a failed create still waits for it).
         await stopping?.catch(() => undefined);

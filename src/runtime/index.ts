@@ -885,6 +885,7 @@ export class Runtime {
       this.state.touchImage(o.image.digest, now);
     });
     const { bundle, rootfs } = this.bundleOf(id);
+    let taskStage = false;
     try {
       await mkdirp(bundle);
       await this.snapshots.mountRootfs(id, o.image.chainIds, rootfs);
@@ -899,6 +900,7 @@ export class Runtime {
         annotations: { ...(run.annotations ?? {}), [ANNOTATION_POD]: o.podKey, [ANNOTATION_CONTAINER]: o.name },
       });
       // No conmon size limit: berth up rotates (rotateLogs); see CreateTaskOptions.logSizeMax.
+      taskStage = true;
       const pid = await this.tasks.create({ id, bundle, spec, logPath: this.logPath(o.podKey, o.name, id) });
       this.state.updateContainer(id, { state: 'created', pid });
       crashPoint('task.between-create-start');
@@ -928,6 +930,23 @@ export class Runtime {
       return { ...rec, state: 'running', pid, pidStart, startedAt };
     } catch (err) {
       this.cfg.log.debug({ id, err }, 'container start failed, rolling back');
+      // runc could not start the process (an executable not found, a bad working dir): as
+      // containerd and the kubelet, the container exited with 128, reason StartError, so the
+      // restart policy and the crash-loop back-off decide, not a retry every few seconds; the
+      // reason is a Warning event (regression start-failure-ignores-restart-policy).
+      if (taskStage) {
+        const kept = await this.removeContainerFiles(id, 0).then(
+          () => true,
+          (e: unknown) => (this.cfg.log.warn({ id, err: e }, 'clean-up after a failed start failed'), false),
+        );
+        if (kept) {
+          this.state.transaction(() => {
+            this.state.updateContainer(id, { state: 'exited', exitCode: 128, reason: 'StartError', finishedAt: Date.now(), pid: null });
+            this.addEvent(`pod/${o.podKey}`, 'Failed', `container ${o.name} (${id}) could not start: ${messageOf(err)}`, { type: 'Warning' });
+          });
+          throw err;
+        }
+      }
       await this.destroyContainer(id, 0).catch((e: unknown) => this.cfg.log.warn({ id, err: e }, 'rollback failed'));
       throw err;
     }

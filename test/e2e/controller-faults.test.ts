@@ -194,6 +194,41 @@ spec:
     await stopUps();
   });
 
+  test('regression start-failure-ignores-restart-policy: a command runc cannot start is an exit 128 StartError — Never leaves it, Always backs off, the reason is an event', async (t) => {
+    if (!ok) return t.skip();
+    t.after(stopUps);
+    const withPolicy = (name: string, policy: string): string => podYaml(name, ['/nonexistent']).replace('  hostNetwork: true\n', `  hostNetwork: true\n  restartPolicy: ${policy}\n`);
+    await fsp.writeFile(path.join(dir, 'never.yaml'), withPolicy('never', 'Never'));
+    await fsp.writeFile(path.join(dir, 'always.yaml'), withPolicy('always', 'Always'));
+    await startUp();
+    const containerOf = async (key: string): Promise<{ state: string; exitCode: number | null; reason: string | null; id: string | null } | undefined> =>
+      (JSON.parse((await berth(env, ['status', '-o', 'json'])).stdout) as { pods: { key: string; containers: { state: string; exitCode: number | null; reason: string | null; id: string | null }[] }[] }).pods.find((p) => p.key === key)?.containers[0];
+    const never = await waitFor('never exited', async () => {
+      const c = await containerOf('default/never');
+      return c?.state === 'exited' ? c : undefined;
+    }, 30_000);
+    assert.equal(never.exitCode, 128);
+    assert.equal(never.reason, 'StartError');
+    const ev = JSON.parse((await berth(env, ['events', '--for', 'never', '-o', 'json'])).stdout) as { reason: string; type: string; message: string }[];
+    assert.ok(ev.some((e) => e.reason === 'Failed' && e.type === 'Warning' && /nonexistent/.test(e.message)), JSON.stringify(ev));
+    // Always: restarted by the crash-loop back-off (the first at once, then 10 s), not every few seconds.
+    await waitFor('always in back-off', async () => ((await pods()).find((p) => p.key === 'default/always')?.status === 'CrashLoopBackOff' ? true : undefined), 30_000);
+    const firstNever = never.id;
+    const ids = new Set<string>();
+    const until = Date.now() + 6000;
+    while (Date.now() < until) {
+      const c = await containerOf('default/always');
+      if (c?.id !== null && c?.id !== undefined) ids.add(c.id);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok(ids.size <= 2, `at most one restart within 6 s of back-off: ${[...ids].join(' ')}`);
+    // Never: the same exited container, no new attempt.
+    assert.equal((await containerOf('default/never'))?.id, firstNever);
+    await fsp.rm(path.join(dir, 'never.yaml'));
+    await fsp.rm(path.join(dir, 'always.yaml'));
+    await waitFor('pruned', async () => ((await pods()).length === 0 ? true : undefined), 60_000);
+  });
+
   test('drift with no exit file (conmon killed, then its container) is found by the resync without starting a process per pod', async (t) => {
     if (!ok) return t.skip();
     t.after(stopUps);
