@@ -206,6 +206,9 @@ export class Controller {
       else if (desire.conflict === undefined && !desire.pod.paused && desire.pod.containers.some((c) => !row.containers.some((r) => r.name === c.name))) drifted.add(key);
     }
     for (const key of drifted) {
+      // A key waiting out its failure back-off keeps waiting: an add now would cancel the retry
+      // and cut every back-off to the resync period (regression resync-cuts-failure-backoff).
+      if (this.queue.failures(POD + key) > 0 && this.queue.nextRetryAt(POD + key) !== undefined) continue;
       this.log.debug({ key }, 'resync: drifted');
       this.queue.add(POD + key);
     }

@@ -345,6 +345,34 @@ spec:
     }
   });
 
+  test('regression resync-cuts-failure-backoff: a pod that keeps failing is retried on its back-off (1, 2, 4 s…), not at every resync', async (t) => {
+    if (!ok) return t.skip();
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    const taken = (srv.address() as net.AddressInfo).port;
+    const watched = path.join(env.dir, 'backoff');
+    await fsp.mkdir(watched, { recursive: true });
+    await fsp.writeFile(path.join(watched, 'clash.yaml'), webPod('clash2', `      ports: [{containerPort: 8080, hostPort: ${taken}}]\n`));
+    const child = spawn(process.execPath, [CLI, '--root', env.root, '--state', env.state, '--bridge', bridge, '--pod-subnet', subnet, 'up', watched, '--resync', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    try {
+      await waitFor('first failure', async () => (out.includes('already bound on the host') ? true : undefined), 30_000);
+      await new Promise((r) => setTimeout(r, 12_000));
+      const attempts = (await B(['events', '--for', 'clash2', '-o', 'json'])).stdout;
+      const failures = out.split('\n').filter((l) => l.includes(`hostPort ${taken}/tcp is already bound`) && /✗|failed|error/i.test(l)).length;
+      // Back-off 1, 2, 4, 8 s: about five attempts in 12 s; every resync would be twelve or more.
+      assert.ok(failures >= 2 && failures <= 7, `${failures} failures in 12 s:\n${out.slice(-3000)}\n${attempts.slice(-500)}`);
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+      srv.close();
+      await B(['delete', '--force', '-f', path.join(watched, 'clash.yaml')]);
+    }
+  });
+
   test('the sandbox is rebuilt when its infra container dies or its netns goes (reboot), and the pod serves again', async (t) => {
     if (!ok) return t.skip();
     const runcRoot = path.join(env.state, 'runc');
