@@ -49,6 +49,8 @@ export { thresholdProblem, type ImageGcResult, type ImageGcThresholds } from './
 const POST_START_TIMEOUT_MS = 30_000;
 /** How long an observation waits for conmon to write the exit file of a container whose init it saw gone. */
 const EXIT_RECORD_WAIT_MS = 2_000;
+/** How long a live conmon may take to write the exit file of a container that ended before its exit is recorded as 137. */
+const EXIT_FILE_PATIENCE_MS = 60_000;
 /** The kubelet's minimumGracePeriodInSeconds: what a container still gets after its preStop hook. */
 const MIN_GRACE_AFTER_PRESTOP_MS = 2_000;
 
@@ -151,6 +153,8 @@ export class Runtime {
   private readonly images: ImageService;
   private readonly lock: LockFile;
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
+  /** Containers found ended whose live conmon has not written the exit file yet: since when (observeContainer). */
+  private readonly exitPending = new Map<string, number>();
   private readonly sandboxes: SandboxManager;
   private readonly volumes: VolumeManager;
   /** Imports and exports share it, GC takes it alone (one GC at a time); pulls run beside GC under leases. */
@@ -591,6 +595,12 @@ export class Runtime {
       if (c.state === 'creating' || c.state === 'removing') continue;
       if (c.state === 'running' && !isSameProcess(c.pid, c.pidStart)) {
         const exit = await this.exitOf(c.id);
+        // Its conmon is still to write the exit file: shown as recorded, not as 137 (regression
+        // exit-recorded-137-while-conmon-writes).
+        if (exit === undefined && (await this.tasks.conmonAlive(c.id))) {
+          seen.push({ ...c, live: true });
+          continue;
+        }
         seen.push({ ...c, state: 'exited', exitCode: exit?.code ?? 137, finishedAt: exit?.at ?? Date.now(), reason: exitReason(exit?.code ?? 137, exit?.oom === true), live: false });
       } else {
         seen.push({ ...c, live: c.state !== 'exited' });
@@ -674,7 +684,17 @@ export class Runtime {
     }
     if (c.state === 'exited') return { ...c, live: st !== undefined };
     // Recorded running (or created), now stopped or gone: the exit code and time are
-    // conmon's (its exit file and when it was written), else 137 and now (vanished).
+    // conmon's (its exit file and when it was written), else 137 and now (vanished). A conmon
+    // still alive without its exit file is draining and syncing the log first (a slow disk can
+    // take seconds): the row waits for the file (the exit watcher looks again when it lands),
+    // up to EXIT_FILE_PATIENCE_MS for a conmon that never writes one (regression
+    // exit-recorded-137-while-conmon-writes).
+    if (repair && (await this.tasks.exitCode(c.id)) === undefined && !(await this.tasks.exitRecorded(c.id, EXIT_RECORD_WAIT_MS)) && (await this.tasks.conmonAlive(c.id))) {
+      const since = this.exitPending.get(c.id) ?? Date.now();
+      this.exitPending.set(c.id, since);
+      if (Date.now() - since < EXIT_FILE_PATIENCE_MS) return { ...c, live: true };
+    }
+    this.exitPending.delete(c.id);
     const exit = await this.exitOf(c.id);
     const code = exit?.code ?? 137;
     const finishedAt = exit?.at ?? Date.now();

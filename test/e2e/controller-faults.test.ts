@@ -6,7 +6,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import * as path from 'node:path';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { berth, cleanupEnv, makeEnv, startDaemon, stopDaemon, waitFor, type berthUp, type BerthEnv } from '../helpers/berth.js';
+import { berth, cleanupEnv, conmonProcesses, makeEnv, startDaemon, stopDaemon, waitFor, type berthUp, type BerthEnv } from '../helpers/berth.js';
 
 /**
  * The daemon is never the reason a workload stops: a pull that hangs for one pod, a runc
@@ -30,6 +30,9 @@ describe('e2e: controller faults', { timeout: 600_000 }, () => {
   let silent: Server | undefined;
   const sockets = new Set<Socket>();
 
+  // `sleep` as PID 1 ignores SIGTERM, and a stop gives every container 2 s after the signal (the
+  // kubelet's minimum): the sleepers here leave on SIGTERM, so a replace is not 2 s slower.
+  const leaveOnTerm = (command: string[]): string[] => (command[0] === 'sleep' ? ['sh', '-c', `trap 'exit 0' TERM; sleep ${command.slice(1).join(' ')} & wait`] : command);
   const podYaml = (name: string, command: string[], image?: string, grace = 0): string => `apiVersion: v1
 kind: Pod
 metadata:
@@ -40,7 +43,7 @@ spec:
   containers:
     - name: app
       image: ${image ?? `${demo?.registry.host ?? ''}/berth/demo:1.0`}
-      command: ${JSON.stringify(command)}
+      command: ${JSON.stringify(leaveOnTerm(command))}
 `;
   const pods = async (): Promise<Pod[]> => {
     const r = await berth(env, ['status', '-o', 'json']);
@@ -229,6 +232,33 @@ spec:
     await waitFor('pruned', async () => ((await pods()).length === 0 ? true : undefined), 60_000);
   });
 
+  test('regression exit-recorded-137-while-conmon-writes: an exit whose conmon has not written the file yet is not recorded as 137; conmon\'s code is', async (t) => {
+    if (!ok) return t.skip();
+    const file = path.join(env.dir, 'slowexit.yaml');
+    await fsp.writeFile(file, podYaml('slowexit', ['sh', '-c', 'sleep 2; exit 7']).replace('  hostNetwork: true\n', '  hostNetwork: true\n  restartPolicy: Never\n'));
+    const a = await berth(env, ['apply', '-f', file]);
+    assert.equal(a.code, 0, a.stderr);
+    const [conmon] = await conmonProcesses('default.slowexit.');
+    assert.ok(conmon !== undefined, 'conmon of the container');
+    // conmon cannot reap the init nor write its exit file while stopped, as when it syncs the log to a slow disk.
+    process.kill(conmon, 'SIGSTOP');
+    try {
+      await new Promise((r) => setTimeout(r, 3000));
+      await berth(env, ['apply', '-f', file]);
+      const during = (await pods()).find((p) => p.key === 'default/slowexit')?.containers[0];
+      assert.notEqual(during?.state, 'exited', `not recorded while conmon has not written the exit: ${JSON.stringify(during)}`);
+    } finally {
+      process.kill(conmon, 'SIGCONT');
+    }
+    await waitFor('exit 7 recorded', async () => {
+      await berth(env, ['apply', '-f', file]);
+      const c = (await pods()).find((p) => p.key === 'default/slowexit')?.containers[0] as { state: string; exitCode?: number | null } | undefined;
+      return c?.state === 'exited' ? c : undefined;
+    }, 20_000, 500).then((c) => assert.equal(c.exitCode, 7));
+    const d = await berth(env, ['delete', '-f', file]);
+    assert.equal(d.code, 0, d.stderr);
+  });
+
   test('drift with no exit file (conmon killed, then its container) is found by the resync without starting a process per pod', async (t) => {
     if (!ok) return t.skip();
     t.after(stopUps);
@@ -256,12 +286,13 @@ spec:
   test('kill -9 of the daemon mid-pass: running containers keep their pids, nothing running is restarted, state converges', async (t) => {
     if (!ok) return t.skip();
     // p1 takes 5 s to stop (sleep ignores SIGTERM): its replace is a window to kill the daemon in.
-    for (const n of ['p1', 'p2', 'p3']) await fsp.writeFile(path.join(dir, `${n}.yaml`), podYaml(n, ['sleep', '3600'], undefined, n === 'p1' ? 5 : 0));
+    const ignoreTerm = (secs: number): string[] => ['sh', '-c', `trap '' TERM; sleep ${secs} & wait`];
+    for (const n of ['p1', 'p2', 'p3']) await fsp.writeFile(path.join(dir, `${n}.yaml`), podYaml(n, n === 'p1' ? ignoreTerm(3600) : ['sleep', '3600'], undefined, n === 'p1' ? 5 : 0));
     const up = await startUp();
     const before = new Map<string, number>();
     for (const n of ['p1', 'p2', 'p3']) before.set(n, await waitFor(`${n} running`, () => pidOf(`default/${n}`), 60_000));
     // An edit of p1 and a new p4; the daemon is killed while p1's old container is being stopped.
-    await fsp.writeFile(path.join(dir, 'p1.yaml'), podYaml('p1', ['sleep', '3601'], undefined, 5));
+    await fsp.writeFile(path.join(dir, 'p1.yaml'), podYaml('p1', ignoreTerm(3601), undefined, 5));
     await fsp.writeFile(path.join(dir, 'p4.yaml'), podYaml('p4', ['sleep', '3600']));
     await waitFor('p1 mid-replace', async () => {
       const ps = JSON.parse((await berth(env, ['ps', '-o', 'json'])).stdout) as { key: string; containers: { state: string }[] }[];
