@@ -12,7 +12,7 @@ import { resolvePods } from '../reconciler/resolve.js';
 import { duplicatePods, formatProblem, type ManifestProblem } from '../reconciler/manifest.js';
 import { lastAppliedPod } from '../reconciler/plan.js';
 import { renderStep } from '../reconciler/render.js';
-import { ImageFolder } from '../reconciler/image-folder.js';
+import { conflictMessage, ImageFolder } from '../reconciler/image-folder.js';
 import { ManifestSource } from '../reconciler/source.js';
 import { startHousekeeping } from './housekeeping.js';
 import { Metrics, serveMetrics } from './metrics.js';
@@ -95,7 +95,16 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   // An archive still being written in <dir>/images/ asks for one more reload once it may be complete.
   let reloadSoon: () => void = () => undefined;
   const imageFolder = (r: string): ImageFolder =>
-    new ImageFolder(r, { importer: rt, ledger: path.join(rt.paths.root, 'image-folder.json'), log, wake: () => reloadSoon() });
+    new ImageFolder(r, {
+      importer: rt,
+      ledger: path.join(rt.paths.root, 'image-folder.json'),
+      log,
+      wake: () => reloadSoon(),
+      onConflict: (c) => {
+        o.out(`! image archives conflict: ${conflictMessage(c)}`);
+        rt.addEvent(`source/${c.file}`, 'Conflict', conflictMessage(c), { type: 'Warning' });
+      },
+    });
   const folders = roots.map(imageFolder);
   const sources = roots.map((r, i) => new ManifestSource(r, log, recorded, owners, configsOf, folders[i]));
   const controller = new Controller({ rt, log, retry: true });

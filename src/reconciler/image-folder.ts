@@ -19,6 +19,15 @@ import type { ManifestProblem } from './manifest.js';
  * failed entry stays a problem (coded, naming the file) until it changes or goes; nothing else
  * is affected and the file is never touched.
  *
+ * Names are moved only by a change of the folder (regression images-folder-flips-tag):
+ * - an unchanged entry is read again only when one of its names is gone (images rm, prune,
+ *   image GC), and then records only the names that are gone or still name its image: a name
+ *   something else re-pointed since (images pull, tag, import) is left as it is;
+ * - a new or changed entry records its names, except a name another present entry of the folder
+ *   holds for other content: the first holder keeps it, and the conflict is reported (a warning
+ *   naming both files, `onConflict`) once per change of the entry, instead of the two archives
+ *   taking the name from each other at every reload.
+ *
  * Half-written files: with `requireStable` (the watcher's reloads), an entry modified less
  * than a second ago is left for later and `wake` is called once it may be complete; a copy that
  * stalls longer than that and fails to import is retried when it changes again. Names starting
@@ -29,7 +38,8 @@ import type { ManifestProblem } from './manifest.js';
  * the ledger).
  */
 export interface ImageImporter {
-  importImages(source: string): Promise<readonly { ref: string; digest: string }[]>;
+  /** `names` decides, per name of the archive, whether it is recorded (runtime ImportOptions.names). */
+  importImages(source: string, opts: { names: (ref: string, digest: string) => boolean }): Promise<readonly { ref: string; digest: string; skipped?: true }[]>;
   /** The images recorded now (an archive whose image was removed since is imported again). */
   listImages(): readonly { ref: string; digest: string }[];
 }
@@ -41,7 +51,18 @@ export interface ImageFolderOptions {
   log: Logger;
   /** Called (once per pending burst) when an entry still being written may be ready. */
   wake?: () => void;
+  /** Called once per conflict found (see the module comment), after it is logged. */
+  onConflict?: (c: ImageConflict) => void;
   now?: () => number;
+}
+
+/** Two entries of the folder name one reference for different images; `heldBy` keeps it. */
+export interface ImageConflict {
+  ref: string;
+  file: string;
+  digest: string;
+  heldBy: string;
+  heldDigest: string;
 }
 
 export interface ImageFolderResult {
@@ -49,12 +70,17 @@ export interface ImageFolderResult {
   problems: ManifestProblem[];
   /** Entries left for a later call (still being written). */
   pending: string[];
+  /** Conflicts found by this call (only entries read by it). */
+  conflicts: ImageConflict[];
 }
 
 interface LedgerEntry {
   sig: string;
   at: string;
+  /** The images the entry holds, by each name it gives them. */
   images?: { ref: string; digest: string }[];
+  /** Names of `images` left to another entry of the folder that holds them (a conflict). */
+  yielded?: string[];
   error?: { code: string; message: string };
 }
 
@@ -88,18 +114,28 @@ export class ImageFolder {
   }
 
   private async syncNow(opts: { requireStable: boolean }): Promise<ImageFolderResult> {
-    const out: ImageFolderResult = { imported: [], problems: [], pending: [] };
+    const out: ImageFolderResult = { imported: [], problems: [], pending: [], conflicts: [] };
     const names = await fsp.readdir(this.dir).catch(() => undefined);
     if (names === undefined) return out;
     const ledger = await this.readLedger();
     let changed = false;
     const now = this.o.now?.() ?? Date.now();
-    const present = new Set<string>();
-    const local = new Set(this.o.importer.listImages().map((i) => `${i.ref}@${i.digest}`));
-    for (const name of names.sort()) {
-      if (IGNORED.test(name)) continue;
-      const file = path.join(this.dir, name);
-      present.add(file);
+    const entries = names
+      .filter((n) => !IGNORED.test(n))
+      .sort()
+      .map((n) => path.join(this.dir, n));
+    const present = new Set(entries);
+    const local = new Map(this.o.importer.listImages().map((i) => [i.ref, i.digest]));
+    // The present entry (other than `file`) that holds `ref` for another image, per the ledger.
+    const holder = (file: string, ref: string, digest: string): { file: string; digest: string } | undefined => {
+      for (const other of entries) {
+        const e = other === file ? undefined : ledger[other];
+        const held = e?.images?.find((i) => i.ref === ref && !(e.yielded ?? []).includes(ref));
+        if (held !== undefined && held.digest !== digest) return { file: other, digest: held.digest };
+      }
+      return undefined;
+    };
+    for (const file of entries) {
       const st = await fsp.lstat(file).catch(() => undefined);
       if (st === undefined) continue;
       const problem = (code: string, message: string): void => {
@@ -111,27 +147,50 @@ export class ImageFolder {
       }
       const sig = st.isFile() ? { text: `f:${st.size}:${st.mtimeMs}`, newest: st.mtimeMs } : await dirSignature(file, st);
       const known = ledger[file];
-      // An entry already imported is read again only when one of its images went (images rm,
-      // prune, image GC): the folder is the image's source, so it comes back.
-      if (known?.sig === sig.text && (known.images ?? []).every((i) => local.has(`${i.ref}@${i.digest}`))) {
-        if (known.error !== undefined) problem(known.error.code, known.error.message);
+      const unchanged = known?.sig === sig.text;
+      if (unchanged && known.error !== undefined) {
+        problem(known.error.code, known.error.message);
         continue;
       }
+      // An entry already imported is read again only when one of its names went (images rm,
+      // prune, image GC): the folder is the image's source, so it comes back. A name that names
+      // another image now was re-pointed on purpose and is no reason to read it.
+      if (unchanged && (known.images ?? []).every((i) => local.has(i.ref))) continue;
       if (opts.requireStable && now - sig.newest < STABLE_MS) {
         out.pending.push(file);
         continue;
       }
+      const conflicts: ImageConflict[] = [];
+      const names = (ref: string, digest: string): boolean => {
+        const other = holder(file, ref, digest);
+        if (other !== undefined) {
+          conflicts.push({ ref, file, digest, heldBy: other.file, heldDigest: other.digest });
+          return false;
+        }
+        // Read again for a name that went: the names re-pointed since stay as they are.
+        const current = local.get(ref);
+        return !unchanged || current === undefined || current === digest;
+      };
       try {
-        const images = (await this.o.importer.importImages(file)).map((i) => ({ ref: i.ref, digest: i.digest }));
-        ledger[file] = { sig: sig.text, at: new Date(now).toISOString(), images };
-        out.imported.push({ file, images });
-        this.o.log.info({ file, images: images.map((i) => i.ref) }, 'image archive imported');
+        const all = await this.o.importer.importImages(file, { names });
+        const images = all.map((i) => ({ ref: i.ref, digest: i.digest }));
+        const yielded = conflicts.map((c) => c.ref);
+        ledger[file] = { sig: sig.text, at: new Date(now).toISOString(), images, ...(yielded.length > 0 ? { yielded } : {}) };
+        const recorded = all.filter((i) => i.skipped !== true);
+        out.imported.push({ file, images: recorded.map((i) => ({ ref: i.ref, digest: i.digest })) });
+        for (const i of recorded) local.set(i.ref, i.digest);
+        this.o.log.info({ file, images: recorded.map((i) => i.ref) }, 'image archive imported');
       } catch (err) {
         const e = { code: codeOf(err), message: messageOf(err) };
         ledger[file] = { sig: sig.text, at: new Date(now).toISOString(), error: e };
         problem(e.code, e.message);
         this.o.log.warn({ file, code: e.code, err: e.message }, 'image archive not imported');
       }
+      for (const c of conflicts) {
+        this.o.log.warn({ ref: c.ref, file: c.file, digest: c.digest, heldBy: c.heldBy, heldDigest: c.heldDigest }, `image archives conflict: ${conflictMessage(c)}`);
+        this.o.onConflict?.(c);
+      }
+      out.conflicts.push(...conflicts);
       changed = true;
     }
     for (const file of Object.keys(ledger)) {
@@ -169,6 +228,11 @@ export class ImageFolder {
       return {};
     }
   }
+}
+
+/** One line for a conflict: both files, both digests, who keeps the name. */
+export function conflictMessage(c: ImageConflict): string {
+  return `${c.file} names ${c.ref} for ${c.digest}, but ${c.heldBy} names it for ${c.heldDigest}; ${c.ref} stays ${c.heldDigest} (remove or rename one of the two archives)`;
 }
 
 /** A directory's signature: file count, total size and newest mtime of its files (bounded walk, no links followed). */

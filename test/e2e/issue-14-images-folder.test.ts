@@ -9,6 +9,7 @@ import { buildBusyboxImage, pushImage } from '../../scripts/fixture-image.js';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { berth, cleanupEnv, makeEnv, startDaemon, stopDaemon, waitFor, type BerthEnv } from '../helpers/berth.js';
+import { ociArchiveOf } from '../helpers/oci-archive.js';
 import { hostPod, podStatuses, waitRunning } from '../helpers/pod-suite.js';
 
 const run = promisify(execFile);
@@ -119,6 +120,68 @@ describe('e2e: the images/ folder is imported automatically (issue 14)', { timeo
     } finally {
       await stopDaemon(daemon);
     }
+  });
+
+  test('regression images-folder-flips-tag: two archives naming one tag do not take it from each other; a tag re-pointed since is not undone', async (t) => {
+    if (!ok) return t.skip();
+    const ref = 'example.com/app:latest';
+    // Two archives naming example.com/app:latest, for two different images (v1, v2).
+    const annotations = { 'io.containerd.image.name': ref, 'org.opencontainers.image.ref.name': 'latest' };
+    const img1 = await buildBusyboxImage({ page: 'app v1\n' });
+    const img2 = await buildBusyboxImage({ page: 'app v2\n' });
+    const [d1, d2] = [img1.manifestDigest, img2.manifestDigest];
+    const v1 = path.join(src.dir, 'app-v1.tar');
+    const v2 = path.join(src.dir, 'app-v2.tar');
+    await fsp.writeFile(v1, await ociArchiveOf(img1, annotations));
+    await fsp.writeFile(v2, await ociArchiveOf(img2, annotations));
+
+    const env = makeEnv('berth-imgdir-flip-');
+    envs.push(env);
+    const dir = path.join(env.dir, 'manifests');
+    await fsp.mkdir(path.join(dir, 'images'), { recursive: true });
+    const a = path.join(dir, 'images', 'a-v1.tar');
+    const b = path.join(dir, 'images', 'b-v2.tar');
+    await fsp.copyFile(v1, a);
+    await fsp.copyFile(v2, b);
+    // Something to apply that needs no image.
+    await fsp.writeFile(path.join(dir, 'cm.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: flip}\ndata: {k: v}\n');
+    const tagged = async (): Promise<string | undefined> => {
+      const r = await berth(env, ['images', 'ls', '-o', 'json']);
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { ref: string; digest: string }[]).find((i) => i.ref === ref)?.digest;
+    };
+    const ledgerFile = path.join(env.root, 'image-folder.json');
+
+    const first = await berth(env, ['apply', '-f', dir]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(await tagged(), d1, 'the first archive keeps the tag');
+    // The conflict is reported, naming both files.
+    assert.ok(first.stderr.split('\n').some((l) => l.includes('image archives conflict') && l.includes(a) && l.includes(b)), first.stderr);
+    const ledger = await fsp.readFile(ledgerFile, 'utf8');
+    for (let i = 0; i < 2; i++) {
+      const again = await berth(env, ['apply', '-f', dir]);
+      assert.equal(again.code, 0, again.stderr);
+      assert.equal(await tagged(), d1, `apply ${i + 2} keeps the tag`);
+      assert.equal(await fsp.readFile(ledgerFile, 'utf8'), ledger, `apply ${i + 2} imported nothing again`);
+    }
+
+    // The tag re-pointed by something else (an import, as a pull of a newer image would): the
+    // folder's archive does not take it back.
+    await fsp.rm(b);
+    const pulled = await berth(env, ['images', 'import', v2]);
+    assert.equal(pulled.code, 0, pulled.stderr);
+    assert.equal(await tagged(), d2);
+    const after = await berth(env, ['apply', '-f', dir]);
+    assert.equal(after.code, 0, after.stderr);
+    assert.equal(await tagged(), d2, 'the re-pointed tag stays');
+
+    // The archive changes (a new copy): its tag is imported again.
+    await fsp.copyFile(v1, `${a}.part`);
+    await fsp.rename(`${a}.part`, a);
+    await fsp.utimes(a, new Date(), new Date(Date.now() + 5000));
+    const changed = await berth(env, ['apply', '-f', dir]);
+    assert.equal(changed.code, 0, changed.stderr);
+    assert.equal(await tagged(), d1, 'a changed archive names its image again');
   });
 
   test('apply -f DIR: an OCI layout directory in images/ is imported, not parsed; a bad archive refuses the apply with exit 2', async (t) => {

@@ -77,6 +77,8 @@ export interface ImportedImage {
   ref: string;
   digest: Digest;
   format: ArchiveFormat;
+  /** The archive names the image so, but ImportOptions.names left that name as it was. */
+  skipped?: true;
 }
 
 /** One file of an archive, by its cleaned member name. */
@@ -504,6 +506,12 @@ export interface ImportOptions {
   ref?: string;
   limits?: Partial<ArchiveLimits>;
   signal?: AbortSignal;
+  /**
+   * Asked for each name of each image once everything is stored, just before the rows are
+   * written: false leaves that name as it is (whatever it names now, or nothing), and the name is
+   * returned with `skipped`. Default: every name is recorded.
+   */
+  names?: (ref: string, digest: Digest) => boolean;
 }
 
 /**
@@ -565,11 +573,12 @@ export async function importArchive(
     }
     for (const { image } of prepared) await deps.images.unpack(image, opts.signal);
     for (const { image } of prepared) await deps.images.storeDocuments(image);
-    deps.images.record(prepared.map((p) => ({ image: p.image, refs: p.found.names })));
+    const named = prepared.map((p) => ({ ...p, refs: p.found.names.filter((n) => opts.names?.(n, p.image.manifestDigest) ?? true) }));
+    deps.images.record(named.map((p) => ({ image: p.image, refs: p.refs })));
     const out: ImportedImage[] = [];
-    for (const { image, found: f } of prepared) {
-      for (const n of f.names) out.push({ ref: n, digest: image.manifestDigest, format });
-      deps.log.info({ refs: f.names, digest: image.manifestDigest, format, layers: image.layers.length }, 'image imported');
+    for (const { image, found: f, refs } of named) {
+      for (const n of f.names) out.push({ ref: n, digest: image.manifestDigest, format, ...(refs.includes(n) ? {} : { skipped: true as const }) });
+      deps.log.info({ refs, ...(refs.length < f.names.length ? { skipped: f.names.filter((n) => !refs.includes(n)) } : {}), digest: image.manifestDigest, format, layers: image.layers.length }, 'image imported');
     }
     return out;
   } finally {
