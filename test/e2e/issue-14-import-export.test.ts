@@ -264,6 +264,77 @@ spec:
     assert.equal(m.stdout.trim(), `example.test/saved:modern ${d ?? ''}`);
   });
 
+  test('regression docker-save-symlinked-layer: a layer.tar that is a symlink to another member (docker save ≤ 24) is followed; links leaving the archive, to no member, or in a loop are refused', async (t) => {
+    if (!ok) return t.skip();
+    // Two images sharing their first layer, saved as moby's tarexport writes it: the second
+    // image's <id>/layer.tar is a symlink to ../<first id>/layer.tar.
+    const a = await buildBusyboxImage({ page: 'image a\n' });
+    const b = await buildBusyboxImage({ page: 'image b\n' });
+    assert.equal(a.layers[0]?.diffId, b.layers[0]?.diffId);
+    const tarsOf = (img: typeof a): Buffer[] => img.layers.map((l) => gunzipSync(l.data));
+    const id = (s: string): string => createHash('sha256').update(s).digest('hex');
+    const [a0, a1, b0, b1] = ['a0', 'a1', 'b0', 'b1'].map(id) as [string, string, string, string];
+    const cfgName = (img: typeof a): string => `${img.configDigest.slice('sha256:'.length)}.json`;
+    const members = (link: string): Member[] => [
+      { name: cfgName(a), data: a.config },
+      { name: cfgName(b), data: b.config },
+      { name: `${a0}/`, type: 'directory' },
+      { name: `${a0}/layer.tar`, data: tarsOf(a)[0] as Buffer },
+      { name: `${a1}/layer.tar`, data: tarsOf(a)[1] as Buffer },
+      { name: `${b0}/`, type: 'directory' },
+      { name: `${b0}/layer.tar`, type: 'symlink', linkname: link },
+      { name: `${b1}/layer.tar`, data: tarsOf(b)[1] as Buffer },
+      {
+        name: 'manifest.json',
+        data: Buffer.from(
+          JSON.stringify([
+            { Config: cfgName(a), RepoTags: ['example.test/shared:a'], Layers: [`${a0}/layer.tar`, `${a1}/layer.tar`] },
+            { Config: cfgName(b), RepoTags: ['example.test/shared:b'], Layers: [`${b0}/layer.tar`, `${b1}/layer.tar`] },
+          ]),
+        ),
+      },
+    ];
+    const env = makeEnv('berth-import-symlink-');
+    try {
+      const file = path.join(env.dir, 'shared.tar');
+      await fsp.writeFile(file, await tarOf(members(`../${a0}/layer.tar`)));
+      const i = await berth(env, ['images', 'import', file]);
+      assert.equal(i.code, 0, i.stderr);
+      const refs = await lsRefs(env);
+      assert.deepEqual(refs.map((r) => r.ref), ['example.test/shared:a', 'example.test/shared:b']);
+      const inspect = JSON.parse((await berth(env, ['images', 'inspect', 'example.test/shared:b'])).stdout) as { manifest: { layers: { digest: string }[] } };
+      assert.deepEqual(inspect.manifest.layers.map((l) => l.digest), tarsOf(b).map(sha));
+      // A target with inner ".." and "." components, and a link through another link, are followed too.
+      for (const [name, m] of [
+        ['inner-dots.tar', members(`../${b1}/../${a0}/./layer.tar`)],
+        ['chained.tar', [...members('via'), { name: `${b0}/via`, type: 'symlink' as const, linkname: `../${a0}/layer.tar` }]],
+      ] as const) {
+        const f = path.join(env.dir, name);
+        await fsp.writeFile(f, await tarOf(m));
+        const r = await berth(env, ['images', 'import', f]);
+        assert.equal(r.code, 0, `${name}: ${r.stderr}`);
+      }
+
+      const refused = async (name: string, link: string, message: RegExp, extra: Member[] = []): Promise<void> => {
+        const f = path.join(env.dir, name);
+        await fsp.writeFile(f, await tarOf([...members(link), ...extra]));
+        const r = await berth(env, ['images', 'import', f, '--ref', 'example.test/hostile:1']);
+        assert.notEqual(r.code, 0, `${name} was imported: ${r.stdout}`);
+        assert.match(r.stderr, /ERR_UNSAFE_CONTENT/, name);
+        assert.match(r.stderr, message, name);
+        assert.ok(r.stderr.includes(`${b0}/layer.tar`), `${name}: the error names the member: ${r.stderr}`);
+      };
+      await refused('escape.tar', '../../etc/passwd', /is a symlink to "\.\.\/\.\.\/etc\/passwd", which leaves the archive/);
+      await refused('absolute.tar', `/${a0}/layer.tar`, /an absolute path/);
+      await refused('missing.tar', `../${id('nothing')}/layer.tar`, /which is not a file of the archive/);
+      await refused('directory.tar', `../${a0}`, /which is not a file of the archive/);
+      await refused('loop.tar', 'loop', /a loop/, [{ name: `${b0}/loop`, type: 'symlink', linkname: `layer.tar` }]);
+      assert.deepEqual((await lsRefs(env)).map((r) => r.ref), ['example.test/shared:a', 'example.test/shared:b']);
+    } finally {
+      await cleanupEnv(env);
+    }
+  });
+
   test('hostile archives: a changed layer byte, ../x, a symlink, an oversize manifest.json → coded errors, nothing recorded', async (t) => {
     if (!ok || dockerSave === undefined) return t.skip();
     // The CLI prints the message; the code is asserted on the runtime the CLI calls.

@@ -29,8 +29,11 @@ import type { ImageService, PreparedImage } from './index.js';
  * 1. Read the archive. A tar is read once, as a stream: each regular member is copied into a
  *    private scratch directory under the content store's ingest dir (swept after a crash), hashed
  *    and counted on the way, its size checked against the limits from its header before any byte
- *    is read. Member names with an absolute path or a `..` component, symlinks, hardlinks,
- *    devices and any other entry type, duplicate names and members over the limits are refused
+ *    is read. Member names with an absolute path or a `..` component, hardlinks, devices and any
+ *    other entry type, duplicate names and members over the limits are refused. A symlink member
+ *    stands for the regular member its target names inside the archive (docker save ≤ 24 links a
+ *    shared layer's `<id>/layer.tar` to `../<other id>/layer.tar`); one that leaves the archive,
+ *    names no regular member or loops is refused
  *    (ERR_UNSAFE_CONTENT, ERR_INVALID_IMAGE, ERR_LIMIT_EXCEEDED) before anything is stored. A
  *    directory is read only at the fixed OCI names (`oci-layout`, `index.json`,
  *    `blobs/sha256/<hex>`), each opened with O_NOFOLLOW below directories that are not symlinks.
@@ -127,6 +130,8 @@ export function cleanMemberName(name: string, what: string): string {
 /** Reads a tar (plain or gzip) into scratch files: see the module comment. */
 async function readTar(file: string, scratch: string, limits: ArchiveLimits, what: string): Promise<ArchiveFiles> {
   const files = new Map<string, ArchiveFile>();
+  /** Symlink members: cleaned name → link target as written. */
+  const links = new Map<string, string>();
   const close = (): Promise<void> => fsp.rm(scratch, { recursive: true, force: true });
   await fsp.mkdir(scratch, { recursive: false, mode: 0o700 }).catch((err: unknown) => {
     throw localIoError(err, `${what}: scratch directory`, scratch);
@@ -155,6 +160,12 @@ async function readTar(file: string, scratch: string, limits: ArchiveLimits, wha
         const raw = Buffer.from(h.name, 'latin1').toString('utf8');
         const name = cleanMemberName(raw, what);
         if (h.type === 'directory') return undefined;
+        if (h.type === 'symlink' && name !== '') {
+          // docker save (≤ 24) links <v1 id>/layer.tar to ../<other id>/layer.tar when two images share a layer.
+          if (files.has(name) || links.has(name)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: member ${JSON.stringify(name)} appears twice`);
+          links.set(name, Buffer.from(h.linkname ?? '', 'latin1').toString('utf8'));
+          return undefined;
+        }
         if (h.type !== 'file' && h.type !== 'contiguous-file') {
           const link = Buffer.from(h.linkname ?? '', 'latin1').toString('utf8');
           const kind = h.type === 'symlink' || h.type === 'link' ? `a ${h.type === 'link' ? 'hardlink' : 'symlink'} to ${JSON.stringify(link)}` : `of type ${String(h.type)}`;
@@ -167,7 +178,7 @@ async function readTar(file: string, scratch: string, limits: ArchiveLimits, wha
         }
         total += size;
         if (total > limits.maxTotalBytes) throw new BerthError('ERR_LIMIT_EXCEEDED', `${what}: members add up to more than ${limits.maxTotalBytes} bytes`, { details: { limit: 'maxTotalBytes' } });
-        if (files.has(name)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: member ${JSON.stringify(name)} appears twice`);
+        if (files.has(name) || links.has(name)) throw new BerthError('ERR_INVALID_IMAGE', `${what}: member ${JSON.stringify(name)} appears twice`);
         const dest = path.join(scratch, String(files.size));
         // Taken now, so that a second member of the same name is refused even before this one is written.
         const entry: ArchiveFile = { size: 0, file: dest, head: Buffer.alloc(0) };
@@ -236,11 +247,47 @@ async function readTar(file: string, scratch: string, limits: ArchiveLimits, wha
       if (isBerthError(err) && !err.message.startsWith('read tar:')) throw err;
       throw new BerthError('ERR_INVALID_IMAGE', `${what}: not a readable tar${gzip ? ' (gzip)' : ''}: ${messageOf(err)}`, { cause: err });
     }
+    for (const [name, target] of links) files.set(name, resolveLink(files, links, name, target, what));
     return { files, close };
   } catch (err) {
     await close().catch(() => undefined);
     throw err;
   }
+}
+
+/** Symlink hops followed from one member, as the kernel's limit for a path. */
+const MAX_LINK_HOPS = 40;
+
+/**
+ * The regular member a symlink member stands for: its target resolved inside the archive, from
+ * the link's directory, through further symlink members. Refused (ERR_UNSAFE_CONTENT): an absolute
+ * target, one that climbs above the archive's root, one that names no member or a directory, and
+ * a loop.
+ */
+function resolveLink(files: ReadonlyMap<string, ArchiveFile>, links: ReadonlyMap<string, string>, name: string, target: string, what: string): ArchiveFile {
+  const refuse = (why: string): BerthError => new BerthError('ERR_UNSAFE_CONTENT', `${what}: member ${JSON.stringify(name)} is a symlink to ${JSON.stringify(target)}, ${why}; only a link to a regular member of the archive is followed`);
+  let at = name;
+  let to = target;
+  for (let hop = 0; hop < MAX_LINK_HOPS; hop++) {
+    if (to.startsWith('/')) throw refuse('an absolute path');
+    if (/[\u0000-\u001f\u007f]/.test(to)) throw refuse('which has control characters');
+    const parts = at.split('/').slice(0, -1);
+    for (const c of to.split('/')) {
+      if (c === '' || c === '.') continue;
+      if (c === '..') {
+        if (parts.length === 0) throw refuse('which leaves the archive');
+        parts.pop();
+      } else parts.push(c);
+    }
+    const next = parts.join('/');
+    const file = files.get(next);
+    if (file !== undefined) return file;
+    const further = links.get(next);
+    if (further === undefined) throw refuse(`which is not a file of the archive (${JSON.stringify(next)})`);
+    at = next;
+    to = further;
+  }
+  throw refuse(`a chain of more than ${MAX_LINK_HOPS} links (a loop)`);
 }
 
 /**
