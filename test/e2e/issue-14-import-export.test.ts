@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { pack as tarPack, type Header } from 'tar-stream';
-import { buildBusyboxImage } from '../../scripts/fixture-image.js';
+import { buildBusyboxImage, ociArchitecture, ociImageOf } from '../../scripts/fixture-image.js';
+import { imageBlobs, indexOf, ociLayoutTar } from '../helpers/oci-archive.js';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { berth, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/berth.js';
@@ -330,6 +331,59 @@ spec:
       await refused('directory.tar', `../${a0}`, /which is not a file of the archive/);
       await refused('loop.tar', 'loop', /a loop/, [{ name: `${b0}/loop`, type: 'symlink', linkname: `layer.tar` }]);
       assert.deepEqual((await lsRefs(env)).map((r) => r.ref), ['example.test/shared:a', 'example.test/shared:b']);
+    } finally {
+      await cleanupEnv(env);
+    }
+  });
+
+  test('regression import-skips-other-platforms: entries for another platform and artifacts in an OCI layout are skipped and said so; nothing for this host is an error naming what was found', async (t) => {
+    if (!ok) return t.skip();
+    const host = ociArchitecture();
+    const otherArch = host === 'arm64' ? 'amd64' : 'arm64';
+    const mine = await buildBusyboxImage({ page: 'multi host\n' });
+    const base = await buildBusyboxImage({ page: 'multi other\n' });
+    const other = ociImageOf(Buffer.from(JSON.stringify({ ...(JSON.parse(base.config.toString()) as object), architecture: otherArch })), base.layers);
+    const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+    // A cosign signature manifest: an image config, a layer that is no filesystem.
+    const payload = Buffer.from('{"critical":{"type":"cosign container image signature"}}');
+    const sigConfig = Buffer.from('{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]}}');
+    const sig = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MANIFEST,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(sigConfig), size: sigConfig.length },
+        layers: [{ mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', digest: sha(payload), size: payload.length }],
+      }),
+    );
+    const name = { 'io.containerd.image.name': 'example.test/multi:1' };
+    const otherEntry = { mediaType: MANIFEST, data: other.manifest, annotations: name, platform: { os: 'linux', architecture: otherArch } };
+    const sigEntry = { mediaType: MANIFEST, data: sig, annotations: { 'io.containerd.image.name': 'example.test/multi:sha256-x.sig' } };
+    // An index listing only the other platform.
+    const otherIndex = indexOf([{ mediaType: MANIFEST, data: other.manifest, platform: { os: 'linux', architecture: otherArch } }]);
+    const otherIndexEntry = { mediaType: 'application/vnd.oci.image.index.v1+json', data: otherIndex, annotations: { 'io.containerd.image.name': 'example.test/multi:other' } };
+    const blobs = [...imageBlobs(mine), ...imageBlobs(other), sigConfig, payload];
+    const env = makeEnv('berth-import-multi-');
+    try {
+      const file = path.join(env.dir, 'multi.tar');
+      await fsp.writeFile(file, await ociLayoutTar([otherEntry, { mediaType: MANIFEST, data: mine.manifest, annotations: name, platform: { os: 'linux', architecture: host } }, sigEntry, otherIndexEntry], blobs));
+      const i = await berth(env, ['images', 'import', file]);
+      assert.equal(i.code, 0, i.stderr);
+      assert.equal(i.stdout.trim(), `example.test/multi:1 ${mine.manifestDigest}`);
+      assert.deepEqual(await lsRefs(env), [{ ref: 'example.test/multi:1', digest: mine.manifestDigest }]);
+      // Each skipped entry is said, with why.
+      assert.match(i.stderr, new RegExp(`skipped index.json manifests\\[0\\] \\(${other.manifestDigest}\\): for linux/${otherArch}, not linux/${host}`));
+      assert.match(i.stderr, /skipped index.json manifests\[2\] [^\n]*not a container image \(layer type application\/vnd.dev.cosign.simplesigning.v1\+json\)/);
+      assert.match(i.stderr, new RegExp(`skipped index.json manifests\\[3\\] [^\\n]*an index with no manifest for linux/${host} \\(has linux/${otherArch}\\)`));
+
+      // A manifest entry without a platform, whose config is for the other architecture: skipped too.
+      // Nothing for this host: refused, naming what was found; nothing recorded.
+      const none = path.join(env.dir, 'none.tar');
+      await fsp.writeFile(none, await ociLayoutTar([{ mediaType: MANIFEST, data: other.manifest, annotations: name }, sigEntry], blobs));
+      const n = await berth(env, ['images', 'import', none]);
+      assert.notEqual(n.code, 0, n.stderr);
+      assert.match(n.stderr, /ERR_INVALID_IMAGE/);
+      assert.match(n.stderr, new RegExp(`no image for linux/${host} in the archive: index.json manifests\\[0\\] \\(${other.manifestDigest}\\) is an image for linux/${otherArch}[^\\n]*; index.json manifests\\[1\\] [^\\n]*is not a container image`));
+      assert.deepEqual(await lsRefs(env), [{ ref: 'example.test/multi:1', digest: mine.manifestDigest }]);
     } finally {
       await cleanupEnv(env);
     }

@@ -17,7 +17,7 @@ import { MEDIA } from '../registry/index.js';
 import type { StateStore } from '../state/index.js';
 import { isZstdMagic } from '../unpack/zstd.js';
 import { TarReader, type EntrySink, type TarHeader } from '../unpack/tarread.js';
-import { hostPlatform, parseManifestOrIndex, selectPlatform, type Descriptor, type ImageManifest } from './documents.js';
+import { artifactKind, hostPlatform, parseImageConfig, parseManifestOrIndex, platformName, samePlatform, selectPlatform, type Descriptor, type ImageManifest } from './documents.js';
 import type { ImageService, PreparedImage } from './index.js';
 
 /**
@@ -38,7 +38,10 @@ import type { ImageService, PreparedImage } from './index.js';
  *    directory is read only at the fixed OCI names (`oci-layout`, `index.json`,
  *    `blobs/sha256/<hex>`), each opened with O_NOFOLLOW below directories that are not symlinks.
  * 2. Find the images: an OCI layout (`oci-layout` + `index.json`) is used as it is, so digests
- *    are kept; otherwise `manifest.json` (docker save) names each image's config and layer files,
+ *    are kept; as containerd's import, its entries for another platform and the artifacts beside
+ *    its images (signatures, SBOMs, attestations) are skipped with a warning naming each, and the
+ *    import fails only when nothing for this host is left (the error lists what was found);
+ *    otherwise `manifest.json` (docker save) names each image's config and layer files,
  *    and berth writes an OCI manifest for it (layers as stored: an uncompressed `layer.tar` is an
  *    `application/vnd.oci.image.layer.v1.tar` layer whose digest is its sha256, which must equal
  *    the config's diff_id; a gzip or zstd layer file gets the tar+gzip or tar+zstd type by its magic
@@ -420,7 +423,19 @@ function nameFromAnnotation(v: string, what: string): string | undefined {
   }
 }
 
-async function findOciImages(r: ArchiveReader, what: string): Promise<FoundImage[]> {
+/** An index.json entry that is not imported on this host, and why. */
+interface SkippedEntry {
+  what: string;
+  why: string;
+}
+
+/**
+ * The images of an OCI layout for this host. As containerd's import, entries that are not for it
+ * are skipped, not refused: a manifest (or an index with no manifest) for another platform, and
+ * artifacts stored beside images (signatures, SBOMs, attestations); the caller fails only when
+ * nothing is left.
+ */
+async function findOciImages(r: ArchiveReader, what: string): Promise<{ found: FoundImage[]; skipped: SkippedEntry[] }> {
   const layout = await r.doc(OCI_LAYOUT, 'the OCI layout marker');
   let version: unknown;
   try {
@@ -434,9 +449,16 @@ async function findOciImages(r: ArchiveReader, what: string): Promise<FoundImage
   if (index.kind !== 'index') throw new BerthError('ERR_INVALID_IMAGE', `${what}: index.json is not an image index`);
   const top = JSON.parse(indexBytes.toString('utf8')) as Record<string, unknown>;
   const raw = goField(top, 'manifests', `${what} index.json`) as unknown[];
+  const host = hostPlatform();
   const out: FoundImage[] = [];
+  const skipped: SkippedEntry[] = [];
+  const isManifestType = (t: string): boolean => t === MEDIA.ociManifest || t === MEDIA.dockerManifest;
+  const isIndexType = (t: string): boolean => t === MEDIA.ociIndex || t === MEDIA.dockerList;
   for (const [i, desc] of index.manifests.entries()) {
     const where = `${what} index.json manifests[${i}]`;
+    const skip = (why: string): void => {
+      skipped.push({ what: `index.json manifests[${i}] (${desc.digest})`, why });
+    };
     const entry = raw[i];
     const rawAnn = isObject(entry) ? goField(entry, 'annotations', where) : undefined;
     const ann = isObject(rawAnn) ? rawAnn : {};
@@ -447,22 +469,46 @@ async function findOciImages(r: ArchiveReader, what: string): Promise<FoundImage
     const fromShort = typeof short === 'string' ? nameFromAnnotation(short, where) : undefined;
     if (fromFull !== undefined) names.push(fromFull);
     else if (fromShort !== undefined) names.push(fromShort);
+    if (!isManifestType(desc.mediaType) && !isIndexType(desc.mediaType)) {
+      skip(`not an image (media type ${desc.mediaType})`);
+      continue;
+    }
+    if (desc.platform !== undefined && !samePlatform(desc.platform, host)) {
+      skip(`for ${platformName(desc.platform)}, not ${platformName(host)}`);
+      continue;
+    }
     let m: Descriptor = desc;
     let top: { digest: Digest; bytes: Buffer } | null = null;
-    if (desc.mediaType === MEDIA.ociIndex || desc.mediaType === MEDIA.dockerList) {
+    if (isIndexType(desc.mediaType)) {
       const bytes = await r.blobDoc(desc, 'index');
       const nested = parseManifestOrIndex(bytes, desc.mediaType, `${where} ${desc.digest}`);
       if (nested.kind !== 'index') throw new BerthError('ERR_INVALID_IMAGE', `${where}: ${desc.digest} is not an index`);
-      m = selectPlatform(nested, hostPlatform(), `${where} ${desc.digest}`);
+      try {
+        m = selectPlatform(nested, host, `${where} ${desc.digest}`);
+      } catch (err) {
+        if (!isBerthError(err) || err.code !== 'ERR_NOT_FOUND') throw err;
+        skip(`an index with no manifest for ${platformName(host)} (has ${nested.manifests.map((d) => (d.platform !== undefined ? platformName(d.platform) : 'unknown')).join(', ') || 'none'})`);
+        continue;
+      }
       top = { digest: desc.digest, bytes };
     }
     const bytes = await r.blobDoc(m, 'manifest');
+    const artifact = artifactKind(bytes);
+    if (artifact !== undefined) {
+      skip(`not a container image (${artifact})`);
+      continue;
+    }
     const doc = parseManifestOrIndex(bytes, m.mediaType, `${where} manifest ${m.digest}`);
     if (doc.kind !== 'manifest') throw new BerthError('ERR_INVALID_IMAGE', `${where}: ${m.digest} points to another index (nested indexes are not supported)`);
     const configBytes = await r.blobDoc(doc.config, 'config');
+    const config = parseImageConfig(configBytes, `${where} config ${doc.config.digest}`);
+    if (config.os !== '' && config.architecture !== '' && !samePlatform({ os: config.os, architecture: config.architecture }, host)) {
+      skip(`an image for ${config.os}/${config.architecture}, not ${platformName(host)}`);
+      continue;
+    }
     out.push({ manifest: doc, manifestDigest: m.digest, manifestBytes: bytes, configBytes, layerFiles: doc.layers.map((l) => `blobs/sha256/${digestHex(l.digest)}`), names, index: top, what: `${where} (${m.digest})` });
   }
-  return out;
+  return { found: out, skipped };
 }
 
 async function findDockerImages(r: ArchiveReader, what: string): Promise<FoundImage[]> {
@@ -588,16 +634,21 @@ export async function importArchive(
   try {
     let format: ArchiveFormat;
     let found: FoundImage[];
+    let skipped: SkippedEntry[] = [];
     if (r.has(OCI_LAYOUT) && r.has(OCI_INDEX)) {
       format = 'oci-layout';
-      found = await findOciImages(r, what);
+      ({ found, skipped } = await findOciImages(r, what));
     } else if (r.has(DOCKER_MANIFEST)) {
       format = 'docker-save';
       found = await findDockerImages(r, what);
     } else {
       throw new BerthError('ERR_INVALID_IMAGE', `${what}: neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)`);
     }
+    if (found.length === 0 && skipped.length > 0) {
+      throw new BerthError('ERR_INVALID_IMAGE', `${what}: no image for ${platformName(hostPlatform())} in the archive: ${skipped.map((s) => `${s.what} is ${s.why}`).join('; ')}`);
+    }
     if (found.length === 0) throw new BerthError('ERR_INVALID_IMAGE', `${what}: the archive holds no image`);
+    for (const s of skipped) deps.log.warn({ archive: source, entry: s.what, reason: s.why }, `import ${source}: skipped ${s.what}: ${s.why}`);
     if (ref !== undefined) {
       if (new Set(found.map((f) => f.manifestDigest)).size > 1) throw new BerthError('ERR_INVALID_ARGUMENT', `${what}: --ref names one image, the archive holds ${found.length}`);
       for (const f of found) f.names = [ref];

@@ -150,6 +150,45 @@ export function parseManifestOrIndex(bytes: Buffer, declared: string, what: stri
   throw new BerthError('ERR_UNSUPPORTED', `${what}: media type ${mediaType} is not a manifest or index`);
 }
 
+/**
+ * What a manifest is when it is not a container image but an artifact stored beside one (a
+ * cosign signature, an SBOM, a buildx attestation): its `artifactType`, a config that is not an
+ * image config, or a layer that is no filesystem layer. Undefined for an image manifest (and for
+ * bytes that are no manifest at all: parseManifestOrIndex says what is wrong with those).
+ */
+export function artifactKind(bytes: Buffer): string | undefined {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (!isObject(doc)) return undefined;
+  const artifactType = goField(doc, 'artifactType', 'manifest');
+  if (typeof artifactType === 'string' && artifactType !== '') return `artifact type ${artifactType}`;
+  const config = goField(doc, 'config', 'manifest');
+  const configType = isObject(config) ? goField(config, 'mediaType', 'manifest config') : undefined;
+  if (typeof configType === 'string' && configType !== MEDIA.ociConfig && configType !== MEDIA.dockerConfig) return `config type ${configType}`;
+  const layers = goField(doc, 'layers', 'manifest');
+  for (const l of Array.isArray(layers) ? layers : []) {
+    const t = isObject(l) ? goField(l, 'mediaType', 'manifest layer') : undefined;
+    if (typeof t === 'string' && !LAYER_TYPES.has(t)) return `layer type ${t}`;
+  }
+  return undefined;
+}
+
+/** Whether an image for `p` is one for `want` (os and architecture, each normalised; as ImageService.prepare checks the config). */
+export function samePlatform(p: Platform, want: Platform): boolean {
+  const a = normalizePlatform(p);
+  const b = normalizePlatform(want);
+  return a.os === b.os && a.architecture === b.architecture;
+}
+
+/** `os/architecture[/variant]`. */
+export function platformName(p: Platform): string {
+  return `${p.os}/${p.architecture}${p.variant !== undefined && p.variant !== '' ? `/${p.variant}` : ''}`;
+}
+
 function stringArray(v: unknown, where: string): string[] | undefined {
   if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) throw new BerthError('ERR_INVALID_IMAGE', `${where}: not an array of strings`);
