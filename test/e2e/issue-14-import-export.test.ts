@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { pack as tarPack, type Header } from 'tar-stream';
 import { buildBusyboxImage, ociArchitecture, ociImageOf } from '../../scripts/fixture-image.js';
-import { imageBlobs, indexOf, ociLayoutTar } from '../helpers/oci-archive.js';
+import { imageBlobs, indexOf, ociArchiveOf, ociLayoutTar } from '../helpers/oci-archive.js';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
 import { berth, cleanupEnv, makeEnv, waitFor, type BerthEnv } from '../helpers/berth.js';
@@ -384,6 +384,39 @@ spec:
       assert.match(n.stderr, /ERR_INVALID_IMAGE/);
       assert.match(n.stderr, new RegExp(`no image for linux/${host} in the archive: index.json manifests\\[0\\] \\(${other.manifestDigest}\\) is an image for linux/${otherArch}[^\\n]*; index.json manifests\\[1\\] [^\\n]*is not a container image`));
       assert.deepEqual(await lsRefs(env), [{ ref: 'example.test/multi:1', digest: mine.manifestDigest }]);
+    } finally {
+      await cleanupEnv(env);
+    }
+  });
+
+  test('regression ref-name-with-tag-is-a-name: a ref.name "myapp:1.0" (skopeo oci-archive:x.tar:myapp:1.0) names docker.io/library/myapp:1.0; an unusable one is refused showing its value', async (t) => {
+    if (!ok) return t.skip();
+    const img = await buildBusyboxImage({ page: 'short name\n' });
+    const env = makeEnv('berth-import-refname-');
+    try {
+      const plain = path.join(env.dir, 'plain.tar');
+      await fsp.writeFile(plain, await ociArchiveOf(img, {}));
+      const named = path.join(env.dir, 'named.tar');
+      await run('skopeo', ['copy', `oci-archive:${plain}`, `oci-archive:${named}:myapp:1.0`]);
+      const i = await berth(env, ['images', 'import', named]);
+      assert.equal(i.code, 0, i.stderr);
+      const [ref, d] = i.stdout.trim().split(' ');
+      assert.equal(ref, 'docker.io/library/myapp:1.0');
+      assert.equal((await berth(env, ['images', 'inspect', 'myapp:1.0'])).code, 0);
+      assert.deepEqual(await lsRefs(env), [{ ref: 'docker.io/library/myapp:1.0', digest: d }]);
+      // A tag alone is no name: the error says which value it found.
+      const tagOnly = path.join(env.dir, 'tag-only.tar');
+      await fsp.writeFile(tagOnly, await ociArchiveOf(img, { 'org.opencontainers.image.ref.name': '1.0' }));
+      const t1 = await berth(env, ['images', 'import', tagOnly]);
+      assert.notEqual(t1.code, 0);
+      assert.match(t1.stderr, /ERR_INVALID_IMAGE: .*carries no name \(its org\.opencontainers\.image\.ref\.name "1\.0" is a tag alone, with no repository\); give one with --ref/);
+      // Not a reference (upper case): refused, showing the value.
+      const bad = path.join(env.dir, 'bad.tar');
+      await fsp.writeFile(bad, await ociArchiveOf(img, { 'org.opencontainers.image.ref.name': 'MyApp:1.0' }));
+      const b = await berth(env, ['images', 'import', bad]);
+      assert.notEqual(b.code, 0);
+      assert.match(b.stderr, /ERR_INVALID_IMAGE: .*image name "MyApp:1\.0" is not a reference/);
+      assert.deepEqual(await lsRefs(env), [{ ref: 'docker.io/library/myapp:1.0', digest: d }]);
     } finally {
       await cleanupEnv(env);
     }

@@ -55,7 +55,8 @@ import type { ImageService, PreparedImage } from './index.js';
  *    are unreferenced, and GC removes them).
  *
  * Names: an OCI index entry's `io.containerd.image.name` annotation, else its
- * `org.opencontainers.image.ref.name` when that is a full reference; docker save's `RepoTags`;
+ * `org.opencontainers.image.ref.name` when that is a name, not a tag alone (it holds ':', '/' or
+ * '@'; `myapp:1.0` is docker.io/library/myapp:1.0, as berth reads every short name); docker save's `RepoTags`;
  * `--ref` names the only image of an archive instead. An image without a name is refused.
  */
 
@@ -350,6 +351,8 @@ interface FoundImage {
   names: string[];
   index: { digest: Digest; bytes: Buffer } | null;
   what: string;
+  /** Why the image has no name although it is annotated with one. */
+  unnamed?: string;
 }
 
 class ArchiveReader {
@@ -413,9 +416,14 @@ function verify(what: string, why: string, want: { digest: Digest; size: number 
   if (digest !== want.digest) throw new BerthError('ERR_DIGEST_MISMATCH', `${what}: ${why} hashes to ${digest}, not ${want.digest}`, { details: { digest: want.digest, actual: digest } });
 }
 
-/** A tag-only `ref.name` ("1.0") or a full reference ("example.com/app:1.0") → a canonical reference, or undefined for a tag alone. */
+/**
+ * A `ref.name` annotation → a canonical reference, or undefined for a tag alone ("1.0", as
+ * `skopeo copy … oci:DIR:1.0` writes it). A tag cannot hold ':', '/' or '@', so a value with one
+ * of them is a name: "myapp:1.0" (`oci-archive:x.tar:myapp:1.0`) is docker.io/library/myapp:1.0,
+ * normalised as every reference berth reads (docker and podman do the same).
+ */
 function nameFromAnnotation(v: string, what: string): string | undefined {
-  if (!v.includes('/') && !v.includes('@')) return undefined;
+  if (!v.includes('/') && !v.includes('@') && !v.includes(':')) return undefined;
   try {
     return parseReference(v).canonical;
   } catch (err) {
@@ -469,6 +477,7 @@ async function findOciImages(r: ArchiveReader, what: string): Promise<{ found: F
     const fromShort = typeof short === 'string' ? nameFromAnnotation(short, where) : undefined;
     if (fromFull !== undefined) names.push(fromFull);
     else if (fromShort !== undefined) names.push(fromShort);
+    const tagOnly = names.length === 0 && typeof short === 'string' ? short : undefined;
     if (!isManifestType(desc.mediaType) && !isIndexType(desc.mediaType)) {
       skip(`not an image (media type ${desc.mediaType})`);
       continue;
@@ -506,7 +515,17 @@ async function findOciImages(r: ArchiveReader, what: string): Promise<{ found: F
       skip(`an image for ${config.os}/${config.architecture}, not ${platformName(host)}`);
       continue;
     }
-    out.push({ manifest: doc, manifestDigest: m.digest, manifestBytes: bytes, configBytes, layerFiles: doc.layers.map((l) => `blobs/sha256/${digestHex(l.digest)}`), names, index: top, what: `${where} (${m.digest})` });
+    out.push({
+      manifest: doc,
+      manifestDigest: m.digest,
+      manifestBytes: bytes,
+      configBytes,
+      layerFiles: doc.layers.map((l) => `blobs/sha256/${digestHex(l.digest)}`),
+      names,
+      index: top,
+      what: `${where} (${m.digest})`,
+      ...(tagOnly !== undefined ? { unnamed: `its ${NAME_ANNOTATION} ${JSON.stringify(tagOnly)} is a tag alone, with no repository` } : {}),
+    });
   }
   return { found: out, skipped };
 }
@@ -654,7 +673,7 @@ export async function importArchive(
       for (const f of found) f.names = [ref];
     }
     for (const f of found) {
-      if (f.names.length === 0) throw new BerthError('ERR_INVALID_IMAGE', `${f.what}: the image carries no name; give one with --ref`);
+      if (f.names.length === 0) throw new BerthError('ERR_INVALID_IMAGE', `${f.what}: the image carries no name${f.unnamed !== undefined ? ` (${f.unnamed})` : ''}; give one with --ref`);
     }
     // Check every image before storing anything.
     const prepared: { image: PreparedImage; found: FoundImage }[] = found.map((f) => ({
