@@ -897,7 +897,7 @@ export function buildProgram(): Command {
   images
     .command('inspect')
     .description('a local image: its digests, platform, sizes, layers (digest, size, diff id, chain id) and config')
-    .argument('<ref>', 'image reference')
+    .argument('<ref>', 'image reference, name@digest, or digest (sha256:<hex>, or a prefix of at least 4 hex digits)')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['json', 'yaml']).default('json'))
     .action(async (ref: string, o: { output: string }, cmd: Command) => {
       const cfg = config(cmd);
@@ -910,7 +910,7 @@ export function buildProgram(): Command {
   images
     .command('tag')
     .description('name a local image with another reference (no registry is contacted)')
-    .argument('<source>', 'a local image reference')
+    .argument('<source>', 'a local image: reference, name@digest, or digest (or a prefix of at least 4 hex digits)')
     .argument('<target>', 'the new reference')
     .action(async (src: string, dst: string, _o: unknown, cmd: Command) => {
       const cfg = config(cmd);
@@ -934,7 +934,7 @@ export function buildProgram(): Command {
   images
     .command('export')
     .description('write local images as an OCI image layout tar (oci-archive, readable by skopeo and umoci): blobs as stored, index.json naming each reference')
-    .argument('<ref...>', 'local image references')
+    .argument('<ref...>', 'local images: references, name@digest, or digests (an image given by digest is written with all its names)')
     .requiredOption('-o, --output <file>', 'the archive to write (replaced if it exists)')
     .action(async (refs: string[], o: { output: string }, cmd: Command) => {
       const cfg = config(cmd);
@@ -965,11 +965,12 @@ export function buildProgram(): Command {
   images
     .command('rm')
     .description('forget images (all or none): refused, naming the pods, for an image a recorded pod names or a container runs; berth gc reclaims their space')
-    .argument('<ref...>', 'image references')
-    .action(async (refs: string[], _o: unknown, cmd: Command) => {
+    .argument('<ref...>', 'image references, name@digest, or digests (sha256:<hex>, or a prefix of at least 4 hex digits as images ls prints it)')
+    .option('-f, --force', 'an image given by digest that has several names loses them all')
+    .action(async (refs: string[], o: { force?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       await withBackend(cfg, { write: true, what: 'images rm' }, async (b) => {
-        const r = await b.call<{ removed: { ref: string; digest: string }[] }>('imagesRemove', { refs });
+        const r = await b.call<{ removed: { ref: string; digest: string }[] }>('imagesRemove', { refs, ...(o.force === true ? { force: true } : {}) });
         for (const i of r.removed) process.stdout.write(`removed ${i.ref} ${i.digest}\n`);
         process.stdout.write('run berth gc to reclaim their disk space\n');
       });

@@ -294,10 +294,10 @@ export class BerthService {
     return this.o.rt.exportImages(req.refs, req.file).then((exported) => ({ exported }));
   }
 
-  /** `images rm REF...`: forgets the images (all or none); refused for an image a pod uses (ERR_CONFLICT names it). */
-  imagesRemove(req: { refs: string[] }): { removed: { ref: string; digest: string }[] } {
+  /** `images rm REF|DIGEST...`: forgets the images (all or none); refused for an image a pod uses (ERR_CONFLICT names it). */
+  imagesRemove(req: { refs: string[]; force?: boolean }): { removed: { ref: string; digest: string }[] } {
     if (!Array.isArray(req.refs) || req.refs.length === 0) throw new BerthError('ERR_INVALID_ARGUMENT', 'images rm: no image reference');
-    return { removed: this.o.rt.removeImages(req.refs) };
+    return { removed: this.o.rt.removeImages(req.refs, { force: req.force === true }) };
   }
 
   /** `images prune [--all]`: forgets the images nothing uses, then collects garbage. */
@@ -573,7 +573,7 @@ export async function dispatch(s: BerthService, method: string, body: unknown, o
     case 'imagesExport':
       return s.imagesExport({ refs: Array.isArray(b['refs']) ? b['refs'].map(String) : [], file: String(b['file'] ?? '') });
     case 'imagesRemove':
-      return s.imagesRemove({ refs: Array.isArray(b['refs']) ? b['refs'].map(String) : [] });
+      return s.imagesRemove({ refs: Array.isArray(b['refs']) ? b['refs'].map(String) : [], force: b['force'] === true });
     case 'imagesPrune':
       return s.imagesPrune({ all: b['all'] === true });
     case 'gc':

@@ -13,7 +13,7 @@ import { ImageService, type LocalImage } from './images/index.js';
 import { exportArchive, importArchive, type ImportedImage, type ImportOptions } from './images/archive.js';
 import { chainCredentials, credentialsFromDockerConfig, dockerConfigFile, parseReference, RegistryClient, type CredentialSource } from './registry/index.js';
 import { Snapshotter } from './snapshots/index.js';
-import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type PodRecord, type RestartRecord } from './state/index.js';
+import { StateStore, type ConditionRecord, type ContainerRecord, type EventRecord, type ImageRecord, type PodRecord, type RestartRecord } from './state/index.js';
 import { httpCheck } from '../lib/httpprobe.js';
 import { generateSpec, stopSignal, type ContainerRunSpec, type SandboxRef } from './tasks/spec.js';
 import { CniNetwork, DEFAULT_BRIDGE, DEFAULT_PLUGIN_DIR, DEFAULT_SUBNET } from './network/index.js';
@@ -393,7 +393,7 @@ export class Runtime {
 
   /** The manifest and config of a local image, as stored (verified bytes), for `images inspect`. */
   inspectImage(ref: string): { summary: ImageSummary; manifest: { layers: unknown[] }; config: unknown } {
-    const canonical = parseReference(ref).canonical;
+    const canonical = this.findImages(ref, 'inspect').rows[0]?.ref ?? ref;
     const summary = this.imageSummaries().find((s) => s.ref === canonical);
     const m = summary === undefined ? undefined : this.state.getManifest(summary.digest as Digest);
     if (summary === undefined || m === undefined) throw new BerthError('ERR_NOT_FOUND', `inspect ${canonical}: no such local image (berth images ls)`);
@@ -402,14 +402,13 @@ export class Runtime {
 
   /** `images tag SRC DST`: DST names the same local image as SRC (a new images row). */
   tagImage(src: string, dst: string): { ref: string; digest: string } {
-    const from = parseReference(src).canonical;
     const target = parseReference(dst);
     // As docker and podman: a name with a digest names that content, it cannot be given to other
     // content (regression tag-to-digest-name: a pod pinned to it would run something else).
     if (target.digest !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', `tag ${dst}: refusing to tag with a digest reference; give a name or name:tag`);
     const to = target.canonical;
-    const img = this.state.getImage(from);
-    if (img === undefined) throw new BerthError('ERR_NOT_FOUND', `tag ${from}: no such local image (berth images ls)`);
+    const img = this.findImages(src, 'tag').rows[0];
+    if (img === undefined) throw new BerthError('ERR_NOT_FOUND', `tag ${src}: no such local image (berth images ls)`);
     this.state.putImage({ ref: to, digest: img.digest, indexDigest: img.indexDigest, updatedAt: Date.now() });
     return { ref: to, digest: img.digest };
   }
@@ -424,8 +423,10 @@ export class Runtime {
   }
 
   /** `images export REF... -o FILE`: an OCI image layout tar of the local images (runtime/images/archive). */
-  exportImages(refs: readonly string[], file: string): Promise<{ ref: string; digest: Digest }[]> {
-    return this.pullGate.shared(() => exportArchive({ content: this.content, state: this.state }, refs, file));
+  async exportImages(refs: readonly string[], file: string): Promise<{ ref: string; digest: Digest }[]> {
+    // An image named by its digest is written with every name it has.
+    const names = refs.flatMap((r) => this.findImages(r, `export ${file}:`).rows.map((i) => i.ref));
+    return await this.pullGate.shared(() => exportArchive({ content: this.content, state: this.state }, names, file));
   }
 
   /**
@@ -438,25 +439,73 @@ export class Runtime {
   }
 
   /**
-   * `images rm`: forgets the image rows of `refs` (their manifests, blobs and snapshots go at the
-   * next GC). All or nothing: an unknown reference is ERR_NOT_FOUND, a reference a recorded pod's
-   * spec names or one of its containers runs is ERR_CONFLICT naming the pods, and then nothing
-   * is removed. Call with the state lock held.
+   * The image rows an image argument names, as docker and podman read one: a reference (its row;
+   * tried first, so a name that looks like hex is a name); `name@digest` (the rows of that
+   * repository at that manifest or index digest); a digest or a hex prefix of one, with or without
+   * `sha256:`, of at least 4 digits (every name of that image; the DIGEST column of `images ls`
+   * is such a prefix). ERR_NOT_FOUND when nothing matches; ERR_INVALID_ARGUMENT naming the
+   * candidates when a prefix fits more than one image. `byDigest`: the argument named content,
+   * not a name.
    */
-  removeImages(refs: readonly string[]): { ref: string; digest: Digest }[] {
+  private findImages(arg: string, what: string): { rows: ImageRecord[]; byDigest: boolean } {
+    const notFound = (): BerthError => new BerthError('ERR_NOT_FOUND', `${what} ${arg}: no such local image (berth images ls lists them)`, { details: { ref: arg } });
+    let ref: ReturnType<typeof parseReference> | undefined;
+    let refError: unknown;
+    try {
+      ref = parseReference(arg);
+    } catch (err) {
+      refError = err;
+    }
+    const row = ref === undefined ? undefined : this.state.getImage(ref.canonical);
+    if (row !== undefined) return { rows: [row], byDigest: false };
+    const all = this.state.listImages();
+    if (ref?.digest !== undefined) {
+      const repo = `${ref.domain}/${ref.path}`;
+      const rows = all.filter((i) => parseReference(i.ref).domain === ref.domain && parseReference(i.ref).path === ref.path && (i.digest === ref.digest || i.indexDigest === ref.digest));
+      if (rows.length === 0) throw new BerthError('ERR_NOT_FOUND', `${what} ${arg}: no local image of ${repo} has digest ${ref.digest} (berth images ls lists them)`, { details: { ref: arg } });
+      return { rows, byDigest: false };
+    }
+    const id = /^(?:sha256:)?([a-f0-9]{4,64})$/.exec(arg)?.[1];
+    if (id === undefined) {
+      if (refError !== undefined) throw refError;
+      throw notFound();
+    }
+    const digests = new Set<string>();
+    for (const i of all) for (const d of [i.digest, i.indexDigest]) if (d !== null && d.slice('sha256:'.length).startsWith(id)) digests.add(d);
+    if (digests.size === 0) throw notFound();
+    if (digests.size > 1) {
+      throw new BerthError('ERR_INVALID_ARGUMENT', `${what} ${arg}: the prefix fits ${digests.size} images (${[...digests].sort().join(', ')}); give more digits`, { details: { ref: arg } });
+    }
+    const [d] = digests;
+    return { rows: all.filter((i) => i.digest === d || i.indexDigest === d), byDigest: true };
+  }
+
+  /**
+   * `images rm`: forgets the image rows `refs` name (findImages; their manifests, blobs and
+   * snapshots go at the next GC). An image named by its digest loses every name; with more than
+   * one that needs `force` (as docker rmi of an image id with several tags), else ERR_CONFLICT
+   * listing them. All or nothing: an unknown reference is ERR_NOT_FOUND, a reference a recorded
+   * pod's spec names or one of its containers runs is ERR_CONFLICT naming the pods (`force`
+   * or not), and then nothing is removed. Call with the state lock held.
+   */
+  removeImages(refs: readonly string[], opts: { force?: boolean } = {}): { ref: string; digest: Digest }[] {
     const pods = this.state.listPods();
     const containers = this.state.listContainers();
-    const found = refs.map((r) => {
-      const ref = parseReference(r).canonical;
-      const img = this.state.getImage(ref);
-      if (img === undefined) throw new BerthError('ERR_NOT_FOUND', `remove image ${r}: no such image (berth images ls lists them)`, { details: { ref } });
-      const users = imageUsers(ref, pods, containers);
-      if (users.length > 0) throw imageInUse(ref, users);
-      return { ref, digest: img.digest };
-    });
-    this.state.deleteImages(found.map((f) => f.ref));
-    for (const f of found) this.cfg.log.info({ ref: f.ref, digest: f.digest }, 'image removed');
-    return found;
+    const found = new Map<string, { ref: string; digest: Digest }>();
+    for (const r of refs) {
+      const { rows, byDigest } = this.findImages(r, 'remove image');
+      if (byDigest && rows.length > 1 && opts.force !== true) {
+        throw new BerthError('ERR_CONFLICT', `remove image ${r}: the image has ${rows.length} names (${rows.map((i) => i.ref).join(', ')}); remove them by name, or all with --force`, { details: { ref: r } });
+      }
+      for (const img of rows) {
+        const users = imageUsers(img.ref, pods, containers);
+        if (users.length > 0) throw imageInUse(img.ref, users);
+        found.set(img.ref, { ref: img.ref, digest: img.digest });
+      }
+    }
+    this.state.deleteImages([...found.keys()]);
+    for (const f of found.values()) this.cfg.log.info({ ref: f.ref, digest: f.digest }, 'image removed');
+    return [...found.values()];
   }
 
   /**

@@ -422,6 +422,63 @@ spec:
     }
   });
 
+  test('regression images-rm-by-digest: rm, inspect, tag and export take a digest, a hex prefix as images ls prints it, and name@digest', async (t) => {
+    if (!ok) return t.skip();
+    const img = await buildBusyboxImage({ page: 'by digest\n' });
+    const d = img.manifestDigest;
+    const hex = d.slice('sha256:'.length);
+    const env = makeEnv('berth-images-by-digest-');
+    try {
+      const file = path.join(env.dir, 'img.tar');
+      await fsp.writeFile(file, await ociArchiveOf(img, { 'io.containerd.image.name': 'example.test/byid:1' }));
+      assert.equal((await berth(env, ['images', 'import', file])).code, 0);
+      // The DIGEST column of images ls is the prefix users copy.
+      const ls = await berth(env, ['images', 'ls']);
+      const shown = ls.stdout.split('\n').find((l) => l.startsWith('example.test/byid:1'))?.split(/\s+/)[1] ?? '';
+      assert.equal(shown, d.slice(0, 19));
+      // tag and inspect by digest, prefix and name@digest.
+      const tag = await berth(env, ['images', 'tag', shown, 'example.test/byid:2']);
+      assert.equal(tag.code, 0, tag.stderr);
+      assert.equal(tag.stdout.trim(), `example.test/byid:2 ${d}`);
+      assert.equal((await berth(env, ['images', 'tag', d, 'example.test/other:1'])).code, 0);
+      for (const arg of [d, hex, hex.slice(0, 4), shown, `example.test/byid@${d}`]) {
+        const r = await berth(env, ['images', 'inspect', arg]);
+        assert.equal(r.code, 0, `inspect ${arg}: ${r.stderr}`);
+        assert.equal((JSON.parse(r.stdout) as { summary: { digest: string } }).summary.digest, d);
+      }
+      // export by digest: every name of the image.
+      const out = path.join(env.dir, 'out.tar');
+      const e = await berth(env, ['images', 'export', shown, '-o', out]);
+      assert.equal(e.code, 0, e.stderr);
+      assert.deepEqual(e.stdout.trim().split('\n').sort(), [`example.test/byid:1 ${d}`, `example.test/byid:2 ${d}`, `example.test/other:1 ${d}`]);
+      // rm by digest of an image with several names: refused without --force, naming them; nothing removed.
+      const refused = await berth(env, ['images', 'rm', shown]);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /ERR_CONFLICT: .*3 names \(example.test\/byid:1, example.test\/byid:2, example.test\/other:1\); remove them by name, or all with --force/);
+      assert.equal((await lsRefs(env)).length, 3);
+      // name@digest: that repository's names at that digest.
+      const byName = await berth(env, ['images', 'rm', `example.test/byid@${d}`]);
+      assert.equal(byName.code, 0, byName.stderr);
+      assert.deepEqual((await lsRefs(env)).map((i) => i.ref), ['example.test/other:1']);
+      // Unknown digests and names stay ERR_NOT_FOUND.
+      const unknown = await berth(env, ['images', 'rm', `sha256:${'0'.repeat(64)}`]);
+      assert.match(unknown.stderr, /ERR_NOT_FOUND/);
+      // The full digest of an image with one name left removes it.
+      const full = await berth(env, ['images', 'rm', d]);
+      assert.equal(full.code, 0, full.stderr);
+      assert.match(full.stdout, new RegExp(`removed example.test/other:1 ${d}`));
+      assert.deepEqual(await lsRefs(env), []);
+      // --force removes every name.
+      assert.equal((await berth(env, ['images', 'import', file])).code, 0);
+      assert.equal((await berth(env, ['images', 'tag', d, 'example.test/byid:3'])).code, 0);
+      const forced = await berth(env, ['images', 'rm', '--force', hex.slice(0, 12)]);
+      assert.equal(forced.code, 0, forced.stderr);
+      assert.deepEqual(await lsRefs(env), []);
+    } finally {
+      await cleanupEnv(env);
+    }
+  });
+
   test('hostile archives: a changed layer byte, ../x, a symlink, an oversize manifest.json → coded errors, nothing recorded', async (t) => {
     if (!ok || dockerSave === undefined) return t.skip();
     // The CLI prints the message; the code is asserted on the runtime the CLI calls.
