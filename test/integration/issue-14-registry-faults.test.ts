@@ -332,6 +332,32 @@ describe('issue 14: registry faults through a loopback proxy in front of docker-
     assert.equal(p.of(layers[3]?.digest ?? '').length + p.of(layers[4]?.digest ?? '').length, 0, 'the last two layers were never asked for');
   });
 
+  test('regression sibling-failure-drops-partials: a layer that uses up its retries keeps the partial downloads of the others, and the next pull resumes them', async (t) => {
+    if (!ok || proxy === undefined) return t.skip();
+    const p = proxy;
+    let release!: () => void;
+    const until = new Promise<void>((r) => (release = r));
+    t.after(() => release());
+    const failing = img.layers[0];
+    assert.ok(failing !== undefined && failing.digest !== big.digest);
+    // The big layer is held at half its body; the first layer is cut at every attempt.
+    p.arm((d, nth) => (d === big.digest && nth === 1 ? { kind: 'hold', at: 0.5, until } : d === failing.digest ? { kind: 'cut', at: 0 } : undefined));
+    const { rt, root } = await fresh(t);
+    await assert.rejects(rt.pullImage(ref()), (err: Error & { code?: string }) => err.code === 'ERR_NETWORK' && err.message.includes(failing.digest));
+    assert.equal(p.of(failing.digest).length, 3, 'the failing layer used up its attempts');
+    const half = Math.floor(big.size * 0.5);
+    const kept = await fsp.stat(partialPath(root, big.digest)).catch(() => undefined);
+    assert.ok(kept !== undefined && kept.size >= half, `the big layer's partial is kept (${kept?.size ?? 'gone'})`);
+    release();
+    p.arm(() => undefined);
+    const local = await rt.pullImage(ref());
+    assert.equal(local.digest, img.manifestDigest);
+    const again = p.of(big.digest);
+    assert.equal(again.length, 1);
+    assert.equal(again[0]?.range, `bytes=${kept.size}-`, 'the next pull resumed it');
+    assert.ok((await fsp.readFile(blobPath(root, big.digest))).equals(big.data));
+  });
+
   test('kill -9 of `berth images pull` mid-download, then a new pull: it asks for the rest with Range', async (t) => {
     if (!ok || proxy === undefined) return t.skip();
     const p = proxy;

@@ -165,7 +165,7 @@ export class ImageService {
       3,
       async ({ l, i }, layerSignal) => {
         try {
-          if (!(this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest)))) await this.fetchLayer(registry, ref, l, layerSignal, report, feeds[i]);
+          if (!(this.snapshots.isReady(l.chainId) || (await this.content.has(l.digest)))) await this.fetchLayer(registry, ref, l, { signal: layerSignal, ...(opts.signal !== undefined ? { callerSignal: opts.signal } : {}), ...(report !== undefined ? { report } : {}), ...(feeds[i] !== undefined ? { feed: feeds[i] } : {}) });
           fetched[i]?.settle();
         } catch (err) {
           fetched[i]?.settle(err);
@@ -379,12 +379,20 @@ export class ImageService {
    * ERR_NETWORK: the partial is kept and the next attempt resumes, a bounded number of times;
    * when they are used up the partial stays for the next pull. A digest mismatch after a resumed
    * attempt starts once more from zero (the kept prefix may be what is wrong); otherwise it is
-   * final and the partial is removed, as after ERR_IO and an abort of `signal`. A full disk
-   * (ERR_RESOURCE_EXHAUSTED, here or in a sibling download) is not retried (it would fill the
-   * same disk) but keeps the partial: once space is freed the next pull resumes it with Range
-   * (issue 14; the sweep keeps partials < 24 h).
+   * final and the partial is removed, as after ERR_IO and an abort by the caller (`callerSignal`).
+   * A full disk (ERR_RESOURCE_EXHAUSTED) is not retried (it would fill the same disk) but keeps
+   * the partial: once space is freed the next pull resumes it with Range (issue 14; the sweep
+   * keeps partials < 24 h). So does a download stopped because the pull failed elsewhere (a
+   * sibling used up its retries, filled the disk, an unpack failed): its bytes are good, and the
+   * next pull resumes them (regression sibling-failure-drops-partials).
    */
-  private async fetchLayer(registry: RegistryClient, ref: ImageReference, l: LayerRecord, signal: AbortSignal, report?: LayerReporter, feed?: BlobFeed): Promise<void> {
+  private async fetchLayer(
+    registry: RegistryClient,
+    ref: ImageReference,
+    l: LayerRecord,
+    o: { signal: AbortSignal; callerSignal?: AbortSignal; report?: LayerReporter; feed?: BlobFeed },
+  ): Promise<void> {
+    const { signal, report, feed } = o;
     const attempts = 3;
     const w = await this.content.partial({ digest: l.digest, size: l.size });
     let keep = false;
@@ -436,11 +444,13 @@ export class ImageService {
         }
       }
     } finally {
-      // A network failure or a full disk keeps the bytes for the next pull (so does a download
-      // stopped because a sibling filled the disk: a retry must not lose them); anything else
-      // leaves nothing behind.
+      // A network failure or a full disk keeps the bytes for the next pull, and so does a
+      // download stopped by the failure of another part of the pull (`signal` aborted while the
+      // caller's is not): a retry must not lose them. This download's own final failure
+      // (a digest mismatch, ERR_IO) and the caller's abort leave nothing behind.
       const fullDisk = signal.aborted && (signal.reason as { code?: unknown } | undefined)?.code === 'ERR_RESOURCE_EXHAUSTED';
-      if ((keep && !signal.aborted) || fullDisk) await w.keep();
+      const stoppedBySibling = signal.aborted && o.callerSignal?.aborted !== true;
+      if ((keep && !signal.aborted) || fullDisk || stoppedBySibling) await w.keep();
       else await w.abort();
     }
   }
