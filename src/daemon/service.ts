@@ -374,7 +374,8 @@ export class BerthService {
     if (status === undefined) throw new BerthError('ERR_INTERNAL', `describe pod ${req.podKey}: no status`);
     const desired = lastAppliedPod(pod.spec);
     const images: Record<string, ImageProcess> = {};
-    for (const c of desired?.containers ?? []) {
+    const declared = [...(desired?.initContainers ?? []), ...(desired?.containers ?? [])];
+    for (const c of declared) {
       const row = pod.containers.filter((x) => x.name === c.name).pop();
       const digest = row?.imageDigest ?? rt.localImage(c.image)?.digest ?? null;
       const config = digest !== null ? rt.imageConfig(digest) : undefined;
@@ -387,7 +388,7 @@ export class BerthService {
       };
     }
     const podKey = `pod/${req.podKey}`;
-    const imageKeys = [...new Set((desired?.containers ?? []).map((c) => `image/${c.image}`))];
+    const imageKeys = [...new Set(declared.map((c) => `image/${c.image}`))];
     const events = [
       ...rt.listEvents({ keyPrefix: podKey, limit: 200 }).filter((e) => e.key === podKey),
       // The image's events since the pod was created: a pull that failed for it.

@@ -100,6 +100,14 @@ export function podVerdict(s: PodSituation): PodVerdict {
   const allExited = exited.every((o) => o !== undefined);
   const pulling = s.images.filter((i) => i.error === undefined);
   const pullFailed = s.images.filter((i) => i.error !== undefined);
+  // Init containers yet to exit 0 with their current spec, while no app container has started.
+  const started = s.desired.containers.some((c) => containers.some((o) => o.name === c.name));
+  const initPending = started
+    ? []
+    : (s.desired.initContainers ?? []).filter((c) => {
+        const cur = containers.filter((o) => o.name === c.name && o.specHash === c.specHash).pop();
+        return !(cur?.state === 'exited' && cur.exitCode === 0);
+      });
 
   let phase: PodPhase;
   let reason: string;
@@ -155,6 +163,12 @@ export function podVerdict(s: PodSituation): PodVerdict {
     phase = 'ContainerCreating';
     reason = 'Pulling';
     message = `pulling ${pulling.map((i) => i.image).join(', ')}`;
+    reconciling = true;
+  } else if (initPending.length > 0) {
+    // The kubelet's Initialized=False (ContainersNotInitialized), in its words.
+    phase = 'Pending';
+    reason = 'ContainersNotInitialized';
+    message = `containers with incomplete status: [${initPending.map((c) => c.name).join(' ')}]`;
     reconciling = true;
   } else if (running === declared && readyCount < declared) {
     phase = 'NotReady';

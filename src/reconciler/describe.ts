@@ -9,7 +9,7 @@ import { humanAge } from '../lib/time.js';
 import type { EventRecord, ObservedPod, RestartRecord } from '../runtime/index.js';
 import type { DesiredContainer } from './desired.js';
 import { lastAppliedPod } from './plan.js';
-import type { PodStatus } from './status.js';
+import type { ContainerStatus, PodStatus } from './status.js';
 
 /** What the image says a container runs, and what runs once the manifest overrides it. */
 export interface ImageProcess {
@@ -85,6 +85,8 @@ export interface PodDescription {
   terminationGracePeriodSeconds: number | null;
   mounts: { path: string; from: string; readOnly: boolean }[];
   conditions: PodStatus['conditions'];
+  /** spec.initContainers, in order (empty when the pod has none). */
+  initContainers: ContainerDescription[];
   containers: ContainerDescription[];
   events: EventRecord[];
 }
@@ -101,73 +103,109 @@ export interface DescribeInput {
 
 const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(ms).toISOString());
 
-function phaseOf(status: PodStatus): PodDescription['phase'] {
-  const states = status.containers.map((c) => c.state);
-  if (status.status === 'Completed') return 'Succeeded';
-  if (status.status === 'Unknown') return 'Unknown';
-  if (status.status === 'Running' || status.status === 'CrashLoopBackOff' || states.includes('running')) return 'Running';
-  if (status.status === 'Error' && states.length > 0 && states.every((s) => s === 'exited')) return 'Failed';
-  return 'Pending';
+/**
+ * The kubelet's getPhase over the containers as status reports them: an init container that has
+ * not completed keeps the pod Pending (Failed under restartPolicy Never once one failed); then the
+ * app containers decide — any still to start: Pending; one running: Running; all stopped: Running
+ * under Always, Succeeded when all exited 0, Failed under Never, else Running (OnFailure restarts)
+ * (regression init-status-hidden).
+ */
+export function podPhase(s: Pick<PodStatus, 'status' | 'containers' | 'initContainers'>, restartPolicy: string | null): PodDescription['phase'] {
+  if (s.status === 'Unknown') return 'Unknown';
+  const alive = (c: ContainerStatus): boolean => c.state === 'running' || c.state === 'paused' || c.state === 'removing';
+  // Exited, or waiting to run again after an exit (the kubelet's Waiting with a last termination).
+  const stopped = (c: ContainerStatus): boolean => c.state === 'exited' || (!alive(c) && c.restarts > 0);
+  let pendingInit = 0;
+  let failedInit = 0;
+  for (const c of s.initContainers) {
+    if (c.state === 'exited' && c.exitCode === 0) continue;
+    if (stopped(c) && c.exitCode !== 0) failedInit++;
+    else pendingInit++;
+  }
+  // Past its init containers (an app container started) the pod does not go back to Pending for them.
+  const started = s.containers.some((c) => c.id !== null);
+  if (!started && failedInit > 0 && restartPolicy === 'Never') return 'Failed';
+  const running = s.containers.filter(alive).length;
+  const done = s.containers.filter(stopped);
+  const waiting = s.containers.length - running - done.length;
+  if ((!started && (pendingInit > 0 || failedInit > 0)) || waiting > 0) return 'Pending';
+  if (running > 0) return 'Running';
+  if (done.length === 0) return 'Pending';
+  if (restartPolicy === 'Always') return 'Running';
+  if (done.every((c) => c.state === 'exited' && c.exitCode === 0)) return 'Succeeded';
+  return restartPolicy === 'Never' ? 'Failed' : 'Running';
+}
+
+function describeContainer(
+  o: DescribeInput,
+  cs: ContainerStatus,
+  spec: DesiredContainer | undefined,
+  kind: { init: boolean; initializing: boolean },
+): ContainerDescription {
+  const s = o.status;
+  const row = o.pod.containers.filter((c) => c.name === cs.name).pop();
+  const r = o.restarts.find((x) => x.name === cs.name);
+  const img = o.images[cs.name] ?? { digest: null, entrypoint: null, cmd: null, effective: null };
+  const previous: TerminatedState | null =
+    r !== undefined && r.lastId !== null && (r.lastId !== row?.id || cs.nextRestartAt !== null)
+      ? { exitCode: r.lastExitCode, reason: r.lastReason, startedAt: iso(r.lastStartedAt), finishedAt: iso(r.lastFinishedAt) }
+      : null;
+  let state: ContainerDescription['state'];
+  let reason: string | null = null;
+  let terminated: TerminatedState | null = null;
+  if (cs.state === 'running') state = 'Running';
+  else if (cs.state === 'paused') state = 'Paused';
+  else if (cs.state === 'removing') state = 'Terminating';
+  else if (cs.state === 'exited' && cs.nextRestartAt !== null) {
+    // As kubectl: waiting out the back-off, the exit is the last state.
+    state = 'Waiting';
+    reason = 'CrashLoopBackOff';
+  } else if (cs.state === 'exited') {
+    state = 'Terminated';
+    reason = cs.reason;
+    terminated = { exitCode: cs.exitCode, reason: cs.reason, startedAt: cs.startedAt, finishedAt: cs.finishedAt };
+  } else {
+    state = 'Waiting';
+    if (cs.state === 'creating' || cs.state === 'created') reason = 'ContainerCreating';
+    else if (s.paused) reason = 'Paused';
+    // The kubelet's waiting reason for what has not started in a pod with init containers.
+    else if (kind.init) reason = img.digest === null && s.status === 'Init:ImagePullBackOff' ? 'ImagePullBackOff' : 'PodInitializing';
+    else if (kind.initializing) reason = 'PodInitializing';
+    else if (img.digest === null) reason = s.status === 'ImagePullBackOff' || s.status === 'Pending' ? s.status : 'ContainerCreating';
+    else reason = s.status === 'Running' ? 'ContainerCreating' : s.status;
+  }
+  return {
+    name: cs.name,
+    id: cs.id,
+    image: spec?.image ?? row?.imageRef ?? '',
+    imageDigest: row?.imageDigest ?? img.digest,
+    pullPolicy: spec?.pullPolicy ?? '',
+    command: spec?.command ?? null,
+    args: spec?.args ?? null,
+    imageEntrypoint: img.entrypoint,
+    imageCmd: img.cmd,
+    effectiveCommand: img.effective,
+    workingDir: spec?.workingDir ?? null,
+    env: (spec?.env ?? []).filter((e) => e.overridden !== true).map((e) => ({ name: e.name, value: e.secret === true ? '<set from a Secret>' : e.from !== undefined ? `<${e.from}>` : e.value })),
+    ports: spec?.ports ?? [],
+    limits: { memoryBytes: spec?.memoryBytes ?? null, cpuMillis: spec?.cpuMillis ?? null },
+    state,
+    stateReason: reason,
+    pid: cs.pid,
+    startedAt: cs.state === 'running' || cs.state === 'paused' ? cs.startedAt : null,
+    terminated,
+    lastState: previous,
+    restarts: cs.restarts,
+    nextRestartAt: cs.nextRestartAt,
+  };
 }
 
 export function buildDescription(o: DescribeInput): PodDescription {
   const desired = lastAppliedPod(o.pod.spec);
   const s = o.status;
-  const containers: ContainerDescription[] = s.containers.map((cs) => {
-    const spec = desired?.containers.find((c) => c.name === cs.name);
-    const row = o.pod.containers.filter((c) => c.name === cs.name).pop();
-    const r = o.restarts.find((x) => x.name === cs.name);
-    const img = o.images[cs.name] ?? { digest: null, entrypoint: null, cmd: null, effective: null };
-    const previous: TerminatedState | null =
-      r !== undefined && r.lastId !== null && (r.lastId !== row?.id || cs.nextRestartAt !== null)
-        ? { exitCode: r.lastExitCode, reason: r.lastReason, startedAt: iso(r.lastStartedAt), finishedAt: iso(r.lastFinishedAt) }
-        : null;
-    let state: ContainerDescription['state'];
-    let reason: string | null = null;
-    let terminated: TerminatedState | null = null;
-    if (cs.state === 'running') state = 'Running';
-    else if (cs.state === 'paused') state = 'Paused';
-    else if (cs.state === 'removing') state = 'Terminating';
-    else if (cs.state === 'exited' && cs.nextRestartAt !== null) {
-      // As kubectl: waiting out the back-off, the exit is the last state.
-      state = 'Waiting';
-      reason = 'CrashLoopBackOff';
-    } else if (cs.state === 'exited') {
-      state = 'Terminated';
-      reason = cs.reason;
-      terminated = { exitCode: cs.exitCode, reason: cs.reason, startedAt: cs.startedAt, finishedAt: cs.finishedAt };
-    } else {
-      state = 'Waiting';
-      if (cs.state === 'creating' || cs.state === 'created') reason = 'ContainerCreating';
-      else if (s.paused) reason = 'Paused';
-      else if (img.digest === null) reason = s.status === 'ImagePullBackOff' || s.status === 'Pending' ? s.status : 'ContainerCreating';
-      else reason = s.status === 'Running' ? 'ContainerCreating' : s.status;
-    }
-    return {
-      name: cs.name,
-      id: cs.id,
-      image: spec?.image ?? row?.imageRef ?? '',
-      imageDigest: row?.imageDigest ?? img.digest,
-      pullPolicy: spec?.pullPolicy ?? '',
-      command: spec?.command ?? null,
-      args: spec?.args ?? null,
-      imageEntrypoint: img.entrypoint,
-      imageCmd: img.cmd,
-      effectiveCommand: img.effective,
-      workingDir: spec?.workingDir ?? null,
-      env: (spec?.env ?? []).filter((e) => e.overridden !== true).map((e) => ({ name: e.name, value: e.secret === true ? '<set from a Secret>' : e.from !== undefined ? `<${e.from}>` : e.value })),
-      ports: spec?.ports ?? [],
-      limits: { memoryBytes: spec?.memoryBytes ?? null, cpuMillis: spec?.cpuMillis ?? null },
-      state,
-      stateReason: reason,
-      pid: cs.pid,
-      startedAt: cs.state === 'running' || cs.state === 'paused' ? cs.startedAt : null,
-      terminated,
-      lastState: previous,
-      restarts: cs.restarts,
-      nextRestartAt: cs.nextRestartAt,
-    };
-  });
+  const initializing = s.status.startsWith('Init:');
+  const initContainers = s.initContainers.map((cs) => describeContainer(o, cs, desired?.initContainers?.find((c) => c.name === cs.name), { init: true, initializing }));
+  const containers = s.containers.map((cs) => describeContainer(o, cs, desired?.containers.find((c) => c.name === cs.name), { init: false, initializing }));
   const hostNetwork = desired?.hostNetwork ?? null;
   return {
     key: s.key,
@@ -180,7 +218,7 @@ export function buildDescription(o: DescribeInput): PodDescription {
     annotations: desired?.annotations ?? {},
     createdAt: s.createdAt,
     generation: s.generation,
-    phase: phaseOf(s),
+    phase: podPhase(s, desired?.restartPolicy ?? null),
     status: s.status,
     message: s.lastError,
     ready: s.ready,
@@ -193,6 +231,7 @@ export function buildDescription(o: DescribeInput): PodDescription {
     // With the host network a container gets the host's name files (tasks/spec), read-only.
     mounts: hostNetwork === true ? ['/etc/hosts', '/etc/resolv.conf'].map((p) => ({ path: p, from: `host ${p}`, readOnly: true })) : [],
     conditions: s.conditions,
+    initContainers,
     containers,
     events: [...o.events],
   };
@@ -267,8 +306,7 @@ export function renderDescription(d: PodDescription, now: number): string {
   if (d.restartPolicy !== null) kv('Restart Policy', d.restartPolicy);
   if (d.terminationGracePeriodSeconds !== null) kv('Grace Period', `${d.terminationGracePeriodSeconds}s`);
   if (d.hostNetwork !== null) kv('IP', d.hostNetwork ? "the host's (hostNetwork: true)" : '<none>');
-  out.push('Containers:');
-  for (const c of d.containers) {
+  const container = (c: ContainerDescription): void => {
     const p = '    ';
     out.push(`  ${c.name}:`);
     kv('Container ID', c.id ?? '<none>', p);
@@ -298,7 +336,13 @@ export function renderDescription(d: PodDescription, now: number): string {
     c.env.forEach((e, i) => kv(i === 0 ? 'Environment' : '', `${e.name}=${e.value}`, p));
     if (d.mounts.length === 0) kv('Mounts', '<none>', p);
     d.mounts.forEach((m, i) => kv(i === 0 ? 'Mounts' : '', `${m.path} from ${m.from}${m.readOnly ? ' (ro)' : ''}`, p));
+  };
+  if (d.initContainers.length > 0) {
+    out.push('Init Containers:');
+    d.initContainers.forEach(container);
   }
+  out.push('Containers:');
+  d.containers.forEach(container);
   out.push('Conditions:');
   if (d.conditions.length === 0) out.push('  <none: not reconciled yet>');
   else {
