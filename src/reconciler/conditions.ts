@@ -98,6 +98,9 @@ export function podVerdict(s: PodSituation): PodVerdict {
   const readyCount = s.desired.containers.filter((c) => containers.some((o) => o.name === c.name && o.state === 'running' && o.ready !== false)).length;
   const exited = s.desired.containers.map((c) => containers.find((o) => o.name === c.name && o.state === 'exited'));
   const allExited = exited.every((o) => o !== undefined);
+  // Every container runs or has exited for good (its restart policy does not restart that exit).
+  const restarts = (code: number | null): boolean => s.desired.restartPolicy === 'Always' || (s.desired.restartPolicy === 'OnFailure' && code !== 0);
+  const settled = s.desired.containers.every((c, i) => containers.some((o) => o.name === c.name && o.state === 'running') || (exited[i] !== undefined && !restarts(exited[i]?.exitCode ?? null)));
   const pulling = s.images.filter((i) => i.error === undefined);
   const pullFailed = s.images.filter((i) => i.error !== undefined);
   // Init containers yet to exit 0 with their current spec, while no app container has started.
@@ -179,6 +182,22 @@ export function podVerdict(s: PodSituation): PodVerdict {
     phase = 'Running';
     reason = 'Running';
     message = '';
+  } else if (running > 0 && settled) {
+    // Some run, the others exited for good under the restart policy: the kubelet's phase is
+    // Running, and kubectl's STATUS the first exited container's reason — Completed beside a
+    // running one reads NotReady (the pod is not Ready), a failure Error. Nothing is left to do,
+    // so it is not Reconciling (regression completed-beside-running-pending).
+    const first = exited.find((o) => o !== undefined);
+    if (first?.exitCode === 0) {
+      phase = 'NotReady';
+      reason = 'ContainersNotReady';
+      // status.ts reads the count back for the READY column: keep this form.
+      message = `${readyCount}/${declared} containers ready (${first.name} completed)`;
+    } else {
+      phase = 'Error';
+      reason = 'ContainersFailed';
+      message = exited.filter((o) => o !== undefined && o.exitCode !== 0).map((o) => `${o?.name ?? '?'} exited with code ${o?.exitCode ?? '?'}`).join('; ');
+    }
   } else if (allExited && s.desired.restartPolicy !== 'Always') {
     const failed = exited.filter((o) => o?.exitCode !== 0);
     phase = failed.length === 0 ? 'Completed' : 'Error';
