@@ -9,7 +9,7 @@ import { humanAge } from '../lib/time.js';
 import type { EventRecord, ObservedPod, RestartRecord } from '../runtime/index.js';
 import type { DesiredContainer } from './desired.js';
 import { lastAppliedPod } from './plan.js';
-import type { ContainerStatus, PodStatus } from './status.js';
+import { podPhase, type ContainerStatus, type PodPhaseName, type PodStatus } from './status.js';
 
 /** What the image says a container runs, and what runs once the manifest overrides it. */
 export interface ImageProcess {
@@ -71,9 +71,11 @@ export interface PodDescription {
   createdAt: string;
   generation: number;
   /** Kubernetes' pod phase: Pending, Running, Succeeded, Failed, Unknown. */
-  phase: 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
+  phase: PodPhaseName;
   /** berth's one-word status (`berth status`): ImagePullBackOff, CrashLoopBackOff… */
   status: string;
+  /** While berth deletes the pod: when its grace period ends (Kubernetes' deletionTimestamp); else null. */
+  deletionTimestamp: string | null;
   /** Why the pod is not Ready (status's LAST ERROR); empty when it is. */
   message: string;
   ready: string;
@@ -102,39 +104,6 @@ export interface DescribeInput {
 }
 
 const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(ms).toISOString());
-
-/**
- * The kubelet's getPhase over the containers as status reports them: an init container that has
- * not completed keeps the pod Pending (Failed under restartPolicy Never once one failed); then the
- * app containers decide — any still to start: Pending; one running: Running; all stopped: Running
- * under Always, Succeeded when all exited 0, Failed under Never, else Running (OnFailure restarts)
- * (regression init-status-hidden).
- */
-export function podPhase(s: Pick<PodStatus, 'status' | 'containers' | 'initContainers'>, restartPolicy: string | null): PodDescription['phase'] {
-  if (s.status === 'Unknown') return 'Unknown';
-  const alive = (c: ContainerStatus): boolean => c.state === 'running' || c.state === 'paused' || c.state === 'removing';
-  // Exited, or waiting to run again after an exit (the kubelet's Waiting with a last termination).
-  const stopped = (c: ContainerStatus): boolean => c.state === 'exited' || (!alive(c) && c.restarts > 0);
-  let pendingInit = 0;
-  let failedInit = 0;
-  for (const c of s.initContainers) {
-    if (c.state === 'exited' && c.exitCode === 0) continue;
-    if (stopped(c) && c.exitCode !== 0) failedInit++;
-    else pendingInit++;
-  }
-  // Past its init containers (an app container started) the pod does not go back to Pending for them.
-  const started = s.containers.some((c) => c.id !== null);
-  if (!started && failedInit > 0 && restartPolicy === 'Never') return 'Failed';
-  const running = s.containers.filter(alive).length;
-  const done = s.containers.filter(stopped);
-  const waiting = s.containers.length - running - done.length;
-  if ((!started && (pendingInit > 0 || failedInit > 0)) || waiting > 0) return 'Pending';
-  if (running > 0) return 'Running';
-  if (done.length === 0) return 'Pending';
-  if (restartPolicy === 'Always') return 'Running';
-  if (done.every((c) => c.state === 'exited' && c.exitCode === 0)) return 'Succeeded';
-  return restartPolicy === 'Never' ? 'Failed' : 'Running';
-}
 
 function describeContainer(
   o: DescribeInput,
@@ -220,6 +189,7 @@ export function buildDescription(o: DescribeInput): PodDescription {
     generation: s.generation,
     phase: podPhase(s, desired?.restartPolicy ?? null),
     status: s.status,
+    deletionTimestamp: s.deletionTimestamp,
     message: s.lastError,
     ready: s.ready,
     restarts: s.restarts,
@@ -297,8 +267,10 @@ export function renderDescription(d: PodDescription, now: number): string {
   map('Annotations', d.annotations);
   kv('Created', ago(d.createdAt, now));
   kv('Generation', String(d.generation));
-  kv('Status', d.phase);
-  if (d.status !== d.phase) kv('Reason', d.status);
+  // As kubectl describe: a pod being deleted (and not already ended) says so, with the time left.
+  if (d.status === 'Terminating' && d.deletionTimestamp !== null) kv('Status', `Terminating (lasts ${humanAge(Math.max(0, Date.parse(d.deletionTimestamp) - now))})`);
+  else kv('Status', d.phase);
+  if (d.status !== d.phase && d.status !== 'Terminating') kv('Reason', d.status);
   if (d.message !== '') kv('Message', d.message);
   if (d.nextTryAt !== null) kv('Next Try', `${d.nextTryAt} (in ${humanAge(Date.parse(d.nextTryAt) - now)})`);
   kv('Ready', d.ready);

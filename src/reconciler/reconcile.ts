@@ -240,6 +240,8 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
       await rt.removeSandbox(step.podKey);
       return;
     case 'delete-pod': {
+      // Before anything stops: status and describe read the pod as Terminating meanwhile.
+      rt.markPodDeleting(step.podKey, step.graceMs);
       const containers = rt.listContainers(step.podKey);
       // Stop all containers of the pod in parallel: each gets the full grace period.
       await Promise.all(containers.map((c) => rt.destroyContainer(c.id, step.graceMs, hooksOf(rt, step.podKey, c.name))));

@@ -44,6 +44,8 @@ export interface PodStatus {
   /** The pod's IP on berth's bridge; null with hostNetwork or while it has no sandbox. */
   ip: string | null;
   hostNetwork: boolean;
+  /** While berth deletes the pod: when its grace period ends (Kubernetes' deletionTimestamp); else null. */
+  deletionTimestamp: string | null;
   conditions: {
     type: string;
     status: string;
@@ -115,6 +117,10 @@ export function buildStatus(o: {
       status = init.status;
       restartCount = init.restarts;
     }
+    // kubectl's printPod: a pod being deleted is Terminating until it is gone, unless it had
+    // already ended (Succeeded, Failed) (regression terminating-status-missing).
+    const deleting = p.deletionTimestamp ?? null;
+    if (deleting !== null && !['Succeeded', 'Failed'].includes(podPhase({ status, containers, initContainers }, desired?.restartPolicy ?? null))) status = 'Terminating';
     const ready = conds.find((c) => c.type === 'Ready');
     const probed = ready?.status === 'False' && ready.reason === 'NotReady' ? /^(\d+)\/\d+ containers ready/.exec(ready.message)?.[1] : undefined;
     const probeReady = probed !== undefined ? Math.min(Number(probed), running) : undefined;
@@ -144,6 +150,7 @@ export function buildStatus(o: {
       paused: desired?.paused === true,
       ip: desired?.hostNetwork === true ? null : (p.sandbox?.ip ?? null),
       hostNetwork: desired?.hostNetwork === true,
+      deletionTimestamp: iso(deleting),
       conditions: conds.map((c) => ({
         type: c.type,
         status: c.status,
@@ -185,4 +192,40 @@ export function initStatus(inits: readonly ContainerStatus[], apps: readonly Con
     return { status, restarts };
   }
   return undefined;
+}
+
+/** Kubernetes' pod phase. */
+export type PodPhaseName = 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
+
+/**
+ * The kubelet's getPhase over the containers as status reports them: an init container that has
+ * not completed keeps the pod Pending (Failed under restartPolicy Never once one failed); then the
+ * app containers decide — any still to start: Pending; one running: Running; all stopped: Running
+ * under Always, Succeeded when all exited 0, Failed under Never, else Running (OnFailure restarts)
+ * (regression init-status-hidden).
+ */
+export function podPhase(s: Pick<PodStatus, 'status' | 'containers' | 'initContainers'>, restartPolicy: string | null): PodPhaseName {
+  if (s.status === 'Unknown') return 'Unknown';
+  const alive = (c: ContainerStatus): boolean => c.state === 'running' || c.state === 'paused' || c.state === 'removing';
+  // Exited, or waiting to run again after an exit (the kubelet's Waiting with a last termination).
+  const stopped = (c: ContainerStatus): boolean => c.state === 'exited' || (!alive(c) && c.restarts > 0);
+  let pendingInit = 0;
+  let failedInit = 0;
+  for (const c of s.initContainers) {
+    if (c.state === 'exited' && c.exitCode === 0) continue;
+    if (stopped(c) && c.exitCode !== 0) failedInit++;
+    else pendingInit++;
+  }
+  // Past its init containers (an app container started) the pod does not go back to Pending for them.
+  const started = s.containers.some((c) => c.id !== null);
+  if (!started && failedInit > 0 && restartPolicy === 'Never') return 'Failed';
+  const running = s.containers.filter(alive).length;
+  const done = s.containers.filter(stopped);
+  const waiting = s.containers.length - running - done.length;
+  if ((!started && (pendingInit > 0 || failedInit > 0)) || waiting > 0) return 'Pending';
+  if (running > 0) return 'Running';
+  if (done.length === 0) return 'Pending';
+  if (restartPolicy === 'Always') return 'Running';
+  if (done.every((c) => c.state === 'exited' && c.exitCode === 0)) return 'Succeeded';
+  return restartPolicy === 'Never' ? 'Failed' : 'Running';
 }

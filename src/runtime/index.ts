@@ -804,6 +804,11 @@ export class Runtime {
     this.state.upsertPod(p);
   }
 
+  /** Marks the pod as being deleted, its grace period ending `graceMs` from now (status: Terminating). */
+  markPodDeleting(key: string, graceMs: number): void {
+    this.state.markPodDeleting(key, Date.now() + graceMs);
+  }
+
   /** Deletes the pod row, its logs and volumes (emptyDir, projections; never a hostPath); its containers must be removed first. */
   async forgetPod(key: string): Promise<void> {
     await this.volumes.remove(key);

@@ -34,7 +34,7 @@ function podStatus(key: string, status: string, restarts: number, containers: Co
   const [namespace = '', name = ''] = key.split('/');
   return {
     key, namespace, name, kind: 'Pod', source: `/m/${name}.yaml`, status, ready: `${containers.filter((c) => c.state === 'running').length}/${containers.length}`,
-    restarts, createdAt: '2025-01-01T00:00:00.000Z', generation: 1, lastError: '', lastErrorCode: null, nextTryAt: null, paused: false, ip: null, hostNetwork: true, conditions: [], containers, initContainers: [],
+    restarts, createdAt: '2025-01-01T00:00:00.000Z', generation: 1, lastError: '', lastErrorCode: null, nextTryAt: null, paused: false, ip: null, hostNetwork: true, deletionTimestamp: null, conditions: [], containers, initContainers: [],
   };
 }
 

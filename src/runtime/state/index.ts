@@ -73,6 +73,11 @@ export interface PodRecord {
   createdAt: number;
   /** Bumped each time the applied spec changes (metadata.generation); ignored on upsert. */
   generation?: number;
+  /**
+   * Set while the pod is being deleted: when its grace period ends (Kubernetes' deletionTimestamp).
+   * Written by markPodDeleting only; an upsert (the pod applied again) clears it.
+   */
+  deletionTimestamp?: number | null;
 }
 
 export interface ContainerRecord {
@@ -296,6 +301,11 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE conditions ADD COLUMN code TEXT;
   ALTER TABLE events ADD COLUMN code TEXT;
+  `,
+  // Kubernetes' deletionTimestamp: set when the pod's deletion starts (an intent written before its
+  // containers are stopped), the time its grace period ends; status and describe read it as Terminating.
+  `
+  ALTER TABLE pods ADD COLUMN deletion_timestamp INTEGER;
   `,
 ];
 
@@ -580,7 +590,8 @@ export class StateStore {
       .prepare(
         `INSERT INTO pods(key, namespace, name, source, pod_hash, spec, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(key) DO UPDATE SET source = excluded.source, pod_hash = excluded.pod_hash, spec = excluded.spec,
-           generation = CASE WHEN pods.spec = excluded.spec THEN pods.generation ELSE pods.generation + 1 END`,
+           generation = CASE WHEN pods.spec = excluded.spec THEN pods.generation ELSE pods.generation + 1 END,
+           deletion_timestamp = NULL`,
       )
       .run(p.key, p.namespace, p.name, p.source, p.podHash, p.spec, p.createdAt);
   }
@@ -593,6 +604,11 @@ export class StateStore {
     return this.listPodsWhere('key = ?', key)[0];
   }
 
+  /** Records that the pod's deletion started and when its grace period ends. No-op for an unknown key. */
+  markPodDeleting(key: string, deletionTimestamp: number): void {
+    this.db.prepare('UPDATE pods SET deletion_timestamp = ? WHERE key = ?').run(deletionTimestamp, key);
+  }
+
   private listPodsWhere(where: string, ...args: unknown[]): PodRecord[] {
     const rows = this.db.prepare(`SELECT * FROM pods WHERE ${where}`).all(...args) as {
       key: string;
@@ -603,6 +619,7 @@ export class StateStore {
       spec: string;
       created_at: number;
       generation: number;
+      deletion_timestamp: number | null;
     }[];
     return rows.map((r) => ({
       key: r.key,
@@ -613,6 +630,7 @@ export class StateStore {
       spec: r.spec,
       createdAt: r.created_at,
       generation: r.generation,
+      deletionTimestamp: r.deletion_timestamp,
     }));
   }
 
