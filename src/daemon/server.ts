@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { promises as fsp } from 'node:fs';
 import { BerthError, isBerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
-import type { EventRecord } from '../runtime/index.js';
+import { eventKeyMatches, type EventRecord } from '../runtime/index.js';
 import { dispatch, type BerthService } from './service.js';
 import { answerNdjson } from './ndjson.js';
 import { streamPull } from './pull.js';
@@ -90,7 +90,9 @@ export async function serveApi(o: {
     let live = false;
     let last = Number(url.searchParams.get('afterId') ?? '0') || 0;
     const send = (e: EventRecord): void => {
-      if (e.id <= last || !e.key.startsWith(prefix)) return;
+      // The key or keys under it, as the backlog's query: `--for web` is not `web2` (regression
+      // events-follow-prefix-leaks).
+      if (e.id <= last || !eventKeyMatches(e.key, prefix)) return;
       last = e.id;
       res.write(`${JSON.stringify(e)}\n`);
     };

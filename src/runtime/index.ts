@@ -32,6 +32,7 @@ import { crashPoint } from '../lib/crashpoint.js';
 export type { LocalImage } from './images/index.js';
 export type { ImportedImage } from './images/archive.js';
 export type { ContainerRecord, PodRecord, EventRecord, ContainerState, RestartRecord, ConditionRecord, ImageRecord } from './state/index.js';
+export { eventKeyMatches } from './state/index.js';
 export { parseReference, defaultDockerConfigPath, credentialsFromDockerConfig, type CredentialSource } from './registry/index.js';
 export type { ContainerRunSpec, EnvEntry } from './tasks/spec.js';
 export type { CgroupSample } from './stats/index.js';

@@ -170,6 +170,15 @@ export interface ConditionRecord {
   lastTransitionTime: number;
 }
 
+/**
+ * Whether an event's key is `prefix` or lies under it (`prefix/…`): the rule listEvents's query
+ * applies, for filters that see events one at a time (the daemon's followed stream). An empty
+ * prefix matches every key.
+ */
+export function eventKeyMatches(key: string, prefix: string): boolean {
+  return prefix === '' || key === prefix || key.startsWith(`${prefix}/`);
+}
+
 /** Schema migrations, append-only: the database's user_version is how many ran. */
 export const MIGRATIONS: readonly string[] = [
   `
@@ -890,6 +899,7 @@ export class StateStore {
    * optionally only those of the key `keyPrefix` and the keys under it (`keyPrefix/…`): the
    * events of pod/default/web, not those of pod/default/web2 (regression events-for-prefix).
    */
+  /** `keyPrefix`: the events of that key and of keys under it (`pod/ns/web` and `pod/ns/web/…`, not `pod/ns/web2`), as eventKeyMatches. */
   listEvents(o: { limit?: number; afterId?: number; sinceTs?: number; keyPrefix?: string } = {}): EventRecord[] {
     const k = o.keyPrefix ?? '';
     const rows = (
