@@ -651,7 +651,7 @@ export function buildProgram(): Command {
     .description('list pods and containers with state, PID, attempt, image digest and age (-o wide: restarts, last exit, container id)')
     .argument('[pod...]', 'only these pods (namespace default unless -n)')
     .option('-n, --namespace <ns>', 'namespace for POD', 'default')
-    .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k; comma = and')
+    .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k, "k in (a,b)", "k notin (a,b)"; comma = and')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'wide', 'json', 'yaml']).default('table'))
     .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
       const cfg = config(cmd);
@@ -668,7 +668,7 @@ export function buildProgram(): Command {
     .description('pods with ready count, status (Running, Pending, CrashLoopBackOff, ImagePullBackOff, InvalidSpec, Paused…), restarts, age and the last error')
     .argument('[pod...]', 'only these pods (namespace default unless -n)')
     .option('-n, --namespace <ns>', 'namespace for POD', 'default')
-    .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k; comma = and')
+    .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k, "k in (a,b)", "k notin (a,b)"; comma = and')
     .addOption(new Option('-o, --output <format>', 'output format (wide: containers, source file:line, next try)').choices(['table', 'wide', 'json', 'yaml']).default('table'))
     .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
       const cfg = config(cmd);
@@ -834,7 +834,7 @@ export function buildProgram(): Command {
     .description('CPU, memory and pids of each running container, read from its cgroup (CPU % over a 0.5 s sample; memory is the working set: usage minus inactive file cache), as podman stats --no-stream')
     .argument('[pod...]', 'only these pods (namespace default unless -n)')
     .option('-n, --namespace <ns>', 'namespace for POD', 'default')
-    .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k; comma = and')
+    .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k, "k in (a,b)", "k notin (a,b)"; comma = and')
     .addOption(new Option('-o, --output <format>', 'output format (json: an array of {pod, container, id, cpu: {seconds, percent}, memory: {bytes, limitBytes}, pids: {current, limit}}; limits null when unset)').choices(['table', 'json']).default('table'))
     .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
       const cfg = config(cmd);

@@ -112,7 +112,7 @@ export interface LogTarget {
 export interface PodQuery {
   /** `namespace/name` keys. */
   keys?: string[];
-  /** A label selector (`-l`) over metadata.labels as applied: k=v, k!=v, k, !k, comma = AND. */
+  /** A label selector (`-l`) over metadata.labels as applied: k=v, k!=v, k, !k, k in (a,b), k notin (a,b), comma = AND. */
   selector?: string;
   /** Only this namespace (an explicit -n without names). */
   namespace?: string;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { matchesSelector, parseSelector } from '../../src/lib/selector.js';
 import { isBerthError } from '../../src/lib/errors.js';
 
-/** `-l` of `ps` and `status`: kubectl's equality-based label selectors. */
+/** `-l` of `ps` and `status`: kubectl's label selectors, equality- and set-based. */
 
 const web = { app: 'web', tier: 'front', 'example.com/team': 'a' };
 const db = { app: 'db' };
@@ -43,7 +43,6 @@ test('selector: what it cannot read is ERR_INVALID_ARGUMENT (exit 2) naming the 
   const cases: [string, RegExp][] = [
     ['app=web,', /empty requirement/],
     ['a,,b', /empty requirement/],
-    ['env in (prod,dev)', /set-based selectors/],
     ['app=we b', /not a label value/],
     ['-app=web', /not a label key/],
     ['UPPER.example.com/x=1', /not a label key/],
@@ -52,4 +51,41 @@ test('selector: what it cannot read is ERR_INVALID_ARGUMENT (exit 2) naming the 
   for (const [sel, re] of cases) {
     assert.throws(() => parseSelector(sel), (err: unknown) => isBerthError(err, 'ERR_INVALID_ARGUMENT') && re.test(err.message) && err.message.includes(JSON.stringify(sel)), sel);
   }
+});
+
+/**
+ * Regression selector-in-error-quotes-fragment: `in`/`notin` were refused, and the refusal quoted
+ * a fragment split at the value list's comma (`"app in (a"` for `app in (a,b)`). Now they are
+ * read as kubectl reads them, commas inside parentheses separate values, and what cannot be read
+ * is named whole.
+ */
+test('regression selector-in-error-quotes-fragment: k in (a,b), k notin (a,b) as kubectl, with other requirements', () => {
+  assert.deepEqual(pick('app in (web,db)'), ['web', 'db']);
+  assert.deepEqual(pick('app in (web)'), ['web']);
+  assert.deepEqual(pick('app notin (web)'), ['db', 'none'], 'notin is true when the label is absent');
+  assert.deepEqual(pick('tier notin (front)'), ['db', 'none']);
+  assert.deepEqual(pick(' app in ( web , db ) , !tier'), ['db']);
+  assert.deepEqual(pick('app in(db),app'), ['db']);
+  assert.deepEqual(parseSelector('env in (prod,dev),tier notin (front),x'), [
+    { key: 'env', op: 'in', values: ['prod', 'dev'] },
+    { key: 'tier', op: 'notin', values: ['front'] },
+    { key: 'x', op: 'exists' },
+  ]);
+});
+
+test('regression selector-in-error-quotes-fragment: a malformed selector is ERR_INVALID_ARGUMENT quoting it whole and the requirement at fault', () => {
+  const cases: [string, RegExp][] = [
+    ['app in (a,b', /"\(" without "\)"/],
+    ['app in (a),b)', /"\)" without "\("/],
+    ['app in ()', /"app in \(\)": an empty value/],
+    ['app in (a,,b)', /an empty value/],
+    ['app=(x)', /"app=\(x\)": expected KEY in/],
+    ['app in (we b)', /not a label value/],
+    ['app > 1', /numeric operators/],
+    ['app in ((a))', /nested/],
+  ];
+  for (const [sel, re] of cases) {
+    assert.throws(() => parseSelector(sel), (err: unknown) => isBerthError(err, 'ERR_INVALID_ARGUMENT') && re.test(err.message) && err.message.includes(JSON.stringify(sel)), sel);
+  }
+  assert.throws(() => parseSelector('app in (a,b'), (err: unknown) => isBerthError(err) && !err.message.includes('"app in (a"'));
 });
