@@ -367,7 +367,7 @@ function parseTimeout(flag: string, v: string | undefined, def: number): number 
 }
 
 /** A `ps`/`status` query; a selector that does not parse is exit 2 before anything is opened. */
-async function podQuery(what: string, names: readonly string[], o: { namespace: string; selector?: string }, cmd?: Command): Promise<import('./daemon/service.js').PodQuery> {
+async function podQuery(what: string, names: readonly string[], o: { namespace: string; selector?: string; allNamespaces?: boolean }, cmd?: Command): Promise<import('./daemon/service.js').PodQuery> {
   const q = podQueryOf(what, names, { ...o, namespaceGiven: cmd?.getOptionValueSource('namespace') === 'cli' });
   if (o.selector !== undefined) (await import('./lib/selector.js')).parseSelector(o.selector);
   return q;
@@ -651,15 +651,16 @@ export function buildProgram(): Command {
     .description('list pods and containers with state, PID, attempt, image digest and age (-o wide: restarts, last exit, container id)')
     .argument('[pod...]', 'only these pods (namespace default unless -n)')
     .option('-n, --namespace <ns>', 'namespace for POD', 'default')
+    .option('-A, --all-namespaces', 'list the pods of every namespace with a NAMESPACE column, as kubectl get -A (-n is then ignored; no pod names)')
     .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k, "k in (a,b)", "k notin (a,b)"; comma = and')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'wide', 'json', 'yaml']).default('table'))
-    .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
+    .action(async (names: string[], o: { namespace: string; selector?: string; allNamespaces?: boolean; output: string }, cmd: Command) => {
       const cfg = config(cmd);
       const query = await podQuery('ps', names, o, cmd);
       await withBackend(cfg, { write: false, what: 'ps' }, async (b) => {
         // Read-only: in-process it takes no lock (it must not wait behind a long pull).
         const pods = await b.call<import('./daemon/service.js').PodListing[]>('pods', query);
-        await printRead(psOutput(pods, query, { output: o.output as TextOutput | 'yaml', now: Date.now() }));
+        await printRead(psOutput(pods, query, { output: o.output as TextOutput | 'yaml', now: Date.now(), allNamespaces: o.allNamespaces === true }));
       });
     });
 
@@ -668,14 +669,15 @@ export function buildProgram(): Command {
     .description('pods with ready count, status (Running, Pending, CrashLoopBackOff, ImagePullBackOff, InvalidSpec, Paused…), restarts, age and the last error')
     .argument('[pod...]', 'only these pods (namespace default unless -n)')
     .option('-n, --namespace <ns>', 'namespace for POD', 'default')
+    .option('-A, --all-namespaces', 'list the pods of every namespace with a NAMESPACE column, as kubectl get -A (-n is then ignored; no pod names)')
     .option('-l, --selector <selector>', 'only pods whose labels match: k=v, k!=v, k, !k, "k in (a,b)", "k notin (a,b)"; comma = and')
     .addOption(new Option('-o, --output <format>', 'output format (wide: containers, source file:line, next try)').choices(['table', 'wide', 'json', 'yaml']).default('table'))
-    .action(async (names: string[], o: { namespace: string; selector?: string; output: string }, cmd: Command) => {
+    .action(async (names: string[], o: { namespace: string; selector?: string; allNamespaces?: boolean; output: string }, cmd: Command) => {
       const cfg = config(cmd);
       const query = await podQuery('status', names, o, cmd);
       await withBackend(cfg, { write: false, what: 'status' }, async (b) => {
         const report = await b.call<import('./reconciler/status.js').StatusReport>('status', query);
-        await printRead(statusOutput(report, query, { output: o.output as TextOutput | 'yaml', now: Date.now() }));
+        await printRead(statusOutput(report, query, { output: o.output as TextOutput | 'yaml', now: Date.now(), allNamespaces: o.allNamespaces === true }));
       });
     });
 

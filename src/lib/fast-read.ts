@@ -18,6 +18,8 @@ export interface FastRead {
   socket: string;
   query: PodQuery;
   output: TextOutput;
+  /** -A: a NAMESPACE column (present only when given). */
+  allNamespaces?: true;
 }
 
 /** The --log-level values the fast paths accept (the normal path reports others). */
@@ -27,7 +29,7 @@ const OUTPUTS = new Set(['table', 'wide', 'json']);
 /**
  * The request a command line stands for when the fast path may answer it, else undefined.
  * `args` is argv after node and the script. Accepted: `[--root D] [--state D] [--log-level L]
- * (ps|pods|status) [-n NS] [-l SEL] [-o table|wide|json] [POD...]`, each flag at most once, as
+ * (ps|pods|status) [-n NS] [-l SEL] [-o table|wide|json] [-A] [POD...]`, each flag at most once, as
  * `--flag value` or `--flag=value` (`-x value` for short ones), no value starting with "-".
  */
 export function parseFastRead(args: readonly string[]): FastRead | undefined {
@@ -35,6 +37,7 @@ export function parseFastRead(args: readonly string[]): FastRead | undefined {
   const local = new Map<string, string>();
   const names: string[] = [];
   let command: 'pods' | 'status' | undefined;
+  let all = false;
   const alias: Record<string, string> = { '-n': '--namespace', '-l': '--selector', '-o': '--output' };
   for (let i = 0; i < args.length; i++) {
     const a = args[i] ?? '';
@@ -43,6 +46,11 @@ export function parseFastRead(args: readonly string[]): FastRead | undefined {
       else if (a === 'ps' || a === 'pods') command = 'pods';
       else if (a === 'status') command = 'status';
       else return undefined;
+      continue;
+    }
+    if (command !== undefined && (a === '-A' || a === '--all-namespaces')) {
+      if (all) return undefined;
+      all = true;
       continue;
     }
     const eq = a.startsWith('--') ? a.indexOf('=') : -1;
@@ -60,12 +68,13 @@ export function parseFastRead(args: readonly string[]): FastRead | undefined {
   const output = local.get('--output') ?? 'table';
   if ((level !== undefined && !LOG_LEVELS.has(level)) || !OUTPUTS.has(output)) return undefined;
   const selector = local.get('--selector');
-  if (names.length > 0 && selector !== undefined) return undefined;
+  if (names.length > 0 && (selector !== undefined || all)) return undefined;
   return {
     method: command,
     socket: daemonSocket(globals.get('--state')),
-    query: podQuery(command === 'pods' ? 'ps' : 'status', names, { namespace: local.get('--namespace') ?? 'default', namespaceGiven: local.has('--namespace'), ...(selector !== undefined ? { selector } : {}) }),
+    query: podQuery(command === 'pods' ? 'ps' : 'status', names, { namespace: local.get('--namespace') ?? 'default', namespaceGiven: local.has('--namespace'), allNamespaces: all, ...(selector !== undefined ? { selector } : {}) }),
     output: output as TextOutput,
+    ...(all ? { allNamespaces: true as const } : {}),
   };
 }
 
@@ -162,7 +171,8 @@ export function askDaemon(socket: string, method: string, body: unknown): Promis
 export async function fastReadOutput(r: FastRead, now: () => number = Date.now): Promise<ReadOutput | undefined> {
   const answer = await askDaemon(r.socket, r.method, r.query);
   if (answer === undefined || (typeof answer === 'object' && answer !== null && 'error' in answer)) return undefined;
-  return r.method === 'pods' ? psOutput(answer as PsPod[], r.query, { output: r.output, now: now() }) : statusOutput(answer as StatusView, r.query, { output: r.output, now: now() });
+  const o = { output: r.output, now: now(), allNamespaces: r.allNamespaces === true };
+  return r.method === 'pods' ? psOutput(answer as PsPod[], r.query, o) : statusOutput(answer as StatusView, r.query, o);
 }
 
 /** Answers `args` on the fast path and returns true, or returns false having printed nothing. */
