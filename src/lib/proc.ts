@@ -20,6 +20,26 @@ export function startTime(pid: number): string {
   return rest[19] ?? '';
 }
 
+let bootMs: number | undefined;
+/**
+ * When a process started, in ms since the epoch, from its /proc stat start time (clock ticks
+ * since boot, USER_HZ = 100 on Linux) and the boot time in /proc/stat; undefined if unknown.
+ */
+export function processStartedAt(start: string): number | undefined {
+  const ticks = Number(start);
+  if (start === '' || !Number.isSafeInteger(ticks)) return undefined;
+  if (bootMs === undefined) {
+    try {
+      const btime = /^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1];
+      if (btime === undefined) return undefined;
+      bootMs = Number(btime) * 1000;
+    } catch {
+      return undefined;
+    }
+  }
+  return bootMs + ticks * 10;
+}
+
 /**
  * Whether `pid` is still the process recorded with `recordedStart`: alive and not a later
  * process reusing the pid. An empty recorded start (the process was already gone when it was

@@ -5,7 +5,7 @@ import { BerthError, errnoCode, messageOf } from '../lib/errors.js';
 import type { Digest } from '../lib/digest.js';
 import { mkdirp } from '../lib/fsx.js';
 import { LockFile } from '../lib/lock.js';
-import { isFrozen, isSameProcess, startTime } from '../lib/proc.js';
+import { isFrozen, isSameProcess, processStartedAt, startTime } from '../lib/proc.js';
 import type { Logger } from '../lib/log.js';
 import type { StepWait } from '../lib/progress.js';
 import { ContentStore } from './content/index.js';
@@ -723,9 +723,14 @@ export class Runtime {
     if (st !== undefined && (st.status === 'running' || st.status === 'paused')) {
       // Synchronous /proc read: hundreds of containers in one observe, no thread-pool hop each.
       const start = startTime(st.pid);
-      if (repair && (c.state !== 'running' || c.pid !== st.pid || c.pidStart !== start)) {
-        this.state.updateContainer(c.id, { state: 'running', pid: st.pid, pidStart: start });
+      if (repair && (c.state !== 'running' || c.pid !== st.pid || c.pidStart !== start || c.startedAt === null)) {
+        // Adopted after a crash between `runc start` and the row's update: its start time is the
+        // process's, so the 10-minute back-off reset and `status` AGE still hold (regression
+        // adopted-without-started-at).
+        const startedAt = c.startedAt ?? processStartedAt(start) ?? Date.now();
+        this.state.updateContainer(c.id, { state: 'running', pid: st.pid, pidStart: start, startedAt });
       }
+      if (c.startedAt === null) c = { ...c, startedAt: this.state.getContainer(c.id)?.startedAt ?? null };
       // A container frozen by `runc pause` is alive: reported as paused, never replaced.
       return { ...c, state: st.status, pid: st.pid, pidStart: start, live: true };
     }
@@ -983,6 +988,7 @@ export class Runtime {
       // once the old one is gone (ports, and Kubernetes' stop-then-start order).
       if (o.startAfter !== undefined) await o.startAfter;
       await this.tasks.start(id);
+      crashPoint('task.after-start');
       const startedAt = Date.now();
       const pidStart = startTime(pid);
       this.state.transaction(() => {

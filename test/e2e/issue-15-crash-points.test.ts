@@ -177,6 +177,18 @@ spec:
     record('task.between-create-start', 'apply (new pod)');
   });
 
+  trial('regression adopted-without-started-at: a container killed after runc start, before its row says so, is adopted with its start time', async () => {
+    const keep = await running();
+    await writePod('adopted');
+    await crash('task.after-start', ['apply', '-f', dir]);
+    await converge('task.after-start (new pod)', keep);
+    const st = JSON.parse((await B(['status', '-o', 'json'])).stdout) as { pods: { key: string; containers: { state: string; startedAt: string | null }[] }[] };
+    const c = st.pods.find((p) => p.key === 'default/adopted')?.containers[0];
+    assert.equal(c?.state, 'running');
+    assert.ok(c?.startedAt !== null && c?.startedAt !== undefined && Date.now() - Date.parse(c.startedAt) < 120_000, JSON.stringify(c));
+    record('task.after-start', 'apply (new pod)');
+  });
+
   trial('a replace killed between runc create and runc start converges; the other pods keep their pids', async () => {
     const before = await running();
     const old = [...before.keys()].find((id) => id.startsWith('default.c.'));

@@ -5,7 +5,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rm
 import { once } from 'node:events';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { isFrozen, isSameProcess, readProcFile, startTime } from '../../src/lib/proc.js';
+import { isFrozen, isSameProcess, processStartedAt, readProcFile, startTime } from '../../src/lib/proc.js';
 
 test('proc: a live process matches its recorded start time; another start time, no pid or a gone process does not', async () => {
   const mine = startTime(process.pid);
@@ -78,4 +78,12 @@ test('regression: conmon-exit-esrch — a /proc file whose process ends between 
     closeSync(fd);
   }
   assert.equal(readProcFile(`/proc/${pid}/cmdline`), undefined, 'gone at the open');
+});
+
+test('regression adopted-without-started-at: a process start time from /proc is when it started, in ms since the epoch', () => {
+  const at = processStartedAt(startTime(process.pid));
+  assert.ok(at !== undefined);
+  const expected = Date.now() - process.uptime() * 1000;
+  assert.ok(Math.abs(at - expected) < 1500, `${at} vs ${expected}`);
+  assert.equal(processStartedAt(''), undefined);
 });
