@@ -770,6 +770,11 @@ export class Runtime {
         type: code === 0 ? 'Normal' : 'Warning',
       });
     });
+    // In the pod's shared PID namespace what the init started outlives it: ended with it, as
+    // containerd's shim does, not at the container's removal (regression shared-pid-leftovers).
+    if (repair && st !== undefined && (await this.tasks.sharesPidNamespace(this.bundleOf(c.id).bundle))) {
+      await this.tasks.killAll(c.id, 'KILL').catch((err: unknown) => this.cfg.log.warn({ id: c.id, err: messageOf(err) }, 'killing what the container left running failed'));
+    }
     return { ...c, state: 'exited', exitCode: code, finishedAt, reason, live: st !== undefined };
   }
 

@@ -373,6 +373,42 @@ spec:
     }
   });
 
+  test('regression shared-pid-leftovers: with shareProcessNamespace, what a container started ends with it when its exit is recorded', async (t) => {
+    if (!ok) return t.skip();
+    const file = path.join(env.dir, 'sharedpid.yaml');
+    await fsp.writeFile(file, `apiVersion: v1
+kind: Pod
+metadata: {name: sharedpid}
+spec:
+  shareProcessNamespace: true
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: web
+      image: ${demo?.registry.host ?? ''}/berth/demo:1.0
+      command: ["sh", "-c", "sleep 4244 & sleep 1; exit 3"]
+`);
+    const leftovers = async (): Promise<number> => {
+      let n = 0;
+      for (const p of await fsp.readdir('/proc')) {
+        if (!/^\d+$/.test(p)) continue;
+        if ((await fsp.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')) === 'sleep\x004244\x00') n++;
+      }
+      return n;
+    };
+    try {
+      const a = await B(['apply', '-f', file]);
+      assert.equal(a.code, 0, `${a.stdout}\n${a.stderr}`);
+      await waitFor('exit recorded', async () => {
+        await B(['apply', '-f', file]);
+        return (await status()).find((p) => p.key === 'default/sharedpid')?.containers[0]?.state === 'exited' ? true : undefined;
+      }, 30_000, 500);
+      await waitFor('its sleep is gone', async () => ((await leftovers()) === 0 ? true : undefined), 5000);
+    } finally {
+      await B(['delete', '-f', file]);
+    }
+  });
+
   test('the sandbox is rebuilt when its infra container dies or its netns goes (reboot), and the pod serves again', async (t) => {
     if (!ok) return t.skip();
     const runcRoot = path.join(env.state, 'runc');

@@ -414,6 +414,27 @@ export class TaskDriver {
     await this.runc(`kill task ${id} ${signal}`, id, ['kill', id, signal], /does not exist|not running|process already finished|container not running/i);
   }
 
+  /**
+   * Signals every process in the container's cgroup (`runc kill --all`), for a container that
+   * joined another's PID namespace: its init's end does not end what it started, as it does in
+   * a PID namespace of its own (containerd's shim kills them all on such an init's exit).
+   */
+  async killAll(id: string, signal: string): Promise<void> {
+    await this.runc(`kill all of task ${id} ${signal}`, id, ['kill', '--all', id, signal], /does not exist|not running|process already finished|container not running/i);
+  }
+
+  /** Whether the container's config.json joins a PID namespace by path (a pod's shareProcessNamespace). */
+  async sharesPidNamespace(bundle: string): Promise<boolean> {
+    const text = await readFileIfExists(path.join(bundle, 'config.json'));
+    if (text === undefined) return false;
+    try {
+      const spec = JSON.parse(text) as { linux?: { namespaces?: { type?: string; path?: string }[] } };
+      return spec.linux?.namespaces?.some((n) => n.type === 'pid' && typeof n.path === 'string' && n.path !== '') === true;
+    } catch {
+      return false;
+    }
+  }
+
   /** The exit code conmon recorded, or undefined while the container has not exited. */
   async exitCode(id: string): Promise<number | undefined> {
     const text = await readFileIfExists(this.exitFile(id));
