@@ -536,9 +536,9 @@ export function buildProgram(): Command {
 
   program
     .command('delete')
-    .description('stop and delete pods: those a file or directory names (-f), or one by name (delete pod NAME)')
-    .argument('[kind]', 'pod (with NAME)')
-    .argument('[name]', 'pod name')
+    .description('delete what a file or directory declares (-f: its pods, ConfigMaps and Secrets), or one object by name (delete pod|configmap|secret NAME)')
+    .argument('[kind]', 'pod, configmap or secret (with NAME)')
+    .argument('[name]', 'object name')
     .option('-f, --filename <path>', 'manifest file or directory, or - for stdin; only kind and name are read, so a file that no longer validates still works', oneFilename)
     .option('-n, --namespace <ns>', 'namespace for delete pod NAME', 'default')
     .option('--force', 'delete pods that a directory watched by berth up owns (it recreates them while its files declare them)')
@@ -547,38 +547,49 @@ export function buildProgram(): Command {
     .action(async (kind: string | undefined, name: string | undefined, o: { filename?: string; namespace: string; force?: boolean; quiet?: boolean; ignoreNotFound?: boolean }, cmd: Command) => {
       const cfg = config(cmd);
       let keys: string[];
+      let configKeys: string[] = [];
       let problems = 0;
       if (o.filename !== undefined) {
-        if (kind !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', 'delete: give either -f PATH or pod NAME, not both');
+        if (kind !== undefined) throw new BerthError('ERR_INVALID_ARGUMENT', 'delete: give either -f PATH or KIND NAME, not both');
         const { declaredPodKeys, formatProblem } = await import('./reconciler/manifest.js');
         const res = await declaredPodKeys(await manifestInput(o.filename));
         for (const p of res.problems) process.stderr.write(errorLine('ERR_INVALID_MANIFEST', formatProblem(p)));
         problems = res.problems.length;
         keys = res.keys.map((k) => k.key);
+        configKeys = res.configs.map((k) => k.key);
       } else {
-        if (kind === undefined || name === undefined || !['pod', 'pods', 'po'].includes(kind.toLowerCase())) {
-          throw new BerthError('ERR_INVALID_ARGUMENT', 'delete: give -f PATH or pod NAME');
+        const k = kind?.toLowerCase() ?? '';
+        const configKind = ['configmap', 'configmaps', 'cm'].includes(k) ? 'configmap' : ['secret', 'secrets'].includes(k) ? 'secret' : undefined;
+        if (kind === undefined || name === undefined || (configKind === undefined && !['pod', 'pods', 'po'].includes(k))) {
+          throw new BerthError('ERR_INVALID_ARGUMENT', 'delete: give -f PATH, or pod|configmap|secret NAME');
         }
-        keys = [`${o.namespace}/${name}`];
+        keys = configKind === undefined ? [`${o.namespace}/${name}`] : [];
+        if (configKind !== undefined) configKeys = [`${configKind}/${o.namespace}/${name}`];
       }
       await withBackend(cfg, { write: true, what: 'delete' }, async (b) => {
-        const req = { keys, ...(o.filename !== undefined ? { source: sourceOf(o.filename) } : {}), ...(o.force === true ? { force: true } : {}) };
-        const res = await withProgress(o.quiet === true, (p) => b.call<import('./daemon/service.js').ApplyResponse & { missing: string[] }>('delete', req, p));
+        const req = { keys, ...(configKeys.length > 0 ? { configs: configKeys } : {}), ...(o.filename !== undefined ? { source: sourceOf(o.filename) } : {}), ...(o.force === true ? { force: true } : {}) };
+        const res = await withProgress(o.quiet === true, (p) => b.call<import('./daemon/service.js').ApplyResponse & { missing: string[]; configs?: { key: string }[] }>('delete', req, p));
         printRefused(res.refused);
         if (res.refused.length > 0) {
           process.exitCode = EXIT_FAILURE;
           return;
         }
         const failed = printResults(res.steps);
-        // As kubectl: each pod the file names that does not exist is an error (exit 1) unless
+        const deletedConfigs = res.configs ?? [];
+        for (const c of deletedConfigs) {
+          const [ck, ns, n] = c.key.split('/');
+          process.stdout.write(`- ${ck ?? ''} ${ns ?? ''}/${n ?? ''}: deleted\n`);
+        }
+        // As kubectl: each object the file names that does not exist is an error (exit 1) unless
         // --ignore-not-found (regression delete-missing-silent).
         const missing = o.ignoreNotFound === true ? [] : (res.missing ?? []);
-        if (o.filename === undefined && res.steps.length === 0) {
+        const what = (k: string): string => (/^(configmap|secret)\//.test(k) ? k.replace('/', ' ') : `pod ${k}`);
+        if (o.filename === undefined && res.steps.length === 0 && deletedConfigs.length === 0) {
           if (o.ignoreNotFound === true) return;
-          throw new BerthError('ERR_NOT_FOUND', `delete pod ${keys[0] ?? ''}: not found`);
+          throw new BerthError('ERR_NOT_FOUND', `delete ${what(keys[0] ?? configKeys[0] ?? '')}: not found`);
         }
-        for (const k of missing) process.stderr.write(errorLine('ERR_NOT_FOUND', `delete pod ${k}: not found`));
-        if (res.steps.length === 0 && missing.length === 0) process.stdout.write('nothing to delete\n');
+        for (const k of missing) process.stderr.write(errorLine('ERR_NOT_FOUND', `delete ${what(k)}: not found`));
+        if (res.steps.length === 0 && deletedConfigs.length === 0 && missing.length === 0) process.stdout.write('nothing to delete\n');
         if (failed > 0 || missing.length > 0) process.exitCode = EXIT_FAILURE;
         else if (problems > 0) process.exitCode = EXIT_INVALID;
       });

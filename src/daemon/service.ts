@@ -86,6 +86,8 @@ export interface DiffResponse {
 
 export interface DeleteRequest {
   keys: string[];
+  /** ConfigMaps and Secrets to forget (`configmap/<ns>/<name>`, `secret/<ns>/<name>`). */
+  configs?: string[];
   /** The path given to -f (ownership: a file inside the watched directory may delete its own pods). */
   source?: string;
   force?: boolean;
@@ -215,7 +217,7 @@ export class BerthService {
   }
 
   /** `delete`: the planner's delete-pod steps for recorded pods among `keys`. */
-  async delete(req: DeleteRequest, onProgress?: (e: ProgressEvent) => void): Promise<ApplyResult & { missing: string[] }> {
+  async delete(req: DeleteRequest, onProgress?: (e: ProgressEvent) => void): Promise<ApplyResult & { missing: string[]; configs: ConfigChange[] }> {
     const recorded = new Set(this.o.rt.listPods().map((p) => p.key));
     const keys = [...new Set(req.keys)];
     const present = keys.filter((k) => recorded.has(k));
@@ -224,7 +226,17 @@ export class BerthService {
       req.source,
       onProgress,
     );
-    return { ...res, missing: keys.filter((k) => !recorded.has(k)) };
+    // The file's ConfigMaps and Secrets, after its pods: running pods that still read one keep
+    // what they have (env as started, mounted files as last projected).
+    const rows = new Map(this.o.rt.listConfigs().map((r) => [r.key, r]));
+    const wanted = [...new Set(req.configs ?? [])];
+    const gone = wanted.filter((k) => rows.has(k));
+    if (gone.length > 0 && res.refused.length === 0) {
+      this.o.rt.updateConfigs([], gone);
+      this.o.onConfigsChanged?.();
+    }
+    const configs: ConfigChange[] = res.refused.length > 0 ? [] : gone.map((k) => ({ op: 'delete', key: k, source: rows.get(k)?.source ?? '' }));
+    return { ...res, missing: [...keys.filter((k) => !recorded.has(k)), ...wanted.filter((k) => !rows.has(k))], configs };
   }
 
   /** Observed pods a query selects: the daemon's rows, or one read-only observation (rows checked against /proc). */

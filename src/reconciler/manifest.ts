@@ -1562,8 +1562,11 @@ function sha256hex(s: string): string {
  * validates (or names fields berth does not implement) can still be deleted, as kubectl
  * does. Documents that do not parse as YAML are reported as problems.
  */
-export async function declaredPodKeys(input: ManifestInput): Promise<{ keys: { key: string; file: string; line: number }[]; problems: ManifestProblem[] }> {
+export async function declaredPodKeys(input: ManifestInput): Promise<{ keys: { key: string; file: string; line: number }[]; configs: { key: string; file: string; line: number }[]; problems: ManifestProblem[] }> {
   const keys: { key: string; file: string; line: number }[] = [];
+  // ConfigMaps and Secrets too: `delete -f` removes every object of the file, as kubectl
+  // (regression delete-leaves-configs).
+  const configs: { key: string; file: string; line: number }[] = [];
   const { sources, problems } = await readManifestSources(input);
   for (const { file, text } of sources) {
     const lc = new LineCounter();
@@ -1585,10 +1588,13 @@ export async function declaredPodKeys(input: ManifestInput): Promise<{ keys: { k
       if (typeof obj !== 'object' || obj === null) continue;
       const o = obj as { apiVersion?: unknown; kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
       const declaresPod = (o.apiVersion === 'v1' && o.kind === 'Pod') || (o.apiVersion === BERTH_API && o.kind === 'Container');
-      if (!declaresPod || typeof o.metadata?.name !== 'string') continue;
+      const declaresConfig = o.apiVersion === 'v1' && (o.kind === 'ConfigMap' || o.kind === 'Secret');
+      if ((!declaresPod && !declaresConfig) || typeof o.metadata?.name !== 'string') continue;
       const ns = typeof o.metadata.namespace === 'string' ? o.metadata.namespace : 'default';
-      keys.push({ key: `${ns}/${o.metadata.name}`, file, line: lc.linePos(doc.contents.range[0]).line });
+      const at = { file, line: lc.linePos(doc.contents.range[0]).line };
+      if (declaresPod) keys.push({ key: `${ns}/${o.metadata.name}`, ...at });
+      else configs.push({ key: `${o.kind === 'Secret' ? 'secret' : 'configmap'}/${ns}/${o.metadata.name}`, ...at });
     }
   }
-  return { keys, problems };
+  return { keys, configs, problems };
 }

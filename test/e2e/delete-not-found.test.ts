@@ -37,4 +37,30 @@ describe('e2e: delete of pods that do not exist', { timeout: 120_000 }, () => {
     assert.equal((await berth(env, ['delete', 'pod', 'ghost-a'])).code, 1);
     assert.equal((await berth(env, ['delete', 'pod', 'ghost-a', '--ignore-not-found'])).code, 0);
   });
+
+  test('regression delete-leaves-configs: delete -f removes the file\'s ConfigMaps and Secrets too; delete secret NAME; a missing one is ERR_NOT_FOUND', async (t) => {
+    if (!ok) return t.skip();
+    const file = path.join(env.dir, 'configs.yaml');
+    await fsp.writeFile(file, 'apiVersion: v1\nkind: Secret\nmetadata: {name: dbpass}\nstringData: {pw: hunter2}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata: {a: "1"}\n');
+    const a = await berth(env, ['apply', '-f', file]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.doesNotMatch((await berth(env, ['diff', '-f', file])).stdout, /secret|configmap/);
+    const d = await berth(env, ['delete', '-f', file]);
+    assert.equal(d.code, 0, d.stderr);
+    assert.match(d.stdout, /^- secret default\/dbpass: deleted$/m);
+    assert.match(d.stdout, /^- configmap default\/app: deleted$/m);
+    // Gone: an apply would create both again.
+    const diff = await berth(env, ['diff', '-f', file]);
+    assert.match(diff.stdout, /^\+ secret default\/dbpass/m);
+    assert.match(diff.stdout, /^\+ configmap default\/app/m);
+    const again = await berth(env, ['delete', '-f', file]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /^error ERR_NOT_FOUND: delete secret default\/dbpass: not found$/m);
+    assert.equal((await berth(env, ['apply', '-f', file])).code, 0);
+    const byName = await berth(env, ['delete', 'secret', 'dbpass']);
+    assert.equal(byName.code, 0, byName.stderr);
+    assert.match((await berth(env, ['diff', '-f', file])).stdout, /^\+ secret default\/dbpass/m);
+    assert.equal((await berth(env, ['delete', 'cm', 'app'])).code, 0);
+    assert.equal((await berth(env, ['delete', 'configmap', 'app'])).code, 1);
+  });
 });
