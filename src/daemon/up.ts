@@ -111,7 +111,12 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   // A ConfigMap or Secret applied through the socket may change what watched pods resolve to.
   // A reload that fails (a watched directory gone) is logged, as the watcher's and resync's are:
   // an unhandled rejection would end the daemon (regression up-dies-on-config-apply).
-  const service = new BerthService({ rt, log, controller, daemon: true, onConfigsChanged: () => void load().catch((err: unknown) => log.error({ err: messageOf(err) }, 'reading manifests failed')) });
+  const service = new BerthService({ rt, log, controller, daemon: true, onConfigsChanged: () =>
+      void load()
+        // Pods applied from the CLI read the new ConfigMaps too: those whose resolution changed are queued.
+        .then(() => void controller.resyncDrifted())
+        .catch((err: unknown) => log.error({ err: messageOf(err) }, 'reading manifests failed')),
+  });
 
   // Human output: steps as they happen, a summary each time the queue goes idle.
   let steps = 0;

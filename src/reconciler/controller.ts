@@ -8,6 +8,8 @@ import { podVerdict, wantedBy, type PodPhase, type PodSituation } from './condit
 import type { DesiredImage, DesiredPod } from './desired.js';
 import { inScope, lastAppliedPod, plan, type Plan, type PruneScope, type Step } from './plan.js';
 import { explainPullFailure } from './pull-error.js';
+import { needsResolution, resolvePods } from './resolve.js';
+import { recordedConfigs } from './configs.js';
 import { WorkQueue, type Outcome } from './queue.js';
 import { Prober } from './prober.js';
 import { computePlan, executeStep, imageViews, podVolumes, recordPod, ResolveCache, toView } from './reconcile.js';
@@ -225,8 +227,12 @@ export class Controller {
     const row = this.rt.getPod(key);
     const declared = this.declared.get(key);
     if (row !== undefined && !this.underWatched(row.source)) {
-      const pod = lastAppliedPod(row.spec);
-      if (pod === undefined) return undefined;
+      const applied = lastAppliedPod(row.spec);
+      if (applied === undefined) return undefined;
+      // Resolved again against the ConfigMaps and Secrets recorded now, as watched pods are at
+      // each load: an apply of a ConfigMap reaches the mounted files of pods applied from the CLI
+      // too (regression cli-pod-volumes-never-refresh).
+      const pod = needsResolution(applied) ? (resolvePods([applied], recordedConfigs(this.rt))[0] ?? applied) : applied;
       return declared !== undefined
         ? { kind: 'present', pod, conflict: `${declared.source}:${declared.line} also declares ${key}, which ${row.source} owns; that declaration is not applied` }
         : { kind: 'present', pod };

@@ -60,6 +60,9 @@ export interface DesiredContainer {
   ports: { containerPort: number; hostPort?: number; hostIP?: string; protocol: string }[];
   memoryBytes?: number;
   cpuMillis?: number;
+  /** resources.requests as written (the effective request defaults to the limit: see qos.ts). */
+  memoryRequestBytes?: number;
+  cpuRequestMillis?: number;
 }
 
 /**

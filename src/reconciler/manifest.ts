@@ -814,6 +814,7 @@ interface ContainerFields {
   security: Record<string, unknown> | undefined;
   raw: Record<string, unknown>;
   limits: { cpu: string | number | undefined; memory: string | number | undefined };
+  requests: { cpu: string | number | undefined; memory: string | number | undefined };
 }
 
 interface ObjectMeta {
@@ -888,6 +889,7 @@ function readPodLevel(s: Record<string, unknown>): PodLevelFields {
 function readContainer(v: unknown): ContainerFields {
   const c = recordOf(v) ?? {};
   const limits = recordOf(recordOf(c['resources'])?.['limits']) ?? {};
+  const requests = recordOf(recordOf(c['resources'])?.['requests']) ?? {};
   return {
     name: stringOf(c['name']),
     image: stringOf(c['image']),
@@ -925,6 +927,7 @@ function readContainer(v: unknown): ContainerFields {
       return { containerPort: integerOf(p['containerPort']), hostPort: integerOf(p['hostPort']), hostIP: stringOf(p['hostIP']), protocol: stringOf(p['protocol']) };
     }),
     limits: { cpu: quantityOf(limits['cpu']), memory: quantityOf(limits['memory']) },
+    requests: { cpu: quantityOf(requests['cpu']), memory: quantityOf(requests['memory']) },
   };
 }
 
@@ -1093,7 +1096,25 @@ function toDesiredPod(o: PodShape, file: string, line: number, problem: Report):
       if (m === undefined) problem(at('resources', 'limits', 'cpu'), `${JSON.stringify(limits.cpu)} is not a CPU quantity`);
       else dc.cpuMillis = m;
     }
-    dc.specHash = sha256hex(canonicalJson({ ...dc, specHash: undefined, podHash }));
+    // Requests, as the API server defaults them: a missing request is the limit. They set the
+    // container's CPU weight and, with the limits, the pod's QoS class (its OOM score), as the
+    // kubelet does (regression requests-ignored).
+    const requests = c.requests;
+    if (requests.memory !== undefined) {
+      const m = parseMemory(requests.memory);
+      if (m === undefined) problem(at('resources', 'requests', 'memory'), `${JSON.stringify(requests.memory)} is not a memory quantity`);
+      else if (dc.memoryBytes !== undefined && m > dc.memoryBytes) problem(at('resources', 'requests', 'memory'), `${JSON.stringify(requests.memory)} is more than the limit ${JSON.stringify(limits.memory)}`);
+      else dc.memoryRequestBytes = m;
+    }
+    if (requests.cpu !== undefined) {
+      const m = parseCpu(requests.cpu);
+      if (m === undefined) problem(at('resources', 'requests', 'cpu'), `${JSON.stringify(requests.cpu)} is not a CPU quantity`);
+      else if (dc.cpuMillis !== undefined && m > dc.cpuMillis) problem(at('resources', 'requests', 'cpu'), `${JSON.stringify(requests.cpu)} is more than the limit ${JSON.stringify(limits.cpu)}`);
+      else dc.cpuRequestMillis = m;
+    }
+    // Requests stay out of the hash: adding them to the reading moved no running container (a
+    // requests-only edit takes effect at the container's next start).
+    dc.specHash = sha256hex(canonicalJson({ ...dc, specHash: undefined, memoryRequestBytes: undefined, cpuRequestMillis: undefined, podHash }));
     if (isInit && c.ports.length > 0) problem(at('ports'), 'an init container exposes no ports');
     (isInit ? initContainers : containers).push(dc);
   }

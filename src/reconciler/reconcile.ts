@@ -1,6 +1,7 @@
 import * as os from 'node:os';
 import { BerthError, messageOf } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
+import { cpuShares, oomScoreAdj } from './qos.js';
 import type { EnvEntry, ObservedPod, PodVolume, RestartRecord, Runtime, StopHooks } from '../runtime/index.js';
 
 /** The kubelet's minimumGracePeriodInSeconds: a pod's container gets at least this long after its stop signal. */
@@ -162,6 +163,9 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
         ...(c.workingDir !== undefined ? { workingDir: c.workingDir } : {}),
         ...(c.memoryBytes !== undefined ? { memoryBytes: c.memoryBytes } : {}),
         ...(c.cpuMillis !== undefined ? { cpuMillis: c.cpuMillis } : {}),
+        // The kubelet's CPU weight and OOM score for the pod's QoS class (regression requests-ignored).
+        cpuShares: cpuShares(c),
+        oomScoreAdj: oomScoreAdj(step.pod, c, os.totalmem()),
         ...(c.security !== undefined ? { security: c.security } : {}),
         env: runtimeEnv(rt, step.pod, c),
         pod: { hostNetwork: step.pod.hostNetwork, shareProcessNamespace: step.pod.sandbox?.shareProcessNamespace ?? false },

@@ -59,7 +59,7 @@ export function resolvePods(pods: readonly DesiredPod[], configs: readonly Desir
   return pods.map((p) => resolvePod(p, byKey));
 }
 
-function needsResolution(p: DesiredPod): boolean {
+export function needsResolution(p: DesiredPod): boolean {
   return (p.imagePullSecrets?.length ?? 0) > 0 || (p.volumes?.some((v) => 'configMap' in v || 'secret' in v) ?? false) || [...(p.initContainers ?? []), ...p.containers].some((c) => c.envRefs !== undefined || c.envFrom !== undefined);
 }
 

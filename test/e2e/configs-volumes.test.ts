@@ -176,6 +176,45 @@ spec:
     assert.equal((await container('cfg', 'other'))?.pid, other?.pid, 'other does not read greeting and keeps running');
   });
 
+  test('regression cli-pod-volumes-never-refresh: a ConfigMap applied again reaches the files of a pod applied from the CLI, without a restart', async (t) => {
+    if (!ok) return t.skip();
+    const cli = path.join(env.dir, 'cli');
+    await fsp.mkdir(cli, { recursive: true });
+    const cm = (v: string): string => `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cli-config}\ndata: {v: ${v}}\n`;
+    await fsp.writeFile(path.join(cli, 'cm.yaml'), cm('one'));
+    await fsp.writeFile(
+      path.join(cli, 'pod.yaml'),
+      `apiVersion: v1
+kind: Pod
+metadata: {name: clipod}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: c, configMap: {name: cli-config}}]
+  containers:
+    - name: main
+      image: ${demo?.registry.host ?? ''}/berth/demo:1.0
+      command: ["sh", "-c", "while :; do sleep 1; done"]
+      volumeMounts: [{name: c, mountPath: /c}]
+`,
+    );
+    assert.equal((await berth(env, ['apply', '-f', path.join(cli, 'cm.yaml')])).code, 0);
+    const a = await berth(env, ['apply', '-f', path.join(cli, 'pod.yaml')]);
+    assert.equal(a.code, 0, a.stderr);
+    const first = await waitFor('clipod running', async () => {
+      const c = await container('clipod', 'main');
+      return c?.state === 'running' ? c : undefined;
+    }, 60_000);
+    const read = async (): Promise<string> => (await berth(env, ['exec', 'clipod', '--', 'cat', '/c/v'])).stdout.trim();
+    assert.equal(await read(), 'one');
+    await fsp.writeFile(path.join(cli, 'cm.yaml'), cm('two'));
+    assert.equal((await berth(env, ['apply', '-f', path.join(cli, 'cm.yaml')])).code, 0);
+    await waitFor('file updated', async () => ((await read()) === 'two' ? true : undefined), 30_000);
+    await new Promise((r) => setTimeout(r, 5000)); // resyncs (every 2 s) leave it alone
+    assert.equal((await container('clipod', 'main'))?.pid, first.pid, 'not restarted');
+    assert.equal((await berth(env, ['delete', '-f', cli])).code, 0);
+  });
+
   test('a Secret value never appears in diff, status, describe, events, ps or berth output; a change is shown masked', async (t) => {
     if (!ok) return t.skip();
     const edited = path.join(env.dir, 'secret-edit.yaml');

@@ -129,6 +129,16 @@ ${spec.container ?? ''}`,
     assert.match(r.out, /^CACHE=tmpfs$/m);
   });
 
+  test('regression requests-ignored: the OOM score follows the pod QoS class, as the kubelet sets it', async (t) => {
+    if (!ok) return t.skip();
+    const g = await run('qosg', { command: 'cat /proc/self/oom_score_adj', container: '      resources: {limits: {cpu: 500m, memory: 64Mi}}\n' });
+    assert.equal(g.code, 0, g.err);
+    assert.equal(g.out.trim(), '-997');
+    const b = await run('qosb', { command: 'cat /proc/self/oom_score_adj' });
+    assert.equal(b.code, 0, b.err);
+    assert.equal(b.out.trim(), '1000');
+  });
+
   test('runAsNonRoot refuses an image that runs as root, naming why, and starts nothing', async (t) => {
     if (!ok) return t.skip();
     const r = await run('nonroot', { command: 'echo ran', container: '      securityContext: {runAsNonRoot: true}\n' });

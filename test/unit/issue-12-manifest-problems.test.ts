@@ -229,7 +229,7 @@ spec:
       workingDir: /srv
       env: [{name: A, value: b}, {name: C}]
       ports: [{containerPort: 80, hostPort: 80, protocol: TCP, hostIP: 127.0.0.1, name: http}, {containerPort: 53, protocol: UDP}]
-      resources: {limits: {cpu: 500m, memory: 64Mi}, requests: {cpu: 1}}
+      resources: {limits: {cpu: 500m, memory: 64Mi}, requests: {cpu: 250m}}
       stdin: false
     - name: b
       image: 127.0.0.1:5000/x@sha256:${'a'.repeat(64)}

@@ -28,6 +28,10 @@ export interface ContainerRunSpec {
   /** Resource limits, already parsed to numbers. */
   memoryBytes?: number;
   cpuMillis?: number;
+  /** cgroup CPU shares from the request (the kubelet's MilliCPUToShares; runc turns them into cpu.weight on v2). */
+  cpuShares?: number;
+  /** The kubelet's OOM score for the pod's QoS class. */
+  oomScoreAdj?: number;
   pidsLimit?: number;
   annotations?: Record<string, string>;
   /** Pod volumes bind-mounted into the container (sources already resolved and confined). */
@@ -161,6 +165,15 @@ const MASKED_PATHS = [
 const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
 export const DEFAULT_PIDS_LIMIT = 4096;
+
+let swap: boolean | undefined;
+/**
+ * Whether a swap limit may be set: on v2 always (runc skips a missing memory.swap.max when it
+ * disables swap), on v1 when the memory controller accounts swap (memory.memsw.*).
+ */
+function swapAccounted(): boolean {
+  return (swap ??= cgroupV2() || existsSync('/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes'));
+}
 
 let v2: boolean | undefined;
 /** A unified (cgroup v2) host: /sys/fs/cgroup/cgroup.controllers exists. */
@@ -362,11 +375,17 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
     devices: [{ allow: privileged, access: 'rwm' }],
     pids: { limit: c.pidsLimit ?? DEFAULT_PIDS_LIMIT },
   };
-  if (c.memoryBytes !== undefined) resources['memory'] = { limit: c.memoryBytes };
+  // Swap equal to the limit: no swap beyond it, as containerd's WithResources sets (regression
+  // requests-ignored) — where the host accounts swap at all (runc fails on a missing file).
+  if (c.memoryBytes !== undefined) resources['memory'] = { limit: c.memoryBytes, ...(swapAccounted() ? { swap: c.memoryBytes } : {}) };
+  const cpu: Record<string, number> = {};
+  if (c.cpuShares !== undefined) cpu['shares'] = c.cpuShares;
   if (c.cpuMillis !== undefined) {
     const period = 100_000;
-    resources['cpu'] = { quota: Math.max(1000, Math.round((c.cpuMillis * period) / 1000)), period };
+    cpu['quota'] = Math.max(1000, Math.round((c.cpuMillis * period) / 1000));
+    cpu['period'] = period;
   }
+  if (Object.keys(cpu).length > 0) resources['cpu'] = cpu;
 
   const spec: Record<string, unknown> = {
     ociVersion: '1.0.2',
@@ -388,6 +407,7 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: nofileLimit(), soft: nofileLimit() }],
       // Safer than Kubernetes' default: no-new-privileges unless allowPrivilegeEscalation says otherwise.
       noNewPrivileges: !privileged && sec?.allowPrivilegeEscalation !== true,
+      ...(c.oomScoreAdj !== undefined ? { oomScoreAdj: c.oomScoreAdj } : {}),
     },
     root: { path: c.rootfs, readonly: sec?.readOnlyRootFilesystem === true },
     mounts,
