@@ -242,3 +242,16 @@ test('regression empty-command-args: an empty command or args list is none, and 
   assert.deepEqual(processArgs(image({ Entrypoint: [''] }), undefined, ['x']), ['x']);
   assert.deepEqual(processArgs(image({ Entrypoint: [''], Cmd: ['/bin/app'] }), undefined, undefined), ['/bin/app']);
 });
+
+test('regression privileged-incomplete: privileged gets the host devices and a writable /sys and cgroup tree, as containerd', () => {
+  const priv = generateSpec(image(), { id: 'x', sandbox: POD, rootfs: ROOTFS, security: { privileged: true } }) as Record<string, any>;
+  validateRuntimeConfig(priv);
+  const devices = priv.linux.devices as { path: string; type: string; major: number; minor: number }[];
+  assert.deepEqual(devices.find((d) => d.path === '/dev/null'), { path: '/dev/null', type: 'c', major: 1, minor: 3, fileMode: 0o666, uid: 0, gid: 0 });
+  assert.ok(!devices.some((d) => d.path.startsWith('/dev/pts/')));
+  const opts = (spec: Record<string, any>, dest: string): string[] => (spec.mounts as { destination: string; options: string[] }[]).find((m) => m.destination === dest)?.options ?? [];
+  assert.ok(opts(priv, '/sys').includes('rw') && opts(priv, '/sys/fs/cgroup').includes('rw'));
+  const plain = generateSpec(image(), { id: 'x', sandbox: POD, rootfs: ROOTFS }) as Record<string, any>;
+  assert.equal(plain.linux.devices, undefined);
+  assert.ok(opts(plain, '/sys').includes('ro') && opts(plain, '/sys/fs/cgroup').includes('ro'));
+});

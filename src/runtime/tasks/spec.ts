@@ -1,6 +1,6 @@
 import { containerArgv } from '../../lib/argv.js';
 import { BerthError } from '../../lib/errors.js';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { checkWorkingDir, quoteShort } from '../../lib/workdir.js';
 import { runtimeDefaultSeccomp } from './seccomp.js';
@@ -165,6 +165,43 @@ const MASKED_PATHS = [
 const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
 export const DEFAULT_PIDS_LIMIT = 4096;
+
+/** Directories of /dev containerd's HostDevices leaves out (mounts of their own, or not devices). */
+const HOST_DEVICE_SKIP = new Set(['pts', 'shm', 'fd', 'mqueue', '.lxc', '.lxd-mounts', '.udev']);
+
+/** Every device node under /dev, as runtime-spec linux.devices entries (major/minor from st_rdev). */
+export function hostDevices(root = '/dev'): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  const walk = (dir: string): void => {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const p = path.join(dir, name);
+      let st;
+      try {
+        st = lstatSync(p, { bigint: true });
+      } catch {
+        continue;
+      }
+      if (st.isDirectory()) {
+        if (!HOST_DEVICE_SKIP.has(name)) walk(p);
+        continue;
+      }
+      if (!st.isCharacterDevice() && !st.isBlockDevice()) continue;
+      if (p === '/dev/console') continue; // runc sets up the container's own console
+      const rdev = st.rdev;
+      const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+      const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+      out.push({ path: p, type: st.isCharacterDevice() ? 'c' : 'b', major, minor, fileMode: Number(st.mode & 0o777n), uid: Number(st.uid), gid: Number(st.gid) });
+    }
+  };
+  walk(root);
+  return out;
+}
 
 let swap: boolean | undefined;
 /**
@@ -348,8 +385,9 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
-    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+    // Privileged: /sys and the cgroup tree writable, as containerd's WithPrivileged (regression privileged-incomplete).
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', privileged ? 'rw' : 'ro'] },
+    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', privileged ? 'rw' : 'ro'] },
   ];
   // The pod's files and its volumes, as containerd's WithMounts orders them: by the depth of the
   // destination, so /data is mounted before /data/cache and does not hide it (regression
@@ -416,6 +454,8 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
       cgroupsPath: `/berth/${c.id}`,
       resources,
       namespaces,
+      // Privileged: the host's devices, as containerd's WithHostDevices adds them.
+      ...(privileged ? { devices: hostDevices() } : {}),
       maskedPaths: privileged ? [] : [...MASKED_PATHS],
       readonlyPaths: privileged ? [] : [...READONLY_PATHS],
       ...(sec?.sysctls !== undefined && sec.sysctls.length > 0 ? { sysctl: Object.fromEntries(sec.sysctls.map((x) => [x.name, x.value])) } : {}),
