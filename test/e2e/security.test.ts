@@ -186,9 +186,12 @@ ${spec.container ?? ''}`,
     const priv = await run('priv', { command: 'true', container: '      securityContext: {privileged: true}\n' });
     assert.equal(priv.code, 2);
     assert.match(priv.err, /privileged containers are refused unless the operator allows them \(--allow-privileged\)/);
-    const allowed = await run('priv', { command: 'grep CapEff /proc/self/status', container: '      securityContext: {privileged: true}\n', extraArgs: ['--allow-privileged'] });
+    const allowed = await run('priv', { command: "grep CapEff /proc/self/status; [ -c /dev/kmsg ] && echo HOSTDEV; grep ' /sys ' /proc/mounts | grep -q ' rw,' && echo SYSRW", container: '      securityContext: {privileged: true}\n', extraArgs: ['--allow-privileged'] });
     assert.equal(allowed.code, 0, allowed.err);
     assert.doesNotMatch(allowed.out, /CapEff:\s+0{16}$/m);
+    // Regression privileged-incomplete: the host's devices and a writable /sys.
+    assert.match(allowed.out, /^HOSTDEV$/m);
+    assert.match(allowed.out, /^SYSRW$/m);
   });
 
   test('a memory limit is enforced: the container is OOM-killed and reported as OOMKilled', async (t) => {
