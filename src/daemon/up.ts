@@ -351,5 +351,12 @@ async function serve(o: UpOptions, roots: string[]): Promise<void> {
   await metricsServer?.close();
   const left = await controller.stop(o.drainMs ?? 10_000);
   if (left.length > 0) o.out(`berth: stopped with ${left.length} step(s) cut short (${left.join(', ')}); they resume at the next berth up`);
+  if (controller.queue.active() > 0) {
+    // A step that outlived the drain and its abort (a wedged runc within its deadline) must not
+    // go on without the state lock, which returning would release: end here, as a kill -9 would;
+    // the next berth up finishes it from its intent row (regression shutdown-releases-lock-under-running-steps).
+    o.out(`berth: ${controller.queue.active()} step(s) still running after the drain; exiting without them (the next berth up repairs them)`);
+    process.exit(0);
+  }
   await summaries;
 }

@@ -88,6 +88,9 @@ interface IdleWaiter {
  * All state is in memory; a process restart forgets queued keys and failure counts (startup
  * re-enqueues every key, so nothing is lost that matters).
  */
+/** After the shutdown deadline aborted them: how long runs get to return before shutdown resolves anyway. */
+const ABORTED_RUNS_WAIT_MS = 5_000;
+
 export class WorkQueue {
   readonly #handler: Handler;
   readonly #clock: Clock;
@@ -273,7 +276,19 @@ export class WorkQueue {
         for (const run of this.#runs.values()) {
           run.controller.abort(new DOMException(`queue shut down: deadline passed while ${run.key} was running`, 'AbortError'));
         }
-        resolve(running);
+        // The handlers see the abort between their steps: wait for them to return (bounded), so
+        // the caller does not release the state lock under a step still running (regression
+        // shutdown-releases-lock-under-running-steps). Those still running after that are named.
+        if (this.#runs.size === 0) return resolve(running);
+        const cut = this.#clock.setTimeout(() => {
+          this.#drained = undefined;
+          resolve([...this.#runs.keys()]);
+        }, ABORTED_RUNS_WAIT_MS);
+        this.#drained = () => {
+          this.#clock.clearTimeout(cut);
+          this.#drained = undefined;
+          resolve(running);
+        };
       };
       if (this.#runs.size === 0) resolve([]);
       else if (!(deadlineMs > 0)) abortAll();

@@ -444,3 +444,42 @@ test('shutdown in the same turn as add(k); waitFor(k) still runs the taken key a
   assert.ok(rb instanceof Error && rb.name === 'AbortError', 'b was only queued, so it never runs');
   assert.deepEqual(await done, []);
 });
+
+test('regression shutdown-releases-lock-under-running-steps: after the deadline aborts a run, shutdown waits for it to return (bounded)', async () => {
+  const clock = new FakeClock();
+  let finished = false;
+  const q = new WorkQueue({
+    clock,
+    workers: 2,
+    handler: (key, signal) =>
+      new Promise((resolve) => {
+        // A step that notices the abort only when its current external call ends, 2 s later;
+        // the other never returns at all.
+        if (key === 'pod/default/never') return;
+        signal.addEventListener('abort', () => clock.setTimeout(() => ((finished = true), resolve({})), 2000));
+      }),
+  });
+  q.add('pod/default/slow');
+  await clock.advanceAsync(0);
+  let result: string[] | undefined;
+  const done = q.shutdown(1000).then((k) => (result = k));
+  await clock.advanceAsync(1000);
+  assert.equal(result, undefined, 'not resolved while the aborted run is still unwinding');
+  await clock.advanceAsync(2000);
+  await done;
+  assert.ok(finished);
+  assert.deepEqual(result, ['pod/default/slow']);
+  assert.equal(q.active(), 0);
+
+  const q2 = new WorkQueue({ clock, workers: 1, handler: () => new Promise(() => undefined) });
+  q2.add('pod/default/never');
+  await clock.advanceAsync(0);
+  let r2: string[] | undefined;
+  const done2 = q2.shutdown(100).then((k) => (r2 = k));
+  await clock.advanceAsync(100);
+  assert.equal(r2, undefined);
+  await clock.advanceAsync(5000);
+  await done2;
+  assert.deepEqual(r2, ['pod/default/never'], 'named as still running once the wait is over');
+  assert.equal(q2.active(), 1);
+});
