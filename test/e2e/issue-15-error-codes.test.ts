@@ -143,7 +143,8 @@ describe('issue 15: coded error lines', { timeout: 300_000 }, () => {
     await fsp.mkdir(good, { recursive: true });
     refusedWith(await berth(env, ['apply', '-f', good, '--wait', '--timeout', 'soon']), 2, 'ERR_INVALID_ARGUMENT', ['apply --timeout "soon"']);
     refusedWith(await berth(env, ['up', good, '--resync', '0']), 2, 'ERR_INVALID_ARGUMENT', ['up --resync "0"']);
-    refusedWith(await berth(env, ['status', '-l', 'a in (b)']), 2, 'ERR_INVALID_ARGUMENT', ['a in (b)']);
+    // Set-based selectors are read as kubectl reads them; a malformed one is refused whole.
+    refusedWith(await berth(env, ['status', '-l', 'a in (b']), 2, 'ERR_INVALID_ARGUMENT', ['selector "a in (b"']);
   });
 
   test('an unknown pod: ERR_NOT_FOUND from status, stats, describe and delete', async (t) => {
