@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -386,6 +386,44 @@ spec:
       assert.deepEqual(await lsRefs(env), [{ ref: 'example.test/multi:1', digest: mine.manifestDigest }]);
     } finally {
       await cleanupEnv(env);
+    }
+  });
+
+  test('regression export-loses-index-digest: an image picked from an index keeps its index digest through export and import, so a pin by that digest finds it', async (t) => {
+    if (!ok) return t.skip();
+    const host = ociArchitecture();
+    const otherArch = host === 'arm64' ? 'amd64' : 'arm64';
+    const mine = await buildBusyboxImage({ page: 'pinned host\n' });
+    const base = await buildBusyboxImage({ page: 'pinned other\n' });
+    const other = ociImageOf(Buffer.from(JSON.stringify({ ...(JSON.parse(base.config.toString()) as object), architecture: otherArch })), base.layers);
+    const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+    const index = indexOf([
+      { mediaType: MANIFEST, data: other.manifest, platform: { os: 'linux', architecture: otherArch } },
+      { mediaType: MANIFEST, data: mine.manifest, platform: { os: 'linux', architecture: host } },
+    ]);
+    const indexDigest = sha(index);
+    const entry = { mediaType: 'application/vnd.oci.image.index.v1+json', data: index, annotations: { 'io.containerd.image.name': 'example.test/pinned:1' } };
+    const a = makeEnv('berth-pin-a-');
+    const b = makeEnv('berth-pin-b-');
+    try {
+      const file = path.join(a.dir, 'in.tar');
+      await fsp.writeFile(file, await ociLayoutTar([entry], [...imageBlobs(mine), ...imageBlobs(other)]));
+      assert.equal((await berth(a, ['images', 'import', file])).code, 0);
+      const pinned = `example.test/pinned:1@${indexDigest}`;
+      assert.equal((await berth(a, ['images', 'inspect', pinned])).code, 0, 'the pin by index digest finds the imported image');
+      const out = path.join(a.dir, 'out.tar');
+      const e = await berth(a, ['images', 'export', 'example.test/pinned:1', '-o', out]);
+      assert.equal(e.code, 0, e.stderr);
+      // Other tools still read a plain manifest entry.
+      const idx = JSON.parse(execFileSync('tar', ['-xOf', out, 'index.json']).toString()) as { manifests: { digest: string; mediaType: string }[] };
+      assert.equal(idx.manifests[0]?.digest, mine.manifestDigest);
+      const i = await berth(b, ['images', 'import', out]);
+      assert.equal(i.code, 0, i.stderr);
+      const insp = await berth(b, ['images', 'inspect', pinned]);
+      assert.equal(insp.code, 0, `after export and import the pin still finds it: ${insp.stderr}`);
+    } finally {
+      await cleanupEnv(a);
+      await cleanupEnv(b);
     }
   });
 

@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
 import { BerthError, errnoCode, isBerthError, messageOf } from '../../lib/errors.js';
-import { digestHex, parseDigest, sha256, type Digest } from '../../lib/digest.js';
+import { digestHex, isDigest, parseDigest, sha256, type Digest } from '../../lib/digest.js';
 import { fsyncDir } from '../../lib/fsx.js';
 import { goField } from '../../lib/gojson.js';
 import { localIoError } from '../../lib/local-io.js';
@@ -107,6 +107,8 @@ interface ArchiveFiles {
 
 const OCI_LAYOUT = 'oci-layout';
 const OCI_INDEX = 'index.json';
+/** berth's export: `<index digest>+<size>` of the index a pulled image's manifest was picked from. */
+const BERTH_INDEX_ANNOTATION = 'dev.berth.image.index';
 const DOCKER_MANIFEST = 'manifest.json';
 const BLOB_RE = /^blobs\/sha256\/([a-f0-9]{64})$/;
 const NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
@@ -501,6 +503,20 @@ async function findOciImages(r: ArchiveReader, what: string): Promise<{ found: F
       }
       top = { digest: desc.digest, bytes };
     }
+    // berth's own export names the index a pulled image was picked from (the entry itself is the
+    // manifest, which every tool reads): kept, so a pod pinned by the index digest finds the image
+    // after an export and import (regression export-loses-index-digest). Checked: the blob hashes
+    // to its digest and lists this manifest; otherwise it is ignored.
+    const berthIndex = ann[BERTH_INDEX_ANNOTATION];
+    if (top === null && typeof berthIndex === 'string') {
+      const [d, n] = berthIndex.split('+');
+      const size = Number(n);
+      if (d !== undefined && isDigest(d) && Number.isSafeInteger(size) && size > 0 && size <= 4 * 1024 * 1024) {
+        const bytes = await r.blobDoc({ digest: d as Digest, size }, 'index').catch(() => undefined);
+        const doc = bytes === undefined ? undefined : (() => { try { return parseManifestOrIndex(bytes, MEDIA.ociIndex, `${where} index ${d}`); } catch { return undefined; } })();
+        if (bytes !== undefined && doc?.kind === 'index' && doc.manifests.some((x) => x.digest === m.digest)) top = { digest: d as Digest, bytes };
+      }
+    }
     const bytes = await r.blobDoc(m, 'manifest');
     const artifact = artifactKind(bytes);
     if (artifact !== undefined) {
@@ -734,7 +750,7 @@ function verifying(d: Digest, size: number, what: string): Transform {
 export async function exportArchive(deps: { content: ContentStore; state: StateStore }, refs: readonly string[], file: string): Promise<{ ref: string; digest: Digest }[]> {
   const what = `export ${file}`;
   if (refs.length === 0) throw new BerthError('ERR_INVALID_ARGUMENT', `${what}: no image reference`);
-  const entries: { ref: string; desc: { mediaType: string; digest: Digest; size: number } }[] = [];
+  const entries: { ref: string; desc: { mediaType: string; digest: Digest; size: number }; indexNote?: string }[] = [];
   const blobs = new Map<Digest, number>();
   for (const r of refs) {
     const ref = parseReference(r).canonical;
@@ -748,14 +764,23 @@ export async function exportArchive(deps: { content: ContentStore; state: StateS
     blobs.set(img.digest, bytes.length);
     blobs.set(doc.config.digest, doc.config.size);
     for (const l of doc.layers) blobs.set(l.digest, l.size);
-    if (!entries.some((e) => e.ref === ref)) entries.push({ ref, desc: { mediaType: doc.mediaType, digest: img.digest, size: bytes.length } });
+    // The index the image was picked from, as a blob named by an annotation of the entry (see the import).
+    let indexNote: string | undefined;
+    if (img.indexDigest !== null) {
+      const ib = await deps.content.readSmall(img.indexDigest).catch(() => undefined);
+      if (ib !== undefined && sha256(ib) === img.indexDigest) {
+        blobs.set(img.indexDigest, ib.length);
+        indexNote = `${img.indexDigest}+${ib.length}`;
+      }
+    }
+    if (!entries.some((e) => e.ref === ref)) entries.push({ ref, desc: { mediaType: doc.mediaType, digest: img.digest, size: bytes.length }, ...(indexNote !== undefined ? { indexNote } : {}) });
   }
   const index = Buffer.from(
     `${JSON.stringify(
       {
         schemaVersion: 2,
         mediaType: MEDIA.ociIndex,
-        manifests: entries.map((e) => ({ ...e.desc, annotations: { [CONTAINERD_NAME_ANNOTATION]: e.ref, [NAME_ANNOTATION]: e.ref } })),
+        manifests: entries.map((e) => ({ ...e.desc, annotations: { [CONTAINERD_NAME_ANNOTATION]: e.ref, [NAME_ANNOTATION]: e.ref, ...(e.indexNote !== undefined ? { [BERTH_INDEX_ANNOTATION]: e.indexNote } : {}) } })),
       },
       null,
       2,
