@@ -741,8 +741,10 @@ function verifying(d: Digest, size: number, what: string): Transform {
  * `images export`: writes the images as an OCI image layout tar (`oci-archive`): `oci-layout`,
  * the blobs as stored (byte-identical, re-verified on the way), and `index.json` with one entry
  * per reference, annotated with the reference (`org.opencontainers.image.ref.name` and
- * `io.containerd.image.name`). Only the platform manifest berth recorded is written (not the
- * index it was picked from), so the exported manifest digest is the local image's digest.
+ * `io.containerd.image.name`). The entry is the platform manifest berth recorded, so the
+ * exported manifest digest is the local image's digest and every tool reads a plain image; the
+ * index it was picked from (if any) goes along as a blob named by the entry's
+ * `dev.berth.image.index` annotation, which berth's import reads back (a pin by index digest).
  * The file is written beside `file` and renamed into place after an fsync: a failure leaves no
  * partial archive. Errors: ERR_NOT_FOUND (an unknown reference), ERR_DIGEST_MISMATCH (the store
  * lost bytes), local I/O errors naming the path.
