@@ -181,9 +181,12 @@ ${annotations !== '' ? `  annotations: ${annotations}\n` : ''}spec:
     assert.match(some.stdout, /default\/duo\s+2\/2\s+Running/);
     assert.match(some.stderr, /default\/nope: no such pod/);
     assert.equal((await berth(env, ['status', 'duo', '-l', 'app=duo'])).code, 2, 'names and a selector exclude each other');
-    const set = await berth(env, ['status', '-l', 'app in (duo)']);
+    // Set-based selectors, as kubectl reads them.
+    assert.deepEqual(await keys(['-l', 'app in (duo,pick)']), ['default/duo', 'default/pick']);
+    assert.deepEqual(await keys(['-l', 'app notin (duo),app']), ['default/pick', 'default/stray']);
+    const set = await berth(env, ['status', '-l', 'app in (duo']);
     assert.equal(set.code, 2);
-    assert.match(set.stderr, /set-based selectors/);
+    assert.match(set.stderr, /selector "app in \(duo"/);
 
     const wide = await berth(env, ['status', '-o', 'wide']);
     assert.equal(wide.code, 0, wide.stderr);
