@@ -373,31 +373,6 @@ spec:
     }
   });
 
-  test('regression pod-shm-not-shared: the containers of a pod share /dev/shm, as with containerd', async (t) => {
-    if (!ok) return t.skip();
-    const file = path.join(env.dir, 'shm.yaml');
-    await fsp.writeFile(file, `apiVersion: v1
-kind: Pod
-metadata: {name: shm}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: writer
-      image: ${demo?.registry.host ?? ''}/berth/demo:1.0
-      command: ["sh", "-c", "echo shared > /dev/shm/note; while :; do sleep 1; done"]
-    - name: reader
-      image: ${demo?.registry.host ?? ''}/berth/demo:1.0
-      command: ["sh", "-c", "while :; do cat /dev/shm/note 2>/dev/null; sleep 1; done"]
-`);
-    try {
-      const a = await B(['apply', '-f', file]);
-      assert.equal(a.code, 0, `${a.stdout}\n${a.stderr}`);
-      await waitFor('reader sees the writer\'s file', async () => ((await B(['logs', 'shm/reader'])).stdout.includes('shared') ? true : undefined), 30_000);
-    } finally {
-      await B(['delete', '-f', file]);
-    }
-  });
-
   test('regression shared-pid-leftovers: with shareProcessNamespace, what a container started ends with it when its exit is recorded', async (t) => {
     if (!ok) return t.skip();
     const file = path.join(env.dir, 'sharedpid.yaml');

@@ -124,8 +124,6 @@ export class SandboxManager {
       ipc: ns('ipc'),
       uts: ns('uts'),
       ...(shareProcessNamespace ? { pid: ns('pid') } : {}),
-      // The infra container's /dev/shm, where it has one (a sandbox made before it had one: private).
-      ...(existsSync(`/proc/${r.pid}/root/dev/shm`) ? { shm: `/proc/${r.pid}/root/dev/shm` } : {}),
       files: [
         { destination: '/etc/hosts', source: path.join(dir, 'hosts') },
         { destination: '/etc/resolv.conf', source: path.join(dir, 'resolv.conf') },

@@ -129,7 +129,7 @@ export function effectiveCaps(sec: SecuritySpec | undefined): string[] {
  */
 export type SandboxRef =
   | { kind: 'host'; hostname?: string; files: readonly { destination: string; source: string }[] }
-  | { kind: 'pod'; hostname?: string; netns: string; ipc: string; uts: string; pid?: string; shm?: string; files: readonly { destination: string; source: string }[] };
+  | { kind: 'pod'; hostname?: string; netns: string; ipc: string; uts: string; pid?: string; files: readonly { destination: string; source: string }[] };
 
 /** containerd's default capability set. */
 export const DEFAULT_CAPS = [
@@ -383,9 +383,7 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
-    sb.kind === 'pod' && sb.shm !== undefined
-      ? { destination: '/dev/shm', type: 'bind', source: sb.shm, options: ['rbind', 'rprivate', 'nosuid', 'noexec', 'nodev', 'rw'] }
-      : { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     // Privileged: /sys and the cgroup tree writable, as containerd's WithPrivileged (regression privileged-incomplete).
     { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', privileged ? 'rw' : 'ro'] },
@@ -505,9 +503,6 @@ export function generateSandboxSpec(s: SandboxRunSpec): Record<string, unknown> 
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=64k'] },
-      // The pod's /dev/shm: its app containers bind this one, so POSIX shared memory works across
-      // them as it does with containerd's sandbox shm (regression pod-shm-not-shared).
-      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
       { destination: '/catatonit', type: 'bind', source: s.catatonit, options: ['rbind', 'ro', 'nosuid', 'nodev'] },
     ],
     annotations: { ...(s.annotations ?? {}) },
