@@ -218,6 +218,33 @@ function cgroupV2(): boolean {
   return (v2 ??= existsSync('/sys/fs/cgroup/cgroup.controllers'));
 }
 
+let sysResource: boolean | undefined;
+/** Whether berth holds CAP_SYS_RESOURCE (raise a hard limit, lower an OOM score); true if unknown. */
+function hasSysResource(): boolean {
+  if (sysResource !== undefined) return sysResource;
+  try {
+    const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    sysResource = eff === undefined || ((BigInt(`0x${eff}`) >> 24n) & 1n) === 1n;
+  } catch {
+    sysResource = true;
+  }
+  return sysResource;
+}
+
+/**
+ * The OOM score a container gets: the kubelet's, but never below berth's own when berth may
+ * not lower it (no CAP_SYS_RESOURCE: runc would fail), as containerd's restrictOOMScoreAdj.
+ */
+function effectiveOomScoreAdj(adj: number): number {
+  if (hasSysResource()) return adj;
+  try {
+    const own = Number(readFileSync('/proc/self/oom_score_adj', 'utf8').trim());
+    return Number.isInteger(own) ? Math.max(adj, own) : adj;
+  } catch {
+    return adj;
+  }
+}
+
 let nofile: number | undefined;
 /**
  * RLIMIT_NOFILE for containers: 1048576, or less when the kernel's fs.nr_open is lower or berth
@@ -229,9 +256,7 @@ function nofileLimit(): number {
   try {
     const n = Number(readFileSync('/proc/sys/fs/nr_open', 'utf8').trim());
     if (Number.isSafeInteger(n) && n > 0) max = Math.min(max, n);
-    const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-    const CAP_SYS_RESOURCE = 24n;
-    if (eff !== undefined && ((BigInt(`0x${eff}`) >> CAP_SYS_RESOURCE) & 1n) === 0n) {
+    if (!hasSysResource()) {
       const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
       if (hard !== undefined && /^\d+$/.test(hard)) max = Math.min(max, Number(hard));
     }
@@ -445,7 +470,7 @@ export function generateSpec(image: ImageConfig, c: ContainerRunSpec, mode: 'run
       rlimits: [{ type: 'RLIMIT_NOFILE', hard: nofileLimit(), soft: nofileLimit() }],
       // Safer than Kubernetes' default: no-new-privileges unless allowPrivilegeEscalation says otherwise.
       noNewPrivileges: !privileged && sec?.allowPrivilegeEscalation !== true,
-      ...(c.oomScoreAdj !== undefined ? { oomScoreAdj: c.oomScoreAdj } : {}),
+      ...(c.oomScoreAdj !== undefined ? { oomScoreAdj: effectiveOomScoreAdj(c.oomScoreAdj) } : {}),
     },
     root: { path: c.rootfs, readonly: sec?.readOnlyRootFilesystem === true },
     mounts,
