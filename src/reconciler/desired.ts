@@ -57,6 +57,8 @@ export interface DesiredContainer {
    * ConfigMap or Secret, or one of its keys, that is missing and not optional.
    */
   configError?: string;
+  /** envFrom keys skipped as invalid variable names (the kubelet's InvalidEnvironmentVariableNames event). */
+  envWarning?: string;
   ports: { containerPort: number; hostPort?: number; hostIP?: string; protocol: string }[];
   memoryBytes?: number;
   cpuMillis?: number;

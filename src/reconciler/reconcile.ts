@@ -200,6 +200,7 @@ export async function executeStep(rt: Runtime, step: Exclude<Step, { kind: 'pull
         // Never leave the stop running unobserved (a failed create still waits for it).
         await stopping?.catch(() => undefined);
       }
+      if (c.envWarning !== undefined) rt.addEvent(`pod/${step.pod.key}`, 'InvalidEnvironmentVariableNames', `container ${c.name}: ${c.envWarning}`, { type: 'Warning' });
       if (step.kind === 'replace' && step.restart !== undefined) {
         rt.updateRestart(step.pod.key, c.name, { restarts: step.restart.count, backoffMs: step.restart.nextBackoffMs });
         rt.addEvent(`pod/${step.pod.key}`, 'Restarted', `container ${c.name} restarted (restart ${step.restart.count}; ${step.reason})`);

@@ -143,10 +143,12 @@ function resolveContainer(pod: DesiredPod, c: DesiredContainer, find: (kind: 'Co
   const seq: Entry[] = [];
   const verbatim = (e: Entry): Entry => (e.value.includes('$') ? { ...e, verbatim: true } : e);
   const text = (b64: string): string => Buffer.from(b64, 'base64').toString('utf8');
+  const skipped: string[] = [];
   for (const f of c.envFrom ?? []) {
     const ref = f.configMapRef ?? f.secretRef;
     if (ref === undefined) continue;
     const kind = f.configMapRef !== undefined ? 'ConfigMap' : 'Secret';
+    const bad: string[] = [];
     const cfg = find(kind, ref.name);
     if (cfg === undefined) {
       if (!ref.optional) errors.push(`envFrom: ${kind} ${pod.namespace}/${ref.name} not found`);
@@ -156,10 +158,15 @@ function resolveContainer(pod: DesiredPod, c: DesiredContainer, find: (kind: 'Co
       // The kubelet reads a ConfigMap's data only, never its binaryData (regression binarydata-in-env).
       if (cfg.binaryKeys?.includes(k) === true) continue;
       const name = `${f.prefix ?? ''}${k}`;
-      // As the kubelet: keys that are not valid variable names are skipped.
-      if (!/^[-._a-zA-Z][-._a-zA-Z0-9]*$/.test(name)) continue;
+      // As the kubelet: keys that are not valid variable names are skipped, and said so in a
+      // Warning event when the container starts (regression envfrom-invalid-keys-silent).
+      if (!/^[-._a-zA-Z][-._a-zA-Z0-9]*$/.test(name)) {
+        bad.push(k);
+        continue;
+      }
       seq.push(verbatim(kind === 'Secret' ? { name, value: text(v), secret: true } : { name, value: text(v) }));
     }
+    if (bad.length > 0) skipped.push(`Keys [${bad.join(', ')}] from the EnvFrom ${kind === 'Secret' ? 'secret' : 'configMap'} ${pod.namespace}/${ref.name} were skipped since they are considered invalid environment variable names.`);
   }
   const refs = new Map((c.envRefs ?? []).map((r) => [r.name, r.valueFrom]));
   // From the env as written, so resolving a recorded (already resolved) pod again gives the same result.
@@ -190,7 +197,9 @@ function resolveContainer(pod: DesiredPod, c: DesiredContainer, find: (kind: 'Co
   if (errors.length > 0) out.configError = errors.join('; ');
   // The hash covers the resolved values (a Secret's too: it never leaves the host), so a
   // change restarts exactly the containers that read it.
-  out.specHash = sha256hex(canonicalJson({ ...out, specHash: undefined, configError: undefined, resolved: true, podHash: pod.podHash }));
+  out.specHash = sha256hex(canonicalJson({ ...out, specHash: undefined, configError: undefined, envWarning: undefined, resolved: true, podHash: pod.podHash }));
+  if (skipped.length > 0) out.envWarning = skipped.join(' ');
+  else delete out.envWarning;
   return out;
 }
 

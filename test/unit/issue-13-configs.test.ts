@@ -258,3 +258,16 @@ test('regression empty-subpath-refused: subPath "" mounts the whole volume, as i
   const mount = r.pods[0]?.containers[0]?.volumeMounts?.[0];
   assert.equal(mount?.subPath, undefined);
 });
+
+test('regression envfrom-invalid-keys-silent: envFrom keys that are no variable names are skipped and named in a warning, without changing the hash', () => {
+  const cm = (extra: string): string => `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: vars}\ndata:\n  GOOD: "1"\n${extra}`;
+  const p = podEnv('', '      envFrom: [{configMapRef: {name: vars}}]\n');
+  const withBad = load(cm('  1bad: "2"\n  2also: "3"\n'), p);
+  const clean = load(cm(''), p);
+  const c = resolvePods(withBad.pods, withBad.configs)[0]?.containers[0];
+  const d = resolvePods(clean.pods, clean.configs)[0]?.containers[0];
+  assert.deepEqual(c?.env.map((e) => e.name), ['GOOD']);
+  assert.equal(c?.envWarning, 'Keys [1bad, 2also] from the EnvFrom configMap default/vars were skipped since they are considered invalid environment variable names.');
+  assert.equal(d?.envWarning, undefined);
+  assert.equal(c?.specHash, d?.specHash);
+});
