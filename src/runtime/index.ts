@@ -744,7 +744,7 @@ export class Runtime {
     // take seconds): the row waits for the file (the exit watcher looks again when it lands),
     // up to EXIT_FILE_PATIENCE_MS for a conmon that never writes one (regression
     // exit-recorded-137-while-conmon-writes).
-    if (repair && (await this.tasks.exitCode(c.id)) === undefined && !(await this.tasks.exitRecorded(c.id, EXIT_RECORD_WAIT_MS)) && (await this.tasks.conmonAlive(c.id))) {
+    if (repair && !(await this.tasks.exitRecorded(c.id, EXIT_RECORD_WAIT_MS)) && (await this.tasks.conmonAlive(c.id))) {
       const since = this.exitPending.get(c.id) ?? Date.now();
       this.exitPending.set(c.id, since);
       if (Date.now() - since < EXIT_FILE_PATIENCE_MS) return { ...c, live: true };

@@ -8,7 +8,7 @@ import { TaskDriver } from '../../src/runtime/tasks/index.js';
 import { generateSpec } from '../../src/runtime/tasks/spec.js';
 import { createLogger } from '../../src/lib/log.js';
 import { requireE2E } from '../helpers/prereq.js';
-import { cleanupEnv, conmonProcesses } from '../helpers/berth.js';
+import { cleanupEnv, conmonProcesses, processesWith } from '../helpers/berth.js';
 import { validateRuntimeConfig } from '../helpers/oci-schemas.js';
 
 /** Contract of the task driver on real conmon + runc (critest-style idempotence). */
@@ -74,15 +74,7 @@ describe('contract: task driver (conmon + runc)', { timeout: 120_000 }, () => {
     const ok0 = await tasks.exec('cx', ['echo', 'hi'], 10_000);
     assert.deepEqual(ok0, { code: 0, stdout: 'hi\n', stderr: '' });
     await assert.rejects(tasks.exec('cx', ['sh', '-c', 'sleep 4243 & exec sleep 4242'], 700), (e: Error & { code?: string }) => e.code === 'ERR_TIMEOUT');
-    const left = async (): Promise<string> => {
-      const out: string[] = [];
-      for (const p of await fsp.readdir('/proc')) {
-        if (!/^\d+$/.test(p)) continue;
-        const cmd = await fsp.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-        if (/^sleep\x00424[23]\x00/.test(cmd)) out.push(`${p}: ${cmd.replace(/\0/g, ' ')}`);
-      }
-      return out.join('\n');
-    };
+    const left = async (): Promise<string> => [...(await processesWith('sleep\x004242\x00')), ...(await processesWith('sleep\x004243\x00'))].join(' ');
     for (let i = 0; i < 40 && (await left()) !== ''; i++) await new Promise((r) => setTimeout(r, 50));
     assert.equal(await left(), '', 'the timed-out command and what it started are gone');
   });
@@ -206,13 +198,3 @@ exec ${realRunc} "$@"
   });
 });
 
-/** Pids of live processes whose command line contains `marker` (zombies have none). */
-async function processesWith(marker: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const pid of await fsp.readdir('/proc')) {
-    if (!/^\d+$/.test(pid) || pid === String(process.pid)) continue;
-    const cmd = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes(marker)) found.push(pid);
-  }
-  return found;
-}

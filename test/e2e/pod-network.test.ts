@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { startDemoFixture, type DemoFixture } from '../helpers/demo.js';
 import { requireE2E, requireTools } from '../helpers/prereq.js';
-import { berth, cleanupEnv, CLI, httpGet, makeEnv, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
+import { berth, cleanupEnv, CLI, httpGet, makeEnv, processesWith, waitFor, type BerthEnv, type RunResult } from '../helpers/berth.js';
 import { freePort } from '../helpers/registry.js';
 import { removeTestBridge } from '../helpers/cni.js';
 import { bridgeChains, CniNetwork, netnsName, removeBridgeRules, sweepTaggedRules } from '../../src/runtime/network/index.js';
@@ -388,14 +388,7 @@ spec:
       image: ${demo?.registry.host ?? ''}/berth/demo:1.0
       command: ["sh", "-c", "sleep 4244 & sleep 1; exit 3"]
 `);
-    const leftovers = async (): Promise<number> => {
-      let n = 0;
-      for (const p of await fsp.readdir('/proc')) {
-        if (!/^\d+$/.test(p)) continue;
-        if ((await fsp.readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')) === 'sleep\x004244\x00') n++;
-      }
-      return n;
-    };
+    const leftovers = async (): Promise<number> => (await processesWith('sleep\x004244\x00')).length;
     try {
       const a = await B(['apply', '-f', file]);
       assert.equal(a.code, 0, `${a.stdout}\n${a.stderr}`);

@@ -94,6 +94,17 @@ export async function mountsUnder(dir: string): Promise<string[]> {
 }
 
 /** conmon processes whose command line mentions `needle` (e.g. the test's state dir). */
+/** Pids of live processes (not this one) whose command line contains `marker` (zombies have none). */
+export async function processesWith(marker: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const pid of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(pid) || pid === String(process.pid)) continue;
+    const cmd = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes(marker)) found.push(pid);
+  }
+  return found;
+}
+
 export async function conmonProcesses(needle: string): Promise<number[]> {
   const out: number[] = [];
   for (const pid of await fsp.readdir('/proc')) {

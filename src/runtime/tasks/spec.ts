@@ -72,14 +72,19 @@ let allCaps: string[] | undefined;
  */
 function allCapabilities(): string[] {
   if (allCaps !== undefined) return allCaps;
-  let mask = (1n << BigInt(CAPS_BY_NUMBER.length)) - 1n;
-  try {
-    const bnd = /^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-    if (bnd !== undefined) mask = BigInt(`0x${bnd}`);
-  } catch {
-    // no /proc: every known one
-  }
+  // No /proc: every known one.
+  const mask = ownCapabilities('CapBnd') ?? (1n << BigInt(CAPS_BY_NUMBER.length)) - 1n;
   return (allCaps = CAPS_BY_NUMBER.filter((_c, i) => ((mask >> BigInt(i)) & 1n) === 1n));
+}
+
+/** One of berth's own capability sets from /proc/self/status, as a bit mask; undefined if unreadable. */
+function ownCapabilities(set: 'CapBnd' | 'CapEff'): bigint | undefined {
+  try {
+    const hex = new RegExp(`^${set}:\\s*([0-9a-f]+)$`, 'm').exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    return hex === undefined ? undefined : BigInt(`0x${hex}`);
+  } catch {
+    return undefined;
+  }
 }
 
 const ID_MAX = 2 ** 32 - 2;
@@ -222,13 +227,8 @@ let sysResource: boolean | undefined;
 /** Whether berth holds CAP_SYS_RESOURCE (raise a hard limit, lower an OOM score); true if unknown. */
 function hasSysResource(): boolean {
   if (sysResource !== undefined) return sysResource;
-  try {
-    const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-    sysResource = eff === undefined || ((BigInt(`0x${eff}`) >> 24n) & 1n) === 1n;
-  } catch {
-    sysResource = true;
-  }
-  return sysResource;
+  const eff = ownCapabilities('CapEff');
+  return (sysResource = eff === undefined || ((eff >> 24n) & 1n) === 1n);
 }
 
 /**
